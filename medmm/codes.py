@@ -1,0 +1,113 @@
+"""Clinical vocabulary shared by ingest, the synthetic cohort and the model.
+
+Codes follow public terminologies (SNOMED CT, ICD-10-CM, LOINC, UCUM, US Core); the tables
+here are the single place medmm names them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SNOMED = "http://snomed.info/sct"
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+OMB_RACE = "urn:oid:2.16.840.1.113883.6.238"
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+US_CORE_ETHNICITY = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
+US_CORE_BIRTHSEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    name: str  # medmm's label name, also the column name in outputs
+    display: str
+    snomed: str
+    icd10: str
+
+
+DIAGNOSES: tuple[Diagnosis, ...] = (
+    Diagnosis("pneumonia", "Pneumonia", "233604007", "J18.9"),
+    Diagnosis("heart_failure", "Heart failure", "84114007", "I50.9"),
+    Diagnosis("pleural_effusion", "Pleural effusion", "60046008", "J90"),
+    Diagnosis("pneumothorax", "Pneumothorax", "36118008", "J93.9"),
+    Diagnosis("sepsis", "Sepsis", "91302008", "A41.9"),
+)
+DIAGNOSIS_NAMES: tuple[str, ...] = tuple(d.name for d in DIAGNOSES)
+
+
+def diagnosis_for_code(system: str | None, code: str | None) -> Diagnosis | None:
+    """The medmm diagnosis a SNOMED CT or ICD-10-CM code stands for, or None.
+
+    ICD-10 codes match on their category too (J18.1 -> pneumonia), since exports vary in
+    how specific they are.
+    """
+    if not code:
+        return None
+    code = code.strip()
+    sys_ = (system or "").lower()
+    for d in DIAGNOSES:
+        if code == d.snomed and ("snomed" in sys_ or not sys_):
+            return d
+        if "icd" in sys_ or not sys_:
+            if code.upper() == d.icd10 or code.upper().split(".")[0] == d.icd10.split(".")[0]:
+                return d
+    return None
+
+
+@dataclass(frozen=True)
+class VitalSign:
+    name: str  # channel name on the grid
+    display: str
+    loinc: tuple[str, ...]  # every LOINC code that maps to this channel, preferred first
+    unit: str  # canonical UCUM unit
+    low: float  # plausible range; outside it a value is dropped and reported
+    high: float
+
+
+VITAL_SIGNS: tuple[VitalSign, ...] = (
+    VitalSign("heart_rate", "Heart rate", ("8867-4",), "/min", 20.0, 300.0),
+    VitalSign("resp_rate", "Respiratory rate", ("9279-1",), "/min", 4.0, 80.0),
+    VitalSign("spo2", "Oxygen saturation", ("59408-5", "2708-6"), "%", 50.0, 100.0),
+    VitalSign("temperature", "Body temperature", ("8310-5",), "Cel", 30.0, 45.0),
+    VitalSign("sbp", "Systolic blood pressure", ("8480-6",), "mm[Hg]", 40.0, 300.0),
+    VitalSign("dbp", "Diastolic blood pressure", ("8462-4",), "mm[Hg]", 20.0, 200.0),
+    VitalSign("weight", "Body weight", ("29463-7",), "kg", 0.3, 400.0),
+)
+VITAL_NAMES: tuple[str, ...] = tuple(v.name for v in VITAL_SIGNS)
+BP_PANEL_LOINC = "85354-9"
+_VITAL_BY_LOINC = {code: v for v in VITAL_SIGNS for code in v.loinc}
+_VITAL_BY_NAME = {v.name: v for v in VITAL_SIGNS}
+
+
+def vital_for_code(code: str) -> VitalSign | None:
+    """The vital-sign channel for a LOINC code or a channel name, or None."""
+    return _VITAL_BY_LOINC.get(code) or _VITAL_BY_NAME.get(code)
+
+
+# Note document types (LOINC).
+NOTE_TYPES: dict[str, str] = {
+    "34117-2": "History and physical note",
+    "11506-3": "Progress note",
+    "18842-5": "Discharge summary",
+    "18748-4": "Diagnostic imaging study",
+}
+
+# OMB race and ethnicity categories (US Core).
+RACES: dict[str, str] = {
+    "1002-5": "American Indian or Alaska Native",
+    "2028-9": "Asian",
+    "2054-5": "Black or African American",
+    "2076-8": "Native Hawaiian or Other Pacific Islander",
+    "2106-3": "White",
+}
+ETHNICITIES: dict[str, str] = {
+    "2135-2": "Hispanic or Latino",
+    "2186-5": "Not Hispanic or Latino",
+}
+
+# DICOM SOP classes medmm turns into images.
+SOP_CR = "1.2.840.10008.5.1.4.1.1.1"
+SOP_DX = "1.2.840.10008.5.1.4.1.1.1.1"
+SOP_CT = "1.2.840.10008.5.1.4.1.1.2"

@@ -1,0 +1,192 @@
+"""Typed records: the one language every layer of medmm speaks.
+
+All records are frozen dataclasses. Every modality of a :class:`Study` is optional: a study
+with no image, no note or no vital sign is normal and still gets a prediction. Library
+objects (pydicom datasets, fhir.resources models) never appear here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A warning found while reading input: what was skipped, dropped or assumed, and where.
+
+    `source` is the file, `where` the entry/tag/row inside it. No patient values appear here.
+    """
+
+    source: str
+    where: str
+    message: str
+    kind: str = "warning"  # "warning" | "skipped" | "dropped"
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.where}: {self.message}" if self.where else f"{self.source}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Demographics:
+    patient_id: str  # pseudonymous identifier, never a name or MRN in de-identified data
+    sex: str | None = None  # FHIR administrative gender: female | male | other | unknown
+    age_years: float | None = None  # age at the study time
+    birth_date: str | None = None  # ISO date as given (kept for re-computing age)
+    race: str | None = None  # OMB category code (e.g. 2106-3)
+    ethnicity: str | None = None  # OMB ethnicity code (2135-2 / 2186-5)
+    birth_sex: str | None = None  # US Core birth sex: F | M | UNK
+    extra: Mapping[str, str] = field(default_factory=dict)  # other audit attributes
+
+
+@dataclass(frozen=True)
+class ImageSeries:
+    """One DICOM series as pixels in physical units.
+
+    `pixels` is float32, shape (H, W) for a 2D image, (S, H, W) for a volume or multi-frame,
+    with a trailing channel axis (..., 3) for colour. The modality LUT is applied (HU for CT);
+    MONOCHROME1 is inverted so that higher always means brighter.
+    """
+
+    pixels: np.ndarray
+    spacing: tuple[float, ...]  # mm per pixel axis, in the order of `pixels` (slice axis first)
+    modality: str  # CR | DX | CT | MR | ...
+    series_uid: str
+    study_uid: str = ""
+    sop_uids: tuple[str, ...] = ()
+    orientation: tuple[float, ...] | None = None  # ImageOrientationPatient (6 direction cosines)
+    origin: tuple[float, ...] | None = None  # ImagePositionPatient of the first slice
+    body_part: str | None = None
+    view_position: str | None = None  # PA | AP | LAT | ...
+    photometric: str = "MONOCHROME2"  # as stored in the file
+    inverted: bool = False  # True when MONOCHROME1 was inverted
+    window: tuple[float, float] | None = None  # (center, width) for display, in output units
+    rescale: tuple[float, float] = (1.0, 0.0)  # (slope, intercept) applied
+    bits_stored: int | None = None
+    transfer_syntax: str | None = None
+    description: str | None = None
+    acquired: datetime | None = None
+    source_files: tuple[str, ...] = ()
+
+    @property
+    def is_volume(self) -> bool:
+        grey = self.pixels.ndim == 3 and not self.is_colour
+        return grey or self.pixels.ndim == 4
+
+    @property
+    def is_colour(self) -> bool:
+        return self.pixels.shape[-1] == 3 and self.pixels.ndim in (3, 4) and self.photometric not in (
+            "MONOCHROME1",
+            "MONOCHROME2",
+        )
+
+
+@dataclass(frozen=True)
+class ClinicalNote:
+    text: str
+    time: datetime | None = None
+    type_code: str | None = None  # LOINC document type (e.g. 11506-3 progress note)
+    type_display: str | None = None
+    source_id: str | None = None  # resource reference, e.g. DocumentReference/abc
+
+
+@dataclass(frozen=True)
+class VitalReading:
+    """One raw measurement before gridding, already in the channel's canonical unit."""
+
+    time: datetime
+    channel: str  # medmm channel name (medmm.codes.VITAL_NAMES)
+    value: float
+    unit: str  # canonical UCUM unit after conversion
+    source: str = ""  # file and entry/row it came from
+
+
+@dataclass(frozen=True)
+class DroppedValue:
+    """A measurement removed from the grid, and why (never silently)."""
+
+    channel: str
+    time: datetime | None
+    reason: str  # e.g. "implausible: above 300 /min", "unknown unit"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class VitalSeries:
+    """Vital signs on a regular time grid ending at the study time.
+
+    values[t, c] is the mean of the readings of channel c in step t (NaN when none), mask is
+    True where observed. Time of step t is start + t * step (the step's left edge).
+    """
+
+    start: datetime
+    step_seconds: float
+    channels: tuple[str, ...]
+    units: tuple[str, ...]
+    values: np.ndarray  # (T, C) float32, NaN where unobserved
+    mask: np.ndarray  # (T, C) bool
+    dropped: tuple[DroppedValue, ...] = ()
+
+    @property
+    def hours(self) -> np.ndarray:
+        """Left edge of each step, in hours from `start`."""
+        return np.arange(self.values.shape[0], dtype=np.float64) * self.step_seconds / 3600.0
+
+
+@dataclass(frozen=True)
+class Label:
+    """A known diagnosis (Condition) of the study, mapped to medmm's vocabulary when possible."""
+
+    code: str
+    system: str
+    display: str | None = None
+    name: str | None = None  # medmm diagnosis name (medmm.codes.DIAGNOSIS_NAMES) or None
+    onset: datetime | None = None
+    status: str | None = None  # clinical status (active, resolved, ...)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a part of a study came from."""
+
+    path: str
+    kind: str  # dicom | fhir | vitals | manifest
+    detail: str = ""  # e.g. series UID, resource counts
+
+
+@dataclass(frozen=True)
+class Study:
+    """One patient at one time point. Every modality is optional."""
+
+    study_id: str
+    demographics: Demographics | None = None
+    images: tuple[ImageSeries, ...] = ()
+    notes: tuple[ClinicalNote, ...] = ()
+    vitals: VitalSeries | None = None
+    labels: tuple[Label, ...] | None = None  # None: unknown; () known to have none
+    time: datetime | None = None  # the study time (reference for age and the vitals window)
+    provenance: tuple[SourceRef, ...] = ()
+    warnings: tuple[Issue, ...] = ()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Present modalities, in medmm's fixed order (image, notes, vitals)."""
+        present = []
+        if self.images:
+            present.append("image")
+        if self.notes:
+            present.append("notes")
+        if self.vitals is not None and bool(self.vitals.mask.any()):
+            present.append("vitals")
+        return tuple(present)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """medmm diagnosis names among the labels (empty when unknown or none)."""
+        return tuple(sorted({lab.name for lab in self.labels or () if lab.name}))
+
+
+MODALITIES: tuple[str, ...] = ("image", "notes", "vitals")

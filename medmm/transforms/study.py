@@ -1,0 +1,153 @@
+"""Study -> fixed-size tensors for the model, composed from MONAI dictionary transforms.
+
+Every modality has a fixed-shape slot and a presence flag, so absent modalities batch like
+present ones and are masked inside the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from monai.transforms import Compose, EnsureChannelFirstd, Resized
+
+from medmm.codes import DIAGNOSIS_NAMES, VITAL_NAMES
+from medmm.records import ImageSeries, Study
+from medmm.transforms.dictionary import NormalizeVitalsd, TokenizeNotesd, ToTorchd, WindowLeveld
+
+PROJECTION_MODALITIES = ("CR", "DX", "DR", "RG", "MG", "XA", "RF", "PX", "OT", "SC", "US")
+CT_WINDOW = (-600.0, 1600.0)  # a wide lung-to-mediastinum window for CT volumes, in HU
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    image_size: int = 128  # radiographs are resized to image_size x image_size
+    use_volume: bool = False  # also build a CT/MR volume slot
+    volume_size: tuple[int, int, int] = (32, 64, 64)  # (slices, rows, columns)
+    max_notes: int = 3  # newest notes kept per study
+    max_note_tokens: int = 128  # tokens per note
+    window_hours: float = 48.0  # the vital-sign window before the study time
+    step_minutes: float = 60.0
+
+    @property
+    def vitals_steps(self) -> int:
+        return int(round(self.window_hours * 60.0 / self.step_minutes))
+
+
+def primary_radiograph(study: Study) -> ImageSeries | None:
+    """The 2D image the model reads: a PA/AP projection radiograph when there is one."""
+    candidates = [s for s in study.images if not _is_volume(s)]
+    if not candidates:
+        return None
+    ranked = sorted(candidates, key=lambda s: (s.modality not in PROJECTION_MODALITIES, s.view_position not in ("PA", "AP")))
+    return ranked[0]
+
+
+def primary_volume(study: Study) -> ImageSeries | None:
+    volumes = [s for s in study.images if _is_volume(s)]
+    return max(volumes, key=lambda s: s.pixels.shape[0]) if volumes else None
+
+
+def _is_volume(series: ImageSeries) -> bool:
+    return series.modality in ("CT", "MR", "PT", "NM") and series.is_volume and series.pixels.shape[0] > 1
+
+
+def _grey_2d(series: ImageSeries) -> np.ndarray:
+    pixels = series.pixels
+    if series.is_colour:
+        pixels = pixels.mean(axis=-1)
+    if pixels.ndim == 3:  # multi-frame projection: the middle frame
+        pixels = pixels[pixels.shape[0] // 2]
+    return pixels.astype(np.float32)
+
+
+def _window(series: ImageSeries, pixels: np.ndarray) -> tuple[float, float]:
+    if series.window is not None and series.window[1] > 0:
+        return series.window
+    lo, hi = np.percentile(pixels, [0.5, 99.5]) if pixels.size else (0.0, 1.0)
+    return float(lo + hi) / 2.0, float(max(hi - lo, 1e-3))
+
+
+class StudyPreprocessor:
+    """Callable Study -> dict of tensors (plus a small JSON-able "meta").
+
+    Keys: image (1, S, S) float, image_present () bool, [volume (1, D, H, W), volume_present],
+    notes_ids / notes_attention (M, L) long, notes_offsets (M, L, 2), notes_present (M,) bool,
+    vitals (T, C) float, vitals_observed (T, C) bool, vitals_present () bool,
+    labels (K,) float, labels_known () bool.
+    """
+
+    def __init__(self, config: PreprocessConfig, note_tokenizer):
+        self.config = config
+        self.note_tokenizer = note_tokenizer
+        size = (config.image_size, config.image_size)
+        self.image_tf = Compose(
+            [
+                WindowLeveld(keys="image", window_key="image_window"),
+                EnsureChannelFirstd(keys="image", channel_dim="no_channel"),
+                Resized(keys="image", spatial_size=size, mode="area"),
+            ]
+        )
+        self.volume_tf = Compose(
+            [
+                WindowLeveld(keys="volume", window_key="volume_window"),
+                EnsureChannelFirstd(keys="volume", channel_dim="no_channel"),
+                Resized(keys="volume", spatial_size=config.volume_size, mode="trilinear"),
+            ]
+        )
+        self.notes_tf = TokenizeNotesd(keys="notes", tokenizer=note_tokenizer, max_notes=config.max_notes, max_tokens=config.max_note_tokens)
+        self.vitals_tf = NormalizeVitalsd(keys="vitals", channels=VITAL_NAMES)
+        self.to_torch = ToTorchd(keys=["image", "volume", "notes_ids", "notes_attention", "notes_offsets", "notes_present", "vitals", "vitals_observed"], allow_missing_keys=True)
+
+    @property
+    def key(self) -> str:
+        """A string naming these settings and tokenizer, for cache keys."""
+        vocab = getattr(self.note_tokenizer, "vocab_size", 0)
+        name = getattr(self.note_tokenizer, "name_or_path", type(self.note_tokenizer).__name__)
+        blob = json.dumps({"config": asdict(self.config), "tokenizer": [str(name).rsplit("/", 1)[-1], vocab], "v": 1}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def __call__(self, study: Study) -> dict:
+        cfg = self.config
+        out: dict = {}
+        radiograph = primary_radiograph(study)
+        if radiograph is not None:
+            pixels = _grey_2d(radiograph)
+            d = self.image_tf({"image": pixels, "image_window": _window(radiograph, pixels)})
+            out["image"], out["image_present"] = d["image"], torch.tensor(True)
+        else:
+            out["image"], out["image_present"] = torch.zeros(1, cfg.image_size, cfg.image_size), torch.tensor(False)
+        if cfg.use_volume:
+            volume = primary_volume(study)
+            if volume is not None:
+                d = self.volume_tf({"volume": volume.pixels.astype(np.float32), "volume_window": CT_WINDOW if volume.modality == "CT" else _window(volume, volume.pixels)})
+                out["volume"], out["volume_present"] = d["volume"], torch.tensor(True)
+            else:
+                out["volume"], out["volume_present"] = torch.zeros(1, *cfg.volume_size), torch.tensor(False)
+
+        out.update(self.notes_tf({"notes": [n.text for n in study.notes]}))
+
+        steps = cfg.vitals_steps
+        if study.vitals is not None and study.vitals.values.shape[0] == steps and bool(study.vitals.mask.any()):
+            index = [study.vitals.channels.index(c) if c in study.vitals.channels else -1 for c in VITAL_NAMES]
+            values = np.full((steps, len(VITAL_NAMES)), np.nan, dtype=np.float32)
+            for c, src in enumerate(index):
+                if src >= 0:
+                    values[:, c] = np.where(study.vitals.mask[:, src], study.vitals.values[:, src], np.nan)
+            out.update(self.vitals_tf({"vitals": values}))
+            out["vitals_present"] = torch.tensor(True)
+        else:
+            out["vitals"] = np.zeros((steps, len(VITAL_NAMES)), dtype=np.float32)
+            out["vitals_observed"] = np.zeros((steps, len(VITAL_NAMES)), dtype=bool)
+            out["vitals_present"] = torch.tensor(False)
+
+        labels = torch.zeros(len(DIAGNOSIS_NAMES))
+        for name in study.label_names:
+            labels[DIAGNOSIS_NAMES.index(name)] = 1.0
+        out["labels"], out["labels_known"] = labels, torch.tensor(study.labels is not None)
+        out = self.to_torch(out)
+        out["meta"] = {"study_id": study.study_id, "modalities": list(study.modalities)}
+        return out
