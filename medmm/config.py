@@ -1,0 +1,133 @@
+"""Configuration as a tree of dataclasses: to and from plain dicts, JSON and YAML, with overrides.
+
+Unknown keys and wrong types are ConfigErrors naming the key path, so a typo in a YAML file
+fails loudly instead of being ignored. YAML is always read with yaml.safe_load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import yaml
+
+from medmm.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-able copy of a dataclass tree (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
+    """Build dataclass `cls` from `data`, recursing into nested dataclass fields."""
+    if data is None:
+        return cls()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a mapping for {cls.__name__}", where=where or cls.__name__)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}", where=where or cls.__name__)
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc), where=where or cls.__name__) from exc
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as err:
+                errors.append(err.detail)
+        raise ConfigError("; ".join(errors) or "invalid value", where=where)
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else from_dict(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError("expected a list", where=where)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"expected {len(args)} items", where=where)
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError("expected a mapping", where=where)
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("expected a number", where=where)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("expected an integer", where=where)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError("expected true or false", where=where)
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError("expected a string", where=where)
+        return value
+    return value
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply `a.b.c=value` overrides (values parsed as YAML scalars) to a nested dict."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value", where="overrides")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key} does not name a nested key", where="overrides")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping safely (no object construction)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError("config file not found", path=path) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError("not valid YAML", path=path, where=f"line {mark.line + 1}" if mark else None) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping at the top level", path=path)
+    return data

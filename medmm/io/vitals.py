@@ -1,0 +1,440 @@
+"""Vital signs: read a long or wide table (CSV / Parquet) and place readings on a regular grid.
+
+Table layouts:
+
+- long: columns ``time, code, value, unit`` (``channel`` is accepted for ``code``), one reading
+  per row; ``code`` is a LOINC code or a medmm channel name (medmm.codes.VITAL_SIGNS);
+- wide: a ``time`` column plus one column per channel whose header carries the unit in
+  brackets, ``heart_rate [/min]`` or ``8867-4 [/min]``; an empty cell means "not measured".
+
+Times are ISO 8601; a time without a UTC offset is taken as UTC, reported once per file.
+Rows are numbered from 1 over the data rows (the header is not counted). What cannot be used
+is reported and the good rows are kept: a row or column that names no known channel, or has
+no usable time, becomes an Issue; a value of a known channel that is missing, not a number or
+in a unit medmm does not know (never guessed) becomes a DroppedValue.
+
+The grid (:func:`build_grid`) has T steps covering [end - window, end); step t is
+[start + t*step, start + (t+1)*step) and holds the mean of the readings that fall in it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medmm.codes import BP_PANEL_LOINC, VITAL_NAMES, VitalSign, vital_for_code
+from medmm.errors import ConfigError, VitalsError
+from medmm.io.units import implausible_reason, to_canonical
+from medmm.records import DroppedValue, Issue, VitalReading, VitalSeries
+
+_US_PER_SECOND = 1_000_000
+_WIDE_HEADER = re.compile(r"^\s*(?P<code>[^\[\]]+?)\s*\[(?P<unit>.*)\]\s*$")
+_MISSING_TEXT = frozenset({"", "nan", "na", "n/a", "null", "none"})
+_LONG_CODE_COLUMNS = ("code", "channel")
+_MISSING = "value is missing"  # in a wide table: not measured, so not reported
+
+
+@dataclass(frozen=True)
+class VitalsTable:
+    """Readings of one vitals file in canonical units, with what was dropped or skipped and why."""
+
+    readings: tuple[VitalReading, ...]
+    dropped: tuple[DroppedValue, ...]
+    issues: tuple[Issue, ...]
+
+
+@dataclass(frozen=True)
+class ChannelSummary:
+    """One channel of a grid at a glance (for ``medmm inspect``): figures over observed steps."""
+
+    channel: str
+    unit: str
+    observed_steps: int
+    total_steps: int
+    min: float | None  # None when no step is observed
+    mean: float | None  # mean of the step means
+    max: float | None
+    dropped: int  # DroppedValue records of this channel in the series
+
+
+def read_vitals_table(path: str | Path) -> VitalsTable:
+    """Read a long or wide vitals table (.csv or .parquet) into canonical-unit readings.
+
+    Raises VitalsError when the file cannot be read at all (missing, not a table, empty, no
+    `time` column); problems of single rows or columns are reported in the result instead.
+    """
+    path = Path(path)
+    frame = _read_frame(path)
+    if str(frame.index.name).strip().lower() == "time":  # Parquet written with the times as index
+        frame = frame.reset_index()
+    columns = {str(c).strip().lower(): c for c in frame.columns}
+    if "time" not in columns:
+        raise VitalsError("missing column 'time' (expected an ISO 8601 time column)", path=path)
+    if len(frame) == 0:
+        raise VitalsError("no data rows (expected a header and at least one row)", path=path)
+    out = _Collector(str(path), str(columns["time"]))
+    if any(name in columns for name in (*_LONG_CODE_COLUMNS, "value", "unit")):
+        _read_long(frame, columns, out)
+    else:
+        _read_wide(frame, columns, out)
+    return out.table()
+
+
+def build_grid(
+    readings: Iterable[VitalReading],
+    *,
+    end: datetime,
+    window_hours: float = 48.0,
+    step_minutes: float = 60.0,
+    channels: Sequence[str] = VITAL_NAMES,
+    dropped: Iterable[DroppedValue] = (),
+) -> VitalSeries:
+    """Average readings onto a regular grid over [end - window, end), with an observation mask.
+
+    Exact duplicates (channel, time, value) count once; readings outside the window or of other
+    channels are ignored; implausible values inside the window are dropped and recorded with
+    their reason, after `dropped` (passed through, e.g. from a table). Naive times are UTC.
+    """
+    if end.utcoffset() is None:
+        raise VitalsError("grid end time has no UTC offset (expected an aware datetime)", where="end")
+    step_us, n_steps = _grid_shape(window_hours, step_minutes)
+    signs = _channel_signs(channels)
+    column = {sign.name: c for c, sign in enumerate(signs)}
+    window_us = n_steps * step_us
+    start = end.astimezone(timezone.utc) - timedelta(microseconds=window_us)
+
+    sums = np.zeros((n_steps, len(signs)), dtype=np.float64)  # (T, C)
+    counts = np.zeros((n_steps, len(signs)), dtype=np.int64)  # (T, C)
+    drops = list(dropped)
+    implausible: list[DroppedValue] = []
+    seen: set[tuple[int, int, float]] = set()
+    for reading in readings:
+        c = column.get(reading.channel)
+        if c is None:
+            continue
+        time = _utc(reading.time)
+        offset = _micros(time - start)
+        if not 0 <= offset < window_us:
+            continue
+        sign = signs[c]
+        value = float(reading.value)
+        if reading.unit != sign.unit:
+            try:
+                value = to_canonical(value, reading.unit, sign, source=reading.source)
+            except VitalsError as exc:
+                drops.append(DroppedValue(sign.name, time, exc.detail, reading.source))
+                continue
+        key = (c, offset, value)
+        if key in seen:
+            continue
+        seen.add(key)
+        reason = implausible_reason(value, sign)
+        if reason is not None:
+            implausible.append(DroppedValue(sign.name, time, reason, reading.source))
+            continue
+        sums[offset // step_us, c] += value
+        counts[offset // step_us, c] += 1
+
+    mask = counts > 0  # (T, C)
+    values = np.full(sums.shape, np.nan, dtype=np.float32)  # (T, C)
+    values[mask] = (sums[mask] / counts[mask]).astype(np.float32)
+    implausible.sort(key=lambda d: (d.time, column[d.channel], d.source))
+    return VitalSeries(
+        start=start,
+        step_seconds=step_us / _US_PER_SECOND,
+        channels=tuple(sign.name for sign in signs),
+        units=tuple(sign.unit for sign in signs),
+        values=values,
+        mask=mask,
+        dropped=tuple(drops + implausible),
+    )
+
+
+def readings_frame(series: VitalSeries) -> pd.DataFrame:
+    """The grid as a tidy table, one row per (step, channel): step, time, channel, unit, value, observed."""
+    n_steps, n_channels = series.values.shape
+    steps = np.repeat(np.arange(n_steps), n_channels)  # (T*C,)
+    chans = np.tile(np.arange(n_channels), n_steps)  # (T*C,)
+    start = pd.Timestamp(series.start).tz_convert("UTC")
+    times = start + pd.to_timedelta(steps * series.step_seconds, unit="s")
+    return pd.DataFrame(
+        {
+            "step": steps,
+            "time": times,
+            "channel": [series.channels[c] for c in chans],
+            "unit": [series.units[c] for c in chans],
+            "value": series.values.reshape(-1).astype(np.float64),
+            "observed": series.mask.reshape(-1),
+        }
+    )
+
+
+def summary_rows(series: VitalSeries) -> tuple[ChannelSummary, ...]:
+    """Per channel: observed steps, min / mean / max of the step means, unit and dropped count."""
+    rows = []
+    for c, (name, unit) in enumerate(zip(series.channels, series.units)):
+        observed = series.values[series.mask[:, c], c].astype(np.float64)  # (n_observed,)
+        has = observed.size > 0
+        rows.append(
+            ChannelSummary(
+                channel=name,
+                unit=unit,
+                observed_steps=int(observed.size),
+                total_steps=int(series.values.shape[0]),
+                min=float(observed.min()) if has else None,
+                mean=float(observed.mean()) if has else None,
+                max=float(observed.max()) if has else None,
+                dropped=sum(1 for d in series.dropped if d.channel == name),
+            )
+        )
+    return tuple(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading tables
+
+
+@dataclass
+class _Collector:
+    """What one file yields while it is read: readings, drops, issues, count of naive times."""
+
+    source: str
+    time_header: str
+    readings: list[VitalReading] = field(default_factory=list)
+    dropped: list[DroppedValue] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    naive_times: int = 0
+
+    def skip(self, where: str, message: str) -> None:
+        self.issues.append(Issue(self.source, where, message, kind="skipped"))
+
+    def drop(self, sign: VitalSign, time: datetime, where: str, reason: str) -> None:
+        self.dropped.append(DroppedValue(sign.name, time, reason, source=f"{self.source}: {where}"))
+
+    def time(self, cell: object, row: int) -> datetime | None:
+        """The row's time in UTC, or None after reporting the row as skipped."""
+        time, naive = _parse_time(cell)
+        if time is None:
+            where = f"row {row}, column '{self.time_header}'"
+            self.skip(where, "time is not an ISO 8601 date-time; row skipped")
+        self.naive_times += naive
+        return time
+
+    def add(
+        self, sign: VitalSign, time: datetime, cell: object, unit: str | None, row: int, col: str
+    ) -> None:
+        """Convert one value cell to a reading, or record why it was dropped."""
+        where = f"row {row}, column '{col}'"
+        value, problem = _parse_value(cell)
+        if problem is not None:
+            self.drop(sign, time, where, problem)
+            return
+        try:
+            canonical = to_canonical(value, unit, sign, source=self.source, where=where)
+        except VitalsError as exc:
+            self.drop(sign, time, where, exc.detail)
+            return
+        source = f"{self.source}: row {row}"
+        self.readings.append(VitalReading(time, sign.name, canonical, sign.unit, source=source))
+
+    def table(self) -> VitalsTable:
+        issues = list(self.issues)
+        if self.naive_times:
+            message = f"{self.naive_times} time(s) without a UTC offset taken as UTC"
+            issues.insert(0, Issue(self.source, f"column '{self.time_header}'", message, kind="warning"))
+        return VitalsTable(tuple(self.readings), tuple(self.dropped), tuple(issues))
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    """The file as a DataFrame (CSV cells as text), or VitalsError naming the file."""
+    name = path.name.lower()
+    is_parquet = name.endswith((".parquet", ".pq"))
+    if not is_parquet and not name.endswith((".csv", ".csv.gz")):
+        raise VitalsError("unsupported file type (expected .csv or .parquet)", path=path)
+    if not path.is_file():
+        raise VitalsError("file not found (expected a .csv or .parquet vitals table)", path=path)
+    try:
+        if is_parquet:
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise VitalsError("file is empty (expected a header row with a 'time' column)", path=path) from None
+    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as exc:
+        kind = "Parquet" if is_parquet else "CSV"
+        raise VitalsError(f"not a readable {kind} table ({type(exc).__name__})", path=path) from exc
+
+
+def _read_long(frame: pd.DataFrame, columns: dict[str, object], out: _Collector) -> None:
+    """One reading per row: time, code (or channel), value, unit."""
+    code_key = next((k for k in _LONG_CODE_COLUMNS if k in columns), None)
+    missing = ([] if code_key else ["code"]) + [k for k in ("value", "unit") if k not in columns]
+    if missing:
+        wanted = ", ".join(f"'{k}'" for k in missing)
+        message = f"long table lacks column(s) {wanted} (expected time, code, value, unit)"
+        raise VitalsError(message, path=out.source)
+    headers = {k: str(columns[k]) for k in ("time", code_key, "value", "unit")}
+    cells = zip(*(frame[columns[k]].tolist() for k in ("time", code_key, "value", "unit")))
+    for row, (time_cell, code_cell, value_cell, unit_cell) in enumerate(cells, start=1):
+        code = code_cell.strip() if isinstance(code_cell, str) else ""
+        sign = _vital(code)
+        if sign is None:
+            where = f"row {row}, column '{headers[code_key]}'"
+            out.skip(where, _unknown_code_message(code) + "; row skipped")
+            continue
+        time = out.time(time_cell, row)
+        if time is None:
+            continue
+        unit = unit_cell.strip() if isinstance(unit_cell, str) else None
+        out.add(sign, time, value_cell, unit, row, headers["value"])
+
+
+def _read_wide(frame: pd.DataFrame, columns: dict[str, object], out: _Collector) -> None:
+    """A time column plus one column per channel, the unit in the header: ``heart_rate [/min]``."""
+    time_header = columns["time"]
+    usable: list[tuple[object, VitalSign, str]] = []
+    for header in frame.columns:
+        if header == time_header:
+            continue
+        where = f"column '{header}'"
+        match = _WIDE_HEADER.match(str(header))
+        if match is None:
+            out.skip(where, "no unit in the header (expected 'name [unit]'); column skipped")
+            continue
+        sign = _vital(match["code"])
+        if sign is None:
+            out.skip(where, _unknown_code_message(match["code"]) + "; column skipped")
+            continue
+        try:
+            to_canonical(0.0, match["unit"], sign, source=out.source, where=where)
+        except VitalsError as exc:
+            out.skip(where, exc.detail + "; column skipped")
+            continue
+        usable.append((header, sign, match["unit"]))
+    if not usable and not out.issues:
+        message = "no vital-sign columns (expected long columns code, value, unit or wide 'name [unit]')"
+        raise VitalsError(message, path=out.source)
+    times = frame[time_header].tolist()
+    values = [frame[header].tolist() for header, _, _ in usable]
+    for i, time_cell in enumerate(times):
+        present = [(u, cells[i]) for u, cells in zip(usable, values) if _parse_value(cells[i])[1] != _MISSING]
+        if not present:
+            continue
+        time = out.time(time_cell, i + 1)
+        if time is None:
+            continue
+        for (header, sign, unit), cell in present:
+            out.add(sign, time, cell, unit, i + 1, str(header))
+
+
+def _vital(code: str) -> VitalSign | None:
+    code = code.strip()
+    return vital_for_code(code) or vital_for_code(code.lower()) if code else None
+
+
+def _unknown_code_message(code: str) -> str:
+    if not code.strip():
+        return "vital-sign code is missing (expected a LOINC code or medmm channel name)"
+    if code.strip() == BP_PANEL_LOINC:
+        return "blood-pressure panel code carries no single value (expected its systolic and diastolic codes)"
+    return "unknown vital-sign code (expected a LOINC code or channel name of medmm.codes.VITAL_SIGNS)"
+
+
+def _parse_time(cell: object) -> tuple[datetime | None, bool]:
+    """(time in UTC, whether it was naive) from an ISO 8601 text or timestamp cell; None if neither."""
+    if cell is None or cell is pd.NaT:
+        return None, False
+    if isinstance(cell, pd.Timestamp):  # Parquet timestamp columns
+        time = cell.to_pydatetime(warn=False)
+    elif isinstance(cell, datetime):
+        time = cell
+    elif isinstance(cell, str):
+        try:
+            time = datetime.fromisoformat(cell.strip())
+        except ValueError:
+            return None, False
+    else:
+        return None, False
+    return _utc(time), time.utcoffset() is None
+
+
+def _parse_value(cell: object) -> tuple[float, str | None]:
+    """(value, None) for a finite number, else (NaN, why it cannot be used)."""
+    if isinstance(cell, (bool, np.bool_)):
+        return math.nan, "value is not a number"
+    if isinstance(cell, str):
+        text = cell.strip()
+        if text.lower() in _MISSING_TEXT:
+            return math.nan, _MISSING
+        try:
+            value = float(text)
+        except ValueError:
+            return math.nan, "value is not a number"
+    elif isinstance(cell, (int, float, np.integer, np.floating)):
+        value = float(cell)
+        if math.isnan(value):
+            return math.nan, _MISSING
+    elif cell is None:
+        return math.nan, _MISSING
+    else:
+        return math.nan, "value is not a number"
+    if not math.isfinite(value):
+        return math.nan, "value is not a finite number"
+    return value, None
+
+
+# ---------------------------------------------------------------------------------------------
+# grid helpers
+
+
+def _utc(time: datetime) -> datetime:
+    """`time` in UTC; a naive time is taken as UTC (medmm's convention)."""
+    if time.utcoffset() is None:
+        return time.replace(tzinfo=timezone.utc)
+    return time.astimezone(timezone.utc)
+
+
+def _micros(delta: timedelta) -> int:
+    """A timedelta as an exact number of microseconds (no float rounding at step edges)."""
+    return (delta.days * 86_400 + delta.seconds) * _US_PER_SECOND + delta.microseconds
+
+
+def _grid_shape(window_hours: float, step_minutes: float) -> tuple[int, int]:
+    """(step in microseconds, number of steps); the window must be a whole number of steps."""
+    if not (math.isfinite(window_hours) and math.isfinite(step_minutes)):
+        raise ConfigError("vitals window and step must be finite numbers", where="window_hours/step_minutes")
+    step_us = round(step_minutes * 60 * _US_PER_SECOND)
+    window_us = round(window_hours * 3600 * _US_PER_SECOND)
+    if step_us <= 0 or window_us <= 0:
+        raise ConfigError(
+            f"vitals window ({window_hours:g} h) and step ({step_minutes:g} min) must be positive",
+            where="window_hours/step_minutes",
+        )
+    if window_us % step_us:
+        raise ConfigError(
+            f"vitals window of {window_hours:g} h is not a whole number of {step_minutes:g} min steps",
+            where="window_hours/step_minutes",
+        )
+    return step_us, window_us // step_us
+
+
+def _channel_signs(channels: Sequence[str]) -> tuple[VitalSign, ...]:
+    """The VitalSign of each grid channel, in order; unknown or repeated names are a ConfigError."""
+    if isinstance(channels, str) or not channels:
+        raise ConfigError("vitals channels must be a non-empty sequence of channel names", where="channels")
+    signs = []
+    for name in channels:
+        sign = vital_for_code(name)
+        if sign is None or sign.name != name:
+            message = f"unknown vital-sign channel {name!r} (expected one of {', '.join(VITAL_NAMES)})"
+            raise ConfigError(message, where="channels")
+        signs.append(sign)
+    if len(set(channels)) != len(signs):
+        raise ConfigError("vitals channels repeat a name (expected each channel once)", where="channels")
+    return tuple(signs)

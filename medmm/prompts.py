@@ -1,0 +1,91 @@
+"""Text the language model reads and writes: prompts, impression targets, question-answer pairs.
+
+Impressions are short and structured so that an evaluation can read back which diagnoses they
+name (`diagnoses_named`) and whether they contradict the truth.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from medmm.codes import DIAGNOSES, DIAGNOSIS_NAMES
+
+IMPRESSION_PROMPT = "Impression:"
+QUESTION_PREFIX = "Question:"
+ANSWER_PREFIX = "Answer:"
+NO_FINDING = "no acute cardiopulmonary diagnosis"
+
+_DISPLAY = {d.name: d.display.lower() for d in DIAGNOSES}
+
+# What supports each diagnosis, per modality, in words a clinician would use.
+EVIDENCE_WORDS: dict[str, dict[str, str]] = {
+    "pneumonia": {"image": "focal consolidation", "vitals": "fever and tachypnoea", "notes": "productive cough and crackles"},
+    "heart_failure": {"image": "cardiomegaly", "vitals": "weight gain and falling oxygen saturation", "notes": "orthopnoea and ankle oedema"},
+    "pleural_effusion": {"image": "blunted costophrenic angle", "notes": "dullness to percussion"},
+    "pneumothorax": {"image": "visceral pleural line", "vitals": "sudden desaturation and tachycardia", "notes": "sudden pleuritic chest pain"},
+    "sepsis": {"vitals": "fever, tachycardia and hypotension", "notes": "rigors and confusion"},
+}
+MODALITY_WORDS = {"image": "the radiograph", "vitals": "the vital signs", "notes": "the notes"}
+
+
+def impression_text(labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The target impression for a case: diagnoses in a fixed order, each with its evidence.
+
+    `evidence` maps a diagnosis to the modalities that carry its evidence in this case.
+    """
+    names = [n for n in DIAGNOSIS_NAMES if n in set(labels)]
+    if not names:
+        return f"{NO_FINDING}."
+    parts = []
+    for name in names:
+        mods = [m for m in ("image", "vitals", "notes") if evidence and m in evidence.get(name, ()) and m in EVIDENCE_WORDS[name]]
+        support = "; ".join(EVIDENCE_WORDS[name][m] for m in mods)
+        parts.append(f"{_DISPLAY[name]}" + (f" ({support})" if support else ""))
+    return ", ".join(parts) + "."
+
+
+_NEGATION = re.compile(r"\b(no|not|without|negative for|denies|free of)\b[^.,;()]*$")
+
+
+def diagnoses_named(text: str) -> set[str]:
+    """Diagnosis names an impression asserts (mentions not preceded by a negation in its clause)."""
+    lowered = text.lower()
+    found = set()
+    for name, display in _DISPLAY.items():
+        for match in re.finditer(re.escape(display), lowered):
+            clause = lowered[: match.start()]
+            clause = re.split(r"[.;,]", clause)[-1]
+            if not _NEGATION.search(clause):
+                found.add(name)
+    return found
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+
+
+def qa_pairs(labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None, ask_about: Iterable[str] = DIAGNOSIS_NAMES) -> list[QA]:
+    """Instruction-tuning pairs generated from a case's ground truth."""
+    truth = set(labels)
+    evidence = evidence or {}
+    pairs = []
+    for name in ask_about:
+        display = _DISPLAY[name]
+        if name in truth:
+            pairs.append(QA(f"Is there {display}?", f"Yes, {display} is likely."))
+            mods = [m for m in ("image", "vitals", "notes") if m in evidence.get(name, ()) and m in EVIDENCE_WORDS[name]]
+            if mods:
+                support = "; ".join(f"{EVIDENCE_WORDS[name][m]} in {MODALITY_WORDS[m]}" for m in mods)
+                pairs.append(QA(f"What supports {display}?", f"{support[0].upper()}{support[1:]}."))
+        else:
+            pairs.append(QA(f"Is there {display}?", f"No, {display} is unlikely."))
+    pairs.append(QA("Summarise the findings.", impression_text(labels, evidence)))
+    return pairs
+
+
+def qa_prompt(question: str) -> str:
+    return f"{QUESTION_PREFIX} {question} {ANSWER_PREFIX}"

@@ -1,0 +1,27 @@
+from medmm.prompts import NO_FINDING, diagnoses_named, impression_text, qa_pairs
+
+
+def test_impression_orders_diagnoses_and_names_evidence():
+    text = impression_text(["sepsis", "pneumonia"], {"pneumonia": ["image", "notes"], "sepsis": ["vitals"]})
+    assert text == "pneumonia (focal consolidation; productive cough and crackles), sepsis (fever, tachycardia and hypotension)."
+    assert diagnoses_named(text) == {"pneumonia", "sepsis"}
+
+
+def test_impression_of_normal_case_names_nothing():
+    text = impression_text([])
+    assert text == f"{NO_FINDING}."
+    assert diagnoses_named(text) == set()
+
+
+def test_negated_mentions_are_not_named():
+    assert diagnoses_named("no pneumothorax. heart failure likely.") == {"heart_failure"}
+    assert diagnoses_named("negative for sepsis, pleural effusion present.") == {"pleural_effusion"}
+
+
+def test_qa_pairs_answer_from_truth():
+    pairs = {p.question: p.answer for p in qa_pairs(["heart_failure"], {"heart_failure": ["image", "vitals"]})}
+    assert pairs["Is there heart failure?"] == "Yes, heart failure is likely."
+    assert pairs["Is there sepsis?"] == "No, sepsis is unlikely."
+    assert pairs["What supports heart failure?"] == "Cardiomegaly in the radiograph; weight gain and falling oxygen saturation in the vital signs."
+    assert pairs["Summarise the findings."] == "heart failure (cardiomegaly; weight gain and falling oxygen saturation)."
+    assert "What supports sepsis?" not in pairs
