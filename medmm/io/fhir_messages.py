@@ -1,0 +1,101 @@
+"""Validation failures of FHIR resources as short messages that name the element and what it
+should hold, never the value found (which may be patient data)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+# What each primitive named in fhir_core's "<Type> value string does not match" errors expects.
+_PRIMITIVE_WORDS = {
+    "Decimal": "a number",
+    "Integer": "an integer",
+    "Integer64": "an integer",
+    "PositiveInt": "a positive integer",
+    "UnsignedInt": "a non-negative integer",
+    "DateTime": "a FHIR dateTime (YYYY, YYYY-MM, YYYY-MM-DD or a date-time with time zone)",
+    "Date": "a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)",
+    "Instant": "a FHIR instant (date-time with time zone)",
+    "Time": "a time (hh:mm:ss)",
+    "Boolean": "true or false",
+    "Base64Binary": "base64 data",
+}
+_PYDANTIC_WORDS = {
+    "missing": "required but missing",
+    "model_field_validation.missing": "required but missing",
+    "extra_forbidden": "not an element of this type",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "dict_type": "expected an object",
+    "model_type": "expected an object",
+    "model_attributes_type": "expected an object",
+    "json_invalid": "expected an object",
+    "json_type": "expected an object",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "decimal_type": "expected a number",
+    "decimal_parsing": "expected a number",
+    "base64_decode": "expected base64 data",
+    "literal_error": "expected one of the allowed codes",
+    "enum": "expected one of the allowed codes",
+    "string_pattern_mismatch": "expected text in the FHIR format of this element",
+    "string_too_short": "expected non-empty text",
+    "fhir-validation-wrong-resource-type": "resourceType does not match",
+}
+
+
+def describe_error(exc: Exception | None) -> str:
+    """A validation failure as "field a.b[0].c: expected ..." without echoing any input value."""
+    if not isinstance(exc, ValidationError):
+        return f"invalid resource ({type(exc).__name__})"
+    errors = exc.errors()
+    if not errors:
+        return "invalid resource"
+    first = errors[0]
+    path = _loc_path(first.get("loc", ()))
+    text = _expected(first)
+    more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+    return f"field {path}: {text}{more}" if path else f"{text}{more}"
+
+
+def _loc_path(loc: tuple[Any, ...]) -> str:
+    """('component', 0, 'valueQuantity', 'value') -> 'component[0].valueQuantity.value'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part != "root":
+            out += ("." if out else "") + ("resourceType" if part == "resource_type" else str(part))
+    return out
+
+
+def _expected(error: Any) -> str:
+    """What the element should have held, from the error's type (its input is never used)."""
+    kind = str(error.get("type", ""))
+    message = str(error.get("msg", ""))
+    if kind in _PYDANTIC_WORDS:
+        return _PYDANTIC_WORDS[kind]
+    if kind.startswith("date"):
+        return "expected a valid date or date-time"
+    m = re.search(r"(\w+) value string does not match spec regex", message)
+    if m and m[1] in _PRIMITIVE_WORDS:
+        return f"expected {_PRIMITIVE_WORDS[m[1]]}"
+    if "time zone" in message.lower() or "timezone aware" in message:
+        return "expected a date-time with time zone"
+    m = re.search(r"from this list \['([a-z][A-Za-z]*?)[A-Z]", message)
+    if m and "got multiple" in message:
+        return f"expected only one {m[1]}[x] element"
+    if m:
+        return f"expected a {m[1]}[x] element"
+    m = re.search(r"instance of (\w+)", message)
+    if m:
+        return f"expected an object ({m[1]})"
+    safe_kind = re.sub(r"[^a-z_.-]", "", kind.lower())[:40]
+    return f"invalid value ({safe_kind or 'unknown error'})"

@@ -1,0 +1,131 @@
+"""Resolving FHIR references within one input, in every form real exports use.
+
+Forms: `urn:uuid:...` / `urn:oid:...` (matched against Bundle.entry.fullUrl), relative
+`Patient/123` (matched on type and id, with `/_history/n` ignored), absolute URLs (matched on
+fullUrl, else on their trailing `Type/id`, since Bulk Data files carry no fullUrl), conditional
+references `Patient?identifier=system|value` (also `_id=`), and logical references that give
+only `Reference.identifier`. A reference resolves only when exactly one resource matches.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+from medmm.io.fhir_load import Entry
+
+_TYPE_ID = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+
+
+class ReferenceIndex:
+    """Every resource of an input, findable by fullUrl, Type/id and identifier."""
+
+    def __init__(self, entries: list[Entry]):
+        self._by_url: dict[str, list[Entry]] = {}
+        self._by_type_id: dict[str, list[Entry]] = {}
+        self._by_type: dict[str, list[Entry]] = {}
+        for entry in entries:
+            if entry.full_url:
+                self._add(self._by_url, entry.full_url.strip(), entry)
+            for key in {type_id(entry), _tail(entry.full_url), _tail(entry.request_url)} - {None}:
+                self._add(self._by_type_id, key, entry)
+            self._by_type.setdefault(entry.rtype, []).append(entry)
+
+    @staticmethod
+    def _add(table: dict[str, list[Entry]], key: str, entry: Entry) -> None:
+        bucket = table.setdefault(key, [])
+        if entry not in bucket:
+            bucket.append(entry)
+
+    def resolve(self, reference: Any) -> Entry | None:
+        """The entry a Reference (model or string) points to, or None when not in the input."""
+        if reference is None:
+            return None
+        if isinstance(reference, str):
+            return self.resolve_string(reference)
+        literal = getattr(reference, "reference", None)
+        if isinstance(literal, str) and literal.strip():
+            return self.resolve_string(literal)
+        identifier = getattr(reference, "identifier", None)
+        if identifier is not None and getattr(identifier, "value", None):
+            rtype = getattr(reference, "type", None)
+            types = [rtype.rsplit("/", 1)[-1]] if isinstance(rtype, str) and rtype else list(self._by_type)
+            system, value = identifier.system, identifier.value
+            found = [e for t in types for e in self._by_type.get(t, []) if _has_identifier(e, system, value)]
+            return _single(found)
+        return None
+
+    def resolve_string(self, ref: str) -> Entry | None:
+        """Resolve a literal or conditional reference string."""
+        ref = ref.strip()
+        if ref.startswith("#") or not ref:
+            return None  # contained resources are not entries of their own
+        ref = re.sub(r"/_history/[^/?]*$", "", ref)
+        exact = _single(self._by_url.get(ref, []))
+        if exact is not None:
+            return exact
+        if ref.startswith("urn:"):
+            return None
+        head, sep, query = ref.partition("?")
+        if sep:
+            return self._conditional(head.rstrip("/").rsplit("/", 1)[-1], query)
+        key = _tail(ref)
+        return _single(self._by_type_id.get(key, [])) if key else None
+
+    def _conditional(self, rtype: str, query: str) -> Entry | None:
+        """`Type?identifier=system|value` and `Type?_id=...`; other search parameters do not resolve."""
+        params = parse_qsl(query, keep_blank_values=True)
+        if not params:
+            return None
+        candidates = list(self._by_type.get(rtype, []))
+        for name, value in params:
+            if name == "_id":
+                candidates = [e for e in candidates if e.raw.get("id") == value]
+            elif name == "identifier":
+                system, bar, code = value.rpartition("|")
+                if not bar:
+                    system, code = None, value
+                candidates = [e for e in candidates if _has_identifier(e, system, code)]
+            else:
+                return None
+        return _single(candidates)
+
+
+def type_id(entry: Entry) -> str | None:
+    """'Type/id' of an entry, when the resource has an id."""
+    rid = entry.raw.get("id")
+    return f"{entry.rtype}/{rid}" if isinstance(rid, str) and rid else None
+
+
+def _tail(url: str | None) -> str | None:
+    """The trailing 'Type/id' of a relative or absolute URL."""
+    if not url:
+        return None
+    m = _TYPE_ID.search(re.sub(r"/_history/[^/?]*$", "", url.strip()))
+    return f"{m[1]}/{m[2]}" if m else None
+
+
+def _has_identifier(entry: Entry, system: str | None, value: str | None) -> bool:
+    """Whether the resource lists an identifier with this value (and system, when one is given)."""
+    identifiers = entry.raw.get("identifier")
+    if isinstance(identifiers, dict):
+        identifiers = [identifiers]
+    for ident in identifiers if isinstance(identifiers, list) else []:
+        if not isinstance(ident, dict) or ident.get("value") != value:
+            continue
+        if not system or ident.get("system") == system:
+            return True
+    return False
+
+
+def identity(entry: Entry) -> str:
+    """What makes two entries the same resource: Type/id, else fullUrl, else the entry itself."""
+    return type_id(entry) or entry.full_url or f"{entry.source}#{entry.where}"
+
+
+def _single(found: list[Entry]) -> Entry | None:
+    """The match when all matches are one resource (copies of it may sit in several files)."""
+    if not found or len({identity(e) for e in found}) > 1:
+        return None
+    return found[0]
