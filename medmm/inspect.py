@@ -57,9 +57,9 @@ def describe(study: Study) -> dict:
                     "channel": name,
                     "unit": unit,
                     "observed_steps": int(observed.sum()),
-                    "min": float(vals.min()) if vals.size else None,
+                    "min": round(float(vals.min()), 3) if vals.size else None,
                     "mean": round(float(vals.mean()), 3) if vals.size else None,
-                    "max": float(vals.max()) if vals.size else None,
+                    "max": round(float(vals.max()), 3) if vals.size else None,
                 }
             )
         info["vitals"] = {

@@ -190,3 +190,32 @@ class Study:
 
 
 MODALITIES: tuple[str, ...] = ("image", "notes", "vitals")
+
+
+@dataclass(frozen=True)
+class DiagnosisScore:
+    name: str  # medmm diagnosis name
+    display: str
+    probability: float  # calibrated when the model carries a fitted temperature
+    in_set: bool  # member of the conformal prediction set
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says about one study."""
+
+    study_id: str
+    scores: tuple[DiagnosisScore, ...]  # ranked, most probable first
+    conformal_set: tuple[str, ...]  # diagnoses the model cannot rule out at the target coverage
+    coverage_target: float | None  # e.g. 0.9; None when the model has no conformal calibration
+    impression: str
+    present: tuple[str, ...]  # modalities the prediction used
+    missing: tuple[str, ...]  # modalities absent from the study
+    model_id: str  # checksum-derived identifier of the exact weights
+    model_version: str
+    calibrated: bool  # probabilities passed through a fitted temperature
+    seconds: float
+    warnings: tuple[str, ...] = ()
+
+    def probability(self, name: str) -> float:
+        return next(s.probability for s in self.scores if s.name == name)

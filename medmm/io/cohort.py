@@ -164,8 +164,10 @@ class CohortDataset(torch.utils.data.Dataset):
         preprocess: Callable[[Study], Mapping[str, object]],
         cache_dir: str | Path | None = None,
         preprocess_key: str = "",
+        load_kwargs: Mapping[str, object] | None = None,
     ):
         self.cohort = cohort
+        self.load_kwargs = dict(load_kwargs or {})
         self.preprocess = preprocess
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.preprocess_key = preprocess_key
@@ -178,14 +180,14 @@ class CohortDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         entry = self.cohort.entries[index]
         if self.cache_dir is None:
-            return dict(self.preprocess(self.cohort.load(index)))
-        key = content_hash(entry.folder, f"{self.preprocess_key}|{entry.patient_id}|{entry.study_time}")
+            return dict(self.preprocess(self.cohort.load(index, **self.load_kwargs)))
+        key = content_hash(entry.folder, f"{self.preprocess_key}|{entry.patient_id}|{entry.study_time}|{sorted(self.load_kwargs.items())}")
         path = self.cache_dir / f"{key}.safetensors"
         if path.exists():
             tensors = load_file(str(path))
             meta = json.loads((self.cache_dir / f"{key}.json").read_text())
             return {**tensors, "meta": meta}
-        item = dict(self.preprocess(self.cohort.load(index)))
+        item = dict(self.preprocess(self.cohort.load(index, **self.load_kwargs)))
         tensors = {k: v.contiguous() for k, v in item.items() if isinstance(v, torch.Tensor)}
         meta = item.get("meta", {})
         tmp = path.with_suffix(".tmp")

@@ -138,11 +138,13 @@ def load_study(
             vitals = build_grid(readings, end=when, window_hours=window_hours, step_minutes=step_minutes, dropped=dropped)
 
     demographics = record.demographics if record else None
-    pid = patient_id or (record.patient_id if record else None) or (demographics.patient_id if demographics else None)
-    pid = pid or (root.stem if single else root.name)
+    # A folder's name is the patient's key in a cohort; a lone file falls back to the record's id.
+    pid = patient_id or (None if single else root.name) or (record.patient_id if record else None) or root.stem
     if demographics is None:
         demographics = Demographics(patient_id=pid)
-    elif when is not None and demographics.birth_date:
+    else:
+        demographics = dataclasses.replace(demographics, patient_id=pid)
+    if when is not None and demographics.birth_date:
         try:
             demographics = dataclasses.replace(demographics, age_years=age_at(demographics.birth_date, when))
         except (ValueError, MedmmError):
@@ -174,5 +176,9 @@ def _infer_time(images, record, readings, step_minutes: float) -> datetime | Non
     if record is not None and record.last_time is not None:
         return record.last_time
     if readings:  # the grid is [end - window, end): end just after the last reading's step
-        return max(r.time for r in readings) + timedelta(minutes=step_minutes)
+        last = max(r.time for r in readings)
+        try:
+            return last + timedelta(minutes=step_minutes)
+        except OverflowError:  # a reading in the last step before datetime.max
+            return datetime.max.replace(tzinfo=timezone.utc)
     return None

@@ -1,0 +1,238 @@
+"""MedMM: modality encoders -> Perceiver resamplers -> gated cross-attention into a causal LM.
+
+Two outputs from one LM pass: multi-label diagnosis logits from the hidden state at the end of
+the prompt, and the LM loss on the impression (or answer) that follows it. `generate` writes an
+impression conditioned on every present modality; encoder outputs and cross-attention keys and
+values are computed once per case and reused for every new token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medmm.backbone import Backbone, BackboneConfig, load_backbone
+from medmm.codes import DIAGNOSIS_NAMES
+from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
+from medmm.encoders.text import TextEncoder, TextEncoderConfig
+from medmm.encoders.vitals import VitalsEncoder, VitalsEncoderConfig
+from medmm.errors import ConfigError
+from medmm.fusion.context import MultimodalContext
+from medmm.fusion.layers import CrossAttentionFusion, FusionConfig
+from medmm.fusion.resampler import PerceiverResampler
+from medmm.records import MODALITIES
+from medmm.transforms.study import PreprocessConfig
+
+
+@dataclass(frozen=True)
+class ResamplerConfig:
+    num_latents: int = 32  # latents per modality
+    depth: int = 2
+    heads: int = 4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole model. Field comments are the documentation of each option."""
+
+    diagnoses: tuple[str, ...] = DIAGNOSIS_NAMES  # output order of the diagnosis head
+    modalities: tuple[str, ...] = MODALITIES  # which encoders exist (any subset of image, notes, vitals)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    notes: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    vitals: VitalsEncoderConfig = field(default_factory=VitalsEncoderConfig)
+    resampler: ResamplerConfig = field(default_factory=ResamplerConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    head_hidden: int = 256  # width of the diagnosis head's hidden layer
+    modality_dropout: float = 0.0  # training only: chance of hiding each present modality of a row
+    max_new_tokens: int = 48  # default impression length
+
+
+@dataclass
+class MedMMOutput:
+    diagnosis_logits: Tensor  # (B, K)
+    lm_loss: Tensor | None  # scalar, None without targets
+    lm_logits: Tensor  # (B, T, V)
+
+
+class MedMM(nn.Module):
+    """The fused model. Build it with :func:`build_model`."""
+
+    def __init__(self, config: ModelConfig, backbone: Backbone, text_backbone: nn.Module | None = None):
+        super().__init__()
+        unknown = set(config.modalities) - set(MODALITIES)
+        if unknown or not config.modalities:
+            raise ConfigError(f"modalities must be a non-empty subset of {MODALITIES}", where="model.modalities")
+        self.config = config
+        self.tokenizer = backbone.tokenizer
+        self.backbone_info = backbone
+        dim = backbone.hidden_size
+        encoders: dict[str, nn.Module] = {}
+        if "image" in config.modalities:
+            encoders["image"] = ImageEncoder(config.image)
+        if "notes" in config.modalities:
+            encoders["notes"] = TextEncoder(config.notes, backbone=text_backbone)
+        if "vitals" in config.modalities:
+            encoders["vitals"] = VitalsEncoder(config.vitals)
+        self.encoders = nn.ModuleDict(encoders)
+        r = config.resampler
+        self.resamplers = nn.ModuleDict(
+            {name: PerceiverResampler(enc.dim, dim, r.num_latents, r.depth, r.heads) for name, enc in encoders.items()}
+        )
+        self.lm = backbone.model
+        self.fusion = CrossAttentionFusion.for_lm(backbone.base, config.fusion)
+        self.fusion.attach(backbone.base)
+        self.head = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, len(config.diagnoses))
+        )
+
+    # -- encoding ------------------------------------------------------------------------------
+
+    def presence(self, batch: dict) -> dict[str, Tensor]:
+        """Per-row presence (B,) of each modality the model has."""
+        out = {}
+        if "image" in self.encoders:
+            out["image"] = batch["image_present"].bool()
+        if "notes" in self.encoders:
+            out["notes"] = batch["notes_present"].bool().any(dim=1)
+        if "vitals" in self.encoders:
+            out["vitals"] = batch["vitals_present"].bool() & batch["vitals_observed"].bool().flatten(1).any(dim=1)
+        return out
+
+    def _dropout_keep(self, present: dict[str, Tensor]) -> dict[str, Tensor]:
+        p = self.config.modality_dropout
+        if not self.training or p <= 0:
+            return present
+        keep = {m: v & (torch.rand(v.shape, device=v.device) >= p) for m, v in present.items()}
+        any_left = torch.stack(list(keep.values())).any(dim=0)  # (B,)
+        # a row that lost everything keeps what it had, so every row still has some input
+        return {m: torch.where(any_left, keep[m], present[m]) for m in keep}
+
+    def encode(self, batch: dict, *, cache_kv: bool = False, modalities: tuple[str, ...] | None = None) -> MultimodalContext:
+        """Encode the present modalities of `batch` into the LM's multimodal context.
+
+        `modalities` restricts the input to a subset (ablations); the others are treated as absent.
+        """
+        present = self._dropout_keep(self.presence(batch))
+        if modalities is not None:
+            present = {m: v if m in modalities else torch.zeros_like(v) for m, v in present.items()}
+        parts = {}
+        if "image" in self.encoders:
+            tokens, mask = self.encoders["image"](batch["image"], present["image"])  # (B, N, Di), (B, N)
+            parts["image"] = self.resamplers["image"](tokens, mask)  # (B, K, D), (B, K)
+        if "notes" in self.encoders:
+            note_present = batch["notes_present"].bool() & present["notes"][:, None]  # (B, M)
+            tokens, mask = self.encoders["notes"](
+                batch.get("notes_ids"), batch["notes_attention"], note_present, embeddings=batch.get("notes_embeddings")
+            )  # (B, M*L, Dt), (B, M*L)
+            parts["notes"] = self.resamplers["notes"](tokens, mask)
+        if "vitals" in self.encoders:
+            observed = batch["vitals_observed"].bool() & present["vitals"][:, None, None]  # (B, T, C)
+            tokens, mask = self.encoders["vitals"](batch["vitals"], observed, present["vitals"])  # (B, T*C, Dv)
+            parts["vitals"] = self.resamplers["vitals"](tokens, mask)
+        return MultimodalContext.from_parts(parts, cache_kv=cache_kv)
+
+    # -- training forward ----------------------------------------------------------------------
+
+    def forward(
+        self,
+        batch: dict,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        pool_index: Tensor,
+        lm_labels: Tensor | None = None,
+        context: MultimodalContext | None = None,
+    ) -> MedMMOutput:
+        """input_ids (B, T) hold prompt + target; pool_index (B,) is each row's last prompt token."""
+        context = context if context is not None else self.encode(batch)
+        with self.fusion.use_context(context):
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # (B, T, D)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        pooled = hidden[rows, pool_index.to(hidden.device)]  # (B, D)
+        logits = self.head(pooled.to(self.head[0].weight.dtype))  # (B, K)
+        lm_loss = None
+        if lm_labels is not None:
+            shift_logits = out.logits[:, :-1].float()  # (B, T-1, V)
+            shift_labels = lm_labels[:, 1:].to(shift_logits.device)  # (B, T-1)
+            if bool((shift_labels != -100).any()):
+                lm_loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+        return MedMMOutput(logits, lm_loss, out.logits)
+
+    # -- inference -----------------------------------------------------------------------------
+
+    def prompt_ids(self, prompts: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Left-padded prompt ids (B, P) and attention mask, each starting with BOS."""
+        tok = self.tokenizer
+        rows = [[tok.bos_token_id] + tok.encode(p, add_special_tokens=False) for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r)
+            attn[i, width - len(r) :] = 1
+        return ids.to(device), attn.to(device)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: dict,
+        prompts: list[str],
+        *,
+        max_new_tokens: int | None = None,
+        reuse_context: bool = True,
+        modalities: tuple[str, ...] | None = None,
+    ) -> list[str]:
+        """Greedy generation after each row's prompt, conditioned on the row's present modalities.
+
+        reuse_context=True encodes once and caches cross-attention keys/values (and uses the LM's
+        own key/value cache); False recomputes encoders, keys/values and the whole sequence at
+        every step, the slow reference the cached path must match token for token.
+        """
+        max_new = max_new_tokens or self.config.max_new_tokens
+        device = self.head[0].weight.device
+        ids, attn = self.prompt_ids(prompts, device)
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        if reuse_context:
+            context = self.encode(batch, cache_kv=True, modalities=modalities)
+            with self.fusion.use_context(context):
+                out = self.lm.generate(
+                    input_ids=ids, attention_mask=attn, max_new_tokens=max_new, do_sample=False, num_beams=1,
+                    eos_token_id=eos, pad_token_id=pad,
+                )
+            new = out[:, ids.shape[1] :]
+        else:
+            new = torch.full((ids.shape[0], 0), pad, dtype=torch.long, device=device)
+            done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
+            for _ in range(max_new):
+                context = self.encode(batch, cache_kv=False, modalities=modalities)
+                seq = torch.cat([ids, new], dim=1)  # (B, P + t)
+                mask = torch.cat([attn, torch.ones_like(new)], dim=1)
+                position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # what generate() uses for left padding
+                with self.fusion.use_context(context):
+                    logits = self.lm(input_ids=seq, attention_mask=mask, position_ids=position_ids).logits[:, -1]  # (B, V)
+                nxt = torch.where(done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(dim=-1))
+                new = torch.cat([new, nxt[:, None]], dim=1)
+                done |= nxt == eos
+                if bool(done.all()):
+                    break
+        texts = []
+        for row in new.tolist():
+            if eos in row:
+                row = row[: row.index(eos)]
+            texts.append(self.tokenizer.decode([t for t in row if t != pad], skip_special_tokens=True).strip())
+        return texts
+
+
+def build_model(config: ModelConfig, *, lm_dir=None, device: str | torch.device = "cpu", text_backbone: nn.Module | None = None) -> MedMM:
+    """Build MedMM from its config; `lm_dir` holds trained LM weights (else the backbone's source)."""
+    backbone = load_backbone(config.backbone, weights_dir=lm_dir, device=device)
+    model = MedMM(config, backbone, text_backbone=text_backbone)
+    for name, module in model.named_children():
+        if name != "lm":
+            module.to(device)
+    return model

@@ -1,0 +1,1 @@
+"""Reusable training pieces (targets, data, losses, state, logging); the loops live in training/."""

@@ -1,0 +1,98 @@
+"""Training data: a cohort split preprocessed once (disk cache), held in memory, batched with text.
+
+With a frozen notes encoder the note token embeddings are computed once here, so training
+never runs the (large) text encoder again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from medmm.codes import DIAGNOSIS_NAMES
+from medmm.data import collate, lm_inputs
+from medmm.errors import MedmmError
+from medmm.io.cohort import Cohort, CohortDataset
+from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
+from medmm.train.targets import case_text, load_truth
+
+log = logging.getLogger(__name__)
+
+
+class CaseSet(torch.utils.data.Dataset):
+    """Preprocessed cases of one cohort (split) in memory, each with its text targets."""
+
+    def __init__(self, cohort: Cohort, preprocessor, *, cache_dir: str | Path | None = None, note_encoder=None, progress: bool = True, desc: str = "cases"):
+        cfg = preprocessor.config
+        dataset = CohortDataset(
+            cohort, preprocessor, cache_dir, preprocessor.key,
+            load_kwargs={"window_hours": cfg.window_hours, "step_minutes": cfg.step_minutes},
+        )
+        self.items: list[dict] = []
+        self.failed: list[tuple[str, str, str]] = []  # (patient_id, error type, message)
+        for i in tqdm(range(len(dataset)), desc=f"preprocess {desc}", disable=not progress, leave=False):
+            entry = cohort.entries[i]
+            try:
+                item = dataset[i]
+            except MedmmError as err:
+                self.failed.append((entry.patient_id, type(err).__name__, str(err)))
+                continue
+            labels = [DIAGNOSIS_NAMES[k] for k in item["labels"].nonzero().flatten().tolist()]
+            text = case_text(labels, set(item["meta"]["modalities"]), load_truth(entry.folder))
+            item["meta"] = {**item["meta"], "patient_id": entry.patient_id, "impression": text.impression, "qa": [(q.question, q.answer) for q in text.qa]}
+            self.items.append(item)
+        if self.failed:
+            log.warning("%d case(s) could not be read and are left out (first: %s)", len(self.failed), self.failed[0][1])
+        if note_encoder is not None and getattr(note_encoder.config, "frozen", False):
+            self._embed_notes(note_encoder, progress)
+
+    @torch.no_grad()
+    def _embed_notes(self, encoder, progress: bool, chunk: int = 32) -> None:
+        for start in tqdm(range(0, len(self.items), chunk), desc="embed notes", disable=not progress, leave=False):
+            items = self.items[start : start + chunk]
+            ids = torch.stack([it["notes_ids"] for it in items])  # (b, M, L)
+            attn = torch.stack([it["notes_attention"] * it["notes_present"][:, None] for it in items])  # (b, M, L)
+            tokens, _ = encoder.embed_notes(ids, attn)  # (b, M, L, D)
+            for it, emb in zip(items, tokens):
+                it["notes_embeddings"] = emb.to(torch.float16)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+class TextBatcher:
+    """Collate function: tensors stacked, plus one LM row per case (impression, or a QA pair)."""
+
+    def __init__(self, tokenizer, *, qa_fraction: float = 0.0, seed: int = 0, max_length: int = 128):
+        self.tokenizer = tokenizer
+        self.qa_fraction = qa_fraction
+        self.rng = random.Random(seed)
+        self.max_length = max_length
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = collate(items)
+        if "notes_embeddings" in batch:
+            batch["notes_embeddings"] = batch["notes_embeddings"].float()
+        prompts, targets, is_impression = [], [], []
+        for it in items:
+            meta = it["meta"]
+            if self.qa_fraction > 0 and meta["qa"] and self.rng.random() < self.qa_fraction:
+                question, answer = self.rng.choice(meta["qa"])
+                prompts.append(qa_prompt(question))
+                targets.append(answer)
+                is_impression.append(False)
+            else:
+                prompts.append(IMPRESSION_PROMPT)
+                targets.append(meta["impression"])
+                is_impression.append(True)
+        lm = lm_inputs(self.tokenizer, prompts, targets, self.max_length)
+        batch.update(input_ids=lm.input_ids, attention_mask=lm.attention_mask, pool_index=lm.pool_index, lm_labels=lm.labels)
+        batch["diagnosis_rows"] = torch.tensor(is_impression)
+        return batch

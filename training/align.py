@@ -1,0 +1,165 @@
+"""Stage 1, alignment: the LM stays frozen; encoders, resamplers, gated cross-attention and the
+diagnosis head learn the diagnosis loss plus the impression LM loss.
+
+Run:  medmm train --config training/configs/align.yaml [key=value ...]
+  or: accelerate launch --cpu --num_processes 2 -m training.align --config training/configs/align.yaml
+
+`fit` below is the loop itself, written out; stage 2 (training/finetune.py) runs the same loop on
+a model set up for QLoRA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from medmm.checkpoint import save_checkpoint
+from medmm.encoders.text import load_note_tokenizer
+from medmm.io.cohort import Cohort
+from medmm.model import build_model
+from medmm.train.data import CaseSet, TextBatcher
+from medmm.train.losses import diagnosis_loss
+from medmm.train.recipe import RecipeConfig, build_optimizer, load_recipe_config, macro_auroc, resolved, validation_scores
+from medmm.train.state import JsonlLogger, load_state, save_state
+from medmm.transforms.study import StudyPreprocessor
+
+log = logging.getLogger("medmm.train")
+
+
+def prepare_data(cfg: RecipeConfig, model, accelerator: Accelerator) -> tuple[CaseSet, CaseSet]:
+    """Train and validation cases, preprocessed once (cached on disk), with note embeddings."""
+    cohort = Cohort.open(cfg.cohort)
+    preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes))
+    cache = cfg.cache_dir or str(Path(cfg.cohort) / ".cache")
+    show = cfg.progress and accelerator.is_local_main_process
+    notes = model.encoders["notes"] if "notes" in model.encoders else None
+    train = CaseSet(cohort.split("train"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="train")
+    val = CaseSet(cohort.split("val"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="val")
+    if len(train) == 0:
+        raise SystemExit(f"no readable training cases in {cfg.cohort}")
+    return train, val
+
+
+def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | None) -> dict:
+    """The training loop: epochs of diagnosis + LM loss, validation, best and last checkpoints."""
+    t = cfg.train
+    out = Path(cfg.out)
+    train_set, val_set = prepare_data(cfg, model, accelerator)
+    batcher = TextBatcher(model.tokenizer, qa_fraction=t.qa_fraction, seed=t.seed, max_length=t.max_length)
+    sampler_gen = torch.Generator().manual_seed(t.seed)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, shuffle=True, generator=sampler_gen, collate_fn=batcher, drop_last=len(train_set) > t.batch_size)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=32, collate_fn=TextBatcher(model.tokenizer, max_length=t.max_length))
+    optimizer = build_optimizer(model, t)
+    steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
+    total = t.max_steps or steps_per_epoch * t.epochs
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_fraction * total), total)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    core = accelerator.unwrap_model(model)
+
+    progress = {"epoch": 0, "step": 0, "best_auroc": -1.0, "best_epoch": None}
+    if cfg.resume and (out / "last" / "state.json").is_file():
+        progress = load_state(out / "last", core, optimizer, scheduler, {"batcher": batcher.rng})
+        accelerator.print(f"resumed from {out / 'last'} at epoch {progress['epoch']}, step {progress['step']}")
+    logger = JsonlLogger(out / "metrics.jsonl", out / "tensorboard" if cfg.tensorboard else None) if accelerator.is_main_process else None
+
+    model.train()
+    bar = tqdm(total=total, initial=progress["step"], desc=cfg.recipe, disable=not (cfg.progress and accelerator.is_local_main_process))
+    while progress["epoch"] < t.epochs and progress["step"] < total:
+        epoch = progress["epoch"]
+        sampler_gen.manual_seed(t.seed + epoch)  # the same order after a resume
+        batcher.rng.seed(t.seed + epoch)
+        sums = {"loss": 0.0, "diagnosis": 0.0, "lm": 0.0, "n": 0}
+        for batch in train_loader:
+            with accelerator.accumulate(model):
+                result = model(batch, batch["input_ids"], batch["attention_mask"], batch["pool_index"], batch["lm_labels"])
+                diag = diagnosis_loss(result.diagnosis_logits, batch["labels"], batch["labels_known"], batch["diagnosis_rows"])
+                lm = result.lm_loss if result.lm_loss is not None else diag * 0.0
+                loss = diag + t.lm_loss_weight * lm
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            sums["loss"] += float(loss)
+            sums["diagnosis"] += float(diag)
+            sums["lm"] += float(lm)
+            sums["n"] += 1
+            if accelerator.sync_gradients:
+                progress["step"] += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}")
+                if progress["step"] >= total:
+                    break
+        progress["epoch"] = epoch + 1
+        record = {k: sums[k] / max(sums["n"], 1) for k in ("loss", "diagnosis", "lm")}
+        record["lr"] = scheduler.get_last_lr()[0]
+        if len(val_set) and (progress["epoch"] % t.eval_every == 0 or progress["epoch"] >= t.epochs or progress["step"] >= total):
+            probs, labels = validation_scores(core, val_loader, accelerator.device)
+            record["val_macro_auroc"] = macro_auroc(labels, probs)
+            if accelerator.is_main_process and (record["val_macro_auroc"] > progress["best_auroc"] or progress["best_epoch"] is None):
+                progress["best_auroc"], progress["best_epoch"] = record["val_macro_auroc"], progress["epoch"]
+                save_checkpoint(core, out / "best", lm_source=lm_source, extra={"val_macro_auroc": record["val_macro_auroc"], "epoch": progress["epoch"]})
+        if logger:
+            logger.log(progress["step"], epoch=progress["epoch"], **record)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_state(out / "last", core, optimizer, scheduler, progress, {"batcher": batcher.rng})
+        accelerator.wait_for_everyone()
+    bar.close()
+    if accelerator.is_main_process and not (out / "best").exists():  # no validation split
+        save_checkpoint(core, out / "best", lm_source=lm_source)
+    if logger:
+        logger.close()
+    return progress
+
+
+def setup(cfg: RecipeConfig) -> tuple[Accelerator, str]:
+    """Accelerator, seed, run folder with the resolved config."""
+    t = cfg.train
+    accelerator = Accelerator(
+        cpu=cfg.cpu or not torch.cuda.is_available(),
+        mixed_precision=t.mixed_precision,
+        gradient_accumulation_steps=t.grad_accum,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(t.seed)
+    out = Path(cfg.out)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(resolved(cfg), sort_keys=False))
+    return accelerator, str(accelerator.device)
+
+
+def run(cfg: RecipeConfig) -> dict:
+    """Stage 1: build the model with a frozen LM and align the multimodal parts to it."""
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, finetune="frozen")))
+    accelerator, device = setup(cfg)
+    model = build_model(cfg.model, lm_dir=cfg.lm_dir, device=device)
+    progress = fit(cfg, model, accelerator, lm_source=cfg.lm_dir)
+    accelerator.print(json.dumps({"recipe": "align", **progress}))
+    return progress
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*", help="key.path=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    run(load_recipe_config(args.config, args.overrides))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Stage 2, fine-tuning: QLoRA (or LoRA, or full) on the LM together with the fusion parts, on the
+diagnosis and impression objectives plus instruction tuning (question-answer pairs from each
+case's ground truth), starting from the stage-1 checkpoint.
+
+Run:  medmm train --config training/configs/finetune.yaml [key=value ...]
+
+On CUDA the base is 4-bit NF4 with double quantization; on the CPU bitsandbytes' CPU backend
+does the same, and where 4-bit is unavailable the backbone falls back to LoRA with a warning.
+LoRA+ is `train.loraplus_lr_ratio`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from medmm.checkpoint import verify
+from medmm.errors import CheckpointError
+from medmm.model import build_model
+from medmm.train.recipe import RecipeConfig, load_recipe_config
+from training.align import fit, setup
+
+
+def load_stage1(model, checkpoint: Path) -> None:
+    """Copy the stage-1 weights (encoders, resamplers, fusion, head) into the stage-2 model."""
+    verify(checkpoint)
+    tensors = load_file(str(checkpoint / "model.safetensors"))
+    state = model.state_dict()
+    missing = [name for name in tensors if name not in state]
+    if missing:
+        raise CheckpointError(f"{len(missing)} stage-1 weight(s) have no place in this model (e.g. {missing[0]})", path=checkpoint)
+    model.load_state_dict(tensors, strict=False)
+
+
+def run(cfg: RecipeConfig) -> dict:
+    if not cfg.init_from:
+        raise SystemExit("finetune needs init_from: the stage-1 (align) checkpoint folder")
+    init = Path(cfg.init_from)
+    lm_dir = cfg.lm_dir or (str(init / "lm") if (init / "lm").is_dir() else None)
+    accelerator, device = setup(cfg)
+    model = build_model(cfg.model, lm_dir=lm_dir, device=device)
+    load_stage1(model, init)
+    progress = fit(cfg, model, accelerator, lm_source=lm_dir if cfg.model.backbone.finetune != "full" else None)
+    accelerator.print(json.dumps({"recipe": "finetune", "quantized": model.backbone_info.quantized, **progress}))
+    return progress
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*", help="key.path=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    run(load_recipe_config(args.config, args.overrides))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Stage 0, for the embedded default backbone only: train the small Llama LM as a plain language
+model on the cohort's target texts (impressions and question-answer pairs of the training split),
+so that stage 1 aligns the modalities to an LM that already writes the house style.
+
+Run:  medmm train --config training/configs/pretrain_lm.yaml [key=value ...]
+
+Writes <out>/lm: a Hugging Face folder (config.json, model.safetensors, tokenizer files) that
+`lm_dir` of the later stages points at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from medmm.backbone import load_backbone
+from medmm.data import lm_inputs
+from medmm.io.cohort import Cohort
+from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
+from medmm.train.recipe import RecipeConfig, load_recipe_config
+from medmm.train.state import JsonlLogger
+from medmm.train.targets import case_text, load_truth
+
+
+def target_texts(cohort: Cohort) -> list[tuple[str, str]]:
+    """(prompt, target) pairs of the training split, from the manifest labels and truth files."""
+    pairs = []
+    for entry, row in zip(cohort.entries, cohort.manifest.to_dict("records")):
+        labels = [x for x in str(row.get("labels") or "").split(";") if x]
+        present = {m for m in ("image", "notes", "vitals") if str(row.get(f"has_{m}", "1")) in ("1", "True", "true")}
+        text = case_text(labels, present, load_truth(entry.folder))
+        pairs.append((IMPRESSION_PROMPT, text.impression))
+        pairs.extend((qa_prompt(q.question), q.answer) for q in text.qa)
+    return pairs
+
+
+def run(cfg: RecipeConfig) -> dict:
+    t = cfg.train
+    accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=t.mixed_precision)
+    set_seed(t.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone_cfg = dataclasses.replace(cfg.model.backbone, finetune="full")
+    backbone = load_backbone(backbone_cfg, weights_dir=cfg.lm_dir, device=accelerator.device)
+    model, tokenizer = backbone.model, backbone.tokenizer
+    pairs = target_texts(Cohort.open(cfg.cohort).split("train"))
+    rng = random.Random(t.seed)
+    steps_per_epoch = math.ceil(len(pairs) / t.batch_size)
+    total = t.max_steps or steps_per_epoch * t.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr_lm, weight_decay=t.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_fraction * total), total)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    logger = JsonlLogger(out / "metrics.jsonl")
+    model.train()
+    step, bar = 0, tqdm(total=total, desc="pretrain_lm", disable=not cfg.progress)
+    while step < total:
+        rng.shuffle(pairs)
+        running = []
+        for start in range(0, len(pairs), t.batch_size):
+            chunk = pairs[start : start + t.batch_size]
+            batch = lm_inputs(tokenizer, [p for p, _ in chunk], [x for _, x in chunk], t.max_length)
+            # the prompt is part of the text here: every token after BOS is a target
+            labels = torch.where(batch.attention_mask.bool(), batch.input_ids, torch.full_like(batch.input_ids, -100))
+            labels[:, 0] = -100
+            loss = model(
+                input_ids=batch.input_ids.to(accelerator.device),
+                attention_mask=batch.attention_mask.to(accelerator.device),
+                labels=labels.to(accelerator.device),
+            ).loss
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            running.append(float(loss))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.3f}")
+            if step >= total:
+                break
+        logger.log(step, loss=sum(running) / len(running))
+    bar.close()
+    lm = accelerator.unwrap_model(model)
+    lm.save_pretrained(out / "lm", safe_serialization=True)
+    tokenizer.save_pretrained(out / "lm")
+    result = {"recipe": "pretrain_lm", "steps": step, "final_loss": sum(running[-20:]) / len(running[-20:]), "lm_dir": str(out / "lm")}
+    (out / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*", help="key.path=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    print(json.dumps(run(load_recipe_config(args.config, args.overrides))))
+
+
+if __name__ == "__main__":
+    main()
