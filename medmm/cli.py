@@ -97,6 +97,80 @@ def inspect(
         raise typer.Exit(code=1)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    config: Path = typer.Option(..., "--config", help="Recipe YAML (training/configs/*.yaml); its `recipe` key names the recipe."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. train.epochs=3 out=runs/x"),
+) -> None:
+    """Run a training recipe (pretrain_lm, align or finetune) from its YAML config."""
+    import importlib
+
+    from medmm.errors import ConfigError
+    from medmm.train.recipe import load_recipe_config
+
+    cfg = load_recipe_config(config, overrides or [])
+    if cfg.recipe not in ("pretrain_lm", "align", "finetune"):
+        raise ConfigError(f"unknown recipe {cfg.recipe!r} (pretrain_lm | align | finetune)", path=config, where="recipe")
+    result = importlib.import_module(f"training.{cfg.recipe}").run(cfg)
+    typer.echo(json.dumps(_jsonable(result)))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("medmm-demo"), "--out", help="Folder for the cohort, the runs, the model and the metrics."),
+    patients: int = typer.Option(600, "--patients", min=20, help="Synthetic patients."),
+    seed: int = typer.Option(0, "--seed"),
+    quick: bool = typer.Option(False, "--quick", help="A small smoke run (figures not meaningful)."),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Do not start the clinician interface afterwards."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json."),
+) -> None:
+    """Synthesize a cohort, train the embedded default (3 stages), evaluate it, save DIR/model and DIR/metrics.json."""
+    from medmm.demo import DemoOptions, run_demo
+
+    metrics = run_demo(DemoOptions(out=out, patients=patients, seed=seed, quick=quick, progress=not as_json))
+    if as_json:
+        typer.echo(json.dumps(metrics))
+    else:
+        typer.echo((out / "summary.md").read_text())
+        typer.echo(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+
+
+@app.command()
+def predict(
+    paths: List[Path] = typer.Argument(..., help="Patient folders or files."),
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder (e.g. medmm-demo/model)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per input per line."),
+    no_impression: bool = typer.Option(False, "--no-impression", help="Skip generating the impression (faster)."),
+) -> None:
+    """Ranked diagnoses, conformal set and drafted impression for each patient. Research use only."""
+    import dataclasses as dc
+
+    from medmm.io import load_study
+    from medmm.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(model)
+    failed = 0
+    for path in paths:
+        try:
+            pred = predictor.predict(load_study(path), impression=not no_impression)
+            info = {"path": str(path), "status": "ok", **_jsonable(dc.asdict(pred))}
+        except MedmmError as err:
+            failed += 1
+            info = {"path": str(path), "status": "error", "error_type": type(err).__name__, "message": str(err)}
+        if as_json:
+            typer.echo(json.dumps(info))
+        elif info["status"] == "ok":
+            typer.echo(f"== {path}  (present: {', '.join(info['present']) or 'none'}; missing: {', '.join(info['missing']) or 'none'})")
+            for s in info["scores"]:
+                typer.echo(f"  {s['display']:<18} {s['probability']:6.1%}{'  in set' if s['in_set'] else ''}")
+            if info["impression"]:
+                typer.echo(f"  impression: {info['impression']}")
+        else:
+            typer.echo(f"== {path}\n  error: {info['error_type']}: {info['message']}")
+    if failed:
+        raise typer.Exit(code=1)
+
+
 def _jsonable(obj):
     import dataclasses
 

@@ -92,9 +92,9 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            sums["loss"] += float(loss)
-            sums["diagnosis"] += float(diag)
-            sums["lm"] += float(lm)
+            sums["loss"] += loss.item()
+            sums["diagnosis"] += diag.item()
+            sums["lm"] += lm.item()
             sums["n"] += 1
             if accelerator.sync_gradients:
                 progress["step"] += 1

@@ -12,6 +12,7 @@ LoRA+ is `train.loraplus_lr_ratio`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -19,8 +20,9 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from medmm.checkpoint import verify
+from medmm.config import from_dict
 from medmm.errors import CheckpointError
-from medmm.model import build_model
+from medmm.model import ModelConfig, build_model
 from medmm.train.recipe import RecipeConfig, load_recipe_config
 from training.align import fit, setup
 
@@ -36,11 +38,29 @@ def load_stage1(model, checkpoint: Path) -> None:
     model.load_state_dict(tensors, strict=False)
 
 
+def with_stage1_model(cfg: RecipeConfig, init: Path) -> RecipeConfig:
+    """The stage-1 model config, with this recipe's fine-tuning mode, adapter and dropout settings."""
+    stage1 = from_dict(ModelConfig, verify(init)["config"], "config")
+    mine = cfg.model.backbone
+    backbone = dataclasses.replace(
+        stage1.backbone,
+        finetune=mine.finetune,
+        lora_r=mine.lora_r,
+        lora_alpha=mine.lora_alpha,
+        lora_dropout=mine.lora_dropout,
+        target_modules=mine.target_modules,
+        compute_dtype=mine.compute_dtype,
+    )
+    model = dataclasses.replace(stage1, backbone=backbone, modality_dropout=cfg.model.modality_dropout)
+    return dataclasses.replace(cfg, model=model)
+
+
 def run(cfg: RecipeConfig) -> dict:
     if not cfg.init_from:
         raise SystemExit("finetune needs init_from: the stage-1 (align) checkpoint folder")
     init = Path(cfg.init_from)
     lm_dir = cfg.lm_dir or (str(init / "lm") if (init / "lm").is_dir() else None)
+    cfg = with_stage1_model(cfg, init)
     accelerator, device = setup(cfg)
     model = build_model(cfg.model, lm_dir=lm_dir, device=device)
     load_stage1(model, init)

@@ -83,7 +83,7 @@ def run(cfg: RecipeConfig) -> dict:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            running.append(float(loss))
+            running.append(loss.item())
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.3f}")
