@@ -31,6 +31,13 @@ def _root(
 ) -> None:
     _state["debug"] = debug
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not (verbose or debug):
+        # pydicom logs decoder failures with tracebacks that can quote element values; medmm
+        # reports those files itself as typed errors. (Importing pydicom sets its logger's
+        # level, so import it first.)
+        import pydicom  # noqa: F401
+
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 @app.command()

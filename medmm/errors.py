@@ -69,3 +69,9 @@ class CheckpointError(MedmmError):
     """A checkpoint is missing, tampered with, or belongs to another architecture."""
 
     kind = "checkpoint"
+
+
+class EvaluationError(MedmmError):
+    """Arrays or options given to an evaluation function are inconsistent or out of range."""
+
+    kind = "evaluate"

@@ -23,7 +23,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator
+from typing import Sequence, Iterable, Iterator
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from medmm.io.dicom_pixels import (
 )
 from medmm.records import ImageSeries, Issue
 
-__all__ = ["CT_WINDOWS", "DicomRead", "NonImageObject", "default_window", "is_dicom_file", "read_dicom", "slice_order"]
+__all__ = ["CT_WINDOWS", "DicomRead", "NonImageObject", "default_window", "is_dicom_file", "read_dicom", "read_dicom_files", "slice_order"]
 
 DEFAULT_MAX_ZIP_BYTES = 2 * 1024**3
 """Largest total uncompressed size read from one archive (a guard against zip bombs)."""
@@ -113,6 +113,15 @@ def read_dicom(path: str | Path, *, max_zip_bytes: int = DEFAULT_MAX_ZIP_BYTES) 
         return DicomRead((), (result,), ())
     series = _assemble([result], issues)
     return DicomRead(tuple(series), (), tuple(_merge_repeats(issues)))
+
+
+def read_dicom_files(paths: Sequence[str | Path], root: str | Path) -> DicomRead:
+    """Read a given list of files as one set, so slices of a volume spread over files are stacked.
+
+    Per-file failures become Issues; DicomError only when nothing was usable (`root` names the set).
+    """
+    issues: list[Issue] = []
+    return _read_many(((str(p), None) for p in paths), Path(root), issues)
 
 
 def _read_many(sources: Iterable[tuple[str, bytes | None]], root: Path, issues: list[Issue]) -> DicomRead:

@@ -116,9 +116,9 @@ def _attachment_text(attachments: list[Any], entry: Entry, index: ReferenceIndex
         log.add(entry.source, entry.where, why)
         text = data.decode(encoding, errors="replace")
     if media in _HTML_TYPES:
-        text = html_to_text(text)
-    text = text.strip()
-    if not text:
+        text = html_to_text(text).strip()
+    # Plain text is kept exactly as sent, so character offsets into it (evidence spans) hold.
+    if not text.strip():
         log.add(entry.source, entry.where, "attachment holds no text; note not read", kind="skipped")
         return None
     return text

@@ -71,7 +71,7 @@ def load_study(
     A single file that cannot be read raises its reader's MedmmError; in a folder, bad files
     become warnings and the rest is used.
     """
-    from medmm.io.dicom import read_dicom
+    from medmm.io.dicom import read_dicom, read_dicom_files
     from medmm.io.fhir import age_at, read_fhir
     from medmm.io.vitals import build_grid, read_vitals_table
 
@@ -93,8 +93,16 @@ def load_study(
             return None
 
     images = []
-    for f in files.dicom:
-        read = guarded(lambda f=f: read_dicom(f), f)
+    zips = [f for f in files.dicom if f.suffix.lower() == ".zip"]
+    plain = [f for f in files.dicom if f.suffix.lower() != ".zip"]
+    # All plain files are read as one set so that a volume's slices in separate files stack.
+    groups = [(f, lambda f=f: read_dicom(f)) for f in zips]
+    if single and plain:
+        groups.append((plain[0], lambda: read_dicom(plain[0])))
+    elif plain:
+        groups.append((root, lambda: read_dicom_files(plain, root)))
+    for f, reader in groups:
+        read = guarded(reader, f)
         if read is None:
             continue
         images.extend(read.series)
@@ -102,7 +110,7 @@ def load_study(
         for obj in read.non_images:
             warnings.append(Issue(obj.path, obj.kind, "non-image DICOM object recognised and not used", "skipped"))
         for s in read.series:
-            provenance.append(SourceRef(str(f), "dicom", f"series {s.series_uid} ({len(s.source_files)} files)"))
+            provenance.append(SourceRef(s.source_files[0] if s.source_files else str(f), "dicom", f"series {s.series_uid} ({len(s.source_files)} files)"))
 
     record = None
     if files.fhir:

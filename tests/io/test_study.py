@@ -1,0 +1,73 @@
+import json
+import shutil
+from datetime import datetime, timezone
+
+import pytest
+
+from medmm.errors import FhirError, InputError
+from medmm.io import classify_files, load_study
+
+
+def _patient(small_cohort, index=0):
+    return sorted(p for p in small_cohort.iterdir() if p.is_dir() and not p.name.startswith("."))[index]
+
+
+def test_classify_sorts_files_by_kind(small_cohort):
+    folder = _patient(small_cohort)
+    files = classify_files(folder)
+    assert all(f.suffix == ".dcm" for f in files.dicom)
+    assert [f.name for f in files.fhir] == ["record.json"]
+    assert {f.name for f in files.ignored} >= {"truth.json"}
+
+
+def test_each_single_file_gives_its_own_part(small_cohort):
+    folder = next(p for p in sorted(small_cohort.iterdir()) if (p / "vitals.csv").exists() and (p / "images").exists())
+    assert load_study(folder / "record.json").modalities in (("notes",), ("notes", "vitals"), ())
+    dcm = next((folder / "images").rglob("*.dcm"))
+    assert load_study(dcm).modalities == ("image",)
+    assert load_study(folder / "vitals.csv").modalities == ("vitals",)
+
+
+def test_study_time_defaults_and_override(small_cohort):
+    folder = _patient(small_cohort)
+    study = load_study(folder)
+    assert study.time is not None and study.time.tzinfo is not None
+    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    moved = load_study(folder, study_time=when)
+    assert moved.time == when
+    if moved.vitals is not None:
+        assert moved.vitals.start == datetime(2029, 12, 30, tzinfo=timezone.utc)
+        assert not moved.vitals.mask.any()  # the readings are years before this window
+
+
+def test_bad_file_in_folder_is_reported_and_rest_kept(small_cohort, tmp_path):
+    folder = tmp_path / "p"
+    shutil.copytree(_patient(small_cohort), folder)
+    (folder / "broken.json").write_text("{not json")
+    study = load_study(folder)
+    assert "notes" in study.modalities or "vitals" in study.modalities or study.images
+    assert any("broken.json" in w.source or "FhirError" in w.message for w in study.warnings)
+
+
+def test_bad_single_file_raises_typed_error(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("[1, 2")
+    with pytest.raises(FhirError):
+        load_study(bad)
+    other = tmp_path / "x.bin"
+    other.write_bytes(b"\x00\x01")
+    with pytest.raises(InputError, match="not a recognised input"):
+        load_study(other)
+    with pytest.raises(InputError, match="no such"):
+        load_study(tmp_path / "missing")
+
+
+def test_missing_modalities_are_not_errors(small_cohort, tmp_path):
+    folder = tmp_path / "p"
+    shutil.copytree(_patient(small_cohort), folder)
+    shutil.rmtree(folder / "images", ignore_errors=True)
+    study = load_study(folder)
+    assert "image" not in study.modalities
+    assert study.demographics is not None and study.demographics.patient_id == "p"
+    truth = json.loads((folder / "truth.json").read_text())
+    assert set(study.label_names) == set(truth["labels"])
