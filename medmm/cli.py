@@ -178,6 +178,109 @@ def predict(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort with val (fitting) and test (reporting) splits."),
+    out: Path = typer.Option(..., "--out", help="Folder for evaluation.json, plots and report.html."),
+    coverage: float = typer.Option(0.9, "--coverage", min=0.5, max=0.999, help="Conformal coverage target."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=50, help="Bootstrap resamples (patients)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print evaluation.json."),
+) -> None:
+    """Metrics with bootstrap CIs, calibration (temperature fitted into the checkpoint), conformal sets, ablation, impressions, HTML report."""
+    from medmm.evaluate.run import run_evaluation
+    from medmm.report.html import write_report
+
+    result = run_evaluation(model, cohort, out, coverage=coverage, n_boot=n_boot, seed=seed, progress=not as_json)
+    audit_path = out / "audit.json"
+    audit = json.loads(audit_path.read_text()) if audit_path.exists() else None
+    report = write_report(out, result, audit, out / "explanations" if (out / "explanations").is_dir() else None)
+    typer.echo(json.dumps(_jsonable(result)) if as_json else f"evaluation: {out / 'evaluation.json'}\nreport: {report}")
+
+
+@app.command()
+def audit(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort with demographics (test split is audited)."),
+    out: Path = typer.Option(..., "--out", help="Folder for audit.json and the report section."),
+    min_group_size: int = typer.Option(30, "--min-group-size", min=2, help="Smaller groups are reported as too small, not scored."),
+    bound_difference: float = typer.Option(0.1, "--bound-difference", min=0.0, help="Flag when |difference| to the reference exceeds this."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=50),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print audit.json."),
+) -> None:
+    """Subgroup fairness audit (sex, age band, race, ethnicity and intersections) with flags."""
+    from medmm.evaluate.run import run_audit
+
+    result = run_audit(model, cohort, out, min_group_size=min_group_size, bound_difference=bound_difference, n_boot=n_boot, seed=seed, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(_jsonable(result)))
+    else:
+        flags = result.get("flags", [])
+        typer.echo(f"audit: {out / 'audit.json'}  flags: {len(flags)}")
+        for f in flags:
+            typer.echo(f"  {f.get('attribute')}={f.get('group')} {f.get('metric')}: {f.get('reason', '')}")
+
+
+@app.command()
+def explain(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
+    patient: Optional[Path] = typer.Argument(None, help="A patient folder or file (omit with --cohort)."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="A cohort with ground truth (with --faithfulness)."),
+    faithfulness: bool = typer.Option(False, "--faithfulness", help="Measure faithfulness over the cohort's planted ground truth."),
+    out: Path = typer.Option(..., "--out", help="Folder for the images, HTML and JSON."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many cohort patients."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Evidence maps for every modality (attention, Grad-CAM, integrated gradients), or faithfulness figures."""
+    from medmm.errors import ConfigError
+    from medmm.explain.run import explain_cohort, explain_patient
+
+    if cohort is not None:
+        if not faithfulness:
+            raise ConfigError("--cohort goes with --faithfulness", where="explain")
+        result = explain_cohort(model, cohort, out, limit=limit)
+    elif patient is not None:
+        result = explain_patient(model, patient, out)
+    else:
+        raise ConfigError("give a PATIENT or --cohort DIR --faithfulness", where="explain")
+    typer.echo(json.dumps(_jsonable(result)) if as_json else f"wrote {out}")
+
+
+@app.command()
+def batch(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort folder."),
+    out: Path = typer.Option(..., "--out", help="Results folder (Parquet parts, manifest, FHIR NDJSON); rerun to resume."),
+    engine: str = typer.Option("local", "--engine", help="local or ray."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel workers (Ray actors for --engine ray)."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", help="Study protocol YAML (cohort filter, outputs)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run a model over a whole cohort: resumable, crash-safe, local or on Ray."""
+    from medmm.batch.run import run_batch
+
+    summary = run_batch(model, cohort, out, engine=engine, workers=workers, protocol=protocol, progress=not as_json)
+    typer.echo(json.dumps(_jsonable(summary)) if as_json else str(summary))
+
+
+@app.command()
+def deid(
+    src: Path = typer.Argument(..., help="A DICOM/FHIR file, a patient folder or a cohort folder."),
+    dst: Path = typer.Argument(..., help="Output folder for the de-identified copy."),
+    mapping: Path = typer.Option(..., "--mapping", help="Re-identification mapping (JSON), kept outside DST for the data owner."),
+    secret: Optional[str] = typer.Option(None, "--secret", envvar="MEDMM_DEID_SECRET", help="Key for pseudonyms and date offsets (reproducible runs)."),
+    quarantine: Optional[Path] = typer.Option(None, "--quarantine", help="Folder for refused images (burned-in text)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """De-identify DICOM (PS3.15 Basic Profile, retained longitudinal dates) and FHIR bundles."""
+    from medmm.deid import deidentify
+
+    report = deidentify(src, dst, mapping_path=mapping, secret=secret, quarantine=quarantine)
+    typer.echo(json.dumps(_jsonable(report)) if as_json else str(report))
+
+
 def _jsonable(obj):
     import dataclasses
 
