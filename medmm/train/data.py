@@ -56,7 +56,9 @@ class CaseSet(torch.utils.data.Dataset):
             items = self.items[start : start + chunk]
             ids = torch.stack([it["notes_ids"] for it in items])  # (b, M, L)
             attn = torch.stack([it["notes_attention"] * it["notes_present"][:, None] for it in items])  # (b, M, L)
-            tokens, _ = encoder.embed_notes(ids, attn)  # (b, M, L, D)
+            width = max(int(attn.sum(dim=-1).max()), 1)  # padding past the longest note is not encoded
+            tokens, _ = encoder.embed_notes(ids[..., :width], attn[..., :width])  # (b, M, width, D)
+            tokens = torch.nn.functional.pad(tokens, (0, 0, 0, ids.shape[-1] - width))  # (b, M, L, D)
             for it, emb in zip(items, tokens):
                 it["notes_embeddings"] = emb.to(torch.float16)
 
