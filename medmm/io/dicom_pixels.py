@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import parse_fragments
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, as_pixel_options, convert_color_space, get_decoder
 from pydicom.pixels.utils import get_expected_length
@@ -32,6 +33,10 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+    RLELossless,
 )
 
 from medmm.errors import DicomError, MedmmError, UnsupportedDicomError
@@ -80,6 +85,11 @@ _ONE_SAMPLE = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"})
 _VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN "
                  b"UR US UT UV".split())
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_RLE_MAX_RATIO = 64
+_CODESTREAM_STARTS = {**dict.fromkeys(JPEGTransferSyntaxes + JPEGLSTransferSyntaxes, (b"\xff\xd8",)),  # SOI
+                      **dict.fromkeys(JPEG2000TransferSyntaxes, (b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  "))}
+_PIXEL_INTEGERS = ("SamplesPerPixel", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+                   "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames")
 _TIME_SOURCES = (("AcquisitionDateTime", None), ("AcquisitionDate", "AcquisitionTime"),
                  ("ContentDate", "ContentTime"), ("SeriesDate", "SeriesTime"), ("StudyDate", "StudyTime"))
 _DT = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?([+-]\d{4})?")
@@ -247,6 +257,7 @@ def _decode_image(ds: Dataset, source: str, issues: list[Issue]) -> DecodedFile:
             raise DicomError(f"{INVALID}: missing or not a positive integer", path=source, where=tag_label(keyword))
     if _int(ds, "NumberOfFrames", source, 1) <= 0:
         raise DicomError(f"{INVALID}: not a positive integer", path=source, where=tag_label("NumberOfFrames"))
+    _store_integers(ds, source)
     arr, decoded_as = _pixels(ds, syntax, source)
     if photometric == "PALETTE COLOR":
         arr, decoded_as = apply_color_lut(arr, ds), "RGB"
@@ -269,6 +280,19 @@ def _decode_image(ds: Dataset, source: str, issues: list[Issue]) -> DecodedFile:
         if window is not None:
             window = (float(ranges[0, 0] + ranges[0, 1] - window[0]), window[1])
     return DecodedFile(frames=values.astype(np.float32), inverted=inverted, window=window, rescale=rescale, **common)
+
+
+def _store_integers(ds: Dataset, source: str) -> None:
+    """Store the pixel module's numbers as integers of their dictionary VR, as `_int` reads them.
+
+    pydicom sizes the pixel data from the raw values: under a wrong VR a number stays text, and
+    text times Rows x Columns is a repeated string of gigabytes, not a product.
+    """
+    for keyword in _PIXEL_INTEGERS:
+        value = _get(ds, keyword, source)
+        if value not in (None, "") and not isinstance(value, int):
+            number = _int(ds, keyword, source, 0)
+            ds.add_new(keyword, dictionary_VR(keyword), str(number) if keyword == "NumberOfFrames" else number)
 
 
 def _transfer_syntax(ds: Dataset, source: str, issues: list[Issue]) -> str:
@@ -307,6 +331,8 @@ def _pixels(ds: Dataset, syntax: str, source: str) -> tuple[np.ndarray, str]:
             if have < need:
                 raise DicomError(f"{TRUNCATED}: {have} bytes of pixel data, the image attributes need {need}",
                                  path=source, where=where)
+        else:
+            _check_encapsulated(ds, keyword, syntax, source)
         arr, props = decoder.as_array(ds, **as_pixel_options(ds))
     except MedmmError:
         raise
@@ -314,6 +340,52 @@ def _pixels(ds: Dataset, syntax: str, source: str) -> tuple[np.ndarray, str]:
         raise DicomError(f"{UNDECODABLE} ({UID(syntax).name}, {type(exc).__name__})", path=source,
                          where=where) from None
     return arr, str(props.get("photometric_interpretation", ds.PhotometricInterpretation))
+
+
+def _check_encapsulated(ds: Dataset, keyword: str, syntax: str, source: str) -> None:
+    """Refuse image attributes the compressed data cannot fill, before a decoder allocates for them.
+
+    Each frame takes one fragment or more; RLE decodes to at most 64 times its size (a 2-byte
+    PackBits run repeats a byte 128 times); a JPEG-family frame starts with its codec's marker
+    and states its size, which must be Rows x Columns. Decoders allocate for every frame before
+    they look at the data.
+    """
+    data = ds[keyword].value
+    items, offsets = parse_fragments(data)  # the Basic Offset Table item, then the fragments
+    frames = _int(ds, "NumberOfFrames", source, 1)
+    if frames > items - 1:
+        raise DicomError(f"{TRUNCATED}: {frames} frame(s) declared, the encapsulated pixel data holds "
+                         f"{max(items - 1, 0)} fragment(s)", path=source, where=tag_label("NumberOfFrames"))
+    need = get_expected_length(ds)
+    if syntax == RLELossless and need > _RLE_MAX_RATIO * len(data):
+        raise DicomError(f"{TRUNCATED}: the image attributes need {need} bytes, more than {len(data)} bytes of "
+                         "RLE data can hold", path=source, where=tag_label(keyword))
+    first = bytes(data[offsets[1] + 8 : offsets[1] + 8 + 65536])  # the start of frame 0's codestream
+    starts = _CODESTREAM_STARTS.get(syntax)
+    if starts is not None and not first.startswith(starts):
+        raise DicomError(f"{UNDECODABLE}: frame 0 does not start as {UID(syntax).name} data", path=source,
+                         where=tag_label(keyword))
+    size = _codestream_size(first, syntax)
+    if size is not None and size != (_int(ds, "Rows", source, 0), _int(ds, "Columns", source, 0)):
+        raise DicomError(f"{INVALID}: Rows and Columns differ from the size in the compressed image",
+                         path=source, where=tag_label("Rows"))
+
+
+def _codestream_size(stream: bytes, syntax: str) -> tuple[int, int] | None:
+    """(rows, columns) from a JPEG / JPEG-LS SOF or a JPEG 2000 SIZ segment; None when not found."""
+    if syntax in JPEG2000TransferSyntaxes:  # SOC, SIZ, Lsiz, Rsiz, then Xsiz Ysiz XOsiz YOsiz
+        if stream[:4] != b"\xff\x4f\xff\x51" or len(stream) < 24:
+            return None
+        x, y, x0, y0 = struct.unpack(">4L", stream[8:24])
+        return y - y0, x - x0
+    at = 2 if stream[:2] == b"\xff\xd8" and syntax in JPEGTransferSyntaxes + JPEGLSTransferSyntaxes else None
+    while at is not None and at + 9 <= len(stream) and stream[at] == 0xFF:
+        marker = stream[at + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xF7:  # SOFn, SOF55
+            rows, columns = struct.unpack(">HH", stream[at + 5 : at + 9])
+            return (rows, columns) if rows else None  # 0 rows: the height comes later, in a DNL marker
+        at += 2 + struct.unpack(">H", stream[at + 2 : at + 4])[0]
+    return None
 
 
 def _modality_lut(

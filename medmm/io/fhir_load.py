@@ -102,7 +102,11 @@ def utc_time(value: Any, source: str, log: Log) -> datetime | None:
         if value.tzinfo is None:  # normalised away before validation; kept for safety
             log.naive_times[source] += 1
             return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 falls before year 1 in UTC
+            log.add(source, "", "date-time outside years 1-9999 in UTC; not used")
+            return None
     if isinstance(value, date):
         log.date_only[source] += 1
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
@@ -171,6 +175,8 @@ def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
         return _read_ndjson(text, path)
     try:
         obj = json.loads(text)
+    except RecursionError:
+        raise FhirError("JSON nested too deeply to read", path=path) from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and len(text.strip().splitlines()) > 1:
             return _read_ndjson(text, path)  # NDJSON saved under a .json name
@@ -189,6 +195,8 @@ def _read_ndjson(text: str, path: Path) -> list[tuple[dict[str, Any], str]]:
             continue
         try:
             obj = json.loads(line)
+        except RecursionError:
+            raise FhirError("JSON nested too deeply to read", path=path, where=f"line {n}") from None
         except json.JSONDecodeError as exc:
             raise FhirError(
                 f"not JSON ({exc.msg}); expected one FHIR resource per line", path=path, where=f"line {n}"
@@ -299,9 +307,11 @@ def _validate(entry: Entry, log: Log) -> None:
     first_error: Exception | None = None
     for version in order:
         model_class = _r5_model(entry.rtype) if version == "R5" else _r4b_model(entry.rtype)
+        # ValidationError is a ValueError; the models recurse in Python, so a resource nested some
+        # hundred levels deep (extensions in extensions) exhausts the stack: invalid, not a crash.
         try:
             entry.model = model_class.model_validate(entry.raw)
-        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        except (ValueError, TypeError, RecursionError) as exc:
             first_error = first_error or exc
             continue
         entry.version = version
@@ -309,16 +319,18 @@ def _validate(entry: Entry, log: Log) -> None:
     log.add(entry.source, entry.where, describe_error(first_error), kind="skipped")
 
 
-def _normalise_times(node: Any) -> int:
+def _normalise_times(root: Any) -> int:
     """Give dateTimes the zone (UTC) and seconds FHIR requires, in place; count zone-less ones."""
-    naive = 0
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in list(items):
-        if isinstance(value, str):
-            m = _DATETIME.match(value)
-            if m:
-                naive += m[3] is None
-                node[key] = m[1] + (m[2] or ":00") + (m[3] or "Z")
-        elif isinstance(value, (dict, list)):
-            naive += _normalise_times(value)
+    naive, stack = 0, [root]  # a stack, not recursion: any depth that JSON parsing allowed is walked
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in list(items):
+            if isinstance(value, str):
+                m = _DATETIME.match(value)
+                if m:
+                    naive += m[3] is None
+                    node[key] = m[1] + (m[2] or ":00") + (m[3] or "Z")
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
     return naive

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from medmm.codes import BP_PANEL_LOINC, VITAL_NAMES, VitalSign, vital_for_code
 from medmm.errors import ConfigError, VitalsError
@@ -108,7 +110,10 @@ def build_grid(
     signs = _channel_signs(channels)
     column = {sign.name: c for c, sign in enumerate(signs)}
     window_us = n_steps * step_us
-    start = end.astimezone(timezone.utc) - timedelta(microseconds=window_us)
+    try:
+        start = end.astimezone(timezone.utc) - timedelta(microseconds=window_us)
+    except OverflowError:
+        raise VitalsError("grid window starts before year 1 (expected a later end time)", where="end") from None
 
     sums = np.zeros((n_steps, len(signs)), dtype=np.float64)  # (T, C)
     counts = np.zeros((n_steps, len(signs)), dtype=np.int64)  # (T, C)
@@ -262,11 +267,13 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise VitalsError("file not found (expected a .csv or .parquet vitals table)", path=path)
     try:
         if is_parquet:
-            return pd.read_parquet(path)
+            table = pq.read_table(path)
+            table.validate(full=True)  # bad UTF-8 in a text column would otherwise fail later, when cells are read
+            return table.to_pandas()
         return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise VitalsError("file is empty (expected a header row with a 'time' column)", path=path) from None
-    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as exc:
+    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError, pa.ArrowException) as exc:
         kind = "Parquet" if is_parquet else "CSV"
         raise VitalsError(f"not a readable {kind} table ({type(exc).__name__})", path=path) from exc
 
@@ -351,7 +358,10 @@ def _parse_time(cell: object) -> tuple[datetime | None, bool]:
     if cell is None or cell is pd.NaT:
         return None, False
     if isinstance(cell, pd.Timestamp):  # Parquet timestamp columns
-        time = cell.to_pydatetime(warn=False)
+        try:
+            time = cell.to_pydatetime(warn=False)
+        except ValueError:  # years outside 1-9999, which Timestamp can hold and datetime cannot
+            return None, False
     elif isinstance(cell, datetime):
         time = cell
     elif isinstance(cell, str):
@@ -361,7 +371,10 @@ def _parse_time(cell: object) -> tuple[datetime | None, bool]:
             return None, False
     else:
         return None, False
-    return _utc(time), time.utcoffset() is None
+    try:
+        return _utc(time), time.utcoffset() is None
+    except OverflowError:  # an offset that moves the time past year 1 or 9999
+        return None, False
 
 
 def _parse_value(cell: object) -> tuple[float, str | None]:

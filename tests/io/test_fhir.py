@@ -401,3 +401,45 @@ def test_age_at_by_hand():
         age_at("2000-01-02", datetime(2000, 1, 1, tzinfo=UTC))
     with pytest.raises(FhirError, match="expected YYYY"):
         age_at("01/02/2000", datetime(2020, 1, 1, tzinfo=UTC))
+
+
+# ---- regressions found by the ingest fuzzer (tests/fuzz) -----------------------------------------
+
+
+def test_json_nested_past_the_parser_is_a_fhir_error(tmp_path):
+    deep = '{"resourceType": "Patient", "id": "p", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = tmp_path / "deep.json"
+    path.write_text(deep)
+    with pytest.raises(FhirError, match="nested too deeply") as err:
+        read_fhir(path)
+    assert err.value.path == str(path)
+    ndjson = tmp_path / "deep.ndjson"
+    ndjson.write_text(json.dumps(patient_resource("p", "MRN-1")) + "\n" + deep + "\n")
+    with pytest.raises(FhirError, match="nested too deeply") as err:
+        read_fhir(ndjson)
+    assert err.value.where == "line 2"
+
+
+def test_resource_nested_past_the_models_is_skipped_and_the_rest_used(tmp_path):
+    subject = {"reference": "Patient/p"}
+    nested = {"url": "http://example.org/leaf", "valueString": "z"}
+    for _ in range(300):  # the models validate extensions recursively, in Python
+        nested = {"url": "http://example.org/branch", "extension": [nested]}
+    deep = heart_rate(subject, 1, 81)
+    deep["extension"] = [nested]
+    bundle = collection(patient_resource("p", "MRN-1"), deep, heart_rate(subject, 2, 82))
+    record = read_fhir(write_json(tmp_path / "b.json", bundle))
+    assert [(r.time.minute, r.value) for r in record.readings] == [(2, 82.0)]
+    (issue,) = [i for i in record.issues if i.kind == "skipped"]
+    assert issue.where == "entry 1 (Observation)" and "RecursionError" in issue.message
+
+
+def test_date_time_outside_years_1_to_9999_in_utc_is_reported_not_used(tmp_path):
+    subject = {"reference": "Patient/p"}
+    early = heart_rate(subject, 1, 81)
+    early["effectiveDateTime"] = "0001-01-01T00:00:00+14:00"  # 13 hours before year 1 in UTC
+    bundle = collection(patient_resource("p", "MRN-1"), early, heart_rate(subject, 2, 82))
+    record = read_fhir(write_json(tmp_path / "b.json", bundle))
+    assert [(r.time.minute, r.value) for r in record.readings] == [(2, 82.0)]
+    assert [(d.time, d.reason) for d in record.dropped] == [(None, "no time (effective[x] or issued)")]
+    assert sum("outside years 1-9999" in i.message for i in record.issues) == 1

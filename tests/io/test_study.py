@@ -1,6 +1,6 @@
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -71,3 +71,15 @@ def test_missing_modalities_are_not_errors(small_cohort, tmp_path):
     assert study.demographics is not None and study.demographics.patient_id == "p"
     truth = json.loads((folder / "truth.json").read_text())
     assert set(study.label_names) == set(truth["labels"])
+
+
+def test_reading_in_the_last_hour_of_year_9999_gives_the_latest_study_time(tmp_path):
+    # found by the ingest fuzzer: the inferred end (last reading + one step) overflowed datetime
+    path = tmp_path / "vitals.csv"
+    path.write_text("time,code,value,unit\n9999-12-31T23:30:00Z,8867-4,88,/min\n")
+    study = load_study(path)
+    latest = datetime.max.replace(tzinfo=timezone.utc)
+    assert study.time == latest
+    assert study.vitals.start == latest - timedelta(hours=48)
+    hr = study.vitals.channels.index("heart_rate")
+    assert study.vitals.mask[:, hr].nonzero()[0].tolist() == [47] and study.vitals.values[47, hr] == 88.0

@@ -411,3 +411,45 @@ def test_grid_cells_are_means_of_their_plausible_readings(case) -> None:
     assert np.isnan(series.values[~series.mask]).all()
     assert len(series.dropped) == implausible
     assert all(d.reason.startswith("implausible") for d in series.dropped)
+
+
+# ---- regressions found by the ingest fuzzer (tests/fuzz) -----------------------------------------
+
+
+def test_times_whose_offset_leaves_years_1_to_9999_are_skipped(tmp_path: Path) -> None:
+    text = (
+        "time,code,value,unit\n"
+        "0001-01-01T00:00:00+14:00,8867-4,70,/min\n"  # 13 December of year 0 in UTC
+        "9999-12-31T23:59:59-12:00,8867-4,71,/min\n"  # year 10000 in UTC
+        "2024-03-01T10:00:00Z,8867-4,72,/min\n"
+    )
+    table = read_vitals_table(write(tmp_path, "v.csv", text))
+    assert [(r.time, r.value) for r in table.readings] == [(at(10), 72.0)]
+    assert [(i.where, i.kind) for i in table.issues] == [("row 1, column 'time'", "skipped"),
+                                                        ("row 2, column 'time'", "skipped")]
+
+
+def test_parquet_timestamps_before_year_1_are_skipped(tmp_path: Path) -> None:
+    times = np.array(["0000-06-01T00:00:00", "2024-03-01T10:00:00"], dtype="datetime64[s]")
+    frame = pd.DataFrame({"time": pd.Series(times).dt.tz_localize("UTC"), "code": ["8867-4"] * 2,
+                          "value": [70.0, 72.0], "unit": ["/min"] * 2})
+    frame.to_parquet(tmp_path / "v.parquet")
+    table = read_vitals_table(tmp_path / "v.parquet")
+    assert [(r.time, r.value) for r in table.readings] == [(at(10), 72.0)]
+    assert [(i.where, i.kind) for i in table.issues] == [("row 1, column 'time'", "skipped")]
+
+
+def test_parquet_with_invalid_utf8_text_is_a_vitals_error(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"time": ["2024-03-01T10:00:00Z"], "code": ["8867-4"], "value": ["72"], "unit": ["/min"]})
+    frame.to_parquet(tmp_path / "v.parquet", compression=None)
+    data = (tmp_path / "v.parquet").read_bytes()
+    assert data.count(b"8867-4") >= 1
+    (tmp_path / "v.parquet").write_bytes(data.replace(b"8867-4", b"8867\xff4"))  # a byte that is no UTF-8
+    with pytest.raises(VitalsError, match="not a readable Parquet table") as err:
+        read_vitals_table(tmp_path / "v.parquet")
+    assert err.value.path == str(tmp_path / "v.parquet")
+
+
+def test_grid_ending_within_its_window_of_year_1_is_a_vitals_error() -> None:
+    with pytest.raises(VitalsError, match="before year 1"):
+        build_grid([], end=datetime(1, 1, 1, 12, 0, tzinfo=UTC))
