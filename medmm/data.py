@@ -8,19 +8,43 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from medmm.errors import ConfigError
+
 
 def collate(items: Sequence[dict]) -> dict:
-    """Stack the tensors of preprocessed items; gather their "meta" dicts in a list."""
+    """Stack the tensors of preprocessed items; gather their "meta" dicts in a list.
+
+    Every item must have the same keys and tensor shapes (one preprocessing setting per batch);
+    a mismatch is a ConfigError naming the key and the item, never a silent drop.
+    """
+    if not items:
+        raise ConfigError("cannot collate an empty list of items", where="batch")
+    keys = set(items[0])
     batch: dict = {}
+    for index, item in enumerate(items[1:], start=1):
+        if set(item) != keys:
+            differ = sorted(keys.symmetric_difference(item))
+            raise ConfigError(f"item {index} has keys that differ from item 0: {differ}", where="batch")
     for key in items[0]:
         if key == "meta":
             batch["meta"] = [item.get("meta", {}) for item in items]
-        elif isinstance(items[0][key], Tensor):
-            batch[key] = torch.stack([item[key] for item in items])
+            continue
+        first = items[0][key]
+        if not isinstance(first, Tensor):
+            raise ConfigError(f"expected a tensor, got {type(first).__name__}", where=f"batch key {key!r}")
+        for index, item in enumerate(items):
+            value = item[key]
+            if not isinstance(value, Tensor) or value.shape != first.shape:
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ConfigError(
+                    f"item {index} has {got}, item 0 has {tuple(first.shape)}", where=f"batch key {key!r}"
+                )
+        batch[key] = torch.stack([item[key] for item in items])  # (B, ...)
     return batch
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:
+    """The batch with every tensor moved to `device` (other values unchanged)."""
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
@@ -33,19 +57,31 @@ class LMInputs:
 
 
 def lm_inputs(tokenizer, prompts: Sequence[str], targets: Sequence[str | None], max_length: int = 128) -> LMInputs:
-    """Token ids for prompt + target rows; a None target gives a prompt-only row (no LM loss)."""
+    """Token ids for prompt + target rows; a None target gives a prompt-only row (no LM loss).
+
+    Rows are BOS (when the tokenizer has one), the prompt, then " " + target and EOS, cut to
+    `max_length`; the diagnosis head reads the last prompt token, which the cut never removes
+    unless the prompt alone is longer than `max_length`.
+    """
+    if len(prompts) != len(targets) or not prompts:
+        raise ConfigError(f"expected as many targets as prompts (>0), got {len(targets)} and {len(prompts)}", where="lm inputs")
+    if max_length < 1:
+        raise ConfigError(f"max_length must be positive, got {max_length}", where="lm inputs")
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     rows, pools, label_rows = [], [], []
-    for prompt, target in zip(prompts, targets):
-        p = [tokenizer.bos_token_id] + tokenizer.encode(prompt, add_special_tokens=False)
+    for index, (prompt, target) in enumerate(zip(prompts, targets)):
+        p = bos + tokenizer.encode(prompt, add_special_tokens=False)
+        if not p:
+            raise ConfigError("prompt gives no tokens and the tokenizer has no BOS", where=f"lm inputs row {index}")
         t = [] if target is None else tokenizer.encode(" " + target, add_special_tokens=False) + [tokenizer.eos_token_id]
         ids = (p + t)[:max_length]
         rows.append(ids)
         pools.append(min(len(p), max_length) - 1)
         label_rows.append(([-100] * len(p) + t)[:max_length])
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)  # (B, T)
     for i, (r, lab) in enumerate(zip(rows, label_rows)):
         ids[i, : len(r)] = torch.tensor(r)
         attn[i, : len(r)] = 1

@@ -165,19 +165,79 @@ class MedMM(nn.Module):
 
     # -- inference -----------------------------------------------------------------------------
 
-    def prompt_ids(self, prompts: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
-        """Left-padded prompt ids (B, P) and attention mask, each starting with BOS."""
+    def prompt_ids(self, prompts: list[str], device: torch.device | str) -> tuple[Tensor, Tensor]:
+        """Left-padded prompt ids (B, P) and attention mask, each row starting with BOS when the tokenizer has one."""
         tok = self.tokenizer
-        rows = [[tok.bos_token_id] + tok.encode(p, add_special_tokens=False) for p in prompts]
+        bos = [] if tok.bos_token_id is None else [tok.bos_token_id]
+        rows = [bos + tok.encode(p, add_special_tokens=False) for p in prompts]
+        if not rows or not all(rows):
+            raise ConfigError("every prompt must give at least one token", where="generation prompts")
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)  # (B, P)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)  # (B, P)
         for i, r in enumerate(rows):
             ids[i, width - len(r) :] = torch.tensor(r)
             attn[i, width - len(r) :] = 1
         return ids.to(device), attn.to(device)
 
     @torch.no_grad()
+    def generate_ids(
+        self,
+        batch: dict,
+        prompts: list[str],
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        reuse_context: bool = True,
+        modalities: tuple[str, ...] | None = None,
+    ) -> Tensor:
+        """Greedy new token ids (B, N) after each row's prompt; a row that ended has pad after its EOS.
+
+        reuse_context=True encodes once and caches cross-attention keys/values (and uses the LM's
+        own key/value cache); False recomputes encoders, keys/values and the whole sequence at
+        every step, the slow reference the cached path must match token for token. EOS cannot
+        be chosen before `min_new_tokens` new tokens (as in transformers' generate).
+        """
+        max_new = max_new_tokens or self.config.max_new_tokens
+        device = self.head[0].weight.device
+        ids, attn = self.prompt_ids(prompts, device)  # (B, P), (B, P)
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        if reuse_context:
+            context = self.encode(batch, cache_kv=True, modalities=modalities)
+            with self.fusion.use_context(context):
+                out = self.lm.generate(
+                    input_ids=ids, attention_mask=attn, max_new_tokens=max_new, min_new_tokens=min_new_tokens,
+                    do_sample=False, num_beams=1, use_cache=True, eos_token_id=eos, pad_token_id=pad,
+                )  # (B, P + N)
+            return out[:, ids.shape[1] :]  # (B, N)
+        new = torch.full((ids.shape[0], 0), pad, dtype=torch.long, device=device)  # (B, 0)
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)  # (B,)
+        for step in range(max_new):
+            context = self.encode(batch, cache_kv=False, modalities=modalities)
+            seq = torch.cat([ids, new], dim=1)  # (B, P + t)
+            mask = torch.cat([attn, torch.ones_like(new)], dim=1)  # (B, P + t)
+            position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # what generate() uses for left padding
+            with self.fusion.use_context(context):
+                logits = self.lm(input_ids=seq, attention_mask=mask, position_ids=position_ids, use_cache=False).logits[:, -1]  # (B, V)
+            if step < min_new_tokens and eos is not None:
+                logits[:, eos] = float("-inf")
+            nxt = torch.where(done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(dim=-1))  # (B,)
+            new = torch.cat([new, nxt[:, None]], dim=1)  # (B, t + 1)
+            done |= nxt == eos
+            if bool(done.all()):
+                break
+        return new
+
+    def decode(self, new_ids: Tensor) -> list[str]:
+        """Text of each row of new token ids (B, N), cut at the first EOS."""
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        texts = []
+        for row in new_ids.tolist():
+            if eos in row:
+                row = row[: row.index(eos)]
+            texts.append(self.tokenizer.decode([t for t in row if t != pad], skip_special_tokens=True).strip())
+        return texts
+
     def generate(
         self,
         batch: dict,
@@ -187,45 +247,11 @@ class MedMM(nn.Module):
         reuse_context: bool = True,
         modalities: tuple[str, ...] | None = None,
     ) -> list[str]:
-        """Greedy generation after each row's prompt, conditioned on the row's present modalities.
-
-        reuse_context=True encodes once and caches cross-attention keys/values (and uses the LM's
-        own key/value cache); False recomputes encoders, keys/values and the whole sequence at
-        every step, the slow reference the cached path must match token for token.
-        """
-        max_new = max_new_tokens or self.config.max_new_tokens
-        device = self.head[0].weight.device
-        ids, attn = self.prompt_ids(prompts, device)
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        if reuse_context:
-            context = self.encode(batch, cache_kv=True, modalities=modalities)
-            with self.fusion.use_context(context):
-                out = self.lm.generate(
-                    input_ids=ids, attention_mask=attn, max_new_tokens=max_new, do_sample=False, num_beams=1,
-                    eos_token_id=eos, pad_token_id=pad,
-                )
-            new = out[:, ids.shape[1] :]
-        else:
-            new = torch.full((ids.shape[0], 0), pad, dtype=torch.long, device=device)
-            done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
-            for _ in range(max_new):
-                context = self.encode(batch, cache_kv=False, modalities=modalities)
-                seq = torch.cat([ids, new], dim=1)  # (B, P + t)
-                mask = torch.cat([attn, torch.ones_like(new)], dim=1)
-                position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # what generate() uses for left padding
-                with self.fusion.use_context(context):
-                    logits = self.lm(input_ids=seq, attention_mask=mask, position_ids=position_ids).logits[:, -1]  # (B, V)
-                nxt = torch.where(done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(dim=-1))
-                new = torch.cat([new, nxt[:, None]], dim=1)
-                done |= nxt == eos
-                if bool(done.all()):
-                    break
-        texts = []
-        for row in new.tolist():
-            if eos in row:
-                row = row[: row.index(eos)]
-            texts.append(self.tokenizer.decode([t for t in row if t != pad], skip_special_tokens=True).strip())
-        return texts
+        """Greedy text after each row's prompt, conditioned on the row's present modalities (see generate_ids)."""
+        new = self.generate_ids(
+            batch, prompts, max_new_tokens=max_new_tokens, reuse_context=reuse_context, modalities=modalities
+        )
+        return self.decode(new)
 
 
 def build_model(config: ModelConfig, *, lm_dir=None, device: str | torch.device = "cpu", text_backbone: nn.Module | None = None) -> MedMM:

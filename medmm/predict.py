@@ -8,6 +8,7 @@ conformal set, and drafts the impression.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from pathlib import Path
@@ -15,15 +16,43 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 import medmm
 from medmm.codes import DIAGNOSES
 from medmm.data import collate, to_device
+from medmm.errors import ConfigError
 from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
 from medmm.records import MODALITIES, DiagnosisScore, Prediction, Study
 from medmm.transforms.study import StudyPreprocessor
 
 _DISPLAY = {d.name: d.display for d in DIAGNOSES}
+# Why a modality a study has can still be absent from the model's input.
+_UNUSED = {
+    "image": "no projection radiograph among its series",
+    "notes": "no note text gave tokens",
+    "vitals": "the vital-sign grid does not match the model's window and step",
+}
+
+
+_CALIBRATION_RANGES = {
+    "temperature": ("a positive number", lambda v: v > 0),
+    "conformal_threshold": ("a number in [0, 1]", lambda v: 0 <= v <= 1),
+    "coverage_target": ("a number in (0, 1)", lambda v: 0 < v < 1),
+}
+
+
+def check_calibration(calibration: dict) -> dict:
+    """A copy of `calibration`, refused when a value would mislead (temperature <= 0, threshold outside [0, 1])."""
+    if not isinstance(calibration, dict):
+        raise ConfigError("calibration must be a mapping", where="calibration")
+    for key, (expected, in_range) in _CALIBRATION_RANGES.items():
+        value = calibration.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not in_range(value):
+            raise ConfigError(f"expected {expected}", where=f"calibration.{key}")
+    return dict(calibration)
 
 
 class Predictor:
@@ -36,18 +65,26 @@ class Predictor:
         self.device = next(model.head.parameters()).device
         tokenizer = note_tokenizer if note_tokenizer is not None else load_note_tokenizer(model.config.notes)
         self.preprocessor = StudyPreprocessor(model.config.preprocess, tokenizer)
-        self.calibration = calibration if calibration is not None else getattr(model, "calibration", None) or {}
+        self.calibration = check_calibration(calibration if calibration is not None else getattr(model, "calibration", None) or {})
         self.model_id = model_id or "uncheckpointed"
         self.lock = threading.Lock()
 
     @classmethod
-    def from_checkpoint(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "Predictor":
+    def from_checkpoint(
+        cls,
+        directory: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        note_tokenizer=None,
+        text_backbone: torch.nn.Module | None = None,
+    ) -> "Predictor":
+        """Load a checkpoint folder; its model id is derived from the checksums of its files."""
         from medmm.checkpoint import load_checkpoint
 
         directory = Path(directory)
-        model = load_checkpoint(directory, device=device)
+        model = load_checkpoint(directory, device=device, text_backbone=text_backbone)
         model_id = hashlib.sha256((directory / "checksums.json").read_bytes()).hexdigest()[:16]
-        return cls(model, model_id=model_id)
+        return cls(model, note_tokenizer=note_tokenizer, model_id=model_id)
 
     @property
     def temperature(self) -> float:
@@ -67,35 +104,45 @@ class Predictor:
         return out.diagnosis_logits
 
     def probabilities(self, batch: dict, modalities: tuple[str, ...] | None = None) -> np.ndarray:
-        """Calibrated probabilities (B, K)."""
-        return torch.sigmoid(self.logits(batch, modalities) / self.temperature).cpu().numpy()
+        """Calibrated probabilities (B, K): expit(logits / T) in float64, as the evaluation computes them.
+
+        The same arithmetic matters: conformal sets compare 1 - p with a threshold fitted on
+        such probabilities, and a case at the threshold must fall on the same side here.
+        """
+        logits = self.logits(batch, modalities).float().cpu().numpy().astype(np.float64)  # (B, K)
+        return expit(logits / self.temperature)
 
     def conformal_set(self, probs: np.ndarray) -> tuple[str, ...]:
+        """Diagnoses with 1 - p <= q (q: the calibrated threshold), most probable first; () uncalibrated."""
         threshold = self.calibration.get("conformal_threshold")
         if threshold is None:
             return ()
         names = self.model.config.diagnoses
-        order = np.argsort(-probs)
-        return tuple(names[k] for k in order if probs[k] >= 1.0 - float(threshold))
+        p = np.asarray(probs, dtype=np.float64)
+        return tuple(names[k] for k in np.argsort(-p, kind="stable") if 1.0 - p[k] <= float(threshold))
 
     def predict(self, study: Study, *, impression: bool = True) -> Prediction:
         return self.predict_many([study], impression=impression)[0]
 
     def predict_many(self, studies: Sequence[Study], *, impression: bool = True) -> list[Prediction]:
+        """One Prediction per study; modalities a study has but the model cannot use are stated as warnings."""
         start = time.perf_counter()
         with self.lock:
             batch = self.batch(studies)
             probs = self.probabilities(batch)
+            used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
             texts = self.model.generate(batch, [IMPRESSION_PROMPT] * len(studies)) if impression else [""] * len(studies)
         seconds = (time.perf_counter() - start) / max(len(studies), 1)
         names = self.model.config.diagnoses
         out = []
-        for study, p, text in zip(studies, probs, texts):
+        for row, (study, p, text) in enumerate(zip(studies, probs, texts)):
             chosen = self.conformal_set(p)
             scores = tuple(
-                DiagnosisScore(names[k], _DISPLAY.get(names[k], names[k]), float(p[k]), names[k] in chosen) for k in np.argsort(-p)
+                DiagnosisScore(names[k], _DISPLAY.get(names[k], names[k]), float(p[k]), names[k] in chosen)
+                for k in np.argsort(-p, kind="stable")
             )
-            present = tuple(m for m in study.modalities if m in self.model.config.modalities)
+            present = tuple(m for m in MODALITIES if m in used and used[m][row])
+            unused = tuple(f"{m}: present in the study but not used ({self._why_unused(m)})" for m in study.modalities if m not in present)
             out.append(
                 Prediction(
                     study_id=study.study_id,
@@ -109,10 +156,13 @@ class Predictor:
                     model_version=medmm.__version__,
                     calibrated="temperature" in self.calibration,
                     seconds=seconds,
-                    warnings=tuple(str(w) for w in study.warnings),
+                    warnings=tuple(str(w) for w in study.warnings) + unused,
                 )
             )
         return out
+
+    def _why_unused(self, modality: str) -> str:
+        return _UNUSED[modality] if modality in self.model.config.modalities else f"this model has no {modality} encoder"
 
     def ask(self, study: Study, question: str, *, max_new_tokens: int = 48) -> str:
         """The model's answer to a free-text question about this study, conditioned on its modalities."""

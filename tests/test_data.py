@@ -1,0 +1,111 @@
+"""Batching: collate and lm_inputs, with every expected id, label and index written out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from medmm.data import collate, lm_inputs, to_device
+from medmm.errors import ConfigError
+
+VOCAB = {
+    "<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3,
+    "Impression:": 4, "Question:": 5, "effusion?": 6, "Answer:": 7, "pneumonia": 8, ".": 9, "yes": 10,
+}
+
+
+def word_tokenizer(*, bos: bool = True) -> PreTrainedTokenizerFast:
+    """Whitespace-separated words, id = VOCAB[word]: every id below is known without running a tokenizer."""
+    tok = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    specials = dict(eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>" if bos else None, **specials)
+
+
+def test_lm_inputs_by_hand():
+    out = lm_inputs(word_tokenizer(), ["Impression:", "Question: effusion? Answer:", "Impression:"], ["pneumonia .", None, "yes"])
+    assert out.input_ids.tolist() == [
+        [1, 4, 8, 9, 2],  # BOS, prompt, " pneumonia .", EOS
+        [1, 5, 6, 7, 0],  # BOS, prompt only, then padding on the right
+        [1, 4, 10, 2, 0],
+    ]
+    assert out.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]]
+    assert out.pool_index.tolist() == [1, 3, 1]  # the last prompt token of each row
+    assert out.labels.tolist() == [
+        [-100, -100, 8, 9, 2],  # BOS and prompt are never targets; EOS is
+        [-100, -100, -100, -100, -100],  # no target: no LM loss from this row
+        [-100, -100, 10, 2, -100],  # padding is never a target
+    ]
+
+
+def test_lm_inputs_truncation_keeps_the_pool_index_inside_the_row():
+    out = lm_inputs(word_tokenizer(), ["Impression:", "Question: effusion? Answer:"], ["pneumonia .", "yes"], max_length=3)
+    assert out.input_ids.tolist() == [[1, 4, 8], [1, 5, 6]]
+    assert out.labels.tolist() == [[-100, -100, 8], [-100, -100, -100]]
+    assert out.pool_index.tolist() == [1, 2]  # a prompt longer than max_length is pooled at its cut end
+    assert out.attention_mask.tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_lm_inputs_without_a_bos_token():
+    out = lm_inputs(word_tokenizer(bos=False), ["Impression:", "Question: effusion? Answer:"], ["yes", None])
+    assert out.input_ids.tolist() == [[4, 10, 2], [5, 6, 7]]
+    assert out.pool_index.tolist() == [0, 2]
+    assert out.labels.tolist() == [[-100, 10, 2], [-100, -100, -100]]
+
+
+def test_lm_inputs_refuses_what_cannot_be_batched():
+    with pytest.raises(ConfigError, match="as many targets"):
+        lm_inputs(word_tokenizer(), ["Impression:"], ["yes", "no"])
+    with pytest.raises(ConfigError, match="row 1"):
+        lm_inputs(word_tokenizer(bos=False), ["Impression:", ""], [None, None])
+    with pytest.raises(ConfigError, match="max_length"):
+        lm_inputs(word_tokenizer(), ["Impression:"], [None], max_length=0)
+
+
+def item(seed: int, study_id: str) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "image": torch.from_numpy(rng.random((1, 4, 4), dtype=np.float32)),
+        "image_present": torch.tensor(seed % 2 == 0),
+        "notes_ids": torch.from_numpy(rng.integers(0, 9, size=(2, 3))),
+        "meta": {"study_id": study_id},
+    }
+
+
+def test_collate_stacks_tensors_and_lists_meta():
+    items = [item(0, "a"), item(1, "b"), item(2, "c")]
+    batch = collate(items)
+    assert set(batch) == {"image", "image_present", "notes_ids", "meta"}
+    np.testing.assert_array_equal(batch["image"].numpy(), np.stack([it["image"].numpy() for it in items]))
+    assert batch["image"].shape == (3, 1, 4, 4) and batch["image"].dtype == torch.float32
+    assert batch["image_present"].tolist() == [True, False, True]
+    assert batch["notes_ids"].dtype == torch.int64 and batch["notes_ids"][1].tolist() == items[1]["notes_ids"].tolist()
+    assert batch["meta"] == [{"study_id": "a"}, {"study_id": "b"}, {"study_id": "c"}]
+
+
+def test_collate_names_the_key_that_does_not_fit():
+    odd = item(1, "b")
+    odd["image"] = torch.zeros(1, 5, 5)
+    with pytest.raises(ConfigError, match="item 1 has \\(1, 5, 5\\)") as info:
+        collate([item(0, "a"), odd])
+    assert info.value.where == "batch key 'image'"
+    short = item(1, "b")
+    del short["notes_ids"]
+    with pytest.raises(ConfigError, match="notes_ids"):
+        collate([item(0, "a"), short])
+    loose = item(0, "a")
+    loose["image"] = loose["image"].numpy()
+    with pytest.raises(ConfigError, match="expected a tensor"):
+        collate([loose])
+    with pytest.raises(ConfigError, match="empty"):
+        collate([])
+
+
+def test_to_device_moves_tensors_only():
+    batch = collate([item(0, "a"), item(1, "b")])
+    moved = to_device(batch, "meta")
+    assert all(moved[k].device.type == "meta" for k in ("image", "image_present", "notes_ids"))
+    assert moved["meta"] is batch["meta"]

@@ -1,0 +1,169 @@
+"""Predictor: probabilities, ranking and conformal sets worked out by hand; missing modalities stated."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import torch
+
+import medmm
+from medmm.checkpoint import save_checkpoint, update_calibration
+from medmm.codes import DIAGNOSES, VITAL_SIGNS
+from medmm.data import collate
+from medmm.errors import ConfigError
+from medmm.predict import Predictor
+from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
+from medmm.records import ClinicalNote, ImageSeries, Issue, Study, VitalSeries
+from medmm.transforms.study import StudyPreprocessor
+from tests.test_model import note_tokenizer, open_gates, randomize, tiny_bert, tiny_model
+
+STUDY_TIME = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+DISPLAY = {d.name: d.display for d in DIAGNOSES}
+
+
+def make_study(study_id: str = "case-1", *, image: bool = True, notes: bool = True, vitals_steps: int | None = 4, seed: int = 0) -> Study:
+    rng = np.random.default_rng(seed)
+    images = ()
+    if image:
+        pixels = rng.uniform(0, 4000, size=(48, 40)).astype(np.float32)
+        images = (ImageSeries(pixels=pixels, spacing=(0.2, 0.2), modality="CR", series_uid="1.2.3.4", view_position="PA"),)
+    texts = ("patient reports cough and fever .", "crackles right lower lobe , no acute distress .")
+    note_records = tuple(ClinicalNote(text=t, time=STUDY_TIME) for t in texts) if notes else ()
+    series = None
+    if vitals_steps is not None:
+        values = np.stack([rng.normal(v.low + (v.high - v.low) / 3, 1.0, size=vitals_steps) for v in VITAL_SIGNS], axis=1).astype(np.float32)
+        mask = rng.uniform(size=values.shape) > 0.3
+        values[~mask] = np.nan
+        series = VitalSeries(
+            start=STUDY_TIME, step_seconds=3600.0, channels=tuple(v.name for v in VITAL_SIGNS),
+            units=tuple(v.unit for v in VITAL_SIGNS), values=values, mask=mask,
+        )
+    warnings = (Issue("record.json", "entry 3", "skipped: unknown resource type", "skipped"),)
+    return Study(study_id=study_id, images=images, notes=note_records, vitals=series, time=STUDY_TIME, warnings=warnings)
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = tiny_model().eval()
+    randomize(m.lm, 0.1)
+    randomize(m.head, 0.5, seed=4)  # spread-out probabilities, so ranking and sets are clear-cut
+    open_gates(m, 0.3)
+    return m
+
+
+def logits_by_hand(model, study: Study) -> np.ndarray:
+    """Diagnosis logits (K,) from the preprocessed study, the prompt tokenized here, pooled at its end."""
+    batch = collate([StudyPreprocessor(model.config.preprocess, note_tokenizer())(study)])
+    tok = model.tokenizer
+    ids = torch.tensor([[tok.bos_token_id] + tok.encode(IMPRESSION_PROMPT, add_special_tokens=False)])
+    with torch.no_grad():
+        out = model(batch, ids, torch.ones_like(ids), torch.tensor([ids.shape[1] - 1]))
+    return out.diagnosis_logits[0].double().numpy()
+
+
+def test_probabilities_ranking_and_conformal_set_by_hand(model):
+    study = make_study()
+    temperature = 1.7
+    probs = 1.0 / (1.0 + np.exp(-logits_by_hand(model, study) / temperature))
+    names = list(model.config.diagnoses)
+    order = sorted(range(len(names)), key=lambda k: -probs[k])
+    threshold = 1.0 - (probs[order[1]] + probs[order[2]]) / 2  # the two most probable pass 1 - p <= q
+    calibration = {"temperature": temperature, "conformal_threshold": threshold, "coverage_target": 0.9}
+    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration)
+    pred = predictor.predict(study)
+
+    assert [s.name for s in pred.scores] == [names[k] for k in order]
+    for score in pred.scores:
+        assert score.probability == pytest.approx(probs[names.index(score.name)], abs=1e-6)
+        assert score.display == DISPLAY[score.name]
+    assert pred.conformal_set == (names[order[0]], names[order[1]])
+    assert [s.in_set for s in pred.scores] == [True, True] + [False] * (len(names) - 2)
+    assert pred.coverage_target == 0.9 and pred.calibrated
+    assert (pred.present, pred.missing) == (("image", "notes", "vitals"), ())
+    assert (pred.study_id, pred.model_id, pred.model_version) == ("case-1", "uncheckpointed", medmm.__version__)
+    assert pred.warnings == ("record.json: entry 3: skipped: unknown resource type",)
+    assert pred.seconds > 0
+    batch = predictor.batch([study])
+    assert pred.impression == model.generate(batch, [IMPRESSION_PROMPT])[0]
+
+
+def test_without_calibration_probabilities_are_the_plain_sigmoid_and_there_is_no_set(model):
+    study = make_study(seed=1)
+    probs = 1.0 / (1.0 + np.exp(-logits_by_hand(model, study)))
+    pred = Predictor(model, note_tokenizer=note_tokenizer()).predict(study, impression=False)
+    for k, name in enumerate(model.config.diagnoses):
+        assert pred.probability(name) == pytest.approx(probs[k], abs=1e-6)
+    assert pred.conformal_set == () and pred.coverage_target is None and not pred.calibrated
+    assert not any(s.in_set for s in pred.scores) and pred.impression == ""
+
+
+def test_a_study_with_no_image_still_predicts_and_says_what_is_missing(model):
+    predictor = Predictor(model, note_tokenizer=note_tokenizer())
+    full = predictor.predict(make_study(), impression=False)
+    no_image = make_study(image=False)
+    pred = predictor.predict(no_image, impression=False)
+    assert (pred.present, pred.missing) == (("notes", "vitals"), ("image",))
+    probs = 1.0 / (1.0 + np.exp(-logits_by_hand(model, no_image)))
+    assert pred.probability("pneumonia") == pytest.approx(probs[model.config.diagnoses.index("pneumonia")], abs=1e-6)
+    assert pred.probability("pneumonia") != pytest.approx(full.probability("pneumonia"), abs=1e-6)  # the image did count
+    empty = predictor.predict(Study(study_id="empty"), impression=False)
+    assert (empty.present, empty.missing) == ((), ("image", "notes", "vitals"))
+    assert all(0.0 < s.probability < 1.0 for s in empty.scores)
+
+
+def test_a_modality_the_model_cannot_use_is_missing_with_a_warning(model):
+    pred = Predictor(model, note_tokenizer=note_tokenizer()).predict(make_study(vitals_steps=10), impression=False)
+    assert pred.missing == ("vitals",)
+    assert any(w.startswith("vitals: present in the study but not used") for w in pred.warnings)
+
+
+def test_a_batch_of_studies_equals_each_study_alone(model):
+    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration={"conformal_threshold": 0.5})
+    studies = [make_study("a", seed=2), make_study("b", image=False, seed=3), make_study("c", notes=False, vitals_steps=None, seed=4)]
+    together = predictor.predict_many(studies)
+    for study, pred in zip(studies, together):
+        alone = predictor.predict(study)
+        assert pred.study_id == study.study_id and pred.missing == alone.missing
+        assert [s.name for s in pred.scores] == [s.name for s in alone.scores]
+        np.testing.assert_allclose([s.probability for s in pred.scores], [s.probability for s in alone.scores], atol=1e-5)
+        assert pred.conformal_set == alone.conformal_set and pred.impression == alone.impression
+
+
+@pytest.mark.parametrize(
+    ("calibration", "where"),
+    [
+        ({"temperature": 0.0}, "calibration.temperature"),
+        ({"temperature": float("nan")}, "calibration.temperature"),
+        ({"conformal_threshold": 1.5}, "calibration.conformal_threshold"),
+        ({"coverage_target": "0.9"}, "calibration.coverage_target"),
+    ],
+)
+def test_a_calibration_that_would_mislead_is_refused(model, calibration, where):
+    with pytest.raises(ConfigError) as info:
+        Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration)
+    assert info.value.where == where
+
+
+def test_from_checkpoint_uses_its_calibration_and_a_checksum_model_id(model, tmp_path):
+    calibration = {"temperature": 2.0, "conformal_threshold": 0.8, "coverage_target": 0.9}
+    folder = save_checkpoint(model, tmp_path / "ckpt")
+    update_calibration(folder, calibration)
+    predictor = Predictor.from_checkpoint(folder, note_tokenizer=note_tokenizer(), text_backbone=tiny_bert(0))
+    assert predictor.calibration == calibration
+    assert predictor.model_id == hashlib.sha256((folder / "checksums.json").read_bytes()).hexdigest()[:16]
+    study = make_study()
+    loaded = predictor.predict(study)
+    direct = Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration).predict(study)
+    assert [(s.name, s.probability, s.in_set) for s in loaded.scores] == [(s.name, s.probability, s.in_set) for s in direct.scores]
+    assert loaded.impression == direct.impression and loaded.calibrated
+
+
+def test_ask_answers_after_the_question_prompt(model):
+    predictor = Predictor(model, note_tokenizer=note_tokenizer())
+    study = make_study()
+    answer = predictor.ask(study, "is there a pleural effusion?", max_new_tokens=5)
+    expected = model.generate(predictor.batch([study]), [qa_prompt("is there a pleural effusion?")], max_new_tokens=5)[0]
+    assert answer == expected and answer
