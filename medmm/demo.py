@@ -21,6 +21,11 @@ from medmm.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 STAGES = ("pretrain_lm", "align", "finetune")
+# Quick mode (a CI smoke run): a small cohort of small images written in-process, two short notes
+# per case, six optimizer steps per stage. Its figures are not meaningful.
+QUICK_PATIENTS = 40
+QUICK_IMAGE_SIZE = 64
+QUICK_MODEL = (f"model.preprocess.image_size={QUICK_IMAGE_SIZE}", "model.preprocess.max_notes=2", "model.preprocess.max_note_tokens=64")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ def _stage_config(name: str, opts: DemoOptions, **paths):
     overrides = [f"{k}={v}" for k, v in paths.items()] + [f"progress={str(opts.progress).lower()}", f"train.seed={opts.seed}"]
     if opts.quick:
         overrides += ["train.max_steps=6", "train.epochs=1", "train.batch_size=8"]
+        if name == "align":  # stage 2 takes stage 1's model config, preprocessing included
+            overrides += list(QUICK_MODEL)
     return load_recipe_config(config_path(f"demo_{name}.yaml"), overrides)
 
 
@@ -106,11 +113,15 @@ def run_demo(opts: DemoOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cohort, model_dir = out / "cohort", out / "model"
     times: dict[str, float] = {}
-    patients = min(opts.patients, 80) if opts.quick else opts.patients
+    patients = min(opts.patients, QUICK_PATIENTS) if opts.quick else opts.patients
 
     start = time.perf_counter()
     if not (cohort / "manifest.csv").is_file():
-        synthesize(cohort, SynthConfig(patients=patients, seed=opts.seed, image_size=128 if opts.quick else 256), progress=opts.progress)
+        if opts.quick:  # worker processes would cost more to start than this small cohort takes to write
+            synth = SynthConfig(patients=patients, seed=opts.seed, image_size=QUICK_IMAGE_SIZE, workers=1)
+        else:
+            synth = SynthConfig(patients=patients, seed=opts.seed, image_size=256)
+        synthesize(cohort, synth, progress=opts.progress)
     times["synth"] = time.perf_counter() - start
 
     start = time.perf_counter()

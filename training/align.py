@@ -1,8 +1,10 @@
 """Stage 1, alignment: the LM stays frozen; encoders, resamplers, gated cross-attention and the
 diagnosis head learn the diagnosis loss plus the impression LM loss.
 
-Run:  medmm train --config training/configs/align.yaml [key=value ...]
-  or: accelerate launch --cpu --num_processes 2 -m training.align --config training/configs/align.yaml
+Run:  medmm train --config training/configs/demo_align.yaml [key=value ...]
+  or, as two processes (DDP; gloo on CPUs, NCCL on GPUs):
+      accelerate launch --multi_gpu --num_processes 2 -m training.align --config training/configs/demo_align.yaml [cpu=true]
+  (`accelerate launch --cpu --num_processes 2` starts a single process unless mpirun is set up.)
 
 `fit` below is the loop itself, written out; stage 2 (training/finetune.py) runs the same loop on
 a model set up for QLoRA.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -44,8 +46,9 @@ def prepare_data(cfg: RecipeConfig, model, accelerator: Accelerator) -> tuple[Ca
     cache = cfg.cache_dir or str(Path(cfg.cohort) / ".cache")
     show = cfg.progress and accelerator.is_local_main_process
     notes = model.encoders["notes"] if "notes" in model.encoders else None
-    train = CaseSet(cohort.split("train"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="train")
-    val = CaseSet(cohort.split("val"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="val")
+    with accelerator.main_process_first():  # one process fills the disk cache, the others read it
+        train = CaseSet(cohort.split("train"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="train")
+        val = CaseSet(cohort.split("val"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="val")
     if len(train) == 0:
         raise SystemExit(f"no readable training cases in {cfg.cohort}")
     return train, val
@@ -61,17 +64,23 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, shuffle=True, generator=sampler_gen, collate_fn=batcher, drop_last=len(train_set) > t.batch_size)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=32, collate_fn=TextBatcher(model.tokenizer, max_length=t.max_length))
     optimizer = build_optimizer(model, t)
-    steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)  # this process's share of the batches
     total = t.max_steps or steps_per_epoch * t.epochs
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_fraction * total), total)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    # The prepared scheduler advances once per process at every optimizer step (accelerate, batches not split).
+    n = accelerator.num_processes
+    scheduler = get_cosine_schedule_with_warmup(optimizer.optimizer, int(t.warmup_fraction * total) * n, total * n)
+    scheduler = accelerator.prepare(scheduler)
     core = accelerator.unwrap_model(model)
 
     progress = {"epoch": 0, "step": 0, "best_auroc": -1.0, "best_epoch": None}
     if cfg.resume and (out / "last" / "state.json").is_file():
         progress = load_state(out / "last", core, optimizer, scheduler, {"batcher": batcher.rng})
-        accelerator.print(f"resumed from {out / 'last'} at epoch {progress['epoch']}, step {progress['step']}")
-    logger = JsonlLogger(out / "metrics.jsonl", out / "tensorboard" if cfg.tensorboard else None) if accelerator.is_main_process else None
+        if accelerator.is_main_process:
+            log.info("resumed from %s at epoch %d, step %d", out / "last", progress["epoch"], progress["step"])
+    logger = None
+    if accelerator.is_main_process:  # rows past the resumed step (or all, on a fresh start) are dropped
+        logger = JsonlLogger(out / "metrics.jsonl", out / "tensorboard" if cfg.tensorboard else None, start_step=progress["step"])
 
     model.train()
     bar = tqdm(total=total, initial=progress["step"], desc=cfg.recipe, disable=not (cfg.progress and accelerator.is_local_main_process))
@@ -111,6 +120,7 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
             if accelerator.is_main_process and (record["val_macro_auroc"] > progress["best_auroc"] or progress["best_epoch"] is None):
                 progress["best_auroc"], progress["best_epoch"] = record["val_macro_auroc"], progress["epoch"]
                 save_checkpoint(core, out / "best", lm_source=lm_source, extra={"val_macro_auroc": record["val_macro_auroc"], "epoch": progress["epoch"]})
+                log.info("best checkpoint saved: epoch %d, val macro AUROC %.4f", progress["epoch"], record["val_macro_auroc"])
         if logger:
             logger.log(progress["step"], epoch=progress["epoch"], **record)
         accelerator.wait_for_everyone()
@@ -148,7 +158,8 @@ def run(cfg: RecipeConfig) -> dict:
     accelerator, device = setup(cfg)
     model = build_model(cfg.model, lm_dir=cfg.lm_dir, device=device)
     progress = fit(cfg, model, accelerator, lm_source=cfg.lm_dir)
-    accelerator.print(json.dumps({"recipe": "align", **progress}))
+    if accelerator.is_main_process:  # stdout is left to the caller (`medmm train` prints the result)
+        log.info("align finished: %s", json.dumps(progress))
     return progress
 
 
@@ -158,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    run(load_recipe_config(args.config, args.overrides))
+    progress = run(load_recipe_config(args.config, args.overrides))
+    if PartialState().is_main_process:
+        print(json.dumps({"recipe": "align", **progress}))
 
 
 if __name__ == "__main__":

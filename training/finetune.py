@@ -2,7 +2,7 @@
 diagnosis and impression objectives plus instruction tuning (question-answer pairs from each
 case's ground truth), starting from the stage-1 checkpoint.
 
-Run:  medmm train --config training/configs/finetune.yaml [key=value ...]
+Run:  medmm train --config training/configs/demo_finetune.yaml [key=value ...]
 
 On CUDA the base is 4-bit NF4 with double quantization; on the CPU bitsandbytes' CPU backend
 does the same, and where 4-bit is unavailable the backbone falls back to LoRA with a warning.
@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+from accelerate import PartialState
 from safetensors.torch import load_file
 
 from medmm.checkpoint import verify
@@ -25,6 +26,8 @@ from medmm.errors import CheckpointError
 from medmm.model import ModelConfig, build_model
 from medmm.train.recipe import RecipeConfig, load_recipe_config
 from training.align import fit, setup
+
+log = logging.getLogger("medmm.train")
 
 
 def load_stage1(model, checkpoint: Path) -> None:
@@ -65,7 +68,8 @@ def run(cfg: RecipeConfig) -> dict:
     model = build_model(cfg.model, lm_dir=lm_dir, device=device)
     load_stage1(model, init)
     progress = fit(cfg, model, accelerator, lm_source=lm_dir if cfg.model.backbone.finetune != "full" else None)
-    accelerator.print(json.dumps({"recipe": "finetune", "quantized": model.backbone_info.quantized, **progress}))
+    if accelerator.is_main_process:  # stdout is left to the caller (`medmm train` prints the result)
+        log.info("finetune finished (4-bit base: %s): %s", model.backbone_info.quantized, json.dumps(progress))
     return progress
 
 
@@ -75,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    run(load_recipe_config(args.config, args.overrides))
+    progress = run(load_recipe_config(args.config, args.overrides))
+    if PartialState().is_main_process:
+        print(json.dumps({"recipe": "finetune", **progress}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 model on the cohort's target texts (impressions and question-answer pairs of the training split),
 so that stage 1 aligns the modalities to an LM that already writes the house style.
 
-Run:  medmm train --config training/configs/pretrain_lm.yaml [key=value ...]
+Run:  medmm train --config training/configs/demo_pretrain_lm.yaml [key=value ...]
 
 Writes <out>/lm: a Hugging Face folder (config.json, model.safetensors, tokenizer files) that
 `lm_dir` of the later stages points at.
@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -59,11 +59,15 @@ def run(cfg: RecipeConfig) -> dict:
     steps_per_epoch = math.ceil(len(pairs) / t.batch_size)
     total = t.max_steps or steps_per_epoch * t.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr_lm, weight_decay=t.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_fraction * total), total)
+    # Every process trains on the same batches (DDP averages equal gradients); the prepared
+    # scheduler advances once per process at each optimizer step, hence the factor.
+    n = accelerator.num_processes
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_fraction * total) * n, total * n)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    logger = JsonlLogger(out / "metrics.jsonl")
+    is_main = accelerator.is_main_process
+    logger = JsonlLogger(out / "metrics.jsonl") if is_main else None
     model.train()
-    step, bar = 0, tqdm(total=total, desc="pretrain_lm", disable=not cfg.progress)
+    step, bar = 0, tqdm(total=total, desc="pretrain_lm", disable=not (cfg.progress and is_main))
     while step < total:
         rng.shuffle(pairs)
         running = []
@@ -89,13 +93,17 @@ def run(cfg: RecipeConfig) -> dict:
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.3f}")
             if step >= total:
                 break
-        logger.log(step, loss=sum(running) / len(running))
+        if logger:
+            logger.log(step, loss=sum(running) / len(running))
     bar.close()
-    lm = accelerator.unwrap_model(model)
-    lm.save_pretrained(out / "lm", safe_serialization=True)
-    tokenizer.save_pretrained(out / "lm")
     result = {"recipe": "pretrain_lm", "steps": step, "final_loss": sum(running[-20:]) / len(running[-20:]), "lm_dir": str(out / "lm")}
-    (out / "result.json").write_text(json.dumps(result))
+    accelerator.wait_for_everyone()
+    if is_main:  # one writer
+        lm = accelerator.unwrap_model(model)
+        lm.save_pretrained(out / "lm", safe_serialization=True)
+        tokenizer.save_pretrained(out / "lm")
+        (out / "result.json").write_text(json.dumps(result))
+    accelerator.wait_for_everyone()
     return result
 
 
@@ -105,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key.path=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    print(json.dumps(run(load_recipe_config(args.config, args.overrides))))
+    result = run(load_recipe_config(args.config, args.overrides))
+    if PartialState().is_main_process:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

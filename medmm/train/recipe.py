@@ -83,8 +83,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.loraplus_lr_ratio and lm_params:
         from peft.optimizers import create_loraplus_optimizer
 
+        # peft applies `loraplus_weight_decay` to the adapter groups (its default is none at all)
         optimizer = create_loraplus_optimizer(
-            model.lm, torch.optim.AdamW, lr=cfg.lr_lm, loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay
+            model.lm, torch.optim.AdamW, lr=cfg.lr_lm, loraplus_lr_ratio=cfg.loraplus_lr_ratio,
+            weight_decay=cfg.weight_decay, loraplus_weight_decay=cfg.weight_decay,
         )
         if other:
             optimizer.add_param_group({"params": other, "lr": cfg.lr, "weight_decay": cfg.weight_decay})

@@ -68,6 +68,13 @@ def load_state(directory: str | Path, model, optimizer, scheduler, rngs: dict[st
     expected = set(state_tensor_names(model))
     if set(tensors) != expected:
         raise CheckpointError("saved state does not fit this model (different trainable parameters)", path=directory / "model.safetensors")
+    state = model.state_dict()
+    for name, value in tensors.items():
+        if value.shape != state[name].shape:
+            raise CheckpointError(
+                f"saved state does not fit this model: {name} is {tuple(value.shape)}, expected {tuple(state[name].shape)}",
+                path=directory / "model.safetensors",
+            )
     model.load_state_dict(tensors, strict=False)
     flat = load_file(str(directory / "optimizer.safetensors"))
     per_param: dict[int, dict] = {}
@@ -107,17 +114,25 @@ def _tuple_state(state):
 
 
 class JsonlLogger:
-    """Metrics to a JSONL file, and to TensorBoard when it is installed."""
+    """Metrics to a JSONL file, and to TensorBoard when it is installed.
 
-    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None):
+    A run that starts (or resumes) at `start_step` first drops the rows an earlier run wrote
+    after that step, so the file always describes one run, step by step, without repeats.
+    """
+
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None, *, start_step: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            rows = [line for line in self.path.read_text().splitlines() if line.strip()]
+            kept = [line for line in rows if json.loads(line).get("step", 0) <= start_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
         self.writer = None
         if tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(tensorboard_dir))
+                self.writer = SummaryWriter(str(tensorboard_dir), purge_step=start_step + 1 if start_step else None)
             except ImportError:
                 self.writer = None
 

@@ -1,0 +1,63 @@
+"""`medmm demo --quick`: synthetic cohort, three training stages, held-out evaluation, a reusable model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from medmm.checkpoint import load_checkpoint
+from medmm.cli import main
+
+SUBSETS = {"all", "image", "notes", "vitals", "image+notes", "image+vitals", "notes+vitals"}
+
+
+def run_cli(capsys, out) -> dict:
+    main(["demo", "--quick", "--no-serve", "--out", str(out), "--json"])
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(printed) == 1
+    return json.loads(printed[-1])
+
+
+def same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_quick_demo_trains_evaluates_and_reuses_its_model(tmp_path, capsys):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster, above all on a busy machine
+    try:
+        first = run_cli(capsys, tmp_path)
+        second = run_cli(capsys, tmp_path)
+    finally:
+        torch.set_num_threads(before)
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics == second  # the file holds the latest run, as printed
+    with open(tmp_path / "cohort" / "manifest.csv", newline="") as fh:
+        splits = [row["split"] for row in csv.DictReader(fh)]
+    assert len(splits) == first["patients"] == 40 and first["quick"] is True
+    assert first["test_cases"] == splits.count("test") and first["unreadable"] == 0
+
+    assert set(first["macro_auroc"]) == SUBSETS
+    for value in first["macro_auroc"].values():
+        assert math.isnan(value) or 0.0 <= value <= 1.0
+    impression = first["impression"]
+    assert {"cases", "positives", "names_true_top", "names_all_true", "contradicts_none", "examples"} <= set(impression)
+    assert impression["cases"] == first["test_cases"] and 0.0 <= impression["contradicts_none"] <= 1.0
+    assert set(first["time_seconds"]) == {"synth", "train", "evaluate", "total"}
+    assert first["peak_memory_mb"] > 0
+    assert "Research use only" in (tmp_path / "summary.md").read_text()
+
+    model = load_checkpoint(tmp_path / "model")
+    assert model.config.backbone.finetune == "qlora" and model.config.preprocess.image_size == 64
+
+    # the second run finds the model, trains nothing, and scores the same model the same way
+    assert first["model_reused"] is False and second["model_reused"] is True
+    assert second["time_seconds"]["synth"] < 1.0 and second["time_seconds"]["train"] < 5.0
+    assert second["time_seconds"]["total"] < first["time_seconds"]["total"] / 2
+    assert all(same(first["macro_auroc"][k], second["macro_auroc"][k]) for k in SUBSETS)

@@ -1,0 +1,197 @@
+"""The recipes train: losses fall on a fixed batch, the best checkpoint is the model that scored
+best, and stage 2 (QLoRA over a 4-bit base, LoRA+) starts from the stage-1 checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
+
+from medmm.backbone import load_backbone
+from medmm.checkpoint import load_checkpoint
+from medmm.data import lm_inputs
+from medmm.encoders.text import load_note_tokenizer
+from medmm.io.cohort import Cohort
+from medmm.model import build_model
+from medmm.prompts import IMPRESSION_PROMPT
+from medmm.train.data import CaseSet, TextBatcher
+from medmm.train.recipe import TrainConfig, build_optimizer
+from medmm.transforms.study import StudyPreprocessor
+from training import finetune, pretrain_lm
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def case_set(cfg, model, split: str) -> CaseSet:
+    preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes))
+    cohort = Cohort.open(cfg.cohort).split(split)
+    return CaseSet(cohort, preprocessor, cache_dir=Path(cfg.cohort) / ".cache", note_encoder=model.encoders["notes"], progress=False)
+
+
+@torch.no_grad()
+def fixed_batch_losses(model, batch) -> tuple[float, float]:
+    """(diagnosis BCE over known-label rows, impression LM loss), written out here with torch.nn.functional."""
+    model.eval()
+    out = model(batch, batch["input_ids"], batch["attention_mask"], batch["pool_index"], batch["lm_labels"])
+    known = batch["labels_known"].bool()
+    diagnosis = F.binary_cross_entropy_with_logits(out.diagnosis_logits[known], batch["labels"][known].float())
+    logits, targets = out.lm_logits[:, :-1], batch["lm_labels"][:, 1:]  # next-token prediction
+    lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    return float(diagnosis), float(lm)
+
+
+def test_align_loss_falls_on_a_fixed_batch(align_run, recipe_config):
+    cfg = recipe_config(align_run)
+    set_seed(cfg.train.seed)  # what the recipe does before building: the same initial model
+    model = build_model(cfg.model)
+    trained_lm = load_file(str(align_run / "best" / "lm" / "model.safetensors"))
+    lm_state = model.lm.state_dict()
+    assert trained_lm and all(torch.equal(value, lm_state[name]) for name, value in trained_lm.items())  # frozen, same start
+
+    train = case_set(cfg, model, "train")
+    assert len(train) == 20 and not train.failed
+    batch = TextBatcher(model.tokenizer, max_length=cfg.train.max_length)(train.items[:8])
+    diag_before, lm_before = fixed_batch_losses(model, batch)
+    model.load_state_dict(load_file(str(align_run / "last" / "model.safetensors")), strict=False)
+    diag_after, lm_after = fixed_batch_losses(model, batch)
+    assert diag_after < 0.85 * diag_before, (diag_before, diag_after)
+    assert lm_after < lm_before, (lm_before, lm_after)
+
+
+def test_align_logs_each_epoch_and_ends_the_schedule(align_run):
+    rows = metrics_rows(align_run)
+    assert [r["step"] for r in rows] == [5, 10]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["lr"] == 0.0  # the cosine schedule ends exactly at the last step
+    for r in rows:
+        assert r["loss"] == pytest.approx(r["diagnosis"] + 0.5 * r["lm"], rel=1e-6)  # lm_loss_weight 0.5
+    assert rows[1]["loss"] < rows[0]["loss"]
+
+
+def test_best_checkpoint_loads_and_is_the_model_that_scored_best(align_run, recipe_config):
+    meta = json.loads((align_run / "best" / "config.json").read_text())
+    rows = metrics_rows(align_run)
+    scores = [r["val_macro_auroc"] for r in rows]
+    first_best = int(np.argmax(scores))  # ties keep the earlier epoch
+    assert meta["epoch"] == rows[first_best]["epoch"]
+    assert meta["val_macro_auroc"] == scores[first_best]
+
+    model = load_checkpoint(align_run / "best")
+    cfg = recipe_config(align_run)
+    assert dataclasses.asdict(model.config) == dataclasses.asdict(cfg.model)
+    val = case_set(cfg, model, "val")
+    batch = TextBatcher(model.tokenizer)(val.items)
+    with torch.no_grad():
+        ids, attn = model.prompt_ids([IMPRESSION_PROMPT] * len(val), "cpu")
+        logits = model(batch, ids, attn, torch.full((len(val),), ids.shape[1] - 1)).diagnosis_logits
+    known = batch["labels_known"].bool()
+    labels, probs = batch["labels"][known].numpy(), torch.sigmoid(logits[known]).numpy()
+    per_label = [roc_auc_score(labels[:, k], probs[:, k]) for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < len(labels)]
+    assert per_label and float(np.mean(per_label)) == pytest.approx(meta["val_macro_auroc"], abs=1e-9)
+
+
+def lm_loss(model, tokenizer, pairs: list[tuple[str, str]]) -> float:
+    """Mean next-token cross-entropy over every token after BOS (what pretrain_lm optimises)."""
+    batch = lm_inputs(tokenizer, [p for p, _ in pairs], [t for _, t in pairs], 64)
+    labels = torch.where(batch.attention_mask.bool(), batch.input_ids, torch.full_like(batch.input_ids, -100))
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    return float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100))
+
+
+def test_pretrain_lm_loss_falls(tmp_path, recipe_config, cohort):
+    cfg = recipe_config(tmp_path / "lm", "recipe=pretrain_lm", "train.max_steps=12", "train.batch_size=8")
+    result = pretrain_lm.run(cfg)
+    assert result["steps"] == 12 and Path(result["lm_dir"]) == tmp_path / "lm" / "lm"
+    assert [r["step"] for r in metrics_rows(tmp_path / "lm")] == [12]
+
+    pairs = pretrain_lm.target_texts(Cohort.open(cohort).split("train"))[:16]
+    full = dataclasses.replace(cfg.model.backbone, finetune="full")
+    set_seed(cfg.train.seed)
+    before = load_backbone(full)
+    after = load_backbone(full, weights_dir=result["lm_dir"])
+    loss_before, loss_after = lm_loss(before.model, before.tokenizer, pairs), lm_loss(after.model, after.tokenizer, pairs)
+    assert loss_before == pytest.approx(math.log(before.model.config.vocab_size), rel=0.05)  # untrained: near uniform
+    assert loss_after < loss_before - 1.5, (loss_before, loss_after)
+
+
+@pytest.fixture(scope="module")
+def finetune_run(tmp_path_factory, recipe_config, align_run, one_thread) -> Path:
+    """Stage 2 from the align checkpoint: QLoRA (rank 4) with LoRA+ ratio 4, three steps."""
+    out = tmp_path_factory.mktemp("finetune") / "run"
+    cfg = recipe_config(
+        out,
+        "recipe=finetune",
+        f"init_from={align_run / 'best'}",
+        "model.backbone.finetune=qlora",
+        "model.backbone.lora_r=4",
+        "model.backbone.lora_alpha=8",
+        "train.epochs=1",
+        "train.max_steps=3",
+        "train.lr_lm=0.001",
+        "train.loraplus_lr_ratio=4",
+        "train.qa_fraction=0.5",
+    )
+    with one_thread():
+        progress = finetune.run(cfg)
+    assert progress["step"] == 3
+    return out
+
+
+def test_finetune_qlora_checkpoint_reloads_with_a_4bit_base(finetune_run, align_run):
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+
+    model = load_checkpoint(finetune_run / "best")
+    assert model.backbone_info.quantized and model.config.backbone.finetune == "qlora"
+    four_bit = {n: m for n, m in model.lm.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert len(four_bit) == 2 * 7  # every attention and MLP projection of both layers
+    stage1_lm = load_file(str(align_run / "best" / "lm" / "model.safetensors"))
+    for name, layer in four_bit.items():
+        assert isinstance(layer.weight, bnb.nn.Params4bit) and layer.weight.dtype == torch.uint8
+        assert layer.weight.quant_state.quant_type == "nf4"
+        source = name.split("base_model.model.", 1)[1].removesuffix(".base_layer") + ".weight"
+        restored = dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()  # (out, in)
+        original = stage1_lm[source]
+        assert restored.shape == original.shape and not torch.equal(restored, original)
+        # NF4 keeps each weight near the original: errors are a small fraction of the weights' size
+        error = (restored - original).abs()
+        assert float(error.max()) <= 0.2 * float(original.abs().max())
+        assert float(error.mean()) <= 0.15 * float(original.abs().mean())
+
+    saved = load_file(str(finetune_run / "best" / "model.safetensors"))
+    lora_b = [n for n in saved if "lora_B" in n]
+    assert lora_b and all(float(saved[n].abs().sum()) > 0 for n in lora_b)  # zero at start, trained since
+    state = model.state_dict()
+    assert all(torch.equal(saved[n], state[n]) for n in saved)
+
+
+def test_loraplus_puts_lora_B_at_ratio_times_lm_lr(finetune_run):
+    state = json.loads((finetune_run / "last" / "state.json").read_text())
+    saved = load_file(str(finetune_run / "last" / "model.safetensors"))
+    n_lora_b = sum("lora_B" in n for n in saved)
+    at_4x = sum(len(g["params"]) for g in state["optimizer_groups"] if g["initial_lr"] == pytest.approx(0.004))
+    assert n_lora_b == 2 * 7 and at_4x == n_lora_b
+
+    model = load_checkpoint(finetune_run / "best")
+    t = TrainConfig(lr=0.003, lr_lm=0.001, loraplus_lr_ratio=4, weight_decay=0.01)
+    optimizer = build_optimizer(model, t)
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(group_of) == sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
+    for name, p in trainable:
+        group = group_of[id(p)]
+        expected = 0.004 if "lora_B" in name else 0.001 if "lora_A" in name else 0.003
+        assert group["lr"] == pytest.approx(expected), name
+        assert group["weight_decay"] == pytest.approx(0.01), name
