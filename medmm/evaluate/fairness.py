@@ -11,7 +11,8 @@ resample).
 
 A group is FLAGGED for a metric when
 - its ratio CI lies wholly outside [0.8, 1.25] (the Aequitas four-fifths convention; applied
-  to auroc, tpr, fpr and ppv, not to ece, whose ratio of two near-zero errors means little), or
+  to auroc, tpr, fpr and ppv, not to ece, whose ratio of two near-zero errors means little;
+  not to a zero-width interval, which only a group without any event produces), or
 - the lower CI bound of |difference| exceeds `bound_difference`, i.e. the whole difference CI
   lies beyond +-bound. The bound is checked against the CI, not the point estimate, so that
   sampling noise in small groups does not raise flags.
@@ -192,7 +193,9 @@ def _flag_reason(
     """Why a metric is flagged ('' when it is not)."""
     reasons = []
     pct = f"{confidence:.0%}"
-    if metric in RATIO_METRICS and all(math.isfinite(v) for v in ratio_ci):
+    # A zero-width ratio interval means the group's rate was 0 in every resample (no events at
+    # all): the percentile bootstrap shows no uncertainty there, so only the difference rule applies.
+    if metric in RATIO_METRICS and all(math.isfinite(v) for v in ratio_ci) and ratio_ci[0] < ratio_ci[1]:
         if ratio_ci[1] < band[0]:
             reasons.append(f"ratio {pct} CI [{ratio_ci[0]:.3f}, {ratio_ci[1]:.3f}] lies below {band[0]}")
         elif ratio_ci[0] > band[1]:

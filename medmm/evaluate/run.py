@@ -1,0 +1,187 @@
+"""`medmm evaluate` and `medmm audit`: a checkpoint and a cohort in, evaluation.json / audit.json and plots out.
+
+Both run the Predictor over the cohort's validation and test splits (preprocessed cases are
+cached under <cohort>/.cache, as in training) and hand the per-case scores to
+medmm.evaluate.pipeline. `run_evaluation` also writes the temperature, operating points and
+conformal threshold fitted on the validation split into the checkpoint's calibration.json, so
+that the Predictor returns calibrated probabilities and conformal sets from then on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from medmm.errors import CohortError
+from medmm.evaluate.describe import describe_cohort, describe_split
+from medmm.evaluate.pipeline import FROM_VALIDATION, audit_from_scores, evaluate_from_scores, write_json
+from medmm.evaluate.scores import SplitScores, score_cases
+from medmm.io.cohort import Cohort
+
+
+def run_evaluation(
+    model_dir: str | Path,
+    cohort_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    coverage: float = 0.9,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    audit: bool = False,
+    confidence: float = 0.95,
+) -> dict:
+    """Evaluate a checkpoint on a cohort's test split (fitting on its val split); write out_dir/evaluation.json and plots.
+
+    Sections: per-diagnosis metrics with patient-bootstrap CIs, calibration before/after
+    temperature scaling, conformal coverage, the modality ablation and impression quality.
+    With `audit`, the subgroup audit is run on the same scores at the newly fitted calibration
+    and written to out_dir/audit.json (what `run_audit` would write, without scoring again).
+    """
+    from medmm.ablation import impression_quality
+    from medmm.checkpoint import update_calibration
+
+    predictor, cohort = _open(model_dir, cohort_dir)
+    val, test, test_items = _score_splits(predictor, cohort, progress)
+    info = model_info(predictor, model_dir)
+    context = {
+        "model": info,
+        "cohort": {**describe_cohort(cohort), "test": describe_split(test, test_items)},
+        "ablation": modality_ablation(predictor, test_items, test),
+        "impression": impression_quality(predictor, test_items),
+    }
+    out = Path(out_dir)
+    evaluation, fitted = evaluate_from_scores(
+        val, test, out, saved_calibration=predictor.calibration, coverage=coverage, n_boot=n_boot, seed=seed, context=context
+    )
+    saved = fitted.source == FROM_VALIDATION
+    calibration = fitted.calibration_json(cohort.root.name) if saved else predictor.calibration
+    if saved:
+        update_calibration(model_dir, calibration)
+    evaluation["checkpoint"] = {
+        "calibration_saved": saved,
+        "file": "calibration.json",
+        "note": "the Predictor now applies this temperature and returns these conformal sets" if saved
+        else "no validation split: the checkpoint's calibration was left unchanged",
+    }
+    write_json(out / "evaluation.json", evaluation)
+    if audit:
+        audit_from_scores(
+            val, test, out, saved_calibration=calibration, n_boot=n_boot, seed=seed, confidence=confidence,
+            context={"model": {**info, "calibration_before_run": dict(calibration)}, "cohort": describe_cohort(cohort)},
+        )
+    return evaluation
+
+
+def run_audit(
+    model_dir: str | Path,
+    cohort_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    min_group_size: int = 30,
+    bound_difference: float = 0.1,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    progress: bool = True,
+) -> dict:
+    """Subgroup audit (sex, age band, race, ethnicity and their intersections) of a checkpoint on a cohort's test split.
+
+    Writes out_dir/audit.json (with the flags), audit.html and the subgroup plots. Every scored
+    group is tested on several metrics, so at `confidence` 0.95 an unbiased cohort can still raise
+    an occasional chance flag; 0.99 trades some power for fewer of them.
+    """
+    predictor, cohort = _open(model_dir, cohort_dir)
+    val, test, _ = _score_splits(predictor, cohort, progress)
+    context = {"model": model_info(predictor, model_dir), "cohort": describe_cohort(cohort)}
+    return audit_from_scores(
+        val, test, out_dir, saved_calibration=predictor.calibration, min_group_size=min_group_size,
+        bound_difference=bound_difference, n_boot=n_boot, seed=seed, confidence=confidence, context=context,
+    )
+
+
+def _open(model_dir: str | Path, cohort_dir: str | Path):
+    from medmm.predict import Predictor
+
+    cohort = Cohort.open(cohort_dir)  # first: a wrong cohort path fails before the model loads
+    return Predictor.from_checkpoint(model_dir), cohort
+
+
+def evaluation_splits(cohort: Cohort) -> tuple[tuple[str, Cohort] | None, tuple[str, Cohort]]:
+    """(name, part) of the validation split (None when absent) and of the evaluated split.
+
+    The evaluated split is "test"; a cohort without one (a batch of new cases) is evaluated
+    whole, less any train/val patients, under the name "all".
+    """
+    val = cohort.split("val")
+    test = cohort.split("test")
+    if len(test) == 0:
+        rest = [e.patient_id for e in cohort.entries if e.split not in ("train", "val")]
+        test = cohort.select(rest)
+        if len(test) == 0:
+            raise CohortError("no test split and no patients outside train/val to evaluate", path=cohort.root, where="manifest split column")
+        return (("val", val) if len(val) else None), ("all", test)
+    return (("val", val) if len(val) else None), ("test", test)
+
+
+def _score_splits(predictor, cohort: Cohort, progress: bool) -> tuple[SplitScores | None, SplitScores, list[dict]]:
+    from medmm.train.data import CaseSet
+
+    notes = predictor.model.encoders["notes"] if "notes" in predictor.model.encoders else None
+    val_part, (test_name, test_part) = evaluation_splits(cohort)
+    scored = {}
+    for name, part in ([val_part] if val_part else []) + [(test_name, test_part)]:
+        cases = CaseSet(part, predictor.preprocessor, cache_dir=cohort.root / ".cache", note_encoder=notes, progress=progress, desc=name)
+        scored[name] = score_cases(predictor, part, name, cases.items, len(cases.failed))
+    val = scored["val"][0] if val_part else None
+    test, test_items = scored[test_name]
+    return val, test, test_items
+
+
+def model_info(predictor, model_dir: str | Path) -> dict:
+    """What the reports say about the model: identity, inputs, outputs, architecture and size."""
+    model = predictor.model
+    cfg = model.config
+    meta = getattr(model, "checkpoint_meta", None) or {}
+    return {
+        "id": predictor.model_id,
+        "folder": Path(model_dir).name,
+        "medmm_version": meta.get("medmm_version"),
+        "architecture": meta.get("model_type"),
+        "diagnoses": list(cfg.diagnoses),
+        "modalities": list(cfg.modalities),
+        "backbone": {"source": cfg.backbone.source, "finetune": cfg.backbone.finetune, "hidden_size": cfg.backbone.hidden_size,
+                     "num_layers": cfg.backbone.num_layers},
+        "preprocess": {"image_size": cfg.preprocess.image_size, "window_hours": cfg.preprocess.window_hours,
+                       "step_minutes": cfg.preprocess.step_minutes, "max_notes": cfg.preprocess.max_notes},
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "calibration_before_run": dict(predictor.calibration),
+    }
+
+
+def modality_ablation(predictor, items: list[dict], scores: SplitScores) -> dict:
+    """AUROC per diagnosis and macro for every modality subset of the model (HAIM's table); others treated as absent."""
+    from medmm.ablation import case_probabilities, modality_subsets, subset_name
+
+    modalities = tuple(predictor.model.config.modalities)
+    y = scores.labels
+    rows = []
+    for subset in modality_subsets(modalities):
+        probs = case_probabilities(predictor, items, tuple(subset))  # (N, K)
+        both = [0 < y[:, k].sum() < len(y) for k in range(y.shape[1])]
+        per = {name: float(roc_auc_score(y[:, k], probs[:, k])) if both[k] else None for k, name in enumerate(scores.names)}
+        scored = [v for v in per.values() if v is not None]
+        rows.append({
+            "inputs": subset_name(subset, modalities),
+            "modalities": list(subset),
+            "macro_auroc": float(np.mean(scored)) if scored else None,
+            "auroc": per,
+            "cases_with_input": sum(any(m in it["meta"].get("modalities", ()) for m in subset) for it in items),
+        })
+    return {
+        "metric": "AUROC on the test split (point estimates)",
+        "rows": rows,
+        "note": "Each row gives the model only the named modalities; cases lacking all of them are scored from nothing.",
+    }
