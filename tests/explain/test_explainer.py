@@ -1,0 +1,86 @@
+"""explain_study: every target by every method, mapped onto the inputs; absent modalities absent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medmm.explain.explainer import METHODS, explain_study
+from tests.explain.conftest import make_study
+
+MODALITIES_BY_METHOD = {
+    "attention": {"image", "notes", "vitals"},
+    "rollout": {"image", "notes", "vitals"},
+    "gradcam": {"image"},
+    "integrated_gradients": {"notes", "vitals"},
+}
+
+
+def _present(e) -> set[str]:
+    return {m for m in ("image", "vitals", "notes") if getattr(e, m) is not None}
+
+
+def test_every_target_and_method_on_the_inputs(predictor, study):
+    result = explain_study(predictor, study, n_steps=8)
+    names = predictor.model.config.diagnoses
+    assert {(e.target, e.method) for e in result.explanations} == {(t, m) for t in (*names, "impression") for m in METHODS}
+    assert result.present == ("image", "notes", "vitals")
+    with torch.no_grad():
+        probs = predictor.probabilities(predictor.batch([study]))[0]
+    assert result.probabilities == pytest.approx(dict(zip(names, probs.tolist())))
+    assert result.impression == predictor.model.generate(predictor.batch([study]), ["Impression:"])[0]
+    for e in result.explanations:
+        assert _present(e) == MODALITIES_BY_METHOD[e.method]
+        assert e.probability == (None if e.target == "impression" else pytest.approx(result.probabilities[e.target]))
+        if e.image is not None:
+            assert e.image.relevance.shape == (40, 50) and e.image.relevance.sum() == pytest.approx(1.0)
+            assert e.image.grid.shape == (4, 4) and e.image.series_uid == "1.2.3.4"
+        if e.vitals is not None:
+            assert e.vitals.relevance.shape == (4, 7) and e.vitals.relevance.sum() == pytest.approx(1.0)
+            assert (e.vitals.relevance[~study.vitals.mask] == 0).all()
+        if e.notes is not None:
+            assert sum(w.relevance for w in e.notes.words) == pytest.approx(1.0)
+            assert all(w.relevance == 0 for w in e.notes.words if not w.read)
+        assert (sum(e.share.values()) == pytest.approx(1.0)) if e.method in ("attention", "rollout") else e.share == {}
+    assert result.get("pneumonia", "gradcam").image is not None and result.get("pneumonia", "nothing") is None
+
+
+def test_absent_modalities_are_absent_not_zero(predictor):
+    study = make_study(image=False, vitals=False)
+    result = explain_study(predictor, study, methods=("attention", "gradcam", "integrated_gradients"), diagnoses=["sepsis"], impression=False, n_steps=4)
+    assert result.present == ("notes",)
+    assert {(e.target, e.method) for e in result.explanations} == {("sepsis", "attention"), ("sepsis", "integrated_gradients")}
+    for e in result.explanations:
+        assert e.image is None and e.vitals is None and e.notes is not None
+    assert result.get("sepsis", "attention").share == {"notes": 1.0}
+
+
+def test_explaining_changes_nothing_in_the_model(predictor, study):
+    model = predictor.model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        before = predictor.probabilities(predictor.batch([study]))
+    explain_study(predictor, study, diagnoses=["pneumonia"], n_steps=4)
+    with torch.no_grad():
+        after = predictor.probabilities(predictor.batch([study]))
+    np.testing.assert_array_equal(before, after)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and not model.training
+
+
+def test_qlora_model_explains_and_stays_unchanged(study):
+    from medmm.predict import Predictor
+    from tests.test_model import note_tokenizer, open_gates, tiny_config, tiny_model
+
+    model = tiny_model(tiny_config(finetune="qlora")).eval()
+    open_gates(model, 0.5)
+    predictor = Predictor(model, note_tokenizer=note_tokenizer())
+    with torch.no_grad():
+        before = predictor.probabilities(predictor.batch([study]))
+    result = explain_study(predictor, study, methods=("attention", "gradcam", "integrated_gradients"), diagnoses=["pneumonia"], n_steps=4)
+    e = result.get("pneumonia", "attention")
+    assert e.image.relevance.sum() == pytest.approx(1.0) and not np.allclose(e.image.grid, 1 / 16)  # gradients flow through the 4-bit base
+    assert result.get("impression", "integrated_gradients").vitals is not None
+    with torch.no_grad():
+        np.testing.assert_array_equal(predictor.probabilities(predictor.batch([study])), before)
