@@ -121,17 +121,26 @@ class Predictor:
         p = np.asarray(probs, dtype=np.float64)
         return tuple(names[k] for k in np.argsort(-p, kind="stable") if 1.0 - p[k] <= float(threshold))
 
-    def predict(self, study: Study, *, impression: bool = True) -> Prediction:
-        return self.predict_many([study], impression=impression)[0]
+    def predict(self, study: Study, *, impression: bool = True, max_new_tokens: int | None = None) -> Prediction:
+        return self.predict_many([study], impression=impression, max_new_tokens=max_new_tokens)[0]
 
-    def predict_many(self, studies: Sequence[Study], *, impression: bool = True) -> list[Prediction]:
-        """One Prediction per study; modalities a study has but the model cannot use are stated as warnings."""
+    def predict_many(
+        self, studies: Sequence[Study], *, impression: bool = True, max_new_tokens: int | None = None
+    ) -> list[Prediction]:
+        """One Prediction per study; modalities a study has but the model cannot use are stated as warnings.
+
+        `max_new_tokens` bounds the impression's length (None: the model's default).
+        """
         start = time.perf_counter()
         with self.lock:
             batch = self.batch(studies)
             probs = self.probabilities(batch)
             used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
-            texts = self.model.generate(batch, [IMPRESSION_PROMPT] * len(studies)) if impression else [""] * len(studies)
+            texts = (
+                self.model.generate(batch, [IMPRESSION_PROMPT] * len(studies), max_new_tokens=max_new_tokens)
+                if impression
+                else [""] * len(studies)
+            )
         seconds = (time.perf_counter() - start) / max(len(studies), 1)
         names = self.model.config.diagnoses
         out = []
