@@ -37,12 +37,6 @@ def case_probabilities(predictor, items: list[dict], modalities: tuple[str, ...]
     return np.concatenate(out) if out else np.zeros((0, len(predictor.model.config.diagnoses)))
 
 
-def ablation_table(predictor, items: list[dict], metric, modalities: Sequence[str] = MODALITIES) -> dict[str, float]:
-    """metric(labels, probs) for every modality subset; the other modalities are treated as absent."""
-    labels = np.stack([it["labels"].numpy() for it in items])
-    return {subset_name(s, modalities): metric(labels, case_probabilities(predictor, items, tuple(s))) for s in modality_subsets(modalities)}
-
-
 @torch.no_grad()
 def impression_quality(predictor, items: list[dict], batch_size: int = 16) -> dict:
     """How often the generated impression names the true top diagnosis, names all, and contradicts none.

@@ -1,5 +1,7 @@
-"""`medmm demo`: synthetic cohort -> the embedded default trained in three stages -> held-out
-evaluation -> a checkpoint under DIR/model, DIR/metrics.json and DIR/summary.md.
+"""`medmm demo`: synthetic cohort -> the embedded default trained in three stages -> calibration on
+the val split, evaluation and subgroup audit on the held-out test split -> a checkpoint under
+DIR/model, DIR/evaluation/ (evaluation.json, audit.json, report.html), DIR/metrics.json and
+DIR/summary.md.
 
 The stages are the recipes in training/ (loaded by name: this is the top layer, like the CLI),
 driven by the YAML configs in training/configs/demo_*.yaml. A second run reuses the model.
@@ -25,6 +27,7 @@ STAGES = ("pretrain_lm", "align", "finetune")
 # per case, six optimizer steps per stage. Its figures are not meaningful.
 QUICK_PATIENTS = 40
 QUICK_IMAGE_SIZE = 64
+QUICK_BOOT = 100  # bootstrap resamples of the quick run's evaluation
 QUICK_MODEL = (f"model.preprocess.image_size={QUICK_IMAGE_SIZE}", "model.preprocess.max_notes=2", "model.preprocess.max_note_tokens=64")
 
 
@@ -91,19 +94,28 @@ def model_is_cached(model_dir: Path) -> bool:
         return False
 
 
-def evaluate_default(model_dir: Path, cohort: Path, progress: bool) -> dict:
-    """Held-out test split: macro AUROC for every modality subset, and impression quality."""
-    from medmm.ablation import ablation_table, impression_quality
-    from medmm.io.cohort import Cohort
-    from medmm.predict import Predictor
-    from medmm.train.data import CaseSet
-    from medmm.train.recipe import macro_auroc
+def evaluate_default(model_dir: Path, out: Path, cohort: Path, progress: bool, quick: bool) -> dict:
+    """Calibrate on the val split, then evaluate and audit on the held-out test split into DIR/evaluation.
 
-    predictor = Predictor.from_checkpoint(model_dir)
-    notes = predictor.model.encoders["notes"] if "notes" in predictor.model.encoders else None
-    test = CaseSet(Cohort.open(cohort).split("test"), predictor.preprocessor, cache_dir=cohort / ".cache", note_encoder=notes, progress=progress, desc="test")
-    table = ablation_table(predictor, test.items, macro_auroc, predictor.model.config.modalities)
-    return {"macro_auroc": table, "impression": impression_quality(predictor, test.items), "test_cases": len(test), "unreadable": len(test.failed)}
+    The temperature and conformal threshold go into the checkpoint (what the interface and
+    `medmm predict` then apply); evaluation.json, audit.json and report.html are written.
+    """
+    from medmm.evaluate.run import run_evaluation
+    from medmm.report.html import write_report
+
+    folder = out / "evaluation"
+    evaluation = run_evaluation(model_dir, cohort, folder, n_boot=QUICK_BOOT if quick else 1000, progress=progress, audit=True)
+    audit = json.loads((folder / "audit.json").read_text())
+    write_report(folder, evaluation, audit, None)
+    rows = evaluation["ablation"]["rows"]
+    return {
+        "macro_auroc": {r["inputs"]: float("nan") if r["macro_auroc"] is None else r["macro_auroc"] for r in rows},
+        "impression": evaluation["impression"],
+        "test_cases": evaluation["cohort"]["test"]["cases"],
+        "unreadable": evaluation["cohort"]["test"]["unreadable"],
+        "audit_flags": len(audit.get("flags", [])),
+        "report": str((folder / "report.html").relative_to(out)),
+    }
 
 
 def run_demo(opts: DemoOptions) -> dict:
@@ -131,7 +143,7 @@ def run_demo(opts: DemoOptions) -> dict:
     times["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    evaluation = evaluate_default(model_dir, cohort, opts.progress)
+    evaluation = evaluate_default(model_dir, out, cohort, opts.progress, opts.quick)
     times["evaluate"] = time.perf_counter() - start
 
     metrics = {
@@ -164,6 +176,8 @@ def summary_text(m: dict, model_dir: Path) -> str:
         "",
         f"Impression names the true top diagnosis in {imp['names_true_top']:.0%} of {imp['positives']} positive cases; "
         f"contradicts none in {imp['contradicts_none']:.0%} of all cases.",
+        "",
+        f"Evaluation report (calibration, conformal sets, subgroup audit with {m['audit_flags']} flag(s)): `{m['report']}`.",
         "",
         f"Time: {m['time_seconds']} s; peak memory {m['peak_memory_mb']:.0f} MiB.",
         "",

@@ -48,6 +48,10 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     head_hidden: int = 256  # width of the diagnosis head's hidden layer
+    # The diagnosis head reads the LM's pooled hidden state and, with this on, each modality's mean
+    # resampler latent (zeros when absent). With the gates closed at the start the LM passes no
+    # gradient to the encoders; this path does, so they learn before the gates open.
+    head_reads_latents: bool = True
     modality_dropout: float = 0.0  # training only: chance of hiding each present modality of a row
     max_new_tokens: int = 48  # default impression length
 
@@ -86,8 +90,9 @@ class MedMM(nn.Module):
         self.lm = backbone.model
         self.fusion = CrossAttentionFusion.for_lm(backbone.base, config.fusion)
         self.fusion.attach(backbone.base)
+        width = dim * (1 + len(encoders)) if config.head_reads_latents else dim
         self.head = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, len(config.diagnoses))
+            nn.LayerNorm(width), nn.Linear(width, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, len(config.diagnoses))
         )
 
     # -- encoding ------------------------------------------------------------------------------
@@ -136,6 +141,21 @@ class MedMM(nn.Module):
             parts["vitals"] = self.resamplers["vitals"](tokens, mask)
         return MultimodalContext.from_parts(parts, cache_kv=cache_kv)
 
+    def head_input(self, pooled: Tensor, context: MultimodalContext | None) -> Tensor:
+        """The diagnosis head's input: pooled LM state (B, D), then each modality's masked mean latent (B, D) in encoder order."""
+        dtype = self.head[0].weight.dtype
+        parts = [pooled.to(dtype)]
+        if self.config.head_reads_latents:
+            for name in self.encoders:
+                if context is None:
+                    parts.append(torch.zeros_like(parts[0]))
+                    continue
+                span = context.span(name)
+                lat, keep = context.latents[:, span], context.mask[:, span].to(context.latents.dtype)  # (B, K_m, D), (B, K_m)
+                mean = (lat * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1.0)  # (B, D)
+                parts.append(mean.to(dtype))
+        return torch.cat(parts, dim=-1)  # (B, D * (1 + M))
+
     # -- training forward ----------------------------------------------------------------------
 
     def forward(
@@ -154,7 +174,7 @@ class MedMM(nn.Module):
         hidden = out.hidden_states[-1]  # (B, T, D)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         pooled = hidden[rows, pool_index.to(hidden.device)]  # (B, D)
-        logits = self.head(pooled.to(self.head[0].weight.dtype))  # (B, K)
+        logits = self.head(self.head_input(pooled, context))  # (B, K)
         lm_loss = None
         if lm_labels is not None:
             shift_logits = out.logits[:, :-1].float()  # (B, T-1, V)

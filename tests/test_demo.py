@@ -52,6 +52,13 @@ def test_quick_demo_trains_evaluates_and_reuses_its_model(tmp_path, capsys):
     assert set(first["time_seconds"]) == {"synth", "train", "evaluate", "total"}
     assert first["peak_memory_mb"] > 0
     assert "Research use only" in (tmp_path / "summary.md").read_text()
+    evaluation = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    audit = json.loads((tmp_path / "evaluation" / "audit.json").read_text())
+    assert (tmp_path / "evaluation" / "report.html").is_file() and first["report"] == "evaluation/report.html"
+    assert first["audit_flags"] == len(audit["flags"]) and audit["settings"]["n_boot"] == 100
+    calibration = json.loads((tmp_path / "model" / "calibration.json").read_text())
+    assert calibration["fitted_on"] == "validation split" and calibration["temperature"] > 0
+    assert evaluation["checkpoint"]["calibration_saved"] is True
 
     model = load_checkpoint(tmp_path / "model")
     assert model.config.backbone.finetune == "qlora" and model.config.preprocess.image_size == 64

@@ -338,6 +338,28 @@ def test_encode_restricted_to_modalities_masks_the_others():
     assert context.latents.shape == (2, 3 * model.config.resampler.num_latents, TINY_LM["hidden_size"])
 
 
+def test_head_input_is_pooled_state_then_each_modality_mean_latent_or_zeros():
+    model = tiny_model().eval()
+    batch = random_batch(model.config, 2)
+    set_presence(batch, 1, {"image"})
+    with torch.no_grad():
+        context = model.encode(batch)
+        pooled = torch.randn(2, TINY_LM["hidden_size"])
+        features = model.head_input(pooled, context)
+    d = TINY_LM["hidden_size"]
+    assert features.shape == (2, 4 * d)
+    torch.testing.assert_close(features[:, :d], pooled)
+    for k, name in enumerate(("image", "notes", "vitals")):
+        block = features[:, (k + 1) * d : (k + 2) * d]
+        torch.testing.assert_close(block[0], context.latents[0, context.span(name)].mean(dim=0))  # all present in row 0
+        if name == "image":
+            torch.testing.assert_close(block[1], context.latents[1, context.span(name)].mean(dim=0))
+        else:  # absent in row 1: zeros, not the mean of masked latents
+            assert torch.equal(block[1], torch.zeros(d))
+    plain = tiny_model(tiny_config(head_reads_latents=False))
+    assert plain.head[1].in_features == d and model.head[1].in_features == 4 * d
+
+
 def test_modality_dropout_never_empties_a_row():
     model = tiny_model(tiny_config(modality_dropout=0.95)).train()
     batch = random_batch(model.config, 64)
@@ -397,7 +419,7 @@ def test_diagnosis_logits_read_the_last_prompt_token_only():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert a.shape == (2, len(model.config.diagnoses))
     with torch.no_grad():  # with no context in use, the head on the pooled base hidden state differs
-        plain = model.head(hidden.hidden_states[-1][torch.arange(2), bare.pool_index])
+        plain = model.head(model.head_input(hidden.hidden_states[-1][torch.arange(2), bare.pool_index], None))
     assert not torch.allclose(plain, b)
 
 

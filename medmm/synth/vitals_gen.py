@@ -1,5 +1,8 @@
 """Hourly vital signs over the 48 h before the study, with each diagnosis's signal planted in a known window.
 
+Signals start in the second half of the window or later (an acute presentation), so that the
+planted window is a minority of the grid and an evidence map can be scored against it.
+
 Reading t of a channel sits at the middle of grid step t: study_time - 48 h + (t + 0.5) h.
 Weight is measured once a day (steps 6 and 30), so heart-failure weight gain shows between them.
 """
@@ -86,7 +89,7 @@ def generate_vitals(rng: np.random.Generator, plan: PatientPlan) -> VitalsDraft:
     for d in plan.evidence_in("vitals"):
         s = plan.strength[d]
         if d == "pneumonia":
-            start = float(rng.uniform(6, 30))
+            start = float(rng.uniform(18, 36))
             r = _ramp(t, start, 6.0)
             series["temperature"] += r * s * rng.uniform(1.6, 2.4)
             series["resp_rate"] += r * s * rng.uniform(6, 12)
@@ -94,7 +97,7 @@ def generate_vitals(rng: np.random.Generator, plan: PatientPlan) -> VitalsDraft:
             series["spo2"] -= r * s * rng.uniform(3, 7)
             channels = ("heart_rate", "resp_rate", "spo2", "temperature")
         elif d == "heart_failure":
-            start = float(rng.uniform(0, 12))
+            start = float(rng.uniform(12, 26))
             r = _ramp(t, start, 10.0)
             series["sbp"] += r * s * rng.uniform(14, 30)
             series["dbp"] += r * s * rng.uniform(5, 12)
@@ -110,7 +113,7 @@ def generate_vitals(rng: np.random.Generator, plan: PatientPlan) -> VitalsDraft:
             series["resp_rate"] += r * s * rng.uniform(5, 10)
             channels = ("heart_rate", "resp_rate", "spo2")
         else:  # sepsis: SIRS and qSOFA criteria building up over hours
-            start = float(rng.uniform(10, 32))
+            start = float(rng.uniform(20, 38))
             r = _ramp(t, start, 6.0)
             cold = rng.random() < 0.2
             series["temperature"] += r * s * (-rng.uniform(1.2, 1.8) if cold else rng.uniform(1.5, 2.5))

@@ -1,16 +1,20 @@
 """Training data: a cohort split preprocessed once (disk cache), held in memory, batched with text.
 
 With a frozen notes encoder the note token embeddings are computed once here, so training
-never runs the (large) text encoder again.
+never runs the (large) text encoder again; with a cache folder they are also kept on disk,
+keyed by the encoder's weights and each case's note tokens, so the next training stage and the
+evaluation read them instead of encoding again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from medmm.codes import DIAGNOSIS_NAMES
@@ -48,25 +52,55 @@ class CaseSet(torch.utils.data.Dataset):
         if self.failed:
             log.warning("%d case(s) could not be read and are left out (first: %s)", len(self.failed), self.failed[0][1])
         if note_encoder is not None and getattr(note_encoder.config, "frozen", False):
-            self._embed_notes(note_encoder, progress)
+            store = Path(cache_dir) / f"notes-{encoder_fingerprint(note_encoder)}.safetensors" if cache_dir else None
+            self._embed_notes(note_encoder, progress, store)
 
     @torch.no_grad()
-    def _embed_notes(self, encoder, progress: bool, chunk: int = 32) -> None:
-        for start in tqdm(range(0, len(self.items), chunk), desc="embed notes", disable=not progress, leave=False):
-            items = self.items[start : start + chunk]
+    def _embed_notes(self, encoder, progress: bool, store: Path | None, chunk: int = 32) -> None:
+        known = load_file(str(store)) if store is not None and store.is_file() else {}
+        keys = [_notes_key(it) for it in self.items]
+        todo = [it for it, key in zip(self.items, keys) if key not in known]
+        for start in tqdm(range(0, len(todo), chunk), desc="embed notes", disable=not progress or not todo, leave=False):
+            items = todo[start : start + chunk]
             ids = torch.stack([it["notes_ids"] for it in items])  # (b, M, L)
-            attn = torch.stack([it["notes_attention"] * it["notes_present"][:, None] for it in items])  # (b, M, L)
+            attn = torch.stack([_note_mask(it) for it in items])  # (b, M, L)
             width = max(int(attn.sum(dim=-1).max()), 1)  # padding past the longest note is not encoded
             tokens, _ = encoder.embed_notes(ids[..., :width], attn[..., :width])  # (b, M, width, D)
-            tokens = torch.nn.functional.pad(tokens, (0, 0, 0, ids.shape[-1] - width))  # (b, M, L, D)
             for it, emb in zip(items, tokens):
-                it["notes_embeddings"] = emb.to(torch.float16)
+                own = max(int(_note_mask(it).sum(dim=-1).max()), 1)
+                known[_notes_key(it)] = emb[:, :own].to(torch.float16).contiguous()  # (M, own, D): no padding on disk
+        for it, key in zip(self.items, keys):
+            emb = known[key]  # (M, own, D)
+            it["notes_embeddings"] = torch.nn.functional.pad(emb, (0, 0, 0, it["notes_ids"].shape[-1] - emb.shape[1]))  # (M, L, D)
+        if store is not None and todo:
+            tmp = store.with_name(store.name + ".tmp")
+            save_file(known, str(tmp))
+            tmp.replace(store)  # atomic: a half-written store is never read
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         return self.items[index]
+
+
+def _note_mask(item: dict) -> torch.Tensor:
+    return item["notes_attention"] * item["notes_present"][:, None]  # (M, L)
+
+
+def _notes_key(item: dict) -> str:
+    """The identity of a case's encoder input: its note tokens under their mask."""
+    ids = (item["notes_ids"] * _note_mask(item)).to(torch.int64).contiguous()  # (M, L)
+    return hashlib.sha256(ids.numpy().tobytes() + str(tuple(ids.shape)).encode()).hexdigest()[:32]
+
+
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) over a module's parameter names, shapes and values."""
+    h = hashlib.sha256()
+    for name, tensor in encoder.state_dict().items():
+        h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        h.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class TextBatcher:

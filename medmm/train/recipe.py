@@ -27,6 +27,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (tests, smoke runs)
     batch_size: int = 16
     lr: float = 1e-3  # encoders, resamplers, fusion and head
+    gate_lr: float | None = None  # lr of the tanh gates of the cross-attention (None: lr); never weight-decayed
     lr_lm: float = 2e-4  # LM parameters (LoRA adapters or full fine-tuning)
     loraplus_lr_ratio: float | None = None  # LoRA+: lr of lora_B = lr_lm * ratio (peft's LoRA+ helper)
     weight_decay: float = 0.01
@@ -76,10 +77,18 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with two groups (fusion parts at lr, LM at lr_lm); LoRA+ through peft when asked."""
+    """AdamW with groups: fusion parts at lr, their tanh gates at gate_lr, LM at lr_lm; LoRA+ through peft when asked.
+
+    The gates start at 0 (the untrained model is the base LM) and Adam moves a parameter by
+    about lr per step, so at lr 1e-3 a few hundred steps open a gate only to tanh(0.3); a larger
+    gate_lr lets a short run use the cross-attention. Weight decay would pull gates back to 0.
+    """
     lm_params = [p for p in model.lm.parameters() if p.requires_grad]
     lm_ids = {id(p) for p in lm_params}
-    other = [p for p in model.parameters() if p.requires_grad and id(p) not in lm_ids]
+    gates = [p for n, p in model.named_parameters() if p.requires_grad and id(p) not in lm_ids and n.endswith("_gate")]
+    gate_ids = {id(p) for p in gates}
+    other = [p for p in model.parameters() if p.requires_grad and id(p) not in lm_ids and id(p) not in gate_ids]
+    gate_group = {"params": gates, "lr": cfg.gate_lr if cfg.gate_lr is not None else cfg.lr, "weight_decay": 0.0}
     if cfg.loraplus_lr_ratio and lm_params:
         from peft.optimizers import create_loraplus_optimizer
 
@@ -90,11 +99,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         )
         if other:
             optimizer.add_param_group({"params": other, "lr": cfg.lr, "weight_decay": cfg.weight_decay})
+        if gates:
+            optimizer.add_param_group(gate_group)
         return optimizer
-    groups = [{"params": other, "lr": cfg.lr}]
+    groups = [{"params": other, "lr": cfg.lr}, gate_group]
     if lm_params:
         groups.append({"params": lm_params, "lr": cfg.lr_lm})
-    if not other and not lm_params:
+    if not other and not lm_params and not gates:
         raise ConfigError("nothing to train: every parameter is frozen", where="recipe")
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 

@@ -58,7 +58,7 @@ def test_sepsis_window_shows_sirs_and_hypotension():
         plan = plan_with(seed, ("sepsis",))
         df, draft = table(plan, seed)
         w = draft.windows["sepsis"]
-        assert w.end_hour == 48 and 10 <= w.start_hour <= 32
+        assert w.end_hour == 48 and 20 <= w.start_hour <= 38
         late = w.start_hour + 6  # after the ramp
         before = (0, w.start_hour)
         assert mean_in(df, "heart_rate", late, 48) > mean_in(df, "heart_rate", *before) + 15

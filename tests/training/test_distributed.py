@@ -53,6 +53,8 @@ def test_two_process_align_run_completes(tmp_path, tiny_yaml, cohort):
     assert done.stderr.count("best checkpoint saved") == improvements
     assert sorted(p.name for p in out.iterdir()) == ["best", "config.yaml", "last", "metrics.jsonl"]
     assert verify(out / "best")["epoch"] == summaries[0]["best_epoch"]
-    assert len(list(cache.glob("*.safetensors"))) == 24 and not list(cache.glob("*.tmp"))  # train + val, each once
+    cases = [p for p in cache.glob("*.safetensors") if not p.name.startswith("notes-")]
+    assert len(cases) == 24 and not list(cache.glob("*.tmp"))  # train + val, each once
+    assert len(list(cache.glob("notes-*.safetensors"))) == 1  # the note embeddings, written by the main process only
     model = load_checkpoint(out / "best")
     assert model.config.backbone.finetune == "frozen"

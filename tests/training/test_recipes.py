@@ -185,13 +185,35 @@ def test_loraplus_puts_lora_B_at_ratio_times_lm_lr(finetune_run):
     assert n_lora_b == 2 * 7 and at_4x == n_lora_b
 
     model = load_checkpoint(finetune_run / "best")
-    t = TrainConfig(lr=0.003, lr_lm=0.001, loraplus_lr_ratio=4, weight_decay=0.01)
+    t = TrainConfig(lr=0.003, lr_lm=0.001, gate_lr=0.02, loraplus_lr_ratio=4, weight_decay=0.01)
     optimizer = build_optimizer(model, t)
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert len(group_of) == sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
     for name, p in trainable:
         group = group_of[id(p)]
-        expected = 0.004 if "lora_B" in name else 0.001 if "lora_A" in name else 0.003
+        gate = name.endswith(("attn_gate", "ff_gate"))
+        expected = 0.004 if "lora_B" in name else 0.001 if "lora_A" in name else 0.02 if gate else 0.003
         assert group["lr"] == pytest.approx(expected), name
-        assert group["weight_decay"] == pytest.approx(0.01), name
+        assert group["weight_decay"] == pytest.approx(0.0 if gate else 0.01), name  # decay would close the gates
+
+
+def test_note_embeddings_are_kept_on_disk_and_reused_by_the_next_stage(align_run, recipe_config):
+    """The align run stored the frozen encoder's note embeddings; a later CaseSet reads them and encodes nothing."""
+    model = load_checkpoint(align_run / "best")
+    cfg = recipe_config(align_run)
+    stores = sorted((Path(cfg.cohort) / ".cache").glob("notes-*.safetensors"))
+    assert len(stores) == 1
+    calls = []
+    encoder = model.encoders["notes"]
+    original = encoder.embed_notes
+    encoder.embed_notes = lambda *a, **k: calls.append(1) or original(*a, **k)
+    cached = case_set(cfg, model, "val")
+    assert calls == []  # everything came from the store
+    preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes))
+    fresh = CaseSet(Cohort.open(cfg.cohort).split("val"), preprocessor, note_encoder=encoder, progress=False)  # no cache folder
+    assert calls and len(fresh.items) == len(cached.items)
+    for a, b in zip(cached.items, fresh.items):
+        assert a["notes_embeddings"].shape == b["notes_embeddings"].shape and a["notes_embeddings"].dtype == torch.float16
+        torch.testing.assert_close(a["notes_embeddings"].float(), b["notes_embeddings"].float(), atol=2e-3, rtol=2e-3)
+    encoder.embed_notes = original
