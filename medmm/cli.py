@@ -6,6 +6,7 @@ medmm is a research tool, not a medical device.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -110,8 +111,6 @@ def train(
     overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. train.epochs=3 out=runs/x"),
 ) -> None:
     """Run a training recipe (pretrain_lm, align or finetune) from its YAML config."""
-    import importlib
-
     from medmm.errors import ConfigError
     from medmm.train.recipe import load_recipe_config
 
@@ -140,6 +139,8 @@ def demo(
     else:
         typer.echo((out / "summary.md").read_text())
         typer.echo(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+    if not no_serve:
+        _serve_ui(model=out / "model", cohort=out / "cohort", audit=out / "evaluation")
 
 
 @app.command()
@@ -148,18 +149,24 @@ def predict(
     model: Path = typer.Option(..., "--model", help="Checkpoint folder (e.g. medmm-demo/model)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per input per line."),
     no_impression: bool = typer.Option(False, "--no-impression", help="Skip generating the impression (faster)."),
+    audit: Optional[Path] = typer.Option(
+        None, "--audit", help="Audit store (SQLite) for the AuditEvent/Provenance of each prediction [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite]."
+    ),
 ) -> None:
     """Ranked diagnoses, conformal set and drafted impression for each patient. Research use only."""
     import dataclasses as dc
 
+    from medmm.audit_store import AuditStore, default_path
     from medmm.io import load_study
     from medmm.predict import Predictor
 
     predictor = Predictor.from_checkpoint(model)
+    trail = AuditStore(audit if audit is not None else default_path(Path.home() / ".medmm" / "audit.sqlite"))
     failed = 0
     for path in paths:
         try:
             pred = predictor.predict(load_study(path), impression=not no_impression)
+            trail.record_prediction(pred, inputs=[path], model_dir=model, source="cli")
             info = {"path": str(path), "status": "ok", **_jsonable(dc.asdict(pred))}
         except MedmmError as err:
             failed += 1
@@ -176,6 +183,126 @@ def predict(
             typer.echo(f"== {path}\n  error: {info['error_type']}: {info['message']}")
     if failed:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort with val (fitting) and test (reporting) splits."),
+    out: Path = typer.Option(..., "--out", help="Folder for evaluation.json, plots and report.html."),
+    coverage: float = typer.Option(0.9, "--coverage", min=0.5, max=0.999, help="Conformal coverage target."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=50, help="Bootstrap resamples (patients)."),
+    seed: int = typer.Option(0, "--seed"),
+    pdf: bool = typer.Option(False, "--pdf", help="Also write report.pdf (headless Chromium)."),
+    as_json: bool = typer.Option(False, "--json", help="Print evaluation.json."),
+) -> None:
+    """Metrics with bootstrap CIs, calibration (temperature fitted into the checkpoint), conformal sets, ablation, impressions, HTML report."""
+    from medmm.evaluate.run import run_evaluation
+    from medmm.report.html import write_report
+
+    result = run_evaluation(model, cohort, out, coverage=coverage, n_boot=n_boot, seed=seed, progress=not as_json)
+    audit_path = out / "audit.json"
+    audit = json.loads(audit_path.read_text()) if audit_path.exists() else None
+    report = write_report(out, result, audit, out / "explanations" if (out / "explanations").is_dir() else None)
+    if pdf:
+        from medmm.report.pdf import export_pdf
+
+        export_pdf(report)
+    typer.echo(json.dumps(_jsonable(result)) if as_json else f"evaluation: {out / 'evaluation.json'}\nreport: {report}")
+
+
+@app.command()
+def audit(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort with demographics (test split is audited)."),
+    out: Path = typer.Option(..., "--out", help="Folder for audit.json and the report section."),
+    min_group_size: int = typer.Option(30, "--min-group-size", min=2, help="Smaller groups are reported as too small, not scored."),
+    bound_difference: float = typer.Option(0.1, "--bound-difference", min=0.0, help="Flag when |difference| to the reference exceeds this."),
+    confidence: float = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Level of the bootstrap intervals that flags are judged on."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=50),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print audit.json."),
+) -> None:
+    """Subgroup fairness audit (sex, age band, race, ethnicity and intersections) with flags."""
+    from medmm.evaluate.run import run_audit
+
+    result = run_audit(
+        model, cohort, out, min_group_size=min_group_size, bound_difference=bound_difference, confidence=confidence, n_boot=n_boot, seed=seed, progress=not as_json
+    )
+    if as_json:
+        typer.echo(json.dumps(_jsonable(result)))
+    else:
+        flags = result.get("flags", [])
+        typer.echo(f"audit: {out / 'audit.json'}  flags: {len(flags)}")
+        for f in flags:
+            typer.echo(f"  {f.get('attribute')}={f.get('group')} {f.get('metric')}: {f.get('reason', '')}")
+
+
+@app.command()
+def explain(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
+    patient: Optional[Path] = typer.Argument(None, help="A patient folder or file (omit with --cohort)."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="A cohort with ground truth (with --faithfulness)."),
+    faithfulness: bool = typer.Option(False, "--faithfulness", help="Measure faithfulness over the cohort's planted ground truth."),
+    out: Path = typer.Option(..., "--out", help="Folder for the images, HTML and JSON."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many cohort patients."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Evidence maps for every modality (attention, Grad-CAM, integrated gradients), or faithfulness figures."""
+    from medmm.errors import ConfigError
+    from medmm.explain.run import explain_cohort, explain_patient
+
+    if cohort is not None:
+        if not faithfulness:
+            raise ConfigError("--cohort goes with --faithfulness", where="explain")
+        result = explain_cohort(model, cohort, out, limit=limit, progress=not as_json)
+    elif patient is not None:
+        result = explain_patient(model, patient, out)
+    else:
+        raise ConfigError("give a PATIENT or --cohort DIR --faithfulness", where="explain")
+    typer.echo(json.dumps(_jsonable(result)) if as_json else f"wrote {out}")
+
+
+@app.command()
+def batch(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort folder."),
+    out: Path = typer.Option(..., "--out", help="Results folder (Parquet parts, manifest, FHIR NDJSON); rerun to resume."),
+    engine: str = typer.Option("local", "--engine", help="local or ray."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel workers (Ray actors for --engine ray)."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", help="Study protocol YAML (cohort filter, outputs)."),
+    audit: Optional[Path] = typer.Option(None, "--audit", help="Audit store (SQLite) [default: $MEDMM_AUDIT_STORE, else OUT/audit.sqlite]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run a model over a whole cohort: resumable, crash-safe, local or on Ray (RAY_ADDRESS names a running cluster)."""
+    from medmm.batch.run import run_batch
+
+    summary = run_batch(model, cohort, out, engine=engine, workers=workers, protocol=protocol, progress=not as_json, audit=audit)
+    typer.echo(json.dumps(_jsonable(summary)) if as_json else str(summary))
+
+
+def _serve_ui(**options) -> None:
+    """Start the clinician interface (the top-level `ui` package, loaded by name: medmm never imports it)."""
+    importlib.import_module("ui.app").serve(**options)
+
+
+@app.command()
+def serve(
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint folder [default: the embedded default, trained once if not cached]."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port [default: 7860 or the next free one]."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="A cohort whose patients can be picked in the interface."),
+    audit: Optional[Path] = typer.Option(None, "--audit", help="Audit folder (audit.json) for the subgroup card [default: next to the model]."),
+    audit_store: Optional[Path] = typer.Option(None, "--audit-store", help="SQLite audit store of predictions and feedback [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite]."),
+    auth_file: Optional[Path] = typer.Option(None, "--auth-file", help="Users allowed to log in (user:password-hash lines); also $MEDMM_USERS."),
+    pacs_url: Optional[str] = typer.Option(None, "--pacs-url", help="DICOMweb root to search and pull studies from (or $MEDMM_DICOMWEB_URL)."),
+    max_file_size: str = typer.Option("200mb", "--max-file-size", help="Largest accepted upload."),
+) -> None:
+    """The clinician interface (Gradio) for one patient at a time. Research use only."""
+    _serve_ui(
+        model=model, host=host, port=port, cohort=cohort, audit=audit, audit_store=audit_store, auth_file=auth_file,
+        pacs_url=pacs_url, max_file_size=max_file_size,
+    )
 
 
 @app.command()

@@ -79,5 +79,29 @@ def test_error_is_one_line_without_traceback(tmp_path):
 def test_help_lists_commands():
     proc = subprocess.run(MEDMM + ["--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for command in ("synth", "inspect", "train", "demo", "predict"):
+    for command in ("synth", "inspect", "train", "demo", "predict", "explain", "evaluate", "audit", "batch", "serve", "deid"):
         assert command in proc.stdout
+
+
+def test_predict_writes_one_audit_event_per_prediction(tmp_path, small_cohort):
+    import sqlite3
+
+    from medmm.audit_store import AuditStore, file_digest
+    from tests.batch.helpers import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "model")
+    patients = sorted(p for p in small_cohort.iterdir() if p.is_dir())[:2]
+    store = tmp_path / "trail" / "audit.sqlite"
+    proc = subprocess.run(
+        MEDMM + ["predict", "--model", str(model), "--json", "--no-impression", "--audit", str(store), *map(str, patients)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["status"] for line in lines] == ["ok", "ok"]
+    events = AuditStore(store).events(action="predict", source="cli")
+    assert len(events) == 2
+    bundle = next(p for p in patients[0].iterdir() if p.suffix == ".json")
+    assert file_digest(bundle).sha256 in {d.sha256 for d in events[0].inputs} | {d.sha256 for d in events[1].inputs}
+    raw = store.read_bytes() + "\n".join(sqlite3.connect(store).iterdump()).encode()
+    assert patients[0].name.encode() not in raw and patients[1].name.encode() not in raw

@@ -1,0 +1,136 @@
+"""The page's content drawn without a browser: conformal sets in words, tables, window/level, overlays, notes."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+from matplotlib import colormaps
+
+from medmm.explain.mapping import ImageMap, NotesMap, VitalsMap, WordRelevance
+from medmm.records import ClinicalNote, DiagnosisScore, ImageSeries, Prediction, Study, VitalSeries
+from ui.views import (
+    CONTRAST,
+    CT_PRESETS,
+    FULL,
+    STORED,
+    conformal_sentence,
+    diagnoses_html,
+    modalities_html,
+    names_list,
+    notes_fragment,
+    overlay_frame,
+    viewer_frame,
+    vitals_chart,
+    window_presets,
+)
+
+
+def prediction(probs: dict[str, float], in_set: tuple[str, ...], coverage: float | None = 0.9, present=("image",)) -> Prediction:
+    display = {"pneumonia": "Pneumonia", "heart_failure": "Heart failure", "sepsis": "Sepsis"}
+    ranked = sorted(probs, key=lambda n: -probs[n])
+    return Prediction(
+        study_id="P", scores=tuple(DiagnosisScore(n, display[n], probs[n], n in in_set) for n in ranked), conformal_set=in_set,
+        coverage_target=coverage, impression="", present=present, missing=tuple(m for m in ("image", "notes", "vitals") if m not in present),
+        model_id="m", model_version="0", calibrated=coverage is not None, seconds=0.1,
+    )
+
+
+def test_conformal_set_is_said_plainly():
+    probs = {"pneumonia": 0.7, "heart_failure": 0.6, "sepsis": 0.1}
+    assert conformal_sentence(prediction(probs, ("pneumonia", "heart_failure"))) == (
+        "The model cannot tell between Pneumonia and Heart failure: at 90% coverage it cannot rule out either (its prediction set)."
+    )
+    three = conformal_sentence(prediction(probs, ("pneumonia", "heart_failure", "sepsis")))
+    assert three.startswith("The model cannot tell between Pneumonia, Heart failure and Sepsis") and "any of them" in three
+    one = conformal_sentence(prediction(probs, ("pneumonia",)))
+    assert one == "At 90% coverage the prediction set holds one diagnosis the model cannot rule out: Pneumonia."
+    assert "prediction set is empty" in conformal_sentence(prediction(probs, ()))
+    assert "no conformal calibration" in conformal_sentence(prediction(probs, (), coverage=None))
+    assert names_list(["A"]) == "A" and names_list([]) == ""
+
+
+def test_diagnoses_table_is_ranked_with_percentages_and_set_marks():
+    page = diagnoses_html(prediction({"pneumonia": 0.2, "heart_failure": 0.65, "sepsis": 0.05}, ("heart_failure",)))
+    assert re.findall(r'data-diagnosis="(\w+)"', page) == ["heart_failure", "pneumonia", "sepsis"]
+    assert re.findall(r'class="medmm-prob">([\d.]+)%', page) == ["65.0", "20.0", "5.0"]
+    assert page.count("in set</span>") == 1 and "calibrated probability" in page
+    uncalibrated = diagnoses_html(prediction({"pneumonia": 0.2, "heart_failure": 0.65, "sepsis": 0.05}, (), coverage=None))
+    assert "not calibrated" in uncalibrated
+
+
+def test_modalities_say_used_missing_and_present_but_unused():
+    study = Study(study_id="P", notes=(ClinicalNote(text="cough"),))
+    page = modalities_html(prediction({"pneumonia": 0.5, "heart_failure": 0.4, "sepsis": 0.1}, (), present=()), study)
+    assert "Imaging: missing" in page and "Vital signs: missing" in page
+    assert "Clinical notes: present in the files but not used" in page and "prior only" in page
+
+
+def test_viewer_applies_the_window_by_hand():
+    pixels = np.arange(100, dtype=np.float32).reshape(10, 10) * 10.0  # 0 .. 990
+    series = ImageSeries(pixels=pixels, spacing=(1.0, 1.0), modality="DX", series_uid="1", window=(500.0, 200.0))
+    frame = viewer_frame(series, STORED)
+    expected = np.round(255 * np.clip((pixels - 400.0) / 200.0, 0, 1)).astype(np.uint8)
+    np.testing.assert_array_equal(frame, expected)
+    np.testing.assert_array_equal(viewer_frame(series, FULL), np.round(255 * pixels / 990.0).astype(np.uint8))
+    lo, hi = np.percentile(pixels, [5, 95])
+    np.testing.assert_array_equal(viewer_frame(series, CONTRAST), np.round(255 * np.clip((pixels - lo) / (hi - lo), 0, 1)).astype(np.uint8))
+    assert window_presets(series) == [STORED, FULL, CONTRAST]
+
+
+def test_ct_presets_are_in_hounsfield_units_and_the_slider_picks_the_slice():
+    volume = np.stack([np.full((4, 4), v, dtype=np.float32) for v in (-1000.0, -600.0, 40.0, 1000.0)])  # (S, H, W)
+    series = ImageSeries(pixels=volume, spacing=(2.0, 1.0, 1.0), modality="CT", series_uid="2")
+    assert set(CT_PRESETS) <= set(window_presets(series))
+    # lung window (-600, 1500): [-1350, 150]
+    for index, value in enumerate((-1000.0, -600.0, 40.0, 1000.0)):
+        want = round(255 * min(max((value + 1350.0) / 1500.0, 0.0), 1.0))
+        assert np.all(viewer_frame(series, "Lung", index) == want)
+    assert np.all(viewer_frame(series, "Lung", 99) == 255)  # clipped to the last slice
+
+
+def test_overlay_blends_heat_by_opacity_times_relative_relevance():
+    pixels = np.full((2, 2), 50.0, dtype=np.float32)
+    series = ImageSeries(pixels=pixels, spacing=(1.0, 1.0), modality="DX", series_uid="3", window=(50.0, 100.0))
+    relevance = np.array([[0.0, 0.25], [0.25, 0.5]])
+    frame = overlay_frame(series, ImageMap(relevance, relevance, "3"), opacity=0.4)
+    heat = relevance / 0.5
+    colour = colormaps["inferno"](heat)[..., :3]
+    want = (1 - 0.4 * heat[..., None]) * 0.5 + 0.4 * heat[..., None] * colour
+    np.testing.assert_array_equal(frame, np.round(255 * want).astype(np.uint8))
+    assert np.all(overlay_frame(series, ImageMap(relevance, relevance, "3"), opacity=0.0) == round(255 * 0.5))
+
+
+def test_notes_are_escaped_and_shaded_by_relevance():
+    text = "<script>alert(1)</script> crackles noted"
+    study = Study(study_id="P", notes=(ClinicalNote(text=text),))
+    start = text.index("crackles")
+    words = (WordRelevance(0, start, start + 8, 0.75, True), WordRelevance(0, start + 9, start + 14, 0.25, True))
+    page = notes_fragment(study, NotesMap(words, (0,)), "Pneumonia")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert 'rgba(220, 38, 38, 1.000)" title="relevance 0.7500">crackles</mark>' in page
+    assert 'rgba(220, 38, 38, 0.333)' in page  # 0.25 / 0.75
+    assert "<mark" not in notes_fragment(study, None, "plain")
+    assert "No clinical notes" in notes_fragment(Study(study_id="P"), None, "x")
+
+
+def test_vitals_chart_draws_only_when_there_are_observed_vitals(tmp_path):
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    values = np.array([[80.0, np.nan], [90.0, 37.0]], dtype=np.float32)
+    series = VitalSeries(start, 3600.0, ("heart_rate", "temperature"), ("/min", "Cel"), values, ~np.isnan(values))
+    study = Study(study_id="P", vitals=series, time=start + timedelta(hours=2))
+    plain = vitals_chart(study, None, "Vital signs", tmp_path / "plain.png")
+    relevance = np.array([[0.0, 0.0], [1.0, 0.0]])
+    shaded = vitals_chart(study, VitalsMap(start, 3600.0, series.channels, relevance, series.mask), "Sepsis", tmp_path / "shaded.png")
+    assert plain.dtype == np.uint8 and plain.ndim == 3 and plain.shape[2] == 3
+    assert plain.shape == shaded.shape and not np.array_equal(plain, shaded)
+    assert vitals_chart(Study(study_id="P"), None, "x", tmp_path / "none.png") is None
+
+
+def test_colour_images_get_no_window():
+    pixels = np.zeros((2, 2, 3), dtype=np.float32)
+    pixels[0, 0] = (100.0, 50.0, 0.0)
+    series = ImageSeries(pixels=pixels, spacing=(1.0, 1.0), modality="XC", series_uid="4", photometric="RGB")
+    assert window_presets(series) == [FULL]
+    assert viewer_frame(series, FULL)[0, 0].tolist() == [255, 128, 0]

@@ -1,0 +1,394 @@
+"""The clinician interface's logic without Gradio: open a case, analyse it in stages, answer, take feedback.
+
+A case is one patient's input (uploaded files, a demo-cohort patient or a study pulled from a
+DICOMweb server) read into a Study. `ClinicianService.analyse` yields the case three times:
+with the ranked diagnoses (fast, first), with the drafted impression (then the prediction is
+recorded in the audit store), and with the explanations of the top diagnosis. Open cases are
+kept in a small LRU keyed by a random token; an evicted case's files are deleted.
+
+Nothing here logs patient data: log lines carry stage names, counts, timings and error types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+from medmm.audit_store import VERDICTS, AuditStore, InputDigest, default_path, input_digests
+from medmm.codes import DIAGNOSIS_NAMES
+from medmm.errors import CohortError, ConfigError, InputError, MedmmError
+from medmm.explain.explainer import StudyExplanation, explain_study
+from medmm.io import classify_files, load_study
+from medmm.io.pacs import StudySummary, retrieve_study, search_studies
+from medmm.prompts import IMPRESSION_PROMPT
+from medmm.records import Issue, Prediction, Study
+from ui.audit_card import GroupCard, group_card, load_audit, model_ids
+from ui.uploads import stage_uploads
+
+log = logging.getLogger(__name__)
+EXPLAIN_METHODS = ("attention", "gradcam")
+MAX_QUESTION_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the service finds its model, audit and data, and where it may write."""
+
+    model_dir: Path
+    work_dir: Path  # the app's own folder: case inputs, renders, Gradio's uploads and cache
+    audit_dir: Path | None = None  # folder holding audit.json (the subgroup table); None: look next to the model
+    audit_store: Path | None = None  # SQLite audit trail; None: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite
+    cohort_dir: Path | None = None  # a synthetic cohort whose patients can be picked
+    pacs_url: str | None = None  # DICOMweb root (QIDO-RS / WADO-RS)
+    model_card: Path | None = None  # None: look next to the audit and the model
+    max_cases: int = 16  # open cases kept in memory
+    max_new_tokens: int | None = None  # impression length (None: the model's default)
+    explain_methods: tuple[str, ...] = EXPLAIN_METHODS
+
+
+@dataclass(frozen=True)
+class Case:
+    """One patient's input and what the model said about it so far."""
+
+    token: str
+    study: Study
+    origin: str  # upload | demo | pacs
+    folder: Path  # where its input files are
+    digests: tuple[InputDigest, ...]
+    stage: str = "loaded"  # loaded | diagnoses | impression | explanations
+    prediction: Prediction | None = None
+    explanations: Mapping[str, StudyExplanation] = field(default_factory=dict)  # diagnosis -> its explanation
+    event_id: str | None = None  # audit event of the prediction
+    seconds: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds
+    card: GroupCard | None = None
+
+
+def find_audit_dir(model_dir: Path) -> Path | None:
+    """The audit folder beside DIR/model: DIR/evaluation (as `medmm demo` writes it), DIR/audit, DIR/model/audit, DIR/audits/default; or None."""
+    root = model_dir.parent
+    for candidate in (root / "evaluation", root / "audit", model_dir / "audit", root / "audits" / "default"):
+        if (candidate / "audit.json").is_file():
+            return candidate
+    return None
+
+
+def find_model_card(model_dir: Path, audit_dir: Path | None) -> Path | None:
+    """model_card.md beside the audit (governance/model_card.md for governance/audits/default) or the model."""
+    places = [model_dir / "model_card.md", model_dir.parent / "model_card.md"]
+    if audit_dir is not None:
+        places = [audit_dir / "model_card.md", audit_dir.parent / "model_card.md", audit_dir.parent.parent / "model_card.md"] + places
+    return next((p for p in places if p.is_file()), None)
+
+
+def relative_message(err: MedmmError, folder: Path) -> str:
+    """The error's message with paths inside the case folder shown relative to it."""
+    return _strip(str(err), folder)
+
+
+def _strip(text: str, folder: Path) -> str:
+    for prefix in (str(folder.resolve()), str(folder)):
+        text = text.replace(prefix + "/", "").replace(prefix, ".")
+    return text
+
+
+class ClinicianService:
+    """Cases, predictions, explanations, questions and feedback for the clinician interface."""
+
+    def __init__(self, settings: Settings, *, predictor=None, store: AuditStore | None = None):
+        from medmm.predict import Predictor
+
+        self.settings = settings
+        self.work_dir = Path(settings.work_dir)
+        self.cases_dir = self.work_dir / "cases"
+        self.cases_dir.mkdir(parents=True, exist_ok=True)
+        self.predictor = predictor if predictor is not None else Predictor.from_checkpoint(settings.model_dir)
+        self.store = store if store is not None else AuditStore(settings.audit_store or default_path(Path.home() / ".medmm" / "audit.sqlite"))
+        self.audit_dir = settings.audit_dir if settings.audit_dir is not None else find_audit_dir(Path(settings.model_dir))
+        self.audit = load_audit(self.audit_dir)
+        self.model_card = settings.model_card or find_model_card(Path(settings.model_dir), self.audit_dir)
+        self.model_ids = model_ids(settings.model_dir) | {self.predictor.model_id}
+        self._cases: OrderedDict[str, Case] = OrderedDict()
+        self._lock = threading.Lock()
+        preprocess = self.predictor.model.config.preprocess
+        self._grid = {"window_hours": preprocess.window_hours, "step_minutes": preprocess.step_minutes}
+
+    # -- cases ---------------------------------------------------------------------------------
+
+    def _new_folder(self) -> tuple[str, Path]:
+        token = secrets.token_hex(16)
+        folder = self.cases_dir / token
+        folder.mkdir(parents=True)
+        return token, folder
+
+    def _keep(self, case: Case) -> Case:
+        evicted = []
+        with self._lock:
+            self._cases[case.token] = case
+            self._cases.move_to_end(case.token)
+            while len(self._cases) > self.settings.max_cases:
+                evicted.append(self._cases.popitem(last=False)[1])
+        for old in evicted:
+            self._discard(old)
+        return case
+
+    def _discard(self, case: Case) -> None:
+        if case.origin != "demo" and case.folder.is_relative_to(self.cases_dir):
+            shutil.rmtree(case.folder, ignore_errors=True)
+        shutil.rmtree(self.work_dir / "renders" / case.token, ignore_errors=True)
+
+    def render_dir(self, token: str) -> Path:
+        """A folder for the case's drawn views (deleted with the case)."""
+        folder = self.work_dir / "renders" / token
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def get(self, token: str | None) -> Case:
+        """The open case with this token (InputError when it was closed or never opened)."""
+        with self._lock:
+            case = self._cases.get(token or "")
+            if case is not None:
+                self._cases.move_to_end(case.token)
+        if case is None:
+            raise InputError("no open case: load a patient first (cases close after a while)", where="case")
+        return case
+
+    def close(self) -> None:
+        """Forget every case and delete the copies of their files."""
+        with self._lock:
+            cases = list(self._cases.values())
+            self._cases.clear()
+        for case in cases:
+            self._discard(case)
+
+    def _open(self, token: str, study: Study, origin: str, folder: Path, start: float) -> Case:
+        """A new case with its input files hashed for the audit trail and its group card, kept open."""
+        card = group_card(self.audit, study.demographics, self.model_ids)
+        case = Case(token, study, origin, folder, input_digests([folder]), card=card, seconds={"load": time.perf_counter() - start})
+        return self._keep(case)
+
+    def open_uploads(self, paths: Sequence[str | Path]) -> Case:
+        """Read uploaded files (DICOM, zips of a patient folder, FHIR JSON/NDJSON, vitals CSV/Parquet) into a case.
+
+        One plain file is read strictly (its error is raised); several files are read leniently
+        (bad ones become warnings), but a case from which nothing usable was read is an error.
+        """
+        if not paths:
+            raise InputError("no files were uploaded", where="upload")
+        start = time.perf_counter()
+        token, folder = self._new_folder()
+        try:
+            staged, issues = stage_uploads(paths, folder)
+            single = staged[0] if len(staged) == 1 and staged[0].is_file() else None
+            study = load_study(single or folder, patient_id=self._record_patient(folder) or f"upload-{token[:8]}", **self._grid)
+            if issues:
+                study = dataclasses.replace(study, warnings=tuple(issues) + study.warnings)
+            if not study.provenance:  # not one file was read (a record with demographics alone is fine)
+                raise InputError(self._nothing_read(study, folder), where="upload")
+            study = self._relative(study, folder)
+        except MedmmError as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise type(err)(relative_message(err, folder)) from None
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        log.info("case opened from %d upload(s): %s", len(paths), ", ".join(study.modalities) or "no modality")
+        return self._open(token, study, "upload", folder, start)
+
+    def _record_patient(self, folder: Path) -> str | None:
+        """The patient id of the uploaded FHIR record (None when there is none or it names several patients)."""
+        from medmm.io.fhir import read_fhir
+
+        fhir = classify_files(folder).fhir
+        if not fhir:
+            return None
+        try:
+            return read_fhir(list(fhir)).patient_id
+        except MedmmError:
+            return None
+
+    @staticmethod
+    def _nothing_read(study: Study, folder: Path) -> str:
+        """Why nothing was read, naming files: a DICOM set that failed as a whole is retried file by file for its causes."""
+        from medmm.io.dicom import read_dicom
+
+        problems = []
+        dicom = classify_files(folder).dicom
+        for f in dicom:
+            try:
+                read_dicom(f)
+            except MedmmError as err:
+                problems.append(relative_message(err, folder))
+        done = {"", ".", str(folder), *(str(f) for f in dicom)}
+        problems += [_strip(str(w), folder) for w in study.warnings if w.kind == "skipped" and w.source not in done]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            return "nothing usable was read: " + "; ".join(problems[:3]) + more
+        return "nothing usable was read (expected DICOM, FHIR JSON/NDJSON or a CSV/Parquet vitals table)"
+
+    @staticmethod
+    def _relative(study: Study, folder: Path) -> Study:
+        warnings = tuple(Issue(_strip(w.source, folder), w.where, _strip(w.message, folder), w.kind) for w in study.warnings)
+        return dataclasses.replace(study, warnings=warnings)
+
+    def demo_patients(self) -> list[tuple[str, str]]:
+        """(label, patient id) of the demo cohort's patients, test split first; [] when no cohort is set."""
+        if self.settings.cohort_dir is None:
+            return []
+        from medmm.io.cohort import Cohort
+
+        try:
+            cohort = Cohort.open(self.settings.cohort_dir)
+        except MedmmError:
+            return []
+        order = {"test": 0, "val": 1}
+        entries = sorted(cohort.entries, key=lambda e: (order.get(e.split or "", 2), e.patient_id))
+        return [(f"{e.patient_id} ({e.split or 'no'} split)", e.patient_id) for e in entries]
+
+    def open_demo(self, patient_id: str) -> Case:
+        """A patient of the demo cohort (read in place; nothing is copied)."""
+        from medmm.io.cohort import Cohort
+
+        if self.settings.cohort_dir is None:
+            raise ConfigError("no demo cohort is configured", where="cohort")
+        start = time.perf_counter()
+        cohort = Cohort.open(self.settings.cohort_dir)
+        index = next((i for i, e in enumerate(cohort.entries) if e.patient_id == patient_id), None)
+        if index is None:
+            raise CohortError("no such patient in the demo cohort", path=cohort.root / "manifest.csv", where="patient_id")
+        study = cohort.load(index, **self._grid)
+        log.info("case opened from the demo cohort: %s", ", ".join(study.modalities) or "no modality")
+        return self._open(secrets.token_hex(16), study, "demo", cohort.entries[index].folder, start)
+
+    def search_pacs(self, patient_id: str) -> list[StudySummary]:
+        """Studies of a patient on the configured DICOMweb server."""
+        if not self.settings.pacs_url:
+            raise ConfigError("no DICOMweb server is configured", where="pacs")
+        return search_studies(self.settings.pacs_url, patient_id)
+
+    def open_pacs(self, study_uid: str, patient_id: str) -> Case:
+        """Pull one study from the DICOMweb server into a case."""
+        if not self.settings.pacs_url:
+            raise ConfigError("no DICOMweb server is configured", where="pacs")
+        start = time.perf_counter()
+        token, folder = self._new_folder()
+        try:
+            files = retrieve_study(self.settings.pacs_url, study_uid, folder)
+            study = self._relative(load_study(folder, patient_id=patient_id, **self._grid), folder)
+        except MedmmError as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise type(err)(relative_message(err, folder)) from None
+        log.info("case opened from DICOMweb: %d file(s)", len(files))
+        return self._open(token, study, "pacs", folder, start)
+
+    # -- analysis ------------------------------------------------------------------------------
+
+    def _update(self, case: Case, **changes) -> Case:
+        updated = dataclasses.replace(case, **changes)
+        with self._lock:
+            if case.token in self._cases:
+                self._cases[case.token] = updated
+        return updated
+
+    def analyse(self, case: Case, *, user: str | None = None) -> Iterator[Case]:
+        """Yield the case after each stage: ranked diagnoses, impression (recorded in the audit store), explanations."""
+        times = dict(case.seconds)
+        start = time.perf_counter()
+        first = self.predictor.predict(case.study, impression=False)
+        times["diagnoses"] = time.perf_counter() - start
+        case = self._update(case, stage="diagnoses", prediction=first, seconds=dict(times))
+        yield case
+
+        start = time.perf_counter()
+        try:
+            text = self.impression(case.study)
+        except Exception:
+            self._record(first, case, user)  # what was shown is recorded even when the draft fails
+            raise
+        times["impression"] = time.perf_counter() - start
+        prediction = dataclasses.replace(first, impression=text, seconds=first.seconds + times["impression"])
+        event = self._record(prediction, case, user)
+        case = self._update(case, stage="impression", prediction=prediction, event_id=event, seconds=dict(times))
+        yield case
+
+        start = time.perf_counter()
+        top = prediction.scores[0].name
+        explained = self._explanation(case, top)
+        times["explanations"] = time.perf_counter() - start
+        case = self._update(case, stage="explanations", explanations=explained, seconds=dict(times))
+        log.info("case analysed: %s", ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
+        yield case
+
+    def _record(self, prediction: Prediction, case: Case, user: str | None) -> str:
+        return self.store.record_prediction(prediction, digests=case.digests, model_dir=self.settings.model_dir, user=user, source="ui")
+
+    def impression(self, study: Study) -> str:
+        """The drafted impression (the same generation `Predictor.predict` runs)."""
+        with self.predictor.lock:
+            batch = self.predictor.batch([study])
+            return self.predictor.model.generate(batch, [IMPRESSION_PROMPT], max_new_tokens=self.settings.max_new_tokens)[0]
+
+    def _explanation(self, case: Case, diagnosis: str) -> dict[str, StudyExplanation]:
+        explained = dict(case.explanations)
+        if diagnosis in explained or not case.study.modalities:
+            return explained
+        with self.predictor.lock:  # hooks on the shared model: one explanation or prediction at a time
+            explained[diagnosis] = explain_study(
+                self.predictor, case.study, methods=self.settings.explain_methods, diagnoses=[diagnosis], impression=False
+            )
+        return explained
+
+    def explain(self, token: str, diagnosis: str) -> Case:
+        """The case with `diagnosis` explained (computed once, then kept)."""
+        if diagnosis not in self.predictor.model.config.diagnoses:
+            raise ConfigError("unknown diagnosis", where="explain target")
+        case = self.get(token)
+        if diagnosis in case.explanations:
+            return case
+        return self._update(case, explanations=self._explanation(case, diagnosis))
+
+    # -- questions and feedback ----------------------------------------------------------------
+
+    def ask(self, token: str, question: str) -> str:
+        """The model's answer about this patient, conditioned on every modality the case has."""
+        question = " ".join(question.split())
+        if not question:
+            raise InputError("type a question first", where="question")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise InputError(f"questions are limited to {MAX_QUESTION_CHARS} characters", where="question")
+        case = self.get(token)
+        start = time.perf_counter()
+        answer = self.predictor.ask(case.study, question)
+        log.info("question answered in %.2f s", time.perf_counter() - start)
+        return answer.strip()
+
+    def feedback(self, token: str, verdict: str, diagnoses: Sequence[str] = (), *, user: str | None = None) -> str:
+        """Record the clinician's verdict on the case's prediction; returns the audit event id.
+
+        agree: the diagnoses confirmed (default: the prediction set, else the top diagnosis);
+        disagree: the diagnoses the clinician would name instead (a correction; may be empty);
+        unsure: no diagnoses needed.
+        """
+        if verdict not in VERDICTS:
+            raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}", where="feedback.verdict")
+        case = self.get(token)
+        if case.prediction is None or case.event_id is None:
+            raise InputError("the prediction is not finished yet; wait for the impression", where="feedback")
+        named = [d for d in diagnoses if d]
+        unknown = [d for d in named if d not in DIAGNOSIS_NAMES]
+        if unknown:
+            raise ConfigError(f"diagnoses must be among {', '.join(DIAGNOSIS_NAMES)}", where="feedback.diagnoses")
+        if verdict == "agree" and not named:
+            named = list(case.prediction.conformal_set) or [case.prediction.scores[0].name]
+        event = self.store.record_feedback(
+            case.prediction, verdict=verdict, diagnoses=named, model_dir=self.settings.model_dir, user=user, source="ui", digests=case.digests
+        )
+        log.info("feedback recorded (%s)", verdict)
+        return event

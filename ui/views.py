@@ -1,0 +1,219 @@
+"""What the clinician sees, drawn without Gradio: HTML fragments and image arrays.
+
+Every function here is pure (records in, HTML text or a uint8 array out), so the page's content
+is testable without a browser. Text from files (note text, descriptions) is always escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from medmm.codes import ETHNICITIES, RACES
+from medmm.explain.mapping import ImageMap, NotesMap, VitalsMap, model_pixels
+from medmm.explain.render import DISCLAIMER, apply_window, caption, display_window, highlight, overlay, render_vitals, slice_to_draw
+from medmm.records import MODALITIES, ImageSeries, Prediction, Study
+
+MODALITY_LABELS = {"image": "Imaging", "notes": "Clinical notes", "vitals": "Vital signs"}
+ATTRIBUTE_LABELS = {"sex": "Sex", "age_band": "Age band", "race": "Race", "ethnicity": "Ethnicity"}
+STORED = "Stored window"
+FULL = "Full range"
+CONTRAST = "High contrast"
+CT_PRESETS: dict[str, tuple[float, float]] = {  # (center, width) in HU
+    "Lung": (-600.0, 1500.0),
+    "Mediastinum": (40.0, 400.0),
+    "Bone": (400.0, 1800.0),
+    "Abdomen": (60.0, 400.0),
+}
+
+
+# -- text --------------------------------------------------------------------------------------
+
+
+def disclaimer_html() -> str:
+    """The research-use banner shown at the top of every page."""
+    return f'<div class="medmm-disclaimer" role="note"><strong>{html.escape(DISCLAIMER)}</strong> Outputs must not inform patient care.</div>'
+
+
+def message_html(text: str, kind: str = "info") -> str:
+    """A status line: kind is info | warning | error (errors are announced to screen readers)."""
+    role = ' role="alert"' if kind == "error" else ""
+    return f'<div class="medmm-status medmm-{kind}"{role}>{html.escape(text)}</div>'
+
+
+def names_list(names: Sequence[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    names = list(names)
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def conformal_sentence(prediction: Prediction) -> str:
+    """The conformal set said plainly: the diagnoses the model cannot rule out at its coverage target."""
+    if prediction.coverage_target is None:
+        return "This model has no conformal calibration, so it gives no prediction set; read the probabilities with care."
+    coverage = f"{prediction.coverage_target:.0%}"
+    display = {s.name: s.display for s in prediction.scores}
+    named = [display.get(n, n) for n in prediction.conformal_set]
+    if not named:
+        return f"At {coverage} coverage the prediction set is empty: the model rules out every diagnosis it knows for this patient."
+    if len(named) == 1:
+        return f"At {coverage} coverage the prediction set holds one diagnosis the model cannot rule out: {named[0]}."
+    which = "either" if len(named) == 2 else "any of them"
+    return f"The model cannot tell between {names_list(named)}: at {coverage} coverage it cannot rule out {which} (its prediction set)."
+
+
+def diagnoses_html(prediction: Prediction) -> str:
+    """Ranked diagnoses with their probabilities, the prediction-set members marked, and the set in words."""
+    kind = "calibrated probability" if prediction.calibrated else "probability (not calibrated)"
+    rows = []
+    for rank, s in enumerate(prediction.scores, start=1):
+        mark = '<span class="medmm-inset">in set</span>' if s.in_set else ""
+        rows.append(
+            f'<tr data-diagnosis="{html.escape(s.name)}"><td>{rank}</td><td>{html.escape(s.display)}</td>'
+            f'<td class="medmm-prob">{s.probability:.1%}<div class="medmm-bar" style="width:{100 * s.probability:.1f}%"></div></td>'
+            f"<td>{mark}</td></tr>"
+        )
+    return (
+        '<div class="medmm-diagnoses"><table><thead><tr><th>#</th><th>Diagnosis</th>'
+        f"<th>{kind}</th><th>prediction set</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f'<p class="medmm-conformal">{html.escape(conformal_sentence(prediction))}</p></div>'
+    )
+
+
+def modalities_html(prediction: Prediction, study: Study) -> str:
+    """Which modalities the model used, which are missing, and why a present one went unused."""
+    items = []
+    for m in MODALITIES:
+        if m in prediction.present:
+            items.append(f'<li class="medmm-present">{MODALITY_LABELS[m]}: used</li>')
+        elif m in study.modalities:
+            items.append(f'<li class="medmm-unused">{MODALITY_LABELS[m]}: present in the files but not used by this model</li>')
+        else:
+            items.append(f'<li class="medmm-missing">{MODALITY_LABELS[m]}: missing</li>')
+    note = "" if prediction.present else "<p>No modality could be used: the result reflects the model's prior only.</p>"
+    return f'<div class="medmm-modalities"><ul>{"".join(items)}</ul>{note}</div>'
+
+
+def warnings_html(warnings: Sequence[str], limit: int = 20) -> str:
+    """What was skipped or assumed while reading the input (file and place named, no values)."""
+    if not warnings:
+        return ""
+    shown = "".join(f"<li>{html.escape(w)}</li>" for w in warnings[:limit])
+    more = f"<li>and {len(warnings) - limit} more</li>" if len(warnings) > limit else ""
+    return f'<details class="medmm-warnings"><summary>{len(warnings)} input warning(s)</summary><ul>{shown}{more}</ul></details>'
+
+
+def impression_html(prediction: Prediction) -> str:
+    """The drafted impression, marked as a draft."""
+    text = prediction.impression.strip() or "(the model drafted an empty impression)"
+    return f'<div class="medmm-impression"><p><em>Draft impression (machine-generated):</em></p><blockquote>{html.escape(text)}</blockquote></div>'
+
+
+def group_label(attribute: str, group: str) -> str:
+    """A group as people read it: race and ethnicity codes spelled out."""
+    parts = []
+    for a, g in zip(attribute.split(" x "), group.split(" / ")):
+        parts.append(RACES.get(g, ETHNICITIES.get(g, g)) if a in ("race", "ethnicity") else g)
+    return " / ".join(parts)
+
+
+def attribute_label(attribute: str) -> str:
+    """An audit attribute as people read it, e.g. "Sex x Age band"."""
+    return " x ".join(ATTRIBUTE_LABELS.get(a, a) for a in attribute.split(" x "))
+
+
+def notes_fragment(study: Study, notes: NotesMap | None, title: str) -> str:
+    """The notes the model read with each word shaded by relevance (or plain, when no map was computed)."""
+    if not study.notes:
+        return '<div class="medmm-notes"><p>No clinical notes in this study.</p></div>'
+    parts = [f'<div class="medmm-notes"><p class="medmm-caption">{html.escape(title)}</p>']
+    indices = notes.notes if notes is not None else tuple(range(len(study.notes)))
+    top = max((w.relevance for w in notes.words), default=0.0) if notes is not None else 0.0
+    for index in indices:
+        note = study.notes[index]
+        head = " ".join(x for x in (note.type_display or note.type_code or "Note", note.time.isoformat() if note.time else "") if x)
+        body = highlight(note.text, notes.for_note(index), top) if notes is not None else html.escape(note.text)
+        parts.append(f'<section class="medmm-note"><h4>{html.escape(head)}</h4><pre>{body}</pre></section>')
+    if notes is not None and len(indices) < len(study.notes):
+        parts.append(f"<p>{len(study.notes) - len(indices)} older note(s) were not read by the model.</p>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def window_presets(series: ImageSeries) -> list[str]:
+    """Window/level presets that make sense for this series (HU presets for CT only)."""
+    if series.is_colour:
+        return [FULL]
+    names = [STORED, FULL, CONTRAST]
+    if series.modality == "CT":
+        names += list(CT_PRESETS)
+    return names
+
+
+def preset_window(series: ImageSeries, pixels: np.ndarray, preset: str) -> tuple[float, float]:
+    """(center, width) of a preset for these pixels."""
+    if preset in CT_PRESETS and series.modality == "CT":
+        return CT_PRESETS[preset]
+    if preset == FULL:
+        lo, hi = float(np.min(pixels)), float(np.max(pixels))
+        return (lo + hi) / 2.0, max(hi - lo, 1e-3)
+    if preset == CONTRAST:
+        lo, hi = np.percentile(pixels, [5.0, 95.0])
+        return float(lo + hi) / 2.0, float(max(hi - lo, 1e-3))
+    return display_window(series, pixels)
+
+
+def n_slices(series: ImageSeries) -> int:
+    """Slices (or frames) the viewer's slider runs over; 1 for a 2D image."""
+    return int(series.pixels.shape[0]) if series.is_volume else 1
+
+
+def viewer_frame(series: ImageSeries, preset: str, index: int = 0) -> np.ndarray:
+    """uint8 (H, W) (or (H, W, 3) for colour): one slice of the series through a window preset."""
+    pixels = series.pixels
+    if series.is_volume:
+        pixels = pixels[int(np.clip(index, 0, pixels.shape[0] - 1))]
+    if series.is_colour:
+        lo, hi = float(np.min(pixels)), float(np.max(pixels))
+        return np.round(255.0 * (pixels - lo) / max(hi - lo, 1e-6)).astype(np.uint8)
+    grey = apply_window(pixels, preset_window(series, pixels, preset))  # (H, W) in [0, 1]
+    return np.round(255.0 * grey).astype(np.uint8)
+
+
+def overlay_frame(series: ImageSeries, image: ImageMap, opacity: float) -> np.ndarray:
+    """uint8 (H, W, 3): the image the model read under its relevance heat map at `opacity`."""
+    pixels = model_pixels(series) if image.relevance.ndim == 2 else series.pixels.astype(np.float32)
+    relevance = image.relevance
+    if relevance.ndim == 3:
+        index = slice_to_draw(relevance)
+        pixels, relevance = pixels[index], relevance[index]
+    grey = apply_window(pixels, display_window(series, pixels))
+    rgb = overlay(grey, relevance, opacity=float(np.clip(opacity, 0.0, 1.0)))  # (H, W, 3) in [0, 1]
+    return np.round(255.0 * rgb).astype(np.uint8)
+
+
+def overlay_caption(target: str, probability: float | None, method: str) -> str:
+    """The caption under an overlay, e.g. "Pneumonia (probability 83%): Grad-CAM"."""
+    return caption(target, probability, method)
+
+
+def vitals_chart(study: Study, vitals: VitalsMap | None, title: str, path: Path) -> np.ndarray | None:
+    """uint8 (H, W, 3): the vital signs, each step shaded by relevance (unshaded when no map was computed); None without vitals."""
+    series = study.vitals
+    if series is None or not series.mask.any():
+        return None
+    if vitals is None:  # same grid, no relevance: the chart still shows the values
+        vitals = VitalsMap(series.start, float(series.step_seconds), tuple(series.channels), np.zeros(series.values.shape), series.mask.copy())
+    render_vitals(series, vitals, title, path)
+    with Image.open(path) as png:
+        return np.asarray(png.convert("RGB"))
+
