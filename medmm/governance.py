@@ -3,7 +3,8 @@
 `write_governance(out_dir, evaluation, audit, checkpoint_config)` writes model_card.md,
 intended_use.md and risk_register.md from evaluation.json, audit.json and the checkpoint's
 config.json. `regenerate` runs evaluate + audit + report + these documents in one go; it is
-what `python -m medmm.governance` calls (the command documented in governance/audits/README.md).
+what `python -m medmm.governance` calls (the command documented in governance/audits/README.md);
+with `--from-run DIR` it takes a finished evaluation folder (what `medmm demo` writes) instead.
 """
 
 from __future__ import annotations
@@ -311,14 +312,40 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m medmm.governance`: regenerate the audit of a model and the governance documents."""
     parser = argparse.ArgumentParser(prog="python -m medmm.governance", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint folder (e.g. medmm-demo/model)")
-    parser.add_argument("--cohort", required=True, help="cohort folder with val and test splits (e.g. medmm-demo/cohort)")
+    parser.add_argument("--cohort", help="cohort folder with val and test splits (e.g. medmm-demo/cohort); not needed with --from-run")
     parser.add_argument("--audit-dir", default="governance/audits/default", help="where evaluation/audit JSON, plots and report.html go")
     parser.add_argument("--out", default="governance", help="where model_card.md, intended_use.md and risk_register.md go")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-run", help="an evaluation folder already written (e.g. medmm-demo/evaluation): copy it instead of evaluating again")
     args = parser.parse_args(argv)
-    for path in regenerate(args.model, args.cohort, args.audit_dir, args.out, n_boot=args.n_boot, seed=args.seed):
+    if not (args.from_run or args.cohort):
+        parser.error("give --cohort DIR (to evaluate) or --from-run DIR (a finished evaluation)")
+    paths = from_run(args.from_run, args.model, args.audit_dir, args.out) if args.from_run else regenerate(
+        args.model, args.cohort, args.audit_dir, args.out, n_boot=args.n_boot, seed=args.seed
+    )
+    for path in paths:
         print(path)
+
+
+def from_run(run_dir: str | Path, model_dir: str | Path, audit_dir: str | Path, governance_dir: str | Path) -> list[Path]:
+    """Copy a finished evaluation folder's JSON and HTML (plots are embedded in the HTML) into audit_dir; write the documents."""
+    import shutil
+
+    from medmm.checkpoint import verify
+
+    evaluation, audit = load_run(run_dir)
+    target = Path(audit_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in ("evaluation.json", "audit.json", "report.html", "audit.html"):
+        if (Path(run_dir) / name).is_file():
+            copied.append(Path(shutil.copy2(Path(run_dir) / name, target / name)))
+    try:
+        config = verify(model_dir)
+    except CheckpointError:
+        config = None
+    return [*copied, *write_governance(governance_dir, evaluation, audit, config)]
 
 
 if __name__ == "__main__":
