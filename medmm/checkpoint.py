@@ -140,6 +140,11 @@ def _write_checksums(directory: Path) -> None:
     (directory / "checksums.json").write_text(json.dumps(sums, indent=2, sort_keys=True))
 
 
+def checkpoint_id(directory: str | Path) -> str:
+    """The model id: the first 16 hex digits of the SHA-256 of checksums.json (which pins every file, calibration included)."""
+    return hashlib.sha256((Path(directory) / "checksums.json").read_bytes()).hexdigest()[:16]
+
+
 def update_calibration(directory: str | Path, calibration: dict) -> None:
     """Add or replace calibration.json (temperature, conformal threshold) and refresh the checksums."""
     directory = Path(directory)

@@ -7,7 +7,6 @@ conformal set, and drafts the impression.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -79,12 +78,11 @@ class Predictor:
         text_backbone: torch.nn.Module | None = None,
     ) -> "Predictor":
         """Load a checkpoint folder; its model id is derived from the checksums of its files."""
-        from medmm.checkpoint import load_checkpoint
+        from medmm.checkpoint import checkpoint_id, load_checkpoint
 
         directory = Path(directory)
         model = load_checkpoint(directory, device=device, text_backbone=text_backbone)
-        model_id = hashlib.sha256((directory / "checksums.json").read_bytes()).hexdigest()[:16]
-        return cls(model, note_tokenizer=note_tokenizer, model_id=model_id)
+        return cls(model, note_tokenizer=note_tokenizer, model_id=checkpoint_id(directory))
 
     @property
     def temperature(self) -> float:

@@ -81,10 +81,10 @@ def patient_groups(demographics: Demographics | None) -> dict[str, str]:
 def model_ids(model_dir: str | Path) -> frozenset[str]:
     """The ids an audit may name this checkpoint by: its id now, and its id before a calibration file was added.
 
-    An id is the first 16 hex digits of the SHA-256 of checksums.json. Evaluating a checkpoint
-    writes its calibration into it after the audit has recorded its id, so the same weights are
-    also known by the id of their checksums without calibration.json (written as the checkpoint
-    writes them: sorted keys, indent 2).
+    An id is the first 16 hex digits of the SHA-256 of checksums.json. An audit made before the
+    checkpoint was calibrated names the same weights by the id of their checksums without
+    calibration.json (written as the checkpoint writes them: sorted keys, indent 2); those audits
+    are matched too.
     """
     path = Path(model_dir) / "checksums.json"
     try:

@@ -41,7 +41,7 @@ def run_evaluation(
     and written to out_dir/audit.json (what `run_audit` would write, without scoring again).
     """
     from medmm.ablation import impression_quality
-    from medmm.checkpoint import update_calibration
+    from medmm.checkpoint import checkpoint_id, update_calibration
 
     predictor, cohort = _open(model_dir, cohort_dir)
     val, test, test_items = _score_splits(predictor, cohort, progress)
@@ -60,6 +60,9 @@ def run_evaluation(
     calibration = fitted.calibration_json(cohort.root.name) if saved else predictor.calibration
     if saved:
         update_calibration(model_dir, calibration)
+        # the new calibration.json changes the checkpoint's id: name the model as it is now served
+        info = {**info, "id": checkpoint_id(model_dir), "id_before_calibration": info["id"]}
+        evaluation["model"] = info
     evaluation["checkpoint"] = {
         "calibration_saved": saved,
         "file": "calibration.json",

@@ -271,6 +271,7 @@ def test_run_evaluation_saves_calibration_that_the_predictor_then_uses(tiny, tmp
 
     predictor = Predictor.from_checkpoint(model_dir)  # reads the new calibration.json (checksums refreshed)
     assert predictor.temperature == evaluation["calibration"]["temperature"]
+    assert evaluation["model"]["id"] == predictor.model_id != evaluation["model"]["id_before_calibration"]  # the id it is served by
     test = CaseSet(Cohort.open(cohort_dir).split("test"), predictor.preprocessor, note_encoder=predictor.model.encoders["notes"], progress=False)
     p = case_probabilities(predictor, test.items)
     y = np.stack([it["labels"].numpy() for it in test.items]).astype(int)
