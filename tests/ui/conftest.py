@@ -125,6 +125,25 @@ def full_patient(cohort: Path) -> Path:
     raise AssertionError("no full patient in the cohort")
 
 
+def image_files_and_patient_id(folder: Path) -> tuple[list[Path], str]:
+    """A patient's DICOM files (what a PACS would hold) and the PatientID they carry."""
+    import pydicom
+
+    files = sorted((folder / "images").rglob("*.dcm"))
+    return files, str(pydicom.dcmread(files[0], stop_before_pixels=True).PatientID)
+
+
+@pytest.fixture(scope="module")
+def served(ui_model, ui_predictor, small_cohort, tmp_path_factory):
+    """The app serving the tiny model over the small cohort, one per test module: (service, url)."""
+    work = tmp_path_factory.mktemp("ui-served")
+    service = make_service(ui_model, work, small_cohort, predictor=ui_predictor)
+    app, url = launch(service, work)
+    yield service, url
+    app.close()
+    service.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import pytest
 from medmm.io import load_study
 from medmm.io.fhir import read_fhir
 from tests.io.test_pacs import ORTHANC, PLUGIN, running_orthanc, store
-from tests.ui.conftest import full_patient, launch, make_service, patient_files, store_events
+from tests.ui.conftest import full_patient, image_files_and_patient_id, launch, make_service, patient_files, store_events
 
 pytestmark = pytest.mark.slow
 OUTPUTS = ("status", "modalities", "diagnoses", "impression", "card", "series", "preset", "slice", "viewer", "target",
@@ -24,16 +24,6 @@ OUTPUTS = ("status", "modalities", "diagnoses", "impression", "card", "series", 
 
 def named(output: tuple) -> dict:
     return dict(zip(OUTPUTS, output, strict=True))
-
-
-@pytest.fixture(scope="module")
-def served(ui_model, ui_predictor, small_cohort, tmp_path_factory):
-    work = tmp_path_factory.mktemp("ui-app")
-    service = make_service(ui_model, work, small_cohort, predictor=ui_predictor)
-    app, url = launch(service, work)
-    yield service, url
-    app.close()
-    service.close()
 
 
 def raw_get(url: str, target: str) -> tuple[int, bytes]:
@@ -201,9 +191,7 @@ def test_search_and_pull_from_a_dicomweb_server_through_the_app(ui_model, ui_pre
     import pydicom
     from gradio_client import Client
 
-    folder = full_patient(small_cohort)
-    files = sorted((folder / "images").rglob("*.dcm"))
-    patient_id = pydicom.dcmread(files[0], stop_before_pixels=True).PatientID
+    files, patient_id = image_files_and_patient_id(full_patient(small_cohort))
     with running_orthanc(tmp_path / "orthanc") as pacs:
         store(pacs, files)
         service = make_service(ui_model, tmp_path / "work", predictor=ui_predictor, pacs_url=f"{pacs}/dicom-web")

@@ -25,16 +25,6 @@ pytestmark = [
 WAIT = 120  # seconds; the machine may be busy
 
 
-@pytest.fixture(scope="module")
-def served(ui_model, ui_predictor, small_cohort, tmp_path_factory):
-    work = tmp_path_factory.mktemp("ui-browser")
-    service = make_service(ui_model, work, small_cohort, predictor=ui_predictor)
-    app, url = launch(service, work)
-    yield service, url
-    app.close()
-    service.close()
-
-
 @pytest.fixture()
 def browser(tmp_path):
     from selenium import webdriver

@@ -18,7 +18,7 @@ from medmm.explain.explainer import explain_study
 from medmm.io import load_study
 from medmm.io.fhir import read_fhir
 from tests.io.test_pacs import ORTHANC, PLUGIN, running_orthanc, store
-from tests.ui.conftest import full_patient, make_service, patient_files, store_events
+from tests.ui.conftest import full_patient, image_files_and_patient_id, make_service, patient_files, store_events
 from ui.session import ClinicianService
 
 
@@ -226,11 +226,8 @@ def test_the_audit_and_model_card_are_found_next_to_the_model(service, ui_model)
 
 @pytest.mark.skipif(not (ORTHANC.is_file() and PLUGIN.is_file()), reason="Orthanc and its DICOMweb plugin are not installed")
 def test_a_study_pulled_from_dicomweb_is_read_and_analysed(ui_model, ui_predictor, small_cohort, tmp_path):
-    import pydicom
-
     folder = full_patient(small_cohort)
-    files = sorted((folder / "images").rglob("*.dcm"))
-    patient_id = pydicom.dcmread(files[0], stop_before_pixels=True).PatientID
+    files, patient_id = image_files_and_patient_id(folder)
     with running_orthanc(tmp_path / "orthanc") as url:
         store(url, files)
         svc = make_service(ui_model, tmp_path / "work", predictor=ui_predictor, pacs_url=f"{url}/dicom-web")
