@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from medmm.data import collate, to_device
-from medmm.prompts import IMPRESSION_PROMPT, diagnoses_named
+from medmm.prompts import diagnoses_named
 from medmm.records import MODALITIES
 
 
@@ -43,7 +43,8 @@ def impression_quality(predictor, items: list[dict], batch_size: int = 16) -> di
 
     The true top diagnosis of a case is its true diagnosis the model rates most probable. A
     contradiction is a named diagnosis the case does not have, or any diagnosis named for a
-    case that has none.
+    case that has none. Impressions are written after the model's impression prompts (guided
+    by these probabilities when the model has the guide), as Predictor writes them.
     """
     names = predictor.model.config.diagnoses
     positives = top_hits = all_hits = contradiction_free = 0
@@ -51,7 +52,7 @@ def impression_quality(predictor, items: list[dict], batch_size: int = 16) -> di
     for batch in _batches(items, batch_size):
         batch = to_device(batch, predictor.device)
         probs = predictor.probabilities(batch)
-        texts = predictor.model.generate(batch, [IMPRESSION_PROMPT] * probs.shape[0])
+        texts = predictor.model.generate(batch, predictor.impression_prompts(probs))
         for row, text in enumerate(texts):
             truth = {names[k] for k in np.flatnonzero(batch["labels"][row].cpu().numpy())}
             said = diagnoses_named(text)

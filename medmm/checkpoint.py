@@ -39,7 +39,7 @@ FORMAT = "medmm-checkpoint/1"
 
 def _skips_notes(model) -> bool:
     """Whether the notes encoder's weights stay out of the checkpoint (frozen, default model)."""
-    return "notes" in model.encoders and model.config.notes.frozen and model.config.notes.model_path is None
+    return "notes" in getattr(model, "encoders", {}) and model.config.notes.frozen and model.config.notes.model_path is None
 
 
 def stored_parameter_names(model) -> list[str]:

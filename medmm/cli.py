@@ -110,13 +110,13 @@ def train(
     config: Path = typer.Option(..., "--config", help="Recipe YAML (training/configs/*.yaml); its `recipe` key names the recipe."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. train.epochs=3 out=runs/x"),
 ) -> None:
-    """Run a training recipe (pretrain_lm, align or finetune) from its YAML config."""
+    """Run a training recipe (pretrain_lm, pretrain_image, align or finetune) from its YAML config."""
     from medmm.errors import ConfigError
-    from medmm.train.recipe import load_recipe_config
+    from medmm.train.recipe import RECIPES, load_recipe_config
 
     cfg = load_recipe_config(config, overrides or [])
-    if cfg.recipe not in ("pretrain_lm", "align", "finetune"):
-        raise ConfigError(f"unknown recipe {cfg.recipe!r} (pretrain_lm | align | finetune)", path=config, where="recipe")
+    if cfg.recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {cfg.recipe!r} ({' | '.join(RECIPES)})", path=config, where="recipe")
     result = importlib.import_module(f"training.{cfg.recipe}").run(cfg)
     typer.echo(json.dumps(_jsonable(result)))
 

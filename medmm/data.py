@@ -52,19 +52,29 @@ def to_device(batch: dict, device: torch.device | str) -> dict:
 class LMInputs:
     input_ids: Tensor  # (B, T) right-padded: BOS, prompt, target, EOS
     attention_mask: Tensor  # (B, T)
-    pool_index: Tensor  # (B,) position of each row's last prompt token
+    pool_index: Tensor  # (B,) position of each row's last prompt (or pool prefix) token
     labels: Tensor  # (B, T) target token ids, -100 on BOS, prompt and padding
 
 
-def lm_inputs(tokenizer, prompts: Sequence[str], targets: Sequence[str | None], max_length: int = 128) -> LMInputs:
+def lm_inputs(
+    tokenizer,
+    prompts: Sequence[str],
+    targets: Sequence[str | None],
+    max_length: int = 128,
+    pool_prefixes: Sequence[str] | None = None,
+) -> LMInputs:
     """Token ids for prompt + target rows; a None target gives a prompt-only row (no LM loss).
 
     Rows are BOS (when the tokenizer has one), the prompt, then " " + target and EOS, cut to
     `max_length`; the diagnosis head reads the last prompt token, which the cut never removes
-    unless the prompt alone is longer than `max_length`.
+    unless the prompt alone is longer than `max_length`. With `pool_prefixes`, the head reads
+    the last token of row i's prefix instead (its tokens must begin the prompt's), so text after
+    it in the prompt (a guide) is read by the LM but not by the head; it is never a target.
     """
     if len(prompts) != len(targets) or not prompts:
         raise ConfigError(f"expected as many targets as prompts (>0), got {len(targets)} and {len(prompts)}", where="lm inputs")
+    if pool_prefixes is not None and len(pool_prefixes) != len(prompts):
+        raise ConfigError(f"expected as many pool prefixes as prompts, got {len(pool_prefixes)} and {len(prompts)}", where="lm inputs")
     if max_length < 1:
         raise ConfigError(f"max_length must be positive, got {max_length}", where="lm inputs")
     bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
@@ -73,10 +83,16 @@ def lm_inputs(tokenizer, prompts: Sequence[str], targets: Sequence[str | None], 
         p = bos + tokenizer.encode(prompt, add_special_tokens=False)
         if not p:
             raise ConfigError("prompt gives no tokens and the tokenizer has no BOS", where=f"lm inputs row {index}")
+        pooled = len(p)
+        if pool_prefixes is not None:
+            prefix = bos + tokenizer.encode(pool_prefixes[index], add_special_tokens=False)
+            if not prefix or p[: len(prefix)] != prefix:
+                raise ConfigError(f"pool prefix {pool_prefixes[index]!r} does not begin the prompt {prompt!r}", where=f"lm inputs row {index}")
+            pooled = len(prefix)
         t = [] if target is None else tokenizer.encode(" " + target, add_special_tokens=False) + [tokenizer.eos_token_id]
         ids = (p + t)[:max_length]
         rows.append(ids)
-        pools.append(min(len(p), max_length) - 1)
+        pools.append(min(pooled, max_length) - 1)
         label_rows.append(([-100] * len(p) + t)[:max_length])
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)

@@ -3,13 +3,16 @@
 Two outputs from one LM pass: multi-label diagnosis logits from the hidden state at the end of
 the prompt, and the LM loss on the impression (or answer) that follows it. `generate` writes an
 impression conditioned on every present modality; encoder outputs and cross-attention keys and
-values are computed once per case and reused for every new token.
+values are computed once per case and reused for every new token. With `impression_guide` the
+impression's prompt names the diagnoses the head rates positive (`impression_prompts`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,6 +26,7 @@ from medmm.errors import ConfigError
 from medmm.fusion.context import MultimodalContext
 from medmm.fusion.layers import CrossAttentionFusion, FusionConfig
 from medmm.fusion.resampler import PerceiverResampler
+from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.records import MODALITIES
 from medmm.transforms.study import PreprocessConfig
 
@@ -54,6 +58,16 @@ class ModelConfig:
     head_reads_latents: bool = True
     modality_dropout: float = 0.0  # training only: chance of hiding each present modality of a row
     max_new_tokens: int = 48  # default impression length
+    # Guided impression: the prompt of the impression names the diagnoses whose calibrated
+    # probability reaches their operating threshold (fitted on the validation split by the
+    # calibration; guide_threshold where there is none): "Impression: [suspected: ...]". The
+    # diagnosis head still pools the plain "Impression:" prompt, so the guide never reaches it.
+    impression_guide: bool = False
+    guide_threshold: float = 0.5  # calibrated probability at which a diagnosis is named, without operating thresholds
+    # Which diagnoses the guide names once the model is calibrated: "operating" (probability at or
+    # above the diagnosis's operating threshold) or "conformal" (the conformal set: every
+    # diagnosis not ruled out at the calibrated coverage, a differential as the interface shows it).
+    guide_set: str = "operating"
 
 
 @dataclass
@@ -71,6 +85,10 @@ class MedMM(nn.Module):
         unknown = set(config.modalities) - set(MODALITIES)
         if unknown or not config.modalities:
             raise ConfigError(f"modalities must be a non-empty subset of {MODALITIES}", where="model.modalities")
+        if config.guide_set not in ("operating", "conformal"):
+            raise ConfigError(f"expected operating or conformal, got {config.guide_set!r}", where="model.guide_set")
+        if not 0.0 <= config.guide_threshold <= 1.0:
+            raise ConfigError(f"expected a probability in [0, 1], got {config.guide_threshold}", where="model.guide_threshold")
         self.config = config
         self.tokenizer = backbone.tokenizer
         self.backbone_info = backbone
@@ -247,6 +265,22 @@ class MedMM(nn.Module):
             if bool(done.all()):
                 break
         return new
+
+    def impression_prompts(self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[str]:
+        """The impression prompt of each row of calibrated probabilities (B, K): guided or plain (see ModelConfig).
+
+        `thresholds` (diagnosis -> probability; the calibrated operating points) replace
+        `guide_threshold` for the diagnoses they name.
+        """
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.ndim != 2 or probs.shape[1] != len(self.config.diagnoses):
+            raise ConfigError(f"expected probabilities (B, {len(self.config.diagnoses)}), got {probs.shape}", where="impression prompts")
+        if not self.config.impression_guide:
+            return [IMPRESSION_PROMPT] * probs.shape[0]
+        names = self.config.diagnoses
+        cut = np.array([float((thresholds or {}).get(n, self.config.guide_threshold)) for n in names])  # (K,)
+        # least probable first, the most probable last (next to the impression, which reads the guide backwards)
+        return [guided_prompt([names[k] for k in np.argsort(-row, kind="stable")[::-1] if row[k] >= cut[k]]) for row in probs]
 
     def decode(self, new_ids: Tensor) -> list[str]:
         """Text of each row of new token ids (B, N), cut at the first EOS."""

@@ -21,7 +21,7 @@ import medmm
 from medmm.codes import DIAGNOSES
 from medmm.data import collate, to_device
 from medmm.errors import ConfigError
-from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
+from medmm.prompts import IMPRESSION_PROMPT, guided_prompt, qa_prompt
 from medmm.records import MODALITIES, DiagnosisScore, Prediction, Study
 from medmm.transforms.study import StudyPreprocessor
 
@@ -110,6 +110,17 @@ class Predictor:
         logits = self.logits(batch, modalities).float().cpu().numpy().astype(np.float64)  # (B, K)
         return expit(logits / self.temperature)
 
+    def impression_prompts(self, probs: np.ndarray) -> list[str]:
+        """The impression prompt of each row of calibrated probabilities (B, K).
+
+        A guide names the conformal set where the model asks for it and is calibrated with a
+        conformal threshold, else the diagnoses at or above their calibrated operating thresholds.
+        """
+        config = self.model.config
+        if config.impression_guide and config.guide_set == "conformal" and self.calibration.get("conformal_threshold") is not None:
+            return [guided_prompt(self.conformal_set(row)[::-1]) for row in np.asarray(probs, dtype=np.float64)]  # most probable last
+        return self.model.impression_prompts(probs, self.calibration.get("operating_thresholds"))
+
     def conformal_set(self, probs: np.ndarray) -> tuple[str, ...]:
         """Diagnoses with 1 - p <= q (q: the calibrated threshold), most probable first; () uncalibrated."""
         threshold = self.calibration.get("conformal_threshold")
@@ -127,7 +138,9 @@ class Predictor:
     ) -> list[Prediction]:
         """One Prediction per study; modalities a study has but the model cannot use are stated as warnings.
 
-        `max_new_tokens` bounds the impression's length (None: the model's default).
+        `max_new_tokens` bounds the impression's length (None: the model's default). With the
+        model's impression guide, the impression is written after the diagnoses whose calibrated
+        probability reaches its threshold.
         """
         start = time.perf_counter()
         with self.lock:
@@ -135,7 +148,7 @@ class Predictor:
             probs = self.probabilities(batch)
             used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
             texts = (
-                self.model.generate(batch, [IMPRESSION_PROMPT] * len(studies), max_new_tokens=max_new_tokens)
+                self.model.generate(batch, self.impression_prompts(probs), max_new_tokens=max_new_tokens)
                 if impression
                 else [""] * len(studies)
             )

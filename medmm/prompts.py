@@ -1,7 +1,9 @@
 """Text the language model reads and writes: prompts, impression targets, question-answer pairs.
 
 Impressions are short and structured so that an evaluation can read back which diagnoses they
-name (`diagnoses_named`) and whether they contradict the truth.
+name (`diagnoses_named`) and whether they contradict the truth. A guided impression prompt
+(`guided_prompt`) names the diagnoses the model suspects after "Impression:", and the
+impression is written after it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from medmm.codes import DIAGNOSES, DIAGNOSIS_NAMES
+from medmm.errors import ConfigError
 
 IMPRESSION_PROMPT = "Impression:"
 QUESTION_PREFIX = "Question:"
@@ -30,12 +33,17 @@ EVIDENCE_WORDS: dict[str, dict[str, str]] = {
 MODALITY_WORDS = {"image": "the radiograph", "vitals": "the vital signs", "notes": "the notes"}
 
 
-def impression_text(labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None) -> str:
-    """The target impression for a case: diagnoses in a fixed order, each with its evidence.
+def impression_text(
+    labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None, order: Sequence[str] = ()
+) -> str:
+    """The target impression for a case: its diagnoses, each with its evidence.
 
-    `evidence` maps a diagnosis to the modalities that carry its evidence in this case.
+    `evidence` maps a diagnosis to the modalities that carry its evidence in this case. The
+    diagnoses named in `order` come first, in that order (a guide's order), then the others in
+    the fixed order.
     """
-    names = [n for n in DIAGNOSIS_NAMES if n in set(labels)]
+    first = [n for n in dict.fromkeys(order) if n in set(labels)]
+    names = first + [n for n in DIAGNOSIS_NAMES if n in set(labels) and n not in first]
     if not names:
         return f"{NO_FINDING}."
     parts = []
@@ -44,6 +52,19 @@ def impression_text(labels: Sequence[str], evidence: Mapping[str, Sequence[str]]
         support = "; ".join(EVIDENCE_WORDS[name][m] for m in mods)
         parts.append(f"{_DISPLAY[name]}" + (f" ({support})" if support else ""))
     return ", ".join(parts) + "."
+
+
+def guided_prompt(names: Sequence[str]) -> str:
+    """The impression prompt that names the suspected diagnoses in the given order, or "none".
+
+    The model's own guide lists them from least to most probable, and the impression names them
+    the other way round (see medmm.train.targets.guided_pair)."""
+    unknown = sorted(set(names) - set(DIAGNOSIS_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown diagnosis name(s) {unknown}; known: {', '.join(DIAGNOSIS_NAMES)}", where="guided prompt")
+    chosen = [_DISPLAY[n] for n in dict.fromkeys(names)]
+    # it ends in "]", which no training text ends with: after "." the LM would soon write EOS
+    return f"{IMPRESSION_PROMPT} [suspected: {'; '.join(chosen) if chosen else 'none'}]"
 
 
 _NEGATION = re.compile(r"\b(no|not|without|negative for|denies|free of)\b[^.,;()]*$")

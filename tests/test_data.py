@@ -8,8 +8,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from medmm.backbone_tokenizer import build_tokenizer
 from medmm.data import collate, lm_inputs, to_device
 from medmm.errors import ConfigError
+from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 
 VOCAB = {
     "<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3,
@@ -63,6 +65,41 @@ def test_lm_inputs_refuses_what_cannot_be_batched():
         lm_inputs(word_tokenizer(bos=False), ["Impression:", ""], [None, None])
     with pytest.raises(ConfigError, match="max_length"):
         lm_inputs(word_tokenizer(), ["Impression:"], [None], max_length=0)
+
+
+def test_lm_inputs_pool_at_the_end_of_a_prefix_of_the_prompt():
+    # row 0: the prompt "Impression: pneumonia ." with prefix "Impression:"; row 1: prefix = whole prompt
+    out = lm_inputs(
+        word_tokenizer(), ["Impression: pneumonia .", "Question: effusion? Answer:"], ["yes", None],
+        pool_prefixes=["Impression:", "Question: effusion? Answer:"],
+    )
+    assert out.input_ids.tolist() == [[1, 4, 8, 9, 10, 2], [1, 5, 6, 7, 0, 0]]
+    assert out.pool_index.tolist() == [1, 3]  # "Impression:" of row 0; the prompt's end in row 1
+    assert out.labels.tolist() == [[-100, -100, -100, -100, 10, 2], [-100] * 6]  # the text after the prefix is never a target
+    plain = lm_inputs(word_tokenizer(), ["Impression: pneumonia .", "Question: effusion? Answer:"], ["yes", None])
+    assert torch.equal(plain.input_ids, out.input_ids) and torch.equal(plain.labels, out.labels)
+    assert plain.pool_index.tolist() == [3, 3]
+
+
+def test_lm_inputs_refuses_a_pool_prefix_that_does_not_begin_the_prompt():
+    with pytest.raises(ConfigError, match="does not begin the prompt") as err:
+        lm_inputs(word_tokenizer(), ["Impression:", "Impression: pneumonia"], [None, None], pool_prefixes=["Impression:", "pneumonia"])
+    assert err.value.where == "lm inputs row 1"
+    with pytest.raises(ConfigError, match="as many pool prefixes"):
+        lm_inputs(word_tokenizer(), ["Impression:"], [None], pool_prefixes=[])
+
+
+def test_the_guided_prompt_begins_with_the_plain_prompt_in_the_embedded_tokenizer():
+    tok = build_tokenizer()
+    prompt = guided_prompt(["sepsis", "pneumonia"])
+    assert prompt == "Impression: [suspected: sepsis; pneumonia]"
+    plain = [tok.bos_token_id] + tok.encode(IMPRESSION_PROMPT, add_special_tokens=False)
+    guided = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
+    assert guided[: len(plain)] == plain and len(guided) > len(plain)
+    out = lm_inputs(tok, [prompt], ["sepsis."], pool_prefixes=[IMPRESSION_PROMPT])
+    assert int(out.pool_index[0]) == len(plain) - 1
+    assert (out.labels[0, : len(guided)] == -100).all()  # the guide is never a target
+    assert out.labels[0, len(guided) :].tolist() == tok.encode(" sepsis.", add_special_tokens=False) + [tok.eos_token_id]
 
 
 def item(seed: int, study_id: str) -> dict:

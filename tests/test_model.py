@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import bitsandbytes as bnb
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -380,6 +381,30 @@ def test_unknown_modalities_are_a_config_error():
         tiny_model(tiny_config(modalities=("image", "genome")))
     with pytest.raises(ConfigError, match="modalities"):
         tiny_model(tiny_config(modalities=()))
+
+
+def test_impression_prompts_name_the_diagnoses_at_or_above_the_threshold():
+    model = tiny_model()
+    probs = np.array([[0.9, 0.1, 0.4, 0.39, 0.6], [0.0, 0.2, 0.3, 0.1, 0.39], [1.0, 1.0, 1.0, 1.0, 1.0]])  # (3, K)
+    assert model.impression_prompts(probs) == ["Impression:"] * 3  # no guide: the plain prompt
+    model.config = dataclasses.replace(model.config, impression_guide=True, guide_threshold=0.4)
+    assert model.impression_prompts(probs) == [
+        "Impression: [suspected: pleural effusion; sepsis; pneumonia]",  # most probable last; 0.4 is at the threshold
+        "Impression: [suspected: none]",
+        "Impression: [suspected: sepsis; pneumothorax; pleural effusion; heart failure; pneumonia]",  # ties: the fixed order, reversed
+    ]
+    # calibrated operating thresholds replace guide_threshold for the diagnoses they name
+    cut = {"pneumonia": 0.95, "heart_failure": 0.2, "sepsis": 0.7}
+    assert model.impression_prompts(probs, cut) == [
+        "Impression: [suspected: pleural effusion]",  # pneumonia 0.9 < 0.95, sepsis 0.6 < 0.7
+        "Impression: [suspected: heart failure]",  # 0.2 at its own threshold
+        "Impression: [suspected: sepsis; pneumothorax; pleural effusion; heart failure; pneumonia]",  # ties: the fixed order, reversed
+    ]
+    with pytest.raises(ConfigError, match="expected probabilities"):
+        model.impression_prompts(probs[:, :4])
+    with pytest.raises(ConfigError, match="probability") as err:
+        tiny_model(tiny_config(guide_threshold=1.5))
+    assert err.value.where == "model.guide_threshold"
 
 
 # -- the LM loss and the pooled diagnosis logits -----------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import datetime, timezone
 
@@ -15,10 +16,10 @@ from medmm.codes import DIAGNOSES, VITAL_SIGNS
 from medmm.data import collate
 from medmm.errors import ConfigError
 from medmm.predict import Predictor
-from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
+from medmm.prompts import IMPRESSION_PROMPT, guided_prompt, qa_prompt
 from medmm.records import ClinicalNote, ImageSeries, Issue, Study, VitalSeries
 from medmm.transforms.study import StudyPreprocessor
-from tests.test_model import note_tokenizer, open_gates, randomize, tiny_bert, tiny_model
+from tests.test_model import note_tokenizer, open_gates, randomize, tiny_bert, tiny_config, tiny_model
 
 STUDY_TIME = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 DISPLAY = {d.name: d.display for d in DIAGNOSES}
@@ -50,6 +51,16 @@ def model():
     m = tiny_model().eval()
     randomize(m.lm, 0.1)
     randomize(m.head, 0.5, seed=4)  # spread-out probabilities, so ranking and sets are clear-cut
+    open_gates(m, 0.3)
+    return m
+
+
+@pytest.fixture()
+def guided_model():
+    """The `model` fixture's weights with the impression guide on."""
+    m = tiny_model(tiny_config(impression_guide=True)).eval()
+    randomize(m.lm, 0.1)
+    randomize(m.head, 0.5, seed=4)
     open_gates(m, 0.3)
     return m
 
@@ -167,3 +178,66 @@ def test_ask_answers_after_the_question_prompt(model):
     answer = predictor.ask(study, "is there a pleural effusion?", max_new_tokens=5)
     expected = model.generate(predictor.batch([study]), [qa_prompt("is there a pleural effusion?")], max_new_tokens=5)[0]
     assert answer == expected and answer
+
+
+def test_a_guided_impression_is_written_after_the_diagnoses_at_or_above_the_threshold(guided_model):
+    model = guided_model
+    temperature = 1.3
+    studies = [make_study("g1", seed=0), make_study("g2", image=False, seed=5)]
+    probs = np.stack([1.0 / (1.0 + np.exp(-logits_by_hand(model, s) / temperature)) for s in studies])  # (2, K)
+    names = list(model.config.diagnoses)
+    ranked = np.sort(probs[0])[::-1]
+    threshold = float((ranked[1] + ranked[2]) / 2)  # the first study's two most probable are named
+    model.config = dataclasses.replace(model.config, guide_threshold=threshold)
+    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration={"temperature": temperature})
+    preds = predictor.predict_many(studies)
+
+    chosen = [[names[k] for k in np.argsort(-probs[row], kind="stable")[::-1] if probs[row, k] >= threshold] for row in range(len(studies))]  # most probable last
+    assert len(chosen[0]) == 2
+    prompts = [guided_prompt(c) for c in chosen]
+    batch = predictor.batch(studies)
+    assert [p.impression for p in preds] == model.generate(batch, prompts)
+    alone = predictor.predict(studies[0])
+    assert alone.impression == model.generate(predictor.batch(studies[:1]), prompts[:1])[0]
+    assert alone.impression != model.generate(predictor.batch(studies[:1]), [IMPRESSION_PROMPT])[0]  # the guide was read
+    for pred, p in zip(preds, probs):  # the diagnosis pools the plain prompt: the guide never reaches it
+        for score in pred.scores:
+            assert score.probability == pytest.approx(p[names.index(score.name)], abs=1e-6)
+
+
+def test_the_guide_uses_the_calibrated_operating_thresholds(guided_model):
+    model = guided_model
+    study = make_study("g3", seed=2)
+    probs = 1.0 / (1.0 + np.exp(-logits_by_hand(model, study)))  # (K,), temperature 1
+    names = list(model.config.diagnoses)
+    order = np.argsort(-probs)
+    # the most probable diagnosis is set just above its probability, the least probable just below
+    cut = {names[order[0]]: float(probs[order[0]]) + 1e-3, names[order[-1]]: float(probs[order[-1]]) - 1e-3}
+    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration={"temperature": 1.0, "operating_thresholds": cut})
+    expected = [names[k] for k in np.argsort(-probs, kind="stable")[::-1] if probs[k] >= cut.get(names[k], model.config.guide_threshold)]
+    assert names[order[0]] not in expected and names[order[-1]] in expected
+    assert predictor.impression_prompts(probs[None]) == [guided_prompt(expected)]
+    assert predictor.predict(study).impression == model.generate(predictor.batch([study]), [guided_prompt(expected)])[0]
+
+
+def test_a_conformal_guide_names_the_conformal_set(guided_model):
+    model = guided_model
+    study = make_study("g4", seed=4)
+    probs = 1.0 / (1.0 + np.exp(-logits_by_hand(model, study)))  # (K,), temperature 1
+    names = list(model.config.diagnoses)
+    ranked = np.sort(probs)[::-1]
+    q = float(1.0 - (ranked[1] + ranked[2]) / 2)  # the two most probable are in the set (1 - p <= q)
+    calibration = {"temperature": 1.0, "conformal_threshold": q, "operating_thresholds": dict.fromkeys(names, 0.0)}
+    saved = model.config
+    try:
+        model.config = dataclasses.replace(saved, guide_set="conformal")
+        predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration)
+        chosen = [names[k] for k in np.argsort(-probs, kind="stable") if 1.0 - probs[k] <= q]  # most probable first
+        assert len(chosen) == 2 and predictor.conformal_set(probs) == tuple(chosen)
+        assert predictor.impression_prompts(probs[None]) == [guided_prompt(chosen[::-1])]  # the guide: most probable last
+        model.config = dataclasses.replace(saved, guide_set="operating")  # every diagnosis at threshold 0
+        assert predictor.impression_prompts(probs[None]) == [guided_prompt([names[k] for k in np.argsort(-probs, kind="stable")[::-1]])]
+    finally:
+        model.config = saved
+    with pytest.raises(ConfigError, match="operating or conformal"):
+        tiny_model(tiny_config(guide_set="top"))

@@ -12,7 +12,6 @@ a model set up for QLoRA.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -21,18 +20,20 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from medmm.checkpoint import save_checkpoint
 from medmm.encoders.text import load_note_tokenizer
+from medmm.errors import ConfigError
 from medmm.io.cohort import Cohort
 from medmm.model import build_model
 from medmm.train.data import CaseSet, TextBatcher
+from medmm.train.image_pretrain import load_image_encoder
 from medmm.train.losses import diagnosis_loss
-from medmm.train.recipe import RecipeConfig, build_optimizer, load_recipe_config, macro_auroc, resolved, validation_scores
+from medmm.train.recipe import RecipeConfig, build_optimizer, macro_auroc, recipe_main, resolved, validation_scores
 from medmm.train.state import JsonlLogger, load_state, save_state
 from medmm.transforms.study import StudyPreprocessor
 
@@ -59,7 +60,10 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
     t = cfg.train
     out = Path(cfg.out)
     train_set, val_set = prepare_data(cfg, model, accelerator)
-    batcher = TextBatcher(model.tokenizer, qa_fraction=t.qa_fraction, seed=t.seed, max_length=t.max_length)
+    batcher = TextBatcher(
+        model.tokenizer, qa_fraction=t.qa_fraction, seed=t.seed, max_length=t.max_length,
+        guide=model.config.impression_guide, guide_drop=t.guide_drop, guide_add=t.guide_add,
+    )
     sampler_gen = torch.Generator().manual_seed(t.seed)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, shuffle=True, generator=sampler_gen, collate_fn=batcher, drop_last=len(train_set) > t.batch_size)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=32, collate_fn=TextBatcher(model.tokenizer, max_length=t.max_length))
@@ -157,6 +161,11 @@ def run(cfg: RecipeConfig) -> dict:
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, finetune="frozen")))
     accelerator, device = setup(cfg)
     model = build_model(cfg.model, lm_dir=cfg.lm_dir, device=device)
+    if cfg.image_init:
+        if "image" not in model.encoders:
+            raise ConfigError("image_init is set but the model has no image encoder", where="image_init")
+        meta = load_image_encoder(model.encoders["image"], cfg.image_init)
+        log.info("image encoder from %s (epoch %s, frozen: %s)", cfg.image_init, meta.get("epoch"), cfg.model.image.frozen)
     progress = fit(cfg, model, accelerator, lm_source=cfg.lm_dir)
     if accelerator.is_main_process:  # stdout is left to the caller (`medmm train` prints the result)
         log.info("align finished: %s", json.dumps(progress))
@@ -164,14 +173,7 @@ def run(cfg: RecipeConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*", help="key.path=value")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    progress = run(load_recipe_config(args.config, args.overrides))
-    if PartialState().is_main_process:
-        print(json.dumps({"recipe": "align", **progress}))
+    recipe_main("align", run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

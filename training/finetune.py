@@ -11,20 +11,18 @@ LoRA+ is `train.loraplus_lr_ratio`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 from pathlib import Path
 
-from accelerate import PartialState
 from safetensors.torch import load_file
 
 from medmm.checkpoint import verify
 from medmm.config import from_dict
 from medmm.errors import CheckpointError
 from medmm.model import ModelConfig, build_model
-from medmm.train.recipe import RecipeConfig, load_recipe_config
+from medmm.train.recipe import RecipeConfig, recipe_main
 from training.align import fit, setup
 
 log = logging.getLogger("medmm.train")
@@ -74,14 +72,7 @@ def run(cfg: RecipeConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*", help="key.path=value")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    progress = run(load_recipe_config(args.config, args.overrides))
-    if PartialState().is_main_process:
-        print(json.dumps({"recipe": "finetune", **progress}))
+    recipe_main("finetune", run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

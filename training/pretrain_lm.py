@@ -10,16 +10,14 @@ Writes <out>/lm: a Hugging Face folder (config.json, model.safetensors, tokenize
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import logging
 import math
 import random
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -28,19 +26,27 @@ from medmm.backbone import load_backbone
 from medmm.data import lm_inputs
 from medmm.io.cohort import Cohort
 from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
-from medmm.train.recipe import RecipeConfig, load_recipe_config
+from medmm.train.recipe import RecipeConfig, recipe_main
 from medmm.train.state import JsonlLogger
-from medmm.train.targets import case_text, load_truth
+from medmm.train.targets import case_text, guided_pair, load_truth
 
 
-def target_texts(cohort: Cohort) -> list[tuple[str, str]]:
-    """(prompt, target) pairs of the training split, from the manifest labels and truth files."""
+def target_texts(
+    cohort: Cohort, *, guide: bool = False, guide_drop: float = 0.1, guide_add: float = 0.05, seed: int = 0
+) -> list[tuple[str, str]]:
+    """(prompt, target) pairs of the training split, from the manifest labels and truth files.
+
+    With `guide`, the impression's prompt is the guided one, naming the case's diagnoses with the
+    training noise of TextBatcher (drawn from a `seed`ed generator) in a random order that the
+    impression follows, so the LM learns the guide.
+    """
+    rng = random.Random(seed)
     pairs = []
     for entry, row in zip(cohort.entries, cohort.manifest.to_dict("records")):
         labels = [x for x in str(row.get("labels") or "").split(";") if x]
         present = {m for m in ("image", "notes", "vitals") if str(row.get(f"has_{m}", "1")) in ("1", "True", "true")}
         text = case_text(labels, present, load_truth(entry.folder))
-        pairs.append((IMPRESSION_PROMPT, text.impression))
+        pairs.append(guided_pair(text, rng, guide_drop, guide_add) if guide else (IMPRESSION_PROMPT, text.impression))
         pairs.extend((qa_prompt(q.question), q.answer) for q in text.qa)
     return pairs
 
@@ -54,7 +60,10 @@ def run(cfg: RecipeConfig) -> dict:
     backbone_cfg = dataclasses.replace(cfg.model.backbone, finetune="full")
     backbone = load_backbone(backbone_cfg, weights_dir=cfg.lm_dir, device=accelerator.device)
     model, tokenizer = backbone.model, backbone.tokenizer
-    pairs = target_texts(Cohort.open(cfg.cohort).split("train"))
+    pairs = target_texts(
+        Cohort.open(cfg.cohort).split("train"),
+        guide=cfg.model.impression_guide, guide_drop=t.guide_drop, guide_add=t.guide_add, seed=t.seed,
+    )
     rng = random.Random(t.seed)
     steps_per_epoch = math.ceil(len(pairs) / t.batch_size)
     total = t.max_steps or steps_per_epoch * t.epochs
@@ -108,14 +117,7 @@ def run(cfg: RecipeConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*", help="key.path=value")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    result = run(load_recipe_config(args.config, args.overrides))
-    if PartialState().is_main_process:
-        print(json.dumps(result))
+    recipe_main("pretrain_lm", run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

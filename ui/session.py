@@ -28,7 +28,6 @@ from medmm.errors import CohortError, ConfigError, InputError, MedmmError
 from medmm.explain.explainer import StudyExplanation, explain_study
 from medmm.io import classify_files, load_study
 from medmm.io.pacs import StudySummary, retrieve_study, search_studies
-from medmm.prompts import IMPRESSION_PROMPT
 from medmm.records import Issue, Prediction, Study
 from ui.audit_card import GroupCard, group_card, load_audit, model_ids
 from ui.uploads import stage_uploads
@@ -333,7 +332,8 @@ class ClinicianService:
         """The drafted impression (the same generation `Predictor.predict` runs)."""
         with self.predictor.lock:
             batch = self.predictor.batch([study])
-            return self.predictor.model.generate(batch, [IMPRESSION_PROMPT], max_new_tokens=self.settings.max_new_tokens)[0]
+            prompts = self.predictor.impression_prompts(self.predictor.probabilities(batch))
+            return self.predictor.model.generate(batch, prompts, max_new_tokens=self.settings.max_new_tokens)[0]
 
     def _explanation(self, case: Case, diagnosis: str) -> dict[str, StudyExplanation]:
         explained = dict(case.explanations)

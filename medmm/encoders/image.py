@@ -32,6 +32,9 @@ class ImageEncoderConfig:
     norm: str = "batch"  # any MONAI norm name: batch | instance | group ...
     dropout: float = 0.0
     max_grid: int = 64  # largest feature-map side the positional embedding covers
+    # Frozen: no gradient reaches the weights and batch norm keeps its running statistics (eval
+    # mode whatever the caller asks); for an encoder pretrained alone (training/pretrain_image.py).
+    frozen: bool = False
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -68,6 +71,13 @@ class ImageEncoder(nn.Module):
         self.pos_axes = nn.ParameterList(
             [nn.Parameter(torch.randn(config.max_grid, config.dim) * 0.02) for _ in range(config.spatial_dims)]
         )
+        if config.frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """Switch mode; a frozen encoder stays in eval mode (batch-norm statistics fixed)."""
+        return super().train(mode and not self.config.frozen)
 
     @property
     def dim(self) -> int:

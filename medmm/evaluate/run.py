@@ -42,6 +42,7 @@ def run_evaluation(
     """
     from medmm.ablation import impression_quality
     from medmm.checkpoint import checkpoint_id, update_calibration
+    from medmm.predict import check_calibration
 
     predictor, cohort = _open(model_dir, cohort_dir)
     val, test, test_items = _score_splits(predictor, cohort, progress)
@@ -50,7 +51,6 @@ def run_evaluation(
         "model": info,
         "cohort": {**describe_cohort(cohort), "test": describe_split(test, test_items)},
         "ablation": modality_ablation(predictor, test_items, test),
-        "impression": impression_quality(predictor, test_items),
     }
     out = Path(out_dir)
     evaluation, fitted = evaluate_from_scores(
@@ -63,6 +63,9 @@ def run_evaluation(
         # the new calibration.json changes the checkpoint's id: name the model as it is now served
         info = {**info, "id": checkpoint_id(model_dir), "id_before_calibration": info["id"]}
         evaluation["model"] = info
+    # impressions as served: a guided impression names the diagnoses at the calibrated operating points
+    predictor.calibration = check_calibration(calibration)
+    evaluation["impression"] = impression_quality(predictor, test_items)
     evaluation["checkpoint"] = {
         "calibration_saved": saved,
         "file": "calibration.json",
@@ -160,6 +163,8 @@ def model_info(predictor, model_dir: str | Path) -> dict:
         "preprocess": {"image_size": cfg.preprocess.image_size, "window_hours": cfg.preprocess.window_hours,
                        "step_minutes": cfg.preprocess.step_minutes, "max_notes": cfg.preprocess.max_notes},
         "parameters": int(sum(p.numel() for p in model.parameters())),
+        "image_encoder_frozen": bool(cfg.image.frozen) if "image" in cfg.modalities else None,
+        "impression_guide": cfg.guide_set if cfg.impression_guide else None,
         "calibration_before_run": dict(predictor.calibration),
     }
 

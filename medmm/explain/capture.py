@@ -43,6 +43,7 @@ class Target:
     name: str  # a diagnosis name of the model, or "impression"
     index: int | None = None  # column of the diagnosis head; None for the impression
     impression_ids: tuple[int, ...] = ()  # the generated tokens (through EOS) the impression score sums over
+    prompt: str = IMPRESSION_PROMPT  # the prompt the impression was written after (guided or plain)
 
 
 def attention_sites(model) -> dict[AttentionSite, nn.Module]:
@@ -120,14 +121,18 @@ def diagnosis_target(model, name: str) -> Target:
     return Target(name, names.index(name))
 
 
-def impression_target(model, batch: dict, *, max_new_tokens: int | None = None) -> Target:
-    """The target for the impression the model writes for this one-case batch (greedy, as Predictor does)."""
+def impression_target(model, batch: dict, *, max_new_tokens: int | None = None, prompt: str = IMPRESSION_PROMPT) -> Target:
+    """The target for the impression the model writes after `prompt` for this one-case batch (greedy, as Predictor does).
+
+    Pass the prompt Predictor uses (`Predictor.impression_prompts` of the calibrated probabilities)
+    to explain the impression it serves.
+    """
     check_single(batch)
-    new = model.generate_ids(batch, [IMPRESSION_PROMPT], max_new_tokens=max_new_tokens)[0].tolist()  # (N,)
+    new = model.generate_ids(batch, [prompt], max_new_tokens=max_new_tokens)[0].tolist()  # (N,)
     eos = model.tokenizer.eos_token_id
     if eos in new:
         new = new[: new.index(eos) + 1]
-    return Target(IMPRESSION, None, tuple(int(t) for t in new))
+    return Target(IMPRESSION, None, tuple(int(t) for t in new), prompt)
 
 
 def check_single(batch: dict) -> None:
@@ -151,13 +156,13 @@ def diagnosis_logits(model, batch: dict) -> Tensor:
     return model(batch, ids, attn, pool).diagnosis_logits  # (B, K)
 
 
-def impression_log_likelihood(model, batch: dict, new_ids: Sequence[int]) -> Tensor:
+def impression_log_likelihood(model, batch: dict, new_ids: Sequence[int], prompt_text: str = IMPRESSION_PROMPT) -> Tensor:
     """Sum over the generated tokens of log p(token | prompt, earlier tokens, context), per row (B,)."""
     if not new_ids:
         raise ConfigError("the impression target has no generated tokens", where="explain target")
     device = model.head[0].weight.device
     rows = int(batch["image_present"].shape[0])
-    prompt, prompt_attn = model.prompt_ids([IMPRESSION_PROMPT] * rows, device)  # (B, P)
+    prompt, prompt_attn = model.prompt_ids([prompt_text] * rows, device)  # (B, P)
     new = torch.tensor(list(new_ids), dtype=torch.long, device=device)[None].expand(rows, -1)  # (B, G)
     ids = torch.cat([prompt, new], dim=1)  # (B, P + G)
     attn = torch.cat([prompt_attn, torch.ones_like(new)], dim=1)  # (B, P + G)
@@ -172,7 +177,7 @@ def target_score(model, batch: dict, target: Target) -> Tensor:
     """The scalar per row (B,) that `target` explains: a diagnosis logit or the impression log-likelihood."""
     if target.index is not None:
         return diagnosis_logits(model, batch)[:, target.index]
-    return impression_log_likelihood(model, batch, target.impression_ids)
+    return impression_log_likelihood(model, batch, target.impression_ids, target.prompt)
 
 
 def query_rows(model, target: Target) -> tuple[int, ...]:
@@ -181,7 +186,7 @@ def query_rows(model, target: Target) -> tuple[int, ...]:
     A diagnosis reads the last prompt token (where the head pools); the impression reads the
     positions that predict each generated token.
     """
-    prompt = len(model.prompt_ids([IMPRESSION_PROMPT], "cpu")[0][0])
+    prompt = len(model.prompt_ids([target.prompt], "cpu")[0][0])
     if target.index is not None:
         return (prompt - 1,)
     return tuple(range(prompt - 1, prompt - 1 + len(target.impression_ids)))

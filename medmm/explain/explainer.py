@@ -97,7 +97,7 @@ def explain_study(
     targets = [diagnosis_target(model, d) for d in chosen]
     text = ""
     if impression:
-        target = impression_target(model, batch)
+        target = impression_target(model, batch, prompt=predictor.impression_prompts(probs[None])[0])  # as Predictor writes it
         targets.append(target)
         text = model.decode(torch.tensor([list(target.impression_ids)], dtype=torch.long))[0]
     probability = {d: float(p) for d, p in zip(names, np.asarray(probs, dtype=np.float64))}

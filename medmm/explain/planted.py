@@ -122,6 +122,20 @@ def read_ground_truth(folder: str | Path, study: Study) -> GroundTruth | None:
     return GroundTruth(labels, evidence, distractors, unmatched)
 
 
+def read_lesions(folder: str | Path) -> dict[str, np.ndarray]:
+    """Diagnosis -> lesion mask (H, W) bool on the radiograph's pixel grid, for each diagnosis drawn into the image."""
+    folder = Path(folder)
+    path = folder / TRUTH_FILE
+    try:
+        evidence = json.loads(path.read_text(encoding="utf-8"))["evidence"]
+        images = {str(name): entry["image"] for name, entry in evidence.items() if entry.get("image")}
+        keys = {name: (str(image["mask_file"]), str(image["mask_key"])) for name, image in images.items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise CohortError("expected a JSON truth record whose image evidence names a mask file and key", path=path, where="evidence") from exc
+    masks: dict[str, dict[str, np.ndarray]] = {}
+    return {name: _mask(folder, file, key, masks, f"evidence.{name}.image") for name, (file, key) in keys.items()}
+
+
 def _mask(folder: Path, file: str, key: str, cache: dict, where: str) -> np.ndarray:
     path = folder / file
     if not path.is_file():

@@ -178,7 +178,7 @@ def attention_relevance(
             out += _by_method(model, batch, capture, target, float(score[0].detach()), grads, methods)
     for target in (t for t in targets if t.index is None):
         with torch.set_grad_enabled(graded), AttentionCapture(model) as capture:
-            score = impression_log_likelihood(model, batch, target.impression_ids)  # (1,)
+            score = impression_log_likelihood(model, batch, target.impression_ids, target.prompt)  # (1,)
         grads = capture.gradients(score) if graded else None
         out += _by_method(model, batch, capture, target, float(score[0].detach()), grads, methods)
     return out

@@ -22,7 +22,7 @@ from medmm.data import collate, lm_inputs
 from medmm.errors import MedmmError
 from medmm.io.cohort import Cohort, CohortDataset
 from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
-from medmm.train.targets import case_text, load_truth
+from medmm.train.targets import case_text, guided_pair, load_truth
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class CaseSet(torch.utils.data.Dataset):
                 continue
             labels = [DIAGNOSIS_NAMES[k] for k in item["labels"].nonzero().flatten().tolist()]
             text = case_text(labels, set(item["meta"]["modalities"]), load_truth(entry.folder))
-            item["meta"] = {**item["meta"], "patient_id": entry.patient_id, "impression": text.impression, "qa": [(q.question, q.answer) for q in text.qa]}
+            item["meta"] = {**item["meta"], "patient_id": entry.patient_id, "text": text, "impression": text.impression, "qa": [(q.question, q.answer) for q in text.qa]}
             self.items.append(item)
         if self.failed:
             log.warning("%d case(s) could not be read and are left out (first: %s)", len(self.failed), self.failed[0][1])
@@ -104,13 +104,38 @@ def encoder_fingerprint(encoder: torch.nn.Module) -> str:
 
 
 class TextBatcher:
-    """Collate function: tensors stacked, plus one LM row per case (impression, or a QA pair)."""
+    """Collate function: tensors stacked, plus one LM row per case (impression, or a QA pair).
 
-    def __init__(self, tokenizer, *, qa_fraction: float = 0.0, seed: int = 0, max_length: int = 128):
+    With `guide`, an impression row of a case with known labels has the guided prompt naming its
+    true diagnoses, each dropped with chance `guide_drop`, plus each false one with chance
+    `guide_add`; the diagnosis head still pools at the end of "Impression:".
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        qa_fraction: float = 0.0,
+        seed: int = 0,
+        max_length: int = 128,
+        guide: bool = False,
+        guide_drop: float = 0.1,
+        guide_add: float = 0.05,
+    ):
         self.tokenizer = tokenizer
         self.qa_fraction = qa_fraction
         self.rng = random.Random(seed)
         self.max_length = max_length
+        self.guide = guide
+        self.guide_drop = guide_drop
+        self.guide_add = guide_add
+
+    def _impression_row(self, item: dict) -> tuple[str, str]:
+        """(prompt, target) of an impression row: guided (the impression in the guide's order) or plain."""
+        meta = item["meta"]
+        if not self.guide or not bool(item["labels_known"]):
+            return IMPRESSION_PROMPT, meta["impression"]
+        return guided_pair(meta["text"], self.rng, self.guide_drop, self.guide_add)
 
     def __call__(self, items: list[dict]) -> dict:
         batch = collate(items)
@@ -125,10 +150,13 @@ class TextBatcher:
                 targets.append(answer)
                 is_impression.append(False)
             else:
-                prompts.append(IMPRESSION_PROMPT)
-                targets.append(meta["impression"])
+                prompt, target = self._impression_row(it)
+                prompts.append(prompt)
+                targets.append(target)
                 is_impression.append(True)
-        lm = lm_inputs(self.tokenizer, prompts, targets, self.max_length)
+        # impression rows pool at the end of "Impression:", before any guide; QA rows at their prompt's end
+        pools = [IMPRESSION_PROMPT if imp else p for p, imp in zip(prompts, is_impression)]
+        lm = lm_inputs(self.tokenizer, prompts, targets, self.max_length, pool_prefixes=pools)
         batch.update(input_ids=lm.input_ids, attention_mask=lm.attention_mask, pool_index=lm.pool_index, lm_labels=lm.labels)
         batch["diagnosis_rows"] = torch.tensor(is_impression)
         return batch

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,19 +38,28 @@ class TrainConfig:
     seed: int = 0
     lm_loss_weight: float = 0.5  # weight of the impression/answer LM loss beside the diagnosis loss
     qa_fraction: float = 0.0  # chance that a case's LM row is a question-answer pair (stage 2)
+    # With model.impression_guide, the guide of a training impression names the true diagnoses,
+    # each left out with chance guide_drop, plus each false one with chance guide_add, so that
+    # the LM learns to read the context as well as the guide.
+    guide_drop: float = 0.1
+    guide_add: float = 0.05
     max_length: int = 96  # tokens per LM row
     eval_every: int = 1  # validate (macro AUROC) every n epochs; the best checkpoint is kept
+
+
+RECIPES = ("pretrain_lm", "pretrain_image", "align", "finetune")
 
 
 @dataclass(frozen=True)
 class RecipeConfig:
     """One run of a recipe: what data, which model, which optimisation, where to write."""
 
-    recipe: str = "align"  # pretrain_lm | align | finetune
+    recipe: str = "align"  # one of RECIPES
     cohort: str = ""  # cohort folder (manifest with train/val splits)
     out: str = "runs/align"  # run folder: checkpoints, metrics.jsonl, config.yaml
     init_from: str | None = None  # a checkpoint folder to start from (finetune starts from align)
     lm_dir: str | None = None  # trained LM weights (Hugging Face folder) for the backbone
+    image_init: str | None = None  # stage 1: start the image encoder from a pretrain_image run's best folder
     cache_dir: str | None = None  # preprocessing cache; default <cohort>/.cache
     cpu: bool = False  # force the CPU even when a GPU is present
     resume: bool = True  # continue from <out>/last when it exists
@@ -143,3 +152,24 @@ def resolved(cfg: RecipeConfig) -> dict:
 
 def replace_model(cfg: RecipeConfig, **changes) -> RecipeConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
+
+
+def recipe_main(name: str, run: Callable[[RecipeConfig], dict], description: str, argv: list[str] | None = None) -> None:
+    """The command line of a recipe module (`python -m training.NAME --config FILE [key=value ...]`).
+
+    Prints the result as one JSON line (`{"recipe": NAME, ...}`) from the main process only.
+    """
+    import argparse
+    import json
+    import logging
+
+    from accelerate import PartialState
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*", help="key.path=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    result = run(load_recipe_config(args.config, args.overrides))
+    if PartialState().is_main_process:
+        print(json.dumps({"recipe": name, **result}))

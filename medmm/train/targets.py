@@ -2,21 +2,27 @@
 
 From a synthetic case's truth.json when there is one (which modality carries which diagnosis),
 else from the labels alone. Only modalities present in the study are named as evidence.
+`noisy_guide` picks the diagnoses a guided impression prompt names in training.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Collection, Mapping
 
-from medmm.prompts import QA, impression_text, qa_pairs
+from medmm.codes import DIAGNOSIS_NAMES
+from medmm.prompts import QA, guided_prompt, impression_text, qa_pairs
 
 
 @dataclass(frozen=True)
 class CaseText:
     impression: str
     qa: tuple[QA, ...]
+    labels: tuple[str, ...] = ()
+    evidence: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # diagnosis -> present modalities with its evidence
 
 
 def load_truth(folder: str | Path) -> dict | None:
@@ -33,4 +39,33 @@ def case_text(labels: list[str], present: set[str], truth: dict | None) -> CaseT
     if truth is not None:
         for name, entry in (truth.get("evidence") or {}).items():
             evidence[name] = [m for m in entry.get("modalities", ()) if m in present]
-    return CaseText(impression_text(labels, evidence), tuple(qa_pairs(labels, evidence)))
+    evidence = {name: tuple(mods) for name, mods in evidence.items()}
+    return CaseText(impression_text(labels, evidence), tuple(qa_pairs(labels, evidence)), tuple(labels), evidence)
+
+
+def noisy_guide(labels: Collection[str], rng: random.Random, drop: float, add: float) -> list[str]:
+    """The true diagnoses, each dropped with chance `drop`, plus each false one with chance `add`, in a random order.
+
+    One draw per diagnosis in DIAGNOSIS_NAMES order, then a shuffle, so a seeded `rng` gives the
+    same guide. The noise keeps the LM reading the multimodal context rather than only copying
+    the guide; the order varies because at inference the guide is ordered by probability.
+    """
+    truth = set(labels)
+    named = []
+    for name in DIAGNOSIS_NAMES:
+        draw = rng.random()
+        if (draw >= drop) if name in truth else (draw < add):
+            named.append(name)
+    rng.shuffle(named)
+    return named
+
+
+def guided_pair(text: CaseText, rng: random.Random, drop: float, add: float) -> tuple[str, str]:
+    """A training (prompt, impression) of a case with a noisy guide; the impression reads the guide backwards.
+
+    At inference the guide lists the suspected diagnoses from least to most probable, so the most
+    probable sits next to where the impression begins and is named first (a small LM copies the
+    nearest name most reliably).
+    """
+    names = noisy_guide(text.labels, rng, drop, add)
+    return guided_prompt(names), impression_text(text.labels, text.evidence, order=names[::-1])

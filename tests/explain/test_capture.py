@@ -16,7 +16,7 @@ from medmm.explain.capture import (
     query_rows,
     target_score,
 )
-from medmm.prompts import IMPRESSION_PROMPT
+from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 
 
 def _hook_counts(model) -> list[int]:
@@ -137,3 +137,26 @@ def test_targets_and_scores(model, batch):
     assert abs(got - expected) < 1e-4
     assert query_rows(model, target) == (prompt.shape[1] - 1,)
     assert query_rows(model, imp) == tuple(range(prompt.shape[1] - 1, prompt.shape[1] - 1 + len(imp.impression_ids)))
+
+
+def test_a_guided_impression_target_is_written_and_scored_after_its_prompt(model, batch):
+    prompt_text = guided_prompt(["pneumonia", "sepsis"])
+    imp = impression_target(model, batch, max_new_tokens=4, prompt=prompt_text)
+    assert imp.prompt == prompt_text and diagnosis_target(model, "sepsis").prompt == IMPRESSION_PROMPT
+    new = model.generate_ids(batch, [prompt_text], max_new_tokens=4)[0].tolist()
+    eos = model.tokenizer.eos_token_id
+    assert list(imp.impression_ids) == (new[: new.index(eos) + 1] if eos in new else new)
+    tok = model.tokenizer
+    prompt = torch.tensor([[tok.bos_token_id] + tok.encode("Impression: [suspected: pneumonia; sepsis]", add_special_tokens=False)])
+    seq = torch.cat([prompt, torch.tensor([list(imp.impression_ids)])], dim=1)
+    with torch.no_grad():
+        expected = 0.0
+        for t, token in enumerate(imp.impression_ids):
+            prefix = seq[:, : prompt.shape[1] + t]
+            out = model(batch, prefix, torch.ones_like(prefix), torch.tensor([prompt.shape[1] - 1]))
+            expected += float(out.lm_logits[0, -1].log_softmax(-1)[token])
+        got = float(target_score(model, batch, imp)[0])
+    assert abs(got - expected) < 1e-4
+    assert query_rows(model, imp) == tuple(range(prompt.shape[1] - 1, prompt.shape[1] - 1 + len(imp.impression_ids)))
+    plain = len(tok.encode(IMPRESSION_PROMPT, add_special_tokens=False)) + 1
+    assert prompt.shape[1] > plain and query_rows(model, diagnosis_target(model, "sepsis")) == (plain - 1,)

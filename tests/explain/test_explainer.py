@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from medmm.explain.explainer import METHODS, explain_study
+from medmm.prompts import guided_prompt
 from tests.explain.conftest import make_study
 
 MODALITIES_BY_METHOD = {
@@ -84,3 +87,23 @@ def test_qlora_model_explains_and_stays_unchanged(study):
     assert result.get("impression", "integrated_gradients").vitals is not None
     with torch.no_grad():
         np.testing.assert_array_equal(predictor.probabilities(predictor.batch([study])), before)
+
+
+def test_a_guided_impression_is_explained_as_the_predictor_writes_it(study):
+    from medmm.predict import Predictor
+    from tests.test_model import note_tokenizer, open_gates, tiny_config, tiny_model
+
+    torch.manual_seed(0)
+    model = tiny_model(tiny_config(impression_guide=True)).eval()
+    open_gates(model, 0.5)
+    predictor = Predictor(model, note_tokenizer=note_tokenizer())
+    with torch.no_grad():
+        probs = predictor.probabilities(predictor.batch([study]))[0]  # (K,)
+    threshold = float(np.median(probs))
+    model.config = dataclasses.replace(model.config, guide_threshold=threshold)
+    named = [model.config.diagnoses[k] for k in np.argsort(-probs, kind="stable")[::-1] if probs[k] >= threshold]  # most probable last
+    assert named
+    result = explain_study(predictor, study, methods=("rollout",), diagnoses=["sepsis"])
+    expected = model.generate(predictor.batch([study]), [guided_prompt(named)])[0]
+    assert result.impression == expected == predictor.predict(study).impression
+    assert result.get("impression", "rollout") is not None

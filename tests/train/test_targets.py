@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 
+from medmm.codes import DIAGNOSIS_NAMES
 from medmm.prompts import QA
-from medmm.train.targets import case_text, load_truth
+from medmm.prompts import guided_prompt
+from medmm.train.targets import case_text, guided_pair, load_truth, noisy_guide
 
 TRUTH = {
     "labels": ["heart_failure", "pleural_effusion"],
@@ -55,3 +58,40 @@ def test_load_truth_reads_the_case_folder(tmp_path):
     assert load_truth(tmp_path) is None  # real data: no truth file
     (tmp_path / "truth.json").write_text(json.dumps(TRUTH))
     assert load_truth(tmp_path) == TRUTH
+
+
+def test_noisy_guide_without_noise_is_the_truth_in_some_order():
+    rng = random.Random(0)
+    assert sorted(noisy_guide(["sepsis", "pneumonia"], rng, 0.0, 0.0)) == ["pneumonia", "sepsis"]
+    assert noisy_guide(["sepsis", "pneumonia"], rng, 1.0, 0.0) == []
+    assert sorted(noisy_guide(["sepsis"], rng, 1.0, 1.0)) == sorted(n for n in DIAGNOSIS_NAMES if n != "sepsis")
+    orders = {tuple(noisy_guide(DIAGNOSIS_NAMES, rng, 0.0, 0.0)) for _ in range(50)}
+    assert len(orders) > 10  # the order varies: at inference the guide is ordered by probability
+
+
+def test_noisy_guide_draws_once_per_diagnosis_from_the_generator():
+    drop, add = 0.5, 0.5
+    draws = random.Random(11)
+    expected = []
+    for name in DIAGNOSIS_NAMES:  # a true diagnosis stays when its draw is >= drop; a false one joins when < add
+        d = draws.random()
+        if (name in ("heart_failure", "sepsis") and d >= drop) or (name not in ("heart_failure", "sepsis") and d < add):
+            expected.append(name)
+    draws.shuffle(expected)  # then one shuffle of those named
+    rng = random.Random(11)
+    assert noisy_guide(["sepsis", "heart_failure"], rng, drop, add) == expected
+    assert rng.random() == draws.random()  # exactly these draws
+
+
+def test_a_guided_pair_writes_the_impression_in_the_guides_reverse_order():
+    text = case_text(["pleural_effusion", "heart_failure"], {"image", "vitals"}, TRUTH)
+    rng, twin = random.Random(4), random.Random(4)
+    for _ in range(6):
+        prompt, target = guided_pair(text, rng, 0.0, 0.0)
+        names = noisy_guide(text.labels, twin, 0.0, 0.0)
+        assert prompt == guided_prompt(names)
+        parts = {
+            "heart_failure": "heart failure (cardiomegaly; weight gain and falling oxygen saturation)",
+            "pleural_effusion": "pleural effusion (blunted costophrenic angle)",
+        }
+        assert target == ", ".join(parts[n] for n in names[::-1]) + "."  # the guide read backwards

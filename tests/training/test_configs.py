@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -17,7 +18,16 @@ COMMANDS = ("medmm train", "medmm demo", "accelerate launch")
 
 def test_configs_are_shipped():
     assert len(CONFIGS) >= 3
-    assert {load_recipe_config(p).recipe for p in CONFIGS} == {"pretrain_lm", "align", "finetune"}
+    assert {load_recipe_config(p).recipe for p in CONFIGS} == {"pretrain_lm", "pretrain_image", "align", "finetune"}
+
+
+def test_demo_image_stage_builds_the_encoder_stage_one_loads():
+    """Stage 1 refuses an encoder pretrained with other settings: the two demo configs must agree."""
+    folder = CONFIGS[0].parent
+    image = load_recipe_config(folder / "demo_pretrain_image.yaml").model
+    stage1 = load_recipe_config(folder / "demo_align.yaml").model
+    assert dataclasses.replace(image.image, frozen=True) == stage1.image
+    assert image.preprocess == stage1.preprocess
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -18,11 +18,12 @@ from sklearn.metrics import roc_auc_score
 
 from medmm.backbone import load_backbone
 from medmm.checkpoint import load_checkpoint
+from medmm.codes import DIAGNOSIS_NAMES
 from medmm.data import lm_inputs
 from medmm.encoders.text import load_note_tokenizer
 from medmm.io.cohort import Cohort
 from medmm.model import build_model
-from medmm.prompts import IMPRESSION_PROMPT
+from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.train.data import CaseSet, TextBatcher
 from medmm.train.recipe import TrainConfig, build_optimizer
 from medmm.transforms.study import StudyPreprocessor
@@ -124,6 +125,62 @@ def test_pretrain_lm_loss_falls(tmp_path, recipe_config, cohort):
     loss_before, loss_after = lm_loss(before.model, before.tokenizer, pairs), lm_loss(after.model, after.tokenizer, pairs)
     assert loss_before == pytest.approx(math.log(before.model.config.vocab_size), rel=0.05)  # untrained: near uniform
     assert loss_after < loss_before - 1.5, (loss_before, loss_after)
+
+
+def test_pretrain_lm_guided_impression_pairs(cohort):
+    """With the guide, each impression's prompt names the case's manifest labels (noise off), and nothing else changes."""
+    split = Cohort.open(cohort).split("train")
+    plain = pretrain_lm.target_texts(split)
+    exact = pretrain_lm.target_texts(split, guide=True, guide_drop=0.0, guide_add=0.0)
+    labels = [[x for x in str(row["labels"] or "").split(";") if x] for row in split.manifest.to_dict("records")]
+    impressions = [i for i, (prompt, _) in enumerate(plain) if prompt == IMPRESSION_PROMPT]
+    assert len(impressions) == len(labels) and any(labels) and not all(labels)
+    display = {n.replace("_", " "): n for n in DIAGNOSIS_NAMES}
+    for i, ls in zip(impressions, labels):
+        prompt, target = exact[i]
+        named = prompt.split("[suspected: ", 1)[1].rstrip("]")
+        order = [] if named == "none" else [display[x] for x in named.split("; ")]
+        assert sorted(order) == sorted(ls) and prompt == guided_prompt(order)
+        said = [n for n in order if n.replace("_", " ") in target]
+        assert said[::-1] == sorted(said, key=lambda n: target.index(n.replace("_", " ")))  # the impression reads the guide backwards
+        if len(ls) <= 1:
+            assert target == plain[i][1]
+    assert [exact[i] for i in range(len(plain)) if i not in impressions] == [plain[i] for i in range(len(plain)) if i not in impressions]
+    noisy = pretrain_lm.target_texts(split, guide=True, guide_drop=0.5, guide_add=0.5, seed=1)
+    assert noisy == pretrain_lm.target_texts(split, guide=True, guide_drop=0.5, guide_add=0.5, seed=1)
+    assert [noisy[i][0] for i in impressions] != [exact[i][0] for i in impressions]
+
+
+def test_align_with_the_guide_trains_on_guided_impressions(tmp_path, recipe_config, monkeypatch):
+    """The training batcher guides impressions with the recipe's noise; validation stays plain."""
+    from training import align
+
+    made: list[TextBatcher] = []
+
+    def recording(*args, **kwargs) -> TextBatcher:
+        made.append(TextBatcher(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(align, "TextBatcher", recording)
+    out = tmp_path / "guided"
+    cfg = recipe_config(out, "model.impression_guide=true", "train.guide_drop=0.0", "train.guide_add=0.0", "train.max_steps=1", "train.epochs=1")
+    align.run(cfg)
+    train, val = made
+    assert (train.guide, train.guide_drop, train.guide_add) == (True, 0.0, 0.0) and not val.guide
+    model = load_checkpoint(out / "best")
+    assert model.config.impression_guide
+    cases = case_set(cfg, model, "train")
+    batch = train(cases.items[:4])
+    tok = model.tokenizer
+    for row, it in enumerate(cases.items[:4]):
+        names = {n for n, v in zip(model.config.diagnoses, it["labels"].tolist()) if v}
+        text = tok.decode(batch["input_ids"][row].tolist(), skip_special_tokens=True)
+        named = text.split("[suspected: ", 1)[1].split("]", 1)[0]
+        order = [] if named == "none" else [n for x in named.split("; ") for n in names if n.replace("_", " ") == x]
+        assert set(order) == names and len(order) == len(names)
+        prompt = [tok.bos_token_id] + tok.encode(guided_prompt(order), add_special_tokens=False)
+        assert batch["input_ids"][row, : len(prompt)].tolist() == prompt
+        assert int(batch["pool_index"][row]) == len(tok.encode(IMPRESSION_PROMPT, add_special_tokens=False))  # after BOS
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from medmm.errors import ConfigError, DicomError, InputError
 from medmm.explain.explainer import explain_study
 from medmm.io import load_study
 from medmm.io.fhir import read_fhir
+from medmm.prompts import guided_prompt
 from tests.io.test_pacs import ORTHANC, PLUGIN, running_orthanc, store
 from tests.ui.conftest import full_patient, image_files_and_patient_id, make_service, patient_files, store_events
 from ui.session import ClinicianService
@@ -98,6 +99,21 @@ def test_a_bad_file_beside_good_ones_is_a_warning_with_a_relative_name(service, 
     assert case.study.modalities == ("image", "notes", "vitals")
     assert any(w.source == "broken.dcm" and w.kind == "skipped" for w in case.study.warnings)
     assert not any(str(service.cases_dir) in str(w) for w in case.study.warnings)
+
+
+def test_the_drafted_impression_follows_the_models_guide(service, ui_predictor, small_cohort):
+    study = service.open_uploads(patient_files(full_patient(small_cohort))).study
+    model = ui_predictor.model
+    plain = model.config
+    model.config = dataclasses.replace(plain, impression_guide=True, guide_threshold=0.0)  # every diagnosis is named
+    try:
+        drafted = service.impression(study)
+        probs = ui_predictor.probabilities(ui_predictor.batch([study]))[0]
+        ranked = [plain.diagnoses[k] for k in np.argsort(-probs, kind="stable")[::-1]]  # most probable last
+        expected = model.generate(ui_predictor.batch([study]), [guided_prompt(ranked)])[0]
+        assert drafted == expected == ui_predictor.predict(study).impression
+    finally:
+        model.config = plain
 
 
 def test_analysis_streams_diagnoses_then_impression_then_explanations(service, ui_predictor, small_cohort):
