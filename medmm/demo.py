@@ -1,4 +1,4 @@
-"""`medmm demo`: synthetic cohort -> the embedded default trained in three stages -> calibration on
+"""`medmm demo`: synthetic cohort -> the embedded default trained in four stages -> calibration on
 the val split, evaluation and subgroup audit on the held-out test split -> a checkpoint under
 DIR/model, DIR/evaluation/ (evaluation.json, audit.json, report.html), DIR/metrics.json and
 DIR/summary.md.
@@ -22,7 +22,7 @@ from pathlib import Path
 from medmm.errors import CheckpointError
 
 log = logging.getLogger(__name__)
-STAGES = ("pretrain_lm", "align", "finetune")
+STAGES = ("pretrain_lm", "pretrain_image", "align", "finetune")
 # Quick mode (a CI smoke run): a small cohort of small images written in-process, two short notes
 # per case, six optimizer steps per stage. Its figures are not meaningful.
 QUICK_PATIENTS = 40
@@ -58,16 +58,17 @@ def _stage_config(name: str, opts: DemoOptions, **paths):
     overrides = [f"{k}={v}" for k, v in paths.items()] + [f"progress={str(opts.progress).lower()}", f"train.seed={opts.seed}"]
     if opts.quick:
         overrides += ["train.max_steps=6", "train.epochs=1", "train.batch_size=8"]
-        if name == "align":  # stage 2 takes stage 1's model config, preprocessing included
+        if name in ("pretrain_image", "align"):  # stage 2 takes stage 1's model config, preprocessing included
             overrides += list(QUICK_MODEL)
     return load_recipe_config(config_path(f"demo_{name}.yaml"), overrides)
 
 
 def train_default(opts: DemoOptions, cohort: Path) -> Path:
-    """Run the three stages; the stage-2 best checkpoint becomes DIR/model."""
+    """Run the stages; the stage-2 best checkpoint becomes DIR/model."""
     runs = opts.out / "runs"
     lm = _run("pretrain_lm", _stage_config("pretrain_lm", opts, cohort=cohort, out=runs / "pretrain_lm"))
-    _run("align", _stage_config("align", opts, cohort=cohort, out=runs / "align", lm_dir=lm["lm_dir"]))
+    image = _run("pretrain_image", _stage_config("pretrain_image", opts, cohort=cohort, out=runs / "pretrain_image"))
+    _run("align", _stage_config("align", opts, cohort=cohort, out=runs / "align", lm_dir=lm["lm_dir"], image_init=image["image_init"]))
     _run("finetune", _stage_config("finetune", opts, cohort=cohort, out=runs / "finetune", init_from=runs / "align" / "best"))
     model_dir = opts.out / "model"
     if model_dir.exists():

@@ -60,7 +60,10 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         "Weights licence, developers and contact: to be completed by the authors.",
         f"- Architecture: modality encoders ({', '.join(m.get('modalities', []))}) -> Perceiver resamplers -> gated cross-attention into a "
         f"{m.get('architecture', 'n/a')} causal LM (backbone `{m.get('backbone', {}).get('source', 'n/a')}`, "
-        f"{m.get('backbone', {}).get('finetune', 'n/a')} fine-tuning); a diagnosis head reads the LM's hidden state and the LM drafts an impression.",
+        f"{m.get('backbone', {}).get('finetune', 'n/a')} fine-tuning); a diagnosis head reads the LM's hidden state and each modality's mean latent, "
+        "and the LM drafts an impression"
+        + (f" after a prompt naming the diagnoses the head finds (guide: {m['impression_guide']} set)" if m.get("impression_guide") else "")
+        + (". The image encoder was pretrained alone and kept frozen after." if m.get("image_encoder_frozen") else "."),
         f"- Size: {m.get('parameters', 'n/a'):,} parameters." if isinstance(m.get("parameters"), int) else "- Size: n/a.",
         f"- Outputs: a calibrated probability for each of {', '.join(diagnosis(n) for n in names)}; a conformal prediction set; "
         "a drafted impression; the modalities used and missing.",
