@@ -23,6 +23,18 @@ def _hook_counts(model) -> list[int]:
     return [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()]
 
 
+def stepwise_log_likelihood(model, batch: dict, prompt: torch.Tensor, new_ids) -> float:
+    """Sum of log p(token | prompt, earlier tokens) over `new_ids`, one forward pass per token."""
+    seq = torch.cat([prompt, torch.tensor([list(new_ids)])], dim=1)
+    total = 0.0
+    with torch.no_grad():
+        for t, token in enumerate(new_ids):
+            prefix = seq[:, : prompt.shape[1] + t]
+            out = model(batch, prefix, torch.ones_like(prefix), torch.tensor([prompt.shape[1] - 1]))
+            total += float(out.lm_logits[0, -1].log_softmax(-1)[token])
+    return total
+
+
 def test_sites_cover_every_resampler_layer_and_fusion_block(model):
     sites = attention_sites(model)
     expected = {AttentionSite("resampler", 0, m) for m in ("image", "notes", "vitals")}
@@ -126,13 +138,8 @@ def test_targets_and_scores(model, batch):
     assert imp.name == IMPRESSION and 1 <= len(imp.impression_ids) <= 5
     # the impression score is the sum of log-probabilities of the generated tokens, recomputed here step by step
     prompt, _ = model.prompt_ids([IMPRESSION_PROMPT], "cpu")
-    seq = torch.cat([prompt, torch.tensor([list(imp.impression_ids)])], dim=1)
+    expected = stepwise_log_likelihood(model, batch, prompt, imp.impression_ids)
     with torch.no_grad():
-        expected = 0.0
-        for t, token in enumerate(imp.impression_ids):
-            prefix = seq[:, : prompt.shape[1] + t]
-            out = model(batch, prefix, torch.ones_like(prefix), torch.tensor([prompt.shape[1] - 1]))
-            expected += float(out.lm_logits[0, -1].log_softmax(-1)[token])
         got = float(impression_log_likelihood(model, batch, imp.impression_ids)[0])
     assert abs(got - expected) < 1e-4
     assert query_rows(model, target) == (prompt.shape[1] - 1,)
@@ -148,13 +155,8 @@ def test_a_guided_impression_target_is_written_and_scored_after_its_prompt(model
     assert list(imp.impression_ids) == (new[: new.index(eos) + 1] if eos in new else new)
     tok = model.tokenizer
     prompt = torch.tensor([[tok.bos_token_id] + tok.encode("Impression: [suspected: pneumonia; sepsis]", add_special_tokens=False)])
-    seq = torch.cat([prompt, torch.tensor([list(imp.impression_ids)])], dim=1)
+    expected = stepwise_log_likelihood(model, batch, prompt, imp.impression_ids)
     with torch.no_grad():
-        expected = 0.0
-        for t, token in enumerate(imp.impression_ids):
-            prefix = seq[:, : prompt.shape[1] + t]
-            out = model(batch, prefix, torch.ones_like(prefix), torch.tensor([prompt.shape[1] - 1]))
-            expected += float(out.lm_logits[0, -1].log_softmax(-1)[token])
         got = float(target_score(model, batch, imp)[0])
     assert abs(got - expected) < 1e-4
     assert query_rows(model, imp) == tuple(range(prompt.shape[1] - 1, prompt.shape[1] - 1 + len(imp.impression_ids)))
