@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
-from medmm.errors import CheckpointError, CohortError, ConfigError
+from medmm.errors import CheckpointError, ConfigError
 from medmm.explain.planted import TRUTH_FILE, read_lesions
 
 WEIGHTS_FILE = "image_encoder.safetensors"
@@ -53,16 +53,11 @@ def image_targets(folder: str | Path, labels: Tensor, diagnoses: Sequence[str], 
     """The targets of the case in `folder` with diagnosis labels (K,), for an encoder grid."""
     folder = Path(folder)
     cover = torch.zeros(len(diagnoses), *grid)  # (K, *grid)
-    path = folder / TRUTH_FILE
-    if not path.is_file():
+    if not (folder / TRUTH_FILE).is_file():
         return ImageTargets(labels.float().clone(), cover, False)
-    try:
-        evidence = json.loads(path.read_text(encoding="utf-8"))["evidence"]
-        in_image = {str(name) for name, entry in evidence.items() if entry.get("image")}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise CohortError("expected a JSON truth record with an evidence mapping", path=path, where="evidence") from exc
-    finding = torch.tensor([float(d in in_image) for d in diagnoses])  # (K,)
-    for name, mask in read_lesions(folder).items():
+    lesions = read_lesions(folder)  # every diagnosis drawn into the image has its mask
+    finding = torch.tensor([float(d in lesions) for d in diagnoses])  # (K,)
+    for name, mask in lesions.items():
         if name in diagnoses:
             m = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, H, W)
             cover[list(diagnoses).index(name)] = F.adaptive_avg_pool2d(m, tuple(grid))[0, 0]
