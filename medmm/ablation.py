@@ -52,7 +52,7 @@ def impression_quality(predictor, items: list[dict], batch_size: int = 16) -> di
     for batch in _batches(items, batch_size):
         batch = to_device(batch, predictor.device)
         probs = predictor.probabilities(batch)
-        texts = predictor.model.generate(batch, predictor.impression_prompts(probs))
+        texts = predictor.impressions(batch, probs)
         for row, text in enumerate(texts):
             truth = {names[k] for k in np.flatnonzero(batch["labels"][row].cpu().numpy())}
             said = diagnoses_named(text)

@@ -63,6 +63,8 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         f"{m.get('backbone', {}).get('finetune', 'n/a')} fine-tuning); a diagnosis head reads the LM's hidden state and each modality's mean latent, "
         "and the LM drafts an impression"
         + (f" after a prompt naming the diagnoses the head finds (guide: {m['impression_guide']} set)" if m.get("impression_guide") else "")
+        + (", one clause per named diagnosis" if m.get("impression_clauses") else "")
+        + (". In training, one diagnosis head per modality also learned from that modality alone" if m.get("unimodal_heads") else "")
         + (". The image encoder was pretrained alone and kept frozen after." if m.get("image_encoder_frozen") else "."),
         f"- Size: {m.get('parameters', 'n/a'):,} parameters." if isinstance(m.get("parameters"), int) else "- Size: n/a.",
         f"- Outputs: a calibrated probability for each of {', '.join(diagnosis(n) for n in names)}; a conformal prediction set; "

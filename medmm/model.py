@@ -4,13 +4,14 @@ Two outputs from one LM pass: multi-label diagnosis logits from the hidden state
 the prompt, and the LM loss on the impression (or answer) that follows it. `generate` writes an
 impression conditioned on every present modality; encoder outputs and cross-attention keys and
 values are computed once per case and reused for every new token. With `impression_guide` the
-impression's prompt names the diagnoses the head rates positive (`impression_prompts`).
+impression is guided by the diagnoses the head rates positive: one clause per diagnosis, each
+written after a prompt that names it (`impression_guides`, `clause_prompts`, `write_impressions`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +57,11 @@ class ModelConfig:
     # resampler latent (zeros when absent). With the gates closed at the start the LM passes no
     # gradient to the encoders; this path does, so they learn before the gates open.
     head_reads_latents: bool = True
+    # One linear diagnosis head per modality on its mean resampler latent, trained beside the
+    # fused head (train.unimodal_loss_weight). Fused training lets the modality that explains the
+    # labels soonest (here the pretrained image) starve the others; a loss of its own gives each
+    # modality's resampler its own gradient. Used in training only; predictions read the fused head.
+    unimodal_heads: bool = False
     modality_dropout: float = 0.0  # training only: chance of hiding each present modality of a row
     max_new_tokens: int = 48  # default impression length
     # Guided impression: the prompt of the impression names the diagnoses whose calibrated
@@ -68,6 +74,11 @@ class ModelConfig:
     # above the diagnosis's operating threshold) or "conformal" (the conformal set: every
     # diagnosis not ruled out at the calibrated coverage, a differential as the interface shows it).
     guide_set: str = "operating"
+    # A guided impression is written one clause per suspected diagnosis, most probable first: the
+    # LM writes each clause after a guide that names that diagnosis alone, and the clauses are
+    # joined. A small LM copies a one-name guide reliably but often stops after the first name of
+    # a longer one. Off: one generation after the whole guide.
+    guide_clauses: bool = True
 
 
 @dataclass
@@ -75,6 +86,8 @@ class MedMMOutput:
     diagnosis_logits: Tensor  # (B, K)
     lm_loss: Tensor | None  # scalar, None without targets
     lm_logits: Tensor  # (B, T, V)
+    # with config.unimodal_heads: modality -> (logits (B, K), present (B,) bool)
+    modality_logits: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
 
 class MedMM(nn.Module):
@@ -111,6 +124,11 @@ class MedMM(nn.Module):
         width = dim * (1 + len(encoders)) if config.head_reads_latents else dim
         self.head = nn.Sequential(
             nn.LayerNorm(width), nn.Linear(width, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, len(config.diagnoses))
+        )
+        self.unimodal_heads = nn.ModuleDict(
+            {name: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, len(config.diagnoses))) for name in encoders}
+            if config.unimodal_heads
+            else {}
         )
 
     # -- encoding ------------------------------------------------------------------------------
@@ -159,20 +177,30 @@ class MedMM(nn.Module):
             parts["vitals"] = self.resamplers["vitals"](tokens, mask)
         return MultimodalContext.from_parts(parts, cache_kv=cache_kv)
 
+    @staticmethod
+    def mean_latent(context: MultimodalContext, name: str) -> tuple[Tensor, Tensor]:
+        """Modality `name`'s masked mean latent (B, D) (zeros where absent) and whether it is present (B,)."""
+        span = context.span(name)
+        lat, keep = context.latents[:, span], context.mask[:, span].to(context.latents.dtype)  # (B, K_m, D), (B, K_m)
+        mean = (lat * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1.0)  # (B, D)
+        return mean, context.mask[:, span].any(dim=1)
+
     def head_input(self, pooled: Tensor, context: MultimodalContext | None) -> Tensor:
         """The diagnosis head's input: pooled LM state (B, D), then each modality's masked mean latent (B, D) in encoder order."""
         dtype = self.head[0].weight.dtype
         parts = [pooled.to(dtype)]
         if self.config.head_reads_latents:
             for name in self.encoders:
-                if context is None:
-                    parts.append(torch.zeros_like(parts[0]))
-                    continue
-                span = context.span(name)
-                lat, keep = context.latents[:, span], context.mask[:, span].to(context.latents.dtype)  # (B, K_m, D), (B, K_m)
-                mean = (lat * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1.0)  # (B, D)
-                parts.append(mean.to(dtype))
+                parts.append(torch.zeros_like(parts[0]) if context is None else self.mean_latent(context, name)[0].to(dtype))
         return torch.cat(parts, dim=-1)  # (B, D * (1 + M))
+
+    def modality_logits(self, context: MultimodalContext) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each unimodal head's logits (B, K) and its modality's presence (B,); empty without unimodal heads."""
+        out = {}
+        for name, head in self.unimodal_heads.items():
+            mean, present = self.mean_latent(context, name)
+            out[name] = (head(mean.to(head[0].weight.dtype)), present)
+        return out
 
     # -- training forward ----------------------------------------------------------------------
 
@@ -199,7 +227,7 @@ class MedMM(nn.Module):
             shift_labels = lm_labels[:, 1:].to(shift_logits.device)  # (B, T-1)
             if bool((shift_labels != -100).any()):
                 lm_loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
-        return MedMMOutput(logits, lm_loss, out.logits)
+        return MedMMOutput(logits, lm_loss, out.logits, self.modality_logits(context))
 
     # -- inference -----------------------------------------------------------------------------
 
@@ -266,21 +294,56 @@ class MedMM(nn.Module):
                 break
         return new
 
-    def impression_prompts(self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[str]:
-        """The impression prompt of each row of calibrated probabilities (B, K): guided or plain (see ModelConfig).
+    def impression_guides(self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[tuple[str, ...]]:
+        """The diagnoses each row of calibrated probabilities (B, K) names in its guide, most probable first.
 
-        `thresholds` (diagnosis -> probability; the calibrated operating points) replace
-        `guide_threshold` for the diagnoses they name.
+        A diagnosis is named when its probability reaches its threshold: `thresholds` (diagnosis
+        -> probability; the calibrated operating points), else `guide_threshold`.
         """
         probs = np.asarray(probs, dtype=np.float64)
         if probs.ndim != 2 or probs.shape[1] != len(self.config.diagnoses):
             raise ConfigError(f"expected probabilities (B, {len(self.config.diagnoses)}), got {probs.shape}", where="impression prompts")
-        if not self.config.impression_guide:
-            return [IMPRESSION_PROMPT] * probs.shape[0]
         names = self.config.diagnoses
         cut = np.array([float((thresholds or {}).get(n, self.config.guide_threshold)) for n in names])  # (K,)
-        # least probable first, the most probable last (next to the impression, which reads the guide backwards)
-        return [guided_prompt([names[k] for k in np.argsort(-row, kind="stable")[::-1] if row[k] >= cut[k]]) for row in probs]
+        return [tuple(names[k] for k in np.argsort(-row, kind="stable") if row[k] >= cut[k]) for row in probs]
+
+    def clause_prompts(self, guide: Sequence[str]) -> list[str]:
+        """The prompts an impression with this guide (most probable first) is written after, one per clause.
+
+        Unguided: the plain prompt. Guided, one generation: the whole guide, least probable first.
+        Clause by clause: one prompt per named diagnosis, or the "none" guide when it names none.
+        """
+        if not self.config.impression_guide:
+            return [IMPRESSION_PROMPT]
+        if not self.config.guide_clauses:
+            return [guided_prompt(list(guide)[::-1])]
+        return [guided_prompt([name]) for name in guide] or [guided_prompt([])]
+
+    def write_impressions(
+        self, batch: dict, guides: Sequence[Sequence[str]], *, max_new_tokens: int | None = None
+    ) -> list[str]:
+        """The impression of each row of `batch` after its guide (names, most probable first), greedy.
+
+        Clauses of every row are generated together as one batch (each row repeated once per
+        clause) and joined: "a (evidence), b (evidence)."
+        """
+        rows, prompts = [], []
+        for row, guide in enumerate(guides):
+            for prompt in self.clause_prompts(guide):
+                rows.append(row)
+                prompts.append(prompt)
+        index = torch.tensor(rows, dtype=torch.long)
+        texts = self.generate(select_rows(batch, index), prompts, max_new_tokens=max_new_tokens) if rows else []
+        clauses: list[list[str]] = [[] for _ in guides]
+        for row, text in zip(rows, texts):
+            clauses[row].append(text)
+        return [self.impression_from(parts) for parts in clauses]
+
+    def impression_from(self, texts: Sequence[str]) -> str:
+        """The impression from the texts generated after `clause_prompts`: joined clauses, or the one text."""
+        if self.config.impression_guide and self.config.guide_clauses:
+            return join_clauses(texts)
+        return texts[0]
 
     def decode(self, new_ids: Tensor) -> list[str]:
         """Text of each row of new token ids (B, N), cut at the first EOS."""
@@ -306,6 +369,27 @@ class MedMM(nn.Module):
             batch, prompts, max_new_tokens=max_new_tokens, reuse_context=reuse_context, modalities=modalities
         )
         return self.decode(new)
+
+
+def select_rows(batch: dict, index: Tensor) -> dict:
+    """The rows `index` (R,) of a collated batch, repeats allowed: tensors indexed on dim 0, lists picked."""
+    rows = int(batch["image_present"].shape[0])
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows:
+            out[key] = value[index.to(value.device)]
+        elif isinstance(value, list) and len(value) == rows:
+            out[key] = [value[i] for i in index.tolist()]
+        else:
+            out[key] = value
+    return out
+
+
+def join_clauses(texts: Sequence[str]) -> str:
+    """One impression from clauses each written as a whole impression ("a (evidence)."): "a (evidence), b."."""
+    parts = [t.strip().rstrip(".").strip() for t in texts]
+    parts = [p for p in parts if p]
+    return ", ".join(parts) + "." if parts else ""
 
 
 def build_model(config: ModelConfig, *, lm_dir=None, device: str | torch.device = "cpu", text_backbone: nn.Module | None = None) -> MedMM:

@@ -21,7 +21,7 @@ import medmm
 from medmm.codes import DIAGNOSES
 from medmm.data import collate, to_device
 from medmm.errors import ConfigError
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt, qa_prompt
+from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
 from medmm.records import MODALITIES, DiagnosisScore, Prediction, Study
 from medmm.transforms.study import StudyPreprocessor
 
@@ -110,16 +110,24 @@ class Predictor:
         logits = self.logits(batch, modalities).float().cpu().numpy().astype(np.float64)  # (B, K)
         return expit(logits / self.temperature)
 
-    def impression_prompts(self, probs: np.ndarray) -> list[str]:
-        """The impression prompt of each row of calibrated probabilities (B, K).
+    def impression_guides(self, probs: np.ndarray) -> list[tuple[str, ...]]:
+        """The diagnoses the impression guide of each row of calibrated probabilities (B, K) names, most probable first.
 
-        A guide names the conformal set where the model asks for it and is calibrated with a
-        conformal threshold, else the diagnoses at or above their calibrated operating thresholds.
+        The conformal set where the model asks for it and is calibrated with a conformal
+        threshold, else the diagnoses at or above their calibrated operating thresholds.
         """
         config = self.model.config
         if config.impression_guide and config.guide_set == "conformal" and self.calibration.get("conformal_threshold") is not None:
-            return [guided_prompt(self.conformal_set(row)[::-1]) for row in np.asarray(probs, dtype=np.float64)]  # most probable last
-        return self.model.impression_prompts(probs, self.calibration.get("operating_thresholds"))
+            return [self.conformal_set(row) for row in np.asarray(probs, dtype=np.float64)]
+        return self.model.impression_guides(probs, self.calibration.get("operating_thresholds"))
+
+    def impression_prompts(self, probs: np.ndarray) -> list[list[str]]:
+        """The prompts each row's impression is written after (one per clause; see MedMM.clause_prompts)."""
+        return [self.model.clause_prompts(guide) for guide in self.impression_guides(probs)]
+
+    def impressions(self, batch: dict, probs: np.ndarray, *, max_new_tokens: int | None = None) -> list[str]:
+        """The impression of each row of a preprocessed batch, written after the guide its probabilities give."""
+        return self.model.write_impressions(batch, self.impression_guides(probs), max_new_tokens=max_new_tokens)
 
     def conformal_set(self, probs: np.ndarray) -> tuple[str, ...]:
         """Diagnoses with 1 - p <= q (q: the calibrated threshold), most probable first; () uncalibrated."""
@@ -147,11 +155,7 @@ class Predictor:
             batch = self.batch(studies)
             probs = self.probabilities(batch)
             used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
-            texts = (
-                self.model.generate(batch, self.impression_prompts(probs), max_new_tokens=max_new_tokens)
-                if impression
-                else [""] * len(studies)
-            )
+            texts = self.impressions(batch, probs, max_new_tokens=max_new_tokens) if impression else [""] * len(studies)
         seconds = (time.perf_counter() - start) / max(len(studies), 1)
         names = self.model.config.diagnoses
         out = []

@@ -33,7 +33,7 @@ from medmm.encoders.text import TextEncoderConfig
 from medmm.encoders.vitals import VitalsEncoderConfig
 from medmm.errors import ConfigError
 from medmm.fusion.layers import FusionConfig
-from medmm.model import MedMM, ModelConfig, ResamplerConfig, build_model
+from medmm.model import MedMM, ModelConfig, ResamplerConfig, build_model, join_clauses, select_rows
 from medmm.records import MODALITIES
 from medmm.transforms.study import PreprocessConfig
 
@@ -383,28 +383,74 @@ def test_unknown_modalities_are_a_config_error():
         tiny_model(tiny_config(modalities=()))
 
 
-def test_impression_prompts_name_the_diagnoses_at_or_above_the_threshold():
-    model = tiny_model()
+def test_impression_guides_name_the_diagnoses_at_or_above_the_threshold():
+    model = tiny_model(tiny_config(impression_guide=True, guide_threshold=0.4))
     probs = np.array([[0.9, 0.1, 0.4, 0.39, 0.6], [0.0, 0.2, 0.3, 0.1, 0.39], [1.0, 1.0, 1.0, 1.0, 1.0]])  # (3, K)
-    assert model.impression_prompts(probs) == ["Impression:"] * 3  # no guide: the plain prompt
-    model.config = dataclasses.replace(model.config, impression_guide=True, guide_threshold=0.4)
-    assert model.impression_prompts(probs) == [
-        "Impression: [suspected: pleural effusion; sepsis; pneumonia]",  # most probable last; 0.4 is at the threshold
-        "Impression: [suspected: none]",
-        "Impression: [suspected: sepsis; pneumothorax; pleural effusion; heart failure; pneumonia]",  # ties: the fixed order, reversed
-    ]
+    everything = ("pneumonia", "heart_failure", "pleural_effusion", "pneumothorax", "sepsis")  # ties: the fixed order
+    assert model.impression_guides(probs) == [("pneumonia", "sepsis", "pleural_effusion"), (), everything]  # 0.4 is at the threshold
     # calibrated operating thresholds replace guide_threshold for the diagnoses they name
     cut = {"pneumonia": 0.95, "heart_failure": 0.2, "sepsis": 0.7}
-    assert model.impression_prompts(probs, cut) == [
-        "Impression: [suspected: pleural effusion]",  # pneumonia 0.9 < 0.95, sepsis 0.6 < 0.7
-        "Impression: [suspected: heart failure]",  # 0.2 at its own threshold
-        "Impression: [suspected: sepsis; pneumothorax; pleural effusion; heart failure; pneumonia]",  # ties: the fixed order, reversed
-    ]
+    assert model.impression_guides(probs, cut) == [("pleural_effusion",), ("heart_failure",), everything]
     with pytest.raises(ConfigError, match="expected probabilities"):
-        model.impression_prompts(probs[:, :4])
+        model.impression_guides(probs[:, :4])
     with pytest.raises(ConfigError, match="probability") as err:
         tiny_model(tiny_config(guide_threshold=1.5))
     assert err.value.where == "model.guide_threshold"
+
+
+def test_a_guided_impression_is_written_one_clause_per_suspected_diagnosis():
+    model = tiny_model()
+    model.config = dataclasses.replace(model.config, impression_guide=True, guide_threshold=0.4)
+    probs = np.array([[0.9, 0.1, 0.4, 0.39, 0.6], [0.0, 0.2, 0.3, 0.1, 0.39]])  # (2, K)
+    guides = model.impression_guides(probs)
+    assert guides == [("pneumonia", "sepsis", "pleural_effusion"), ()]  # most probable first
+    assert model.clause_prompts(guides[0]) == [
+        "Impression: [suspected: pneumonia]", "Impression: [suspected: sepsis]", "Impression: [suspected: pleural effusion]",
+    ]
+    assert model.clause_prompts(()) == ["Impression: [suspected: none]"]
+    model.config = dataclasses.replace(model.config, guide_clauses=False)  # one generation after the whole guide
+    assert model.clause_prompts(guides[0]) == ["Impression: [suspected: pleural effusion; sepsis; pneumonia]"]
+    model.config = dataclasses.replace(model.config, impression_guide=False)
+    assert model.clause_prompts(guides[0]) == ["Impression:"]
+
+
+def test_clauses_are_written_for_each_row_and_joined():
+    model = tiny_model().eval()
+    open_gates(model)
+    model.config = dataclasses.replace(model.config, impression_guide=True)
+    batch = random_batch(model.config, 2)
+    guides = [("sepsis", "pneumonia"), ()]
+    written = model.write_impressions(batch, guides, max_new_tokens=4)
+    for row, guide in enumerate(guides):
+        one = {k: v[row : row + 1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        clauses = [model.generate(one, [p], max_new_tokens=4)[0] for p in model.clause_prompts(guide)]
+        parts = [t.strip().rstrip(".").strip() for t in clauses]
+        assert written[row] == (", ".join(p for p in parts if p) + "." if any(parts) else "")
+
+
+def test_join_clauses_and_select_rows():
+    assert join_clauses(["pneumonia (fever).", " sepsis.", "", "."]) == "pneumonia (fever), sepsis."
+    assert join_clauses(["", " "]) == ""
+    batch = {"image_present": torch.tensor([True, False]), "x": torch.arange(6).view(2, 3), "meta": ["a", "b"], "k": 3}
+    picked = select_rows(batch, torch.tensor([1, 1, 0]))
+    assert picked["image_present"].tolist() == [False, False, True] and picked["x"].tolist() == [[3, 4, 5], [3, 4, 5], [0, 1, 2]]
+    assert picked["meta"] == ["b", "b", "a"] and picked["k"] == 3
+
+
+def test_unimodal_heads_read_each_present_modalitys_mean_latent():
+    model = tiny_model(tiny_config(unimodal_heads=True)).eval()
+    batch = random_batch(model.config, 3)
+    set_presence(batch, 1, {"image"})
+    context = model.encode(batch)
+    got = model.modality_logits(context)
+    assert set(got) == set(model.config.modalities)
+    for name, (logits, present) in got.items():
+        span = context.span(name)
+        keep = context.mask[:, span].float()  # (B, K_m)
+        mean = (context.latents[:, span] * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1.0)
+        torch.testing.assert_close(logits, model.unimodal_heads[name](mean))
+        assert present.tolist() == [True, name == "image", True]
+    assert tiny_model().modality_logits(context) == {}  # no unimodal heads: nothing
 
 
 # -- the LM loss and the pooled diagnosis logits -----------------------------------------------

@@ -192,13 +192,18 @@ def test_a_guided_impression_is_written_after_the_diagnoses_at_or_above_the_thre
     predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration={"temperature": temperature})
     preds = predictor.predict_many(studies)
 
-    chosen = [[names[k] for k in np.argsort(-probs[row], kind="stable")[::-1] if probs[row, k] >= threshold] for row in range(len(studies))]  # most probable last
+    chosen = [[names[k] for k in np.argsort(-probs[row], kind="stable") if probs[row, k] >= threshold] for row in range(len(studies))]  # most probable first
     assert len(chosen[0]) == 2
-    prompts = [guided_prompt(c) for c in chosen]
-    batch = predictor.batch(studies)
-    assert [p.impression for p in preds] == model.generate(batch, prompts)
+    assert predictor.impression_prompts(probs) == [[guided_prompt([d]) for d in c] or [guided_prompt([])] for c in chosen]
+    # one clause per suspected diagnosis, each written alone after its one-name guide, then joined by hand
+    for pred, study, c in zip(preds, studies, chosen):
+        clauses = [model.generate(predictor.batch([study]), [guided_prompt([d])])[0] for d in c] or [
+            model.generate(predictor.batch([study]), [guided_prompt([])])[0]
+        ]
+        parts = [t.strip().rstrip(".").strip() for t in clauses]
+        assert pred.impression == ", ".join(p for p in parts if p) + "."
     alone = predictor.predict(studies[0])
-    assert alone.impression == model.generate(predictor.batch(studies[:1]), prompts[:1])[0]
+    assert alone.impression == preds[0].impression
     assert alone.impression != model.generate(predictor.batch(studies[:1]), [IMPRESSION_PROMPT])[0]  # the guide was read
     for pred, p in zip(preds, probs):  # the diagnosis pools the plain prompt: the guide never reaches it
         for score in pred.scores:
@@ -214,10 +219,17 @@ def test_the_guide_uses_the_calibrated_operating_thresholds(guided_model):
     # the most probable diagnosis is set just above its probability, the least probable just below
     cut = {names[order[0]]: float(probs[order[0]]) + 1e-3, names[order[-1]]: float(probs[order[-1]]) - 1e-3}
     predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration={"temperature": 1.0, "operating_thresholds": cut})
-    expected = [names[k] for k in np.argsort(-probs, kind="stable")[::-1] if probs[k] >= cut.get(names[k], model.config.guide_threshold)]
+    expected = [names[k] for k in np.argsort(-probs, kind="stable") if probs[k] >= cut.get(names[k], model.config.guide_threshold)]
     assert names[order[0]] not in expected and names[order[-1]] in expected
-    assert predictor.impression_prompts(probs[None]) == [guided_prompt(expected)]
-    assert predictor.predict(study).impression == model.generate(predictor.batch([study]), [guided_prompt(expected)])[0]
+    assert predictor.impression_guides(probs[None]) == [tuple(expected)]
+    assert predictor.impression_prompts(probs[None]) == [[guided_prompt([d]) for d in expected]]
+    saved = model.config
+    try:  # written in one generation: the whole guide, most probable last
+        model.config = dataclasses.replace(saved, guide_clauses=False)
+        assert predictor.impression_prompts(probs[None]) == [[guided_prompt(expected[::-1])]]
+        assert predictor.predict(study).impression == model.generate(predictor.batch([study]), [guided_prompt(expected[::-1])])[0]
+    finally:
+        model.config = saved
 
 
 def test_a_conformal_guide_names_the_conformal_set(guided_model):
@@ -234,9 +246,12 @@ def test_a_conformal_guide_names_the_conformal_set(guided_model):
         predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration)
         chosen = [names[k] for k in np.argsort(-probs, kind="stable") if 1.0 - probs[k] <= q]  # most probable first
         assert len(chosen) == 2 and predictor.conformal_set(probs) == tuple(chosen)
-        assert predictor.impression_prompts(probs[None]) == [guided_prompt(chosen[::-1])]  # the guide: most probable last
+        assert predictor.impression_guides(probs[None]) == [tuple(chosen)]
+        assert predictor.impression_prompts(probs[None]) == [[guided_prompt([d]) for d in chosen]]  # a clause each
+        model.config = dataclasses.replace(saved, guide_set="conformal", guide_clauses=False)
+        assert predictor.impression_prompts(probs[None]) == [[guided_prompt(chosen[::-1])]]  # one guide: most probable last
         model.config = dataclasses.replace(saved, guide_set="operating")  # every diagnosis at threshold 0
-        assert predictor.impression_prompts(probs[None]) == [guided_prompt([names[k] for k in np.argsort(-probs, kind="stable")[::-1]])]
+        assert predictor.impression_guides(probs[None]) == [tuple(names[k] for k in np.argsort(-probs, kind="stable"))]
     finally:
         model.config = saved
     with pytest.raises(ConfigError, match="operating or conformal"):

@@ -32,7 +32,7 @@ from medmm.io.cohort import Cohort
 from medmm.model import build_model
 from medmm.train.data import CaseSet, TextBatcher
 from medmm.train.image_pretrain import load_image_encoder
-from medmm.train.losses import diagnosis_loss
+from medmm.train.losses import diagnosis_loss, unimodal_loss
 from medmm.train.recipe import RecipeConfig, build_optimizer, macro_auroc, recipe_main, resolved, validation_scores
 from medmm.train.state import JsonlLogger, load_state, save_state
 from medmm.transforms.study import StudyPreprocessor
@@ -92,13 +92,15 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
         epoch = progress["epoch"]
         sampler_gen.manual_seed(t.seed + epoch)  # the same order after a resume
         batcher.rng.seed(t.seed + epoch)
-        sums = {"loss": 0.0, "diagnosis": 0.0, "lm": 0.0, "n": 0}
+        sums = {"loss": 0.0, "diagnosis": 0.0, "lm": 0.0, "unimodal": 0.0, "n": 0}
         for batch in train_loader:
             with accelerator.accumulate(model):
                 result = model(batch, batch["input_ids"], batch["attention_mask"], batch["pool_index"], batch["lm_labels"])
                 diag = diagnosis_loss(result.diagnosis_logits, batch["labels"], batch["labels_known"], batch["diagnosis_rows"])
                 lm = result.lm_loss if result.lm_loss is not None else diag * 0.0
-                loss = diag + t.lm_loss_weight * lm
+                uni = unimodal_loss(result.modality_logits, batch["labels"], batch["labels_known"])
+                uni = uni if uni is not None else diag * 0.0
+                loss = diag + t.lm_loss_weight * lm + t.unimodal_loss_weight * uni
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -108,6 +110,7 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
             sums["loss"] += loss.item()
             sums["diagnosis"] += diag.item()
             sums["lm"] += lm.item()
+            sums["unimodal"] += uni.item()
             sums["n"] += 1
             if accelerator.sync_gradients:
                 progress["step"] += 1
@@ -116,7 +119,7 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
                 if progress["step"] >= total:
                     break
         progress["epoch"] = epoch + 1
-        record = {k: sums[k] / max(sums["n"], 1) for k in ("loss", "diagnosis", "lm")}
+        record = {k: sums[k] / max(sums["n"], 1) for k in ("loss", "diagnosis", "lm", "unimodal")}
         record["lr"] = scheduler.get_last_lr()[0]
         if len(val_set) and (progress["epoch"] % t.eval_every == 0 or progress["epoch"] >= t.epochs or progress["step"] >= total):
             probs, labels = validation_scores(core, val_loader, accelerator.device)

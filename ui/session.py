@@ -332,8 +332,8 @@ class ClinicianService:
         """The drafted impression (the same generation `Predictor.predict` runs)."""
         with self.predictor.lock:
             batch = self.predictor.batch([study])
-            prompts = self.predictor.impression_prompts(self.predictor.probabilities(batch))
-            return self.predictor.model.generate(batch, prompts, max_new_tokens=self.settings.max_new_tokens)[0]
+            probs = self.predictor.probabilities(batch)
+            return self.predictor.impressions(batch, probs, max_new_tokens=self.settings.max_new_tokens)[0]
 
     def _explanation(self, case: Case, diagnosis: str) -> dict[str, StudyExplanation]:
         explained = dict(case.explanations)

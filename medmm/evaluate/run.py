@@ -165,6 +165,8 @@ def model_info(predictor, model_dir: str | Path) -> dict:
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "image_encoder_frozen": bool(cfg.image.frozen) if "image" in cfg.modalities else None,
         "impression_guide": cfg.guide_set if cfg.impression_guide else None,
+        "impression_clauses": bool(cfg.impression_guide and cfg.guide_clauses),
+        "unimodal_heads": bool(cfg.unimodal_heads),
         "calibration_before_run": dict(predictor.calibration),
     }
 

@@ -11,7 +11,7 @@ gradient with respect to the probabilities exists). The hooks are removed on lea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,14 +36,34 @@ class AttentionSite:
     modality: str | None = None
 
 
+class Clause(NamedTuple):
+    """One generation of an impression: the prompt it was written after and the tokens written (through EOS)."""
+
+    prompt: str
+    ids: tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class Target:
-    """What one explanation explains: a diagnosis logit, or the log-likelihood of the generated impression."""
+    """What one explanation explains: a diagnosis logit, or the log-likelihood of the generated impression.
+
+    An impression written clause by clause (MedMM.clause_prompts) scores the sum of its clauses'
+    log-likelihoods, each given its own prompt.
+    """
 
     name: str  # a diagnosis name of the model, or "impression"
     index: int | None = None  # column of the diagnosis head; None for the impression
-    impression_ids: tuple[int, ...] = ()  # the generated tokens (through EOS) the impression score sums over
-    prompt: str = IMPRESSION_PROMPT  # the prompt the impression was written after (guided or plain)
+    clauses: tuple[Clause, ...] = ()  # the impression's generations, in order
+
+    @property
+    def prompt(self) -> str:
+        """The prompt of the first clause (the plain prompt for a diagnosis, whose head pools it)."""
+        return self.clauses[0].prompt if self.clauses else IMPRESSION_PROMPT
+
+    @property
+    def impression_ids(self) -> tuple[int, ...]:
+        """Every generated token of the impression, clause after clause."""
+        return tuple(t for c in self.clauses for t in c.ids)
 
 
 def attention_sites(model) -> dict[AttentionSite, nn.Module]:
@@ -121,18 +141,26 @@ def diagnosis_target(model, name: str) -> Target:
     return Target(name, names.index(name))
 
 
-def impression_target(model, batch: dict, *, max_new_tokens: int | None = None, prompt: str = IMPRESSION_PROMPT) -> Target:
-    """The target for the impression the model writes after `prompt` for this one-case batch (greedy, as Predictor does).
+def impression_target(
+    model, batch: dict, *, max_new_tokens: int | None = None, prompt: str | Sequence[str] = IMPRESSION_PROMPT
+) -> Target:
+    """The target for the impression the model writes for this one-case batch (greedy, as Predictor does).
 
-    Pass the prompt Predictor uses (`Predictor.impression_prompts` of the calibrated probabilities)
+    `prompt` is the prompt, or the prompts of the clauses, the impression is written after. Pass
+    the prompts Predictor uses (`Predictor.impression_prompts` of the calibrated probabilities)
     to explain the impression it serves.
     """
     check_single(batch)
-    new = model.generate_ids(batch, [prompt], max_new_tokens=max_new_tokens)[0].tolist()  # (N,)
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise ConfigError("an impression needs at least one prompt", where="explain target")
     eos = model.tokenizer.eos_token_id
-    if eos in new:
-        new = new[: new.index(eos) + 1]
-    return Target(IMPRESSION, None, tuple(int(t) for t in new), prompt)
+    clauses = []
+    for text, new in zip(prompts, model.generate_ids(expand(batch, len(prompts)), prompts, max_new_tokens=max_new_tokens).tolist()):
+        if eos in new:
+            new = new[: new.index(eos) + 1]
+        clauses.append(Clause(text, tuple(int(t) for t in new)))
+    return Target(IMPRESSION, None, tuple(clauses))
 
 
 def check_single(batch: dict) -> None:
@@ -177,16 +205,17 @@ def target_score(model, batch: dict, target: Target) -> Tensor:
     """The scalar per row (B,) that `target` explains: a diagnosis logit or the impression log-likelihood."""
     if target.index is not None:
         return diagnosis_logits(model, batch)[:, target.index]
-    return impression_log_likelihood(model, batch, target.impression_ids, target.prompt)
+    return torch.stack([impression_log_likelihood(model, batch, c.ids, c.prompt) for c in target.clauses]).sum(dim=0)
 
 
-def query_rows(model, target: Target) -> tuple[int, ...]:
+def query_rows(model, target: Target, clause: int = 0) -> tuple[int, ...]:
     """LM positions whose cross-attention rows plain rollout reads for `target`.
 
-    A diagnosis reads the last prompt token (where the head pools); the impression reads the
-    positions that predict each generated token.
+    A diagnosis reads the last prompt token (where the head pools); the impression reads, in the
+    pass of its clause `clause`, the positions that predict each generated token.
     """
-    prompt = len(model.prompt_ids([target.prompt], "cpu")[0][0])
     if target.index is not None:
-        return (prompt - 1,)
-    return tuple(range(prompt - 1, prompt - 1 + len(target.impression_ids)))
+        return (len(model.prompt_ids([IMPRESSION_PROMPT], "cpu")[0][0]) - 1,)
+    prompt, ids = target.clauses[clause]
+    start = len(model.prompt_ids([prompt], "cpu")[0][0]) - 1
+    return tuple(range(start, start + len(ids)))

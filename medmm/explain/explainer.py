@@ -99,7 +99,7 @@ def explain_study(
     if impression:
         target = impression_target(model, batch, prompt=predictor.impression_prompts(probs[None])[0])  # as Predictor writes it
         targets.append(target)
-        text = model.decode(torch.tensor([list(target.impression_ids)], dtype=torch.long))[0]
+        text = model.impression_from([model.decode(torch.tensor([list(c.ids)], dtype=torch.long))[0] for c in target.clauses])
     probability = {d: float(p) for d, p in zip(names, np.asarray(probs, dtype=np.float64))}
     present = tuple(m for m in MODALITIES if m in token_validity(model, batch))
     max_notes = model.config.preprocess.max_notes

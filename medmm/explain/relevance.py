@@ -177,20 +177,36 @@ def attention_relevance(
             grads = capture.gradients(score, retain_graph=i < len(diagnoses) - 1) if graded else None
             out += _by_method(model, batch, capture, target, float(score[0].detach()), grads, methods)
     for target in (t for t in targets if t.index is None):
-        with torch.set_grad_enabled(graded), AttentionCapture(model) as capture:
-            score = impression_log_likelihood(model, batch, target.impression_ids, target.prompt)  # (1,)
-        grads = capture.gradients(score) if graded else None
-        out += _by_method(model, batch, capture, target, float(score[0].detach()), grads, methods)
+        # an impression written in clauses: one pass per clause, relevance summed over the passes
+        parts, total = [], 0.0
+        for k, clause in enumerate(target.clauses):
+            with torch.set_grad_enabled(graded), AttentionCapture(model) as capture:
+                score = impression_log_likelihood(model, batch, clause.ids, clause.prompt)  # (1,)
+            grads = capture.gradients(score) if graded else None
+            parts.append(_composed(model, capture, target, grads, methods, k))
+            total += float(score[0].detach())
+        out += _relevances(model, batch, target, total, parts, methods)
+    return out
+
+
+def _composed(model, capture, target: Target, grads, methods, clause: int = 0) -> dict[str, tuple[dict, dict]]:
+    """(token relevance, latent mass) per method for one captured pass (see compose)."""
+    return {
+        method: compose(model, capture, grads, None) if method == "attention" else compose(model, capture, None, query_rows(model, target, clause))
+        for method in methods
+    }
+
+
+def _relevances(model, batch, target: Target, score: float, parts: Sequence[Mapping], methods) -> list[TokenRelevance]:
+    """One TokenRelevance per method from the sum of the passes' token relevance and latent mass."""
+    out = []
+    for method in methods:
+        tokens = {m: sum(p[method][0][m] for p in parts) for m in parts[0][method][0]}
+        mass = {m: sum(p[method][1][m] for p in parts) for m in parts[0][method][1]}
+        maps, share = _maps(model, batch, tokens, mass)
+        out.append(TokenRelevance(target.name, method, maps, share, score))
     return out
 
 
 def _by_method(model, batch, capture, target: Target, score: float, grads, methods) -> list[TokenRelevance]:
-    out = []
-    for method in methods:
-        if method == "attention":
-            tokens, mass = compose(model, capture, grads, None)
-        else:
-            tokens, mass = compose(model, capture, None, query_rows(model, target))
-        maps, share = _maps(model, batch, tokens, mass)
-        out.append(TokenRelevance(target.name, method, maps, share, score))
-    return out
+    return _relevances(model, batch, target, score, [_composed(model, capture, target, grads, methods)], methods)

@@ -28,6 +28,9 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-3  # encoders, resamplers, fusion and head
     gate_lr: float | None = None  # lr of the tanh gates of the cross-attention (None: lr); never weight-decayed
+    # lr of the modality encoders and their Perceiver resamplers (None: lr). Attention pooling over
+    # hundreds of note tokens learns best at a lower rate than the head and the cross-attention.
+    encoder_lr: float | None = None
     lr_lm: float = 2e-4  # LM parameters (LoRA adapters or full fine-tuning)
     loraplus_lr_ratio: float | None = None  # LoRA+: lr of lora_B = lr_lm * ratio (peft's LoRA+ helper)
     weight_decay: float = 0.01
@@ -37,6 +40,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate; fp16 needs a GPU)
     seed: int = 0
     lm_loss_weight: float = 0.5  # weight of the impression/answer LM loss beside the diagnosis loss
+    unimodal_loss_weight: float = 0.0  # weight of the unimodal heads' diagnosis loss (model.unimodal_heads)
     qa_fraction: float = 0.0  # chance that a case's LM row is a question-answer pair (stage 2)
     # With model.impression_guide, the guide of a training impression names the true diagnoses,
     # each left out with chance guide_drop, plus each false one with chance guide_add, so that
@@ -96,8 +100,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     lm_ids = {id(p) for p in lm_params}
     gates = [p for n, p in model.named_parameters() if p.requires_grad and id(p) not in lm_ids and n.endswith("_gate")]
     gate_ids = {id(p) for p in gates}
-    other = [p for p in model.parameters() if p.requires_grad and id(p) not in lm_ids and id(p) not in gate_ids]
+    encoder_ids = set()
+    if cfg.encoder_lr is not None:
+        encoder_ids = {id(p) for part in (model.encoders, model.resamplers) for p in part.parameters() if p.requires_grad}
+    encoder_params = [p for p in model.parameters() if id(p) in encoder_ids]
+    other = [p for p in model.parameters() if p.requires_grad and id(p) not in lm_ids | gate_ids | encoder_ids]
     gate_group = {"params": gates, "lr": cfg.gate_lr if cfg.gate_lr is not None else cfg.lr, "weight_decay": 0.0}
+    encoder_group = {"params": encoder_params, "lr": cfg.encoder_lr}
     if cfg.loraplus_lr_ratio and lm_params:
         from peft.optimizers import create_loraplus_optimizer
 
@@ -110,11 +119,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             optimizer.add_param_group({"params": other, "lr": cfg.lr, "weight_decay": cfg.weight_decay})
         if gates:
             optimizer.add_param_group(gate_group)
+        if encoder_params:
+            optimizer.add_param_group(encoder_group | {"weight_decay": cfg.weight_decay})
         return optimizer
-    groups = [{"params": other, "lr": cfg.lr}, gate_group]
+    groups = [{"params": other, "lr": cfg.lr}, gate_group, encoder_group]
     if lm_params:
         groups.append({"params": lm_params, "lr": cfg.lr_lm})
-    if not other and not lm_params and not gates:
+    if not other and not lm_params and not gates and not encoder_params:
         raise ConfigError("nothing to train: every parameter is frozen", where="recipe")
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 

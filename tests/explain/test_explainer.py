@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from medmm.explain.capture import impression_log_likelihood, impression_target, target_score
 from medmm.explain.explainer import METHODS, explain_study
+from medmm.explain.relevance import attention_relevance
 from medmm.prompts import guided_prompt
 from tests.explain.conftest import make_study
 
@@ -101,9 +103,20 @@ def test_a_guided_impression_is_explained_as_the_predictor_writes_it(study):
         probs = predictor.probabilities(predictor.batch([study]))[0]  # (K,)
     threshold = float(np.median(probs))
     model.config = dataclasses.replace(model.config, guide_threshold=threshold)
-    named = [model.config.diagnoses[k] for k in np.argsort(-probs, kind="stable")[::-1] if probs[k] >= threshold]  # most probable last
-    assert named
+    named = [model.config.diagnoses[k] for k in np.argsort(-probs, kind="stable") if probs[k] >= threshold]  # most probable first
+    assert len(named) >= 2
     result = explain_study(predictor, study, methods=("rollout",), diagnoses=["sepsis"])
-    expected = model.generate(predictor.batch([study]), [guided_prompt(named)])[0]
+    clauses = [model.generate(predictor.batch([study]), [guided_prompt([d])])[0] for d in named]  # one clause each
+    parts = [t.strip().rstrip(".").strip() for t in clauses]
+    expected = ", ".join(p for p in parts if p) + "."
     assert result.impression == expected == predictor.predict(study).impression
     assert result.get("impression", "rollout") is not None
+    # the explained score is the sum of the clauses' log-likelihoods, each after its own guide
+    target = impression_target(model, predictor.batch([study]), prompt=[guided_prompt([d]) for d in named])
+    assert [c.prompt for c in target.clauses] == [guided_prompt([d]) for d in named]
+    batch = predictor.batch([study])
+    with torch.no_grad():
+        total = sum(float(impression_log_likelihood(model, batch, c.ids, c.prompt)[0]) for c in target.clauses)
+    assert attention_relevance(model, batch, [target], ("rollout",))[0].score == pytest.approx(total, rel=1e-5)
+    with torch.no_grad():  # the same sum where gradient methods read it
+        assert float(target_score(model, batch, target)[0]) == pytest.approx(total, rel=1e-5)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from medmm.train.losses import diagnosis_loss
+from medmm.train.losses import diagnosis_loss, unimodal_loss
 
 
 def bce(logit: float, label: float) -> float:
@@ -54,3 +54,15 @@ def test_no_known_row_gives_zero_that_still_backpropagates():
     assert loss.detach().item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(logits.grad, torch.zeros(3, 2))
+
+
+def test_unimodal_loss_averages_each_modality_over_its_present_rows():
+    logits, labels = torch.tensor(LOGITS), torch.tensor(LABELS)
+    known = torch.tensor([True, True, False])
+    heads = {
+        "image": (logits, torch.tensor([True, False, True])),  # only row 0 is both present and known
+        "notes": (logits, torch.tensor([True, True, True])),  # rows 0 and 1
+    }
+    expected = (row(0) + (row(0) + row(1)) / 2) / 2
+    assert float(unimodal_loss(heads, labels, known)) == pytest.approx(expected, rel=1e-6)
+    assert unimodal_loss({}, labels, known) is None

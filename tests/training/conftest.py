@@ -37,6 +37,7 @@ def tiny_model_section(notes_dir: Path) -> dict:
         "backbone": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 128},
         "head_hidden": 16,
         "modality_dropout": 0.3,  # draws from torch's generator every step: resume must restore it
+        "unimodal_heads": True,
     }
 
 
@@ -101,6 +102,8 @@ def tiny_yaml(tmp_path_factory, cohort, notes_dir) -> Path:
             "batch_size": 4,
             "lr": 0.005,
             "lr_lm": 0.005,
+            "encoder_lr": 0.003,
+            "unimodal_loss_weight": 0.3,
             "warmup_fraction": 0.1,
             "max_length": 48,
             "seed": SEED,

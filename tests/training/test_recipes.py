@@ -75,8 +75,8 @@ def test_align_logs_each_epoch_and_ends_the_schedule(align_run):
     assert [r["step"] for r in rows] == [5, 10]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["lr"] == 0.0  # the cosine schedule ends exactly at the last step
-    for r in rows:
-        assert r["loss"] == pytest.approx(r["diagnosis"] + 0.5 * r["lm"], rel=1e-6)  # lm_loss_weight 0.5
+    for r in rows:  # lm_loss_weight 0.5, unimodal_loss_weight 0.3
+        assert r["unimodal"] > 0 and r["loss"] == pytest.approx(r["diagnosis"] + 0.5 * r["lm"] + 0.3 * r["unimodal"], rel=1e-6)
     assert rows[1]["loss"] < rows[0]["loss"]
 
 
@@ -253,6 +253,19 @@ def test_loraplus_puts_lora_B_at_ratio_times_lm_lr(finetune_run):
         expected = 0.004 if "lora_B" in name else 0.001 if "lora_A" in name else 0.02 if gate else 0.003
         assert group["lr"] == pytest.approx(expected), name
         assert group["weight_decay"] == pytest.approx(0.0 if gate else 0.01), name  # decay would close the gates
+
+    # encoder_lr: the encoders and resamplers get their own rate, with and without LoRA+
+    encoder_ids = {id(p) for part in (model.encoders, model.resamplers) for p in part.parameters() if p.requires_grad}
+    assert encoder_ids
+    for ratio in (4, None):
+        t = TrainConfig(lr=0.003, lr_lm=0.001, gate_lr=0.02, encoder_lr=0.0005, loraplus_lr_ratio=ratio)
+        group_of = {id(p): g for g in build_optimizer(model, t).param_groups for p in g["params"]}
+        assert len(group_of) == len(trainable)
+        for name, p in trainable:
+            if id(p) in encoder_ids:
+                assert group_of[id(p)]["lr"] == pytest.approx(0.0005), name
+            elif not name.endswith(("attn_gate", "ff_gate")) and "lora_" not in name:
+                assert group_of[id(p)]["lr"] == pytest.approx(0.003), name
 
 
 def test_note_embeddings_are_kept_on_disk_and_reused_by_the_next_stage(align_run, recipe_config):
