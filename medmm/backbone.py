@@ -32,6 +32,7 @@ from transformers import (
 from medmm.adapters import apply_finetune, default_target_modules, four_bit_available
 from medmm.backbone_tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 from medmm.errors import CheckpointError, ConfigError
+from medmm.fourbit import layers_kept_unquantized, report_unfit, use_cpu_kernel
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ class BackboneConfig:
     """Embedded model: attention heads per layer."""
     num_kv_heads: int = 4
     """Embedded model: key/value heads per layer (fewer than num_heads gives grouped-query attention)."""
-    intermediate_size: int = 688
-    """Embedded model: width of the SwiGLU MLP."""
+    intermediate_size: int = 704
+    """Embedded model: width of the SwiGLU MLP (a multiple of 64, as every 4-bit kernel needs)."""
     max_positions: int = 512
     """Embedded model: longest sequence, in tokens."""
     tie_embeddings: bool = True
@@ -170,13 +171,28 @@ def resolve_compute_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _bnb_config(cfg: BackboneConfig, compute_dtype: torch.dtype) -> BitsAndBytesConfig:
+def _bnb_config(cfg: BackboneConfig, compute_dtype: torch.dtype, keep: list[str]) -> BitsAndBytesConfig:
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=cfg.quant_type,
         bnb_4bit_use_double_quant=cfg.double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=[re.escape(name) for name in keep],  # transformers applies it to 4-bit too
     )
+
+
+def _layers_to_keep(config: PretrainedConfig, cfg: BackboneConfig) -> list[str]:
+    """Linear layers that stay in 16/32 bits under 4-bit loading, from the architecture alone (meta tensors)."""
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    return _keep_and_report(skeleton)
+
+
+def _keep_and_report(model: nn.Module) -> list[str]:
+    kept = layers_kept_unquantized(model)
+    head = model.get_output_embeddings()
+    report_unfit(kept, {n for n, m in model.named_modules() if m is head})
+    return sorted(kept)
 
 
 def _read_config(location: str, cfg: BackboneConfig) -> PretrainedConfig:
@@ -213,12 +229,14 @@ def _read_config(location: str, cfg: BackboneConfig) -> PretrainedConfig:
 
 
 def _load_pretrained(
-    location: str, cfg: BackboneConfig, *, quantize: bool, dtype: torch.dtype, device: torch.device
+    location: str, cfg: BackboneConfig, *, keep: list[str] | None, dtype: torch.dtype, device: torch.device
 ) -> PreTrainedModel:
-    """AutoModelForCausalLM from a folder or hub id; 4-bit through transformers' bitsandbytes path."""
+    """AutoModelForCausalLM from a folder or hub id; with `keep` (layers left unquantized), 4-bit
+    through transformers' bitsandbytes path."""
+    quantize = keep is not None
     kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if quantize:
-        kwargs["quantization_config"] = _bnb_config(cfg, dtype)
+        kwargs["quantization_config"] = _bnb_config(cfg, dtype, keep)
         kwargs["device_map"] = {"": str(device)}
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
@@ -290,9 +308,10 @@ def load_backbone(
         model: PreTrainedModel = LlamaForCausalLM(embedded_config(cfg, len(tokenizer)))
         if quantize:
             # Through a folder, so that quantization is transformers' own loading path.
+            keep = _keep_and_report(model)
             with tempfile.TemporaryDirectory(prefix="medmm-backbone-") as tmp:
                 model.save_pretrained(tmp)
-                model = _load_pretrained(tmp, cfg, quantize=True, dtype=load_dtype, device=device)
+                model = _load_pretrained(tmp, cfg, keep=keep, dtype=load_dtype, device=device)
         else:
             model = model.to(device=device, dtype=load_dtype)
     else:
@@ -305,8 +324,11 @@ def load_backbone(
         if cfg.finetune in ("lora", "qlora") and cfg.target_modules is None:
             default_target_modules(config.model_type)  # fail before loading any weights
         tokenizer = _load_tokenizer(location, cfg)
-        model = _load_pretrained(location, cfg, quantize=quantize, dtype=load_dtype, device=device)
+        keep = _layers_to_keep(config, cfg) if quantize else None  # checked before any weight loads
+        model = _load_pretrained(location, cfg, keep=keep, dtype=load_dtype, device=device)
 
+    if quantize:
+        use_cpu_kernel(model)
     model_type = str(model.config.model_type)
     model = apply_finetune(model, cfg, quantized=quantize)
     return Backbone(model=model, tokenizer=tokenizer, model_type=model_type, quantized=quantize)

@@ -29,7 +29,8 @@ TARGETS = {
     "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     "gpt2": ("c_attn", "c_proj", "c_fc"),
 }
-SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+# Widths fit every 4-bit kernel (output features a multiple of 32, input features of 64).
+SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
 
 
 def tiny_config(kind: str, vocab_size: int):
@@ -38,7 +39,7 @@ def tiny_config(kind: str, vocab_size: int):
     if kind == "qwen2":
         return Qwen2Config(vocab_size=vocab_size, num_key_value_heads=2, max_position_embeddings=64, **SIZES)
     if kind == "gpt2":
-        return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+        return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=64)
     if kind == "gpt_neox":
         return GPTNeoXConfig(vocab_size=vocab_size, **SIZES)
     raise AssertionError(kind)
@@ -159,7 +160,7 @@ def _step(model, ids):
     return loss
 
 
-def test_qlora_on_cpu_quantizes_trains_adapters_and_freezes_4bit(folders):
+def test_qlora_on_cpu_quantizes_trains_adapters_and_freezes_4bit(folders, cpu_4bit_kernel):
     bb = load_backbone(BackboneConfig(source=str(folders["llama"]), finetune="qlora", lora_r=4))
     original = fresh(folders["llama"])
     layers = {n: m for n, m in bb.base.named_modules() if n.endswith("base_layer")}
@@ -184,6 +185,11 @@ def test_qlora_on_cpu_quantizes_trains_adapters_and_freezes_4bit(folders):
     absmax = {n: m.weight.quant_state.absmax.clone() for n, m in layers.items()}
     lora_before = {n: p.detach().clone() for n, p in bb.model.named_parameters() if p.requires_grad}
     ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 2], [1, 50, 51, 52, 53, 54, 55, 2]])
+    bb.model.eval()
+    with torch.no_grad():  # a validation pass first: where the CPU has the fused kernel, it repacks here
+        bb.model(input_ids=ids)
+    packed = [getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers.values()]
+    assert all(packed) if cpu_4bit_kernel == "fused" else not any(packed)  # the path under test really ran
     bb.model.train()
     first = _step(bb.model, ids)
     for _ in range(4):
@@ -199,7 +205,7 @@ def test_qlora_on_cpu_quantizes_trains_adapters_and_freezes_4bit(folders):
         assert layer.weight.grad is None
 
 
-def test_qlora_embedded_goes_through_the_4bit_path():
+def test_qlora_embedded_goes_through_the_4bit_path(cpu_4bit_kernel):
     cfg = BackboneConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, finetune="qlora", lora_r=4)
     bb = load_backbone(cfg)
     assert bb.quantized and bb.model_type == "llama"
@@ -255,4 +261,4 @@ def test_lora_on_gpt2_trains_only_adapters(folders):
     assert all(not torch.equal(after[n].detach(), p) for n, p in lora_before.items())
     # Conv1D stores (in, out): LoRA's update must come out in that layout.
     c_attn = bb.base.transformer.h[0].attn.c_attn
-    assert c_attn.get_delta_weight("default").shape == c_attn.base_layer.weight.shape == (32, 96)
+    assert c_attn.get_delta_weight("default").shape == c_attn.base_layer.weight.shape == (64, 192)

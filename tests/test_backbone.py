@@ -60,10 +60,10 @@ def test_embedded_config_and_parameter_count():
     config = embedded_config(cfg, VOCAB_SIZE)
     assert config.model_type == "llama"
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (256, 4, 4)
-    assert (config.num_key_value_heads, config.intermediate_size, config.max_position_embeddings) == (4, 688, 512)
+    assert (config.num_key_value_heads, config.intermediate_size, config.max_position_embeddings) == (4, 704, 512)
     assert (config.pad_token_id, config.bos_token_id, config.eos_token_id) == (PAD_ID, BOS_ID, EOS_ID)
     model = LlamaForCausalLM(config)
-    d, f, v, layers = 256, 688, VOCAB_SIZE, 4
+    d, f, v, layers = 256, 704, VOCAB_SIZE, 4
     per_layer = 4 * d * d + 3 * d * f + 2 * d  # q,k,v,o + gate,up,down + two RMSNorm weights
     expected = v * d + layers * per_layer + d  # tied embedding/head + final norm
     assert sum(p.numel() for p in model.parameters()) == expected

@@ -119,7 +119,7 @@ def test_lora_checkpoint_stores_a_clean_base_and_the_adapters_apart(tmp_path):
     assert outputs(loaded, batch)[1] == outputs(model, batch)[1]
 
 
-def test_qlora_checkpoint_copies_its_lm_source_and_reloads_identically(tmp_path):
+def test_qlora_checkpoint_copies_its_lm_source_and_reloads_identically(tmp_path, cpu_4bit_kernel):
     source = lm_folder("llama", tmp_path / "base")
     model = tiny_model(tiny_config(finetune="qlora", source=str(source))).eval()
     assert model.backbone_info.quantized

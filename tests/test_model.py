@@ -45,6 +45,8 @@ NOTE_WORDS = (
     "sounds reduced denies"
 ).split()
 TINY_LM = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
+# QLoRA needs widths every 4-bit kernel takes (output features a multiple of 32, input of 64).
+TINY_4BIT_LM = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
 
 
 def note_tokenizer() -> BertTokenizerFast:
@@ -69,7 +71,10 @@ def tiny_config(*, finetune: str = "frozen", source: str = "embedded", notes_fro
         vitals=VitalsEncoderConfig(dim=16, depth=1, heads=2, max_steps=8),
         resampler=ResamplerConfig(num_latents=4, depth=1, heads=2),
         fusion=FusionConfig(every_n=1, heads=2, ff_mult=2),
-        backbone=BackboneConfig(source=source, finetune=finetune, lora_r=4, lora_alpha=8, lora_dropout=0.0, **TINY_LM),
+        backbone=BackboneConfig(
+            source=source, finetune=finetune, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+            **(TINY_4BIT_LM if finetune == "qlora" else TINY_LM),
+        ),
         preprocess=PreprocessConfig(image_size=32, max_notes=2, max_note_tokens=8, window_hours=4.0, step_minutes=60.0),
         head_hidden=16,
         max_new_tokens=8,
@@ -124,15 +129,16 @@ def randomize(module: torch.nn.Module, std: float, seed: int = 1) -> None:
 
 
 def lm_folder(kind: str, path: Path) -> Path:
-    """Save a tiny random causal LM of architecture `kind` with the embedded tokenizer to `path`."""
+    """Save a tiny random causal LM of architecture `kind` with the embedded tokenizer to `path` (4-bit-fit widths)."""
     tokenizer = build_tokenizer()
     ids = dict(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, vocab_size=len(tokenizer))
+    sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     if kind == "llama":
-        config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **ids)
+        config = LlamaConfig(**sizes, **ids)
     elif kind == "qwen2":
-        config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **ids)
+        config = Qwen2Config(**sizes, **ids)
     else:
-        config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, **ids)
+        config = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, **ids)
     torch.manual_seed(3)
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -212,20 +218,23 @@ def test_trainable_set_is_exactly_fusion_resamplers_heads_encoders_and_adapters(
 # -- QLoRA on the CPU --------------------------------------------------------------------------
 
 
-def test_qlora_forward_backward_and_step_keep_the_base_four_bit_and_frozen():
+def test_qlora_forward_backward_and_step_keep_the_base_four_bit_and_frozen(cpu_4bit_kernel):
     model = tiny_model(tiny_config(finetune="qlora"))
     assert model.backbone_info.quantized
     four_bit = {n: p for n, p in model.named_parameters() if isinstance(p, bnb.nn.Params4bit)}
-    assert len(four_bit) == TINY_LM["num_layers"] * 7  # every targeted projection's base weight
+    assert len(four_bit) == TINY_4BIT_LM["num_layers"] * 7  # every targeted projection's base weight
     before = {n: p.detach().clone() for n, p in four_bit.items()}
     assert all(p.dtype == torch.uint8 and not p.requires_grad for p in four_bit.values())
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     start = {n: p.detach().clone() for n, p in trainable.items()}
     optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
 
-    model.train()
     batch = random_batch(model.config, 3)
     ids, attn, pool, labels = prompt_batch(model, 3)
+    model.eval()
+    with torch.no_grad():  # a validation pass first: where the CPU has the fused kernel, it repacks here
+        model(batch, ids, attn, pool, lm_labels=labels)
+    model.train()
     out = model(batch, ids, attn, pool, lm_labels=labels)
     targets = torch.zeros_like(out.diagnosis_logits)
     targets[0, 1] = 1.0

@@ -74,7 +74,7 @@ def test_explaining_changes_nothing_in_the_model(predictor, study):
     assert all(p.grad is None for p in model.parameters()) and not model.training
 
 
-def test_qlora_model_explains_and_stays_unchanged(study):
+def test_qlora_model_explains_and_stays_unchanged(study, cpu_4bit_kernel):
     from medmm.predict import Predictor
     from tests.test_model import note_tokenizer, open_gates, tiny_config, tiny_model
 

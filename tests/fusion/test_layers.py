@@ -319,9 +319,11 @@ def test_gradient_reaches_an_encoder_only_through_rows_where_it_is_present():
 
 
 @pytest.mark.slow
-def test_qlora_lm_with_gradient_checkpointing(tmp_path):
+def test_qlora_lm_with_gradient_checkpointing(tmp_path, cpu_4bit_kernel):
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
+
+    from medmm.fourbit import use_cpu_kernel
 
     torch.manual_seed(0)
     config = LlamaConfig(**{**DECODER, "hidden_size": 64, "intermediate_size": 128, "head_dim": 16})
@@ -330,6 +332,7 @@ def test_qlora_lm_with_gradient_checkpointing(tmp_path):
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32
     )
     lm = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=quant, device_map="cpu")
+    assert use_cpu_kernel(lm) == cpu_4bit_kernel
     lm = prepare_model_for_kbit_training(lm)  # also turns on gradient checkpointing
     lm = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     lm.eval()
