@@ -155,10 +155,34 @@ def run_demo(opts: DemoOptions) -> dict:
         "seed": opts.seed,
         "time_seconds": {**{k: round(v, 1) for k, v in times.items()}, "total": round(sum(times.values()), 1)},
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        "machine": machine_description(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "summary.md").write_text(summary_text(metrics, model_dir))
     return metrics
+
+
+def machine_description() -> dict:
+    """What the figures were measured on: cores, the 4-bit CPU kernel, and the key library versions."""
+    import os
+    import platform
+
+    import bitsandbytes
+    import torch
+    import transformers
+
+    from medmm.fourbit import fused_kernel_available, kernel_in_effect
+
+    return {
+        "cpu_cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "avx512_bf16": fused_kernel_available(),
+        "cpu_4bit_kernel": kernel_in_effect(),
+        "cuda": torch.cuda.is_available(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "bitsandbytes": bitsandbytes.__version__,
+    }
 
 
 def summary_text(m: dict, model_dir: Path) -> str:
