@@ -43,6 +43,16 @@ class Demographics:
 
 
 @dataclass(frozen=True)
+class ImagePatient:
+    """The patient attributes an image's DICOM header states (as given; empty ones are None)."""
+
+    patient_id: str | None = None  # PatientID
+    sex: str | None = None  # PatientSex: M | F | O
+    age: str | None = None  # PatientAge as stored, e.g. "087Y"
+    birth_date: str | None = None  # PatientBirthDate as an ISO date
+
+
+@dataclass(frozen=True)
 class ImageSeries:
     """One DICOM series as pixels in physical units.
 
@@ -70,6 +80,14 @@ class ImageSeries:
     description: str | None = None
     acquired: datetime | None = None
     source_files: tuple[str, ...] = ()
+    spacing_assumed: bool = False  # no pixel spacing in the file: 1.0 mm was assumed
+    patient: ImagePatient | None = None  # who the files say the image is of
+
+    @property
+    def frame_count(self) -> int:
+        """Frames (or slices) in the series: 1 for a single 2D image."""
+        spatial = self.pixels.ndim - (1 if self.is_colour else 0)
+        return int(self.pixels.shape[0]) if spatial == 3 else 1
 
     @property
     def is_volume(self) -> bool:
@@ -168,6 +186,7 @@ class Study:
     vitals: VitalSeries | None = None
     labels: tuple[Label, ...] | None = None  # None: unknown; () known to have none
     time: datetime | None = None  # the study time (reference for age and the vitals window)
+    time_source: str | None = None  # how the study time was chosen (given, image acquisition, latest data ...)
     provenance: tuple[SourceRef, ...] = ()
     warnings: tuple[Issue, ...] = ()
 
@@ -190,6 +209,16 @@ class Study:
 
 
 MODALITIES: tuple[str, ...] = ("image", "notes", "vitals")
+
+
+@dataclass(frozen=True)
+class InputUse:
+    """Whether one input of a study reached the model, and why (or why not)."""
+
+    modality: str  # image | notes | vitals
+    source: str  # the file and series, the note's resource, or "vital signs"
+    used: bool
+    reason: str  # what it is when used; why not otherwise
 
 
 @dataclass(frozen=True)
@@ -216,6 +245,11 @@ class Prediction:
     calibrated: bool  # probabilities passed through a fitted temperature
     seconds: float
     warnings: tuple[str, ...] = ()
+    inputs: tuple[InputUse, ...] = ()  # every input of the study, used or not, with the reason
+    answered: bool = True  # False: nothing the model can read; no scores, set or impression
+    refusal: str = ""  # why there is no answer, when answered is False
+    study_time: datetime | None = None
+    time_source: str | None = None
 
     def probability(self, name: str) -> float:
         return next(s.probability for s in self.scores if s.name == name)

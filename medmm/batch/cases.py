@@ -22,7 +22,7 @@ from medmm import errors
 from medmm.audit_store import InputDigest, file_digest
 from medmm.batch.plan import CaseTask, Outputs, PlannedBatch
 from medmm.errors import CohortError, InputError, MedmmError
-from medmm.records import DiagnosisScore, Prediction, Study
+from medmm.records import DiagnosisScore, InputUse, Prediction, Study
 
 # load_study reports a whole input it could not read as "<ErrorClass>: <detail>"
 _FILE_FAILURE = re.compile(r"^([A-Z][A-Za-z]*Error): (.*)$", re.DOTALL)
@@ -65,6 +65,8 @@ class CaseResult:
         data = dataclasses.asdict(self)
         for key in ("study_time", "predicted_at"):
             data[key] = None if data[key] is None else data[key].isoformat()
+        if data["prediction"] is not None and data["prediction"]["study_time"] is not None:
+            data["prediction"]["study_time"] = data["prediction"]["study_time"].isoformat()
         return json.dumps(data)
 
     @classmethod
@@ -76,6 +78,8 @@ class CaseResult:
                 **pred,
                 "scores": tuple(DiagnosisScore(**s) for s in pred["scores"]),
                 **{k: tuple(pred[k]) for k in ("conformal_set", "present", "missing", "warnings")},
+                "inputs": tuple(InputUse(**u) for u in pred["inputs"]),
+                "study_time": None if pred["study_time"] is None else datetime.fromisoformat(pred["study_time"]),
             })
         return cls(**{
             **data,
@@ -160,7 +164,8 @@ def load_case(task: CaseTask, options: CaseOptions, window_hours: float, step_mi
         if not folder.is_dir():
             raise CohortError("patient folder listed in the manifest does not exist", path=folder)
         inputs = hash_inputs(folder)
-        study = load_study(folder, study_time=task.study_time, patient_id=task.patient_id, window_hours=window_hours, step_minutes=step_minutes)
+        study = load_study(folder, study_time=task.study_time, time_source="cohort manifest", patient_id=task.patient_id,
+                           window_hours=window_hours, step_minutes=step_minutes)
         error = _unreadable_input(study) if options.outputs.inputs == "strict" else None
         missing = [m for m in require if m not in study.modalities]
         if error is None and missing:

@@ -95,7 +95,8 @@ class Cohort:
         entry = self.entries[index]
         if not entry.folder.exists():
             raise CohortError("patient folder listed in the manifest does not exist", path=entry.folder)
-        return load_study(entry.folder, study_time=entry.study_time, patient_id=entry.patient_id, **kwargs)
+        source = "cohort manifest" if entry.study_time is not None else "given"
+        return load_study(entry.folder, study_time=entry.study_time, time_source=source, patient_id=entry.patient_id, **kwargs)
 
     def __iter__(self) -> Iterator[Study]:
         for i in range(len(self)):

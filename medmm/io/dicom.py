@@ -305,6 +305,7 @@ def _series(
     """The ImageSeries record; `stacked` is (pixels, slice spacing, origin) for 3D, None for one 2D frame."""
     first = ordered[0]
     row_col = first.pixel_spacing
+    spacing_assumed = row_col is None
     if row_col is None:
         row_col = (1.0, 1.0)
         issues.append(Issue(first.source, tag_label("PixelSpacing"),
@@ -340,6 +341,8 @@ def _series(
         description=first.description,
         acquired=earliest.acquired if earliest is not None else None,
         source_files=tuple(f.source for f in ordered),
+        spacing_assumed=spacing_assumed,
+        patient=first.patient,
     )
 
 

@@ -40,7 +40,8 @@ from pydicom.uid import (
 )
 
 from medmm.errors import DicomError, MedmmError, UnsupportedDicomError
-from medmm.records import Issue
+from medmm.io.dates import PLAUSIBLE_FROM_YEAR, plausible_time
+from medmm.records import ImagePatient, Issue
 
 # Failure reasons: every DicomError message raised here starts with one, so that a folder read
 # can count its failures by kind.
@@ -131,6 +132,7 @@ class DecodedFile:
     view_position: str | None
     acquired: datetime | None  # UTC
     acquired_assumed_utc: bool  # no offset in the file: the naive time was taken as UTC
+    patient: ImagePatient | None = None  # PatientID, PatientSex, PatientAge, PatientBirthDate as stated
     issues: tuple[Issue, ...] = ()
 
 
@@ -479,11 +481,32 @@ def _attributes(ds: Dataset, source: str, n_frames: int, issues: list[Issue]) ->
         view_position=_text(ds, "ViewPosition", source, issues),
         acquired=acquired,
         acquired_assumed_utc=assumed,
+        patient=_patient(ds, source, issues),
     )
 
 
+def _patient(ds: Dataset, source: str, issues: list[Issue]) -> ImagePatient | None:
+    """Who the header says the image is of; None when it states nothing."""
+    birth = _text(ds, "PatientBirthDate", source, issues)
+    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})", birth or "")
+    iso = f"{m[1]}-{m[2]}-{m[3]}" if m else None
+    if birth and iso is None:
+        issues.append(Issue(source, tag_label("PatientBirthDate"), "not a YYYYMMDD date; ignored"))
+    sex = (_text(ds, "PatientSex", source, issues) or "").upper() or None
+    age = _text(ds, "PatientAge", source, issues)
+    if age is not None and not re.fullmatch(r"\d{3}[DWMY]", age):
+        issues.append(Issue(source, tag_label("PatientAge"), "not nnnD/W/M/Y; ignored"))
+        age = None
+    patient = ImagePatient(_text(ds, "PatientID", source, issues), sex if sex in ("M", "F", "O") else None, age, iso)
+    return None if patient == ImagePatient() else patient
+
+
 def _acquired(ds: Dataset, source: str, issues: list[Issue]) -> tuple[datetime | None, bool]:
-    """Acquisition time in UTC from the first usable date/time pair, and whether UTC was assumed."""
+    """Acquisition time in UTC from the first usable date/time pair, and whether UTC was assumed.
+
+    A date that is not a valid DICOM date/time, or that is implausible (before 1900, in the
+    future), is reported and the next source is tried: only the time is dropped, never the image.
+    """
     offset_text = _text(ds, "TimezoneOffsetFromUTC", source, issues)
     offset = _utc_offset(offset_text) if offset_text else None
     if offset_text and offset is None:
@@ -499,13 +522,18 @@ def _acquired(ds: Dataset, source: str, issues: list[Issue]) -> tuple[datetime |
             y, mo, d, h, mi, s, frac, off = m.groups() if m else ()
             naive = datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), min(int(s or 0), 59),
                              int((frac or "0").ljust(6, "0")))
-        except ValueError:
+            zone = _utc_offset(off) if off else offset
+            when = naive.replace(tzinfo=zone or timezone.utc).astimezone(timezone.utc)
+        except (ValueError, OverflowError):  # OverflowError: year 1 with a positive offset
             issues.append(Issue(source, tag_label(date_kw), "not a valid DICOM date/time; next source used"))
+            continue
+        if not plausible_time(when):
+            issues.append(Issue(source, tag_label(date_kw),
+                                f"implausible date (before {PLAUSIBLE_FROM_YEAR} or in the future); next source used"))
             continue
         if time_kw and not clock:
             issues.append(Issue(source, tag_label(time_kw), "missing; 00:00 used"))
-        zone = _utc_offset(off) if off else offset
-        return naive.replace(tzinfo=zone or timezone.utc).astimezone(timezone.utc), zone is None
+        return when, zone is None
     return None, False
 
 

@@ -55,6 +55,7 @@ class FhirRecord:
     issues: tuple[Issue, ...] = ()
     resource_counts: Mapping[str, int] = field(default_factory=dict)
     last_time: datetime | None = None
+    patient_keys: tuple[str, ...] = ()  # the Patient's id and identifier values (to match other files)
 
 
 def age_at(birth_date: str, when: datetime) -> float:
@@ -157,6 +158,7 @@ def read_fhir(
         issues=tuple(log.issues + log.time_issues()),
         resource_counts=dict(sorted(counts.items())),
         last_time=max(times) if times else None,
+        patient_keys=_patient_keys(target) if target is not None else (),
     )
 
 
@@ -200,6 +202,13 @@ def _select_patient(entries: list[Entry], patient_id: str | None, files: list[Pa
             f"{found} Patient among {len(patients)} matches the given patient_id (by id or identifier)", path=source
         )
     return matches[0]
+
+
+def _patient_keys(entry: Entry) -> tuple[str, ...]:
+    """A Patient's id and identifier values: what DICOM PatientID or a cohort key may match."""
+    idents = entry.raw.get("identifier")
+    values = [entry.raw.get("id")] + [i.get("value") for i in idents if isinstance(i, dict)] if isinstance(idents, list) else [entry.raw.get("id")]
+    return tuple(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
 
 
 def _has_identifier_value(entry: Entry, value: str) -> bool:

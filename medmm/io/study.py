@@ -8,10 +8,12 @@ keeps every good part and carries those reports as warnings.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from medmm.errors import InputError, MedmmError
+from medmm.io.dates import plausible_time
 from medmm.records import Demographics, Issue, SourceRef, Study, VitalReading
 
 # Files in a patient folder that are not model input (ground truth of synthetic cohorts,
@@ -59,15 +61,22 @@ def load_study(
     path: str | Path,
     *,
     study_time: datetime | None = None,
+    time_source: str = "given",
     patient_id: str | None = None,
     window_hours: float = 48.0,
     step_minutes: float = 60.0,
 ) -> Study:
     """Read a patient folder (or one file) into a Study.
 
-    The study time is, in order of preference: `study_time`, the latest image acquisition,
-    the latest time in the FHIR record, the latest vital-sign reading. It anchors the age and
-    the vital-sign window (the `window_hours` before it).
+    The study time is `study_time` when given (`time_source` says where it came from, e.g. a
+    cohort manifest), else the latest image acquisition, else the latest note or vital-sign
+    reading (encounter and condition dates do not move it). Dates before 1900 or in the future
+    never become the study time; they are reported. The time anchors the age and the
+    vital-sign window (the `window_hours` before it); readings outside the window are counted
+    in the warnings. `Study.time_source` says which rule chose it.
+
+    Files of more than one patient are refused (InputError), unless `patient_id` names one of
+    them: then the other patient's images are reported and not used.
     A single file that cannot be read raises its reader's MedmmError; in a folder, bad files
     become warnings and the rest is used.
     """
@@ -134,9 +143,16 @@ def load_study(
         if not _is_bookkeeping(f):
             warnings.append(Issue(str(f), "", "not a recognised input (DICOM, FHIR JSON/NDJSON, CSV/Parquet)", "skipped"))
 
-    when = study_time or _infer_time(images, record, readings, step_minutes)
-    if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+    images, skipped = one_patient(images, record, patient_id, root)
+    warnings.extend(skipped)
+
+    if study_time is not None:
+        when = study_time if study_time.tzinfo is not None else study_time.replace(tzinfo=timezone.utc)
+        if not plausible_time(when):
+            raise InputError(f"study time {when.isoformat()} is implausible (before 1900 or in the future)", path=root, where="study_time")
+        source = time_source
+    else:
+        when, source = _infer_time(images, record, readings, step_minutes, root, warnings)
 
     vitals = None
     if readings or dropped:
@@ -144,6 +160,9 @@ def load_study(
             warnings.append(Issue(str(root), "vitals", "no study time known: vital signs cannot be placed on a grid", "skipped"))
         else:
             vitals = build_grid(readings, end=when, window_hours=window_hours, step_minutes=step_minutes, dropped=dropped)
+            outside = _outside_window(readings, vitals, when)
+            if outside is not None:
+                warnings.append(outside)
 
     demographics = record.demographics if record else None
     # A folder's name is the patient's key in a cohort; a lone file falls back to the record's id.
@@ -167,6 +186,7 @@ def load_study(
         vitals=vitals,
         labels=record.labels if record else None,
         time=when,
+        time_source=source,
         provenance=tuple(provenance),
         warnings=tuple(warnings),
     )
@@ -177,16 +197,80 @@ def _is_bookkeeping(f: Path) -> bool:
     return name.startswith(".") or name in _IGNORED_NAMES or (name.startswith("truth") and f.suffix.lower() == ".npz")
 
 
-def _infer_time(images, record, readings, step_minutes: float) -> datetime | None:
+def _infer_time(images, record, readings, step_minutes: float, root: Path, warnings: list[Issue]) -> tuple[datetime | None, str | None]:
+    """The study time when none is given, and how it was chosen.
+
+    Image acquisitions first (the readers already refuse implausible ones); else the latest
+    note or vital-sign reading, the grid ending just after that reading's step. Encounter and
+    condition dates are administrative or outcomes, not data the model reads: they never count.
+    """
     acquired = [s.acquired for s in images if s.acquired is not None]
     if acquired:
-        return max(acquired)
-    if record is not None and record.last_time is not None:
-        return record.last_time
-    if readings:  # the grid is [end - window, end): end just after the last reading's step
-        last = max(r.time for r in readings)
-        try:
-            return last + timedelta(minutes=step_minutes)
-        except OverflowError:  # a reading in the last step before datetime.max
-            return datetime.max.replace(tzinfo=timezone.utc)
-    return None
+        return max(acquired), "image acquisition (latest)"
+    notes = [n.time for n in (record.notes if record is not None else ()) if n.time is not None]
+    times = [(t, "note") for t in notes] + [(r.time, "vital-sign reading") for r in readings]
+    plausible = [(_utc(t), kind) for t, kind in times if plausible_time(_utc(t))]
+    if len(plausible) < len(times):
+        warnings.append(Issue(str(root), "time", f"{len(times) - len(plausible)} note or reading time(s) before 1900 or in "
+                              "the future: not used to choose the study time"))
+    if not plausible:
+        return None, None
+    last, kind = max(plausible, key=lambda p: p[0])
+    if kind == "note":
+        return last, "latest note"
+    # the grid is [end - window, end): end just after the last reading's step (plausible: no overflow)
+    return last + timedelta(minutes=step_minutes), "latest vital-sign reading (plus one step)"
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def _outside_window(readings, vitals, end: datetime) -> Issue | None:
+    """One warning counting the readings of the grid's channels that fall before or after its window."""
+    start = vitals.start
+    channels = set(vitals.channels)
+    before = after = 0
+    for r in readings:
+        if r.channel not in channels:
+            continue
+        t = _utc(r.time)
+        before += t < start
+        after += t >= end
+    if not before and not after:
+        return None
+    hours = (end - start).total_seconds() / 3600.0
+    return Issue("vital signs", "window", f"{before + after} reading(s) outside the {hours:g}-hour window before the study "
+                 f"time ({before} before it, {after} at or after it): not on the grid", "dropped")
+
+
+def _image_patient(series) -> str | None:
+    return series.patient.patient_id if series.patient is not None else None
+
+
+def one_patient(images, record, patient_id: str | None, root: Path) -> tuple[list, list[Issue]]:
+    """The images of the one patient the input is about; refuses files of several patients.
+
+    DICOM PatientID values are compared with each other and with the FHIR Patient's id and
+    identifiers. With `patient_id` naming one of the patients found, the other patient's images
+    are reported and left out; without it, a mix raises InputError naming what was found.
+    """
+    keys = set(record.patient_keys) if record is not None else set()
+    ids = Counter(pid for s in images if (pid := _image_patient(s)))
+    if len(ids) <= 1 and not (ids and keys and not set(ids) & keys):
+        return list(images), []
+    found = [f"DICOM PatientID {i!r} ({n} series)" for i, n in sorted(ids.items())]
+    if keys:
+        found.append("FHIR Patient " + "/".join(repr(k) for k in sorted(keys)))
+    if patient_id and (patient_id in keys or (patient_id in ids and not keys)):
+        wanted = keys if patient_id in keys else {patient_id}
+        kept = [s for s in images if _image_patient(s) in (None, *wanted)]
+        skipped = [
+            Issue(s.source_files[0] if s.source_files else str(root), "(0010,0020) PatientID", "image of another patient: not used", "skipped")
+            for s in images if _image_patient(s) not in (None, *wanted)
+        ]
+        return kept, skipped
+    raise InputError(
+        "files of more than one patient: " + ", ".join(found) + "; give one patient's files, or name the patient to use",
+        path=root, where="PatientID",
+    )

@@ -32,12 +32,15 @@ def test_study_time_defaults_and_override(small_cohort):
     folder = _patient(small_cohort)
     study = load_study(folder)
     assert study.time is not None and study.time.tzinfo is not None
-    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
-    moved = load_study(folder, study_time=when)
-    assert moved.time == when
+    when = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    moved = load_study(folder, study_time=when, time_source="cohort manifest")
+    assert moved.time == when and moved.time_source == "cohort manifest"
     if moved.vitals is not None:
-        assert moved.vitals.start == datetime(2029, 12, 30, tzinfo=timezone.utc)
+        assert moved.vitals.start == datetime(2026, 5, 30, tzinfo=timezone.utc)
         assert not moved.vitals.mask.any()  # the readings are years before this window
+        assert any("outside the 48-hour window" in w.message for w in moved.warnings)  # and they are counted
+    with pytest.raises(InputError, match="implausible"):
+        load_study(folder, study_time=datetime(2099, 1, 1, tzinfo=timezone.utc))
 
 
 def test_bad_file_in_folder_is_reported_and_rest_kept(small_cohort, tmp_path):
@@ -73,13 +76,13 @@ def test_missing_modalities_are_not_errors(small_cohort, tmp_path):
     assert set(study.label_names) == set(truth["labels"])
 
 
-def test_reading_in_the_last_hour_of_year_9999_gives_the_latest_study_time(tmp_path):
-    # found by the ingest fuzzer: the inferred end (last reading + one step) overflowed datetime
+@pytest.mark.parametrize("when", ["9999-12-31T23:30:00Z", "0001-01-01T00:00:00Z", "1899-12-31T23:00:00Z"])
+def test_an_implausible_reading_time_never_becomes_the_study_time(tmp_path, when):
+    # found by the ingest fuzzer: year 9999 overflowed the grid end, year 1 its start
     path = tmp_path / "vitals.csv"
-    path.write_text("time,code,value,unit\n9999-12-31T23:30:00Z,8867-4,88,/min\n")
+    path.write_text(f"time,code,value,unit\n{when},8867-4,88,/min\n")
     study = load_study(path)
-    latest = datetime.max.replace(tzinfo=timezone.utc)
-    assert study.time == latest
-    assert study.vitals.start == latest - timedelta(hours=48)
-    hr = study.vitals.channels.index("heart_rate")
-    assert study.vitals.mask[:, hr].nonzero()[0].tolist() == [47] and study.vitals.values[47, hr] == 88.0
+    assert study.time is None and study.time_source is None and study.vitals is None
+    messages = [w.message for w in study.warnings]
+    assert any("1 note or reading time(s) before 1900 or in the future" in m for m in messages)
+    assert any("no study time known" in m for m in messages)
