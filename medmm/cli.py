@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
 
@@ -175,6 +176,11 @@ def predict(
             typer.echo(json.dumps(info))
         elif info["status"] == "ok":
             typer.echo(f"== {path}  (present: {', '.join(info['present']) or 'none'}; missing: {', '.join(info['missing']) or 'none'})")
+            typer.echo(f"  study time: {info['study_time'] or 'unknown'} ({info['time_source'] or 'no date in the input'})")
+            for use in info["inputs"]:
+                typer.echo(f"  {'used' if use['used'] else 'NOT USED'}: {use['modality']} {use['source']}: {use['reason']}")
+            if not info["answered"]:
+                typer.echo(f"  no answer: {info['refusal']}")
             for s in info["scores"]:
                 typer.echo(f"  {s['display']:<18} {s['probability']:6.1%}{'  in set' if s['in_set'] else ''}")
             if info["impression"]:
@@ -332,6 +338,8 @@ def _jsonable(obj):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, datetime):
+        return obj.isoformat()
     return obj
 
 

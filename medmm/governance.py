@@ -14,8 +14,10 @@ import json
 from pathlib import Path
 
 from medmm.codes import DIAGNOSES
+from medmm.config import from_dict
 from medmm.errors import CheckpointError, EvaluationError
 from medmm.report.html import diagnosis, estimate, group_label, interval, limitations, num, pct
+from medmm.scope import InputScope
 
 DISCLAIMER = "**Research use only; not a medical device.** Nothing here supports a clinical decision."
 _SNOMED = {d.name: d.snomed for d in DIAGNOSES}
@@ -30,6 +32,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _model(e: dict, config: dict | None) -> dict:
     return {**(e.get("model") or {}), "checkpoint": {k: v for k, v in (config or {}).items() if k not in ("config", "labels")}}
+
+
+def _scope(config: dict | None) -> InputScope:
+    """What the checkpoint's encoders were trained to read (the default scope for older checkpoints)."""
+    stored = ((config or {}).get("config") or {}).get("scope")
+    return from_dict(InputScope, stored, "config.scope") if stored is not None else InputScope()
 
 
 def _diagnoses(e: dict) -> list[str]:
@@ -70,6 +78,7 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         f"- Outputs: a calibrated probability for each of {', '.join(diagnosis(n) for n in names)}; a conformal prediction set; "
         "a drafted impression; the modalities used and missing.",
         f"- Calibration: temperature T = {num(s['temperature'])} and conformal threshold fitted on the {e['fitting']['source']}.",
+        *(f"- Input scope. {line}" for line in _scope(checkpoint_config).describe()),
         "",
         "## Intended use",
         "",

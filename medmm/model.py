@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medmm.scope import InputScope
 from medmm.backbone import Backbone, BackboneConfig, load_backbone
 from medmm.codes import DIAGNOSIS_NAMES
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
@@ -52,6 +53,9 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    # What each encoder was trained to read (image modality, body part, view, ...; note types). It
+    # travels with the checkpoint, and every study is checked against it before the model reads it.
+    scope: InputScope = field(default_factory=InputScope)
     head_hidden: int = 256  # width of the diagnosis head's hidden layer
     # The diagnosis head reads the LM's pooled hidden state and, with this on, each modality's mean
     # resampler latent (zeros when absent). With the gates closed at the start the LM passes no

@@ -22,16 +22,11 @@ from medmm.codes import DIAGNOSES
 from medmm.data import collate, to_device
 from medmm.errors import ConfigError
 from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
-from medmm.records import MODALITIES, DiagnosisScore, Prediction, Study
+from medmm.records import MODALITIES, DiagnosisScore, InputUse, Prediction, Study
+from medmm.scope import nothing_readable, select_inputs
 from medmm.transforms.study import StudyPreprocessor
 
 _DISPLAY = {d.name: d.display for d in DIAGNOSES}
-# Why a modality a study has can still be absent from the model's input.
-_UNUSED = {
-    "image": "no projection radiograph among its series",
-    "notes": "no note text gave tokens",
-    "vitals": "the vital-sign grid does not match the model's window and step",
-}
 
 
 _CALIBRATION_RANGES = {
@@ -88,8 +83,14 @@ class Predictor:
     def temperature(self) -> float:
         return float(self.calibration.get("temperature", 1.0))
 
+    def select(self, study: Study) -> tuple[Study, tuple[InputUse, ...]]:
+        """The study as this model may read it (its input scope applied), and a verdict per input."""
+        config = self.model.config
+        return select_inputs(study, config.scope, config.modalities, config.preprocess.vitals_steps)
+
     def batch(self, studies: Sequence[Study]) -> dict:
-        return to_device(collate([self.preprocessor(s) for s in studies]), self.device)
+        """Preprocessed tensors of the in-scope parts of `studies` (what the model reads)."""
+        return to_device(collate([self.preprocessor(self.select(s)[0]) for s in studies]), self.device)
 
     @torch.no_grad()
     def logits(self, batch: dict, modalities: tuple[str, ...] | None = None) -> torch.Tensor:
@@ -144,49 +145,53 @@ class Predictor:
     def predict_many(
         self, studies: Sequence[Study], *, impression: bool = True, max_new_tokens: int | None = None
     ) -> list[Prediction]:
-        """One Prediction per study; modalities a study has but the model cannot use are stated as warnings.
+        """One Prediction per study, with every input's verdict (used, or why not).
 
-        `max_new_tokens` bounds the impression's length (None: the model's default). With the
-        model's impression guide, the impression is written after the diagnoses whose calibrated
-        probability reaches its threshold.
+        A study with nothing inside the model's input scope gets no scores, no set and no
+        impression, but an answer that says so. `max_new_tokens` bounds the impression's
+        length (None: the model's default). With the model's impression guide, the impression
+        is written after the diagnoses whose calibrated probability reaches its threshold.
         """
         start = time.perf_counter()
-        with self.lock:
-            batch = self.batch(studies)
-            probs = self.probabilities(batch)
-            used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
-            texts = self.impressions(batch, probs, max_new_tokens=max_new_tokens) if impression else [""] * len(studies)
+        chosen = [self.select(s) for s in studies]
+        readable = [i for i, (_, uses) in enumerate(chosen) if any(u.used for u in uses)]
+        probs = np.zeros((0, len(self.model.config.diagnoses)))
+        used: dict[str, list[bool]] = {}
+        texts: list[str] = []
+        if readable:
+            with self.lock:
+                batch = to_device(collate([self.preprocessor(chosen[i][0]) for i in readable]), self.device)
+                probs = self.probabilities(batch)
+                used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
+                texts = self.impressions(batch, probs, max_new_tokens=max_new_tokens) if impression else [""] * len(readable)
         seconds = (time.perf_counter() - start) / max(len(studies), 1)
-        names = self.model.config.diagnoses
-        out = []
-        for row, (study, p, text) in enumerate(zip(studies, probs, texts)):
-            chosen = self.conformal_set(p)
-            scores = tuple(
-                DiagnosisScore(names[k], _DISPLAY.get(names[k], names[k]), float(p[k]), names[k] in chosen)
-                for k in np.argsort(-p, kind="stable")
-            )
-            present = tuple(m for m in MODALITIES if m in used and used[m][row])
-            unused = tuple(f"{m}: present in the study but not used ({self._why_unused(m)})" for m in study.modalities if m not in present)
-            out.append(
-                Prediction(
-                    study_id=study.study_id,
-                    scores=scores,
-                    conformal_set=chosen,
-                    coverage_target=self.calibration.get("coverage_target"),
-                    impression=text,
-                    present=present,
-                    missing=tuple(m for m in MODALITIES if m not in present),
-                    model_id=self.model_id,
-                    model_version=medmm.__version__,
-                    calibrated="temperature" in self.calibration,
-                    seconds=seconds,
-                    warnings=tuple(str(w) for w in study.warnings) + unused,
-                )
-            )
-        return out
+        row_of = {i: row for row, i in enumerate(readable)}
+        return [
+            self._prediction(study, uses, row_of.get(i), probs, used, texts, seconds)
+            for i, (study, (_, uses)) in enumerate(zip(studies, chosen))
+        ]
 
-    def _why_unused(self, modality: str) -> str:
-        return _UNUSED[modality] if modality in self.model.config.modalities else f"this model has no {modality} encoder"
+    def _prediction(self, study: Study, uses, row: int | None, probs, used, texts, seconds: float) -> Prediction:
+        not_used = tuple(f"{u.modality} {u.source}: not used ({u.reason})" for u in uses if not u.used)
+        common = dict(
+            study_id=study.study_id, coverage_target=self.calibration.get("coverage_target"), model_id=self.model_id,
+            model_version=medmm.__version__, calibrated="temperature" in self.calibration, seconds=seconds,
+            warnings=tuple(str(w) for w in study.warnings) + not_used, inputs=tuple(uses),
+            study_time=study.time, time_source=study.time_source,
+        )
+        if row is None:
+            return Prediction(scores=(), conformal_set=(), impression="", present=(), missing=MODALITIES,
+                              answered=False, refusal=nothing_readable(uses), **common)
+        names = self.model.config.diagnoses
+        p = probs[row]
+        chosen = self.conformal_set(p)
+        scores = tuple(
+            DiagnosisScore(names[k], _DISPLAY.get(names[k], names[k]), float(p[k]), names[k] in chosen)
+            for k in np.argsort(-p, kind="stable")
+        )
+        present = tuple(m for m in MODALITIES if m in used and used[m][row])
+        return Prediction(scores=scores, conformal_set=chosen, impression=texts[row], present=present,
+                          missing=tuple(m for m in MODALITIES if m not in present), **common)
 
     def ask(self, study: Study, question: str, *, max_new_tokens: int = 48) -> str:
         """The model's answer to a free-text question about this study, conditioned on its modalities."""

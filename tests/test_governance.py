@@ -39,6 +39,9 @@ def test_model_card_has_every_section_filled_from_the_run(report_run):
     assert f"| race | Black or African American (2054-5) | {flag['metric']} | {num(flag['value'])}" in card
     assert "| all | 0.900 | 350 |" in card  # the ablation table
     assert "train split of the same cohort (300 patients)" in card
+    assert "- Input scope. Images: CR/DX projection radiographs, body part CHEST, view PA/AP" in card  # the default scope
+    narrow = {**CONFIG, "config": {**CONFIG.get("config", {}), "scope": {"image": {"views": ["PA"]}}}}
+    assert "view PA, greyscale" in model_card(e, audit, narrow)  # the checkpoint's own scope
     for table in card.split("\n\n"):  # every row of every table has as many cells as its header ('|' in text is escaped)
         rows = [line for line in table.splitlines() if line.startswith("|")]
         assert len({len(re.split(r"(?<!\\)\|", row)) for row in rows}) <= 1, table

@@ -30,7 +30,8 @@ def make_study(study_id: str = "case-1", *, image: bool = True, notes: bool = Tr
     images = ()
     if image:
         pixels = rng.uniform(0, 4000, size=(48, 40)).astype(np.float32)
-        images = (ImageSeries(pixels=pixels, spacing=(0.2, 0.2), modality="CR", series_uid="1.2.3.4", view_position="PA"),)
+        # 8 mm pixels: the 384 x 320 mm of a chest radiograph, inside the default input scope
+        images = (ImageSeries(pixels=pixels, spacing=(8.0, 8.0), modality="CR", series_uid="1.2.3.4", view_position="PA"),)
     texts = ("patient reports cough and fever .", "crackles right lower lobe , no acute distress .")
     note_records = tuple(ClinicalNote(text=t, time=STUDY_TIME) for t in texts) if notes else ()
     series = None
@@ -120,15 +121,15 @@ def test_a_study_with_no_image_still_predicts_and_says_what_is_missing(model):
     probs = 1.0 / (1.0 + np.exp(-logits_by_hand(model, no_image)))
     assert pred.probability("pneumonia") == pytest.approx(probs[model.config.diagnoses.index("pneumonia")], abs=1e-6)
     assert pred.probability("pneumonia") != pytest.approx(full.probability("pneumonia"), abs=1e-6)  # the image did count
-    empty = predictor.predict(Study(study_id="empty"), impression=False)
-    assert (empty.present, empty.missing) == ((), ("image", "notes", "vitals"))
-    assert all(0.0 < s.probability < 1.0 for s in empty.scores)
+    empty = predictor.predict(Study(study_id="empty"), impression=False)  # nothing to read: no answer
+    assert (empty.present, empty.missing, empty.scores, empty.answered) == ((), ("image", "notes", "vitals"), (), False)
 
 
 def test_a_modality_the_model_cannot_use_is_missing_with_a_warning(model):
     pred = Predictor(model, note_tokenizer=note_tokenizer()).predict(make_study(vitals_steps=10), impression=False)
     assert pred.missing == ("vitals",)
-    assert any(w.startswith("vitals: present in the study but not used") for w in pred.warnings)
+    assert "vitals vital signs: not used (grid of 10 steps, the model reads 4)" in pred.warnings
+    assert [(u.modality, u.used) for u in pred.inputs] == [("image", True), ("notes", True), ("notes", True), ("vitals", False)]
 
 
 def test_a_batch_of_studies_equals_each_study_alone(model):

@@ -124,8 +124,10 @@ def _wire(page: Page, service: ClinicianService, files, analyse, pick, analyse_d
                     yield page.diagnosed(case)
                 elif case.stage == "impression":
                     yield page.drafted(case)
-                else:
+                elif case.prediction.answered:
                     yield page.explained(case, case.prediction.scores[0].name, opacity_value)
+                else:
+                    yield page.diagnosed(case)
                 if case.stage in next_step:
                     progress(*next_step[case.stage])
         except Exception as err:  # noqa: BLE001 - the page reports it and the app keeps serving

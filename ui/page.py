@@ -118,9 +118,10 @@ class Page:
     def diagnosed(self, case: Case) -> dict:
         """The first result: ranked diagnoses with the prediction set, modalities used and missing."""
         p = case.prediction
-        top = p.scores[0].name
+        top = p.scores[0].name if p.scores else None
+        message = "Ranked diagnoses ready. Drafting the impression..." if p.answered else "No answer: nothing this model can read."
         return {
-            self.status: message_html("Ranked diagnoses ready. Drafting the impression...") + warnings_html(list(p.warnings)),
+            self.status: message_html(message) + warnings_html(list(p.warnings)),
             self.diagnoses: diagnoses_html(p),
             self.modalities: modalities_html(p, case.study),
             self.target: gr.update(choices=[(s.display, s.name) for s in p.scores], value=top),
@@ -192,6 +193,7 @@ def summary(case: Case) -> dict:
             "scores": [{"name": s.name, "probability": s.probability, "in_set": s.in_set} for s in p.scores],
             "conformal_set": list(p.conformal_set), "coverage_target": p.coverage_target, "calibrated": p.calibrated,
             "impression": p.impression, "present": list(p.present), "missing": list(p.missing), "model_id": p.model_id,
+            "answered": p.answered, "refusal": p.refusal,
         })
     return out
 

@@ -304,6 +304,10 @@ class ClinicianService:
         times["diagnoses"] = time.perf_counter() - start
         case = self._update(case, stage="diagnoses", prediction=first, seconds=dict(times))
         yield case
+        if not first.answered:  # nothing the model can read: no impression, nothing to explain
+            event = self._record(first, case, user)
+            yield self._update(case, stage="explanations", event_id=event, seconds=dict(times))
+            return
 
         start = time.perf_counter()
         try:
@@ -364,6 +368,9 @@ class ClinicianService:
         if len(question) > MAX_QUESTION_CHARS:
             raise InputError(f"questions are limited to {MAX_QUESTION_CHARS} characters", where="question")
         case = self.get(token)
+        readable = case.prediction.answered if case.prediction is not None else any(u.used for u in self.predictor.select(case.study)[1])
+        if not readable:
+            return "No answer: this study holds nothing this model can read (see the inputs above)."
         start = time.perf_counter()
         answer = self.predictor.ask(case.study, question)
         log.info("question answered in %.2f s", time.perf_counter() - start)
@@ -386,7 +393,7 @@ class ClinicianService:
         if unknown:
             raise ConfigError(f"diagnoses must be among {', '.join(DIAGNOSIS_NAMES)}", where="feedback.diagnoses")
         if verdict == "agree" and not named:
-            named = list(case.prediction.conformal_set) or [case.prediction.scores[0].name]
+            named = list(case.prediction.conformal_set) or [s.name for s in case.prediction.scores[:1]]
         event = self.store.record_feedback(
             case.prediction, verdict=verdict, diagnoses=named, model_dir=self.settings.model_dir, user=user, source="ui", digests=case.digests
         )

@@ -70,6 +70,8 @@ def conformal_sentence(prediction: Prediction) -> str:
 
 def diagnoses_html(prediction: Prediction) -> str:
     """Ranked diagnoses with their probabilities, the prediction-set members marked, and the set in words."""
+    if not prediction.answered:
+        return f'<div class="medmm-diagnoses"><p class="medmm-no-answer">{html.escape(prediction.refusal)}</p></div>'
     kind = "calibrated probability" if prediction.calibrated else "probability (not calibrated)"
     rows = []
     for rank, s in enumerate(prediction.scores, start=1):
@@ -87,17 +89,27 @@ def diagnoses_html(prediction: Prediction) -> str:
 
 
 def modalities_html(prediction: Prediction, study: Study) -> str:
-    """Which modalities the model used, which are missing, and why a present one went unused."""
+    """Which modalities the model used, which are missing, and every input it did not read, with the reason."""
     items = []
     for m in MODALITIES:
         if m in prediction.present:
             items.append(f'<li class="medmm-present">{MODALITY_LABELS[m]}: used</li>')
         elif m in study.modalities:
-            items.append(f'<li class="medmm-unused">{MODALITY_LABELS[m]}: present in the files but not used by this model</li>')
+            items.append(f'<li class="medmm-unused">{MODALITY_LABELS[m]}: present in the files but not used</li>')
         else:
             items.append(f'<li class="medmm-missing">{MODALITY_LABELS[m]}: missing</li>')
-    note = "" if prediction.present else "<p>No modality could be used: the result reflects the model's prior only.</p>"
-    return f'<div class="medmm-modalities"><ul>{"".join(items)}</ul>{note}</div>'
+    unused = [u for u in prediction.inputs if not u.used]
+    listed = "".join(
+        f'<li class="medmm-unused">{html.escape(MODALITY_LABELS.get(u.modality, u.modality))} {html.escape(u.source)}: '
+        f"{html.escape(u.reason)}</li>"
+        for u in unused
+    )
+    detail = f'<p>Not used:</p><ul class="medmm-not-used">{listed}</ul>' if unused else ""
+    note = "" if prediction.answered else (
+        '<p class="medmm-no-answer"><strong>No answer:</strong> this study holds nothing this model can read, '
+        "so it gives no diagnosis, no prediction set and no impression.</p>"
+    )
+    return f'<div class="medmm-modalities"><ul>{"".join(items)}</ul>{detail}{note}</div>'
 
 
 def warnings_html(warnings: Sequence[str], limit: int = 20) -> str:

@@ -92,6 +92,8 @@ def diagnostic_report(result: CaseResult, run_id: str) -> dict:
         "performer": [{"display": _model_display(result)}],
         "conclusion": f"{p.impression}\n\n{DISCLAIMER}" if p.impression else DISCLAIMER,
     }
+    if not p.answered:  # nothing the model can read: the report says why, and holds no finding
+        out["conclusion"] = f"No prediction: {p.refusal}\n\n{DISCLAIMER}"
     if result.study_time is not None:
         out["effectiveDateTime"] = _instant(result.study_time)
     if p.conformal_set:
@@ -102,7 +104,8 @@ def diagnostic_report(result: CaseResult, run_id: str) -> dict:
 def provenance(result: CaseResult, run_id: str) -> dict:
     """Which model (version and id) made the two resources above, from which inputs (by SHA-256)."""
     p = result.prediction
-    targets = [f"{kind}/{resource_id(run_id, result.patient_id, kind)}" for kind in ("RiskAssessment", "DiagnosticReport")]
+    kinds = ("RiskAssessment", "DiagnosticReport") if p.answered else ("DiagnosticReport",)
+    targets = [f"{kind}/{resource_id(run_id, result.patient_id, kind)}" for kind in kinds]
     entities = [
         {"role": "source", "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:sha256:{i.sha256}"}, "display": f"{i.kind} input, {i.size} bytes"}}
         for i in result.inputs
@@ -123,11 +126,16 @@ _BUILDERS = {"RiskAssessment": risk_assessment, "DiagnosticReport": diagnostic_r
 
 
 def case_resources(result: CaseResult, run_id: str) -> dict[str, str]:
-    """Resource type -> one validated NDJSON line, for a case that was predicted (empty for a failed one)."""
+    """Resource type -> one validated NDJSON line, for a case that was predicted (empty for a failed one).
+
+    A case with nothing the model can read has no RiskAssessment: its report says why.
+    """
     if result.prediction is None:
         return {}
     lines = {}
     for kind, build in _BUILDERS.items():
+        if kind == "RiskAssessment" and not result.prediction.answered:
+            continue
         resource = build(result, run_id)
         check_resource(resource, where=f"{kind} of one case")
         lines[kind] = json.dumps(resource, separators=(",", ":"), ensure_ascii=False)

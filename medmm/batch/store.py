@@ -74,7 +74,8 @@ def result_schema(names: Sequence[str]) -> pa.Schema:
         + [(f"label_{n}", pa.int8()) for n in names]
         + [
             ("labels_known", pa.bool_()), ("conformal_set", strings), ("coverage_target", pa.float64()), ("calibrated", pa.bool_()),
-            ("impression", pa.string()), ("present", strings), ("missing", strings), ("warnings", strings),
+            ("impression", pa.string()), ("answered", pa.bool_()), ("refusal", pa.string()), ("time_source", pa.string()),
+            ("used", strings), ("not_used", strings), ("present", strings), ("missing", strings), ("warnings", strings),
             ("model_id", pa.string()), ("model_version", pa.string()), ("error_type", pa.string()), ("error_message", pa.string()),
             ("inputs", inputs), ("explanation", pa.string()), ("batch", pa.int32()),
             ("seconds_load", pa.float64()), ("seconds_predict", pa.float64()), ("predicted_at", pa.timestamp("us", tz="UTC")),
@@ -96,6 +97,11 @@ def result_row(r: CaseResult, names: Sequence[str], model_id: str, model_version
         "coverage_target": p.coverage_target if p else None,
         "calibrated": p.calibrated if p else None,
         "impression": p.impression if p else None,
+        "answered": p.answered if p else None,
+        "refusal": (p.refusal or None) if p else None,
+        "time_source": p.time_source if p else None,
+        "used": [f"{u.modality} {u.source}: {u.reason}" for u in p.inputs if u.used] if p else None,
+        "not_used": [f"{u.modality} {u.source}: {u.reason}" for u in p.inputs if not u.used] if p else None,
         "present": list(p.present) if p else None,
         "missing": list(p.missing) if p else None,
         "warnings": list(p.warnings) if p else None,

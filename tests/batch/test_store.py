@@ -11,7 +11,7 @@ import pytest
 from medmm.batch.cases import CaseInput, CaseResult
 from medmm.batch.store import TIMING_COLUMNS, ResultStore, result_row
 from medmm.errors import ConfigError
-from medmm.records import DiagnosisScore, Prediction
+from medmm.records import DiagnosisScore, InputUse, Prediction
 
 NAMES = ("pneumonia", "sepsis")
 T0 = datetime(2024, 3, 1, 8, 30, tzinfo=timezone.utc)
@@ -26,6 +26,8 @@ def _prediction(pid: str, p_pneumonia: float, p_sepsis: float) -> Prediction:
         study_id=pid, scores=tuple(scores), conformal_set=tuple(s.name for s in scores if s.in_set), coverage_target=0.9,
         impression="right lower lobe pneumonia.", present=("image", "notes"), missing=("vitals",), model_id="abc123",
         model_version="0.1.0", calibrated=True, seconds=0.25, warnings=("vitals: none in the window",),
+        inputs=(InputUse("image", "images/a.dcm (series 1.2)", True, "DX CHEST PA"), InputUse("notes", "DocumentReference/x", False, "no text")),
+        study_time=T0, time_source="cohort manifest",
     )
 
 
@@ -61,6 +63,8 @@ def test_result_row_orders_probabilities_by_name_and_one_hot_labels():
     assert row["prob_pneumonia"] == 0.2 and row["prob_sepsis"] == 0.9
     assert row["label_pneumonia"] == 0 and row["label_sepsis"] == 1 and row["labels_known"] is True
     assert row["conformal_set"] == ["sepsis"] and row["seconds_predict"] == 0.25
+    assert row["used"] == ["image images/a.dcm (series 1.2): DX CHEST PA"] and row["not_used"] == ["notes DocumentReference/x: no text"]
+    assert row["answered"] is True and row["refusal"] is None and row["time_source"] == "cohort manifest"
     failed = result_row(_failed("P2", 1), NAMES, "abc123", "0.1.0")
     assert failed["prob_sepsis"] is None and failed["label_sepsis"] is None and failed["model_id"] == "abc123"
     assert set(TIMING_COLUMNS) <= set(row)

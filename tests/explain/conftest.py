@@ -26,7 +26,8 @@ def make_study(*, image: bool = True, notes: bool = True, vitals: bool = True, s
     images = ()
     if image:
         pixels = rng.uniform(0, 1000, size=shape).astype(np.float32)
-        images = (ImageSeries(pixels=pixels, spacing=(1.0, 1.0), modality="DX", series_uid="1.2.3.4", window=(500.0, 1000.0)),)
+        # 8 mm pixels: the 320 x 400 mm of a chest radiograph, inside the default input scope
+        images = (ImageSeries(pixels=pixels, spacing=(8.0, 8.0), modality="DX", series_uid="1.2.3.4", window=(500.0, 1000.0)),)
     texts = NOTE_TEXTS if notes else ()
     note_records = tuple(
         ClinicalNote(text=t, time=STUDY_TIME - timedelta(hours=10 - i), source_id=f"DocumentReference/n{i}") for i, t in enumerate(texts)

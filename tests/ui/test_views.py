@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -9,7 +10,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from medmm.explain.mapping import ImageMap, NotesMap, VitalsMap, WordRelevance
-from medmm.records import ClinicalNote, DiagnosisScore, ImageSeries, Prediction, Study, VitalSeries
+from medmm.records import ClinicalNote, DiagnosisScore, ImageSeries, InputUse, Prediction, Study, VitalSeries
 from ui.views import (
     CONTRAST,
     CT_PRESETS,
@@ -62,9 +63,16 @@ def test_diagnoses_table_is_ranked_with_percentages_and_set_marks():
 
 def test_modalities_say_used_missing_and_present_but_unused():
     study = Study(study_id="P", notes=(ClinicalNote(text="cough"),))
-    page = modalities_html(prediction({"pneumonia": 0.5, "heart_failure": 0.4, "sepsis": 0.1}, (), present=()), study)
+    base = prediction({"pneumonia": 0.5, "heart_failure": 0.4, "sepsis": 0.1}, (), present=())
+    unread = dataclasses.replace(
+        base, scores=(), answered=False, refusal="nothing this model can read: ...",
+        inputs=(InputUse("notes", "DocumentReference/a", False, "document type 11488-4 is not one the model read"),),
+    )
+    page = modalities_html(unread, study)
     assert "Imaging: missing" in page and "Vital signs: missing" in page
-    assert "Clinical notes: present in the files but not used" in page and "prior only" in page
+    assert "Clinical notes: present in the files but not used" in page
+    assert "Clinical notes DocumentReference/a: document type 11488-4 is not one the model read" in page
+    assert "No answer" in page and "no diagnosis, no prediction set and no impression" in page
 
 
 def test_viewer_applies_the_window_by_hand():
