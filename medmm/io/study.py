@@ -168,7 +168,7 @@ def load_study(
     # A folder's name is the patient's key in a cohort; a lone file falls back to the record's id.
     pid = patient_id or (None if single else root.name) or (record.patient_id if record else None) or root.stem
     if demographics is None:
-        demographics = Demographics(patient_id=pid)
+        demographics = _from_images(pid, images)
     else:
         demographics = dataclasses.replace(demographics, patient_id=pid)
     if when is not None and demographics.birth_date:
@@ -220,6 +220,28 @@ def _infer_time(images, record, readings, step_minutes: float, root: Path, warni
         return last, "latest note"
     # the grid is [end - window, end): end just after the last reading's step (plausible: no overflow)
     return last + timedelta(minutes=step_minutes), "latest vital-sign reading (plus one step)"
+
+
+_SEX = {"M": "male", "F": "female", "O": "other"}
+_AGE_UNIT_YEARS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+
+
+def _from_images(pid: str, images) -> Demographics:
+    """Demographics from the DICOM header when there is no FHIR record: sex, birth date, else PatientAge.
+
+    `extra["demographics_source"]` says where they came from; an age from a birth date is
+    computed against the study time afterwards, as for a record.
+    """
+    stated = next((s.patient for s in images if s.patient is not None), None)
+    if stated is None:
+        return Demographics(patient_id=pid)
+    age = None
+    if stated.age and not stated.birth_date:
+        age = int(stated.age[:3]) * _AGE_UNIT_YEARS[stated.age[3]]
+    return Demographics(
+        patient_id=pid, sex=_SEX.get(stated.sex or ""), birth_date=stated.birth_date, age_years=age,
+        extra={"demographics_source": "DICOM header"},
+    )
 
 
 def _utc(when: datetime) -> datetime:

@@ -201,3 +201,28 @@ def test_two_dicom_patients_in_one_folder(small_cohort, tmp_path):
         load_study(folder)
     kept = load_study(folder, patient_id="OTHER-1")
     assert [s.patient.patient_id for s in kept.images] == ["OTHER-1"]
+
+
+def test_demographics_come_from_the_dicom_header_without_a_record(small_cohort, tmp_path):
+    src = next(iter(sorted(small_cohort.glob("*/images/radiograph.dcm"))))
+    ds = pydicom.dcmread(src, stop_before_pixels=True)
+    study = load_study(src)
+    d = study.demographics
+    assert d.sex == {"M": "male", "F": "female"}[ds.PatientSex] and d.extra["demographics_source"] == "DICOM header"
+    born = datetime.strptime(ds.PatientBirthDate, "%Y%m%d").date()
+    assert d.birth_date == born.isoformat()
+    today = study.time.date()
+    assert int(d.age_years) == today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+    no_birth = rewrite_header(src, tmp_path / "x.dcm", PatientBirthDate=None, PatientAge="007M")
+    assert load_study(no_birth).demographics.age_years == pytest.approx(7 / 12)
+
+
+def rewrite_header(src: Path, dst: Path, **changes) -> Path:
+    ds = pydicom.dcmread(src)
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(dst)
+    return dst
