@@ -87,8 +87,13 @@ def explain_study(
     impression: bool = True,
     n_steps: int = DEFAULT_STEPS,
 ) -> StudyExplanation:
-    """Explain `study` with a Predictor's model: each diagnosis (default: all) and the impression, by each method."""
+    """Explain `study` with a Predictor's model: each diagnosis (default: all) and the impression, by each method.
+
+    The maps are of what the model read: the study with its input scope applied (an
+    out-of-scope series is never the image a map is drawn on).
+    """
     model = predictor.model
+    study = predictor.select(study)[0]
     batch = predictor.batch([study])
     with torch.no_grad():
         probs = predictor.probabilities(batch)[0]  # (K,)

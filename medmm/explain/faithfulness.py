@@ -25,6 +25,12 @@ note_evidence_top10: over positive cases whose planted evidence phrase was read.
 negated_top10: over (case, diagnosis) pairs with a negated mention of the diagnosis among the
     words read ("No sputum production" for pneumonia), explained for that diagnosis: the share
     where a word of the negated mention ranks in the top 10%. Lower is better.
+map_distinctness: over every case, the maps of its two most probable diagnoses compared per
+    modality: 1 - cosine similarity of the two token maps (0: the same picture for both
+    diagnoses; 1: no overlap). Figure: the median over cases, per method and modality. It says
+    whether a map explains the diagnosis asked for rather than how abnormal the case looks;
+    it needs no ground truth. No target: a modality that carries little diagnosis-specific
+    signal gives similar maps, and says so here.
 deletion_ratio: over positive images with a planted lesion. The patches are the image tokens'
     cells in the preprocessed image (ImageEncoder.token_region); the ceil(0.1 N) patches with the
     most token-level relevance are set to the preprocessed image's mean and the drop of the
@@ -74,6 +80,36 @@ class CaseFigures:
     negated_hit: bool | None = None
     drop_top: float | None = None
     drop_random: float | None = None
+
+
+@dataclass(frozen=True)
+class PairFigure:
+    """How different the maps of a case's two most probable diagnoses are, for one method and modality."""
+
+    method: str
+    modality: str
+    distinctness: float  # 1 - cosine similarity of the two token maps
+
+
+def distinctness(a: np.ndarray, b: np.ndarray) -> float | None:
+    """1 - cosine similarity of two maps of the same tokens; None when either is all zeros."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise EvaluationError(f"maps of {a.shape} and {b.shape} tokens cannot be compared", where="map distinctness")
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return None if norm == 0.0 else max(0.0, float(1.0 - a @ b / norm))  # max: rounding below 0 for equal maps
+
+
+def summarise_distinctness(pairs: Sequence[PairFigure], methods: Sequence[str]) -> dict:
+    """Median distinctness per method and modality, with the number of cases."""
+    out: dict = {}
+    for method in methods:
+        out[method] = {}
+        for modality in ("image", "vitals", "notes"):
+            values = [p.distinctness for p in pairs if p.method == method and p.modality == modality]
+            if values:
+                out[method][modality] = {"median": float(np.median(values)), "mean": float(np.mean(values)), "n": len(values)}
+    return out
 
 
 # -- image -------------------------------------------------------------------------------------

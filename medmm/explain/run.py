@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from medmm.errors import CohortError, MedmmError
@@ -23,10 +24,13 @@ from medmm.explain.explainer import METHODS, StudyExplanation, explain_study, ma
 from medmm.explain.faithfulness import (
     TARGETS,
     CaseFigures,
+    PairFigure,
     deletion_drops,
+    distinctness,
     phrase_in_top,
     pointing_hit,
     summarise,
+    summarise_distinctness,
     window_masses,
 )
 from medmm.explain.integrated import DEFAULT_STEPS
@@ -126,11 +130,15 @@ def explain_patient(model_dir: str | Path, patient: str | Path, out_dir: str | P
 
 def case_figures(
     predictor, study: Study, truth: GroundTruth, methods: Sequence[str], rng: np.random.Generator, *, n_steps: int = DEFAULT_STEPS
-) -> list[CaseFigures]:
-    """The per-method quantities of every scorable diagnosis of one case (see faithfulness.py)."""
+) -> tuple[list[CaseFigures], list[PairFigure]]:
+    """The per-method quantities of every scorable diagnosis of one case, and how the maps of
+    its two most probable diagnoses differ (see faithfulness.py)."""
     model = predictor.model
     names = tuple(model.config.diagnoses)
+    study = predictor.select(study)[0]
     batch = predictor.batch([study])
+    with torch.no_grad():
+        top_two = [names[k] for k in np.argsort(-predictor.probabilities(batch)[0], kind="stable")[:2]]
     read = token_validity(model, batch)
     plan: dict[str, set[str]] = {}
     for d in (d for d in truth.labels if d in names and d in truth.evidence):
@@ -143,10 +151,16 @@ def case_figures(
         for s in truth.distractors:
             if s.kind == "negated" and s.diagnosis in names:
                 negated.setdefault(s.diagnosis, []).append(s)
-    explained = [d for d in names if d in plan or d in negated]
-    if not explained:
-        return []
+    explained = [d for d in names if d in plan or d in negated or d in top_two]
     relevances = token_relevances(model, batch, [diagnosis_target(model, d) for d in explained], methods, n_steps=n_steps)
+    pairs = []
+    if len(top_two) == 2:
+        first, second = ({r.method: r for r in relevances if r.target == d} for d in top_two)
+        for method in first.keys() & second.keys():
+            for modality in first[method].maps.keys() & second[method].maps.keys():
+                value = distinctness(first[method].maps[modality], second[method].maps[modality])
+                if value is not None:
+                    pairs.append(PairFigure(method, modality, value))
     max_notes = model.config.preprocess.max_notes
     out = []
     for d in explained:
@@ -173,7 +187,7 @@ def case_figures(
                 fields["negated_hit"] = phrase_in_top(e.notes, negated[d])
             if any(v is not None for v in fields.values()):
                 out.append(CaseFigures(d, method, **fields))
-    return out
+    return out, pairs
 
 
 def explain_cohort(
@@ -205,6 +219,7 @@ def explain_cohort(
     count = len(cohort) if limit is None else min(limit, len(cohort))
     rng = np.random.default_rng(seed)
     results: list[CaseFigures] = []
+    pairs: list[PairFigure] = []
     tally = {"patients": count, "scored": 0, "without_truth": 0, "unreadable": 0, "unmatched_note_spans": 0}
     for i in tqdm(range(count), desc="faithfulness", disable=None if progress is None else not progress, leave=False):
         entry = cohort.entries[i]
@@ -219,12 +234,14 @@ def explain_cohort(
             tally["without_truth"] += 1
             continue
         tally["unmatched_note_spans"] += truth.unmatched_spans
-        rows = case_figures(predictor, study, truth, methods, rng, n_steps=n_steps)
+        rows, case_pairs = case_figures(predictor, study, truth, methods, rng, n_steps=n_steps)
         tally["scored"] += bool(rows)
         results += rows
+        pairs += case_pairs
     figures = summarise(results, methods)
     doc = {
         **figures,
+        "map_distinctness": summarise_distinctness(pairs, methods),
         "methods": list(methods),
         "default_method": DEFAULT_METHOD,
         "targets": dict(TARGETS),

@@ -11,10 +11,13 @@ import torch
 from medmm.errors import EvaluationError
 from medmm.explain.faithfulness import (
     CaseFigures,
+    PairFigure,
     deletion_drops,
+    distinctness,
     phrase_in_top,
     pointing_hit,
     summarise,
+    summarise_distinctness,
     tolerance_pixels,
     top_patches,
     top_ranked,
@@ -152,3 +155,17 @@ def test_summarise_per_method():
     assert dele["value"] == pytest.approx(2.0) and dele["meets_target"] is True
     assert out["deletion_ratio"]["gradcam"]["value"] == pytest.approx(0.0)
     assert out["pointing_game"]["integrated_gradients"]["value"] is None
+
+
+def test_distinctness_is_one_minus_the_cosine_of_the_two_maps():
+    a, b = np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[0.0, 0.5], [0.5, 0.0]])
+    assert distinctness(a, b) == pytest.approx(1.0)  # no token in common
+    assert distinctness(a, 3 * a) == pytest.approx(0.0)  # the same picture at another scale
+    c = np.array([[0.6, 0.4], [0.0, 0.0]])
+    assert distinctness(a, c) == pytest.approx(1 - 0.6 / np.sqrt(0.6**2 + 0.4**2))
+    assert distinctness(a, np.zeros((2, 2))) is None
+    pairs = [PairFigure("attention", "image", 0.2), PairFigure("attention", "image", 0.6), PairFigure("attention", "image", 0.4),
+             PairFigure("attention", "vitals", 0.01), PairFigure("rollout", "image", 0.0)]
+    out = summarise_distinctness(pairs, ("attention", "rollout", "gradcam"))
+    assert out["attention"]["image"] == {"median": pytest.approx(0.4), "mean": pytest.approx(0.4), "n": 3}
+    assert out["attention"]["vitals"]["n"] == 1 and out["rollout"]["image"]["median"] == 0.0 and out["gradcam"] == {}

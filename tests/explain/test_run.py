@@ -56,5 +56,10 @@ def test_explain_cohort_scores_the_planted_truth(small_cohort, predictor, tmp_pa
     assert doc["vitals_window_ratio"]["gradcam"]["value"] is None
     for entry in doc["pointing_game"].values():
         assert entry["value"] is None or 0.0 <= entry["value"] <= 1.0
+    # every readable test case compares the maps of its two most probable diagnoses, per modality
+    distinct = doc["map_distinctness"]
+    assert distinct["attention"]["image"]["n"] == doc["cases"]["patients"] - doc["cases"]["unreadable"]
+    assert "image" not in distinct["integrated_gradients"] and set(distinct["gradcam"]) == {"image"}
+    assert all(0.0 <= v["median"] <= 1.0 for per in distinct.values() for v in per.values())
     limited = explain_cohort(None, small_cohort, tmp_path / "one", limit=1, split=None, methods=("attention",), predictor=predictor, progress=False)
     assert limited["cases"]["patients"] == 1 and limited["split"] == "all" and limited["methods"] == ["attention"]
