@@ -55,7 +55,8 @@ def _is_volume(series: ImageSeries) -> bool:
     return series.modality in ("CT", "MR", "PT", "NM") and series.is_volume and series.pixels.shape[0] > 1
 
 
-def _grey_2d(series: ImageSeries) -> np.ndarray:
+def grey_2d(series: ImageSeries) -> np.ndarray:
+    """The 2D greyscale image the model reads: colour averaged, the middle frame of several."""
     pixels = series.pixels
     if series.is_colour:
         pixels = pixels.mean(axis=-1)
@@ -64,7 +65,8 @@ def _grey_2d(series: ImageSeries) -> np.ndarray:
     return pixels.astype(np.float32)
 
 
-def _window(series: ImageSeries, pixels: np.ndarray) -> tuple[float, float]:
+def model_window(series: ImageSeries, pixels: np.ndarray) -> tuple[float, float]:
+    """(center, width) the model windows a radiograph with: the file's window, else the 0.5-99.5 percentiles."""
     if series.window is not None and series.window[1] > 0:
         return series.window
     lo, hi = np.percentile(pixels, [0.5, 99.5]) if pixels.size else (0.0, 1.0)
@@ -115,15 +117,15 @@ class StudyPreprocessor:
         out: dict = {}
         radiograph = primary_radiograph(study)
         if radiograph is not None:
-            pixels = _grey_2d(radiograph)
-            d = self.image_tf({"image": pixels, "image_window": _window(radiograph, pixels)})
+            pixels = grey_2d(radiograph)
+            d = self.image_tf({"image": pixels, "image_window": model_window(radiograph, pixels)})
             out["image"], out["image_present"] = d["image"], torch.tensor(True)
         else:
             out["image"], out["image_present"] = torch.zeros(1, cfg.image_size, cfg.image_size), torch.tensor(False)
         if cfg.use_volume:
             volume = primary_volume(study)
             if volume is not None:
-                d = self.volume_tf({"volume": volume.pixels.astype(np.float32), "volume_window": CT_WINDOW if volume.modality == "CT" else _window(volume, volume.pixels)})
+                d = self.volume_tf({"volume": volume.pixels.astype(np.float32), "volume_window": CT_WINDOW if volume.modality == "CT" else model_window(volume, volume.pixels)})
                 out["volume"], out["volume_present"] = d["volume"], torch.tensor(True)
             else:
                 out["volume"], out["volume_present"] = torch.zeros(1, *cfg.volume_size), torch.tensor(False)
