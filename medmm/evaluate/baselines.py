@@ -188,6 +188,7 @@ class ModalityModels:
         self.models: dict[str, list] = {}
         self.choice: dict[str, list[str]] = {}
         self.image = ImageFeatures().fit(train.image[train.present["image"]]) if train.present["image"].sum() > 2 else None
+        self.vital_columns = np.isfinite(train.vitals[train.present["vitals"]]).any(axis=0)  # a channel never seen is left out
         for m in modalities:
             rows, vrows = np.flatnonzero(train.present[m]), np.flatnonzero(val.present[m])
             if m == "image" and self.image is None:
@@ -214,6 +215,8 @@ class ModalityModels:
 
     def _x(self, table: CaseTable, modality: str, rows: np.ndarray):
         x = _rows(table, modality, rows)
+        if modality == "vitals":
+            return x[:, self.vital_columns]
         return self.image.transform(x) if modality == "image" and len(rows) else x
 
     def probabilities(self, table: CaseTable, modality: str) -> np.ndarray:
