@@ -5,17 +5,23 @@ Attachments are base64 text/plain (decoded with their charset, UTF-8 by default)
 (reduced to text). The several attachments of one DocumentReference or presentedForm are
 formats of the same document (FHIR says so), so each resource gives at most one note, from its
 first plain-text attachment, else its first HTML one.
+
+Only a charset that names a character set is used to decode. A name Python does not know is
+reported and the text decoded as UTF-8 (a misspelt charset is mostly ASCII anyway). A codec that
+is not a character set (rot13, hex, base64, zlib, bz2, uu, quopri, punycode, idna,
+unicode_escape, ...) says the bytes are transformed data, not text: the attachment is reported
+and the note skipped rather than read as garbage.
 """
 
 from __future__ import annotations
 
-import codecs
 import re
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
 
 from medmm.codes import LOINC, NOTE_TYPES
+from medmm.io.charsets import is_codec_name, text_encoding
 from medmm.io.fhir_load import WITHDRAWN, Entry, Log, utc_time
 from medmm.io.fhir_refs import ReferenceIndex, type_id
 from medmm.records import ClinicalNote
@@ -103,12 +109,14 @@ def _attachment_text(attachments: list[Any], entry: Entry, index: ReferenceIndex
         return None
     if isinstance(data, str):  # defensive: the models decode base64 to bytes
         data = data.encode("utf-8")
-    encoding = "utf-8"
-    if charset:
-        try:
-            encoding = codecs.lookup(charset).name
-        except LookupError:
-            log.add(entry.source, entry.where, "attachment charset is unknown; decoded as UTF-8")
+    encoding = text_encoding(charset) if charset else "utf-8"
+    if encoding is None and is_codec_name(charset):
+        why = "attachment charset names a codec, not a character set; note not read"
+        log.add(entry.source, entry.where, why, kind="skipped")
+        return None
+    if encoding is None:
+        log.add(entry.source, entry.where, "attachment charset is unknown; decoded as UTF-8")
+        encoding = "utf-8"
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
