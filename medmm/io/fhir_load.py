@@ -5,6 +5,10 @@ entry is reported (index, resource type, field) and skipped while the rest is us
 medmm does not read (other types, non-vital Observations, DiagnosticReports without a
 presentedForm) are only counted.
 
+An NDJSON line that is not a FHIR resource (not JSON, or JSON Python's parser refuses: nested
+too deeply, an integer literal of more digits than it converts) is reported and skipped; the
+other lines are read.
+
 Version rule: a resource is validated with the R4B models (they read R4, which most exports
 emit) unless the resource or an enclosing Bundle declares R5, through a `meta.tag` in the
 FHIR-version code system (code 5.x), a `meta.profile` under hl7.org/fhir/5.0 or /R5, or a
@@ -18,6 +22,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -122,7 +127,7 @@ def load_entries(paths: list[Path], log: Log) -> list[Entry]:
     """Every resource in `paths`, with bundles expanded and read types validated."""
     entries: list[Entry] = []
     for path in paths:
-        for obj, where in _read_file(path):
+        for obj, where in _read_file(path, log):
             _expand(obj, str(path), where, None, entries, log)
     for entry in entries:
         if entry.rtype in READ_TYPES and _carries_what_medmm_reads(entry.raw):
@@ -152,7 +157,7 @@ def _carries_what_medmm_reads(raw: dict[str, Any]) -> bool:
     return False
 
 
-def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
+def _read_file(path: Path, log: Log) -> list[tuple[dict[str, Any], str]]:
     """The top-level resources of one file and their place ("" for .json, "line N" for NDJSON)."""
     try:
         data = path.read_bytes()
@@ -172,14 +177,14 @@ def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
     except UnicodeDecodeError as exc:
         raise FhirError(f"not UTF-8 text (byte {exc.start}); FHIR JSON is UTF-8", path=path) from None
     if name.endswith(NDJSON_SUFFIXES):
-        return _read_ndjson(text, path)
+        return _read_ndjson(text, path, log)
     try:
-        obj = json.loads(text)
-    except RecursionError:
-        raise FhirError("JSON nested too deeply to read", path=path) from None
+        obj = _parse_json(text)
+    except _JsonProblem as exc:
+        raise FhirError(str(exc), path=path) from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and len(text.strip().splitlines()) > 1:
-            return _read_ndjson(text, path)  # NDJSON saved under a .json name
+            return _read_ndjson(text, path, log)  # NDJSON saved under a .json name
         raise FhirError(
             f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", path=path, where=f"line {exc.lineno}"
         ) from None
@@ -187,25 +192,57 @@ def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
     return [(obj, "")]
 
 
-def _read_ndjson(text: str, path: Path) -> list[tuple[dict[str, Any], str]]:
-    """Bulk Data NDJSON: one resource per line; blank lines are allowed."""
-    out = []
+def _read_ndjson(text: str, path: Path, log: Log) -> list[tuple[dict[str, Any], str]]:
+    """Bulk Data NDJSON: one resource per line; blank lines are allowed.
+
+    A line that is not a FHIR resource is reported (file and line) and skipped; a file with no
+    readable line raises the FhirError of its first bad line.
+    """
+    out, first_error = [], None
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"line {n}"
         try:
-            obj = json.loads(line)
-        except RecursionError:
-            raise FhirError("JSON nested too deeply to read", path=path, where=f"line {n}") from None
-        except json.JSONDecodeError as exc:
-            raise FhirError(
-                f"not JSON ({exc.msg}); expected one FHIR resource per line", path=path, where=f"line {n}"
-            ) from None
-        _check_resource(obj, path, f"line {n}")
-        out.append((obj, f"line {n}"))
+            try:
+                obj = _parse_json(line)
+            except _JsonProblem as exc:
+                raise FhirError(str(exc), path=path, where=where) from None
+            except json.JSONDecodeError as exc:
+                message = f"not JSON ({exc.msg}); expected one FHIR resource per line"
+                raise FhirError(message, path=path, where=where) from None
+            _check_resource(obj, path, where)
+        except FhirError as exc:
+            first_error = first_error or exc
+            log.add(str(path), where, f"{exc.detail}; line skipped", kind="skipped")
+            continue
+        out.append((obj, where))
     if not out:
-        raise FhirError("holds no FHIR resource", path=path)
+        raise first_error or FhirError("holds no FHIR resource", path=path)
     return out
+
+
+_int_digit_limit = getattr(sys, "get_int_max_str_digits", None)  # Python 3.10.7 and later
+
+
+class _JsonProblem(Exception):
+    """Valid JSON that Python's parser still refuses (nested too deeply, too long a number)."""
+
+
+def _parse_json(text: str) -> Any:
+    """json.loads, with its depth and integer-length limits raised as _JsonProblem."""
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except RecursionError:
+        raise _JsonProblem("JSON nested too deeply to read") from None
+
+
+def _parse_int(digits: str) -> int:
+    """An integer literal; one longer than Python converts (sys.get_int_max_str_digits) is refused."""
+    limit = _int_digit_limit() if _int_digit_limit else 0
+    if limit and len(digits) - digits.startswith("-") > limit:
+        raise _JsonProblem(f"a JSON number has more than {limit} digits (not read)")
+    return int(digits)
 
 
 def _check_resource(obj: Any, path: Path, where: str | None) -> None:
@@ -222,11 +259,13 @@ def _check_resource(obj: Any, path: Path, where: str | None) -> None:
         raise FhirError("not FHIR: resourceType is not a FHIR resource type", path=path, where=where)
 
 
-@lru_cache(maxsize=None)
 def known_type(name: str) -> bool:
     """Whether `name` is a resource type of R4B or R5."""
-    if not _TYPE_NAME.match(name):
-        return False
+    return bool(_TYPE_NAME.match(name)) and _model_type_exists(name)
+
+
+@lru_cache(maxsize=1024)  # bounded: the names come from the input
+def _model_type_exists(name: str) -> bool:
     return hasattr(_r4b_types, name + "Type") or hasattr(_r5_types, name + "Type")
 
 

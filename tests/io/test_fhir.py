@@ -188,7 +188,7 @@ def test_invalid_patient_keeps_attribution(synthea, tmp_path):
     "content, name, where",
     [
         ("{not json", "bad.json", "line 1"),
-        ('{"resourceType": "Patient"}\n\n{"resourceType": "Observation", oops}\n', "Observation.ndjson", "line 3"),
+        ('\n\n{"resourceType": "Observation", oops}\n', "Observation.ndjson", "line 3"),
         ("", "empty.json", "line 1"),
     ],
 )
@@ -199,6 +199,19 @@ def test_non_json_names_file_and_line(content, name, where, tmp_path):
         read_fhir(path)
     assert caught.value.path == str(path) and caught.value.where == where
     assert str(path) in str(caught.value) and "not JSON" in str(caught.value)
+
+
+def test_a_bad_ndjson_line_is_skipped_and_the_other_lines_read(tmp_path):
+    path = tmp_path / "Observation.ndjson"
+    lines = [patient_resource("1", "M1"), '{"resourceType": "Observation", oops}', [], heart_rate({"reference": "Patient/1"}, 4)]
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    record = read_fhir(path)
+    assert record.patient_id == "1" and [(r.time.minute, r.value) for r in record.readings] == [(4, 80.0)]
+    assert [(i.source, i.where, i.kind) for i in record.issues] == [
+        (str(path), "line 2", "skipped"),
+        (str(path), "line 3", "skipped"),
+    ]
+    assert record.issues[0].message.startswith("not JSON") and "found an array" in record.issues[1].message
 
 
 @pytest.mark.parametrize(
@@ -415,9 +428,10 @@ def test_json_nested_past_the_parser_is_a_fhir_error(tmp_path):
     assert err.value.path == str(path)
     ndjson = tmp_path / "deep.ndjson"
     ndjson.write_text(json.dumps(patient_resource("p", "MRN-1")) + "\n" + deep + "\n")
-    with pytest.raises(FhirError, match="nested too deeply") as err:
-        read_fhir(ndjson)
-    assert err.value.where == "line 2"
+    record = read_fhir(ndjson)  # only the deep line is skipped
+    assert record.patient_id == "p"
+    assert [(i.where, i.kind) for i in record.issues] == [("line 2", "skipped")]
+    assert "nested too deeply" in record.issues[0].message
 
 
 def test_resource_nested_past_the_models_is_skipped_and_the_rest_used(tmp_path):
