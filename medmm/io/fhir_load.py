@@ -5,9 +5,9 @@ entry is reported (index, resource type, field) and skipped while the rest is us
 medmm does not read (other types, non-vital Observations, DiagnosticReports without a
 presentedForm) are only counted.
 
-An NDJSON line that is not a FHIR resource (not JSON, or JSON Python's parser refuses: nested
-too deeply, an integer literal of more digits than it converts) is reported and skipped; the
-other lines are read.
+Failures are contained at the smallest unit that can be skipped: a resource the models reject
+(whatever they raise) is reported and skipped, and so is an NDJSON line that is not a FHIR
+resource.
 
 Version rule: a resource is validated with the R4B models (they read R4, which most exports
 emit) unless the resource or an enclosing Bundle declares R5, through a `meta.tag` in the
@@ -36,7 +36,7 @@ from fhir.resources import get_fhir_model_class as _r5_model
 from fhir.resources.R4B import get_fhir_model_class as _r4b_model
 from medmm.codes import LOINC, vital_for_code
 from medmm.errors import FhirError
-from medmm.io.fhir_messages import describe_error
+from medmm.io.fhir_messages import describe_failure
 from medmm.records import Issue
 
 # Resource types medmm reads and therefore validates; others are only counted.
@@ -343,19 +343,25 @@ def _validate(entry: Entry, log: Log) -> None:
     if naive:
         log.naive_times[entry.source] += naive
     order = ("R5", "R4B") if entry.hint == "R5" else ("R4B", "R5")
-    first_error: Exception | None = None
+    first: tuple[Exception, Any] | None = None  # the preferred version's error and model class
     for version in order:
         model_class = _r5_model(entry.rtype) if version == "R5" else _r4b_model(entry.rtype)
-        # ValidationError is a ValueError; the models recurse in Python, so a resource nested some
-        # hundred levels deep (extensions in extensions) exhausts the stack: invalid, not a crash.
+        # The models recurse in Python, so a resource nested some hundred levels deep (extensions in
+        # extensions) exhausts the stack: a RecursionError, so invalid, not a crash.
+        # Anything else a model raises (fhir_core calls str methods on a number given for a url,
+        # for one) is a property of this entry too: reported and skipped, never an escape.
         try:
             entry.model = model_class.model_validate(entry.raw)
-        except (ValueError, TypeError, RecursionError) as exc:
-            first_error = first_error or exc
+        except MemoryError:
+            raise
+        except Exception as exc:
+            first = first or (exc, model_class)
             continue
         entry.version = version
         return
-    log.add(entry.source, entry.where, describe_error(first_error), kind="skipped")
+    assert first is not None
+    message = describe_failure(first[0], first[1].model_validate, entry.raw)
+    log.add(entry.source, entry.where, message, kind="skipped")
 
 
 def _normalise_times(root: Any) -> int:

@@ -1,16 +1,25 @@
-"""Reading FHIR files into entries (medmm.io.fhir_load): what a bad file, line or entry costs."""
+"""Reading FHIR files into entries (medmm.io.fhir_load): what a bad file, line or entry costs.
+
+A bad entry costs that entry, a bad NDJSON line that line, a file that cannot be read that file
+(when others are read with it); each is reported with the file and the place, and nothing the
+models or the JSON parser raise escapes as anything but a MedmmError.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from medmm.errors import FhirError
+from medmm.errors import FhirError, MedmmError
+from medmm.io import load_study
 from medmm.io.fhir import read_fhir
-from tests.io.fhir_fixtures import collection, document_reference, heart_rate, patient_resource
+from tests.io.fhir_fixtures import collection, document_reference, heart_rate, patient_resource, write_json
 
+HL7_EXAMPLES = Path(__file__).parent / "data" / "hl7"
 HUGE = "7" * 5_000  # past the 4,300 digits Python converts to an int
 SUBJECT = {"reference": "Patient/1"}
 
@@ -44,3 +53,80 @@ def test_an_ndjson_line_with_a_huge_integer_is_skipped_and_the_other_lines_read(
     (issue,) = record.issues
     assert (issue.source, issue.where, issue.kind) == (str(path), "line 2", "skipped")
     assert "more than 4300 digits" in issue.message and HUGE[:10] not in issue.message
+
+
+# ---- anything the models raise ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, field, raised",
+    [
+        (123, "url", "AttributeError"),
+        (True, "url", "AttributeError"),
+        (["Binary/1"], "url[0]", "TypeError"),
+        ({"a": 1}, "url.a", "TypeError"),
+    ],
+)
+def test_a_wrong_type_where_the_models_expect_a_url_skips_only_that_entry(url, field, raised, tmp_path):
+    # found by the ingest fuzzer: fhir_core raised AttributeError for `attachment.url: 123`, and the
+    # whole patient folder (its DICOM and vitals too) was lost
+    broken = note("lost note")
+    broken["content"][0]["attachment"]["url"] = url
+    bundle = record_bundle()
+    bundle["entry"].insert(1, {"resource": broken})
+    folder = tmp_path / "p1"
+    folder.mkdir()
+    path = write_json(folder / "record.json", bundle)
+    (folder / "vitals.csv").write_text("time,code,value,unit\n2024-03-10T08:30:00Z,9279-1,18,/min\n")
+    record = read_fhir(path)
+    assert sorted(n.text for n in record.notes) == ["first note", "second note"]
+    (issue,) = [i for i in record.issues if i.kind == "skipped"]
+    assert (issue.source, issue.where) == (str(path), "entry 1 (DocumentReference)")
+    assert issue.message == f"field content[0].attachment.{field}: invalid value (the FHIR models raised {raised})"
+    study = load_study(folder, study_time=datetime(2024, 3, 10, 9, 0, tzinfo=timezone.utc))
+    assert sorted(n.text for n in study.notes) == ["first note", "second note"]
+    rr = study.vitals.channels.index("resp_rate")
+    assert study.vitals.mask[:, rr].sum() == 1 and study.vitals.values[-1, rr] == 18.0
+
+
+def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every path (keys and indices) in a JSON document."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    out = []
+    for key, value in items:
+        out.append(prefix + (key,))
+        out += _paths(value, prefix + (key,))
+    return out
+
+
+OTHER_TYPES: tuple[Any, ...] = (7, ["x"], {"x": 1}, True, None, "A" * 20_000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", sorted(p.name for p in HL7_EXAMPLES.glob("*.json")))
+def test_a_value_of_another_json_type_at_any_path_loads_or_is_a_medmm_error(example, tmp_path):
+    """Each path of an official HL7 example set to each JSON type it does not have: read_fhir
+    returns (the entry reported when invalid) or raises a MedmmError naming the file."""
+    doc = json.loads((HL7_EXAMPLES / example).read_text())
+    path = tmp_path / example
+    tried = 0
+    for where in _paths(doc):
+        for value in OTHER_TYPES:
+            changed = json.loads(json.dumps(doc))
+            parent = changed
+            for key in where[:-1]:
+                parent = parent[key]
+            if type(parent[where[-1]]) is type(value):
+                continue
+            parent[where[-1]] = value
+            path.write_text(json.dumps(changed))
+            tried += 1
+            try:
+                record = read_fhir(path)
+            except MedmmError as err:
+                assert err.path == str(path), where
+                continue
+            except Exception as exc:  # noqa: BLE001 - the point of the test
+                pytest.fail(f"{example} {where} = {type(value).__name__}: {type(exc).__name__} escaped")
+            assert all(i.source == str(path) for i in record.issues), where
+    assert tried > 100
