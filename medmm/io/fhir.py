@@ -3,8 +3,8 @@
 Reads a Bundle (collection, transaction, searchset, document, ...) or a single resource in a
 .json file, and Bulk Data NDJSON (.ndjson, one resource per line, usually one file per type),
 in R4 (read with the R4B models), R4B or R5; several files are merged and their references
-resolved across files. Invalid entries are reported as Issues naming the entry, the resource
-type and the field, and the rest of the input is used. fhir.resources objects stay here:
+resolved across files. Invalid entries, NDJSON lines and files are reported as Issues naming
+the file, the entry or line, the resource type and the field, and the rest of the input is used. fhir.resources objects stay here:
 callers get medmm records. The FHIR version rule is documented in medmm.io.fhir_load; times
 are timezone-aware UTC (zone-less ones taken as UTC and reported once per file).
 
@@ -102,8 +102,9 @@ def read_fhir(
 
     `patient_id` selects the Patient (by id or identifier value) when the input holds several,
     and names the record; `study_time` (naive = UTC) gives the age in the demographics.
-    Raises FhirError for files that are not JSON or not FHIR, and for several Patients with no
-    `patient_id` to choose one.
+    A file that is not JSON or not FHIR is reported in `issues` (kind "skipped", naming it) and
+    the other files are read. Raises FhirError when no file can be read (naming the first, its
+    error, and the others) and for several Patients with no `patient_id` to choose one.
     """
     files = _files(paths)
     log = Log()

@@ -6,8 +6,9 @@ medmm does not read (other types, non-vital Observations, DiagnosticReports with
 presentedForm) are only counted.
 
 Failures are contained at the smallest unit that can be skipped: a resource the models reject
-(whatever they raise) is reported and skipped, and so is an NDJSON line that is not a FHIR
-resource.
+(whatever they raise) is reported and skipped; an NDJSON line that is not a FHIR resource is
+reported and skipped; a file that cannot be read at all is reported and skipped when other
+files are read with it, and raised (FhirError naming it) when it is the only one.
 
 Version rule: a resource is validated with the R4B models (they read R4, which most exports
 emit) unless the resource or an enclosing Bundle declares R5, through a `meta.tag` in the
@@ -124,15 +125,43 @@ def utc_time(value: Any, source: str, log: Log) -> datetime | None:
 
 
 def load_entries(paths: list[Path], log: Log) -> list[Entry]:
-    """Every resource in `paths`, with bundles expanded and read types validated."""
+    """Every resource in `paths`, with bundles expanded and read types validated.
+
+    A file that cannot be read becomes a skipped Issue naming it while the other files are read;
+    when no file can be read, the FhirError of the first is raised (naming the others).
+    """
     entries: list[Entry] = []
+    failed: list[FhirError] = []
     for path in paths:
-        for obj, where in _read_file(path, log):
-            _expand(obj, str(path), where, None, entries, log)
+        found: list[Entry] = []
+        issues_before = len(log.issues)
+        try:
+            for obj, where in _read_file(path, log):
+                _expand(obj, str(path), where, None, found, log)
+        except FhirError as exc:
+            del log.issues[issues_before:]  # what the unreadable file said before failing is moot
+            failed.append(exc)
+            continue
+        entries.extend(found)
+    if failed and len(failed) == len(paths):
+        raise _none_read(failed)
+    for exc in failed:
+        log.add(exc.path or "", exc.where or "", f"file not read: {exc.detail}", kind="skipped")
     for entry in entries:
         if entry.rtype in READ_TYPES and _carries_what_medmm_reads(entry.raw):
             _validate(entry, log)
     return entries
+
+
+def _none_read(failed: list[FhirError]) -> FhirError:
+    """The error for an input none of whose files could be read: the first file's, naming the rest."""
+    first = failed[0]
+    if len(failed) == 1:
+        return first
+    names = [Path(exc.path).name if exc.path else "?" for exc in failed[1:]]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    detail = f"{first.detail}; no other FHIR file could be read either ({shown})"
+    return FhirError(detail, path=first.path, where=first.where)
 
 
 def _carries_what_medmm_reads(raw: dict[str, Any]) -> bool:
@@ -278,7 +307,10 @@ def _expand(obj: dict[str, Any], source: str, where: str, hint: str | None, out:
         return
     items = obj.get("entry", [])
     if not isinstance(items, list):
-        raise FhirError("expected Bundle.entry to be a list", path=source, where=where or "Bundle")
+        if where:  # a Bundle inside an entry: that entry is skipped, not the file
+            log.add(source, where, "expected Bundle.entry to be a list", kind="skipped")
+            return
+        raise FhirError("expected Bundle.entry to be a list", path=source, where="Bundle")
     prefix = f"{where}: " if where else ""
     for i, item in enumerate(items):
         place = f"{prefix}entry {i}"

@@ -130,3 +130,54 @@ def test_a_value_of_another_json_type_at_any_path_loads_or_is_a_medmm_error(exam
                 pytest.fail(f"{example} {where} = {type(value).__name__}: {type(exc).__name__} escaped")
             assert all(i.source == str(path) for i in record.issues), where
     assert tried > 100
+
+
+# ---- several files -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["true", "{not json", "[]", '{"resourceType": "Bundle", "entry": 3}', ""])
+def test_a_bad_second_file_drops_only_itself(content, tmp_path):
+    # found by the ingest fuzzer: a second FHIR file holding `true` lost the intact record.json too
+    record_path = write_json(tmp_path / "record.json", record_bundle())
+    bad = tmp_path / "extra.json"
+    bad.write_text(content)
+    record = read_fhir([bad, record_path])
+    assert sorted(n.text for n in record.notes) == ["first note", "second note"]
+    assert [(r.time.minute, r.value) for r in record.readings] == [(5, 90.0)]
+    (issue,) = [i for i in record.issues if i.source == str(bad)]
+    assert issue.kind == "skipped" and issue.message.startswith("file not read: ")
+    assert str(bad) in str(issue)
+
+
+def test_a_folder_with_a_bad_second_file_keeps_the_intact_record(tmp_path):
+    folder = tmp_path / "p1"
+    folder.mkdir()
+    write_json(folder / "record.json", record_bundle())
+    (folder / "extra.json").write_text("true")
+    study = load_study(folder)
+    assert sorted(n.text for n in study.notes) == ["first note", "second note"]
+    (warning,) = [w for w in study.warnings if w.source == str(folder / "extra.json")]
+    assert "found a bool" in warning.message
+
+
+def test_when_no_file_can_be_read_the_error_names_them(tmp_path):
+    paths = [tmp_path / "a.json", tmp_path / "b.ndjson", tmp_path / "c.json"]
+    paths[0].write_text("true")
+    paths[1].write_text("not json\n")
+    paths[2].write_bytes(b"\xff\xfe")
+    with pytest.raises(FhirError) as caught:
+        read_fhir(paths)
+    assert caught.value.path == str(paths[0]) and "found a bool" in str(caught.value)
+    assert "no other FHIR file could be read either (b.ndjson, c.json)" in str(caught.value)
+    with pytest.raises(FhirError) as alone:
+        read_fhir(paths[1])
+    assert (alone.value.path, alone.value.where) == (str(paths[1]), "line 1")
+
+
+def test_a_bad_nested_bundle_skips_that_entry_only(tmp_path):
+    bundle = record_bundle()
+    bundle["entry"].append({"resource": {"resourceType": "Bundle", "type": "collection", "entry": {"x": 1}}})
+    path = write_json(tmp_path / "record.json", bundle)
+    record = read_fhir(path)
+    assert len(record.notes) == 2
+    assert [(i.where, i.kind) for i in record.issues] == [("entry 4", "skipped")]
