@@ -15,7 +15,9 @@ from urllib.parse import parse_qsl
 
 from medmm.io.fhir_load import Entry
 
-_TYPE_ID = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_HISTORY = re.compile(r"/_history/[^/?]*$")
 
 
 class ReferenceIndex:
@@ -61,7 +63,7 @@ class ReferenceIndex:
         ref = ref.strip()
         if ref.startswith("#") or not ref:
             return None  # contained resources are not entries of their own
-        ref = re.sub(r"/_history/[^/?]*$", "", ref)
+        ref = _HISTORY.sub("", ref)
         exact = _single(self._by_url.get(ref, []))
         if exact is not None:
             return exact
@@ -99,11 +101,20 @@ def type_id(entry: Entry) -> str | None:
 
 
 def _tail(url: str | None) -> str | None:
-    """The trailing 'Type/id' of a relative or absolute URL."""
+    """The trailing 'Type/id' of a relative or absolute URL.
+
+    The last two path segments are split off and matched whole (a search for the pattern anywhere
+    in the text would be quadratic in its length).
+    """
     if not url:
         return None
-    m = _TYPE_ID.search(re.sub(r"/_history/[^/?]*$", "", url.strip()))
-    return f"{m[1]}/{m[2]}" if m else None
+    parts = _HISTORY.sub("", url.strip()).rsplit("/", 2)
+    if len(parts) < 2:
+        return None
+    rtype, rid = parts[-2], parts[-1]
+    if not (_TYPE.fullmatch(rtype) and _ID.fullmatch(rid)):
+        return None
+    return f"{rtype}/{rid}"
 
 
 def _has_identifier(entry: Entry, system: str | None, value: str | None) -> bool:
