@@ -15,63 +15,17 @@ and the note skipped rather than read as garbage.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from html.parser import HTMLParser
 from typing import Any
 
 from medmm.codes import LOINC, NOTE_TYPES
 from medmm.io.charsets import is_codec_name, text_encoding
 from medmm.io.fhir_load import WITHDRAWN, Entry, Log, utc_time
 from medmm.io.fhir_refs import ReferenceIndex, type_id
+from medmm.io.html_text import html_to_text
 from medmm.records import ClinicalNote
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-_BLOCK_TAGS = frozenset(
-    "address article aside blockquote br dd div dl dt footer h1 h2 h3 h4 h5 h6 header hr li ol p pre "
-    "section table tbody thead tfoot tr ul title caption".split()
-)
-_SKIP_TAGS = frozenset({"script", "style", "head"})
-
-
-class _TextParser(HTMLParser):
-    """Collects the text of an HTML document, with a line break at each block element."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-        elif tag in ("td", "th"):
-            self.parts.append(" ")
-
-    def handle_startendtag(self, tag: str, attrs: Any) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML fragment: one line per block, spaces collapsed, entities decoded."""
-    parser = _TextParser()
-    parser.feed(html)
-    parser.close()
-    lines = (re.sub(r"[ \t\r\f\v\u00a0]+", " ", line).strip() for line in "".join(parser.parts).split("\n"))
-    return "\n".join(line for line in lines if line)
 
 
 def _media_type(content_type: str | None) -> tuple[str, str | None]:
