@@ -100,7 +100,7 @@ def read_fhir(
     `paths`: .json files (a Bundle or one resource), .ndjson files (Bulk Data; .gz allowed), or
     folders of a Bulk Data export, every .json / .ndjson file of which is read as FHIR.
 
-    `patient_id` selects the Patient (by id or identifier value) when the input holds several,
+    `patient_id` selects the Patient (by id, else by identifier value) when the input holds several,
     and names the record; `study_time` (naive = UTC) gives the age in the demographics.
     A file that is not JSON or not FHIR is reported in `issues` (kind "skipped", naming it) and
     the other files are read. Raises FhirError when no file can be read (naming the first, its
@@ -194,7 +194,9 @@ def _select_patient(entries: list[Entry], patient_id: str | None, files: list[Pa
         return next(iter(patients.values()))
     if patient_id is None:
         raise FhirError(f"input holds {len(patients)} Patients; give patient_id to choose one", path=source)
-    matches = [e for e in patients.values() if e.raw.get("id") == patient_id or _has_identifier_value(e, patient_id)]
+    # A Patient whose id is the one asked for is that patient, whatever other Patients' identifiers say.
+    matches = [e for e in patients.values() if e.raw.get("id") == patient_id]
+    matches = matches or [e for e in patients.values() if _has_identifier_value(e, patient_id)]
     if len(matches) != 1:
         found = "no" if not matches else f"{len(matches)}"
         raise FhirError(
@@ -227,7 +229,7 @@ def _attributed(
         if subject is None:
             kept.append(entry)
             continue
-        resolved = index.resolve(subject)
+        resolved = index.resolve(subject, within=entry.source)
         if target is not None:
             if resolved is not None and identity(resolved) == identity(target):
                 kept.append(entry)

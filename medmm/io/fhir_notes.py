@@ -54,7 +54,7 @@ def _attachment_text(attachments: list[Any], entry: Entry, index: ReferenceIndex
     _, att, media, charset = min(readable, key=lambda item: item[0])
     data = getattr(att, "data", None)
     if data is None and getattr(att, "url", None):
-        binary = index.resolve_string(att.url)
+        binary = index.resolve_string(att.url, within=entry.source)
         if binary is not None and binary.rtype == "Binary" and binary.model is not None:
             data = binary.model.data
     if not data:

@@ -457,3 +457,16 @@ def test_date_time_outside_years_1_to_9999_in_utc_is_reported_not_used(tmp_path)
     assert [(r.time.minute, r.value) for r in record.readings] == [(2, 82.0)]
     assert [(d.time, d.reason) for d in record.dropped] == [(None, "no time (effective[x] or issued)")]
     assert sum("outside years 1-9999" in i.message for i in record.issues) == 1
+
+
+def test_patient_id_matches_an_id_before_other_patients_identifiers(tmp_path):
+    # found by the ingest fuzzer: a copy of the patient under another id, keeping its identifiers
+    # (Synthea lists the id among them), made patient_id match two Patients and the record was refused
+    copy_ = patient_resource("other", "MRN-1")
+    copy_["identifier"].append({"system": "urn:x", "value": "p1"})
+    bundle = collection(patient_resource("p1", "MRN-1"), copy_, heart_rate({"reference": "Patient/p1"}, 3))
+    path = write_json(tmp_path / "b.json", bundle)
+    assert [r.time.minute for r in read_fhir(path, patient_id="p1").readings] == [3]
+    assert read_fhir(path, patient_id="other").readings == ()
+    with pytest.raises(FhirError, match="2 Patient among 2 matches"):
+        read_fhir(path, patient_id="MRN-1")  # an identifier both hold

@@ -51,3 +51,28 @@ def test_a_long_reference_or_full_url_is_read_in_linear_time_and_reported(tmp_pa
     (issue,) = record.issues
     assert (issue.source, issue.where, issue.kind) == (str(path), "entry 1 (Observation)", "skipped")
     assert issue.message == "subject reference does not resolve to a resource in the input; resource not used"
+
+
+def test_an_ambiguous_reference_resolves_within_the_referring_file(tmp_path):
+    # found by the ingest fuzzer: a second file repeating the patient's entry with another id (same
+    # fullUrl) made every reference of the intact record ambiguous, and all its resources were lost
+    full_url = "urn:uuid:0b5a1f9e-57e4-4c1e-9a0e-8d7c6b5a4f3e"
+    subject = {"reference": full_url}
+    record = write_json(
+        tmp_path / "record.json",
+        collection(patient_resource("1", "M1"), heart_rate(subject, 1), heart_rate(subject, 2), full_urls={0: full_url}),
+    )
+    other = write_json(
+        tmp_path / "other.json",
+        collection(patient_resource("2", "M1"), heart_rate(subject, 3), full_urls={0: full_url}),
+    )
+    read = read_fhir([other, record], patient_id="1")
+    assert [r.time.minute for r in read.readings] == [1, 2]
+    assert [(i.source, i.message) for i in read.issues] == [(str(other), "1 resource(s) about other patients not used")]
+    both = collection(patient_resource("1", "M1"), patient_resource("2", "M1"), heart_rate(subject, 4),
+                      full_urls={0: full_url, 1: full_url})
+    alone = read_fhir(write_json(tmp_path / "both.json", both), patient_id="1")  # ambiguous in its own file
+    assert alone.readings == ()
+    assert [i.message for i in alone.issues] == [
+        "subject reference does not resolve to a resource in the input; resource not used"
+    ]
