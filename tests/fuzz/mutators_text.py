@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tests.fuzz.json_paths import set_random, slots
 from tests.fuzz.seeds import parquet_bytes, table_text
 
 _NEST = "\x00nest\x00"  # placeholder replaced by deeply nested JSON text after serialising
@@ -47,70 +48,49 @@ BAD_HEADERS = ("", "Time", " time ", "value", "code", "heart_rate [", "[/min]", 
                "heart_rate [[/min]]", "x [/min]", "time.1", "\ufefftime")
 
 
-def _walk(node: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """Every (container, key) pair in a JSON document, depth first."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in list(items):
-        out.append((node, key))
-        _walk(value, out)
-    return out
-
-
-def _slots(doc: Any, key: str | None = None) -> list[tuple[Any, Any]]:
-    """(container, key) pairs, only those under dict key `key` when given."""
-    return [(c, k) for c, k in _walk(doc, []) if key is None or (isinstance(c, dict) and k == key)]
-
-
-def _set_random(doc: Any, rng: random.Random, key: str | None, values: tuple[Any, ...]) -> None:
-    slots = _slots(doc, key) or _slots(doc)
-    if slots:
-        container, k = rng.choice(slots)
-        container[k] = rng.choice(values)
-
-
 def delete_key(doc: Any, rng: random.Random) -> None:
-    dicts = [c for c, _ in _slots(doc) if isinstance(c, dict) and c]
+    dicts = [c for c, _ in slots(doc) if isinstance(c, dict) and c]
     if dicts:
         target = rng.choice(dicts)
         target.pop(rng.choice(sorted(target)), None)
 
 
 def change_type(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, None, ODD_VALUES)
+    set_random(doc, rng, None, ODD_VALUES)
 
 
 def wrong_code(doc: Any, rng: random.Random) -> None:
     if rng.random() < 0.7:
-        _set_random(doc, rng, "code", BAD_CODES)
+        set_random(doc, rng, "code", BAD_CODES)
     else:
-        _set_random(doc, rng, "system", BAD_SYSTEMS)
+        set_random(doc, rng, "system", BAD_SYSTEMS)
 
 
 def huge_number(doc: Any, rng: random.Random) -> None:
-    numbers = [(c, k) for c, k in _slots(doc) if isinstance(c[k], (int, float)) and not isinstance(c[k], bool)]
-    container, k = rng.choice(numbers) if numbers else rng.choice(_slots(doc) or [({}, "x")])
+    numbers = [(c, k) for c, k in slots(doc) if isinstance(c[k], (int, float)) and not isinstance(c[k], bool)]
+    container, k = rng.choice(numbers) if numbers else rng.choice(slots(doc) or [({}, "x")])
     container[k] = rng.choice(HUGE_NUMBERS)
 
 
 def nan_string(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, "value", NAN_STRINGS)
+    set_random(doc, rng, "value", NAN_STRINGS)
 
 
 def deep_nesting(doc: Any, rng: random.Random) -> None:
     """Mark a value for replacement by nested arrays or extensions (see `_serialise`)."""
-    _set_random(doc, rng, rng.choice((None, "extension", "valueQuantity")), (_NEST,))
+    set_random(doc, rng, rng.choice((None, "extension", "valueQuantity")), (_NEST,))
 
 
 def bad_reference(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, "reference", BAD_REFERENCES)
+    set_random(doc, rng, "reference", BAD_REFERENCES)
 
 
 def bad_base64(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, "data", BAD_BASE64)
+    set_random(doc, rng, "data", BAD_BASE64)
 
 
 def bad_date(doc: Any, rng: random.Random) -> None:
-    dated = [(c, k) for c, k in _slots(doc) if isinstance(c[k], str) and c[k][:2] in ("19", "20") and "-" in c[k]]
+    dated = [(c, k) for c, k in slots(doc) if isinstance(c[k], str) and c[k][:2] in ("19", "20") and "-" in c[k]]
     if dated:
         container, k = rng.choice(dated)
         container[k] = rng.choice(BAD_DATES)
@@ -129,7 +109,7 @@ def repeat_entry(doc: Any, rng: random.Random) -> None:
 
 
 def odd_resource_type(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, "resourceType", ("Bundle", "Patient", "Binary", "patient", "", "Foo", 3, None))
+    set_random(doc, rng, "resourceType", ("Bundle", "Patient", "Binary", "patient", "", "Foo", 3, None))
 
 
 JSON_MUTATORS: tuple[Callable[[Any, random.Random], None], ...] = (

@@ -9,6 +9,7 @@ import os
 import random
 import struct
 import time
+import zipfile
 from pathlib import Path
 
 import pydicom
@@ -137,6 +138,12 @@ def test_cases_are_reproducible_from_seed_and_index():
     assert a == b and a.data != c.data
     kinds = {make_case(3, i).kind for i in range(200)}
     assert kinds == {DICOM, ZIP, FHIR, NDJSON, VITALS, PARQUET}
+
+
+def test_a_repacked_zip_case_is_the_same_bytes_at_any_time():
+    case = next(make_case(4, i) for i in range(400) if make_case(4, i).label.startswith("volume.zip: member"))
+    with zipfile.ZipFile(io.BytesIO(case.data)) as archive:
+        assert {m.date_time for m in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 # ---- the harness ----------------------------------------------------------------------------------
