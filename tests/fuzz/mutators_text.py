@@ -2,9 +2,11 @@
 
 JSON mutators edit a copy of the parsed document (deleted keys, changed types, wrong codes,
 huge numbers, NaN strings, deep nesting, bad references, bad base64, odd dates, repeated
-entries); a byte-level pass may then cut or corrupt the text. Table mutators edit the rows
-(bad times, values and units, missing or renamed columns, ragged rows, a file blown up and
-cut short) before the text or Parquet bytes are written.
+entries, and the families of :mod:`tests.fuzz.mutators_odd`: codec charsets, huge literals,
+wrong types at any path, long strings, dates at the calendar's edges); a byte-level pass may
+then cut or corrupt the text. Table mutators edit the rows (bad times, values and units,
+missing or renamed columns, ragged rows, a file blown up and cut short, long cells and headers,
+times at the calendar's edges) before the text or Parquet bytes are written.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tests.fuzz.json_paths import set_random, slots
+from tests.fuzz.mutators_odd import FHIR_FAMILIES, TABLE_FAMILIES, raw_text
 from tests.fuzz.seeds import parquet_bytes, table_text
 
 _NEST = "\x00nest\x00"  # placeholder replaced by deeply nested JSON text after serialising
@@ -114,7 +117,7 @@ def odd_resource_type(doc: Any, rng: random.Random) -> None:
 
 JSON_MUTATORS: tuple[Callable[[Any, random.Random], None], ...] = (
     delete_key, delete_key, change_type, change_type, wrong_code, huge_number, nan_string, deep_nesting,
-    bad_reference, bad_base64, bad_date, repeat_entry, odd_resource_type,
+    bad_reference, bad_base64, bad_date, repeat_entry, odd_resource_type, *FHIR_FAMILIES,
 )
 
 
@@ -126,7 +129,7 @@ def _nest_text(rng: random.Random) -> str:
 
 
 def _serialise(obj: Any, rng: random.Random) -> str:
-    text = json.dumps(obj)
+    text = raw_text(json.dumps(obj))
     while json.dumps(_NEST) in text:
         text = text.replace(json.dumps(_NEST), _nest_text(rng), 1)
     return text
@@ -255,14 +258,17 @@ def quote_cell(rows: list[list[str]], rng: random.Random) -> None:
 
 
 def blow_up(rows: list[list[str]], rng: random.Random) -> None:
-    """Repeat the data rows to a few thousand (a large export, later perhaps cut short)."""
+    """Repeat the data rows to a few thousand (a large export, later perhaps cut short), to at
+    most about 4 MB (a row holding a long cell is repeated fewer times)."""
     body = rows[1:] or [[]]
-    rows.extend(list(r) for r in body * (rng.randint(100, 800) // len(body)))
+    copies = rng.randint(100, 800) // len(body)
+    size = sum(len(cell) + 1 for row in body for cell in row) or 1
+    rows.extend(list(r) for r in body * min(copies, max(1, 4_000_000 // size)))
 
 
 TABLE_MUTATORS: tuple[Callable[[list[list[str]], random.Random], None], ...] = (
     bad_time, bad_time, bad_value, bad_value, bad_unit, bad_code, drop_column, rename_header, ragged_row,
-    quote_cell, blow_up,
+    quote_cell, blow_up, *TABLE_FAMILIES,
 )
 
 

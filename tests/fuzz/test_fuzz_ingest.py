@@ -31,6 +31,22 @@ from tests.fuzz.mutators import (
     swap_vr,
     truncate,
 )
+from tests.fuzz.mutators_odd import (
+    CODEC_CHARSETS,
+    FHIR_FAMILIES,
+    HUGE_LITERALS,
+    ODD_DATES,
+    ODD_TABLE_TIMES,
+    RAW,
+    TABLE_FAMILIES,
+    codec_charset,
+    huge_literal,
+    long_cell,
+    odd_fhir_date,
+    odd_table_time,
+    raw_text,
+    wrong_type,
+)
 from tests.fuzz.mutators_text import deep_nesting, mutate_fhir
 from tests.fuzz.seeds import DICOM, FHIR, NDJSON, PARQUET, VITALS, ZIP, all_seeds, radiograph_bytes
 
@@ -216,3 +232,55 @@ def test_seeded_quick_pass(tmp_path):
     assert summary.failed == 0, "\n".join(figures["failures"])
     assert figures["outcomes"]["loaded"] > 0 and figures["outcomes"]["rejected"] > 0
     assert set(figures["by_kind"]) == {DICOM, ZIP, FHIR, NDJSON, VITALS, PARQUET}
+
+
+# ---- the families for odd values ---------------------------------------------------------------------
+
+
+def _labels(seed: int, count: int) -> list[str]:
+    return [make_case(seed, i).label for i in range(count)]
+
+
+def test_every_odd_value_family_is_drawn():
+    names = {name for label in _labels(11, 600) for name in label.split(": ", 1)[1].split(", ")}
+    families = {f.__name__ for f in FHIR_FAMILIES + TABLE_FAMILIES}
+    assert families <= names
+
+
+def test_huge_literals_are_written_unquoted_and_refused_by_the_parser():
+    doc = {"resourceType": "Observation", "valueQuantity": {"value": 72}}
+    huge_literal(doc, random.Random(3))
+    text = raw_text(json.dumps(doc))
+    literal = doc["valueQuantity"]["value"].removeprefix(RAW)
+    assert literal in HUGE_LITERALS and f'"value": {literal}}}' in text
+    big = raw_text(json.dumps({"v": RAW + "1" * 4_301}))
+    assert big == '{"v": ' + "1" * 4_301 + "}"
+    with pytest.raises(ValueError, match="4300"):
+        json.loads(big)
+
+
+def test_codec_charsets_wrong_types_and_odd_dates_change_what_they_say():
+    rng = random.Random(5)
+    for _ in range(20):
+        doc = {"content": [{"attachment": {"contentType": "text/plain", "data": "aGk="}}], "date": "2024-03-10"}
+        codec_charset(doc, rng)
+        media, charset = doc["content"][0]["attachment"]["contentType"].split("; charset=")
+        assert media in ("text/plain", "text/html", "application/xhtml+xml") and charset in CODEC_CHARSETS
+        odd_fhir_date(doc, rng)
+        assert doc["date"] in ODD_DATES
+        before = json.loads(json.dumps(doc))
+        wrong_type(doc, rng)
+        assert doc != before
+
+
+def test_long_cells_stay_one_cell_and_odd_times_are_at_the_calendars_edges():
+    rng = random.Random(9)
+    for _ in range(30):
+        rows = [["time", "code", "value", "unit"], ["2024-03-09T20:10:00Z", "8867-4", "88", "/min"]]
+        long_cell(rows, rng)
+        assert len(rows) == 2 and all(len(r) == 4 for r in rows)
+        assert not any(c in cell for row in rows for cell in row for c in ',"\n')
+        assert max(len(cell) for row in rows for cell in row) >= 1_000
+        rows = [["time", "code", "value", "unit"], ["2024-03-09T20:10:00Z", "8867-4", "88", "/min"]]
+        odd_table_time(rows, rng)
+        assert rows[1][0] in ODD_TABLE_TIMES
