@@ -1,8 +1,10 @@
 """Fuzzed ingest: the mutators, the harness (time limit, memory bound, crash sites) and the seeded
-quick pass, in which every input must load or raise a MedmmError subtype."""
+quick pass, in which every input must load or raise a MedmmError subtype and leave intact files
+beside it whole."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -10,6 +12,7 @@ import random
 import struct
 import time
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pydicom
@@ -18,7 +21,7 @@ from pydicom.data import get_testdata_file
 from pydicom.filereader import data_element_generator
 
 from medmm.errors import MedmmError
-from tests.fuzz.harness import FuzzRunner, Result, Summary, cpu_workers, ingest, run_pass
+from tests.fuzz.harness import FuzzRunner, Lost, Result, Summary, cpu_workers, ingest, run_pass
 from tests.fuzz.mutators import (
     LONG_VRS,
     TRANSFER_SYNTAXES,
@@ -48,6 +51,7 @@ from tests.fuzz.mutators_odd import (
     wrong_type,
 )
 from tests.fuzz.mutators_text import deep_nesting, mutate_fhir
+from tests.fuzz.neighbours import expected
 from tests.fuzz.seeds import DICOM, FHIR, NDJSON, PARQUET, VITALS, ZIP, all_seeds, radiograph_bytes
 
 QUICK_PASS_INPUTS = 2000
@@ -284,3 +288,42 @@ def test_long_cells_stay_one_cell_and_odd_times_are_at_the_calendars_edges():
         rows = [["time", "code", "value", "unit"], ["2024-03-09T20:10:00Z", "8867-4", "88", "/min"]]
         odd_table_time(rows, rng)
         assert rows[1][0] in ODD_TABLE_TIMES
+
+
+# ---- the neighbour check -------------------------------------------------------------------------------
+
+
+def test_the_intact_files_alone_give_notes_and_grid_cells():
+    want = expected()
+    assert len(want.notes) == 2 and want.observed.sum() == 15
+    assert want.study_time == datetime(2024, 3, 10, 3, 10, tzinfo=timezone.utc)  # last reading 02:10 UTC + 1 step
+
+
+def test_a_case_that_costs_an_intact_file_its_notes_is_lost(tmp_path, monkeypatch):
+    import tests.fuzz.neighbours as neighbours
+
+    record = next(s for s in all_seeds() if s.name == "bundle.json")
+    case = Case(0, FHIR, "bundle.json", record.data, "bundle.json")
+    assert neighbours.lost_beside(case, tmp_path) == ""
+    real = neighbours.load_study
+    monkeypatch.setattr(neighbours, "load_study", lambda *a, **k: dataclasses.replace(real(*a, **k), notes=()))
+    with pytest.raises(Lost, match="2 of 2 notes of the intact record.json"):
+        ingest(case, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def lose(case: Case, folder: Path) -> str:
+    """A stand-in reader whose intact neighbour is lost for odd case indices."""
+    if case.index % 2:
+        raise Lost("1 of 2 notes of the intact record.json")
+    return ""
+
+
+@pytest.mark.slow
+def test_harness_reports_a_lost_neighbour_as_a_failure():
+    with FuzzRunner(workers=1, timeout_s=10.0, memory_mib=0, target=lose, warm_up=False) as runner:
+        results = [r.outcome for r in runner.run(5, count=2)]
+    assert results == ["loaded", "lost"]
+    summary = Summary(seed=5)
+    summary.add(Result(1, FHIR, "x", "lost", "1 of 2 notes of the intact record.json", 0.1))
+    assert summary.failed == 1 and summary.as_dict()["outcomes"]["lost"] == 1
