@@ -103,6 +103,8 @@ def failing_element(
             except kind:
                 found = child
                 break
+            except MemoryError:
+                raise
             except Exception:  # noqa: BLE001 - any other outcome means: not this child
                 pass
         if found is None:
