@@ -175,7 +175,7 @@ def swap_vr(data: bytes, rng: random.Random) -> bytes:
 def swap_transfer_syntax(data: bytes, rng: random.Random) -> bytes:
     """Replace the meta header's TransferSyntaxUID with another (compressed, big-endian, bogus) UID."""
     at = data.find(_TRANSFER_SYNTAX_TAG + b"UI")
-    if at < 0:
+    if at < 0 or at + 8 > len(data):  # absent, or its length field cut off
         return corrupt_length(data, rng)
     (length,) = struct.unpack("<H", data[at + 6 : at + 8])
     uid = rng.choice(TRANSFER_SYNTAXES).encode()

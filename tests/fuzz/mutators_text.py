@@ -311,7 +311,10 @@ def _odd_types(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     elif how == "null":
         frame[column] = None
     elif how == "category":
-        frame[column] = frame[column].astype(str).astype("category")
+        try:
+            frame[column] = frame[column].astype(str).astype("category")
+        except (ValueError, NotImplementedError):  # a timestamp outside years 1-9999 has no text form
+            frame[column] = frame[column].astype("category")
     else:
         frame = frame.set_index(column)
     buffer = io.BytesIO()

@@ -165,6 +165,11 @@ def test_a_repacked_zip_case_is_the_same_bytes_at_any_time():
     with zipfile.ZipFile(io.BytesIO(case.data)) as archive:
         assert {m.date_time for m in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
+def test_cases_that_broke_their_mutators_are_built():
+    # a transfer syntax element cut off by a truncation; a Parquet time column in year 0 (UTC)
+    assert make_case(7003, 7419).label == "SC_rgb_jpeg_dcmtk.dcm: truncate, swap_transfer_syntax"
+    assert make_case(7003, 10305).label == "vitals.parquet: bad_time, bad_time, bad_time, category column"
+
 
 # ---- the harness ----------------------------------------------------------------------------------
 
@@ -327,3 +332,4 @@ def test_harness_reports_a_lost_neighbour_as_a_failure():
     summary = Summary(seed=5)
     summary.add(Result(1, FHIR, "x", "lost", "1 of 2 notes of the intact record.json", 0.1))
     assert summary.failed == 1 and summary.as_dict()["outcomes"]["lost"] == 1
+
