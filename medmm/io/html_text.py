@@ -25,9 +25,11 @@ _TAG_NAME = re.compile(r"<(/?)([A-Za-z][^\s/>]*)")
 _TAG_STOP = re.compile(r"[>=]")  # inside a tag: its end, or an attribute value that may be quoted
 _SPACE_RUN = re.compile(r"\s*")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
-# A numeric character reference. html.unescape converts its digits with int(), which refuses more
-# than 4,300 of them: long ones (all past U+10FFFF, which unescape turns into U+FFFD) go first.
-_NUMERIC_REF = re.compile(r"&#(?:[xX]0*([0-9a-fA-F]+)|0*([0-9]+));?")
+# A numeric character reference of nine or more significant digits. html.unescape converts the
+# digits with int(), which refuses more than 4,300 of them; all such references are past U+10FFFF,
+# which unescape turns into U+FFFD, so they become U+FFFD first. (The lookaheads keep leading
+# zeros out of the count.)
+_LONG_NUMERIC_REF = re.compile(r"&#(?:[xX]0*(?=[1-9a-fA-F])[0-9a-fA-F]{9,}|0*(?=[1-9])[0-9]{9,});?")
 
 
 def html_to_text(html: str) -> str:
@@ -107,4 +109,4 @@ def _unescape(text: str) -> str:
     """html.unescape, safe for numeric references of any length (too long: U+FFFD, as past U+10FFFF)."""
     if "&" not in text:
         return text
-    return unescape(_NUMERIC_REF.sub(lambda m: m[0] if len(m[1] or m[2]) <= 8 else "\ufffd", text))
+    return unescape(_LONG_NUMERIC_REF.sub("\ufffd", text))
