@@ -17,6 +17,7 @@ import pytest
 from medmm.errors import FhirError, MedmmError
 from medmm.io import load_study
 from medmm.io.fhir import read_fhir
+from tests.fuzz.seeds import radiograph_bytes
 from tests.io.fhir_fixtures import collection, document_reference, heart_rate, patient_resource, write_json
 
 HL7_EXAMPLES = Path(__file__).parent / "data" / "hl7"
@@ -78,12 +79,14 @@ def test_a_wrong_type_where_the_models_expect_a_url_skips_only_that_entry(url, f
     folder.mkdir()
     path = write_json(folder / "record.json", bundle)
     (folder / "vitals.csv").write_text("time,code,value,unit\n2024-03-10T08:30:00Z,9279-1,18,/min\n")
+    (folder / "chest.dcm").write_bytes(radiograph_bytes())
     record = read_fhir(path)
     assert sorted(n.text for n in record.notes) == ["first note", "second note"]
     (issue,) = [i for i in record.issues if i.kind == "skipped"]
     assert (issue.source, issue.where) == (str(path), "entry 1 (DocumentReference)")
     assert issue.message == f"field content[0].attachment.{field}: invalid value (the FHIR models raised {raised})"
     study = load_study(folder, study_time=datetime(2024, 3, 10, 9, 0, tzinfo=timezone.utc))
+    assert [image.modality for image in study.images] == ["CR"]
     assert sorted(n.text for n in study.notes) == ["first note", "second note"]
     rr = study.vitals.channels.index("resp_rate")
     assert study.vitals.mask[:, rr].sum() == 1 and study.vitals.values[-1, rr] == 18.0
