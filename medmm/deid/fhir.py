@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import json
 import re
 from collections import Counter
@@ -26,6 +25,7 @@ from medmm.codes import US_CORE_BIRTHSEX, US_CORE_ETHNICITY, US_CORE_RACE
 from medmm.deid.dates import is_full_datetime, shift_fhir_date
 from medmm.deid.mapping import PSEUDONYM_SYSTEM, PatientContext
 from medmm.deid.text import Identifiers
+from medmm.io.charsets import text_encoding
 from medmm.records import Issue
 
 PSEUDONYMIZED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "PSEUDED",
@@ -326,10 +326,12 @@ class _Walker:
             self.out.counts["non-text attachment removed"] += 1
             self._issue("attachment", "content that is not text cannot be scrubbed; removed")
             return None
+        encoding = text_encoding(charset)  # None for codecs that are no character set (rot13, hex, ...)
         try:
-            encoding = codecs.lookup(charset).name
             raw = base64.b64decode(str(data), validate=False)
-        except (LookupError, binascii.Error, ValueError):
+        except (binascii.Error, ValueError):
+            raw = None
+        if encoding is None or raw is None:
             self.out.counts["unreadable attachment removed"] += 1
             return None
         text, n = self.ctx.scrubber.free_text(raw.decode(encoding, errors="replace"))

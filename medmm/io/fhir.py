@@ -3,8 +3,8 @@
 Reads a Bundle (collection, transaction, searchset, document, ...) or a single resource in a
 .json file, and Bulk Data NDJSON (.ndjson, one resource per line, usually one file per type),
 in R4 (read with the R4B models), R4B or R5; several files are merged and their references
-resolved across files. Invalid entries are reported as Issues naming the entry, the resource
-type and the field, and the rest of the input is used. fhir.resources objects stay here:
+resolved across files. Invalid entries, NDJSON lines and files are reported as Issues naming
+the file, the entry or line, the resource type and the field, and the rest of the input is used. fhir.resources objects stay here:
 callers get medmm records. The FHIR version rule is documented in medmm.io.fhir_load; times
 are timezone-aware UTC (zone-less ones taken as UTC and reported once per file).
 
@@ -101,10 +101,11 @@ def read_fhir(
     `paths`: .json files (a Bundle or one resource), .ndjson files (Bulk Data; .gz allowed), or
     folders of a Bulk Data export, every .json / .ndjson file of which is read as FHIR.
 
-    `patient_id` selects the Patient (by id or identifier value) when the input holds several,
+    `patient_id` selects the Patient (by id, else by identifier value) when the input holds several,
     and names the record; `study_time` (naive = UTC) gives the age in the demographics.
-    Raises FhirError for files that are not JSON or not FHIR, and for several Patients with no
-    `patient_id` to choose one.
+    A file that is not JSON or not FHIR is reported in `issues` (kind "skipped", naming it) and
+    the other files are read. Raises FhirError when no file can be read (naming the first, its
+    error, and the others) and for several Patients with no `patient_id` to choose one.
     """
     files = _files(paths)
     log = Log()
@@ -195,7 +196,9 @@ def _select_patient(entries: list[Entry], patient_id: str | None, files: list[Pa
         return next(iter(patients.values()))
     if patient_id is None:
         raise FhirError(f"input holds {len(patients)} Patients; give patient_id to choose one", path=source)
-    matches = [e for e in patients.values() if e.raw.get("id") == patient_id or _has_identifier_value(e, patient_id)]
+    # A Patient whose id is the one asked for is that patient, whatever other Patients' identifiers say.
+    matches = [e for e in patients.values() if e.raw.get("id") == patient_id]
+    matches = matches or [e for e in patients.values() if _has_identifier_value(e, patient_id)]
     if len(matches) != 1:
         found = "no" if not matches else f"{len(matches)}"
         raise FhirError(
@@ -235,7 +238,7 @@ def _attributed(
         if subject is None:
             kept.append(entry)
             continue
-        resolved = index.resolve(subject)
+        resolved = index.resolve(subject, within=entry.source)
         if target is not None:
             if resolved is not None and identity(resolved) == identity(target):
                 kept.append(entry)

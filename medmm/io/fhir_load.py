@@ -5,6 +5,11 @@ entry is reported (index, resource type, field) and skipped while the rest is us
 medmm does not read (other types, non-vital Observations, DiagnosticReports without a
 presentedForm) are only counted.
 
+Failures are contained at the smallest unit that can be skipped: a resource the models reject
+(whatever they raise) is reported and skipped; an NDJSON line that is not a FHIR resource is
+reported and skipped; a file that cannot be read at all is reported and skipped when other
+files are read with it, and raised (FhirError naming it) when it is the only one.
+
 Version rule: a resource is validated with the R4B models (they read R4, which most exports
 emit) unless the resource or an enclosing Bundle declares R5, through a `meta.tag` in the
 FHIR-version code system (code 5.x), a `meta.profile` under hl7.org/fhir/5.0 or /R5, or a
@@ -18,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -31,7 +37,7 @@ from fhir.resources import get_fhir_model_class as _r5_model
 from fhir.resources.R4B import get_fhir_model_class as _r4b_model
 from medmm.codes import LOINC, vital_for_code
 from medmm.errors import FhirError
-from medmm.io.fhir_messages import describe_error
+from medmm.io.fhir_messages import describe_failure
 from medmm.records import Issue
 
 # Resource types medmm reads and therefore validates; others are only counted.
@@ -119,15 +125,43 @@ def utc_time(value: Any, source: str, log: Log) -> datetime | None:
 
 
 def load_entries(paths: list[Path], log: Log) -> list[Entry]:
-    """Every resource in `paths`, with bundles expanded and read types validated."""
+    """Every resource in `paths`, with bundles expanded and read types validated.
+
+    A file that cannot be read becomes a skipped Issue naming it while the other files are read;
+    when no file can be read, the FhirError of the first is raised (naming the others).
+    """
     entries: list[Entry] = []
+    failed: list[FhirError] = []
     for path in paths:
-        for obj, where in _read_file(path):
-            _expand(obj, str(path), where, None, entries, log)
+        found: list[Entry] = []
+        issues_before = len(log.issues)
+        try:
+            for obj, where in _read_file(path, log):
+                _expand(obj, str(path), where, None, found, log)
+        except FhirError as exc:
+            del log.issues[issues_before:]  # what the unreadable file said before failing is moot
+            failed.append(exc)
+            continue
+        entries.extend(found)
+    if failed and len(failed) == len(paths):
+        raise _none_read(failed)
+    for exc in failed:
+        log.add(exc.path or "", exc.where or "", f"file not read: {exc.detail}", kind="skipped")
     for entry in entries:
         if entry.rtype in READ_TYPES and _carries_what_medmm_reads(entry.raw):
             _validate(entry, log)
     return entries
+
+
+def _none_read(failed: list[FhirError]) -> FhirError:
+    """The error for an input none of whose files could be read: the first file's, naming the rest."""
+    first = failed[0]
+    if len(failed) == 1:
+        return first
+    names = [Path(exc.path).name if exc.path else "?" for exc in failed[1:]]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    detail = f"{first.detail}; no other FHIR file could be read either ({shown})"
+    return FhirError(detail, path=first.path, where=first.where)
 
 
 def _carries_what_medmm_reads(raw: dict[str, Any]) -> bool:
@@ -152,7 +186,7 @@ def _carries_what_medmm_reads(raw: dict[str, Any]) -> bool:
     return False
 
 
-def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
+def _read_file(path: Path, log: Log) -> list[tuple[dict[str, Any], str]]:
     """The top-level resources of one file and their place ("" for .json, "line N" for NDJSON)."""
     try:
         data = path.read_bytes()
@@ -172,14 +206,14 @@ def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
     except UnicodeDecodeError as exc:
         raise FhirError(f"not UTF-8 text (byte {exc.start}); FHIR JSON is UTF-8", path=path) from None
     if name.endswith(NDJSON_SUFFIXES):
-        return _read_ndjson(text, path)
+        return _read_ndjson(text, path, log)
     try:
-        obj = json.loads(text)
-    except RecursionError:
-        raise FhirError("JSON nested too deeply to read", path=path) from None
+        obj = _parse_json(text)
+    except _JsonProblem as exc:
+        raise FhirError(str(exc), path=path) from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and len(text.strip().splitlines()) > 1:
-            return _read_ndjson(text, path)  # NDJSON saved under a .json name
+            return _read_ndjson(text, path, log)  # NDJSON saved under a .json name
         raise FhirError(
             f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", path=path, where=f"line {exc.lineno}"
         ) from None
@@ -187,25 +221,57 @@ def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
     return [(obj, "")]
 
 
-def _read_ndjson(text: str, path: Path) -> list[tuple[dict[str, Any], str]]:
-    """Bulk Data NDJSON: one resource per line; blank lines are allowed."""
-    out = []
+def _read_ndjson(text: str, path: Path, log: Log) -> list[tuple[dict[str, Any], str]]:
+    """Bulk Data NDJSON: one resource per line; blank lines are allowed.
+
+    A line that is not a FHIR resource is reported (file and line) and skipped; a file with no
+    readable line raises the FhirError of its first bad line.
+    """
+    out, first_error = [], None
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"line {n}"
         try:
-            obj = json.loads(line)
-        except RecursionError:
-            raise FhirError("JSON nested too deeply to read", path=path, where=f"line {n}") from None
-        except json.JSONDecodeError as exc:
-            raise FhirError(
-                f"not JSON ({exc.msg}); expected one FHIR resource per line", path=path, where=f"line {n}"
-            ) from None
-        _check_resource(obj, path, f"line {n}")
-        out.append((obj, f"line {n}"))
+            try:
+                obj = _parse_json(line)
+            except _JsonProblem as exc:
+                raise FhirError(str(exc), path=path, where=where) from None
+            except json.JSONDecodeError as exc:
+                message = f"not JSON ({exc.msg}); expected one FHIR resource per line"
+                raise FhirError(message, path=path, where=where) from None
+            _check_resource(obj, path, where)
+        except FhirError as exc:
+            first_error = first_error or exc
+            log.add(str(path), where, f"{exc.detail}; line skipped", kind="skipped")
+            continue
+        out.append((obj, where))
     if not out:
-        raise FhirError("holds no FHIR resource", path=path)
+        raise first_error or FhirError("holds no FHIR resource", path=path)
     return out
+
+
+_int_digit_limit = getattr(sys, "get_int_max_str_digits", None)  # Python 3.10.7 and later
+
+
+class _JsonProblem(Exception):
+    """Valid JSON that Python's parser still refuses (nested too deeply, too long a number)."""
+
+
+def _parse_json(text: str) -> Any:
+    """json.loads, with its depth and integer-length limits raised as _JsonProblem."""
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except RecursionError:
+        raise _JsonProblem("JSON nested too deeply to read") from None
+
+
+def _parse_int(digits: str) -> int:
+    """An integer literal; one longer than Python converts (sys.get_int_max_str_digits) is refused."""
+    limit = _int_digit_limit() if _int_digit_limit else 0
+    if limit and len(digits) - digits.startswith("-") > limit:
+        raise _JsonProblem(f"a JSON number has more than {limit} digits (not read)")
+    return int(digits)
 
 
 def _check_resource(obj: Any, path: Path, where: str | None) -> None:
@@ -222,11 +288,13 @@ def _check_resource(obj: Any, path: Path, where: str | None) -> None:
         raise FhirError("not FHIR: resourceType is not a FHIR resource type", path=path, where=where)
 
 
-@lru_cache(maxsize=None)
 def known_type(name: str) -> bool:
     """Whether `name` is a resource type of R4B or R5."""
-    if not _TYPE_NAME.match(name):
-        return False
+    return bool(_TYPE_NAME.match(name)) and _model_type_exists(name)
+
+
+@lru_cache(maxsize=1024)  # bounded: the names come from the input
+def _model_type_exists(name: str) -> bool:
     return hasattr(_r4b_types, name + "Type") or hasattr(_r5_types, name + "Type")
 
 
@@ -239,7 +307,10 @@ def _expand(obj: dict[str, Any], source: str, where: str, hint: str | None, out:
         return
     items = obj.get("entry", [])
     if not isinstance(items, list):
-        raise FhirError("expected Bundle.entry to be a list", path=source, where=where or "Bundle")
+        if where:  # a Bundle inside an entry: that entry is skipped, not the file
+            log.add(source, where, "expected Bundle.entry to be a list", kind="skipped")
+            return
+        raise FhirError("expected Bundle.entry to be a list", path=source, where="Bundle")
     prefix = f"{where}: " if where else ""
     for i, item in enumerate(items):
         place = f"{prefix}entry {i}"
@@ -304,19 +375,25 @@ def _validate(entry: Entry, log: Log) -> None:
     if naive:
         log.naive_times[entry.source] += naive
     order = ("R5", "R4B") if entry.hint == "R5" else ("R4B", "R5")
-    first_error: Exception | None = None
+    first: tuple[Exception, Any] | None = None  # the preferred version's error and model class
     for version in order:
         model_class = _r5_model(entry.rtype) if version == "R5" else _r4b_model(entry.rtype)
-        # ValidationError is a ValueError; the models recurse in Python, so a resource nested some
-        # hundred levels deep (extensions in extensions) exhausts the stack: invalid, not a crash.
+        # The models recurse in Python, so a resource nested some hundred levels deep (extensions in
+        # extensions) exhausts the stack: a RecursionError, so invalid, not a crash.
+        # Anything else a model raises (fhir_core calls str methods on a number given for a url,
+        # for one) is a property of this entry too: reported and skipped, never an escape.
         try:
             entry.model = model_class.model_validate(entry.raw)
-        except (ValueError, TypeError, RecursionError) as exc:
-            first_error = first_error or exc
+        except MemoryError:
+            raise
+        except Exception as exc:
+            first = first or (exc, model_class)
             continue
         entry.version = version
         return
-    log.add(entry.source, entry.where, describe_error(first_error), kind="skipped")
+    assert first is not None
+    message = describe_failure(first[0], first[1].model_validate, entry.raw)
+    log.add(entry.source, entry.where, message, kind="skipped")
 
 
 def _normalise_times(root: Any) -> int:

@@ -4,6 +4,7 @@ should hold, never the value found (which may be patient data)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -63,6 +64,65 @@ def describe_error(exc: Exception | None) -> str:
     text = _expected(first)
     more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
     return f"field {path}: {text}{more}" if path else f"{text}{more}"
+
+
+def describe_failure(exc: Exception, validate: Callable[[dict[str, Any]], object], raw: dict[str, Any]) -> str:
+    """What a model raised while validating `raw`, as a message naming the element when it can.
+
+    A ValidationError names its own fields. Anything else (a validator calling str methods on a
+    number, say) is narrowed to the element that raises it by validating ever smaller copies of
+    the resource (see `failing_element`); a RecursionError is the depth of the whole resource.
+    """
+    if isinstance(exc, (ValidationError, RecursionError)):
+        return describe_error(exc)
+    path = failing_element(validate, raw, type(exc))
+    what = f"invalid value (the FHIR models raised {type(exc).__name__})"
+    return f"field {path}: {what}" if path else f"invalid resource (the FHIR models raised {type(exc).__name__})"
+
+
+def failing_element(
+    validate: Callable[[dict[str, Any]], object], raw: dict[str, Any], kind: type[BaseException], budget: int = 64
+) -> str:
+    """The path ("content[0].attachment.url") of the deepest element that alone, in a copy of the
+    resource holding nothing else, still makes `validate` raise `kind`; "" when none does.
+
+    One level at a time, each child is tried alone (missing required elements give ordinary
+    validation errors, not `kind`); at most `budget` copies are validated.
+    """
+    trail: list[Any] = []
+    node: Any = raw
+    while budget > 0 and isinstance(node, (dict, list)):
+        children = [k for k in node if k != "resourceType"] if isinstance(node, dict) else range(len(node))
+        found = None
+        for child in children:
+            budget -= 1
+            if budget < 0:
+                break
+            try:
+                validate(_alone(raw, [*trail, child]))
+            except kind:
+                found = child
+                break
+            except MemoryError:
+                raise
+            except Exception:  # noqa: BLE001 - any other outcome means: not this child
+                pass
+        if found is None:
+            break
+        trail.append(found)
+        node = node[found]
+    return _loc_path(tuple(trail))
+
+
+def _alone(raw: dict[str, Any], trail: list[Any]) -> dict[str, Any]:
+    """A copy of the resource that keeps only the element at `trail` (lists cut to that item)."""
+    containers = [raw]
+    for key in trail[:-1]:
+        containers.append(containers[-1][key])
+    value = containers[-1][trail[-1]]
+    for container, key in zip(reversed(containers), reversed(trail)):
+        value = [value] if isinstance(container, list) else {key: value}
+    return {"resourceType": raw.get("resourceType"), **value}
 
 
 def _loc_path(loc: tuple[Any, ...]) -> str:

@@ -5,67 +5,27 @@ Attachments are base64 text/plain (decoded with their charset, UTF-8 by default)
 (reduced to text). The several attachments of one DocumentReference or presentedForm are
 formats of the same document (FHIR says so), so each resource gives at most one note, from its
 first plain-text attachment, else its first HTML one.
+
+Only a charset that names a character set is used to decode. A name Python does not know is
+reported and the text decoded as UTF-8 (a misspelt charset is mostly ASCII anyway). A codec that
+is not a character set (rot13, hex, base64, zlib, bz2, uu, quopri, punycode, idna,
+unicode_escape, ...) says the bytes are transformed data, not text: the attachment is reported
+and the note skipped rather than read as garbage.
 """
 
 from __future__ import annotations
 
-import codecs
-import re
 from datetime import datetime
-from html.parser import HTMLParser
 from typing import Any
 
 from medmm.codes import LOINC, NOTE_TYPES
+from medmm.io.charsets import is_codec_name, text_encoding
 from medmm.io.fhir_load import WITHDRAWN, Entry, Log, utc_time
 from medmm.io.fhir_refs import ReferenceIndex, type_id
+from medmm.io.html_text import html_to_text
 from medmm.records import ClinicalNote
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-_BLOCK_TAGS = frozenset(
-    "address article aside blockquote br dd div dl dt footer h1 h2 h3 h4 h5 h6 header hr li ol p pre "
-    "section table tbody thead tfoot tr ul title caption".split()
-)
-_SKIP_TAGS = frozenset({"script", "style", "head"})
-
-
-class _TextParser(HTMLParser):
-    """Collects the text of an HTML document, with a line break at each block element."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-        elif tag in ("td", "th"):
-            self.parts.append(" ")
-
-    def handle_startendtag(self, tag: str, attrs: Any) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML fragment: one line per block, spaces collapsed, entities decoded."""
-    parser = _TextParser()
-    parser.feed(html)
-    parser.close()
-    lines = (re.sub(r"[ \t\r\f\v\u00a0]+", " ", line).strip() for line in "".join(parser.parts).split("\n"))
-    return "\n".join(line for line in lines if line)
 
 
 def _media_type(content_type: str | None) -> tuple[str, str | None]:
@@ -94,7 +54,7 @@ def _attachment_text(attachments: list[Any], entry: Entry, index: ReferenceIndex
     _, att, media, charset = min(readable, key=lambda item: item[0])
     data = getattr(att, "data", None)
     if data is None and getattr(att, "url", None):
-        binary = index.resolve_string(att.url)
+        binary = index.resolve_string(att.url, within=entry.source)
         if binary is not None and binary.rtype == "Binary" and binary.model is not None:
             data = binary.model.data
     if not data:
@@ -103,12 +63,14 @@ def _attachment_text(attachments: list[Any], entry: Entry, index: ReferenceIndex
         return None
     if isinstance(data, str):  # defensive: the models decode base64 to bytes
         data = data.encode("utf-8")
-    encoding = "utf-8"
-    if charset:
-        try:
-            encoding = codecs.lookup(charset).name
-        except LookupError:
-            log.add(entry.source, entry.where, "attachment charset is unknown; decoded as UTF-8")
+    encoding = text_encoding(charset) if charset else "utf-8"
+    if encoding is None and is_codec_name(charset):
+        why = "attachment charset names a codec, not a character set; note not read"
+        log.add(entry.source, entry.where, why, kind="skipped")
+        return None
+    if encoding is None:
+        log.add(entry.source, entry.where, "attachment charset is unknown; decoded as UTF-8")
+        encoding = "utf-8"
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:

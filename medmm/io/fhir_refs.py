@@ -4,7 +4,10 @@ Forms: `urn:uuid:...` / `urn:oid:...` (matched against Bundle.entry.fullUrl), re
 `Patient/123` (matched on type and id, with `/_history/n` ignored), absolute URLs (matched on
 fullUrl, else on their trailing `Type/id`, since Bulk Data files carry no fullUrl), conditional
 references `Patient?identifier=system|value` (also `_id=`), and logical references that give
-only `Reference.identifier`. A reference resolves only when exactly one resource matches.
+only `Reference.identifier`. A reference resolves only when exactly one resource matches; when
+several do across the input, one match in the referring resource's own file wins (a Bundle's
+references resolve against its own entries first), so that another file cannot make an intact
+file's references ambiguous.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from urllib.parse import parse_qsl
 
 from medmm.io.fhir_load import Entry
 
-_TYPE_ID = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_HISTORY = re.compile(r"/_history/[^/?]*$")
 
 
 class ReferenceIndex:
@@ -38,42 +43,45 @@ class ReferenceIndex:
         if entry not in bucket:
             bucket.append(entry)
 
-    def resolve(self, reference: Any) -> Entry | None:
-        """The entry a Reference (model or string) points to, or None when not in the input."""
+    def resolve(self, reference: Any, within: str | None = None) -> Entry | None:
+        """The entry a Reference (model or string) points to, or None when not in the input.
+
+        `within` is the referring resource's file: its match wins when the input has several.
+        """
         if reference is None:
             return None
         if isinstance(reference, str):
-            return self.resolve_string(reference)
+            return self.resolve_string(reference, within)
         literal = getattr(reference, "reference", None)
         if isinstance(literal, str) and literal.strip():
-            return self.resolve_string(literal)
+            return self.resolve_string(literal, within)
         identifier = getattr(reference, "identifier", None)
         if identifier is not None and getattr(identifier, "value", None):
             rtype = getattr(reference, "type", None)
             types = [rtype.rsplit("/", 1)[-1]] if isinstance(rtype, str) and rtype else list(self._by_type)
             system, value = identifier.system, identifier.value
             found = [e for t in types for e in self._by_type.get(t, []) if _has_identifier(e, system, value)]
-            return _single(found)
+            return _single(found, within)
         return None
 
-    def resolve_string(self, ref: str) -> Entry | None:
-        """Resolve a literal or conditional reference string."""
+    def resolve_string(self, ref: str, within: str | None = None) -> Entry | None:
+        """Resolve a literal or conditional reference string (`within`: as for `resolve`)."""
         ref = ref.strip()
         if ref.startswith("#") or not ref:
             return None  # contained resources are not entries of their own
-        ref = re.sub(r"/_history/[^/?]*$", "", ref)
-        exact = _single(self._by_url.get(ref, []))
+        ref = _HISTORY.sub("", ref)
+        exact = _single(self._by_url.get(ref, []), within)
         if exact is not None:
             return exact
         if ref.startswith("urn:"):
             return None
         head, sep, query = ref.partition("?")
         if sep:
-            return self._conditional(head.rstrip("/").rsplit("/", 1)[-1], query)
+            return self._conditional(head.rstrip("/").rsplit("/", 1)[-1], query, within)
         key = _tail(ref)
-        return _single(self._by_type_id.get(key, [])) if key else None
+        return _single(self._by_type_id.get(key, []), within) if key else None
 
-    def _conditional(self, rtype: str, query: str) -> Entry | None:
+    def _conditional(self, rtype: str, query: str, within: str | None) -> Entry | None:
         """`Type?identifier=system|value` and `Type?_id=...`; other search parameters do not resolve."""
         params = parse_qsl(query, keep_blank_values=True)
         if not params:
@@ -89,7 +97,7 @@ class ReferenceIndex:
                 candidates = [e for e in candidates if _has_identifier(e, system, code)]
             else:
                 return None
-        return _single(candidates)
+        return _single(candidates, within)
 
 
 def type_id(entry: Entry) -> str | None:
@@ -99,11 +107,20 @@ def type_id(entry: Entry) -> str | None:
 
 
 def _tail(url: str | None) -> str | None:
-    """The trailing 'Type/id' of a relative or absolute URL."""
+    """The trailing 'Type/id' of a relative or absolute URL.
+
+    The last two path segments are split off and matched whole (a search for the pattern anywhere
+    in the text would be quadratic in its length).
+    """
     if not url:
         return None
-    m = _TYPE_ID.search(re.sub(r"/_history/[^/?]*$", "", url.strip()))
-    return f"{m[1]}/{m[2]}" if m else None
+    parts = _HISTORY.sub("", url.strip()).rsplit("/", 2)
+    if len(parts) < 2:
+        return None
+    rtype, rid = parts[-2], parts[-1]
+    if not (_TYPE.fullmatch(rtype) and _ID.fullmatch(rid)):
+        return None
+    return f"{rtype}/{rid}"
 
 
 def _has_identifier(entry: Entry, system: str | None, value: str | None) -> bool:
@@ -124,8 +141,12 @@ def identity(entry: Entry) -> str:
     return type_id(entry) or entry.full_url or f"{entry.source}#{entry.where}"
 
 
-def _single(found: list[Entry]) -> Entry | None:
-    """The match when all matches are one resource (copies of it may sit in several files)."""
-    if not found or len({identity(e) for e in found}) > 1:
-        return None
-    return found[0]
+def _single(found: list[Entry], within: str | None = None) -> Entry | None:
+    """The match when all matches are one resource (copies of it may sit in several files), else
+    the match when all matches in the file `within` are one resource."""
+    if found and len({identity(e) for e in found}) == 1:
+        return found[0]
+    local = [e for e in found if e.source == within] if within is not None else []
+    if local and len({identity(e) for e in local}) == 1:
+        return local[0]
+    return None

@@ -7,6 +7,7 @@ value in an unknown unit is reported, never guessed.
 from __future__ import annotations
 
 import math
+import re
 
 from medmm.codes import VitalSign
 from medmm.errors import VitalsError
@@ -41,6 +42,11 @@ _ALIASES: dict[str, str] = {
     "lbs": "[lb_av]",
 }
 
+# "{...}" without braces inside; text after an unclosed "{" (or a "}" alone) stays, so such a unit
+# is unknown.
+_ANNOTATION = re.compile(r"\{[^{}]*\}")
+MAX_UNIT_LENGTH = 256  # far past "{beats}/min"; longer text is no unit medmm knows
+
 # (from unit, to unit) -> converter
 _CONVERT = {
     ("[degF]", "Cel"): lambda v: (v - 32.0) * 5.0 / 9.0,
@@ -50,15 +56,14 @@ _CONVERT = {
 
 
 def canonical_unit(unit: str | None) -> str | None:
-    """The UCUM spelling of `unit`, or None when medmm does not know it."""
-    if unit is None:
+    """The UCUM spelling of `unit`, or None when medmm does not know it.
+
+    Linear in the length of `unit`: annotations are removed in one pass, and a unit longer than
+    any known spelling with its annotations (MAX_UNIT_LENGTH) is unknown without being read.
+    """
+    if unit is None or len(unit) > MAX_UNIT_LENGTH:
         return None
-    key = unit.strip()
-    while "{" in key and "}" in key:  # UCUM annotations carry no meaning
-        a, b = key.index("{"), key.index("}")
-        if b < a:
-            break
-        key = key[:a] + key[b + 1 :]
+    key = _ANNOTATION.sub("", unit.strip())  # UCUM annotations ("{beats}") carry no meaning
     return _ALIASES.get(key.strip().lower())
 
 

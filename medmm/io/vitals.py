@@ -20,7 +20,6 @@ The grid (:func:`build_grid`) has T steps covering [end - window, end); step t i
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -37,7 +36,6 @@ from medmm.io.units import implausible_reason, to_canonical
 from medmm.records import DroppedValue, Issue, VitalReading, VitalSeries
 
 _US_PER_SECOND = 1_000_000
-_WIDE_HEADER = re.compile(r"^\s*(?P<code>[^\[\]]+?)\s*\[(?P<unit>.*)\]\s*$")
 _MISSING_TEXT = frozenset({"", "nan", "na", "n/a", "null", "none"})
 _LONG_CODE_COLUMNS = ("code", "channel")
 _MISSING = "value is missing"  # in a wide table: not measured, so not reported
@@ -310,20 +308,21 @@ def _read_wide(frame: pd.DataFrame, columns: dict[str, object], out: _Collector)
         if header == time_header:
             continue
         where = f"column '{header}'"
-        match = _WIDE_HEADER.match(str(header))
-        if match is None:
+        split = _wide_header(str(header))
+        if split is None:
             out.skip(where, "no unit in the header (expected 'name [unit]'); column skipped")
             continue
-        sign = _vital(match["code"])
+        code, unit = split
+        sign = _vital(code)
         if sign is None:
-            out.skip(where, _unknown_code_message(match["code"]) + "; column skipped")
+            out.skip(where, _unknown_code_message(code) + "; column skipped")
             continue
         try:
-            to_canonical(0.0, match["unit"], sign, source=out.source, where=where)
+            to_canonical(0.0, unit, sign, source=out.source, where=where)
         except VitalsError as exc:
             out.skip(where, exc.detail + "; column skipped")
             continue
-        usable.append((header, sign, match["unit"]))
+        usable.append((header, sign, unit))
     if not usable and not out.issues:
         message = "no vital-sign columns (expected long columns code, value, unit or wide 'name [unit]')"
         raise VitalsError(message, path=out.source)
@@ -338,6 +337,17 @@ def _read_wide(frame: pd.DataFrame, columns: dict[str, object], out: _Collector)
             continue
         for (header, sign, unit), cell in present:
             out.add(sign, time, cell, unit, i + 1, str(header))
+
+
+def _wide_header(header: str) -> tuple[str, str] | None:
+    """'heart_rate [/min]' -> ('heart_rate', '/min'): the name before the first '[', the unit up to
+    the final ']'; None when the header has no such form. String methods, so linear in its length."""
+    text = header.strip()
+    bracket = text.find("[")
+    code, unit = text[:bracket].rstrip(), text[bracket + 1 : -1]
+    if bracket < 1 or not text.endswith("]") or "]" in code or "\n" in unit:
+        return None
+    return code, unit
 
 
 def _vital(code: str) -> VitalSign | None:

@@ -203,3 +203,15 @@ def test_a_shape_fhir_does_not_allow_is_refused_not_written(tmp_path):
     src = write_json(tmp_path / "p.json", {"resourceType": "Patient", "id": "p", "extension": 5})
     outcome = deidentify_fhir(src, tmp_path / "o.json", context(), {"p"})
     assert outcome.refused.startswith("could not be de-identified") and not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("charset", ["rot13", "hex", "zlib", "punycode", "unicode_escape"])
+def test_an_attachment_whose_charset_is_a_codec_is_removed_not_decoded(charset, tmp_path):
+    # found by the ingest fuzzer: bytes.decode refuses such codecs with LookupError or UnicodeError
+    doc = {"resourceType": "DocumentReference", "id": "d", "status": "current", "content": [
+        {"attachment": {"contentType": f"text/plain; charset={charset}", "data": b64("Zelwegger")}},
+        {"attachment": {"contentType": "text/plain; charset=utf-8", "data": b64("cough")}}]}
+    outcome = deidentify_fhir(write_json(tmp_path / "d.json", doc), tmp_path / "o.json", context(), set())
+    coded, plain = (c["attachment"] for c in json.loads((tmp_path / "o.json").read_text())["content"])
+    assert "data" not in coded and base64.b64decode(plain["data"]).decode() == "cough"
+    assert outcome.counts["unreadable attachment removed"] == 1 and outcome.counts["text attachment scrubbed"] == 1

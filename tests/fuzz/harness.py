@@ -2,16 +2,19 @@
 memory bound, and sum up what happened.
 
 Each worker builds its cases itself (case ``i`` of seed ``s`` is the same everywhere) and reads
-them with the readers of their kind and with ``load_study``. Outcomes:
+them with the readers of their kind and with ``load_study``; a FHIR or vitals case is also read
+beside intact files in one patient folder (:mod:`tests.fuzz.neighbours`). Outcomes:
 
 - ``loaded``: every reader returned;
 - ``rejected``: a reader raised a MedmmError subtype (the expected way to refuse bad input);
 - ``crash``: any other exception escaped a reader;
 - ``memory``: a MemoryError, raised or hidden inside a MedmmError (the address space is bounded);
 - ``hang``: no answer within the time limit (the worker is killed and replaced);
-- ``died``: the worker process ended (a crash in native code, or the kernel killed it).
+- ``died``: the worker process ended (a crash in native code, or the kernel killed it);
+- ``lost``: an intact file beside the case lost what it holds (a note, a grid cell), or the
+  folder was refused as a whole.
 
-The last four are failures. A worker first reads every seed once (imports, codec plugins and
+The last five are failures. A worker first reads every seed once (imports, codec plugins and
 thread pools in place), then bounds its address space with RLIMIT_AS to what it holds plus
 ``memory_mib``, so that one input cannot take more than that.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import resource
+import shutil
 import tempfile
 import time
 import traceback
@@ -40,9 +44,10 @@ from medmm.io.dicom_pixels import decode_file
 from medmm.io.fhir import read_fhir
 from medmm.io.vitals import read_vitals_table
 from tests.fuzz.mutators import Case, make_case
+from tests.fuzz.neighbours import NEIGHBOUR_KINDS, lost_beside
 from tests.fuzz.seeds import DICOM, FHIR, NDJSON, PARQUET, VITALS, ZIP, all_seeds
 
-FAILURES = ("crash", "memory", "hang", "died")
+FAILURES = ("crash", "memory", "hang", "died", "lost")
 _PACKAGE = Path(medmm.__file__).resolve().parent
 _START_TIMEOUT_S = 300.0
 _MIB = 1024 * 1024
@@ -55,7 +60,7 @@ class Result:
     index: int
     kind: str
     label: str
-    outcome: str  # loaded | rejected | crash | memory | hang | died
+    outcome: str  # loaded | rejected | crash | memory | hang | died | lost
     detail: str
     seconds: float
     peak_mib: float | None = None  # the worker's peak resident memory while reading this input
@@ -82,11 +87,16 @@ def _on(reader: Callable[[Path], Any]) -> Callable[[Case, Path], Any]:
     return lambda case, path: reader(path)
 
 
+class Lost(Exception):
+    """An intact file beside a fuzz case lost what it holds (the message says what)."""
+
+
 def ingest(case: Case, folder: Path) -> str:
     """Read `case` (written into `folder`) with each reader of its kind; return the outcome.
 
     MedmmError subtypes are the expected refusals; anything else propagates to the worker. A
-    MedmmError that hides a MemoryError is raised as a MemoryError.
+    MedmmError that hides a MemoryError is raised as a MemoryError. A FHIR or vitals case that
+    makes intact files beside it lose anything raises Lost.
     """
     path = folder / case.name
     path.write_bytes(case.data)
@@ -101,6 +111,15 @@ def ingest(case: Case, folder: Path) -> str:
                 refused.append(f"{name}: {type(err).__name__}")
     finally:
         path.unlink(missing_ok=True)
+    if case.kind in NEIGHBOUR_KINDS:
+        try:
+            lost = lost_beside(case, folder)
+        except MedmmError as err:
+            if _hides_memory_error(err):
+                raise MemoryError(f"load_study turned a MemoryError into {type(err).__name__}") from err
+            lost = f"load_study refused the folder ({type(err).__name__}: {err.detail})"
+        if lost:
+            raise Lost(lost)
     return "; ".join(refused)
 
 
@@ -178,6 +197,8 @@ def _worker(conn: Connection, target: Callable[[Case, Path], str], memory_mib: i
                 outcome = "rejected" if detail else "loaded"
             except MemoryError as exc:
                 outcome, detail = "memory", crash_site(exc) + f": {exc}"
+            except Lost as exc:
+                outcome, detail = "lost", str(exc)
             except Exception as exc:
                 outcome, detail = "crash", crash_site(exc)
             seconds = time.perf_counter() - start
@@ -186,9 +207,7 @@ def _worker(conn: Connection, target: Callable[[Case, Path], str], memory_mib: i
     except (EOFError, KeyboardInterrupt):
         pass
     finally:
-        for leftover in folder.iterdir():
-            leftover.unlink(missing_ok=True)
-        folder.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pydicom.datadict import dictionary_has_tag
 
 from tests.fuzz.mutators_text import mutate_fhir, mutate_ndjson, mutate_parquet, mutate_table
-from tests.fuzz.seeds import DICOM, FHIR, NDJSON, PARQUET, SUFFIX, VITALS, ZIP, Seed, all_seeds
+from tests.fuzz.seeds import DICOM, FHIR, NDJSON, PARQUET, SUFFIX, VITALS, ZIP, Seed, all_seeds, zip_bytes
 
 VRS = tuple(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT "
             b"UV".split())
@@ -175,7 +175,7 @@ def swap_vr(data: bytes, rng: random.Random) -> bytes:
 def swap_transfer_syntax(data: bytes, rng: random.Random) -> bytes:
     """Replace the meta header's TransferSyntaxUID with another (compressed, big-endian, bogus) UID."""
     at = data.find(_TRANSFER_SYNTAX_TAG + b"UI")
-    if at < 0:
+    if at < 0 or at + 8 > len(data):  # absent, or its length field cut off
         return corrupt_length(data, rng)
     (length,) = struct.unpack("<H", data[at + 6 : at + 8])
     uid = rng.choice(TRANSFER_SYNTAXES).encode()
@@ -257,11 +257,7 @@ def mutate_zip(data: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
             names += done
         if rng.random() < 0.2:  # a member path that must not escape
             members[rng.choice(("../evil.dcm", "/abs.dcm", "C:/x.dcm", "dir/"))] = members[target]
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-            for name, member in members.items():
-                archive.writestr(name, member)
-        return buffer.getvalue(), [f"member {n}" for n in names]
+        return zip_bytes(members), [f"member {n}" for n in names]
     mutator = rng.choice(BYTE_MUTATORS)
     return mutator(data, rng), [f"archive {mutator.__name__}"]
 

@@ -2,9 +2,11 @@
 
 JSON mutators edit a copy of the parsed document (deleted keys, changed types, wrong codes,
 huge numbers, NaN strings, deep nesting, bad references, bad base64, odd dates, repeated
-entries); a byte-level pass may then cut or corrupt the text. Table mutators edit the rows
-(bad times, values and units, missing or renamed columns, ragged rows, a file blown up and
-cut short) before the text or Parquet bytes are written.
+entries, and the families of :mod:`tests.fuzz.mutators_odd`: codec charsets, huge literals,
+wrong types at any path, long strings, dates at the calendar's edges); a byte-level pass may
+then cut or corrupt the text. Table mutators edit the rows (bad times, values and units,
+missing or renamed columns, ragged rows, a file blown up and cut short, long cells and headers,
+times at the calendar's edges) before the text or Parquet bytes are written.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tests.fuzz.json_paths import set_random, slots
+from tests.fuzz.mutators_odd import FHIR_FAMILIES, TABLE_FAMILIES, raw_text
 from tests.fuzz.seeds import parquet_bytes, table_text
 
 _NEST = "\x00nest\x00"  # placeholder replaced by deeply nested JSON text after serialising
@@ -47,70 +51,49 @@ BAD_HEADERS = ("", "Time", " time ", "value", "code", "heart_rate [", "[/min]", 
                "heart_rate [[/min]]", "x [/min]", "time.1", "\ufefftime")
 
 
-def _walk(node: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """Every (container, key) pair in a JSON document, depth first."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in list(items):
-        out.append((node, key))
-        _walk(value, out)
-    return out
-
-
-def _slots(doc: Any, key: str | None = None) -> list[tuple[Any, Any]]:
-    """(container, key) pairs, only those under dict key `key` when given."""
-    return [(c, k) for c, k in _walk(doc, []) if key is None or (isinstance(c, dict) and k == key)]
-
-
-def _set_random(doc: Any, rng: random.Random, key: str | None, values: tuple[Any, ...]) -> None:
-    slots = _slots(doc, key) or _slots(doc)
-    if slots:
-        container, k = rng.choice(slots)
-        container[k] = rng.choice(values)
-
-
 def delete_key(doc: Any, rng: random.Random) -> None:
-    dicts = [c for c, _ in _slots(doc) if isinstance(c, dict) and c]
+    dicts = [c for c, _ in slots(doc) if isinstance(c, dict) and c]
     if dicts:
         target = rng.choice(dicts)
         target.pop(rng.choice(sorted(target)), None)
 
 
 def change_type(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, None, ODD_VALUES)
+    set_random(doc, rng, None, ODD_VALUES)
 
 
 def wrong_code(doc: Any, rng: random.Random) -> None:
     if rng.random() < 0.7:
-        _set_random(doc, rng, "code", BAD_CODES)
+        set_random(doc, rng, "code", BAD_CODES)
     else:
-        _set_random(doc, rng, "system", BAD_SYSTEMS)
+        set_random(doc, rng, "system", BAD_SYSTEMS)
 
 
 def huge_number(doc: Any, rng: random.Random) -> None:
-    numbers = [(c, k) for c, k in _slots(doc) if isinstance(c[k], (int, float)) and not isinstance(c[k], bool)]
-    container, k = rng.choice(numbers) if numbers else rng.choice(_slots(doc) or [({}, "x")])
+    numbers = [(c, k) for c, k in slots(doc) if isinstance(c[k], (int, float)) and not isinstance(c[k], bool)]
+    container, k = rng.choice(numbers) if numbers else rng.choice(slots(doc) or [({}, "x")])
     container[k] = rng.choice(HUGE_NUMBERS)
 
 
 def nan_string(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, "value", NAN_STRINGS)
+    set_random(doc, rng, "value", NAN_STRINGS)
 
 
 def deep_nesting(doc: Any, rng: random.Random) -> None:
     """Mark a value for replacement by nested arrays or extensions (see `_serialise`)."""
-    _set_random(doc, rng, rng.choice((None, "extension", "valueQuantity")), (_NEST,))
+    set_random(doc, rng, rng.choice((None, "extension", "valueQuantity")), (_NEST,))
 
 
 def bad_reference(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, "reference", BAD_REFERENCES)
+    set_random(doc, rng, "reference", BAD_REFERENCES)
 
 
 def bad_base64(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, "data", BAD_BASE64)
+    set_random(doc, rng, "data", BAD_BASE64)
 
 
 def bad_date(doc: Any, rng: random.Random) -> None:
-    dated = [(c, k) for c, k in _slots(doc) if isinstance(c[k], str) and c[k][:2] in ("19", "20") and "-" in c[k]]
+    dated = [(c, k) for c, k in slots(doc) if isinstance(c[k], str) and c[k][:2] in ("19", "20") and "-" in c[k]]
     if dated:
         container, k = rng.choice(dated)
         container[k] = rng.choice(BAD_DATES)
@@ -129,12 +112,12 @@ def repeat_entry(doc: Any, rng: random.Random) -> None:
 
 
 def odd_resource_type(doc: Any, rng: random.Random) -> None:
-    _set_random(doc, rng, "resourceType", ("Bundle", "Patient", "Binary", "patient", "", "Foo", 3, None))
+    set_random(doc, rng, "resourceType", ("Bundle", "Patient", "Binary", "patient", "", "Foo", 3, None))
 
 
 JSON_MUTATORS: tuple[Callable[[Any, random.Random], None], ...] = (
     delete_key, delete_key, change_type, change_type, wrong_code, huge_number, nan_string, deep_nesting,
-    bad_reference, bad_base64, bad_date, repeat_entry, odd_resource_type,
+    bad_reference, bad_base64, bad_date, repeat_entry, odd_resource_type, *FHIR_FAMILIES,
 )
 
 
@@ -146,7 +129,7 @@ def _nest_text(rng: random.Random) -> str:
 
 
 def _serialise(obj: Any, rng: random.Random) -> str:
-    text = json.dumps(obj)
+    text = raw_text(json.dumps(obj))
     while json.dumps(_NEST) in text:
         text = text.replace(json.dumps(_NEST), _nest_text(rng), 1)
     return text
@@ -275,14 +258,17 @@ def quote_cell(rows: list[list[str]], rng: random.Random) -> None:
 
 
 def blow_up(rows: list[list[str]], rng: random.Random) -> None:
-    """Repeat the data rows to a few thousand (a large export, later perhaps cut short)."""
+    """Repeat the data rows to a few thousand (a large export, later perhaps cut short), to at
+    most about 4 MB (a row holding a long cell is repeated fewer times)."""
     body = rows[1:] or [[]]
-    rows.extend(list(r) for r in body * (rng.randint(100, 800) // len(body)))
+    copies = rng.randint(100, 800) // len(body)
+    size = sum(len(cell) + 1 for row in body for cell in row) or 1
+    rows.extend(list(r) for r in body * min(copies, max(1, 4_000_000 // size)))
 
 
 TABLE_MUTATORS: tuple[Callable[[list[list[str]], random.Random], None], ...] = (
     bad_time, bad_time, bad_value, bad_value, bad_unit, bad_code, drop_column, rename_header, ragged_row,
-    quote_cell, blow_up,
+    quote_cell, blow_up, *TABLE_FAMILIES,
 )
 
 
@@ -325,7 +311,10 @@ def _odd_types(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     elif how == "null":
         frame[column] = None
     elif how == "category":
-        frame[column] = frame[column].astype(str).astype("category")
+        try:
+            frame[column] = frame[column].astype(str).astype("category")
+        except (ValueError, NotImplementedError):  # a timestamp outside years 1-9999 has no text form
+            frame[column] = frame[column].astype("category")
     else:
         frame = frame.set_index(column)
     buffer = io.BytesIO()

@@ -2,7 +2,8 @@
 
     python tests/fuzz/run_fuzz.py --seconds 600 --seed 1
 
-Every input must load or raise a MedmmError subtype within the time limit and the memory bound.
+Every input must load or raise a MedmmError subtype within the time limit and the memory bound,
+and a FHIR or vitals input must leave intact files beside it in a patient folder whole.
 Prints the number of inputs, the outcome counts per input kind, the longest single-input time
 and every failure (rebuild one with tests.fuzz.mutators.make_case(seed, index), or pass --save).
 Exits 1 when any input failed.

@@ -117,11 +117,12 @@ def implicit_ct_bytes(z: float = 0.0) -> bytes:
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
-    """A zip archive (stored, not compressed, so that byte mutations hit the members)."""
+    """A zip archive (stored, not compressed, so that byte mutations hit the members), the same
+    bytes on every run (a fixed member time, not the clock)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for name, data in members.items():
-            archive.writestr(name, data)
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
     return buffer.getvalue()
 
 

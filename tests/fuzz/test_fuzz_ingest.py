@@ -1,14 +1,18 @@
 """Fuzzed ingest: the mutators, the harness (time limit, memory bound, crash sites) and the seeded
-quick pass, in which every input must load or raise a MedmmError subtype."""
+quick pass, in which every input must load or raise a MedmmError subtype and leave intact files
+beside it whole."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import random
 import struct
 import time
+import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pydicom
@@ -17,7 +21,7 @@ from pydicom.data import get_testdata_file
 from pydicom.filereader import data_element_generator
 
 from medmm.errors import MedmmError
-from tests.fuzz.harness import FuzzRunner, Result, Summary, cpu_workers, ingest, run_pass
+from tests.fuzz.harness import FuzzRunner, Lost, Result, Summary, cpu_workers, ingest, run_pass
 from tests.fuzz.mutators import (
     LONG_VRS,
     TRANSFER_SYNTAXES,
@@ -30,7 +34,24 @@ from tests.fuzz.mutators import (
     swap_vr,
     truncate,
 )
+from tests.fuzz.mutators_odd import (
+    CODEC_CHARSETS,
+    FHIR_FAMILIES,
+    HUGE_LITERALS,
+    ODD_DATES,
+    ODD_TABLE_TIMES,
+    RAW,
+    TABLE_FAMILIES,
+    codec_charset,
+    huge_literal,
+    long_cell,
+    odd_fhir_date,
+    odd_table_time,
+    raw_text,
+    wrong_type,
+)
 from tests.fuzz.mutators_text import deep_nesting, mutate_fhir
+from tests.fuzz.neighbours import expected
 from tests.fuzz.seeds import DICOM, FHIR, NDJSON, PARQUET, VITALS, ZIP, all_seeds, radiograph_bytes
 
 QUICK_PASS_INPUTS = 2000
@@ -139,6 +160,17 @@ def test_cases_are_reproducible_from_seed_and_index():
     assert kinds == {DICOM, ZIP, FHIR, NDJSON, VITALS, PARQUET}
 
 
+def test_a_repacked_zip_case_is_the_same_bytes_at_any_time():
+    case = next(make_case(4, i) for i in range(400) if make_case(4, i).label.startswith("volume.zip: member"))
+    with zipfile.ZipFile(io.BytesIO(case.data)) as archive:
+        assert {m.date_time for m in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+def test_cases_that_broke_their_mutators_are_built():
+    # a transfer syntax element cut off by a truncation; a Parquet time column in year 0 (UTC)
+    assert make_case(7003, 7419).label == "SC_rgb_jpeg_dcmtk.dcm: truncate, swap_transfer_syntax"
+    assert make_case(7003, 10305).label == "vitals.parquet: bad_time, bad_time, bad_time, category column"
+
+
 # ---- the harness ----------------------------------------------------------------------------------
 
 
@@ -209,3 +241,95 @@ def test_seeded_quick_pass(tmp_path):
     assert summary.failed == 0, "\n".join(figures["failures"])
     assert figures["outcomes"]["loaded"] > 0 and figures["outcomes"]["rejected"] > 0
     assert set(figures["by_kind"]) == {DICOM, ZIP, FHIR, NDJSON, VITALS, PARQUET}
+
+
+# ---- the families for odd values ---------------------------------------------------------------------
+
+
+def _labels(seed: int, count: int) -> list[str]:
+    return [make_case(seed, i).label for i in range(count)]
+
+
+def test_every_odd_value_family_is_drawn():
+    names = {name for label in _labels(11, 600) for name in label.split(": ", 1)[1].split(", ")}
+    families = {f.__name__ for f in FHIR_FAMILIES + TABLE_FAMILIES}
+    assert families <= names
+
+
+def test_huge_literals_are_written_unquoted_and_refused_by_the_parser():
+    doc = {"resourceType": "Observation", "valueQuantity": {"value": 72}}
+    huge_literal(doc, random.Random(3))
+    text = raw_text(json.dumps(doc))
+    literal = doc["valueQuantity"]["value"].removeprefix(RAW)
+    assert literal in HUGE_LITERALS and f'"value": {literal}}}' in text
+    big = raw_text(json.dumps({"v": RAW + "1" * 4_301}))
+    assert big == '{"v": ' + "1" * 4_301 + "}"
+    with pytest.raises(ValueError, match="4300"):
+        json.loads(big)
+
+
+def test_codec_charsets_wrong_types_and_odd_dates_change_what_they_say():
+    rng = random.Random(5)
+    for _ in range(20):
+        doc = {"content": [{"attachment": {"contentType": "text/plain", "data": "aGk="}}], "date": "2024-03-10"}
+        codec_charset(doc, rng)
+        media, charset = doc["content"][0]["attachment"]["contentType"].split("; charset=")
+        assert media in ("text/plain", "text/html", "application/xhtml+xml") and charset in CODEC_CHARSETS
+        odd_fhir_date(doc, rng)
+        assert doc["date"] in ODD_DATES
+        before = json.loads(json.dumps(doc))
+        wrong_type(doc, rng)
+        assert doc != before
+
+
+def test_long_cells_stay_one_cell_and_odd_times_are_at_the_calendars_edges():
+    rng = random.Random(9)
+    for _ in range(30):
+        rows = [["time", "code", "value", "unit"], ["2024-03-09T20:10:00Z", "8867-4", "88", "/min"]]
+        long_cell(rows, rng)
+        assert len(rows) == 2 and all(len(r) == 4 for r in rows)
+        assert not any(c in cell for row in rows for cell in row for c in ',"\n')
+        assert max(len(cell) for row in rows for cell in row) >= 1_000
+        rows = [["time", "code", "value", "unit"], ["2024-03-09T20:10:00Z", "8867-4", "88", "/min"]]
+        odd_table_time(rows, rng)
+        assert rows[1][0] in ODD_TABLE_TIMES
+
+
+# ---- the neighbour check -------------------------------------------------------------------------------
+
+
+def test_the_intact_files_alone_give_notes_and_grid_cells():
+    want = expected()
+    assert len(want.notes) == 2 and want.observed.sum() == 15
+    assert want.study_time == datetime(2024, 3, 10, 3, 10, tzinfo=timezone.utc)  # last reading 02:10 UTC + 1 step
+
+
+def test_a_case_that_costs_an_intact_file_its_notes_is_lost(tmp_path, monkeypatch):
+    import tests.fuzz.neighbours as neighbours
+
+    record = next(s for s in all_seeds() if s.name == "bundle.json")
+    case = Case(0, FHIR, "bundle.json", record.data, "bundle.json")
+    assert neighbours.lost_beside(case, tmp_path) == ""
+    real = neighbours.load_study
+    monkeypatch.setattr(neighbours, "load_study", lambda *a, **k: dataclasses.replace(real(*a, **k), notes=()))
+    with pytest.raises(Lost, match="2 of 2 notes of the intact record.json"):
+        ingest(case, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def lose(case: Case, folder: Path) -> str:
+    """A stand-in reader whose intact neighbour is lost for odd case indices."""
+    if case.index % 2:
+        raise Lost("1 of 2 notes of the intact record.json")
+    return ""
+
+
+@pytest.mark.slow
+def test_harness_reports_a_lost_neighbour_as_a_failure():
+    with FuzzRunner(workers=1, timeout_s=10.0, memory_mib=0, target=lose, warm_up=False) as runner:
+        results = [r.outcome for r in runner.run(5, count=2)]
+    assert results == ["loaded", "lost"]
+    summary = Summary(seed=5)
+    summary.add(Result(1, FHIR, "x", "lost", "1 of 2 notes of the intact record.json", 0.1))
+    assert summary.failed == 1 and summary.as_dict()["outcomes"]["lost"] == 1
+

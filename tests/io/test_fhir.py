@@ -188,7 +188,7 @@ def test_invalid_patient_keeps_attribution(synthea, tmp_path):
     "content, name, where",
     [
         ("{not json", "bad.json", "line 1"),
-        ('{"resourceType": "Patient"}\n\n{"resourceType": "Observation", oops}\n', "Observation.ndjson", "line 3"),
+        ('\n\n{"resourceType": "Observation", oops}\n', "Observation.ndjson", "line 3"),
         ("", "empty.json", "line 1"),
     ],
 )
@@ -199,6 +199,19 @@ def test_non_json_names_file_and_line(content, name, where, tmp_path):
         read_fhir(path)
     assert caught.value.path == str(path) and caught.value.where == where
     assert str(path) in str(caught.value) and "not JSON" in str(caught.value)
+
+
+def test_a_bad_ndjson_line_is_skipped_and_the_other_lines_read(tmp_path):
+    path = tmp_path / "Observation.ndjson"
+    lines = [patient_resource("1", "M1"), '{"resourceType": "Observation", oops}', [], heart_rate({"reference": "Patient/1"}, 4)]
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    record = read_fhir(path)
+    assert record.patient_id == "1" and [(r.time.minute, r.value) for r in record.readings] == [(4, 80.0)]
+    assert [(i.source, i.where, i.kind) for i in record.issues] == [
+        (str(path), "line 2", "skipped"),
+        (str(path), "line 3", "skipped"),
+    ]
+    assert record.issues[0].message.startswith("not JSON") and "found an array" in record.issues[1].message
 
 
 @pytest.mark.parametrize(
@@ -415,9 +428,10 @@ def test_json_nested_past_the_parser_is_a_fhir_error(tmp_path):
     assert err.value.path == str(path)
     ndjson = tmp_path / "deep.ndjson"
     ndjson.write_text(json.dumps(patient_resource("p", "MRN-1")) + "\n" + deep + "\n")
-    with pytest.raises(FhirError, match="nested too deeply") as err:
-        read_fhir(ndjson)
-    assert err.value.where == "line 2"
+    record = read_fhir(ndjson)  # only the deep line is skipped
+    assert record.patient_id == "p"
+    assert [(i.where, i.kind) for i in record.issues] == [("line 2", "skipped")]
+    assert "nested too deeply" in record.issues[0].message
 
 
 def test_resource_nested_past_the_models_is_skipped_and_the_rest_used(tmp_path):
@@ -443,3 +457,16 @@ def test_date_time_outside_years_1_to_9999_in_utc_is_reported_not_used(tmp_path)
     assert [(r.time.minute, r.value) for r in record.readings] == [(2, 82.0)]
     assert [(d.time, d.reason) for d in record.dropped] == [(None, "no time (effective[x] or issued)")]
     assert sum("outside years 1-9999" in i.message for i in record.issues) == 1
+
+
+def test_patient_id_matches_an_id_before_other_patients_identifiers(tmp_path):
+    # found by the ingest fuzzer: a copy of the patient under another id, keeping its identifiers
+    # (Synthea lists the id among them), made patient_id match two Patients and the record was refused
+    copy_ = patient_resource("other", "MRN-1")
+    copy_["identifier"].append({"system": "urn:x", "value": "p1"})
+    bundle = collection(patient_resource("p1", "MRN-1"), copy_, heart_rate({"reference": "Patient/p1"}, 3))
+    path = write_json(tmp_path / "b.json", bundle)
+    assert [r.time.minute for r in read_fhir(path, patient_id="p1").readings] == [3]
+    assert read_fhir(path, patient_id="other").readings == ()
+    with pytest.raises(FhirError, match="2 Patient among 2 matches"):
+        read_fhir(path, patient_id="MRN-1")  # an identifier both hold

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from fhir.resources.R4B.bundle import Bundle as BundleR4B
 
 from medmm.io.fhir import read_fhir
@@ -97,3 +98,34 @@ def test_document_bundle_composition_sections(tmp_path):
     )
     assert (note.type_code, note.time) == ("18842-5", datetime(2024, 3, 11, 9, 0, tzinfo=UTC))
     assert record.last_time == note.time and record.patient_id == "p9"
+
+
+# ---- charsets ---------------------------------------------------------------------------------------
+
+CODECS = ("rot13", "hex", "base64", "zlib", "bz2", "uu", "quopri", "punycode", "idna", "unicode_escape", "undefined")
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_charset_that_names_a_codec_skips_the_note_and_says_so(codec, tmp_path):
+    # found by the ingest fuzzer: bytes.decode refused these with LookupError or UnicodeError
+    bundle = collection(
+        patient_resource("1", "M1"),
+        document_reference(f"text/plain; charset={codec}", b"uryyb"),
+        document_reference("text/plain; charset=utf-8", b"a plain note"),
+    )
+    path = write_json(tmp_path / "b.json", bundle)
+    record = read_fhir(path)
+    assert [n.text for n in record.notes] == ["a plain note"]
+    (issue,) = record.issues
+    assert (issue.source, issue.where, issue.kind) == (str(path), "entry 1 (DocumentReference)", "skipped")
+    assert issue.message == "attachment charset names a codec, not a character set; note not read"
+
+
+@pytest.mark.parametrize("charset", ["x-no-such-charset", "utf\x008"])
+def test_an_unknown_charset_is_reported_and_the_text_read_as_utf8(charset, tmp_path):
+    bundle = collection(patient_resource("1", "M1"), document_reference(f"text/plain; charset={charset}", b"caf\xc3\xa9"))
+    record = read_fhir(write_json(tmp_path / "b.json", bundle))
+    assert [n.text for n in record.notes] == ["caf\u00e9"]
+    assert [(i.where, i.message) for i in record.issues] == [
+        ("entry 1 (DocumentReference)", "attachment charset is unknown; decoded as UTF-8")
+    ]

@@ -10,7 +10,11 @@ from hypothesis import strategies as st
 
 from medmm.codes import VITAL_SIGNS, vital_for_code
 from medmm.errors import VitalsError
+from medmm.io.fhir import read_fhir
 from medmm.io.units import canonical_unit, implausible_reason, to_canonical
+from medmm.io.vitals import VitalsTable, read_vitals_table
+from tests.io.fhir_fixtures import collection, heart_rate, patient_resource, write_json
+from tests.io.scaling import LINEAR_BOUND, growth
 
 HR = vital_for_code("heart_rate")
 SPO2 = vital_for_code("spo2")
@@ -141,3 +145,46 @@ def test_to_canonical_is_monotonic(a: float, b: float, conversion: tuple[str, st
 def test_implausible_exactly_outside_the_range(sign, value: float) -> None:
     plausible = math.isfinite(value) and sign.low <= value <= sign.high
     assert (implausible_reason(value, sign) is None) == plausible
+
+
+# ---- long units (found by the ingest fuzzer: a 2 MB unit cell took 18 s) ----------------------------
+
+
+def test_annotations_are_dropped_in_one_pass() -> None:
+    assert canonical_unit("{a}{b}/min{c}") == "/min"
+    assert canonical_unit("{" + "x" * 240 + "}/min") == "/min"  # a long annotation, under the cap
+    assert canonical_unit("{{x}}/min") is None  # nested braces are no UCUM annotation
+    assert canonical_unit("/min{") is None and canonical_unit("}{x}/min") is None
+
+
+def test_a_unit_longer_than_any_spelling_is_unknown() -> None:
+    assert canonical_unit(" " * 300 + "/min") is None
+    assert canonical_unit("{a}" * 700_000) is None
+    with pytest.raises(VitalsError, match="unknown unit for heart_rate"):
+        to_canonical(72.0, "{a}" * 700_000, HR, source="v.csv", where="row 1, column 'value'")
+
+
+def test_a_table_with_a_huge_unit_cell_reads_in_linear_time_and_drops_that_value(tmp_path) -> None:
+    path = tmp_path / "vitals.csv"
+
+    def read(n: int) -> VitalsTable:
+        unit = "{a}" * (n // 3)
+        path.write_text(f"time,code,value,unit\n2024-03-01T10:00:00Z,8867-4,72,{unit}\n2024-03-01T11:00:00Z,8867-4,75,/min\n")
+        return read_vitals_table(path)
+
+    assert growth(read) < LINEAR_BOUND
+    table = read(1_000_000)
+    assert [r.value for r in table.readings] == [75.0]
+    (drop,) = table.dropped
+    assert (drop.source, drop.channel) == (f"{path}: row 1, column 'value'", "heart_rate")
+    assert drop.reason == "unknown unit for heart_rate (expected /min or a convertible unit)"
+
+
+def test_a_fhir_quantity_with_a_huge_unit_is_dropped_and_reported(tmp_path) -> None:
+    bundle = collection(patient_resource("1", "M1"), heart_rate({"reference": "Patient/1"}, 1, 72, "{a}" * 400_000))
+    path = write_json(tmp_path / "b.json", bundle)
+    record = read_fhir(path)
+    assert record.readings == ()
+    (drop,) = record.dropped
+    assert drop.reason == "unknown unit '" + "{a}" * 10 + "{a' for heart_rate (expected /min or a convertible unit)"
+    assert [(i.source, i.where, i.kind) for i in record.issues] == [(str(path), "entry 1 (Observation)", "dropped")]

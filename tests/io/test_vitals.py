@@ -17,12 +17,14 @@ from medmm.codes import VITAL_NAMES, VITAL_SIGNS, vital_for_code
 from medmm.errors import ConfigError, MedmmError, VitalsError
 from medmm.io.vitals import (
     ChannelSummary,
+    _wide_header,
     build_grid,
     read_vitals_table,
     readings_frame,
     summary_rows,
 )
 from medmm.records import DroppedValue, VitalReading
+from tests.io.scaling import LINEAR_BOUND, growth
 
 UTC = timezone.utc
 END = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -453,3 +455,37 @@ def test_parquet_with_invalid_utf8_text_is_a_vitals_error(tmp_path: Path) -> Non
 def test_grid_ending_within_its_window_of_year_1_is_a_vitals_error() -> None:
     with pytest.raises(VitalsError, match="before year 1"):
         build_grid([], end=datetime(1, 1, 1, 12, 0, tzinfo=UTC))
+
+
+def test_a_huge_wide_header_reads_in_linear_time_and_its_column_is_skipped(tmp_path: Path) -> None:
+    # a regex with a lazy name and trailing spaces took time quadratic in a header of spaces
+    path = tmp_path / "wide.csv"
+
+    def read(n: int):
+        path.write_text(f"time,heart_rate{' ' * n}x,spo2 [%]\n2024-03-01T10:00:00Z,80,97\n")
+        return read_vitals_table(path)
+
+    assert growth(read) < LINEAR_BOUND
+    table = read(1_000_000)
+    assert [(r.channel, r.value) for r in table.readings] == [("spo2", 97.0)]
+    (issue,) = table.issues
+    assert issue.source == str(path) and issue.where.startswith("column 'heart_rate  ")
+    assert issue.message == "no unit in the header (expected 'name [unit]'); column skipped"
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("heart_rate [/min]", ("heart_rate", "/min")),
+        ("  8310-5 [[degF]] ", ("8310-5", "[degF]")),
+        ("sbp[mm[Hg]]", ("sbp", "mm[Hg]")),
+        ("x []", ("x", "")),
+        ("[/min]", None),
+        ("spo2", None),
+        ("a] [b]", None),
+        ("hr [/min", None),
+        ("hr [/\nmin]", None),
+    ],
+)
+def test_wide_header_split(header: str, expected) -> None:
+    assert _wide_header(header) == expected
