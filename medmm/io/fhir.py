@@ -56,6 +56,7 @@ class FhirRecord:
     resource_counts: Mapping[str, int] = field(default_factory=dict)
     last_time: datetime | None = None
     patient_keys: tuple[str, ...] = ()  # the Patient's id and identifier values (to match other files)
+    files_read: tuple[str, ...] = ()  # the input files that could be read (the others are in `issues`)
 
 
 def age_at(birth_date: str, when: datetime) -> float:
@@ -160,6 +161,7 @@ def read_fhir(
         resource_counts=dict(sorted(counts.items())),
         last_time=max(times) if times else None,
         patient_keys=_patient_keys(target) if target is not None else (),
+        files_read=tuple(dict.fromkeys(e.source for e in entries)),
     )
 
 

@@ -98,7 +98,7 @@ def load_study(
         except MedmmError as err:
             if single:
                 raise
-            warnings.append(Issue(str(source), err.where or "", f"{type(err).__name__}: {err.detail}", "skipped"))
+            warnings.append(Issue(err.path or str(source), err.where or "", f"{type(err).__name__}: {err.detail}", "skipped"))
             return None
 
     images = []
@@ -127,7 +127,7 @@ def load_study(
         if record is not None:
             warnings.extend(record.issues)
             counts = ", ".join(f"{k} {v}" for k, v in sorted(record.resource_counts.items()))
-            provenance.extend(SourceRef(str(f), "fhir", counts) for f in files.fhir)
+            provenance.extend(SourceRef(f, "fhir", counts) for f in record.files_read)
 
     readings: list[VitalReading] = list(record.readings) if record else []
     dropped = list(record.dropped) if record else []

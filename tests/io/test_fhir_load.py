@@ -161,6 +161,7 @@ def test_a_folder_with_a_bad_second_file_keeps_the_intact_record(tmp_path):
     assert sorted(n.text for n in study.notes) == ["first note", "second note"]
     (warning,) = [w for w in study.warnings if w.source == str(folder / "extra.json")]
     assert "found a bool" in warning.message
+    assert [p.path for p in study.provenance if p.kind == "fhir"] == [str(folder / "record.json")]  # only what was read
 
 
 def test_when_no_file_can_be_read_the_error_names_them(tmp_path):
