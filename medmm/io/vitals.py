@@ -267,7 +267,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
         if is_parquet:
             table = pq.read_table(path)
             table.validate(full=True)  # bad UTF-8 in a text column would otherwise fail later, when cells are read
-            return table.to_pandas()
+            return table.to_pandas(ignore_metadata=True)  # the columns alone: pandas' index metadata is not needed and may be corrupt
         return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise VitalsError("file is empty (expected a header row with a 'time' column)", path=path) from None

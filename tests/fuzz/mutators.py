@@ -229,9 +229,63 @@ def odd_image_attribute(data: bytes, rng: random.Random) -> bytes:
     return data[:value_at] + rng.choice(_ODD_US).to_bytes(2, h.byteorder) + data[value_at + 2 :]
 
 
+DATE_KEYWORDS = ("AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime", "ContentDate", "SeriesDate", "StudyDate",
+                  "StudyTime", "TimezoneOffsetFromUTC", "PatientBirthDate", "PatientAge")
+ODD_DICOM_DATES = {
+    "AcquisitionDateTime": ("00010101000000+1400", "00010101000000", "99991231235959-1200", "18991231235959+1400",
+                            "29990101", "20240230120000", "2024", "20241301", "20240310081500.123456789", "-20240310"),
+    "TimezoneOffsetFromUTC": ("+1400", "-1200", "+9999", "1400", "+14", "-0000", "abcd"),
+    "PatientAge": ("000Y", "999Y", "012M", "-01Y", "12Y", "ABCD"),
+    "PatientBirthDate": ("00010101", "99991231", "20240230", "19000101", "2024"),
+}
+_DATE_VALUES = ("00010101", "99991231", "18991231", "29990101", "20240230", "20241301", "00000000", "2024", "1")
+_TIME_VALUES = ("240000", "235960", "0", "999999", "12", "081500.9999999")
+
+
+def _edit_dicom(data: bytes, edit: Callable[[object], None], rng: random.Random) -> bytes:
+    """Parse with pydicom, apply `edit` to the dataset, write back; a file pydicom cannot parse gets corrupt_length."""
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():  # the values are invalid on purpose
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            edit(ds)
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=False)
+        return out.getvalue()
+    except Exception:  # a file already broken by an earlier mutation: break it another way
+        return corrupt_length(data, rng)
+
+
+def odd_dicom_date(data: bytes, rng: random.Random) -> bytes:
+    """Set the acquisition, content, series or study date/time, the UTC offset, birth date or age to an odd value."""
+
+    def edit(ds) -> None:
+        for keyword in rng.sample(DATE_KEYWORDS, rng.randint(1, 3)):
+            values = ODD_DICOM_DATES.get(keyword) or (_TIME_VALUES if keyword.endswith("Time") else _DATE_VALUES)
+            setattr(ds, keyword, rng.choice(values))
+
+    return _edit_dicom(data, edit, rng)
+
+
+def other_patient(data: bytes, rng: random.Random) -> bytes:
+    """Give the file another patient's identity (PatientID, sometimes sex and birth date)."""
+
+    def edit(ds) -> None:
+        ds.PatientID = rng.choice(("OTHER-1", "OTHER-2", "x" * 64, " ", "1CT1"))
+        if rng.random() < 0.5:
+            ds.PatientSex, ds.PatientBirthDate = rng.choice(("M", "F", "O", "")), rng.choice(("19500101", "20200101", ""))
+
+    return _edit_dicom(data, edit, rng)
+
+
 DICOM_MUTATORS: tuple[Callable[[bytes, random.Random], bytes], ...] = (
     flip_bytes, truncate, corrupt_length, corrupt_length, swap_vr, swap_vr, insert_garbage, delete_chunk,
-    swap_transfer_syntax, duplicate_element, odd_image_attribute, odd_image_attribute,
+    swap_transfer_syntax, duplicate_element, odd_image_attribute, odd_image_attribute, odd_dicom_date, odd_dicom_date,
+    other_patient,
 )
 BYTE_MUTATORS = (flip_bytes, truncate, insert_garbage, delete_chunk)
 

@@ -23,13 +23,16 @@ from pydicom.filereader import data_element_generator
 from medmm.errors import MedmmError
 from tests.fuzz.harness import FuzzRunner, Lost, Result, Summary, cpu_workers, ingest, run_pass
 from tests.fuzz.mutators import (
+    DATE_KEYWORDS,
     LONG_VRS,
     TRANSFER_SYNTAXES,
     Case,
     corrupt_length,
     element_headers,
     make_case,
+    odd_dicom_date,
     odd_image_attribute,
+    other_patient,
     swap_transfer_syntax,
     swap_vr,
     truncate,
@@ -166,8 +169,12 @@ def test_a_repacked_zip_case_is_the_same_bytes_at_any_time():
         assert {m.date_time for m in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 def test_cases_that_broke_their_mutators_are_built():
-    # a transfer syntax element cut off by a truncation; a Parquet time column in year 0 (UTC)
-    assert make_case(7003, 7419).label == "SC_rgb_jpeg_dcmtk.dcm: truncate, swap_transfer_syntax"
+    # a transfer syntax element cut off by a truncation: swapping it must not raise, whatever was cut
+    seed = next(s for s in all_seeds() if s.name == "SC_rgb_jpeg_dcmtk.dcm")
+    for k in range(200):
+        rng = random.Random(k)
+        swap_transfer_syntax(truncate(seed.data, rng), rng)
+    # a Parquet time column in year 0 (UTC)
     assert make_case(7003, 10305).label == "vitals.parquet: bad_time, bad_time, bad_time, category column"
 
 
@@ -333,3 +340,25 @@ def test_harness_reports_a_lost_neighbour_as_a_failure():
     summary.add(Result(1, FHIR, "x", "lost", "1 of 2 notes of the intact record.json", 0.1))
     assert summary.failed == 1 and summary.as_dict()["outcomes"]["lost"] == 1
 
+
+
+def test_dicom_dates_and_patients_are_changed_where_the_reader_looks():
+    rng = random.Random(4)
+    before = pydicom.dcmread(io.BytesIO(radiograph_bytes()))
+    changed = [pydicom.dcmread(io.BytesIO(odd_dicom_date(radiograph_bytes(), rng))) for _ in range(20)]
+    keywords = {k for ds in changed for k in DATE_KEYWORDS if str(ds.get(k, "")) != str(before.get(k, ""))}
+    assert {"AcquisitionDateTime", "TimezoneOffsetFromUTC", "StudyDate"} <= keywords
+    other = pydicom.dcmread(io.BytesIO(other_patient(radiograph_bytes(), rng)))
+    assert other.PatientID != before.get("PatientID", "")
+
+
+def test_a_dicom_neighbour_check_catches_two_patients_mixed_and_an_intact_image_lost(tmp_path, monkeypatch):
+    import tests.fuzz.neighbours as neighbours
+
+    other = Case(0, DICOM, "x.dcm", other_patient(radiograph_bytes(), random.Random(1)), "other patient")
+    assert neighbours.lost_beside(other, tmp_path) == ""  # the mixed folder is refused, the anonymous one read
+    real = neighbours.load_study
+    monkeypatch.setattr("medmm.io.study.one_patient", lambda images, record, pid, root: (list(images), []))
+    assert neighbours.lost_beside(other, tmp_path) == "images of 2 patients mixed in one study"
+    monkeypatch.setattr(neighbours, "load_study", lambda *a, **k: dataclasses.replace(real(*a, **k), images=()))
+    assert "the intact a-intact.dcm was not read" in neighbours.lost_beside(other, tmp_path)

@@ -489,3 +489,19 @@ def test_a_huge_wide_header_reads_in_linear_time_and_its_column_is_skipped(tmp_p
 )
 def test_wide_header_split(header: str, expected) -> None:
     assert _wide_header(header) == expected
+
+
+def test_parquet_with_corrupt_pandas_metadata_is_read_by_its_columns(tmp_path: Path) -> None:
+    # found by the ingest fuzzer: a flipped byte in the "pandas" schema metadata made pandas raise KeyError
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"time": ["2024-01-01T10:00:00Z"], "code": ["8867-4"], "value": ["72"], "unit": ["/min"]})
+    meta = {"index_columns": [], "column_indexes": [], "columns": [{"qame": "unit", "field_name": "unit"}]}  # no "name"
+    table = table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()})
+    path = tmp_path / "v.parquet"
+    pq.write_table(table, path)
+    readings = read_vitals_table(path).readings
+    assert [(r.channel, r.value) for r in readings] == [("heart_rate", 72.0)]
