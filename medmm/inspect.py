@@ -13,6 +13,7 @@ def describe(study: Study) -> dict:
     info: dict = {
         "study_id": study.study_id,
         "study_time": study.time.isoformat() if study.time else None,
+        "study_time_source": study.time_source,
         "modalities": list(study.modalities),
         "missing": [m for m in MODALITIES if m not in study.modalities],
         "demographics": None
@@ -78,7 +79,7 @@ def render_text(info: dict) -> str:
     if info["status"] != "ok":
         lines.append(f"  error: {info['error_type']}: {info['message']}")
         return "\n".join(lines)
-    lines.append(f"  study {info['study_id']}  time {info['study_time']}")
+    lines.append(f"  study {info['study_id']}  time {info['study_time']} ({info['study_time_source'] or 'no date in the input'})")
     lines.append(f"  modalities: {', '.join(info['modalities']) or 'none'}  missing: {', '.join(info['missing']) or 'none'}")
     d = info["demographics"]
     if d:

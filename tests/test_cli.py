@@ -55,6 +55,7 @@ def test_inspect_patient_folder_json(small_cohort, capsys):
     assert {lab["name"] for lab in info["labels"] if lab["name"]} == set(truth["labels"])
     assert info["demographics"]["sex"] == truth["demographics"]["sex"]
     assert "image" in info["modalities"] and info["series"][0]["shape"]
+    assert info["study_time_source"] == "image acquisition (latest)"
 
 
 def test_inspect_text_and_error_exit(tmp_path, small_cohort, capsys):
