@@ -147,9 +147,17 @@ def compose(
     return tokens, mass
 
 
+def _on_grid(model, modality: str, tokens: Tensor, valid: np.ndarray) -> np.ndarray:
+    """A modality's token relevance (N,) on its token grid (vitals summary tokens spread over their channel)."""
+    if modality == "vitals":
+        observed = torch.from_numpy(valid).to(tokens.device)
+        return model.encoders["vitals"].tokens_to_grid(tokens.detach(), observed).cpu().numpy()
+    return tokens.detach().cpu().numpy().reshape(valid.shape)
+
+
 def _maps(model, batch: dict, tokens: Mapping[str, Tensor], mass: Mapping[str, float]) -> tuple[dict, dict]:
     valid = token_validity(model, batch)
-    maps = {m: normalise(tokens[m].detach().cpu().numpy().reshape(v.shape), v) for m, v in valid.items()}
+    maps = {m: normalise(_on_grid(model, m, tokens[m], v), v) for m, v in valid.items()}
     total = sum(mass[m] for m in valid)
     share = {m: (mass[m] / total if total > 0 else 1.0 / len(valid)) for m in valid}
     return maps, share

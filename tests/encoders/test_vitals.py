@@ -104,3 +104,58 @@ def test_errors():
         enc(torch.zeros(1, 13, C), torch.ones(1, 13, C, dtype=torch.bool))
     with pytest.raises(ConfigError, match="divisible"):
         VitalsEncoder(VitalsEncoderConfig(dim=10, heads=3))
+
+
+def with_summaries() -> VitalsEncoder:
+    torch.manual_seed(0)
+    return VitalsEncoder(VitalsEncoderConfig(dim=16, depth=2, heads=2, max_steps=12, summary_tokens=True))
+
+
+def test_channel_summaries_by_hand():
+    from medmm.encoders.vitals import channel_summaries
+
+    values, observed = grid(batch=2, steps=8, seed=3)
+    observed[1, :, 0] = False  # a channel never observed: all zeros
+    out = channel_summaries(values, observed).numpy()  # (B, C, F)
+    for b in range(2):
+        for c in range(C):
+            seen = observed[b, :, c].numpy()
+            if not seen.any():
+                assert not out[b, c].any()
+                continue
+            x, steps = values[b, seen, c].numpy(), np.flatnonzero(seen)
+            t = np.linspace(0, 1, 8)[steps]
+            slope = np.polyfit(t, x, 1)[0] if len(x) > 1 else 0.0
+            recent = seen & (np.arange(8) >= 6)  # the last quarter: steps 6 and 7
+            r = values[b, recent, c].numpy()
+            stats = [r.mean(), r.min(), r.max()] if r.size else [0.0, 0.0, 0.0]
+            expected = [x.mean(), x.std(), x.min(), x.max(), x[-1], slope, seen.mean(), *stats]
+            np.testing.assert_allclose(out[b, c], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_summary_tokens_follow_the_step_tokens_and_keep_the_mask_honest():
+    enc = with_summaries().train()
+    values, observed = grid()
+    observed[2] = False  # a row with nothing observed
+    tokens, mask = enc(values, observed)
+    assert tokens.shape == (3, 6 * C + C, 16)
+    np.testing.assert_array_equal(mask[:, 6 * C :].numpy(), observed.any(dim=1).numpy())  # one per observed channel
+    assert not mask[2].any() and not tokens[2].any()
+    changed = values.clone()
+    changed[~observed] = torch.randn(int((~observed).sum())) * 1e3  # unobserved values reach no token, summaries included
+    other, _ = enc(changed, observed)
+    assert torch.equal(tokens[mask], other[mask])
+
+
+def test_a_summary_tokens_relevance_is_spread_over_its_channels_steps():
+    enc = with_summaries()
+    observed = torch.zeros(4, C, dtype=torch.bool)
+    observed[[0, 3], 1] = True
+    observed[2, 5] = True
+    relevance = torch.zeros(4 * C + C)
+    relevance[2 * C + 5] = 0.25  # a step token
+    relevance[4 * C + 1] = 0.5  # channel 1's summary: half to each of its two observed steps
+    grid_ = enc.tokens_to_grid(relevance, observed)
+    expected = torch.zeros(4, C)
+    expected[2, 5], expected[0, 1], expected[3, 1] = 0.25, 0.25, 0.25
+    torch.testing.assert_close(grid_, expected)

@@ -108,3 +108,21 @@ def test_rollout_alone_runs_without_gradients_and_matches(model, batch):
     for r in alone:
         for m, values in r.maps.items():
             np.testing.assert_allclose(values, both[r.target, "rollout"].maps[m], rtol=1e-5, atol=1e-9)
+
+
+def test_vitals_summary_tokens_map_back_onto_the_grid(study):
+    import dataclasses
+
+    from medmm.predict import Predictor
+    from tests.test_model import note_tokenizer, open_gates, tiny_config, tiny_model
+
+    config = tiny_config()
+    config = dataclasses.replace(config, vitals=dataclasses.replace(config.vitals, summary_tokens=True))
+    torch.manual_seed(0)
+    model = tiny_model(config).eval()
+    open_gates(model, 0.5)
+    batch = Predictor(model, note_tokenizer=note_tokenizer()).batch([study])
+    observed = batch["vitals_observed"][0].numpy()
+    for r in attention_relevance(model, batch, [diagnosis_target(model, "sepsis")]):
+        v = r.maps["vitals"]
+        assert v.shape == observed.shape and v.sum() == pytest.approx(1.0) and (v[~observed] == 0).all()
