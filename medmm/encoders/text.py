@@ -23,6 +23,11 @@ class TextEncoderConfig:
     model_path: str | None = None  # local folder or hub id; None: the offline all-MiniLM-L6-v2
     frozen: bool = True  # frozen: eval mode, no gradients, embeddings may be precomputed and cached
     chunk_size: int = 64  # notes per encoder call, to bound memory
+    # Width of a trainable word-piece embedding added to each token's encoder output (0: none).
+    # It starts at zero, so it changes nothing until trained; it lets a frozen encoder's tokens
+    # learn which words matter for the diagnoses, as a bag-of-words model does, while the
+    # pretrained encoder still carries the context (negation, hedges).
+    lexical_dim: int = 0
 
 
 def default_model_path() -> str:
@@ -67,6 +72,15 @@ class TextEncoder(nn.Module):
         if config.frozen:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
+        if config.lexical_dim < 0:
+            raise ConfigError(f"expected a width >= 0, got {config.lexical_dim}", where="notes.lexical_dim")
+        if config.lexical_dim:
+            vocab = int(self.backbone.config.vocab_size)
+            self.lexical = nn.Embedding(vocab, config.lexical_dim)
+            self.lexical_out = nn.Linear(config.lexical_dim, self.dim)
+            nn.init.normal_(self.lexical.weight, std=0.02)
+            nn.init.zeros_(self.lexical_out.weight)  # starts as the plain encoder
+            nn.init.zeros_(self.lexical_out.bias)
 
     @property
     def dim(self) -> int:
@@ -143,4 +157,10 @@ class TextEncoder(nn.Module):
             raise ConfigError("either input_ids or embeddings must be given", where="notes encoder")
         else:
             tokens, mask = self.embed_notes(input_ids, mask.long())  # (B, M, L, D), (B, M, L)
+        if self.config.lexical_dim:
+            if input_ids is None:
+                raise ConfigError("the lexical embedding needs the note token ids beside precomputed embeddings", where="notes encoder")
+            ids = input_ids.to(mask.device)
+            words = self.lexical_out(self.lexical(ids))  # (B, M, L, D)
+            tokens = tokens + torch.where(mask[..., None], words.to(tokens.dtype), torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         return tokens.reshape(batch, notes * length, -1), mask.reshape(batch, notes * length)

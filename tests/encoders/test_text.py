@@ -135,3 +135,30 @@ def test_default_minilm_loads_offline_and_gives_384_dim_tokens():
         direct = reference(**enc_in).last_hidden_state  # (2, 16, 384)
     valid = attention[0].bool()
     torch.testing.assert_close(tokens[0].reshape(2, 16, 384)[valid], direct[valid], rtol=1e-4, atol=1e-5)
+
+
+def test_a_lexical_embedding_starts_as_the_plain_encoder_and_learns_words():
+    ids, attention, present = batch()
+    plain = TextEncoder(TextEncoderConfig(frozen=True), backbone=tiny_bert())
+    lexical = TextEncoder(TextEncoderConfig(frozen=True, lexical_dim=4), backbone=tiny_bert())
+    base, mask = plain(ids, attention, present)
+    start, _ = lexical(ids, attention, present)
+    assert torch.equal(base, start)  # zero-initialised output: nothing changes until trained
+    trainable = {n for n, p in lexical.named_parameters() if p.requires_grad}
+    assert trainable == {"lexical.weight", "lexical_out.weight", "lexical_out.bias"}  # the backbone stays frozen
+    with torch.no_grad():
+        lexical.lexical_out.weight.normal_()
+    tokens, _ = lexical(ids, attention, present)
+    by_hand = base + lexical.lexical_out(lexical.lexical(ids)).reshape(B, M * L, -1) * mask[..., None]
+    torch.testing.assert_close(tokens, by_hand)
+    assert not tokens[~mask].any()  # padding and absent notes stay zero
+    cached, _ = lexical.embed_notes(ids, attention)
+    torch.testing.assert_close(lexical(ids, attention, present, embeddings=cached)[0], tokens)
+    tokens.sum().backward()
+    read = mask.reshape(B, M, L)
+    seen = set(ids[read].tolist())
+    unseen = sorted(set(ids[~read].tolist()) - seen)  # ids only in padding or absent notes
+    grad = lexical.lexical.weight.grad
+    assert all(grad[i].abs().sum() > 0 for i in seen) and all(grad[i].abs().sum() == 0 for i in unseen) and unseen
+    with pytest.raises(ConfigError, match="token ids"):
+        lexical(None, attention, present, embeddings=cached)
