@@ -57,17 +57,17 @@ def _stack_inputs(per: dict[str, np.ndarray], subset: Sequence[str], k: int) -> 
     return np.stack(cols, axis=1)
 
 
-def out_of_fold(train: CaseTable, val: CaseTable, modalities: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
-    """Per-modality train probabilities, each case's from models fitted without it (hyperparameters chosen on val)."""
+def out_of_fold(models: ModalityModels, train: CaseTable, modalities: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-modality train probabilities, each case's from models fitted without it (with the choices `models` made on val)."""
     n, k = train.labels.shape
     out = {m: np.full((n, k), np.nan) for m in modalities}
     # folds stratified on the first diagnosis that is not constant, else plain
     strat = next((train.labels[:, j] for j in range(k) if 0 < train.labels[:, j].sum() < n), np.zeros(n))
     for fit_rows, held in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(np.zeros(n), strat):
-        models = ModalityModels().fit(train.subset(fit_rows), val, modalities)
+        fold = models.refit(train.subset(fit_rows), modalities)
         part = train.subset(held)
         for m in modalities:
-            out[m][held] = models.probabilities(part, m)
+            out[m][held] = fold.probabilities(part, m)
     return out
 
 
@@ -145,7 +145,7 @@ class BaselineSuite:
     def fit(self, train: CaseTable, val: CaseTable, subsets: Sequence[Sequence[str]], seed: int = 0) -> "BaselineSuite":
         modalities = sorted({m for s in subsets for m in s})
         self.models = ModalityModels().fit(train, val, [*modalities, "demographics"])
-        oof = out_of_fold(train, val, modalities, seed)
+        oof = out_of_fold(self.models, train, modalities, seed)
         val_per = {m: self.models.probabilities(val, m) for m in modalities}
         self.stackers, self.early, self.subsets = {}, {}, {}
         for subset in map(tuple, subsets):

@@ -182,6 +182,26 @@ def _auroc(y: np.ndarray, p: np.ndarray) -> float | None:
 class ModalityModels:
     """One classifier per (modality, diagnosis), fitted on train and chosen on val; prior where a class is missing."""
 
+    def refit(self, train: CaseTable, modalities: Sequence[str]) -> "ModalityModels":
+        """The same choices (classifier and hyperparameter per modality and diagnosis) fitted again on `train`."""
+        other = ModalityModels()
+        other.k, other.prior = self.k, train.labels.mean(axis=0).astype(np.float64)
+        other.image = ImageFeatures().fit(train.image[train.present["image"]]) if train.present["image"].sum() > 2 else None
+        other.vital_columns = self.vital_columns
+        other.models, other.choice = {}, {}
+        for m in modalities:
+            rows = np.flatnonzero(train.present[m])
+            if m == "image" and other.image is None:
+                rows = rows[:0]
+            x = other._x(train, m, rows)
+            fitted = []
+            for k, model in enumerate(self.models[m]):
+                y = train.labels[rows, k]
+                ok = model is not None and len(rows) >= 4 and 0 < y.sum() < len(y)
+                fitted.append(clone(model).fit(x, y) if ok else None)
+            other.models[m], other.choice[m] = fitted, list(self.choice[m])
+        return other
+
     def fit(self, train: CaseTable, val: CaseTable, modalities: Sequence[str] = BASELINE_MODALITIES) -> "ModalityModels":
         self.k = train.labels.shape[1]
         self.prior = train.labels.mean(axis=0).astype(np.float64)  # (K,)
