@@ -277,7 +277,7 @@ class Answer:
     """The answer to one question about a study, composed from its data and the prediction."""
 
     question: str
-    kind: str  # what was recognised: likelihood | support | against | differential | vital | notes | inputs | advice | unknown
+    kind: str  # likelihood | support | against | differential | vital | notes | image | inputs | advice | unknown; none: nothing readable
     text: str
     answered: bool = True  # False: nothing the model can read, or a question outside what can be answered
     claims: tuple[Claim, ...] = ()  # the findings the answer states, each with the data behind it
