@@ -123,13 +123,20 @@ def evaluate_default(model_dir: Path, out: Path, cohort: Path, progress: bool, q
 def grounding_figures(grounding: dict) -> dict:
     """The grounding figures metrics.json keeps: impressions and answers with a contradicted or unsupported claim."""
     raw, grounded, q = grounding["impressions"]["raw"], grounding["impressions"]["grounded"], grounding["questions"]
-    return {
+    figures = {
         "impressions_with_contradicted_claim": {"raw": raw["with_contradicted_claim"], "grounded": grounded["with_contradicted_claim"]},
         "impressions_with_unsupported_claim": {"raw": raw["with_unsupported_claim"], "grounded": grounded["with_unsupported_claim"]},
         "contradicted_claims": {"raw": raw["contradicted_claims"], "grounded": grounded["contradicted_claims"]},
         "answers": {k: q[k] for k in ("questions", "cases", "answers", "declined", "with_contradicted_claim", "with_unsupported_claim")},
         "verifier": grounding["verifier"],
     }
+    free = q.get("free_text")
+    if free:  # the same diagnosis questions answered as free LM text (before) and composed from the data (now)
+        figures["free_text_answers"] = {
+            "questions": free["questions"],
+            "with_contradicted_claim": {"lm": free["lm"]["with_contradicted_claim"], "composed": free["composed"]["with_contradicted_claim"]},
+        }
+    return figures
 
 
 def run_demo(opts: DemoOptions) -> dict:
@@ -219,7 +226,9 @@ def summary_text(m: dict, model_dir: Path) -> str:
         f"Grounding: impressions with a claim the patient's data contradict, {g['impressions_with_contradicted_claim']['raw']:.0%} "
         f"as the LM drafts them, {g['impressions_with_contradicted_claim']['grounded']:.0%} as given out; answers to "
         f"{g['answers']['questions']} fixed questions with a contradicted claim, {g['answers']['with_contradicted_claim']:.0%} "
-        f"of {g['answers']['answers']}.",
+        f"of {g['answers']['answers']}"
+        + (f" (the LM's own free-text answers to the diagnosis questions: {g['free_text_answers']['with_contradicted_claim']['lm']:.0%})."
+           if "free_text_answers" in g else "."),
         "",
         f"Evaluation report (calibration, conformal sets, subgroup audit with {m['audit_flags']} flag(s)): `{m['report']}`.",
         "",

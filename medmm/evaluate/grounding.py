@@ -19,12 +19,16 @@ import torch
 
 from medmm.codes import DIAGNOSES
 from medmm.data import collate, to_device
-from medmm.evaluate.verifier import CONTRADICTED, UNSUPPORTED, UNVERIFIED, PredictionView, verify_answer, verify_impression
+from medmm.evaluate.verifier import (
+    CONTRADICTED, UNSUPPORTED, UNVERIFIED, PredictionView, verify_answer, verify_free_answer, verify_impression,
+)
 from medmm.grounding import GroundedText, PatientFacts, answer_question, ground_impression
-from medmm.prompts import diagnoses_named
+from medmm.prompts import diagnoses_named, qa_prompt
 from medmm.records import Study
 
 _DISPLAY = {d.name: d.display.lower() for d in DIAGNOSES}
+# The questions the LM was instruction-tuned on, asked of it as free text for the "before" figure.
+FREE_TEXT_TEMPLATES = ("Is there {d}?", "What supports {d}?")
 DIAGNOSIS_TEMPLATES = ("Is there {d}?", "How likely is {d}?", "Could this be {d}?", "What supports {d}?", "What argues against {d}?")
 OTHER_QUESTIONS = (
     "What is the patient's temperature?", "What is the heart rate?", "What is the respiratory rate?", "What is the SpO2?",
@@ -45,6 +49,10 @@ def question_set(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(t.format(d=_DISPLAY[n]) for n in names for t in DIAGNOSIS_TEMPLATES) + OTHER_QUESTIONS
 
 
+def free_text_questions(names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(t.format(d=_DISPLAY[n]) for n in names for t in FREE_TEXT_TEMPLATES)
+
+
 @dataclass(frozen=True)
 class CaseText:
     """One test case's texts and what they are checked against."""
@@ -56,11 +64,19 @@ class CaseText:
     raw: str  # the LM's draft
     grounded: GroundedText
     facts: PatientFacts
+    free_answers: tuple[str, ...] = ()  # the LM's own answers to free_text_questions, when drafted
 
 
 @torch.no_grad()
-def write_case_texts(predictor, items: list[dict], studies: Sequence[Study], truths: Sequence[dict | None], batch_size: int = 16) -> list[CaseText]:
-    """Draft and ground the impression of every preprocessed case; `studies` and `truths` in the same order as `items`."""
+def write_case_texts(
+    predictor, items: list[dict], studies: Sequence[Study | None], truths: Sequence[dict | None], batch_size: int = 16,
+    free_questions: Sequence[str] = (), free_tokens: int = 32,
+) -> list[CaseText]:
+    """Draft and ground the impression of every preprocessed case; `studies` and `truths` in the same order as `items`.
+
+    With `free_questions`, the LM also answers each as free text after the question prompt it was
+    tuned on (what the question box gave out before answers were composed from the data).
+    """
     names = predictor.model.config.diagnoses
     out = []
     for start in range(0, len(items), batch_size):
@@ -73,9 +89,12 @@ def write_case_texts(predictor, items: list[dict], studies: Sequence[Study], tru
         probs = predictor.probabilities(batch)
         raw = predictor.draft_impressions(batch, probs)
         facts = predictor.facts(batch, probs)
+        rows = len(chunk)
+        free = [predictor.model.generate(batch, [qa_prompt(q)] * rows, max_new_tokens=free_tokens) for q in free_questions]
         for row, (text, f) in enumerate(zip(raw, facts)):
             truth = {names[k] for k in np.flatnonzero(batch["labels"][row].cpu().numpy())}
-            out.append(CaseText(batch["studies"][row], truths[start + row], frozenset(truth), probs[row], text, ground_impression(text, f), f))
+            answers = tuple(a[row] for a in free)
+            out.append(CaseText(batch["studies"][row], truths[start + row], frozenset(truth), probs[row], text, ground_impression(text, f), f, answers))
     return out
 
 
@@ -124,8 +143,12 @@ def _tally(verdict_lists: list[list], texts: int) -> dict:
     }
 
 
-def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], examples: int = 5) -> dict:
-    """Shares of impressions (raw, grounded) and of answers with a contradicted or unsupported claim, by the verifier."""
+def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], examples: int = 5, free_questions: Sequence[str] = ()) -> dict:
+    """Shares of impressions (raw, grounded) and of answers with a contradicted or unsupported claim, by the verifier.
+
+    With `free_questions` (the questions behind each case's `free_answers`), the LM's free-text
+    answers are verified beside the composed answers to the same questions.
+    """
     raw = [verify_impression(c.raw, c.study, _view(c.facts), c.truth) for c in cases]
     grounded = [verify_impression(c.grounded.text, c.study, _view(c.facts), c.truth) for c in cases]
     answers, kinds, declined = [], {}, 0
@@ -136,6 +159,19 @@ def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], exampl
             answers.append(verdicts)
             kinds.setdefault(a.kind, []).append(verdicts)
             declined += int(not a.answered)
+    free = {}
+    if free_questions:
+        lm = [verify_free_answer(a, c.study, _view(c.facts), c.truth) for c in cases for a in c.free_answers]
+        composed = [verify_answer(answer_question(q, c.facts).text, c.study, _view(c.facts), c.truth) for c in cases for q in free_questions]
+        sample = [{"question": q, "lm": a, "composed": answer_question(q, c.facts).text.splitlines()[0]}
+                  for c in cases[:1] for q, a in zip(free_questions, c.free_answers)][:4]
+        free = {"free_text": {
+            "questions": list(free_questions),
+            "lm": {k: v for k, v in _tally(lm, len(lm)).items() if k != "texts"},
+            "composed": {k: v for k, v in _tally(composed, len(composed)).items() if k != "texts"},
+            "answers": len(lm),
+            "examples": sample,
+        }}
     shown = [
         {"raw": c.raw, "grounded": c.grounded.text,
          "removed": [f"{r.text} ({r.kind}): {r.verdict}: {r.reason}" for r in c.grounded.removed][:6]}
@@ -152,5 +188,6 @@ def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], exampl
             **{k: v for k, v in _tally(answers, len(answers)).items() if k != "texts"},
             "with_contradicted_claim_by_kind": {k: _tally(v, len(v))["with_contradicted_claim"] for k, v in sorted(kinds.items())},
             "set": list(questions),
+            **free,
         },
     }

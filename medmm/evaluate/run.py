@@ -45,7 +45,7 @@ def run_evaluation(
     and written to out_dir/audit.json (what `run_audit` would write, without scoring again).
     """
     from medmm.checkpoint import checkpoint_id, update_calibration
-    from medmm.evaluate.grounding import grounding_report, impression_scores, question_set, write_case_texts
+    from medmm.evaluate.grounding import free_text_questions, grounding_report, impression_scores, question_set, write_case_texts
     from medmm.predict import check_calibration
 
     predictor, cohort = _open(model_dir, cohort_dir)
@@ -75,8 +75,9 @@ def run_evaluation(
     # impressions as served: a guided impression names the diagnoses at the calibrated operating points
     predictor.calibration = check_calibration(calibration)
     studies, truths = read_cases(predictor, test_part, test_items)
-    cases = write_case_texts(predictor, test_items, studies, truths)
     names = predictor.model.config.diagnoses
+    free = free_text_questions(names)
+    cases = write_case_texts(predictor, test_items, studies, truths, free_questions=free)
     evaluation["impression"] = {
         **impression_scores(cases, names),
         "examples": [{"truth": sorted(c.labels), "impression": c.grounded.text} for c in cases[:5]],
@@ -84,7 +85,7 @@ def run_evaluation(
         "scored_on": "the grounded impression (as the Predictor gives it out); raw: the LM's draft before grounding",
     }
     evaluation["grounding"] = {
-        **grounding_report(cases, question_set(names)),
+        **grounding_report(cases, question_set(names), free_questions=free),
         "image_findings": image_fit.to_dict() if image_fit is not None else "not fitted (no validation split, or no radiograph in it)",
     }
     evaluation["checkpoint"] = {

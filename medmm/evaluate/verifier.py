@@ -363,3 +363,18 @@ def verify_answer(text: str, study: Study, view: PredictionView, truth: dict | N
         if verdict is not None:
             out.append(verdict)
     return out
+
+
+def verify_free_answer(text: str, study: Study, view: PredictionView, truth: dict | None = None) -> list[Verdict]:
+    """A free-text LM answer ("No, pneumonia is unlikely.", "Fever and tachypnoea in the vital signs."), verified.
+
+    Its likelihood word is held to the same rule as a composed answer's; its finding words are read
+    as in an impression.
+    """
+    low = text.strip().lower()
+    out = []
+    m = re.match(r"^(yes|no),? ([a-z ]+?) is (likely|unlikely|possible)\b", low)
+    if m:
+        out.append(_likelihood(view, m.group(2), m.group(3), text))
+        low = low[m.end():]
+    return out + verify_impression(low, study, view, truth)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medmm.grounding.facts import CONTRADICTED, DISPLAY, SUPPORTED, PatientFacts, check_image, check_vitals
-from medmm.grounding.findings import IMAGE_WORDS, NOTE_FINDINGS, VITAL_RULES, VITAL_WORDS, NOTE_WORDS, split_findings
+from medmm.grounding.findings import IMAGE_WORDS, NOTE_FINDINGS, NOTE_WORDS, VITAL_RULES, VITAL_WORDS, split_findings
 from medmm.grounding.impression import prediction_reason
 from medmm.grounding.notes import AFFIRMED, NEGATED
 from medmm.grounding.questions import (

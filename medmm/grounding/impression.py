@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from medmm.grounding.facts import DISPLAY, SUPPORTED, UNSUPPORTED, CONTRADICTED, PatientFacts, check_finding
+from medmm.grounding.facts import CONTRADICTED, DISPLAY, SUPPORTED, UNSUPPORTED, PatientFacts, check_finding
 from medmm.grounding.findings import finding_for, join_findings, split_findings
 from medmm.prompts import NO_FINDING, NOT_RULED_OUT
 from medmm.records import Claim

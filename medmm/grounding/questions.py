@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from medmm.grounding.findings import NOTE_WORDS, VITAL_RULES, VITAL_WORDS
+from medmm.grounding.findings import IMAGE_WORDS, NOTE_WORDS, VITAL_RULES, VITAL_WORDS
 
 LIKELIHOOD, SUPPORT, AGAINST, DIFFERENTIAL, VITAL, NOTES, IMAGE, INPUTS, ADVICE, UNKNOWN = (
     "likelihood", "support", "against", "differential", "vital", "notes", "image", "inputs", "advice", "unknown",
@@ -98,7 +98,7 @@ def recognise(question: str) -> Question:
         return Question(DIFFERENTIAL)
     if _INPUTS.search(text):
         return Question(INPUTS)
-    if _IMAGE.search(text):
+    if _IMAGE.search(text) or _phrase({w: w for w in IMAGE_WORDS}, text):
         return Question(IMAGE)
     if note_finding is not None:
         return Question(NOTES, finding=note_finding)

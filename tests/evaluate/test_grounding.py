@@ -10,11 +10,11 @@ from medmm.grounding import ground_impression
 from tests.grounding.helpers import facts, grid, study
 
 
-def case(raw: str, labels: set[str], p: dict[str, float], conformal_set=(), **made) -> CaseText:
+def case(raw: str, labels: set[str], p: dict[str, float], conformal_set=(), free=(), **made) -> CaseText:
     s = study(**made)
     f = facts(s, p, conformal_set=conformal_set)
     probs = np.array([f.probabilities[n] for n in DIAGNOSIS_NAMES])
-    return CaseText(s, None, frozenset(labels), probs, raw, ground_impression(raw, f), f)
+    return CaseText(s, None, frozenset(labels), probs, raw, ground_impression(raw, f), f, tuple(free))
 
 
 def test_the_question_set_has_fifty_questions_over_diagnoses_signs_notes_and_some_it_must_decline():
@@ -42,3 +42,16 @@ def test_raw_drafts_contradict_the_data_and_the_grounded_text_does_not():
     # names the true top diagnosis: the grounded text keeps the names (pneumonia, heart failure); a "not ruled out" list is not naming
     assert impression_scores(cases, DIAGNOSIS_NAMES)["names_true_top"] == 2 / 3
     assert impression_scores(cases, DIAGNOSIS_NAMES, raw=True)["contradicts_none"] == 1.0
+
+
+def test_free_lm_answers_beside_composed_answers_to_the_same_questions():
+    questions = ("Is there pneumonia?", "What supports heart failure?")
+    cases = [
+        case("pneumonia.", {"pneumonia"}, {"pneumonia": 0.78}, ("pneumonia",), free=("No, pneumonia is unlikely.", "Orthopnoea and ankle oedema in the notes."),
+             notes=("No ankle oedema.",)),
+        case("no acute cardiopulmonary diagnosis.", set(), {}, (), free=("No, pneumonia is unlikely.", "Ankle oedema in the notes.")),
+    ]
+    free = grounding_report(cases, (), free_questions=questions)["questions"]["free_text"]
+    assert free["answers"] == 4
+    assert free["lm"]["contradicted_claims"] == 2  # "unlikely" at 78% in the set; ankle oedema against "No ankle oedema."
+    assert free["lm"]["with_contradicted_claim"] == 2 / 4 and free["composed"]["with_contradicted_claim"] == 0.0

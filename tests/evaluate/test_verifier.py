@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medmm.evaluate.verifier import PredictionView, sentence_polarity, verify_answer, verify_impression, vital_holds
+from medmm.evaluate.verifier import PredictionView, sentence_polarity, verify_answer, verify_free_answer, verify_impression, vital_holds
 from medmm.records import ImageSeries
 from tests.grounding.helpers import grid, study
 
@@ -74,3 +74,12 @@ def test_answers_are_read_line_by_line():
     assert [x.verdict for x in verify_answer(notes, s, v)] == ["contradicted"]
     assert [x.verdict for x in verify_answer(notes.replace("affirmed", "negated"), s, v)] == ["supported"]
     assert [x.verdict for x in verify_answer("Against:\n- ankle oedema negated in the notes: \"No ankle oedema.\"", s, v)] == ["supported"]
+
+
+def test_free_text_lm_answers_are_held_to_the_same_rules():
+    s = study(vitals=grid(temperature=[36.2, 37.1]), notes=("No ankle oedema.",))
+    v = view({"pneumonia": 0.78}, conformal_set=("pneumonia",))
+    assert [x.verdict for x in verify_free_answer("No, pneumonia is unlikely.", s, v)] == ["contradicted"]
+    assert [x.verdict for x in verify_free_answer("Yes, pneumonia is likely.", s, v)] == ["supported"]
+    found = verify_free_answer("Fever and tachypnoea in the vital signs; orthopnoea and ankle oedema in the notes.", s, v)
+    assert {x.text: x.verdict for x in found} == {"fever": "contradicted", "tachypnoea": "unsupported", "orthopnoea": "unsupported", "ankle oedema": "contradicted"}

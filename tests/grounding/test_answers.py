@@ -103,3 +103,25 @@ def test_off_topic_and_treatment_questions_are_declined_with_what_can_be_asked()
         answer = answer_question(question, f)
         assert not answer.answered and answer.text.startswith(start) and "It can answer: whether a diagnosis is likely" in answer.text
     assert answer_question("Tell me a joke", None).kind == "unknown"  # declined without reading the study
+
+
+def test_which_inputs_were_used_lists_each_input_with_its_verdict():
+    from dataclasses import replace
+
+    from medmm.records import InputUse
+
+    uses = (InputUse("image", "a.dcm (series 1)", True, "DX CHEST PA"), InputUse("notes", "DocumentReference/x", False, "no text"))
+    out = lines(answer_question("Which inputs were used?", replace(facts(study()), inputs=uses)))
+    assert out == ["Used:", "- image a.dcm (series 1): DX CHEST PA", "Not used:", "- notes DocumentReference/x: no text"]
+
+
+def test_what_the_radiograph_shows_is_the_image_branch_score_against_each_threshold():
+    f = facts(study(), image_scores={"pneumonia": 0.91, "heart_failure": 0.04, "pleural_effusion": 0.5, "pneumothorax": 0.49})
+    assert lines(answer_question("What does the radiograph show?", f)) == [
+        "Radiograph, as the image-only head reads it:",
+        "- focal consolidation: found: image-only head for pneumonia: 91% (threshold 50%)",
+        "- cardiomegaly: not found: image-only head for heart failure: 4% (threshold 50%)",
+        "- blunted costophrenic angle: found: image-only head for pleural effusion: 50% (threshold 50%)",
+        "- visceral pleural line: not found: image-only head for pneumothorax: 49% (threshold 50%)",
+    ]
+    assert lines(answer_question("What does the radiograph show?", facts(study()))) == ["No radiograph was read for this study."]

@@ -30,6 +30,7 @@ from medmm.grounding.questions import Question, recognise
         ("What do the notes say?", Question("notes")),
         ("Which inputs were used?", Question("inputs")),
         ("What does the radiograph show?", Question("image")),
+        ("Is there cardiomegaly?", Question("image")),
         ("What antibiotic should I give?", Question("advice")),
         ("Should we start furosemide for the heart failure?", Question("advice")),
         ("What is the weather like today?", Question("unknown")),

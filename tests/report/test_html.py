@@ -87,6 +87,7 @@ def test_tables_show_the_figures_of_evaluation_json(rendered, report_run):
     assert f"raw LM draft <b>{pct(g['impressions']['raw']['with_contradicted_claim'])}</b>" in html
     assert f"grounded (as given out) <b>{pct(g['impressions']['grounded']['with_contradicted_claim'])}</b>" in html
     assert "Answers to 52 fixed questions" in html and f"<b>{pct(g['questions']['with_contradicted_claim'])}</b>" in html
+    assert "free-text answers to 2 of these questions" in html and f"<b>{pct(0.49)}</b> of 800" in html
 
 
 def test_fairness_section_names_the_flagged_group_with_its_interval(rendered, report_run):
