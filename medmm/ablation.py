@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from medmm.data import collate, to_device
-from medmm.prompts import diagnoses_named
 from medmm.records import MODALITIES
 
 
@@ -37,39 +36,19 @@ def case_probabilities(predictor, items: list[dict], modalities: tuple[str, ...]
     return np.concatenate(out) if out else np.zeros((0, len(predictor.model.config.diagnoses)))
 
 
-@torch.no_grad()
-def impression_quality(predictor, items: list[dict], batch_size: int = 16) -> dict:
-    """How often the generated impression names the true top diagnosis, names all, and contradicts none.
+def impression_quality(predictor, items: list[dict], studies: Sequence | None = None, batch_size: int = 16) -> dict:
+    """How often the served (grounded) impression names the true top diagnosis, names all, and contradicts none.
 
     The true top diagnosis of a case is its true diagnosis the model rates most probable. A
     contradiction is a named diagnosis the case does not have, or any diagnosis named for a
-    case that has none. Impressions are written after the model's impression prompts (guided
-    by these probabilities when the model has the guide), as Predictor writes them.
+    case that has none. Impressions are written and grounded as Predictor writes them, against
+    `studies` (the cases' studies, in the order of `items`; without them no vital-sign or note
+    finding can be supported, so none is given out).
     """
+    from medmm.evaluate.grounding import impression_scores, write_case_texts
+
+    studies = list(studies) if studies is not None else [None] * len(items)
+    cases = write_case_texts(predictor, items, studies, [None] * len(items), batch_size=batch_size)
     names = predictor.model.config.diagnoses
-    positives = top_hits = all_hits = contradiction_free = 0
-    examples = []
-    for batch in _batches(items, batch_size):
-        batch = to_device(batch, predictor.device)
-        probs = predictor.probabilities(batch)
-        texts = predictor.impressions(batch, probs)
-        for row, text in enumerate(texts):
-            truth = {names[k] for k in np.flatnonzero(batch["labels"][row].cpu().numpy())}
-            said = diagnoses_named(text)
-            contradiction_free += int(said <= truth)
-            if truth:
-                positives += 1
-                top = max(truth, key=lambda n: probs[row, names.index(n)])
-                top_hits += int(top in said)
-                all_hits += int(truth <= said)
-            if len(examples) < 5:
-                examples.append({"truth": sorted(truth), "impression": text})
-    n = len(items)
-    return {
-        "cases": n,
-        "positives": positives,
-        "names_true_top": top_hits / positives if positives else float("nan"),
-        "names_all_true": all_hits / positives if positives else float("nan"),
-        "contradicts_none": contradiction_free / n if n else float("nan"),
-        "examples": examples,
-    }
+    examples = [{"truth": sorted(c.labels), "impression": c.grounded.text} for c in cases[:5]]
+    return {**impression_scores(cases, names), "examples": examples}

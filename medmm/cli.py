@@ -185,6 +185,11 @@ def predict(
                 typer.echo(f"  {s['display']:<18} {s['probability']:6.1%}{'  in set' if s['in_set'] else ''}")
             if info["impression"]:
                 typer.echo(f"  impression: {info['impression']}")
+            for claim in info["claims"]:
+                if claim["kind"] not in ("diagnosis", "statement"):
+                    typer.echo(f"    finding: {claim['text']} ({claim['kind']}): {claim['reason']}")
+            for claim in info["removed_claims"]:
+                typer.echo(f"    withheld: {claim['text']} ({claim['kind']}, {claim['verdict']}): {claim['reason']}")
         else:
             typer.echo(f"== {path}\n  error: {info['error_type']}: {info['message']}")
     if failed:

@@ -112,11 +112,31 @@ def evaluate_default(model_dir: Path, out: Path, cohort: Path, progress: bool, q
     return {
         "macro_auroc": {r["inputs"]: float("nan") if r["macro_auroc"] is None else r["macro_auroc"] for r in rows},
         "impression": evaluation["impression"],
+        "grounding": grounding_figures(evaluation["grounding"]),
         "test_cases": evaluation["cohort"]["test"]["cases"],
         "unreadable": evaluation["cohort"]["test"]["unreadable"],
         "audit_flags": len(audit.get("flags", [])),
         "report": str((folder / "report.html").relative_to(out)),
     }
+
+
+def grounding_figures(grounding: dict) -> dict:
+    """The grounding figures metrics.json keeps: impressions and answers with a contradicted or unsupported claim."""
+    raw, grounded, q = grounding["impressions"]["raw"], grounding["impressions"]["grounded"], grounding["questions"]
+    figures = {
+        "impressions_with_contradicted_claim": {"raw": raw["with_contradicted_claim"], "grounded": grounded["with_contradicted_claim"]},
+        "impressions_with_unsupported_claim": {"raw": raw["with_unsupported_claim"], "grounded": grounded["with_unsupported_claim"]},
+        "contradicted_claims": {"raw": raw["contradicted_claims"], "grounded": grounded["contradicted_claims"]},
+        "answers": {k: q[k] for k in ("questions", "cases", "answers", "declined", "with_contradicted_claim", "with_unsupported_claim")},
+        "verifier": grounding["verifier"],
+    }
+    free = q.get("free_text")
+    if free:  # the same diagnosis questions answered as free LM text (before) and composed from the data (now)
+        figures["free_text_answers"] = {
+            "questions": free["questions"],
+            "with_contradicted_claim": {"lm": free["lm"]["with_contradicted_claim"], "composed": free["composed"]["with_contradicted_claim"]},
+        }
+    return figures
 
 
 def run_demo(opts: DemoOptions) -> dict:
@@ -188,6 +208,7 @@ def machine_description() -> dict:
 def summary_text(m: dict, model_dir: Path) -> str:
     auroc = m["macro_auroc"]
     imp = m["impression"]
+    g = m["grounding"]
     lines = [
         "# medmm demo: embedded default model",
         "",
@@ -201,6 +222,13 @@ def summary_text(m: dict, model_dir: Path) -> str:
         "",
         f"Impression names the true top diagnosis in {imp['names_true_top']:.0%} of {imp['positives']} positive cases; "
         f"contradicts none in {imp['contradicts_none']:.0%} of all cases.",
+        "",
+        f"Grounding: impressions with a claim the patient's data contradict, {g['impressions_with_contradicted_claim']['raw']:.0%} "
+        f"as the LM drafts them, {g['impressions_with_contradicted_claim']['grounded']:.0%} as given out; answers to "
+        f"{g['answers']['questions']} fixed questions with a contradicted claim, {g['answers']['with_contradicted_claim']:.0%} "
+        f"of {g['answers']['answers']}"
+        + (f" (the LM's own free-text answers to the diagnosis questions: {g['free_text_answers']['with_contradicted_claim']['lm']:.0%})."
+           if "free_text_answers" in g else "."),
         "",
         f"Evaluation report (calibration, conformal sets, subgroup audit with {m['audit_flags']} flag(s)): `{m['report']}`.",
         "",

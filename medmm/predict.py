@@ -2,7 +2,9 @@
 
 `Predictor.from_checkpoint(dir).predict(study)` preprocesses the study exactly as in training,
 runs the diagnosis head (with the fitted temperature, when the checkpoint has one), forms the
-conformal set, and drafts the impression.
+conformal set, and drafts the impression. Generated words never leave it unchecked: the
+impression is grounded against the study and the prediction (medmm.grounding), and questions
+(`ask`) are answered from the study's data and the prediction, not from free LM text.
 """
 
 from __future__ import annotations
@@ -18,15 +20,22 @@ import torch
 from scipy.special import expit
 
 import medmm
-from medmm.codes import DIAGNOSES
+from medmm.codes import DIAGNOSES, NOTE_TYPES
 from medmm.data import collate, to_device
 from medmm.errors import ConfigError
-from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
-from medmm.records import MODALITIES, DiagnosisScore, InputUse, Prediction, Study
+from medmm.grounding import GroundedText, PatientFacts, answer_question, ground_impression
+from medmm.grounding.notes import NoteText, note_label
+from medmm.grounding.questions import ADVICE, UNKNOWN, recognise
+from medmm.grounding.vitals import adult_thresholds_apply, summarise, when
+from medmm.prompts import IMPRESSION_PROMPT
+from medmm.records import MODALITIES, Answer, DiagnosisScore, InputUse, Prediction, Study
 from medmm.scope import nothing_readable, select_inputs
 from medmm.transforms.study import StudyPreprocessor
 
 _DISPLAY = {d.name: d.display for d in DIAGNOSES}
+# Score of the image branch at which a radiograph finding is stated, before validation data fit one:
+# the unimodal image head is trained with a logistic loss, so 0.5 is its own decision point.
+DEFAULT_IMAGE_FINDING_THRESHOLD = 0.5
 
 
 _CALIBRATION_RANGES = {
@@ -46,6 +55,16 @@ def check_calibration(calibration: dict) -> dict:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not in_range(value):
             raise ConfigError(f"expected {expected}", where=f"calibration.{key}")
+    for key, bounded in (("operating_thresholds", False), ("image_finding_thresholds", True)):
+        table = calibration.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError("expected a mapping of diagnosis to threshold", where=f"calibration.{key}")
+        for name, value in table.items():
+            number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if not number or (bounded and not 0 <= value <= 1):
+                raise ConfigError("expected a number in [0, 1]" if bounded else "expected a number", where=f"calibration.{key}.{name}")
     return dict(calibration)
 
 
@@ -89,8 +108,14 @@ class Predictor:
         return select_inputs(study, config.scope, config.modalities, config.preprocess.vitals_steps)
 
     def batch(self, studies: Sequence[Study]) -> dict:
-        """Preprocessed tensors of the in-scope parts of `studies` (what the model reads)."""
-        return to_device(collate([self.preprocessor(self.select(s)[0]) for s in studies]), self.device)
+        """Preprocessed tensors of the in-scope parts of `studies` (what the model reads).
+
+        The studies travel with the batch (under "studies") so that what is generated from it can
+        be grounded against them.
+        """
+        batch = to_device(collate([self.preprocessor(self.select(s)[0]) for s in studies]), self.device)
+        batch["studies"] = list(studies)
+        return batch
 
     @torch.no_grad()
     def logits(self, batch: dict, modalities: tuple[str, ...] | None = None) -> torch.Tensor:
@@ -126,9 +151,93 @@ class Predictor:
         """The prompts each row's impression is written after (one per clause; see MedMM.clause_prompts)."""
         return [self.model.clause_prompts(guide) for guide in self.impression_guides(probs)]
 
-    def impressions(self, batch: dict, probs: np.ndarray, *, max_new_tokens: int | None = None) -> list[str]:
-        """The impression of each row of a preprocessed batch, written after the guide its probabilities give."""
+    def draft_impressions(self, batch: dict, probs: np.ndarray, *, max_new_tokens: int | None = None) -> list[str]:
+        """The LM's text for each row, written after the guide its probabilities give. Never given out as is: see `ground`."""
         return self.model.write_impressions(batch, self.impression_guides(probs), max_new_tokens=max_new_tokens)
+
+    def ground(self, batch: dict, probs: np.ndarray, texts: Sequence[str]) -> list[GroundedText]:
+        """Each row's generated text checked against its study (batch["studies"]) and its prediction.
+
+        A batch without its studies is grounded against nothing but its image: no vital-sign or
+        note finding can then be supported, so none is given out.
+        """
+        return [ground_impression(text, facts) for text, facts in zip(texts, self.facts(batch, probs))]
+
+    def grounded_impressions(self, batch: dict, probs: np.ndarray, *, max_new_tokens: int | None = None) -> list[GroundedText]:
+        """The impression of each row with the claims it kept and removed (`draft_impressions`, then `ground`)."""
+        return self.ground(batch, probs, self.draft_impressions(batch, probs, max_new_tokens=max_new_tokens))
+
+    def impressions(self, batch: dict, probs: np.ndarray, *, max_new_tokens: int | None = None) -> list[str]:
+        """The grounded impression of each row of a batch made by `batch` (what `predict` returns as the impression)."""
+        return [g.text for g in self.grounded_impressions(batch, probs, max_new_tokens=max_new_tokens)]
+
+    @torch.no_grad()
+    def image_finding_scores(self, batch: dict) -> tuple[np.ndarray | None, str]:
+        """The image branch's own score per diagnosis (B, K), from the radiograph alone, and what made it.
+
+        The unimodal image head when the model has one (a logistic head on the image latents,
+        trained on the diagnoses); else the diagnosis head given the radiograph alone. None
+        without an image encoder.
+        """
+        model = self.model
+        if "image" not in model.encoders:
+            return None, ""
+        if "image" in model.unimodal_heads:
+            context = model.encode(batch, modalities=("image",))
+            logits, _ = model.modality_logits(context)["image"]  # (B, K)
+            return expit(logits.float().cpu().numpy().astype(np.float64)), "image-only head"
+        return self.probabilities(batch, ("image",)), "diagnosis head given the radiograph alone"
+
+    def notes_read(self, study: Study) -> tuple[NoteText, ...]:
+        """The in-scope notes of `study` (its scope applied) with how many leading characters of each the model reads.
+
+        As the preprocessing does: the newest `max_notes` notes, each cut at `max_note_tokens`
+        tokens; older notes are listed with nothing read.
+        """
+        cfg = self.preprocessor.config
+        notes = tuple(study.notes)
+        newest = notes[-cfg.max_notes :] if cfg.max_notes > 0 else ()
+        read = [0] * (len(notes) - len(newest))
+        if newest:
+            enc = self.preprocessor.note_tokenizer(
+                [n.text for n in newest], max_length=cfg.max_note_tokens, truncation=True, return_offsets_mapping=True
+            )
+            read += [max((int(end) for _, end in offsets), default=0) for offsets in enc["offset_mapping"]]
+        out = []
+        for note, chars in zip(notes, read):
+            kind = note.type_display or NOTE_TYPES.get(note.type_code or "", None)
+            label = note_label(kind, when(note.time) if note.time is not None else None, note.source_id)
+            out.append(NoteText(label, note.text, chars, note.time))
+        return tuple(out)
+
+    def facts(self, batch: dict, probs: np.ndarray) -> list[PatientFacts]:
+        """What grounding reads for each row: the in-scope study, what the model read of it, and its prediction."""
+        names = tuple(self.model.config.diagnoses)
+        probs = np.asarray(probs, dtype=np.float64)
+        studies = batch.get("studies") or [None] * probs.shape[0]
+        scores, source = self.image_finding_scores(batch)
+        image_present = batch["image_present"].bool().cpu().tolist()
+        fitted = self.calibration.get("operating_thresholds") or {}
+        operating = {n: float(fitted.get(n, self.model.config.guide_threshold)) for n in names}
+        cuts = self.calibration.get("image_finding_thresholds") or {}
+        coverage = self.calibration.get("coverage_target") if self.calibration.get("conformal_threshold") is not None else None
+        out = []
+        for row, study in enumerate(studies):
+            selected, uses = self.select(study) if study is not None else (Study(study_id=""), ())
+            p = probs[row]
+            image = bool(image_present[row])
+            out.append(PatientFacts(
+                study=selected, inputs=uses, vitals=summarise(selected.vitals), notes=self.notes_read(selected),
+                image_used=image,
+                image_scores={n: float(scores[row, k]) for k, n in enumerate(names)} if image and scores is not None else {},
+                image_thresholds={n: float(cuts.get(n, DEFAULT_IMAGE_FINDING_THRESHOLD)) for n in names},
+                image_source=source,
+                probabilities={n: float(p[k]) for k, n in enumerate(names)},
+                ranked=tuple(names[k] for k in np.argsort(-p, kind="stable")),
+                operating=operating, calibrated=bool(fitted), conformal_set=self.conformal_set(p),
+                coverage=None if coverage is None else float(coverage), adult=adult_thresholds_apply(selected),
+            ))
+        return out
 
     def conformal_set(self, probs: np.ndarray) -> tuple[str, ...]:
         """Diagnoses with 1 - p <= q (q: the calibrated threshold), most probable first; () uncalibrated."""
@@ -157,13 +266,14 @@ class Predictor:
         readable = [i for i, (_, uses) in enumerate(chosen) if any(u.used for u in uses)]
         probs = np.zeros((0, len(self.model.config.diagnoses)))
         used: dict[str, list[bool]] = {}
-        texts: list[str] = []
+        texts: list[GroundedText | None] = []
         if readable:
             with self.lock:
                 batch = to_device(collate([self.preprocessor(chosen[i][0]) for i in readable]), self.device)
+                batch["studies"] = [studies[i] for i in readable]
                 probs = self.probabilities(batch)
                 used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
-                texts = self.impressions(batch, probs, max_new_tokens=max_new_tokens) if impression else [""] * len(readable)
+                texts = self.grounded_impressions(batch, probs, max_new_tokens=max_new_tokens) if impression else [None] * len(readable)
         seconds = (time.perf_counter() - start) / max(len(studies), 1)
         row_of = {i: row for row, i in enumerate(readable)}
         return [
@@ -190,11 +300,27 @@ class Predictor:
             for k in np.argsort(-p, kind="stable")
         )
         present = tuple(m for m in MODALITIES if m in used and used[m][row])
-        return Prediction(scores=scores, conformal_set=chosen, impression=texts[row], present=present,
-                          missing=tuple(m for m in MODALITIES if m not in present), **common)
+        grounded = texts[row]
+        return Prediction(scores=scores, conformal_set=chosen, impression=grounded.text if grounded else "", present=present,
+                          missing=tuple(m for m in MODALITIES if m not in present),
+                          claims=grounded.claims if grounded else (), removed_claims=grounded.removed if grounded else (), **common)
 
-    def ask(self, study: Study, question: str, *, max_new_tokens: int = 48) -> str:
-        """The model's answer to a free-text question about this study, conditioned on its modalities."""
+    def answer(self, study: Study, question: str) -> Answer:
+        """The answer to a question about this study, from its data and the prediction (see medmm.grounding.answers).
+
+        A study with nothing the model can read gets no answer, only why.
+        """
+        _, uses = self.select(study)
+        if not any(u.used for u in uses):
+            return Answer(question, "none", f"No answer: {nothing_readable(uses)}.", answered=False)
+        if recognise(question).kind in (ADVICE, UNKNOWN):
+            return answer_question(question, None)
         with self.lock:
             batch = self.batch([study])
-            return self.model.generate(batch, [qa_prompt(question)], max_new_tokens=max_new_tokens)[0]
+            probs = self.probabilities(batch)
+            facts = self.facts(batch, probs)[0]
+        return answer_question(question, facts)
+
+    def ask(self, study: Study, question: str) -> str:
+        """The text of `answer(study, question)`."""
+        return self.answer(study, question).text

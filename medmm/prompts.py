@@ -19,6 +19,9 @@ IMPRESSION_PROMPT = "Impression:"
 QUESTION_PREFIX = "Question:"
 ANSWER_PREFIX = "Answer:"
 NO_FINDING = "no acute cardiopulmonary diagnosis"
+# A grounded impression that names no diagnosis lists what the prediction cannot rule out after
+# these words, up to the end of its sentence; such a list is not an assertion of any of them.
+NOT_RULED_OUT = "not ruled out"
 
 _DISPLAY = {d.name: d.display.lower() for d in DIAGNOSES}
 
@@ -70,9 +73,15 @@ def guided_prompt(names: Sequence[str]) -> str:
 _NEGATION = re.compile(r"\b(no|not|without|negative for|denies|free of)\b[^.,;()]*$")
 
 
+_NOT_RULED_OUT_LIST = re.compile(rf"\b{NOT_RULED_OUT}\b[^.]*")
+
+
 def diagnoses_named(text: str) -> set[str]:
-    """Diagnosis names an impression asserts (mentions not preceded by a negation in its clause)."""
-    lowered = text.lower()
+    """Diagnosis names an impression asserts (mentions not preceded by a negation in its clause).
+
+    Names in a "not ruled out: ..." list are possibilities, not assertions, and are not counted.
+    """
+    lowered = _NOT_RULED_OUT_LIST.sub(" ", text.lower())
     found = set()
     for name, display in _DISPLAY.items():
         for match in re.finditer(re.escape(display), lowered):

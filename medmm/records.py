@@ -230,6 +230,21 @@ class DiagnosisScore:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One thing a generated text states (a finding, a diagnosis, a statement), checked against the study.
+
+    Kept claims are `supported`; a claim the data contradict, or that nothing in the study supports,
+    is removed from the text and kept here with the reason, so that outputs can show what was withheld.
+    """
+
+    text: str  # the words as stated, e.g. "fever", "ankle oedema", "heart failure"
+    kind: str  # vitals | notes | image | diagnosis | statement
+    diagnosis: str | None  # the diagnosis the words were stated for (medmm name), when any
+    verdict: str  # supported | contradicted | unsupported
+    reason: str  # the data behind the verdict (values and times, the note sentence, the score and threshold)
+
+
+@dataclass(frozen=True)
 class Prediction:
     """What the model says about one study."""
 
@@ -250,6 +265,19 @@ class Prediction:
     refusal: str = ""  # why there is no answer, when answered is False
     study_time: datetime | None = None
     time_source: str | None = None
+    claims: tuple[Claim, ...] = ()  # what the impression states, each supported by the study
+    removed_claims: tuple[Claim, ...] = ()  # what the generated impression stated and the check withheld, with why
 
     def probability(self, name: str) -> float:
         return next(s.probability for s in self.scores if s.name == name)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to one question about a study, composed from its data and the prediction."""
+
+    question: str
+    kind: str  # likelihood | support | against | differential | vital | notes | image | inputs | advice | unknown; none: nothing readable
+    text: str
+    answered: bool = True  # False: nothing the model can read, or a question outside what can be answered
+    claims: tuple[Claim, ...] = ()  # the findings the answer states, each with the data behind it

@@ -1,4 +1,4 @@
-"""Impression quality writes each impression as Predictor does: after the guided prompt when the model has the guide."""
+"""Impression quality writes each impression as Predictor does: after the guided prompt when the model has the guide, then grounded."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_impressions_are_the_predictors(guide):
     generate = model.generate
     model.generate = lambda batch, p, **kw: prompts.append(list(p)) or generate(batch, p, **kw)
     try:
-        quality = impression_quality(predictor, [predictor.preprocessor(s) for s in studies])
+        quality = impression_quality(predictor, [predictor.preprocessor(s) for s in studies], studies)
     finally:
         del model.generate
     probs = predictor.probabilities(predictor.batch(studies))  # (2, K)

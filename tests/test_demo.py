@@ -54,6 +54,13 @@ def test_quick_demo_trains_evaluates_and_reuses_its_model(tmp_path, cpu_4bit_ker
     impression = first["impression"]
     assert {"cases", "positives", "names_true_top", "names_all_true", "contradicts_none", "examples"} <= set(impression)
     assert impression["cases"] == first["test_cases"] and 0.0 <= impression["contradicts_none"] <= 1.0
+    grounding = first["grounding"]  # the verifier's figures: raw drafts beside what is given out, and the fixed questions
+    assert grounding["impressions_with_contradicted_claim"]["grounded"] == 0.0
+    assert 0.0 <= grounding["impressions_with_contradicted_claim"]["raw"] <= 1.0
+    assert grounding["answers"]["answers"] == grounding["answers"]["questions"] * first["test_cases"]
+    assert grounding["answers"]["with_contradicted_claim"] == 0.0
+    assert grounding["free_text_answers"]["with_contradicted_claim"]["composed"] == 0.0
+    assert "Grounding: impressions with a claim the patient's data contradict" in (out / "summary.md").read_text()
     assert set(first["time_seconds"]) == {"synth", "train", "evaluate", "total"}
     assert first["peak_memory_mb"] > 0
     assert first["machine"]["cpu_4bit_kernel"] == cpu_4bit_kernel  # the path under test is the one that ran

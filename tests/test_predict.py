@@ -16,8 +16,8 @@ from medmm.codes import DIAGNOSES, VITAL_SIGNS
 from medmm.data import collate
 from medmm.errors import ConfigError
 from medmm.predict import Predictor
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt, qa_prompt
-from medmm.records import ClinicalNote, ImageSeries, Issue, Study, VitalSeries
+from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.records import ClinicalNote, Demographics, ImageSeries, Issue, Study, VitalSeries
 from medmm.transforms.study import StudyPreprocessor
 from tests.test_model import note_tokenizer, open_gates, randomize, tiny_bert, tiny_config, tiny_model
 
@@ -99,7 +99,14 @@ def test_probabilities_ranking_and_conformal_set_by_hand(model):
     assert pred.warnings == ("record.json: entry 3: skipped: unknown resource type",)
     assert pred.seconds > 0
     batch = predictor.batch([study])
-    assert pred.impression == model.generate(batch, [IMPRESSION_PROMPT])[0]
+    draft = model.generate(batch, [IMPRESSION_PROMPT])[0]  # a random LM: no diagnosis or finding in it
+    assert draft and not any(d.display.lower() in draft for d in DIAGNOSES)
+    # nothing of the draft can be given out; the two diagnoses the set keeps are named as not ruled out
+    top = [names[k] for k in order[:2]]
+    listed = ", ".join(f"{DISPLAY[n].lower()} ({probs[names.index(n)]:.0%})" for n in top)
+    assert pred.impression == f"not ruled out (prediction set at 90% coverage): {listed}."
+    assert [(c.kind, c.verdict) for c in pred.removed_claims] == [("text", "unsupported")] * len(pred.removed_claims)
+    assert " ".join(c.text for c in pred.removed_claims).replace(" ", "") == draft.lower().replace(" ", "").rstrip(".")
 
 
 def test_without_calibration_probabilities_are_the_plain_sigmoid_and_there_is_no_set(model):
@@ -173,12 +180,23 @@ def test_from_checkpoint_uses_its_calibration_and_a_checksum_model_id(model, tmp
     assert loaded.impression == direct.impression and loaded.calibrated
 
 
-def test_ask_answers_after_the_question_prompt(model):
-    predictor = Predictor(model, note_tokenizer=note_tokenizer())
+def test_ask_answers_from_the_prediction_without_the_language_model(model, monkeypatch):
+    calibration = {"conformal_threshold": 0.5, "coverage_target": 0.9, "operating_thresholds": {n: 0.6 for n in model.config.diagnoses}}
+    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration)
     study = make_study()
-    answer = predictor.ask(study, "is there a pleural effusion?", max_new_tokens=5)
-    expected = model.generate(predictor.batch([study]), [qa_prompt("is there a pleural effusion?")], max_new_tokens=5)[0]
-    assert answer == expected and answer
+    p = 1.0 / (1.0 + np.exp(-logits_by_hand(model, study)))[model.config.diagnoses.index("pleural_effusion")]
+    monkeypatch.setattr(model, "generate", lambda *a, **k: pytest.fail("the language model wrote an answer"))
+    answer = predictor.answer(study, "is there a pleural effusion?")
+    word = "likely" if p >= 0.6 else ("possible" if 1 - p <= 0.5 else "unlikely")
+    where = "in" if 1 - p <= 0.5 else "outside"
+    side = "at or above" if p >= 0.6 else "below"
+    assert answer.kind == "likelihood" and answer.answered
+    assert answer.text.splitlines()[0] == (
+        f"Pleural effusion is {word}: probability {p:.0%}, {side} its operating threshold (60%); {where} the prediction set at 90% coverage."
+    )
+    assert predictor.ask(study, "is there a pleural effusion?") == answer.text
+    nothing = predictor.answer(Study(study_id="empty"), "is there a pleural effusion?")
+    assert not nothing.answered and nothing.text.startswith("No answer: nothing this model can read")
 
 
 def test_a_guided_impression_is_written_after_the_diagnoses_at_or_above_the_threshold(guided_model):
@@ -197,15 +215,19 @@ def test_a_guided_impression_is_written_after_the_diagnoses_at_or_above_the_thre
     assert len(chosen[0]) == 2
     assert predictor.impression_prompts(probs) == [[guided_prompt([d]) for d in c] or [guided_prompt([])] for c in chosen]
     # one clause per suspected diagnosis, each written alone after its one-name guide, then joined by hand
-    for pred, study, c in zip(preds, studies, chosen):
+    batch = predictor.batch(studies)
+    drafts = predictor.draft_impressions(batch, predictor.probabilities(batch))
+    for draft, study, c in zip(drafts, studies, chosen):
         clauses = [model.generate(predictor.batch([study]), [guided_prompt([d])])[0] for d in c] or [
             model.generate(predictor.batch([study]), [guided_prompt([])])[0]
         ]
         parts = [t.strip().rstrip(".").strip() for t in clauses]
-        assert pred.impression == ", ".join(p for p in parts if p) + "."
+        assert draft == ", ".join(p for p in parts if p) + "."
+    # what is given out is the draft grounded against each study
+    assert [p.impression for p in preds] == [g.text for g in predictor.ground(batch, predictor.probabilities(batch), drafts)]
     alone = predictor.predict(studies[0])
     assert alone.impression == preds[0].impression
-    assert alone.impression != model.generate(predictor.batch(studies[:1]), [IMPRESSION_PROMPT])[0]  # the guide was read
+    assert drafts[0] != model.generate(predictor.batch(studies[:1]), [IMPRESSION_PROMPT])[0]  # the guide was read
     for pred, p in zip(preds, probs):  # the diagnosis pools the plain prompt: the guide never reaches it
         for score in pred.scores:
             assert score.probability == pytest.approx(p[names.index(score.name)], abs=1e-6)
@@ -228,7 +250,8 @@ def test_the_guide_uses_the_calibrated_operating_thresholds(guided_model):
     try:  # written in one generation: the whole guide, most probable last
         model.config = dataclasses.replace(saved, guide_clauses=False)
         assert predictor.impression_prompts(probs[None]) == [[guided_prompt(expected[::-1])]]
-        assert predictor.predict(study).impression == model.generate(predictor.batch([study]), [guided_prompt(expected[::-1])])[0]
+        batch = predictor.batch([study])
+        assert predictor.draft_impressions(batch, probs[None]) == model.generate(batch, [guided_prompt(expected[::-1])])
     finally:
         model.config = saved
 
@@ -257,3 +280,71 @@ def test_a_conformal_guide_names_the_conformal_set(guided_model):
         model.config = saved
     with pytest.raises(ConfigError, match="operating or conformal"):
         tiny_model(tiny_config(guide_set="top"))
+
+
+# -- grounding: what the LM writes is checked against the study before it leaves the Predictor ---------
+
+
+def grounding_study(*, age: float | None = 60.0, image: bool = True, notes: tuple[str, ...] = ("reports productive cough .", "no crackles ."), vitals: bool = True) -> Study:
+    """A 4-step grid without fever or tachypnoea (36.2-37.1 Cel, 11.5-16.5 /min), notes and a radiograph."""
+    base = make_study("g", image=image, notes=False, vitals_steps=None)
+    values = np.full((4, len(VITAL_SIGNS)), np.nan, dtype=np.float32)
+    names = [v.name for v in VITAL_SIGNS]
+    values[:, names.index("temperature")] = [36.2, 37.1, 36.8, 36.5]
+    values[:, names.index("resp_rate")] = [11.5, 16.5, 14.0, 12.0]
+    series = VitalSeries(start=STUDY_TIME, step_seconds=3600.0, channels=tuple(names), units=tuple(v.unit for v in VITAL_SIGNS),
+                         values=values, mask=~np.isnan(values))
+    return dataclasses.replace(
+        base, demographics=Demographics(patient_id="p", age_years=age), vitals=series if vitals else None,
+        notes=tuple(ClinicalNote(text=t, time=STUDY_TIME) for t in notes),
+    )
+
+
+def writes(model, monkeypatch, text: str) -> None:
+    """Make the LM write `text` for every row (the draft the grounding then reads)."""
+    monkeypatch.setattr(model, "write_impressions", lambda batch, guides, max_new_tokens=None: [text] * len(guides))
+
+
+def open_calibration(model, **extra) -> dict:
+    """Every diagnosis at or above its operating threshold (nothing is ruled out by the prediction)."""
+    return {"operating_thresholds": dict.fromkeys(model.config.diagnoses, 0.0), **extra}
+
+
+def test_predict_gives_out_only_the_claims_the_study_supports(model, monkeypatch):
+    study = grounding_study()
+    writes(model, monkeypatch, "pneumonia (focal consolidation; fever and tachypnoea; productive cough and crackles).")
+    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=open_calibration(model, image_finding_thresholds={"pneumonia": 0.0}))
+    pred = predictor.predict(study)
+    assert pred.impression == "pneumonia (focal consolidation; productive cough)."
+    removed = {c.text: (c.kind, c.verdict) for c in pred.removed_claims}
+    assert removed == {"fever": ("vitals", "contradicted"), "tachypnoea": ("vitals", "contradicted"), "crackles": ("notes", "contradicted")}
+    fever = next(c for c in pred.removed_claims if c.text == "fever")
+    assert fever.reason == "max temperature 37.1 Cel at 2026-03-01 13:00 UTC (fever: >= 38.0 Cel)"
+    kept = {c.text: c for c in pred.claims}
+    assert kept["productive cough"].reason == 'the notes say so: "reports productive cough ." (note 2026-03-01 12:00 UTC)'
+    # the image claim reads the diagnosis head given the radiograph alone (this model has no unimodal heads)
+    alone = dataclasses.replace(study, notes=(), vitals=None)
+    p_image = 1.0 / (1.0 + np.exp(-logits_by_hand(model, alone)[model.config.diagnoses.index("pneumonia")]))
+    assert kept["focal consolidation"].reason == f"diagnosis head given the radiograph alone for pneumonia: {p_image:.0%} (threshold 0%)"
+    # the interface's path (batch, probabilities, impressions) says the same
+    batch = predictor.batch([study])
+    assert predictor.impressions(batch, predictor.probabilities(batch)) == [pred.impression]
+
+
+def test_a_child_and_an_image_only_study_get_no_vital_or_note_finding(model, monkeypatch):
+    writes(model, monkeypatch, "sepsis (fever, tachycardia and hypotension; rigors and confusion).")
+    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=open_calibration(model))
+    child = predictor.predict(grounding_study(age=8 / 12, notes=()))
+    assert child.impression == "sepsis."
+    assert all("the patient is 8 months old" in c.reason for c in child.removed_claims if c.kind == "vitals")
+    image_only = predictor.predict(grounding_study(notes=(), vitals=False))
+    assert image_only.impression == "sepsis." and image_only.present == ("image",)
+    reasons = {c.text: c.reason for c in image_only.removed_claims}
+    assert reasons["fever"] == "no vital sign was read for this study" and reasons["rigors"] == "no note was read for this study"
+
+
+def test_the_notes_read_are_the_newest_cut_at_the_models_token_limit(model):
+    predictor = Predictor(model, note_tokenizer=note_tokenizer())  # max_notes 2, max_note_tokens 8: [CLS], six words, [SEP]
+    texts = ("rigors .", "patient reports cough and fever . crackles right lower lobe .", "no acute distress .")
+    read = predictor.notes_read(grounding_study(notes=texts))
+    assert [n.read_chars for n in read] == [0, len("patient reports cough and fever ."), len("no acute distress .")]

@@ -45,3 +45,9 @@ def test_guided_prompt_names_the_suspected_diagnoses_in_the_given_order():
     assert guided_prompt([]) == "Impression: [suspected: none]"
     with pytest.raises(ConfigError, match="unknown diagnosis"):
         guided_prompt(["asthma"])
+
+
+def test_a_not_ruled_out_list_names_possibilities_not_assertions():
+    text = "pneumonia (focal consolidation). not ruled out (prediction set at 90% coverage): heart failure (71%), sepsis (20%)."
+    assert diagnoses_named(text) == {"pneumonia"}
+    assert diagnoses_named("not ruled out (prediction set at 90% coverage): heart failure (71%).") == set()

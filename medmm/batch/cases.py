@@ -22,7 +22,7 @@ from medmm import errors
 from medmm.audit_store import InputDigest, file_digest
 from medmm.batch.plan import CaseTask, Outputs, PlannedBatch
 from medmm.errors import CohortError, InputError, MedmmError
-from medmm.records import DiagnosisScore, InputUse, Prediction, Study
+from medmm.records import Claim, DiagnosisScore, InputUse, Prediction, Study
 
 # load_study reports a whole input it could not read as "<ErrorClass>: <detail>"
 _FILE_FAILURE = re.compile(r"^([A-Z][A-Za-z]*Error): (.*)$", re.DOTALL)
@@ -79,6 +79,8 @@ class CaseResult:
                 "scores": tuple(DiagnosisScore(**s) for s in pred["scores"]),
                 **{k: tuple(pred[k]) for k in ("conformal_set", "present", "missing", "warnings")},
                 "inputs": tuple(InputUse(**u) for u in pred["inputs"]),
+                "claims": tuple(Claim(**c) for c in pred.get("claims", ())),
+                "removed_claims": tuple(Claim(**c) for c in pred.get("removed_claims", ())),
                 "study_time": None if pred["study_time"] is None else datetime.fromisoformat(pred["study_time"]),
             })
         return cls(**{

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from medmm.audit_store import file_digest
 from medmm.batch.cases import CaseResult
 from medmm.errors import ConfigError
+from medmm.records import Claim
 
 STORE_FORMAT = "medmm-batch-store/1"
 FHIR_TYPES = ("RiskAssessment", "DiagnosticReport", "Provenance")
@@ -74,13 +75,19 @@ def result_schema(names: Sequence[str]) -> pa.Schema:
         + [(f"label_{n}", pa.int8()) for n in names]
         + [
             ("labels_known", pa.bool_()), ("conformal_set", strings), ("coverage_target", pa.float64()), ("calibrated", pa.bool_()),
-            ("impression", pa.string()), ("answered", pa.bool_()), ("refusal", pa.string()), ("time_source", pa.string()),
+            ("impression", pa.string()), ("claims", strings), ("removed_claims", strings), ("answered", pa.bool_()), ("refusal", pa.string()), ("time_source", pa.string()),
             ("used", strings), ("not_used", strings), ("present", strings), ("missing", strings), ("warnings", strings),
             ("model_id", pa.string()), ("model_version", pa.string()), ("error_type", pa.string()), ("error_message", pa.string()),
             ("inputs", inputs), ("explanation", pa.string()), ("batch", pa.int32()),
             ("seconds_load", pa.float64()), ("seconds_predict", pa.float64()), ("predicted_at", pa.timestamp("us", tz="UTC")),
         ]
     )
+
+
+def claim_line(claim: Claim) -> str:
+    """A claim as one line: "fever (vitals, sepsis): supported: max temperature 38.6 Cel at ..."."""
+    about = f"{claim.kind}, {claim.diagnosis}" if claim.diagnosis else claim.kind
+    return f"{claim.text} ({about}): {claim.verdict}: {claim.reason}"
 
 
 def result_row(r: CaseResult, names: Sequence[str], model_id: str, model_version: str) -> dict:
@@ -97,6 +104,8 @@ def result_row(r: CaseResult, names: Sequence[str], model_id: str, model_version
         "coverage_target": p.coverage_target if p else None,
         "calibrated": p.calibrated if p else None,
         "impression": p.impression if p else None,
+        "claims": [claim_line(c) for c in p.claims] if p else None,
+        "removed_claims": [claim_line(c) for c in p.removed_claims] if p else None,
         "answered": p.answered if p else None,
         "refusal": (p.refusal or None) if p else None,
         "time_source": p.time_source if p else None,

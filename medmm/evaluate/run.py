@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from medmm.errors import CohortError
 from medmm.evaluate.describe import describe_cohort, describe_split
 from medmm.evaluate.pipeline import FROM_VALIDATION, audit_from_scores, evaluate_from_scores, write_json
-from medmm.evaluate.scores import SplitScores, score_cases
+from medmm.evaluate.scores import SplitScores, label_columns, score_cases
 from medmm.io.cohort import Cohort
 
 
@@ -36,16 +36,20 @@ def run_evaluation(
     """Evaluate a checkpoint on a cohort's test split (fitting on its val split); write out_dir/evaluation.json and plots.
 
     Sections: per-diagnosis metrics with patient-bootstrap CIs, calibration before/after
-    temperature scaling, conformal coverage, the modality ablation and impression quality.
+    temperature scaling, conformal coverage, the modality ablation, impression quality (of the
+    grounded impression, as served) and grounding: impressions and answers to a fixed question set
+    read by an independent verifier against each case's data, the raw LM draft beside the
+    grounded text. The image-branch thresholds at which radiograph findings are stated are
+    fitted on the validation split and saved with the calibration.
     With `audit`, the subgroup audit is run on the same scores at the newly fitted calibration
     and written to out_dir/audit.json (what `run_audit` would write, without scoring again).
     """
-    from medmm.ablation import impression_quality
     from medmm.checkpoint import checkpoint_id, update_calibration
+    from medmm.evaluate.grounding import free_text_questions, grounding_report, impression_scores, question_set, write_case_texts
     from medmm.predict import check_calibration
 
     predictor, cohort = _open(model_dir, cohort_dir)
-    val, test, test_items = _score_splits(predictor, cohort, progress)
+    (val, val_part, val_items), (test, test_part, test_items) = _score_splits(predictor, cohort, progress)
     info = model_info(predictor, model_dir)
     context = {
         "model": info,
@@ -58,6 +62,11 @@ def run_evaluation(
     )
     saved = fitted.source == FROM_VALIDATION
     calibration = fitted.calibration_json(cohort.root.name) if saved else predictor.calibration
+    image_fit = None
+    if saved and val_part is not None:
+        image_fit = fit_image_finding_thresholds(predictor, val_part, val_items)
+        if image_fit is not None:
+            calibration = {**calibration, **image_fit.calibration()}
     if saved:
         update_calibration(model_dir, calibration)
         # the new calibration.json changes the checkpoint's id: name the model as it is now served
@@ -65,7 +74,20 @@ def run_evaluation(
         evaluation["model"] = info
     # impressions as served: a guided impression names the diagnoses at the calibrated operating points
     predictor.calibration = check_calibration(calibration)
-    evaluation["impression"] = impression_quality(predictor, test_items)
+    studies, truths = read_cases(predictor, test_part, test_items)
+    names = predictor.model.config.diagnoses
+    free = free_text_questions(names)
+    cases = write_case_texts(predictor, test_items, studies, truths, free_questions=free)
+    evaluation["impression"] = {
+        **impression_scores(cases, names),
+        "examples": [{"truth": sorted(c.labels), "impression": c.grounded.text} for c in cases[:5]],
+        "raw": impression_scores(cases, names, raw=True),
+        "scored_on": "the grounded impression (as the Predictor gives it out); raw: the LM's draft before grounding",
+    }
+    evaluation["grounding"] = {
+        **grounding_report(cases, question_set(names), free_questions=free),
+        "image_findings": image_fit.to_dict() if image_fit is not None else "not fitted (no validation split, or no radiograph in it)",
+    }
     evaluation["checkpoint"] = {
         "calibration_saved": saved,
         "file": "calibration.json",
@@ -100,7 +122,7 @@ def run_audit(
     an occasional chance flag; 0.99 trades some power for fewer of them.
     """
     predictor, cohort = _open(model_dir, cohort_dir)
-    val, test, _ = _score_splits(predictor, cohort, progress)
+    (val, _, _), (test, _, _) = _score_splits(predictor, cohort, progress)
     context = {"model": model_info(predictor, model_dir), "cohort": describe_cohort(cohort)}
     return audit_from_scores(
         val, test, out_dir, saved_calibration=predictor.calibration, min_group_size=min_group_size,
@@ -132,7 +154,8 @@ def evaluation_splits(cohort: Cohort) -> tuple[tuple[str, Cohort] | None, tuple[
     return (("val", val) if len(val) else None), ("test", test)
 
 
-def _score_splits(predictor, cohort: Cohort, progress: bool) -> tuple[SplitScores | None, SplitScores, list[dict]]:
+def _score_splits(predictor, cohort: Cohort, progress: bool):
+    """((val scores, val part, val items), (test scores, test part, test items)); the val triple is Nones without a val split."""
     from medmm.train.data import CaseSet
 
     notes = predictor.model.encoders["notes"] if "notes" in predictor.model.encoders else None
@@ -140,10 +163,59 @@ def _score_splits(predictor, cohort: Cohort, progress: bool) -> tuple[SplitScore
     scored = {}
     for name, part in ([val_part] if val_part else []) + [(test_name, test_part)]:
         cases = CaseSet(part, predictor.preprocessor, cache_dir=cohort.root / ".cache", note_encoder=notes, progress=progress, desc=name)
-        scored[name] = score_cases(predictor, part, name, cases.items, len(cases.failed))
-    val = scored["val"][0] if val_part else None
-    test, test_items = scored[test_name]
-    return val, test, test_items
+        scored[name] = (*score_cases(predictor, part, name, cases.items, len(cases.failed)), part)
+    val = (scored["val"][0], scored["val"][2], scored["val"][1]) if val_part else (None, None, None)
+    test_scores, test_items, _ = scored[test_name]
+    return val, (test_scores, test_part, test_items)
+
+
+def read_cases(predictor, part: Cohort, items: list[dict]) -> tuple[list, list[dict | None]]:
+    """The studies (read with the model's vital-sign window) and synthetic truths of preprocessed `items`, in their order."""
+    from medmm.train.targets import load_truth
+
+    pre = predictor.model.config.preprocess
+    index = {e.patient_id: i for i, e in enumerate(part.entries)}
+    studies, truths = [], []
+    for item in items:
+        i = index[str(item["meta"]["patient_id"])]
+        studies.append(part.load(i, window_hours=pre.window_hours, step_minutes=pre.step_minutes))
+        truths.append(load_truth(part.entries[i].folder))
+    return studies, truths
+
+
+def fit_image_finding_thresholds(predictor, part: Cohort, items: list[dict], batch_size: int = 32):
+    """Image-branch thresholds for radiograph findings, fitted on validation cases with an image (None: none has one).
+
+    The target is the lesion truth where every case has a truth.json, else the diagnosis labels.
+    """
+    import torch
+
+    from medmm.data import collate, to_device
+    from medmm.evaluate.image_findings import fit_image_findings
+    from medmm.predict import DEFAULT_IMAGE_FINDING_THRESHOLD
+    from medmm.train.targets import load_truth
+
+    names = list(predictor.model.config.diagnoses)
+    with_image = [it for it in items if bool(it["image_present"])]
+    if not with_image:
+        return None
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(with_image), batch_size):
+            batch = to_device(collate(with_image[start : start + batch_size]), predictor.device)
+            values, _ = predictor.image_finding_scores(batch)
+            if values is None:
+                return None
+            scores.append(values)
+    folders = {e.patient_id: e.folder for e in part.entries}
+    truths = [load_truth(folders[str(it["meta"]["patient_id"])]) for it in with_image]
+    if all(t is not None for t in truths):
+        target = "lesion truth (the diagnosis has image evidence in truth.json)"
+        y = np.array([[("image" in ((t.get("evidence") or {}).get(n) or {}).get("modalities", ())) for n in names] for t in truths])
+    else:
+        target = "diagnosis labels (no lesion truth for every case)"
+        y = np.stack([it["labels"].numpy()[label_columns(names)] > 0.5 for it in with_image])
+    return fit_image_findings(np.concatenate(scores), y, names, DEFAULT_IMAGE_FINDING_THRESHOLD, target)
 
 
 def model_info(predictor, model_dir: str | Path) -> dict:

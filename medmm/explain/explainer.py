@@ -36,7 +36,7 @@ class StudyExplanation:
 
     study_id: str
     probabilities: Mapping[str, float]  # diagnosis -> calibrated probability
-    impression: str
+    impression: str  # the grounded impression, as Predictor gives it (the relevance explains the LM draft behind it)
     present: tuple[str, ...]  # modalities the model read
     explanations: tuple[Explanation, ...]
 
@@ -104,7 +104,8 @@ def explain_study(
     if impression:
         target = impression_target(model, batch, prompt=predictor.impression_prompts(probs[None])[0])  # as Predictor writes it
         targets.append(target)
-        text = model.impression_from([model.decode(torch.tensor([list(c.ids)], dtype=torch.long))[0] for c in target.clauses])
+        draft = model.impression_from([model.decode(torch.tensor([list(c.ids)], dtype=torch.long))[0] for c in target.clauses])
+        text = predictor.ground(batch, probs[None], [draft])[0].text  # the words shown are the grounded ones, as predict gives
     probability = {d: float(p) for d, p in zip(names, np.asarray(probs, dtype=np.float64))}
     present = tuple(m for m in MODALITIES if m in token_validity(model, batch))
     max_notes = model.config.preprocess.max_notes

@@ -165,8 +165,9 @@ def limitations(evaluation: dict, audit: dict | None) -> list[str]:
         out.append("The model has no conformal calibration: no prediction sets were evaluated.")
     imp = evaluation.get("impression")
     if imp:
-        out.append(f"Impressions are generated text: they named the true top diagnosis in {pct(imp.get('names_true_top'))} of positive cases "
-                   "and are checked only for which diagnoses they name, not for factual detail.")
+        out.append(f"Impressions are generated text: they named the true top diagnosis in {pct(imp.get('names_true_top'))} of positive cases. "
+                   "Their findings are checked against each case's data before they are given out, with word lists, the adult "
+                   "vital-sign thresholds and a negation rule; findings outside those word lists are withheld rather than checked.")
     if audit is None:
         out.append("No subgroup audit accompanies this evaluation: performance per group is unknown.")
     else:

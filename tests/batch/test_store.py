@@ -11,7 +11,7 @@ import pytest
 from medmm.batch.cases import CaseInput, CaseResult
 from medmm.batch.store import TIMING_COLUMNS, ResultStore, result_row
 from medmm.errors import ConfigError
-from medmm.records import DiagnosisScore, InputUse, Prediction
+from medmm.records import Claim, DiagnosisScore, InputUse, Prediction
 
 NAMES = ("pneumonia", "sepsis")
 T0 = datetime(2024, 3, 1, 8, 30, tzinfo=timezone.utc)
@@ -24,10 +24,12 @@ def _prediction(pid: str, p_pneumonia: float, p_sepsis: float) -> Prediction:
     )
     return Prediction(
         study_id=pid, scores=tuple(scores), conformal_set=tuple(s.name for s in scores if s.in_set), coverage_target=0.9,
-        impression="right lower lobe pneumonia.", present=("image", "notes"), missing=("vitals",), model_id="abc123",
+        impression="sepsis (tachycardia).", present=("image", "notes"), missing=("vitals",), model_id="abc123",
         model_version="0.1.0", calibrated=True, seconds=0.25, warnings=("vitals: none in the window",),
         inputs=(InputUse("image", "images/a.dcm (series 1.2)", True, "DX CHEST PA"), InputUse("notes", "DocumentReference/x", False, "no text")),
         study_time=T0, time_source="cohort manifest",
+        claims=(Claim("tachycardia", "vitals", "sepsis", "supported", "max heart rate 118 /min at 2024-03-01 07:00 UTC (tachycardia: > 100 /min)"),),
+        removed_claims=(Claim("rigors", "notes", "sepsis", "contradicted", 'the notes say otherwise: "No rigors." (progress note)'),),
     )
 
 
@@ -56,6 +58,8 @@ def _open(out, run_id="run1"):
 def test_case_result_json_round_trip_is_exact():
     for result in (_done("P1", 0, p1=0.1 + 2**-40), _failed("P2", 1)):
         assert CaseResult.from_json(result.to_json()) == result
+    back = CaseResult.from_json(_done("P3", 0).to_json()).prediction
+    assert isinstance(back.claims[0], Claim) and back.removed_claims[0].verdict == "contradicted"
 
 
 def test_result_row_orders_probabilities_by_name_and_one_hot_labels():
@@ -65,6 +69,9 @@ def test_result_row_orders_probabilities_by_name_and_one_hot_labels():
     assert row["conformal_set"] == ["sepsis"] and row["seconds_predict"] == 0.25
     assert row["used"] == ["image images/a.dcm (series 1.2): DX CHEST PA"] and row["not_used"] == ["notes DocumentReference/x: no text"]
     assert row["answered"] is True and row["refusal"] is None and row["time_source"] == "cohort manifest"
+    assert row["impression"] == "sepsis (tachycardia)."
+    assert row["claims"] == ["tachycardia (vitals, sepsis): supported: max heart rate 118 /min at 2024-03-01 07:00 UTC (tachycardia: > 100 /min)"]
+    assert row["removed_claims"] == ['rigors (notes, sepsis): contradicted: the notes say otherwise: "No rigors." (progress note)']
     failed = result_row(_failed("P2", 1), NAMES, "abc123", "0.1.0")
     assert failed["prob_sepsis"] is None and failed["label_sepsis"] is None and failed["model_id"] == "abc123"
     assert set(TIMING_COLUMNS) <= set(row)

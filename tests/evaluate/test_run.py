@@ -283,6 +283,14 @@ def test_run_evaluation_saves_calibration_that_the_predictor_then_uses(tiny, tmp
     assert evaluation["conformal"]["coverage"] == pytest.approx(covered)
     assert [r["inputs"] for r in evaluation["ablation"]["rows"]] == ["image", "notes", "vitals", "image+notes", "image+vitals", "notes+vitals", "all"]
     assert evaluation["impression"]["cases"] == len(test.items) == evaluation["summary"]["test_cases"]
+    assert evaluation["impression"]["raw"]["cases"] == len(test.items)
+    grounding = evaluation["grounding"]
+    assert grounding["impressions"]["grounded"]["texts"] == len(test.items)
+    assert grounding["impressions"]["grounded"]["with_contradicted_claim"] == 0.0
+    assert grounding["questions"]["answers"] == len(test.items) * grounding["questions"]["questions"] >= 50 * len(test.items)
+    # radiograph-finding thresholds fitted on the validation split and saved where the Predictor reads them
+    assert calibration["image_finding_thresholds"] == grounding["image_findings"]["thresholds"]
+    assert sorted(calibration["image_finding_thresholds"]) == sorted(DIAGNOSIS_NAMES)
     assert (tmp_path / "plots" / "roc.png").read_bytes()[:4] == b"\x89PNG"
 
 

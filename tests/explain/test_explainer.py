@@ -34,7 +34,9 @@ def test_every_target_and_method_on_the_inputs(predictor, study):
     with torch.no_grad():
         probs = predictor.probabilities(predictor.batch([study]))[0]
     assert result.probabilities == pytest.approx(dict(zip(names, probs.tolist())))
-    assert result.impression == predictor.model.generate(predictor.batch([study]), ["Impression:"])[0]
+    batch = predictor.batch([study])
+    draft = predictor.model.generate(batch, ["Impression:"])[0]
+    assert result.impression == predictor.ground(batch, probs[None], [draft])[0].text == predictor.predict(study).impression
     for e in result.explanations:
         assert _present(e) == MODALITIES_BY_METHOD[e.method]
         assert e.probability == (None if e.target == "impression" else pytest.approx(result.probabilities[e.target]))
@@ -109,7 +111,9 @@ def test_a_guided_impression_is_explained_as_the_predictor_writes_it(study):
     clauses = [model.generate(predictor.batch([study]), [guided_prompt([d])])[0] for d in named]  # one clause each
     parts = [t.strip().rstrip(".").strip() for t in clauses]
     expected = ", ".join(p for p in parts if p) + "."
-    assert result.impression == expected == predictor.predict(study).impression
+    batch = predictor.batch([study])
+    assert predictor.draft_impressions(batch, probs[None]) == [expected]  # the draft the relevance explains
+    assert result.impression == predictor.ground(batch, probs[None], [expected])[0].text == predictor.predict(study).impression
     assert result.get("impression", "rollout") is not None
     # the explained score is the sum of the clauses' log-likelihoods, each after its own guide
     target = impression_target(model, predictor.batch([study]), prompt=[guided_prompt([d]) for d in named])

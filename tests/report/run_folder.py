@@ -57,6 +57,11 @@ def context() -> dict:
         "impression": {"cases": 400, "positives": 250, "names_true_top": 0.62, "names_all_true": 0.41, "contradicts_none": 0.88,
                        "examples": [{"truth": ["pneumonia"], "impression": "Right lower lobe pneumonia."},
                                     {"truth": [], "impression": "No acute <finding>."}]},
+        "grounding": {"impressions": {"raw": {"with_contradicted_claim": 0.39, "with_unsupported_claim": 0.6},
+                                      "grounded": {"with_contradicted_claim": 0.0, "with_unsupported_claim": 0.01}},
+                      "questions": {"questions": 52, "answers": 20800, "with_contradicted_claim": 0.002,
+                                    "free_text": {"questions": ["Is there pneumonia?", "What supports pneumonia?"], "answers": 800,
+                                                  "lm": {"with_contradicted_claim": 0.49}, "composed": {"with_contradicted_claim": 0.0}}}},
     }
 
 

@@ -83,6 +83,11 @@ def test_tables_show_the_figures_of_evaluation_json(rendered, report_run):
     assert num(e["calibration"]["after"]["ece_pooled"]) in html
     assert "Right lower lobe pneumonia." in html and "No acute &lt;finding&gt;." in html  # generated text is escaped
     assert "label_noise at strength 0.9 for race = Black or African American (2054-5)" in html
+    g = e["grounding"]
+    assert f"raw LM draft <b>{pct(g['impressions']['raw']['with_contradicted_claim'])}</b>" in html
+    assert f"grounded (as given out) <b>{pct(g['impressions']['grounded']['with_contradicted_claim'])}</b>" in html
+    assert "Answers to 52 fixed questions" in html and f"<b>{pct(g['questions']['with_contradicted_claim'])}</b>" in html
+    assert "free-text answers to 2 of these questions" in html and f"<b>{pct(0.49)}</b> of 800" in html
 
 
 def test_fairness_section_names_the_flagged_group_with_its_interval(rendered, report_run):

@@ -112,7 +112,11 @@ def test_the_drafted_impression_follows_the_models_guide(service, ui_predictor, 
         ranked = [plain.diagnoses[k] for k in np.argsort(-probs, kind="stable")]  # most probable first: a clause each
         clauses = [model.generate(ui_predictor.batch([study]), [guided_prompt([d])])[0] for d in ranked]
         parts = [t.strip().rstrip(".").strip() for t in clauses]
-        assert drafted == ", ".join(p for p in parts if p) + "." == ui_predictor.predict(study).impression
+        draft = ", ".join(p for p in parts if p) + "."
+        batch = ui_predictor.batch([study])
+        assert ui_predictor.draft_impressions(batch, probs[None]) == [draft]
+        # what the page shows is the draft grounded against the study, as predict gives it
+        assert drafted == ui_predictor.ground(batch, probs[None], [draft])[0].text == ui_predictor.predict(study).impression
     finally:
         model.config = plain
 
