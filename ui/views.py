@@ -54,18 +54,25 @@ def names_list(names: Sequence[str]) -> str:
 
 
 def conformal_sentence(prediction: Prediction) -> str:
-    """The conformal set said plainly: the diagnoses the model cannot rule out at its coverage target."""
+    """The conformal set said plainly: the diagnoses the model cannot rule out at its coverage target.
+
+    The model is multi-label: each diagnosis is judged on its own, so the members of a set are
+    not alternatives to choose between; any number of them may be present together.
+    """
     if prediction.coverage_target is None:
         return "This model has no conformal calibration, so it gives no prediction set; read the probabilities with care."
     coverage = f"{prediction.coverage_target:.0%}"
     display = {s.name: s.display for s in prediction.scores}
     named = [display.get(n, n) for n in prediction.conformal_set]
     if not named:
-        return f"At {coverage} coverage the prediction set is empty: the model rules out every diagnosis it knows for this patient."
+        return (f"Prediction set at {coverage} coverage: empty. The model rules out every diagnosis it knows for this patient "
+                "(it can still be wrong).")
     if len(named) == 1:
-        return f"At {coverage} coverage the prediction set holds one diagnosis the model cannot rule out: {named[0]}."
-    which = "either" if len(named) == 2 else "any of them"
-    return f"The model cannot tell between {names_list(named)}: at {coverage} coverage it cannot rule out {which} (its prediction set)."
+        return (f"Prediction set at {coverage} coverage: {named[0]}. The model cannot rule it out; "
+                "it rules out the other diagnoses it knows.")
+    return (f"Prediction set at {coverage} coverage: {names_list(named)}. The model cannot rule out any of these "
+            f"{len(named)} diagnoses; each is judged on its own, so they may be present together. "
+            "It rules out the other diagnoses it knows.")
 
 
 def diagnoses_html(prediction: Prediction) -> str:

@@ -38,16 +38,18 @@ def prediction(probs: dict[str, float], in_set: tuple[str, ...], coverage: float
     )
 
 
-def test_conformal_set_is_said_plainly():
+def test_the_prediction_set_is_said_as_diagnoses_not_ruled_out_that_may_coexist():
     probs = {"pneumonia": 0.7, "heart_failure": 0.6, "sepsis": 0.1}
-    assert conformal_sentence(prediction(probs, ("pneumonia", "heart_failure"))) == (
-        "The model cannot tell between Pneumonia and Heart failure: at 90% coverage it cannot rule out either (its prediction set)."
-    )
+    two = conformal_sentence(prediction(probs, ("pneumonia", "heart_failure")))
+    assert two == ("Prediction set at 90% coverage: Pneumonia and Heart failure. The model cannot rule out any of these 2 diagnoses; "
+                   "each is judged on its own, so they may be present together. It rules out the other diagnoses it knows.")
     three = conformal_sentence(prediction(probs, ("pneumonia", "heart_failure", "sepsis")))
-    assert three.startswith("The model cannot tell between Pneumonia, Heart failure and Sepsis") and "any of them" in three
+    assert three.startswith("Prediction set at 90% coverage: Pneumonia, Heart failure and Sepsis.") and "present together" in three
+    for sentence in (two, three):  # a multi-label set lists diagnoses that can coexist, never alternatives to choose between
+        assert "tell between" not in sentence and "either" not in sentence
     one = conformal_sentence(prediction(probs, ("pneumonia",)))
-    assert one == "At 90% coverage the prediction set holds one diagnosis the model cannot rule out: Pneumonia."
-    assert "prediction set is empty" in conformal_sentence(prediction(probs, ()))
+    assert one == "Prediction set at 90% coverage: Pneumonia. The model cannot rule it out; it rules out the other diagnoses it knows."
+    assert "empty" in conformal_sentence(prediction(probs, ()))
     assert "no conformal calibration" in conformal_sentence(prediction(probs, (), coverage=None))
     assert names_list(["A"]) == "A" and names_list([]) == ""
 
