@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
+import time
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -82,6 +84,50 @@ def make_checker(users: Mapping[str, str]) -> Callable[[str, str], bool]:
         return stored is not None and password_matches(stored, password)
 
     return check
+
+
+class LoginThrottle:
+    """Exponential back-off on wrong passwords, per user name and client address.
+
+    Two counters grow with each failed sign-in: one for the (user name, client address) pair
+    and one for the client address across all user names (against trying many names). After
+    `free` failures of a counter (`free_per_address` for the address), each further failure
+    doubles that counter's wait: base, 2 x base, 4 x base ... up to `cap` seconds. While
+    either wait runs, sign-ins from that client for that user are refused without the password
+    being checked (so timing says nothing), and refused attempts do not lengthen the wait. A
+    success clears the pair's counter. The client address is the socket's peer, never a
+    forwarded-for header, which a client could set to anything.
+    """
+
+    def __init__(self, *, free: int = 3, free_per_address: int = 10, base: float = 1.0, cap: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.free, self.free_per_address, self.base, self.cap = free, free_per_address, base, cap
+        self.clock = clock
+        self._failures: dict[tuple, tuple[int, float]] = {}  # key -> (failures, time the wait ends)
+        self._lock = threading.Lock()
+
+    def _wait(self, failures: int, free: int) -> float:
+        return 0.0 if failures <= free else min(self.cap, self.base * 2.0 ** (failures - free - 1))
+
+    def retry_after(self, user: str, address: str) -> float:
+        """Seconds before this user may try again from this address (0: now)."""
+        now = self.clock()
+        with self._lock:
+            ends = [self._failures.get(k, (0, 0.0))[1] for k in (("pair", user, address), ("address", address))]
+        return max(0.0, max(ends) - now)
+
+    def failed(self, user: str, address: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) > 10_000:  # forget counters whose wait is over, so the table stays small
+                self._failures = {k: v for k, v in self._failures.items() if v[1] > now}
+            for key, free in ((("pair", user, address), self.free), (("address", address), self.free_per_address)):
+                failures = self._failures.get(key, (0, 0.0))[0] + 1
+                self._failures[key] = (failures, now + self._wait(failures, free))
+
+    def succeeded(self, user: str, address: str) -> None:
+        with self._lock:
+            self._failures.pop(("pair", user, address), None)
 
 
 def _check_hash(value: str, source: str, number: int) -> None:

@@ -2,21 +2,29 @@
 
 `Page` holds the interface's output components (set by `ui.app.build_app`) and turns a `Case`
 into {component: value} updates, one method per stage, so each stage sends only what it changed.
-`summary` is the case as the API returns it, without patient data.
+A new analysis first empties every result (`starting`), so the previous patient never stays on
+the page under a new input. `summary` is the case as the API returns it, without patient data.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+from collections import OrderedDict
 from typing import Any
 
 import gradio as gr
 
 from medmm.errors import MedmmError
-from medmm.explain.mapping import model_series
 from medmm.records import MODALITIES
 from ui.audit_card import card_html
+from ui.dicom_header import DicomHeader, header_table
+from ui.evidence import EMPTY, SideViews, model_series_index, overlay_payloads, side_views
+from ui.header import header_html, pending_header
+from ui.localtime import Zone
+from ui.notes_view import notes_evidence
 from ui.session import Case, ClinicianService
+from ui.viewer import colour_payload, grey_payload, orientation_markers
 from ui.views import (
     MODALITY_LABELS,
     diagnoses_html,
@@ -24,36 +32,24 @@ from ui.views import (
     message_html,
     modalities_html,
     n_slices,
-    notes_fragment,
-    overlay_caption,
-    overlay_frame,
+    preset_window,
+    slice_frame,
     viewer_frame,
-    vitals_chart,
-    warnings_html,
     window_presets,
 )
 
 log = logging.getLogger(__name__)
-CSS = """
-.medmm-disclaimer{background:#fff4e5;border:2px solid #b45309;padding:.6em 1em;border-radius:6px;color:#7c2d12}
-.medmm-status.medmm-error{background:#fee2e2;border:1px solid #b91c1c;color:#7f1d1d;padding:.5em;border-radius:4px}
-.medmm-status.medmm-warning{background:#fef9c3;padding:.5em;border-radius:4px}
-.medmm-diagnoses table,.medmm-group-card table{border-collapse:collapse;width:100%}
-.medmm-group-card{overflow-x:auto;font-size:90%}
-.medmm-diagnoses td,.medmm-diagnoses th,.medmm-group-card td,.medmm-group-card th{border-bottom:1px solid #ddd;padding:.25em .5em;text-align:left}
-.medmm-bar{height:4px;background:#2563eb}
-.medmm-inset{background:#dbeafe;border-radius:3px;padding:0 .3em}
-.medmm-missing{color:#b91c1c}.medmm-unused{color:#b45309}
-.medmm-notes pre{white-space:pre-wrap;font-family:inherit;line-height:1.6}.unread{color:#999}
-#medmm-viewer img,#medmm-overlay-attention img,#medmm-overlay-gradcam img{width:100%;height:100%;object-fit:contain;image-rendering:pixelated}
-"""
+SIDES = ("a", "b")
 
 
 class Page:
     """The page's output components, and the values a case gives them."""
 
     token: gr.State
+    form: gr.State  # the feedback form: {"id": this filling-in, "recorded": the audit event of the last one sent}
     status: gr.HTML
+    notice: gr.HTML
+    header: gr.HTML
     modalities: gr.HTML
     diagnoses: gr.HTML
     impression: gr.HTML
@@ -61,70 +57,69 @@ class Page:
     series: gr.Dropdown
     preset: gr.Radio
     slice: gr.Slider
-    viewer: gr.Image
+    viewer: gr.HTML
+    dicom: gr.HTML
     target: gr.Dropdown
-    overlay_attention: gr.Image
-    overlay_gradcam: gr.Image
-    vitals: gr.Image
-    notes: gr.HTML
+    compare: gr.Dropdown
     answer: gr.Textbox
+    verdict: gr.Radio
+    named: gr.CheckboxGroup
+    comment: gr.Textbox
     feedback_status: gr.HTML
     summary: gr.JSON
 
     def __init__(self, service: ClinicianService):
         self.service = service
+        self.sides: dict[str, dict[str, gr.HTML]] = {}  # side -> {"attention", "gradcam", "vitals", "notes"}
+        self._headers: OrderedDict[tuple[str, int], tuple[DicomHeader | None, str]] = OrderedDict()
 
     def stage_outputs(self) -> list:
-        """Every component a stage may update, in the order the API returns them (the State is not returned)."""
-        return [self.token, self.status, self.modalities, self.diagnoses, self.impression, self.card, self.series, self.preset, self.slice,
-                self.viewer, self.target, self.overlay_attention, self.overlay_gradcam, self.vitals, self.notes, self.answer,
-                self.feedback_status, self.summary]
+        """Every component a stage may update, in the order the API returns them (States are not returned)."""
+        evidence = [self.sides[s][k] for s in SIDES for k in ("attention", "gradcam", "vitals", "notes")]
+        return [self.token, self.form, self.status, self.notice, self.header, self.modalities, self.diagnoses, self.impression, self.card,
+                self.series, self.preset, self.slice, self.viewer, self.dicom, self.target, self.compare, *evidence, self.answer,
+                self.verdict, self.named, self.comment, self.feedback_status, self.summary]
 
-    def loaded(self, case: Case) -> dict:
-        """The input as read: counts and warnings, modalities present, the group card, the viewer; earlier results emptied."""
+    # -- stages --------------------------------------------------------------------------------
+
+    def starting(self, what: str, names: list[str]) -> dict:
+        """A new analysis: every earlier result emptied at once, the input named."""
+        out = self.cleared(f"Reading {what}...", "info")
+        out[self.header] = pending_header(names) if names else pending_header([what])
+        return out
+
+    def loaded(self, case: Case, zone: Zone) -> dict:
+        """The input as read: header (patient, date, files, warnings), modalities present, the group card, the viewer."""
         study = case.study
         vitals = "vital signs" if study.vitals is not None else "no vital signs"
         counts = f"{len(study.images)} image series, {len(study.notes)} note(s), {vitals}"
         series = [(series_label(s), i) for i, s in enumerate(study.images)]
         out = {
             self.token: case.token,
-            self.status: message_html(f"Read {counts}. Ranking diagnoses...") + warnings_html([str(w) for w in study.warnings]),
+            self.form: {"id": secrets.token_hex(8), "recorded": None},
+            self.status: message_html(f"Read {counts}. Ranking diagnoses..."),
+            self.header: header_html(study, None, case.folder, zone),
             self.modalities: "".join(f"<p>{MODALITY_LABELS[m]}: {'present' if m in study.modalities else 'missing'}</p>" for m in MODALITIES),
-            self.diagnoses: "", self.impression: "", self.answer: "", self.feedback_status: "",
             self.card: card_html(case.card) if case.card else "",
             self.series: gr.update(choices=series, value=0 if series else None, visible=bool(series)),
-            self.vitals: None, self.notes: notes_fragment(study, None, "Clinical notes"),
-            self.overlay_attention: None, self.overlay_gradcam: None,
         }
+        out.update(self.evidence(case, None, 0.0, zone, "a"))
         out.update(self.viewer_for(case, 0))
         return out
 
-    def viewer_for(self, case: Case | None, index: int | None, preset: str | None = None, slice_index: int | None = None) -> dict:
-        """The viewer on series `index`: its window presets, and a slice slider (middle slice first) for a volume."""
-        images = case.study.images if case is not None else ()
-        if index is None or not images:
-            return {self.viewer: None, self.preset: gr.update(choices=[], value=None, visible=False), self.slice: gr.update(visible=False)}
-        series = images[int(index) % len(images)]
-        presets = window_presets(series)
-        preset = preset if preset in presets else presets[0]
-        count = n_slices(series)
-        middle = count // 2 if slice_index is None else int(slice_index)
-        return {
-            self.viewer: viewer_frame(series, preset, middle),
-            self.preset: gr.update(choices=presets, value=preset, visible=True),
-            self.slice: gr.update(minimum=0, maximum=max(count - 1, 1), value=middle, step=1, visible=count > 1, interactive=count > 1),
-        }
-
-    def diagnosed(self, case: Case) -> dict:
-        """The first result: ranked diagnoses with the prediction set, modalities used and missing."""
+    def diagnosed(self, case: Case, zone: Zone) -> dict:
+        """The first result: ranked diagnoses with the prediction set, the header with what the model used."""
         p = case.prediction
         top = p.scores[0].name if p.scores else None
+        choices = [(s.display, s.name) for s in p.scores]
         message = "Ranked diagnoses ready. Drafting the impression..." if p.answered else "No answer: nothing this model can read."
         return {
-            self.status: message_html(message) + warnings_html(list(p.warnings)),
+            self.status: message_html(message),
+            self.header: header_html(case.study, p, case.folder, zone),
             self.diagnoses: diagnoses_html(p),
             self.modalities: modalities_html(p, case.study),
-            self.target: gr.update(choices=[(s.display, s.name) for s in p.scores], value=top),
+            self.target: gr.update(choices=choices, value=top),
+            self.compare: gr.update(choices=choices, value=None),
             self.summary: summary(case),
         }
 
@@ -136,46 +131,110 @@ class Page:
             self.summary: summary(case),
         }
 
-    def explained(self, case: Case, target: str, opacity: float) -> dict:
-        """The explanations of `target` and the total time."""
+    def explained(self, case: Case, target: str, opacity: float, zone: Zone) -> dict:
+        """The explanations of `target` (first column) and the total time."""
         total = sum(case.seconds.values())
         out = {self.status: message_html(f"Done in {total:.1f} s. Research use only: check every finding yourself."), self.summary: summary(case)}
-        out.update(self.explanation_views(case, target, opacity))
+        out.update(self.evidence(case, target, opacity, zone, "a"))
         return out
 
-    def explanation_views(self, case: Case, target: str, opacity: float) -> dict:
-        """Attention and Grad-CAM overlays at `opacity`, the vitals chart and the notes shaded by attention, for `target`."""
-        result = case.explanations.get(target)
-        series = model_series(case.study)
-        views: dict[Any, Any] = {self.overlay_attention: None, self.overlay_gradcam: None}
-        if result is None:
-            return views
-        probability = result.probabilities.get(target)
-        for method, component in (("attention", self.overlay_attention), ("gradcam", self.overlay_gradcam)):
-            e = result.get(target, method)
-            if e is not None and e.image is not None and series is not None:
-                frame = overlay_frame(series, e.image, opacity)
-                views[component] = gr.update(value=frame, label=overlay_caption(target, probability, method))
-        default = result.get(target, "attention")
-        title = overlay_caption(target, probability, "attention")
-        chart = self.service.render_dir(case.token) / f"vitals-{target}.png"
-        views[self.vitals] = vitals_chart(case.study, default.vitals if default else None, title, chart)
-        views[self.notes] = notes_fragment(case.study, default.notes if default else None, title)
-        return views
+    def finished_without_answer(self, case: Case) -> dict:
+        return {self.status: message_html("No answer: nothing this model can read (see the files above)."), self.summary: summary(case)}
+
+    def evidence(self, case: Case | None, target: str | None, opacity: float, zone: Zone, side: str) -> dict:
+        """The four evidence views of one column; with no target, the notes plain and the chart unshaded."""
+        components = self.sides[side]
+        if case is None:
+            views = EMPTY
+        elif target is None:
+            views = SideViews("", "", "", notes_evidence(case.study, zone, "") if case.study.notes else "")
+        else:
+            index = model_series_index(case.study)
+            markers = self.markers(case, index) if index is not None else (None, "")
+            views = side_views(case, target, opacity, zone, markers)
+        return {components["attention"]: views.attention, components["gradcam"]: views.gradcam,
+                components["vitals"]: views.vitals, components["notes"]: views.notes}
+
+    def overlays(self, case: Case, target: str, opacity: float) -> tuple[str, str]:
+        """The (attention, Grad-CAM) overlay payloads of `target` at `opacity`."""
+        index = model_series_index(case.study)
+        return overlay_payloads(case, target, opacity, self.markers(case, index) if index is not None else (None, ""))
 
     def cleared(self, message: str, kind: str = "error") -> dict:
         """Every output emptied and `message` shown (a failed load must not leave the previous patient on the page)."""
-        out = {c: None for c in (self.viewer, self.overlay_attention, self.overlay_gradcam, self.vitals, self.summary)}
-        out.update({c: "" for c in (self.modalities, self.diagnoses, self.impression, self.card, self.notes, self.answer, self.feedback_status)})
+        out: dict[Any, Any] = {c: "" for c in (self.notice, self.header, self.modalities, self.diagnoses, self.impression, self.card,
+                                                 self.viewer, self.dicom, self.answer, self.feedback_status, self.comment)}
+        for side in SIDES:
+            out.update({c: "" for c in self.sides[side].values()})
         out.update({
             self.token: None,
+            self.form: None,
+            self.summary: None,
             self.status: message_html(message, kind),
             self.series: gr.update(choices=[], value=None, visible=False),
             self.preset: gr.update(choices=[], value=None, visible=False),
             self.slice: gr.update(visible=False),
             self.target: gr.update(choices=[], value=None),
+            self.compare: gr.update(choices=[], value=None),
+            self.verdict: gr.update(value=None),
+            self.named: gr.update(value=[]),
         })
         return out
+
+    # -- the viewer ----------------------------------------------------------------------------
+
+    def header_of(self, case: Case, index: int) -> tuple[DicomHeader | None, str]:
+        """The shown DICOM header of a series' first file (kept for the last few series), or why there is none."""
+        key = (case.token, index)
+        if key not in self._headers:
+            try:
+                found: tuple[DicomHeader | None, str] = (self.service.dicom_header(case.token, index), "")
+            except MedmmError as err:
+                found = (None, str(err))
+            except Exception as err:  # noqa: BLE001 - an unreadable header must not stop the viewer
+                found = (None, f"the header could not be read ({type(err).__name__})")
+            self._headers[key] = found
+            while len(self._headers) > 64:
+                self._headers.popitem(last=False)
+        return self._headers[key]
+
+    def markers(self, case: Case, index: int) -> tuple[dict | None, str]:
+        header, _ = self.header_of(case, index)
+        return orientation_markers(case.study.images[index], header.patient_orientation if header else None)
+
+    def viewer_for(self, case: Case | None, index: int | None, preset: str | None = None, slice_index: int | None = None) -> dict:
+        """The viewer on series `index`: its window presets, a slice slider (middle slice first) for a volume, its header."""
+        images = case.study.images if case is not None else ()
+        if index is None or not images:
+            return {self.viewer: "", self.dicom: "", self.preset: gr.update(choices=[], value=None, visible=False),
+                    self.slice: gr.update(visible=False)}
+        index = int(index) % len(images)
+        series = images[index]
+        presets = window_presets(series)
+        preset = preset if preset in presets else presets[0]
+        count = n_slices(series)
+        middle = count // 2 if slice_index is None else int(slice_index)
+        header, problem = self.header_of(case, index)
+        return {
+            self.viewer: self.viewer_payload(case, index, preset, middle),
+            self.dicom: header_table(header, problem),
+            self.preset: gr.update(choices=presets, value=preset, visible=True),
+            self.slice: gr.update(minimum=0, maximum=max(count - 1, 1), value=middle, step=1, visible=count > 1, interactive=count > 1),
+        }
+
+    def viewer_payload(self, case: Case, index: int, preset: str, slice_index: int) -> str:
+        """The viewer's value for one slice of a series through a window preset (the browser windows it further)."""
+        series = case.study.images[index]
+        markers, note = self.markers(case, index)
+        count = n_slices(series)
+        where = f" \u00b7 slice {min(max(slice_index, 0), count - 1) + 1} of {count}" if count > 1 else ""
+        caption = f"{series_label(series)}{where} \u00b7 {preset}"
+        key = f"{case.token}:{index}"
+        if series.is_colour:
+            return colour_payload(viewer_frame(series, preset, slice_index), key=key, caption=caption, markers=markers, note=note)
+        frame = slice_frame(series, slice_index)
+        return grey_payload(series, frame, preset_window(series, frame, preset), key=key, preset=preset, caption=caption,
+                            markers=markers, note=note)
 
 
 def series_label(series) -> str:

@@ -24,13 +24,15 @@ from typing import Iterator, Mapping, Sequence
 
 from medmm.audit_store import VERDICTS, AuditStore, InputDigest, default_path, input_digests
 from medmm.codes import DIAGNOSIS_NAMES
-from medmm.errors import CohortError, ConfigError, InputError, MedmmError
+from medmm.errors import ConfigError, InputError
 from medmm.explain.explainer import StudyExplanation, explain_study
-from medmm.io import classify_files, load_study
-from medmm.io.pacs import StudySummary, retrieve_study, search_studies
-from medmm.records import Issue, Prediction, Study
+from medmm.records import Prediction, Study
 from ui.audit_card import GroupCard, group_card, load_audit, model_ids
-from ui.uploads import stage_uploads
+from ui.dicom_header import DicomHeader, read_header
+from ui.files import relative
+from ui.inputs import CaseInputs, relative_message  # noqa: F401 - re-exported
+from ui.patient import effective_demographics
+from ui.signed import SignedEvidence, signed_evidence
 
 log = logging.getLogger(__name__)
 EXPLAIN_METHODS = ("attention", "gradcam")
@@ -51,6 +53,8 @@ class Settings:
     max_cases: int = 16  # open cases kept in memory
     max_new_tokens: int | None = None  # impression length (None: the model's default)
     explain_methods: tuple[str, ...] = EXPLAIN_METHODS
+    signed_notes: bool = True  # also compute signed word and hour evidence (integrated gradients)
+    analysis_slots: int = 2  # analyses that run at once; others wait for a slot, and say so
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Case:
     event_id: str | None = None  # audit event of the prediction
     seconds: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds
     card: GroupCard | None = None
+    signed: Mapping[str, SignedEvidence | None] = field(default_factory=dict)  # diagnosis -> signed evidence (None: no notes or vitals)
 
 
 def find_audit_dir(model_dir: Path) -> Path | None:
@@ -87,18 +92,7 @@ def find_model_card(model_dir: Path, audit_dir: Path | None) -> Path | None:
     return next((p for p in places if p.is_file()), None)
 
 
-def relative_message(err: MedmmError, folder: Path) -> str:
-    """The error's message with paths inside the case folder shown relative to it."""
-    return _strip(str(err), folder)
-
-
-def _strip(text: str, folder: Path) -> str:
-    for prefix in (str(folder.resolve()), str(folder)):
-        text = text.replace(prefix + "/", "").replace(prefix, ".")
-    return text
-
-
-class ClinicianService:
+class ClinicianService(CaseInputs):
     """Cases, predictions, explanations, questions and feedback for the clinician interface."""
 
     def __init__(self, settings: Settings, *, predictor=None, store: AuditStore | None = None):
@@ -116,6 +110,8 @@ class ClinicianService:
         self.model_ids = model_ids(settings.model_dir) | {self.predictor.model_id}
         self._cases: OrderedDict[str, Case] = OrderedDict()
         self._lock = threading.Lock()
+        self._feedback: dict[tuple[str, str], str] = {}  # (case token, form submission id) -> audit event
+        self.slots = threading.BoundedSemaphore(max(settings.analysis_slots, 1))
         preprocess = self.predictor.model.config.preprocess
         self._grid = {"window_hours": preprocess.window_hours, "step_minutes": preprocess.step_minutes}
 
@@ -141,13 +137,9 @@ class ClinicianService:
     def _discard(self, case: Case) -> None:
         if case.origin != "demo" and case.folder.is_relative_to(self.cases_dir):
             shutil.rmtree(case.folder, ignore_errors=True)
-        shutil.rmtree(self.work_dir / "renders" / case.token, ignore_errors=True)
-
-    def render_dir(self, token: str) -> Path:
-        """A folder for the case's drawn views (deleted with the case)."""
-        folder = self.work_dir / "renders" / token
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        with self._lock:
+            for key in [k for k in self._feedback if k[0] == case.token]:
+                del self._feedback[key]
 
     def get(self, token: str | None) -> Case:
         """The open case with this token (InputError when it was closed or never opened)."""
@@ -169,123 +161,9 @@ class ClinicianService:
 
     def _open(self, token: str, study: Study, origin: str, folder: Path, start: float) -> Case:
         """A new case with its input files hashed for the audit trail and its group card, kept open."""
-        card = group_card(self.audit, study.demographics, self.model_ids)
+        card = group_card(self.audit, effective_demographics(study), self.model_ids)
         case = Case(token, study, origin, folder, input_digests([folder]), card=card, seconds={"load": time.perf_counter() - start})
         return self._keep(case)
-
-    def open_uploads(self, paths: Sequence[str | Path]) -> Case:
-        """Read uploaded files (DICOM, zips of a patient folder, FHIR JSON/NDJSON, vitals CSV/Parquet) into a case.
-
-        One plain file is read strictly (its error is raised); several files are read leniently
-        (bad ones become warnings), but a case from which nothing usable was read is an error.
-        """
-        if not paths:
-            raise InputError("no files were uploaded", where="upload")
-        start = time.perf_counter()
-        token, folder = self._new_folder()
-        try:
-            staged, issues = stage_uploads(paths, folder)
-            single = staged[0] if len(staged) == 1 and staged[0].is_file() else None
-            study = load_study(single or folder, patient_id=self._record_patient(folder) or f"upload-{token[:8]}", **self._grid)
-            if issues:
-                study = dataclasses.replace(study, warnings=tuple(issues) + study.warnings)
-            if not study.provenance:  # not one file was read (a record with demographics alone is fine)
-                raise InputError(self._nothing_read(study, folder), where="upload")
-            study = self._relative(study, folder)
-        except MedmmError as err:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise type(err)(relative_message(err, folder)) from None
-        except Exception:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        log.info("case opened from %d upload(s): %s", len(paths), ", ".join(study.modalities) or "no modality")
-        return self._open(token, study, "upload", folder, start)
-
-    def _record_patient(self, folder: Path) -> str | None:
-        """The patient id of the uploaded FHIR record (None when there is none or it names several patients)."""
-        from medmm.io.fhir import read_fhir
-
-        fhir = classify_files(folder).fhir
-        if not fhir:
-            return None
-        try:
-            return read_fhir(list(fhir)).patient_id
-        except MedmmError:
-            return None
-
-    @staticmethod
-    def _nothing_read(study: Study, folder: Path) -> str:
-        """Why nothing was read, naming files: a DICOM set that failed as a whole is retried file by file for its causes."""
-        from medmm.io.dicom import read_dicom
-
-        problems = []
-        dicom = classify_files(folder).dicom
-        for f in dicom:
-            try:
-                read_dicom(f)
-            except MedmmError as err:
-                problems.append(relative_message(err, folder))
-        done = {"", ".", str(folder), *(str(f) for f in dicom)}
-        problems += [_strip(str(w), folder) for w in study.warnings if w.kind == "skipped" and w.source not in done]
-        if problems:
-            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-            return "nothing usable was read: " + "; ".join(problems[:3]) + more
-        return "nothing usable was read (expected DICOM, FHIR JSON/NDJSON or a CSV/Parquet vitals table)"
-
-    @staticmethod
-    def _relative(study: Study, folder: Path) -> Study:
-        warnings = tuple(Issue(_strip(w.source, folder), w.where, _strip(w.message, folder), w.kind) for w in study.warnings)
-        return dataclasses.replace(study, warnings=warnings)
-
-    def demo_patients(self) -> list[tuple[str, str]]:
-        """(label, patient id) of the demo cohort's patients, test split first; [] when no cohort is set."""
-        if self.settings.cohort_dir is None:
-            return []
-        from medmm.io.cohort import Cohort
-
-        try:
-            cohort = Cohort.open(self.settings.cohort_dir)
-        except MedmmError:
-            return []
-        order = {"test": 0, "val": 1}
-        entries = sorted(cohort.entries, key=lambda e: (order.get(e.split or "", 2), e.patient_id))
-        return [(f"{e.patient_id} ({e.split or 'no'} split)", e.patient_id) for e in entries]
-
-    def open_demo(self, patient_id: str) -> Case:
-        """A patient of the demo cohort (read in place; nothing is copied)."""
-        from medmm.io.cohort import Cohort
-
-        if self.settings.cohort_dir is None:
-            raise ConfigError("no demo cohort is configured", where="cohort")
-        start = time.perf_counter()
-        cohort = Cohort.open(self.settings.cohort_dir)
-        index = next((i for i, e in enumerate(cohort.entries) if e.patient_id == patient_id), None)
-        if index is None:
-            raise CohortError("no such patient in the demo cohort", path=cohort.root / "manifest.csv", where="patient_id")
-        study = cohort.load(index, **self._grid)
-        log.info("case opened from the demo cohort: %s", ", ".join(study.modalities) or "no modality")
-        return self._open(secrets.token_hex(16), study, "demo", cohort.entries[index].folder, start)
-
-    def search_pacs(self, patient_id: str) -> list[StudySummary]:
-        """Studies of a patient on the configured DICOMweb server."""
-        if not self.settings.pacs_url:
-            raise ConfigError("no DICOMweb server is configured", where="pacs")
-        return search_studies(self.settings.pacs_url, patient_id)
-
-    def open_pacs(self, study_uid: str, patient_id: str) -> Case:
-        """Pull one study from the DICOMweb server into a case."""
-        if not self.settings.pacs_url:
-            raise ConfigError("no DICOMweb server is configured", where="pacs")
-        start = time.perf_counter()
-        token, folder = self._new_folder()
-        try:
-            files = retrieve_study(self.settings.pacs_url, study_uid, folder)
-            study = self._relative(load_study(folder, patient_id=patient_id, **self._grid), folder)
-        except MedmmError as err:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise type(err)(relative_message(err, folder)) from None
-        log.info("case opened from DICOMweb: %d file(s)", len(files))
-        return self._open(token, study, "pacs", folder, start)
 
     # -- analysis ------------------------------------------------------------------------------
 
@@ -323,9 +201,9 @@ class ClinicianService:
 
         start = time.perf_counter()
         top = prediction.scores[0].name
-        explained = self._explanation(case, top)
+        explained, signed = self._explanation(case, top)
         times["explanations"] = time.perf_counter() - start
-        case = self._update(case, stage="explanations", explanations=explained, seconds=dict(times))
+        case = self._update(case, stage="explanations", explanations=explained, signed=signed, seconds=dict(times))
         log.info("case analysed: %s", ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
         yield case
 
@@ -339,24 +217,44 @@ class ClinicianService:
             probs = self.predictor.probabilities(batch)
             return self.predictor.impressions(batch, probs, max_new_tokens=self.settings.max_new_tokens)[0]
 
-    def _explanation(self, case: Case, diagnosis: str) -> dict[str, StudyExplanation]:
-        explained = dict(case.explanations)
-        if diagnosis in explained or not case.study.modalities:
-            return explained
-        with self.predictor.lock:  # hooks on the shared model: one explanation or prediction at a time
-            explained[diagnosis] = explain_study(
-                self.predictor, case.study, methods=self.settings.explain_methods, diagnoses=[diagnosis], impression=False
-            )
-        return explained
+    def _explanation(self, case: Case, diagnosis: str) -> tuple[dict[str, StudyExplanation], dict[str, SignedEvidence | None]]:
+        """Attention and Grad-CAM of `diagnosis`, and its signed evidence (integrated gradients), added to the case's."""
+        explained, signed = dict(case.explanations), dict(case.signed)
+        if not case.study.modalities:
+            return explained, signed
+        if diagnosis not in explained:
+            with self.predictor.lock:  # hooks on the shared model: one explanation or prediction at a time
+                explained[diagnosis] = explain_study(
+                    self.predictor, case.study, methods=self.settings.explain_methods, diagnoses=[diagnosis], impression=False
+                )
+        if self.settings.signed_notes and diagnosis not in signed:
+            signed[diagnosis] = signed_evidence(self.predictor, case.study, diagnosis)
+        return explained, signed
 
     def explain(self, token: str, diagnosis: str) -> Case:
         """The case with `diagnosis` explained (computed once, then kept)."""
         if diagnosis not in self.predictor.model.config.diagnoses:
             raise ConfigError("unknown diagnosis", where="explain target")
         case = self.get(token)
-        if diagnosis in case.explanations:
+        if diagnosis in case.explanations and (diagnosis in case.signed or not self.settings.signed_notes):
             return case
-        return self._update(case, explanations=self._explanation(case, diagnosis))
+        explained, signed = self._explanation(case, diagnosis)
+        return self._update(case, explanations=explained, signed=signed)
+
+    def dicom_header(self, token: str, series_index: int) -> DicomHeader:
+        """The shown part of the header of the first file of a series of an open case (read from the case's own folder only)."""
+        case = self.get(token)
+        images = case.study.images
+        if not images:
+            raise InputError("this case has no image", where="dicom header")
+        series = images[int(series_index) % len(images)]
+        if not series.source_files:
+            raise InputError("this series names no file", where="dicom header")
+        path = Path(series.source_files[0])
+        folder = case.folder.resolve()
+        if not path.resolve().is_relative_to(folder) or not path.is_file():
+            raise InputError("the series' file is not in the case folder", where="dicom header")
+        return read_header(path, relative(str(path), case.folder))
 
     # -- questions and feedback ----------------------------------------------------------------
 
@@ -376,12 +274,14 @@ class ClinicianService:
         log.info("question answered in %.2f s", time.perf_counter() - start)
         return answer.strip()
 
-    def feedback(self, token: str, verdict: str, diagnoses: Sequence[str] = (), *, user: str | None = None) -> str:
-        """Record the clinician's verdict on the case's prediction; returns the audit event id.
+    def feedback(self, token: str, verdict: str, diagnoses: Sequence[str] = (), *, user: str | None = None,
+                 submission: str | None = None) -> tuple[str, bool]:
+        """Record the clinician's verdict on the case's prediction; returns (audit event id, whether it is new).
 
         agree: the diagnoses confirmed (default: the prediction set, else the top diagnosis);
         disagree: the diagnoses the clinician would name instead (a correction; may be empty);
-        unsure: no diagnoses needed.
+        unsure: no diagnoses needed. `submission` identifies one filling-in of the form: the same
+        submission sent again (a double click, a retried request) is recorded once.
         """
         if verdict not in VERDICTS:
             raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}", where="feedback.verdict")
@@ -394,8 +294,15 @@ class ClinicianService:
             raise ConfigError(f"diagnoses must be among {', '.join(DIAGNOSIS_NAMES)}", where="feedback.diagnoses")
         if verdict == "agree" and not named:
             named = list(case.prediction.conformal_set) or [s.name for s in case.prediction.scores[:1]]
-        event = self.store.record_feedback(
-            case.prediction, verdict=verdict, diagnoses=named, model_dir=self.settings.model_dir, user=user, source="ui", digests=case.digests
-        )
+        key = (case.token, submission) if submission else None
+        with self._lock:
+            if key is not None and key in self._feedback:
+                return self._feedback[key], False
+            event = self.store.record_feedback(
+                case.prediction, verdict=verdict, diagnoses=named, model_dir=self.settings.model_dir, user=user, source="ui",
+                digests=case.digests,
+            )
+            if key is not None:
+                self._feedback[key] = event
         log.info("feedback recorded (%s)", verdict)
-        return event
+        return event, True

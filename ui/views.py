@@ -7,15 +7,13 @@ is testable without a browser. Text from files (note text, descriptions) is alwa
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from medmm.codes import ETHNICITIES, RACES
-from medmm.explain.mapping import ImageMap, NotesMap, VitalsMap, model_pixels
-from medmm.explain.render import DISCLAIMER, apply_window, caption, display_window, highlight, overlay, render_vitals, slice_to_draw
+from medmm.explain.mapping import ImageMap, model_pixels
+from medmm.explain.render import DISCLAIMER, apply_window, caption, display_window, overlay, slice_to_draw
 from medmm.records import MODALITIES, ImageSeries, Prediction, Study
 
 MODALITY_LABELS = {"image": "Imaging", "notes": "Clinical notes", "vitals": "Vital signs"}
@@ -54,18 +52,25 @@ def names_list(names: Sequence[str]) -> str:
 
 
 def conformal_sentence(prediction: Prediction) -> str:
-    """The conformal set said plainly: the diagnoses the model cannot rule out at its coverage target."""
+    """The conformal set said plainly: the diagnoses the model cannot rule out at its coverage target.
+
+    The model is multi-label: each diagnosis is judged on its own, so the members of a set are
+    not alternatives to choose between; any number of them may be present together.
+    """
     if prediction.coverage_target is None:
         return "This model has no conformal calibration, so it gives no prediction set; read the probabilities with care."
     coverage = f"{prediction.coverage_target:.0%}"
     display = {s.name: s.display for s in prediction.scores}
     named = [display.get(n, n) for n in prediction.conformal_set]
     if not named:
-        return f"At {coverage} coverage the prediction set is empty: the model rules out every diagnosis it knows for this patient."
+        return (f"Prediction set at {coverage} coverage: empty. The model rules out every diagnosis it knows for this patient "
+                "(it can still be wrong).")
     if len(named) == 1:
-        return f"At {coverage} coverage the prediction set holds one diagnosis the model cannot rule out: {named[0]}."
-    which = "either" if len(named) == 2 else "any of them"
-    return f"The model cannot tell between {names_list(named)}: at {coverage} coverage it cannot rule out {which} (its prediction set)."
+        return (f"Prediction set at {coverage} coverage: {named[0]}. The model cannot rule it out; "
+                "it rules out the other diagnoses it knows.")
+    return (f"Prediction set at {coverage} coverage: {names_list(named)}. The model cannot rule out any of these "
+            f"{len(named)} diagnoses; each is judged on its own, so they may be present together. "
+            "It rules out the other diagnoses it knows.")
 
 
 def diagnoses_html(prediction: Prediction) -> str:
@@ -112,15 +117,6 @@ def modalities_html(prediction: Prediction, study: Study) -> str:
     return f'<div class="medmm-modalities"><ul>{"".join(items)}</ul>{detail}{note}</div>'
 
 
-def warnings_html(warnings: Sequence[str], limit: int = 20) -> str:
-    """What was skipped or assumed while reading the input (file and place named, no values)."""
-    if not warnings:
-        return ""
-    shown = "".join(f"<li>{html.escape(w)}</li>" for w in warnings[:limit])
-    more = f"<li>and {len(warnings) - limit} more</li>" if len(warnings) > limit else ""
-    return f'<details class="medmm-warnings"><summary>{len(warnings)} input warning(s)</summary><ul>{shown}{more}</ul></details>'
-
-
 def impression_html(prediction: Prediction) -> str:
     """The drafted impression, marked as a draft."""
     text = prediction.impression.strip() or "(the model drafted an empty impression)"
@@ -138,24 +134,6 @@ def group_label(attribute: str, group: str) -> str:
 def attribute_label(attribute: str) -> str:
     """An audit attribute as people read it, e.g. "Sex x Age band"."""
     return " x ".join(ATTRIBUTE_LABELS.get(a, a) for a in attribute.split(" x "))
-
-
-def notes_fragment(study: Study, notes: NotesMap | None, title: str) -> str:
-    """The notes the model read with each word shaded by relevance (or plain, when no map was computed)."""
-    if not study.notes:
-        return '<div class="medmm-notes"><p>No clinical notes in this study.</p></div>'
-    parts = [f'<div class="medmm-notes"><p class="medmm-caption">{html.escape(title)}</p>']
-    indices = notes.notes if notes is not None else tuple(range(len(study.notes)))
-    top = max((w.relevance for w in notes.words), default=0.0) if notes is not None else 0.0
-    for index in indices:
-        note = study.notes[index]
-        head = " ".join(x for x in (note.type_display or note.type_code or "Note", note.time.isoformat() if note.time else "") if x)
-        body = highlight(note.text, notes.for_note(index), top) if notes is not None else html.escape(note.text)
-        parts.append(f'<section class="medmm-note"><h4>{html.escape(head)}</h4><pre>{body}</pre></section>')
-    if notes is not None and len(indices) < len(study.notes):
-        parts.append(f"<p>{len(study.notes) - len(indices)} older note(s) were not read by the model.</p>")
-    parts.append("</div>")
-    return "".join(parts)
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -189,6 +167,14 @@ def n_slices(series: ImageSeries) -> int:
     return int(series.pixels.shape[0]) if series.is_volume else 1
 
 
+def slice_frame(series: ImageSeries, index: int = 0) -> np.ndarray:
+    """One slice (or frame) of the series in its own units: (H, W), or (H, W, 3) for colour."""
+    pixels = series.pixels
+    if series.is_volume:
+        pixels = pixels[int(np.clip(index, 0, pixels.shape[0] - 1))]
+    return pixels
+
+
 def viewer_frame(series: ImageSeries, preset: str, index: int = 0) -> np.ndarray:
     """uint8 (H, W) (or (H, W, 3) for colour): one slice of the series through a window preset."""
     pixels = series.pixels
@@ -216,16 +202,3 @@ def overlay_frame(series: ImageSeries, image: ImageMap, opacity: float) -> np.nd
 def overlay_caption(target: str, probability: float | None, method: str) -> str:
     """The caption under an overlay, e.g. "Pneumonia (probability 83%): Grad-CAM"."""
     return caption(target, probability, method)
-
-
-def vitals_chart(study: Study, vitals: VitalsMap | None, title: str, path: Path) -> np.ndarray | None:
-    """uint8 (H, W, 3): the vital signs, each step shaded by relevance (unshaded when no map was computed); None without vitals."""
-    series = study.vitals
-    if series is None or not series.mask.any():
-        return None
-    if vitals is None:  # same grid, no relevance: the chart still shows the values
-        vitals = VitalsMap(series.start, float(series.step_seconds), tuple(series.channels), np.zeros(series.values.shape), series.mask.copy())
-    render_vitals(series, vitals, title, path)
-    with Image.open(path) as png:
-        return np.asarray(png.convert("RGB"))
-

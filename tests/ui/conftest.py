@@ -161,3 +161,13 @@ def launch(service, work: Path, users: dict[str, str] | None = None, max_file_si
 
 def store_events(work: Path, action: str | None = None):
     return AuditStore(work / "audit.sqlite").events(action=action)
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    """Headless Chromium (Debian's chromium and chromedriver) with a fresh profile; skipped when they are absent."""
+    from tests.ui.browser import new_driver
+
+    driver = new_driver(tmp_path / "profile")
+    yield driver
+    driver.quit()

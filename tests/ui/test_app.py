@@ -18,8 +18,9 @@ from tests.io.test_pacs import ORTHANC, PLUGIN, running_orthanc, store
 from tests.ui.conftest import full_patient, image_files_and_patient_id, launch, make_service, patient_files, store_events
 
 pytestmark = pytest.mark.slow
-OUTPUTS = ("status", "modalities", "diagnoses", "impression", "card", "series", "preset", "slice", "viewer", "target",
-           "overlay_attention", "overlay_gradcam", "vitals", "notes", "answer", "feedback_status", "summary")
+OUTPUTS = ("status", "notice", "header", "modalities", "diagnoses", "impression", "card", "series", "preset", "slice", "viewer", "dicom",
+           "target", "compare", "overlay_attention", "overlay_gradcam", "vitals", "notes", "overlay_attention_b", "overlay_gradcam_b",
+           "vitals_b", "notes_b", "answer", "verdict", "named", "comment", "feedback_status", "summary")
 
 
 def named(output: tuple) -> dict:
@@ -63,9 +64,9 @@ def test_ten_concurrent_predictions_through_gradio_client(served, ui_predictor, 
     with ThreadPoolExecutor(max_workers=10) as pool:
         results = list(pool.map(one, folders))
     for folder, outputs in zip(folders, results):
-        stages = [named(o)["summary"].get("stage") for o in outputs[1:]]
-        assert stages == ["diagnoses", "impression", "explanations"], folder.name
-        first = named(outputs[1])
+        staged = [named(o) for o in outputs if isinstance(named(o)["summary"], dict) and named(o)["summary"].get("stage")]
+        assert [o["summary"]["stage"] for o in staged] == ["diagnoses", "impression", "explanations"], folder.name
+        first = staged[0]
         got = [(s["name"], s["probability"]) for s in first["summary"]["scores"]]
         assert got == expected_scores(ui_predictor, folder)
         assert "medmm-diagnoses" in first["diagnoses"] and "medmm-error" not in named(outputs[-1])["status"]
@@ -80,22 +81,26 @@ def test_stages_stream_and_the_session_can_ask_and_give_feedback(served, ui_pred
     client = Client(url, verbose=False)
     job = client.submit([handle_file(str(p)) for p in patient_files(folder)], 0.5, api_name="/analyse")
     job.result(timeout=120)
-    loaded, diagnosed, drafted, explained = (named(o) for o in job.outputs())
-    assert "Read 1 image series" in loaded["status"] and loaded["viewer"] and "medmm-group-card" in loaded["card"]
-    assert diagnosed["diagnoses"].count("<tr data-diagnosis=") == 5
+    starting, loaded, diagnosed, drafted, explained = (named(o) for o in job.outputs())
+    assert starting["diagnoses"] == "" and starting["summary"] is None and "Reading 3 files" in starting["header"]
+    assert "Read 1 image series" in loaded["status"] and json.loads(loaded["viewer"])["kind"] == "grey"
+    assert "medmm-group-card" in loaded["card"] and 'data-fact="patient-id"' in loaded["header"]
+    assert diagnosed["diagnoses"].count("<tr data-diagnosis=") == 5 and 'data-status="used"' in diagnosed["header"]
     assert "Draft impression" in drafted["impression"] and drafted["summary"]["audit_event"]
-    assert explained["overlay_attention"]["value"] and explained["overlay_gradcam"]["value"]
-    assert "Grad-CAM" in explained["overlay_gradcam"]["label"]
+    attention, gradcam = json.loads(explained["overlay_attention"]), json.loads(explained["overlay_gradcam"])
+    assert attention["kind"] == gradcam["kind"] == "rgb" and "Grad-CAM" in gradcam["caption"] and "opacity 0.50" in gradcam["caption"]
+    event = next(e for e in store_events(service.work_dir, "predict") if e.event_id == drafted["summary"]["audit_event"])
+    assert event.user == "anonymous"  # no login: never the account the server runs under
 
     pre = ui_predictor.model.config.preprocess
     record_id = read_fhir(folder / "record.json").patient_id
     study = load_study(folder, patient_id=record_id, window_hours=pre.window_hours, step_minutes=pre.step_minutes)
     question = "What supports heart failure?"
     assert client.predict(question, api_name="/ask") in (ui_predictor.ask(study, question).strip(),)
-    status = client.predict("disagree", ["sepsis"], api_name="/feedback")
-    assert "Feedback recorded" in status
-    detail = json.loads(store_events(service.work_dir, "feedback")[-1].detail)
-    assert detail == {"verdict": "disagree", "diagnoses": ["sepsis"]}
+    status, verdict, diagnoses, comment = client.predict("disagree", ["sepsis"], api_name="/feedback")
+    assert "Feedback recorded" in status and verdict["value"] is None and diagnoses["value"] == [] and comment == ""  # form reset
+    last = store_events(service.work_dir, "feedback")[-1]
+    assert json.loads(last.detail) == {"verdict": "disagree", "diagnoses": ["sepsis"]} and last.user == "anonymous"
 
 
 def test_a_corrupt_upload_shows_the_error_and_the_app_keeps_serving(served, small_cohort, tmp_path):
@@ -224,7 +229,7 @@ def test_each_stage_reports_its_progress_before_its_result(served, small_cohort)
         fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "analyse")
         paths = http.post("/gradio_api/upload", files=[("files", (p.name, p.read_bytes())) for p in files]).json()
         session = uuid.uuid4().hex
-        data = [[{"path": p, "meta": {"_type": "gradio.FileData"}, "orig_name": Path(p).name} for p in paths], 0.6]
+        data = [[{"path": p, "meta": {"_type": "gradio.FileData"}, "orig_name": Path(p).name} for p in paths], 0.6, ""]
         body = {"data": data, "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
         joined = http.post("/gradio_api/queue/join", json=body)
         assert joined.status_code == 200
@@ -240,11 +245,12 @@ def test_each_stage_reports_its_progress_before_its_result(served, small_cohort)
                     seen.append(message["msg"])
                 if message["msg"] == "process_completed":
                     break
-    # progress is sampled by the queue every few milliseconds, so a quick stage's message may be superseded; the rest keep order
+    # progress is sampled by the queue every few milliseconds, so a quick stage's message may be superseded; the rest keep order.
+    # Five results: the emptied page, the input as read, the diagnoses, the impression, the explanations
     steps = ["Reading the input", "Ranking diagnoses", "Drafting the impression", "Computing explanations"]
     progress = [m for m in seen if not m.startswith("process_")]
     assert progress and all(m in steps for m in progress) and progress == sorted(progress, key=steps.index)
-    assert [m for m in seen if m.startswith("process_")] == ["process_generating"] * 4 + ["process_completed"]
+    assert [m for m in seen if m.startswith("process_")] == ["process_generating"] * 5 + ["process_completed"]
 
 
 def test_without_a_model_card_file_the_card_is_written_from_the_audit_folders_evaluation(ui_model, ui_predictor, tmp_path):

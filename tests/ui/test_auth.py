@@ -63,3 +63,34 @@ def test_the_helper_prints_an_auth_file_line_that_logs_in(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["ui.auth", "a:b"])
     with pytest.raises(SystemExit):
         main()
+
+
+def test_wrong_passwords_back_off_exponentially_per_user_and_address():
+    from ui.auth import LoginThrottle
+
+    now = [100.0]
+    throttle = LoginThrottle(free=2, free_per_address=4, base=1.0, cap=8.0, clock=lambda: now[0])
+    for _ in range(2):  # the first failures are free
+        throttle.failed("alice", "10.0.0.1")
+        assert throttle.retry_after("alice", "10.0.0.1") == 0.0
+    waits = []
+    for _ in range(5):
+        throttle.failed("alice", "10.0.0.1")
+        waits.append(throttle.retry_after("alice", "10.0.0.1"))
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]  # doubling, capped
+    assert throttle.retry_after("alice", "10.0.0.2") == 0.0  # the same user from elsewhere is not locked out by this client
+    now[0] += 8.0
+    assert throttle.retry_after("alice", "10.0.0.1") == 0.0
+    throttle.succeeded("alice", "10.0.0.1")  # clears the pair's count, not the address's
+    throttle.failed("alice", "10.0.0.1")  # pair: 1 failure (free); address: 8 failures, 4 free -> 2 ** 3 s, capped at 8
+    assert throttle.retry_after("alice", "10.0.0.1") == 8.0
+
+
+def test_one_address_trying_many_user_names_is_throttled_too():
+    from ui.auth import LoginThrottle
+
+    throttle = LoginThrottle(free=3, free_per_address=4, base=2.0, cap=60.0, clock=lambda: 0.0)
+    for name in ("a", "b", "c", "d", "e"):
+        throttle.failed(name, "10.0.0.9")
+    assert throttle.retry_after("zed", "10.0.0.9") == 2.0  # a name never tried before, from the same address
+    assert throttle.retry_after("zed", "10.0.0.8") == 0.0

@@ -139,7 +139,7 @@ def test_analysis_streams_diagnoses_then_impression_then_explanations(service, u
     assert sorted(d.sha256 for d in events[0].inputs) == sorted(d.sha256 for d in case.digests)
 
     top = direct.scores[0].name
-    assert list(explained.explanations) == [top]
+    assert list(explained.explanations) == [top] and list(explained.signed) == [top] and explained.signed[top].words
     want = explain_study(ui_predictor, case.study, methods=("attention", "gradcam"), diagnoses=[top], impression=False)
     got = explained.explanations[top]
     for method in ("attention", "gradcam"):
@@ -148,7 +148,7 @@ def test_analysis_streams_diagnoses_then_impression_then_explanations(service, u
 
     other = direct.scores[-1].name
     more = service.explain(case.token, other)
-    assert set(more.explanations) == {top, other}
+    assert set(more.explanations) == set(more.signed) == {top, other}
     with pytest.raises(ConfigError):
         service.explain(case.token, "influenza")
 
@@ -169,9 +169,9 @@ def test_feedback_is_recorded_with_the_verdict_and_named_diagnoses_only(service,
         service.feedback(case.token, "agree")
     final = list(service.analyse(case))[-1]
     p = final.prediction
-    agree = service.feedback(case.token, "agree", user="dr-a")
-    correct = service.feedback(case.token, "disagree", ["sepsis", "pneumonia"], user="dr-a")
-    unsure = service.feedback(case.token, "unsure")
+    agree, _ = service.feedback(case.token, "agree", user="dr-a")
+    correct, _ = service.feedback(case.token, "disagree", ["sepsis", "pneumonia"], user="dr-a")
+    unsure, _ = service.feedback(case.token, "unsure")
     details = {e.event_id: json.loads(e.detail) for e in store_events(service.work_dir, "feedback")}
     expected_agree = sorted(p.conformal_set) if p.conformal_set else [p.scores[0].name]
     assert details[agree] == {"verdict": "agree", "diagnoses": expected_agree}
@@ -184,6 +184,28 @@ def test_feedback_is_recorded_with_the_verdict_and_named_diagnoses_only(service,
         service.feedback(case.token, "maybe")
     with pytest.raises(ConfigError):
         service.feedback(case.token, "disagree", ["influenza"])
+
+
+def test_one_submission_of_the_feedback_form_is_one_event(service, small_cohort):
+    case = service.open_uploads(patient_files(full_patient(small_cohort)))
+    list(service.analyse(case))
+    before = len(store_events(service.work_dir, "feedback"))
+    first, new = service.feedback(case.token, "disagree", ["sepsis"], user="dr-a", submission="form-1")
+    again, repeated = service.feedback(case.token, "disagree", ["sepsis"], user="dr-a", submission="form-1")
+    assert new and not repeated and first == again
+    second, new_again = service.feedback(case.token, "unsure", [], user="dr-a", submission="form-2")
+    assert new_again and second != first
+    assert len(store_events(service.work_dir, "feedback")) == before + 2
+
+
+def test_the_dicom_header_is_read_only_from_the_cases_own_folder(service, small_cohort):
+    case = service.open_uploads(patient_files(full_patient(small_cohort)))
+    header = service.dicom_header(case.token, 0)
+    assert header.source == "radiograph.dcm" and any(r.keyword == "Modality" for r in header.rows)
+    moved = dataclasses.replace(case.study.images[0], source_files=("/etc/passwd",))
+    service._update(case, study=dataclasses.replace(case.study, images=(moved,)))
+    with pytest.raises(InputError, match="not in the case folder"):
+        service.dicom_header(case.token, 0)
 
 
 def test_demo_patients_are_listed_test_split_first_and_read_in_place(service, ui_predictor, small_cohort):
@@ -207,10 +229,8 @@ def test_demo_patients_are_listed_test_split_first_and_read_in_place(service, ui
 def test_old_cases_are_closed_and_their_files_deleted(ui_model, ui_predictor, small_cohort, tmp_path):
     svc = make_service(ui_model, tmp_path, predictor=ui_predictor, max_cases=2)
     files = patient_files(full_patient(small_cohort))
-    first = svc.open_uploads(files)
-    renders = svc.render_dir(first.token)
-    cases = [first] + [svc.open_uploads(files) for _ in range(2)]
-    assert not cases[0].folder.exists() and not renders.exists() and cases[1].folder.exists() and cases[2].folder.exists()
+    cases = [svc.open_uploads(files) for _ in range(3)]
+    assert not cases[0].folder.exists() and cases[1].folder.exists() and cases[2].folder.exists()
     with pytest.raises(InputError, match="no open case"):
         svc.get(cases[0].token)
     svc.close()

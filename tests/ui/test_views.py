@@ -1,16 +1,15 @@
-"""The page's content drawn without a browser: conformal sets in words, tables, window/level, overlays, notes."""
+"""The page's content drawn without a browser: conformal sets in words, tables, window/level, overlays."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime, timedelta, timezone
 
 import numpy as np
 from matplotlib import colormaps
 
-from medmm.explain.mapping import ImageMap, NotesMap, VitalsMap, WordRelevance
-from medmm.records import ClinicalNote, DiagnosisScore, ImageSeries, InputUse, Prediction, Study, VitalSeries
+from medmm.explain.mapping import ImageMap
+from medmm.records import ClinicalNote, DiagnosisScore, ImageSeries, InputUse, Prediction, Study
 from ui.views import (
     CONTRAST,
     CT_PRESETS,
@@ -20,10 +19,8 @@ from ui.views import (
     diagnoses_html,
     modalities_html,
     names_list,
-    notes_fragment,
     overlay_frame,
     viewer_frame,
-    vitals_chart,
     window_presets,
 )
 
@@ -38,16 +35,18 @@ def prediction(probs: dict[str, float], in_set: tuple[str, ...], coverage: float
     )
 
 
-def test_conformal_set_is_said_plainly():
+def test_the_prediction_set_is_said_as_diagnoses_not_ruled_out_that_may_coexist():
     probs = {"pneumonia": 0.7, "heart_failure": 0.6, "sepsis": 0.1}
-    assert conformal_sentence(prediction(probs, ("pneumonia", "heart_failure"))) == (
-        "The model cannot tell between Pneumonia and Heart failure: at 90% coverage it cannot rule out either (its prediction set)."
-    )
+    two = conformal_sentence(prediction(probs, ("pneumonia", "heart_failure")))
+    assert two == ("Prediction set at 90% coverage: Pneumonia and Heart failure. The model cannot rule out any of these 2 diagnoses; "
+                   "each is judged on its own, so they may be present together. It rules out the other diagnoses it knows.")
     three = conformal_sentence(prediction(probs, ("pneumonia", "heart_failure", "sepsis")))
-    assert three.startswith("The model cannot tell between Pneumonia, Heart failure and Sepsis") and "any of them" in three
+    assert three.startswith("Prediction set at 90% coverage: Pneumonia, Heart failure and Sepsis.") and "present together" in three
+    for sentence in (two, three):  # a multi-label set lists diagnoses that can coexist, never alternatives to choose between
+        assert "tell between" not in sentence and "either" not in sentence
     one = conformal_sentence(prediction(probs, ("pneumonia",)))
-    assert one == "At 90% coverage the prediction set holds one diagnosis the model cannot rule out: Pneumonia."
-    assert "prediction set is empty" in conformal_sentence(prediction(probs, ()))
+    assert one == "Prediction set at 90% coverage: Pneumonia. The model cannot rule it out; it rules out the other diagnoses it knows."
+    assert "empty" in conformal_sentence(prediction(probs, ()))
     assert "no conformal calibration" in conformal_sentence(prediction(probs, (), coverage=None))
     assert names_list(["A"]) == "A" and names_list([]) == ""
 
@@ -108,32 +107,6 @@ def test_overlay_blends_heat_by_opacity_times_relative_relevance():
     want = (1 - 0.4 * heat[..., None]) * 0.5 + 0.4 * heat[..., None] * colour
     np.testing.assert_array_equal(frame, np.round(255 * want).astype(np.uint8))
     assert np.all(overlay_frame(series, ImageMap(relevance, relevance, "3"), opacity=0.0) == round(255 * 0.5))
-
-
-def test_notes_are_escaped_and_shaded_by_relevance():
-    text = "<script>alert(1)</script> crackles noted"
-    study = Study(study_id="P", notes=(ClinicalNote(text=text),))
-    start = text.index("crackles")
-    words = (WordRelevance(0, start, start + 8, 0.75, True), WordRelevance(0, start + 9, start + 14, 0.25, True))
-    page = notes_fragment(study, NotesMap(words, (0,)), "Pneumonia")
-    assert "<script>" not in page and "&lt;script&gt;" in page
-    assert 'rgba(220, 38, 38, 1.000)" title="relevance 0.7500">crackles</mark>' in page
-    assert 'rgba(220, 38, 38, 0.333)' in page  # 0.25 / 0.75
-    assert "<mark" not in notes_fragment(study, None, "plain")
-    assert "No clinical notes" in notes_fragment(Study(study_id="P"), None, "x")
-
-
-def test_vitals_chart_draws_only_when_there_are_observed_vitals(tmp_path):
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    values = np.array([[80.0, np.nan], [90.0, 37.0]], dtype=np.float32)
-    series = VitalSeries(start, 3600.0, ("heart_rate", "temperature"), ("/min", "Cel"), values, ~np.isnan(values))
-    study = Study(study_id="P", vitals=series, time=start + timedelta(hours=2))
-    plain = vitals_chart(study, None, "Vital signs", tmp_path / "plain.png")
-    relevance = np.array([[0.0, 0.0], [1.0, 0.0]])
-    shaded = vitals_chart(study, VitalsMap(start, 3600.0, series.channels, relevance, series.mask), "Sepsis", tmp_path / "shaded.png")
-    assert plain.dtype == np.uint8 and plain.ndim == 3 and plain.shape[2] == 3
-    assert plain.shape == shaded.shape and not np.array_equal(plain, shaded)
-    assert vitals_chart(Study(study_id="P"), None, "x", tmp_path / "none.png") is None
 
 
 def test_colour_images_get_no_window():
