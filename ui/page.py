@@ -18,7 +18,8 @@ import gradio as gr
 from medmm.errors import MedmmError
 from medmm.records import MODALITIES
 from ui.audit_card import card_html
-from ui.dicom_header import DicomHeader, header_table
+from medmm.deid.header import DicomHeader
+from ui.dicom_header import header_table
 from ui.evidence import EMPTY, SideViews, model_series_index, overlay_payloads, side_views
 from ui.header import header_html, pending_header
 from ui.localtime import Zone

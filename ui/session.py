@@ -28,7 +28,7 @@ from medmm.errors import ConfigError, InputError
 from medmm.explain.explainer import StudyExplanation, explain_study
 from medmm.records import Prediction, Study
 from ui.audit_card import GroupCard, group_card, load_audit, model_ids
-from ui.dicom_header import DicomHeader, read_header
+from medmm.deid.header import DicomHeader, read_header
 from ui.files import relative
 from ui.inputs import CaseInputs, relative_message  # noqa: F401 - re-exported
 from ui.patient import effective_demographics
@@ -189,12 +189,15 @@ class ClinicianService(CaseInputs):
 
         start = time.perf_counter()
         try:
-            text = self.impression(case.study)
+            grounded = self.grounded_impression(case.study)
         except Exception:
             self._record(first, case, user)  # what was shown is recorded even when the draft fails
             raise
         times["impression"] = time.perf_counter() - start
-        prediction = dataclasses.replace(first, impression=text, seconds=first.seconds + times["impression"])
+        prediction = dataclasses.replace(
+            first, impression=grounded.text, claims=grounded.claims, removed_claims=grounded.removed,
+            seconds=first.seconds + times["impression"],
+        )
         event = self._record(prediction, case, user)
         case = self._update(case, stage="impression", prediction=prediction, event_id=event, seconds=dict(times))
         yield case
@@ -210,12 +213,16 @@ class ClinicianService(CaseInputs):
     def _record(self, prediction: Prediction, case: Case, user: str | None) -> str:
         return self.store.record_prediction(prediction, digests=case.digests, model_dir=self.settings.model_dir, user=user, source="ui")
 
-    def impression(self, study: Study) -> str:
-        """The drafted impression (the same generation `Predictor.predict` runs)."""
+    def grounded_impression(self, study: Study):
+        """The impression with the claims it kept and withheld (the same generation and check `Predictor.predict` runs)."""
         with self.predictor.lock:
             batch = self.predictor.batch([study])
             probs = self.predictor.probabilities(batch)
-            return self.predictor.impressions(batch, probs, max_new_tokens=self.settings.max_new_tokens)[0]
+            return self.predictor.grounded_impressions(batch, probs, max_new_tokens=self.settings.max_new_tokens)[0]
+
+    def impression(self, study: Study) -> str:
+        """The impression text as `Predictor.predict` gives it out (grounded)."""
+        return self.grounded_impression(study).text
 
     def _explanation(self, case: Case, diagnosis: str) -> tuple[dict[str, StudyExplanation], dict[str, SignedEvidence | None]]:
         """Attention and Grad-CAM of `diagnosis`, and its signed evidence (integrated gradients), added to the case's."""

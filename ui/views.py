@@ -118,9 +118,29 @@ def modalities_html(prediction: Prediction, study: Study) -> str:
 
 
 def impression_html(prediction: Prediction) -> str:
-    """The drafted impression, marked as a draft."""
+    """The drafted impression, marked as a draft, with the findings it states and the ones withheld and why.
+
+    Every finding was checked against this patient's data before it reached the page (see
+    medmm.grounding); a finding the data contradict or do not support is withheld, never shown
+    as part of the impression.
+    """
     text = prediction.impression.strip() or "(the model drafted an empty impression)"
-    return f'<div class="medmm-impression"><p><em>Draft impression (machine-generated):</em></p><blockquote>{html.escape(text)}</blockquote></div>'
+    kept = [c for c in prediction.claims if c.kind != "statement"]
+    checked = "".join(f"<li>{html.escape(c.text)}: {html.escape(c.reason)}</li>" for c in kept)
+    withheld = "".join(
+        f'<li class="medmm-withheld-{html.escape(c.verdict)}">{html.escape(c.text)} ({html.escape(c.verdict)}): {html.escape(c.reason)}</li>'
+        for c in prediction.removed_claims
+    )
+    parts = [
+        '<div class="medmm-impression"><p><em>Draft impression (machine-generated; every finding checked against this patient\'s data):</em></p>',
+        f"<blockquote>{html.escape(text)}</blockquote>",
+    ]
+    if checked:
+        parts.append(f'<details class="medmm-claims"><summary>{len(kept)} finding(s) stated, each found in the data</summary><ul>{checked}</ul></details>')
+    if withheld:
+        parts.append(f'<details class="medmm-withheld" open><summary>{len(prediction.removed_claims)} finding(s) the model drafted were withheld</summary>'
+                     f"<ul>{withheld}</ul></details>")
+    return "".join(parts) + "</div>"
 
 
 def group_label(attribute: str, group: str) -> str:

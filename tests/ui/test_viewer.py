@@ -13,7 +13,8 @@ from PIL import Image
 
 from medmm.records import ImageSeries
 from tests.ui.conftest import full_patient
-from ui.dicom_header import header_table, read_header
+from medmm.deid.header import read_header
+from ui.dicom_header import header_table
 from ui.viewer import MAX_SIDE, colour_payload, direction_label, grey_payload, orientation_markers
 
 

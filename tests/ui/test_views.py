@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from medmm.explain.mapping import ImageMap
-from medmm.records import ClinicalNote, DiagnosisScore, ImageSeries, InputUse, Prediction, Study
+from medmm.records import Claim, ClinicalNote, DiagnosisScore, ImageSeries, InputUse, Prediction, Study
 from ui.views import (
     CONTRAST,
     CT_PRESETS,
@@ -17,6 +17,7 @@ from ui.views import (
     STORED,
     conformal_sentence,
     diagnoses_html,
+    impression_html,
     modalities_html,
     names_list,
     overlay_frame,
@@ -115,3 +116,15 @@ def test_colour_images_get_no_window():
     series = ImageSeries(pixels=pixels, spacing=(1.0, 1.0), modality="XC", series_uid="4", photometric="RGB")
     assert window_presets(series) == [FULL]
     assert viewer_frame(series, FULL)[0, 0].tolist() == [255, 128, 0]
+
+
+def test_the_impression_shows_what_it_states_and_what_was_withheld_and_why():
+    base = prediction({"pneumonia": 0.8, "heart_failure": 0.1, "sepsis": 0.1}, ("pneumonia",))
+    kept = Claim("crackles", "notes", "pneumonia", "supported", "note 1: 'Crackles at the right base.'")
+    fever = Claim("fever", "vitals", "pneumonia", "contradicted", "max temperature 37.1 Cel (2024-05-01 10:00), below 38.0")
+    page = impression_html(dataclasses.replace(base, impression="pneumonia (crackles).", claims=(kept,), removed_claims=(fever,)))
+    assert "<blockquote>pneumonia (crackles).</blockquote>" in page
+    assert "crackles: note 1: &#x27;Crackles at the right base.&#x27;" in page
+    assert "fever (contradicted): max temperature 37.1 Cel (2024-05-01 10:00), below 38.0" in page
+    assert "withheld" in page and "1 finding(s) the model drafted were withheld" in page
+    assert "withheld" not in impression_html(dataclasses.replace(base, impression="pneumonia."))
