@@ -205,13 +205,14 @@ def evaluate(
     n_boot: int = typer.Option(1000, "--n-boot", min=50, help="Bootstrap resamples (patients)."),
     seed: int = typer.Option(0, "--seed"),
     pdf: bool = typer.Option(False, "--pdf", help="Also write report.pdf (headless Chromium)."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Fit classical per-modality baselines (train split, chosen on val) and report the model beside them with paired intervals."),
     as_json: bool = typer.Option(False, "--json", help="Print evaluation.json."),
 ) -> None:
     """Metrics with bootstrap CIs, calibration (temperature fitted into the checkpoint), conformal sets, ablation, impressions, HTML report."""
     from medmm.evaluate.run import run_evaluation
     from medmm.report.html import write_report
 
-    result = run_evaluation(model, cohort, out, coverage=coverage, n_boot=n_boot, seed=seed, progress=not as_json)
+    result = run_evaluation(model, cohort, out, coverage=coverage, n_boot=n_boot, seed=seed, progress=not as_json, baselines=baselines)
     audit_path = out / "audit.json"
     audit = json.loads(audit_path.read_text()) if audit_path.exists() else None
     report = write_report(out, result, audit, out / "explanations" if (out / "explanations").is_dir() else None)

@@ -129,6 +129,7 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         f"{num(s['mean_set_size'], 2)}.",
         "",
         *_ablation_lines(e),
+        *_baseline_lines(e),
         *_audit_lines(audit),
         "## Ethical considerations",
         "",
@@ -147,6 +148,17 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         "",
     ]
     return "\n".join(lines)
+
+
+def _baseline_lines(e: dict) -> list[str]:
+    b = e.get("baselines") or {}
+    if not b.get("rows"):
+        return []
+    rows = [[r["inputs"], num(r["model"]), f"{num(r['baseline'])} ({r['baseline_variant']})", num(r["difference"]["difference"]),
+             f"{num(r['difference']['low'])} to {num(r['difference']['high'])}"] for r in b["rows"]]
+    return ["Beside classical baselines (HAIM-style, fitted on the train split, chosen on val; macro AUROC, test split; "
+            "paired patient-bootstrap 95% intervals of the difference):", "",
+            *_table(["Inputs", "Model", "Best baseline (fusion)", "Difference", "95% interval"], rows), ""]
 
 
 def _ablation_lines(e: dict) -> list[str]:

@@ -40,6 +40,10 @@ def test_model_card_has_every_section_filled_from_the_run(report_run):
     assert "| all | 0.900 | 350 |" in card  # the ablation table
     assert "train split of the same cohort (300 patients)" in card
     assert "- Input scope. Images: CR/DX projection radiographs, body part CHEST, view PA/AP" in card  # the default scope
+    row = {"inputs": "all", "model": 0.97, "baseline": 0.95, "baseline_variant": "early",
+           "difference": {"difference": 0.02, "low": -0.004, "high": 0.041}}
+    with_baselines = model_card({**e, "baselines": {"rows": [row]}}, audit, CONFIG)
+    assert "| all | 0.970 | 0.950 (early) | 0.020 | -0.004 to 0.041 |" in with_baselines
     narrow = {**CONFIG, "config": {**CONFIG.get("config", {}), "scope": {"image": {"views": ["PA"]}}}}
     assert "view PA, greyscale" in model_card(e, audit, narrow)  # the checkpoint's own scope
     for table in card.split("\n\n"):  # every row of every table has as many cells as its header ('|' in text is escaped)

@@ -166,3 +166,22 @@ def subgroup_figure(audit: AuditResult, metric: str, attribute: str) -> Figure:
 def subgroup_metric_bars(audit: AuditResult, metric: str, attribute: str) -> bytes:
     """PNG of subgroup_figure."""
     return png_bytes(subgroup_figure(audit, metric, attribute))
+
+
+def difference_figure(rows: Sequence[dict]) -> Figure:
+    """Model minus baseline macro AUROC per modality subset, with the paired intervals (a forest plot)."""
+    fig = _new_figure((6.4, 0.5 * len(rows) + 1.4))
+    ax = fig.subplots()
+    ys = np.arange(len(rows))[::-1]
+    for y, r in zip(ys, rows):
+        d = r["difference"]
+        ax.errorbar(d["difference"], y, xerr=[[d["difference"] - d["low"]], [d["high"] - d["difference"]]], fmt="o", color="black", capsize=3)
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_yticks(ys, [f"{r['inputs']} (model {r['model']:.3f}, baseline {r['baseline']:.3f})" for r in rows])
+    ax.set_xlabel("macro AUROC: model - best classical baseline (paired 95% interval)")
+    fig.tight_layout()
+    return fig
+
+
+def difference_plot(rows: Sequence[dict]) -> bytes:
+    return png_bytes(difference_figure(rows))

@@ -32,8 +32,13 @@ def run_evaluation(
     progress: bool = True,
     audit: bool = False,
     confidence: float = 0.95,
+    baselines: bool = True,
 ) -> dict:
     """Evaluate a checkpoint on a cohort's test split (fitting on its val split); write out_dir/evaluation.json and plots.
+
+    With `baselines` (the default), classical per-modality models are fitted on the train split,
+    chosen on val, and reported beside the model for every modality subset, with the paired
+    bootstrap interval of the AUROC difference (medmm.evaluate.compare).
 
     Sections: per-diagnosis metrics with patient-bootstrap CIs, calibration before/after
     temperature scaling, conformal coverage, the modality ablation, impression quality (of the
@@ -51,10 +56,11 @@ def run_evaluation(
     predictor, cohort = _open(model_dir, cohort_dir)
     (val, val_part, val_items), (test, test_part, test_items) = _score_splits(predictor, cohort, progress)
     info = model_info(predictor, model_dir)
+    by_subset = subset_probabilities(predictor, test_items)
     context = {
         "model": info,
         "cohort": {**describe_cohort(cohort), "test": describe_split(test, test_items)},
-        "ablation": modality_ablation(predictor, test_items, test),
+        "ablation": modality_ablation(predictor, test_items, test, by_subset),
     }
     out = Path(out_dir)
     evaluation, fitted = evaluate_from_scores(
@@ -88,6 +94,17 @@ def run_evaluation(
         **grounding_report(cases, question_set(names), free_questions=free),
         "image_findings": image_fit.to_dict() if image_fit is not None else "not fitted (no validation split, or no radiograph in it)",
     }
+    if baselines:
+        from medmm.evaluate.compare import baseline_comparison
+
+        evaluation["baselines"] = baseline_comparison(
+            predictor, cohort, test, studies, by_subset, n_boot=n_boot, seed=seed, confidence=confidence, progress=progress
+        )
+        if evaluation["baselines"].get("rows"):
+            from medmm.evaluate.pipeline import _save_png
+            from medmm.evaluate.plots import difference_plot
+
+            evaluation.setdefault("plots", {})["baselines"] = _save_png(out, "baselines", difference_plot(evaluation["baselines"]["rows"]))
     evaluation["checkpoint"] = {
         "calibration_saved": saved,
         "file": "calibration.json",
@@ -243,15 +260,21 @@ def model_info(predictor, model_dir: str | Path) -> dict:
     }
 
 
-def modality_ablation(predictor, items: list[dict], scores: SplitScores) -> dict:
+def subset_probabilities(predictor, items: list[dict]) -> dict[tuple[str, ...], np.ndarray]:
+    """The model's probabilities (N, K) given only each modality subset (others treated as absent)."""
+    from medmm.ablation import case_probabilities, modality_subsets
+
+    return {tuple(s): case_probabilities(predictor, items, tuple(s)) for s in modality_subsets(tuple(predictor.model.config.modalities))}
+
+
+def modality_ablation(predictor, items: list[dict], scores: SplitScores, by_subset: dict | None = None) -> dict:
     """AUROC per diagnosis and macro for every modality subset of the model (HAIM's table); others treated as absent."""
-    from medmm.ablation import case_probabilities, modality_subsets, subset_name
+    from medmm.ablation import subset_name
 
     modalities = tuple(predictor.model.config.modalities)
     y = scores.labels
     rows = []
-    for subset in modality_subsets(modalities):
-        probs = case_probabilities(predictor, items, tuple(subset))  # (N, K)
+    for subset, probs in (by_subset or subset_probabilities(predictor, items)).items():
         both = [0 < y[:, k].sum() < len(y) for k in range(y.shape[1])]
         per = {name: float(roc_auc_score(y[:, k], probs[:, k])) if both[k] else None for k, name in enumerate(scores.names)}
         scored = [v for v in per.values() if v is not None]

@@ -28,6 +28,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("calibration", "Calibration"),
     ("conformal", "Conformal prediction sets"),
     ("ablation", "Modality ablation"),
+    ("baselines", "Classical baselines"),
     ("impression", "Impression quality"),
     ("fairness", "Fairness audit"),
     ("explanations", "Explanation examples"),

@@ -292,6 +292,18 @@ def test_run_evaluation_saves_calibration_that_the_predictor_then_uses(tiny, tmp
     assert calibration["image_finding_thresholds"] == grounding["image_findings"]["thresholds"]
     assert sorted(calibration["image_finding_thresholds"]) == sorted(DIAGNOSIS_NAMES)
     assert (tmp_path / "plots" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    # the model beside its classical baselines, subset by subset, with the model's own ablation figures
+    baselines = evaluation["baselines"]
+    ablation = {r["inputs"]: r["macro_auroc"] for r in evaluation["ablation"]["rows"]}
+    assert [r["inputs"] for r in baselines["rows"]] == list(ablation)
+    for r in baselines["rows"]:
+        assert r["model"] == pytest.approx(ablation[r["inputs"]], abs=1e-9)
+        assert r["difference"]["difference"] == pytest.approx(r["model"] - r["baseline"])
+        assert r["difference"]["low"] <= r["difference"]["difference"] <= r["difference"]["high"]
+        assert r["baseline"] == pytest.approx(r["baseline_test_macro_by_variant"][r["baseline_variant"]])
+    cohort = Cohort.open(cohort_dir)
+    assert baselines["cases"]["test"] == len(test.items) and baselines["cases"]["train"] <= len(cohort.split("train"))
+    assert (tmp_path / "plots" / "baselines.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
