@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
+import pydicom
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.provenance import Provenance
@@ -54,6 +55,10 @@ def _plant(source: Path, folder: Path) -> Path:
         "content": [{"attachment": {"contentType": "text/plain", "data": base64.b64encode(NOTE.encode()).decode()}}],
     }})
     (folder / "record.json").write_text(json.dumps(bundle))
+    for path in folder.rglob("*.dcm"):  # the images name the same patient, as a real export would
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate = MRN, "^".join(reversed(NAME)), BIRTH.replace("-", "")
+        ds.save_as(path)
     return folder
 
 
