@@ -23,7 +23,7 @@ from medmm.backbone import Backbone, BackboneConfig, load_backbone
 from medmm.codes import DIAGNOSIS_NAMES
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
 from medmm.encoders.text import TextEncoder, TextEncoderConfig
-from medmm.encoders.vitals import VitalsEncoder, VitalsEncoderConfig
+from medmm.encoders.vitals import SUMMARY_FEATURES, VitalsEncoder, VitalsEncoderConfig
 from medmm.errors import ConfigError
 from medmm.fusion.context import MultimodalContext
 from medmm.fusion.layers import CrossAttentionFusion, FusionConfig
@@ -122,6 +122,18 @@ class MedMM(nn.Module):
         self.resamplers = nn.ModuleDict(
             {name: PerceiverResampler(enc.dim, dim, r.num_latents, r.depth, r.heads) for name, enc in encoders.items()}
         )
+        # With vitals summary tokens, a linear map of every channel's window statistics is also added
+        # to every vitals latent (zero at the start): what a classical model reads off the grid reaches
+        # the context and the heads directly, not only through attention over hundreds of step tokens.
+        # Likewise, with a notes lexical embedding, its mean over the words read (a bag of words).
+        if "notes" in encoders and config.notes.lexical_dim:
+            self.lexical_skip = nn.Linear(config.notes.lexical_dim, dim)
+            nn.init.zeros_(self.lexical_skip.weight)
+            nn.init.zeros_(self.lexical_skip.bias)
+        if "vitals" in encoders and config.vitals.summary_tokens:
+            self.summary_skip = nn.Linear(config.vitals.num_channels * (SUMMARY_FEATURES + 1), dim)
+            nn.init.zeros_(self.summary_skip.weight)
+            nn.init.zeros_(self.summary_skip.bias)
         self.lm = backbone.model
         self.fusion = CrossAttentionFusion.for_lm(backbone.base, config.fusion)
         self.fusion.attach(backbone.base)
@@ -174,11 +186,20 @@ class MedMM(nn.Module):
             tokens, mask = self.encoders["notes"](
                 batch.get("notes_ids"), batch["notes_attention"], note_present, embeddings=batch.get("notes_embeddings")
             )  # (B, M*L, Dt), (B, M*L)
-            parts["notes"] = self.resamplers["notes"](tokens, mask)
+            latents, keep = self.resamplers["notes"](tokens, mask)  # (B, K, D), (B, K)
+            if hasattr(self, "lexical_skip"):
+                read = batch["notes_attention"].bool() & note_present[..., None]  # (B, M, L)
+                skip = self.lexical_skip(self.encoders["notes"].lexical_pool(batch["notes_ids"], read))  # (B, D)
+                latents = latents + skip[:, None].to(latents.dtype) * keep[..., None].to(latents.dtype)  # (B, K, D)
+            parts["notes"] = (latents, keep)
         if "vitals" in self.encoders:
             observed = batch["vitals_observed"].bool() & present["vitals"][:, None, None]  # (B, T, C)
-            tokens, mask = self.encoders["vitals"](batch["vitals"], observed, present["vitals"])  # (B, T*C, Dv)
-            parts["vitals"] = self.resamplers["vitals"](tokens, mask)
+            tokens, mask = self.encoders["vitals"](batch["vitals"], observed, present["vitals"])  # (B, T*C [+ C], Dv)
+            latents, keep = self.resamplers["vitals"](tokens, mask)  # (B, K, D), (B, K)
+            if hasattr(self, "summary_skip"):
+                skip = self.summary_skip(self.encoders["vitals"].summary_features(batch["vitals"].to(latents.dtype), observed))  # (B, D)
+                latents = latents + skip[:, None] * keep[..., None].to(latents.dtype)  # (B, K, D)
+            parts["vitals"] = (latents, keep)
         return MultimodalContext.from_parts(parts, cache_kv=cache_kv)
 
     @staticmethod

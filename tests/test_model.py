@@ -556,3 +556,35 @@ def test_generation_stops_at_eos_and_pads_after_it():
             assert text == model.tokenizer.decode(row, skip_special_tokens=True).strip()
     forced = model.generate_ids(batch, PROMPTS, max_new_tokens=6, min_new_tokens=6)
     assert forced.shape == (3, 6) and EOS_ID not in forced.tolist()
+
+
+# -- direct paths: vitals window statistics and the notes' bag of words -------------------------
+
+
+def test_the_summary_and_lexical_paths_add_a_linear_map_to_each_present_latent():
+    from medmm.encoders.vitals import VitalsEncoder
+
+    config = tiny_config()
+    config = dataclasses.replace(
+        config, vitals=dataclasses.replace(config.vitals, summary_tokens=True), notes=dataclasses.replace(config.notes, lexical_dim=4)
+    )
+    model = tiny_model(config).eval()
+    batch = random_batch(config, 3)
+    set_presence(batch, 2, {"image"})  # row 2: no notes, no vitals
+    with torch.no_grad():
+        start = model.encode(batch)
+        model.summary_skip.weight.normal_()
+        model.lexical_skip.weight.normal_()
+        moved = model.encode(batch)
+    vitals, notes = start.span("vitals"), start.span("notes")
+    observed = batch["vitals_observed"].bool() & batch["vitals_present"].bool()[:, None, None]
+    with torch.no_grad():
+        expected = model.summary_skip(VitalsEncoder.summary_features(batch["vitals"], observed))  # (B, D)
+    delta = moved.latents[:, vitals] - start.latents[:, vitals]
+    torch.testing.assert_close(delta[:2], expected[:2, None].expand(-1, delta.shape[1], -1))  # zero at init, then exactly the map
+    assert not delta[2].any() and not (moved.latents[2, notes] - start.latents[2, notes]).any()  # absent rows untouched
+    assert (moved.latents[:2, notes] - start.latents[:2, notes]).abs().sum() > 0
+    model.train()
+    model.encode(batch).latents.sum().backward()
+    assert model.summary_skip.weight.grad.abs().sum() > 0 and model.lexical_skip.weight.grad.abs().sum() > 0
+    assert model.encoders["notes"].lexical.weight.grad.abs().sum() > 0

@@ -129,6 +129,12 @@ class TextEncoder(nn.Module):
         tokens = torch.where(mask[..., None], tokens, torch.zeros((), dtype=tokens.dtype, device=device))
         return tokens.reshape(*lead, length, self.dim), mask.reshape(*lead, length)
 
+    def lexical_pool(self, input_ids: Tensor, mask: Tensor) -> Tensor:
+        """The mean word-piece embedding (B, lexical_dim) over each row's read tokens (B, M, L): a bag of words."""
+        words = self.lexical(input_ids.to(mask.device))  # (B, M, L, E)
+        keep = mask.to(words.dtype)[..., None]  # (B, M, L, 1)
+        return (words * keep).sum(dim=(1, 2)) / keep.sum(dim=(1, 2)).clamp(min=1.0)  # (B, E)
+
     def forward(
         self,
         input_ids: Tensor | None,

@@ -111,6 +111,15 @@ class VitalsEncoder(nn.Module):
         """Token layout (steps, channels): token i is step i // C, channel i % C (summary tokens follow)."""
         return (int(num_steps), int(num_channels))
 
+    @staticmethod
+    def summary_features(values: Tensor, observed: Tensor) -> Tensor:
+        """Every channel's window statistics and whether it was seen, flattened (B, C * (SUMMARY_FEATURES + 1))."""
+        obs = observed.to(dtype=torch.bool)
+        clean = torch.where(obs, values, torch.zeros((), dtype=values.dtype, device=values.device))  # (B, T, C)
+        stats = channel_summaries(clean, obs)  # (B, C, F)
+        seen = obs.any(dim=1, keepdim=True).transpose(1, 2).to(values.dtype)  # (B, C, 1)
+        return torch.cat([stats, seen], dim=-1).flatten(1)  # (B, C * (F + 1))
+
     def tokens_to_grid(self, relevance: Tensor, observed: Tensor) -> Tensor:
         """Token relevance (N,) on the (T, C) grid: a summary token's share spread evenly over its channel's observed steps."""
         steps, channels = observed.shape
