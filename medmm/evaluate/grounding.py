@@ -49,6 +49,9 @@ def question_set(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(t.format(d=_DISPLAY[n]) for n in names for t in DIAGNOSIS_TEMPLATES) + OTHER_QUESTIONS
 
 
+FREE_TEXT_CASES = 64  # test cases whose LM free-text answers are drafted and verified (a reference sample)
+
+
 def free_text_questions(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(t.format(d=_DISPLAY[n]) for n in names for t in FREE_TEXT_TEMPLATES)
 
@@ -70,12 +73,14 @@ class CaseText:
 @torch.no_grad()
 def write_case_texts(
     predictor, items: list[dict], studies: Sequence[Study | None], truths: Sequence[dict | None], batch_size: int = 16,
-    free_questions: Sequence[str] = (), free_tokens: int = 32,
+    free_questions: Sequence[str] = (), free_tokens: int = 32, free_cases: int | None = FREE_TEXT_CASES,
 ) -> list[CaseText]:
     """Draft and ground the impression of every preprocessed case; `studies` and `truths` in the same order as `items`.
 
     With `free_questions`, the LM also answers each as free text after the question prompt it was
-    tuned on (what the question box gave out before answers were composed from the data).
+    tuned on (what the question box gave out before answers were composed from the data), for
+    the first `free_cases` cases (all with None): a reference figure, so a sample suffices and
+    the evaluation of a large test split stays quick.
     """
     names = predictor.model.config.diagnoses
     out = []
@@ -90,7 +95,8 @@ def write_case_texts(
         raw = predictor.draft_impressions(batch, probs)
         facts = predictor.facts(batch, probs)
         rows = len(chunk)
-        free = [predictor.model.generate(batch, [qa_prompt(q)] * rows, max_new_tokens=free_tokens) for q in free_questions]
+        asked = free_questions if free_cases is None or start < free_cases else ()
+        free = [predictor.model.generate(batch, [qa_prompt(q)] * rows, max_new_tokens=free_tokens) for q in asked]
         for row, (text, f) in enumerate(zip(raw, facts)):
             truth = {names[k] for k in np.flatnonzero(batch["labels"][row].cpu().numpy())}
             answers = tuple(a[row] for a in free)
@@ -162,7 +168,8 @@ def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], exampl
     free = {}
     if free_questions:
         lm = [verify_free_answer(a, c.study, _view(c.facts), c.truth) for c in cases for a in c.free_answers]
-        composed = [verify_answer(answer_question(q, c.facts).text, c.study, _view(c.facts), c.truth) for c in cases for q in free_questions]
+        drafted = [c for c in cases if c.free_answers]  # the sample of cases the LM answered (write_case_texts' free_cases)
+        composed = [verify_answer(answer_question(q, c.facts).text, c.study, _view(c.facts), c.truth) for c in drafted for q in free_questions]
         sample = [{"question": q, "lm": a, "composed": answer_question(q, c.facts).text.splitlines()[0]}
                   for c in cases[:1] for q, a in zip(free_questions, c.free_answers)][:4]
         free = {"free_text": {
@@ -170,6 +177,7 @@ def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], exampl
             "lm": {k: v for k, v in _tally(lm, len(lm)).items() if k != "texts"},
             "composed": {k: v for k, v in _tally(composed, len(composed)).items() if k != "texts"},
             "answers": len(lm),
+            "cases": len(drafted),
             "examples": sample,
         }}
     shown = [

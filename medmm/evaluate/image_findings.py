@@ -2,10 +2,13 @@
 
 The target is whether the radiograph shows the diagnosis's finding: the synthetic cohort's lesion
 truth (truth.json: the diagnosis has image evidence) where a case has one, else the diagnosis
-label (real data: the best available proxy). The threshold maximises F0.5 on the validation
-cases with a radiograph (precision weighted twice recall: a finding stated wrongly costs more
-than one left unsaid), placed in the middle of the widest score gap that reaches that maximum so
-that it does not sit on a validation case. Too few positives keep the default.
+label (real data: the best available proxy). A finding stated wrongly is worse than one left
+unsaid (the grounding rule: say nothing rather than something false), so the threshold is the
+one that states the finding for as many validation cases with a radiograph as possible without
+stating it for any that lack it (no false positive on validation), placed in the middle of its
+score gap so that it does not sit on a validation case. When every positive scores below some
+negative, the finding is never stated (threshold above every score). Too few positives keep the
+default.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_POSITIVES = 3
-BETA = 0.5
 
 
 @dataclass(frozen=True)
@@ -28,31 +30,32 @@ class ImageFindingFit:
         """Keys for calibration.json (read by the Predictor's grounding)."""
         return {
             "image_finding_thresholds": self.thresholds,
-            "image_finding_rule": f"F{BETA:g}-optimal image-branch score on the validation split (target: {self.target})",
+            "image_finding_rule": f"highest recall with no false positive on the validation split (target: {self.target})",
         }
 
     def to_dict(self) -> dict:
-        return {"thresholds": self.thresholds, "target": self.target, "per_diagnosis": self.detail, "beta": BETA}
+        return {"thresholds": self.thresholds, "target": self.target, "per_diagnosis": self.detail,
+                "rule": "highest recall with no false positive on validation"}
 
 
 def fit_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float, float]:
-    """(threshold, precision, recall) maximising F-beta over cut points between the sorted unique scores."""
+    """(threshold, precision, recall): the cut between sorted unique scores with the highest recall and
+    no false positive (widest gap on ties); above every score when no such cut states any positive."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(positive, dtype=bool)
     levels = np.unique(s)
     cuts = np.concatenate([[levels[0] - 1e-9], (levels[:-1] + levels[1:]) / 2.0, [levels[-1] + 1e-9]])
-    best, best_gap, chosen = -1.0, -1.0, (0.5, 0.0, 0.0)
+    best, best_gap, chosen = 0.0, -1.0, (float(levels[-1]) + 1e-6, 1.0, 0.0)
     for k, cut in enumerate(cuts):
         said = s >= cut
-        tp = int((said & y).sum())
-        precision = tp / max(int(said.sum()), 1)
-        recall = tp / max(int(y.sum()), 1)
-        f = 0.0 if tp == 0 else (1 + BETA**2) * precision * recall / (BETA**2 * precision + recall)
+        if (said & ~y).any():
+            continue  # a false positive on validation
+        recall = int((said & y).sum()) / max(int(y.sum()), 1)
         lo = levels[k - 1] if k > 0 else 0.0
         hi = levels[k] if k < len(levels) else 1.0
         gap = hi - lo
-        if f > best + 1e-12 or (abs(f - best) <= 1e-12 and gap > best_gap):
-            best, best_gap, chosen = f, gap, ((lo + hi) / 2.0, precision, recall)
+        if recall > best + 1e-12 or (recall > 0 and abs(recall - best) <= 1e-12 and gap > best_gap):
+            best, best_gap, chosen = recall, gap, ((lo + hi) / 2.0, 1.0, recall)
     return chosen
 
 

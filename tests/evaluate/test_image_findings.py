@@ -1,4 +1,4 @@
-"""Image-finding thresholds fitted on validation scores: F0.5 worked out by hand."""
+"""Image-finding thresholds fitted on validation scores: the highest recall with no false positive, by hand."""
 
 from __future__ import annotations
 
@@ -13,10 +13,18 @@ def test_separated_scores_put_the_threshold_in_the_middle_of_the_gap():
     assert cut == pytest.approx(0.5) and (precision, recall) == (1.0, 1.0)
 
 
-def test_overlapping_scores_take_the_cut_with_the_best_f_half():
-    # cuts: all said F0.5=0.556; above 0.1: P 2/3 R 1, F0.5=0.714; above 0.6: P .5 R .5, 0.5; above 0.7: P 1 R .5, 0.833
+def test_overlapping_scores_take_the_cut_with_no_false_positive():
+    # cuts above 0.1 and above 0.6 state the negative at 0.7; above 0.7: P 1, R 0.5
     cut, precision, recall = fit_threshold(np.array([0.1, 0.6, 0.7, 0.9]), np.array([0, 1, 0, 1], bool))
     assert cut == pytest.approx(0.8) and (precision, recall) == (1.0, 0.5)
+    # F0.5 would take the cut above 0.1 (P 4/5, R 1: 0.833 against 0.625); no false positive is the rule
+    cut, precision, recall = fit_threshold(np.array([0.1, 0.5, 0.55, 0.6, 0.65, 0.9]), np.array([0, 1, 1, 1, 0, 1], bool))
+    assert cut == pytest.approx(0.775) and (precision, recall) == (1.0, 0.25)
+
+
+def test_when_every_positive_is_below_a_negative_the_finding_is_never_stated():
+    cut, precision, recall = fit_threshold(np.array([0.2, 0.3, 0.9]), np.array([1, 1, 0], bool))
+    assert cut > 0.9 and recall == 0.0
 
 
 def test_too_few_positives_keep_the_default_and_say_why():
