@@ -54,6 +54,7 @@ def synth(
     bias_value: Optional[str] = typer.Option(None, "--bias-value", help="Group value that receives the planted bias (e.g. 2054-5)."),
     bias_kind: str = typer.Option("label_noise", "--bias-kind", help="label_noise or image_quality."),
     bias_strength: float = typer.Option(0.0, "--bias-strength", min=0.0, max=1.0, help="Strength of the planted bias (0 = none)."),
+    splits: str = typer.Option("0.7,0.15,0.15", "--splits", help="Train, validation and test fractions (the demo uses 0.5,0.15,0.35)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -72,6 +73,7 @@ def synth(
         bias_value=bias_value,
         bias_kind=bias_kind,
         bias_strength=bias_strength,
+        **_split_fractions(splits),
         **({"workers": workers} if workers else {}),
     )
     summary = synthesize(out, config, progress=not as_json)
@@ -125,13 +127,13 @@ def train(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("medmm-demo"), "--out", help="Folder for the cohort, the runs, the model and the metrics."),
-    patients: int = typer.Option(600, "--patients", min=20, help="Synthetic patients."),
+    patients: int = typer.Option(900, "--patients", min=20, help="Synthetic patients (half train, 15% validation, 35% test)."),
     seed: int = typer.Option(0, "--seed"),
     quick: bool = typer.Option(False, "--quick", help="A small smoke run (figures not meaningful)."),
     no_serve: bool = typer.Option(False, "--no-serve", help="Do not start the clinician interface afterwards."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json."),
 ) -> None:
-    """Synthesize a cohort, train the embedded default (3 stages), evaluate it, save DIR/model and DIR/metrics.json."""
+    """Synthesize a cohort, train the embedded default (four stages), evaluate it, save DIR/model and DIR/metrics.json."""
     from medmm.demo import DemoOptions, run_demo
 
     metrics = run_demo(DemoOptions(out=out, patients=patients, seed=seed, quick=quick, progress=not as_json))
@@ -291,6 +293,17 @@ def batch(
 
     summary = run_batch(model, cohort, out, engine=engine, workers=workers, protocol=protocol, progress=not as_json, audit=audit)
     typer.echo(json.dumps(_jsonable(summary)) if as_json else str(summary))
+
+
+def _split_fractions(text: str) -> dict[str, float]:
+    """--splits "0.7,0.15,0.15" as SynthConfig's three fractions (ConfigError naming the option otherwise)."""
+    from medmm.errors import ConfigError
+
+    try:
+        train, val, test = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"expected three comma-separated fractions, got {text!r}", where="--splits") from None
+    return {"train_fraction": train, "val_fraction": val, "test_fraction": test}
 
 
 def _serve_ui(**options) -> None:

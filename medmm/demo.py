@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 STAGES = ("pretrain_lm", "pretrain_image", "align", "finetune")
 # Quick mode (a CI smoke run): a small cohort of small images written in-process, two short notes
 # per case, six optimizer steps per stage. Its figures are not meaningful.
+DEMO_SPLITS = {"train_fraction": 0.5, "val_fraction": 0.15, "test_fraction": 0.35}
 QUICK_PATIENTS = 40
 QUICK_IMAGE_SIZE = 64
 QUICK_BOOT = 100  # bootstrap resamples of the quick run's evaluation
@@ -34,7 +35,7 @@ QUICK_MODEL = (f"model.preprocess.image_size={QUICK_IMAGE_SIZE}", "model.preproc
 @dataclass(frozen=True)
 class DemoOptions:
     out: Path
-    patients: int = 600
+    patients: int = 900
     seed: int = 0
     quick: bool = False  # a much smaller run (CI smoke): fewer patients and steps; figures not meaningful
     progress: bool = True
@@ -153,7 +154,9 @@ def run_demo(opts: DemoOptions) -> dict:
         if opts.quick:  # worker processes would cost more to start than this small cohort takes to write
             synth = SynthConfig(patients=patients, seed=opts.seed, image_size=QUICK_IMAGE_SIZE, workers=1)
         else:
-            synth = SynthConfig(patients=patients, seed=opts.seed, image_size=256)
+            # half the patients train, 15% fit the calibration, 35% test: a test split large enough for
+            # the rarer diagnoses' intervals and for every single-attribute audit group to be scored
+            synth = SynthConfig(patients=patients, seed=opts.seed, image_size=256, **DEMO_SPLITS)
         synthesize(cohort, synth, progress=opts.progress)
     times["synth"] = time.perf_counter() - start
 
