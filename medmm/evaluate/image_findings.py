@@ -5,10 +5,11 @@ truth (truth.json: the diagnosis has image evidence) where a case has one, else 
 label (real data: the best available proxy). A finding stated wrongly is worse than one left
 unsaid (the grounding rule: say nothing rather than something false), so the threshold is the
 one that states the finding for as many validation cases with a radiograph as possible without
-stating it for any that lack it (no false positive on validation), placed in the middle of its
-score gap so that it does not sit on a validation case. When every positive scores below some
-negative, the finding is never stated (threshold above every score). Too few positives keep the
-default.
+stating it for any that lack it (no false positive on validation), placed at the top of the
+score gap, at the lowest validation score it was rightly stated for: the costs are not symmetric,
+so the margin goes to the negatives (a finding is stated only as surely as one stated rightly on
+validation). When every positive scores below some negative, the finding is never stated
+(threshold above every score). Too few positives keep the default.
 """
 
 from __future__ import annotations
@@ -39,24 +40,16 @@ class ImageFindingFit:
 
 
 def fit_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float, float]:
-    """(threshold, precision, recall): the cut between sorted unique scores with the highest recall and
-    no false positive (widest gap on ties); above every score when no such cut states any positive."""
+    """(threshold, precision, recall): the lowest positive score above every negative one (the highest recall
+    with no false positive, the cut at the top of the score gap); above every score when no positive clears
+    every negative."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(positive, dtype=bool)
-    levels = np.unique(s)
-    cuts = np.concatenate([[levels[0] - 1e-9], (levels[:-1] + levels[1:]) / 2.0, [levels[-1] + 1e-9]])
-    best, best_gap, chosen = 0.0, -1.0, (float(levels[-1]) + 1e-6, 1.0, 0.0)
-    for k, cut in enumerate(cuts):
-        said = s >= cut
-        if (said & ~y).any():
-            continue  # a false positive on validation
-        recall = int((said & y).sum()) / max(int(y.sum()), 1)
-        lo = levels[k - 1] if k > 0 else 0.0
-        hi = levels[k] if k < len(levels) else 1.0
-        gap = hi - lo
-        if recall > best + 1e-12 or (recall > 0 and abs(recall - best) <= 1e-12 and gap > best_gap):
-            best, best_gap, chosen = recall, gap, ((lo + hi) / 2.0, 1.0, recall)
-    return chosen
+    top_negative = s[~y].max() if (~y).any() else -np.inf
+    stated = s[y & (s > top_negative)]
+    if stated.size == 0:
+        return float(s.max()) + 1e-6, 1.0, 0.0
+    return float(stated.min()), 1.0, stated.size / int(y.sum())
 
 
 def fit_image_findings(scores: np.ndarray, targets: np.ndarray, names, default: float, target: str) -> ImageFindingFit:
