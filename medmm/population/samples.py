@@ -229,7 +229,9 @@ def window_images(task: Task, patient: CleanPatient, index: datetime) -> tuple[I
 
 def hourly_grid(task: Task, patient: CleanPatient, index: datetime) -> VitalGrid:
     """Readings averaged onto steps of `step_minutes` over the `hours` before the index."""
-    step = timedelta(minutes=task.vitals.step_minutes or 0)
+    if not task.vitals.step_minutes:  # the task reads no vital signs: a grid of no steps
+        return _grid(task, (), (), {}, patient, index, 0)
+    step = timedelta(minutes=task.vitals.step_minutes)
     n_steps = round(task.vitals.span / step)
     start = index - task.vitals.span
     include = task.vitals.include_index
