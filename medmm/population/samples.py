@@ -17,7 +17,7 @@ import numpy as np
 
 from medmm.codes import US_CORE_BIRTHSEX, US_CORE_ETHNICITY, US_CORE_RACE
 from medmm.io.fhir import age_at
-from medmm.population.hygiene import CleanPatient, ImagingFact, Reading, clean_patient
+from medmm.population.hygiene import CleanPatient, ImagingFact, clean_patient
 from medmm.population.record import PatientRecord, PopulationReport, parse_time
 from medmm.records import ClinicalNote, Demographics, DroppedValue, Issue
 from medmm.tasks import Task

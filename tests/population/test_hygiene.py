@@ -2,7 +2,6 @@
 
 import base64
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from medmm.population.samples import patient_samples
 from medmm.codes import VITAL_SIGNS
 from medmm.tasks import load_task, task_from_dict
 
-HL7 = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir-hl7"
+HL7 = Path(__file__).parents[1] / "io" / "data" / "hl7"  # official HL7 R4 example resources (CC0)
 UTC = timezone.utc
 NOTE = "2020-03-10\n\n# Chief Complaint\n- cough and fever\n"
 
@@ -183,11 +182,9 @@ def test_bulk_reader_skips_bad_lines_and_keeps_the_rest(tmp_path):
     assert sum(n for k, n in report.counts.items() if k.startswith("resource: invalid Patient")) == 1
 
 
-@pytest.mark.skipif(not HL7.is_dir(), reason="HL7 example resources not present")
 def test_hl7_example_observations_parse(tmp_path):
     export = tmp_path / "export"
     export.mkdir()
-    shutil.copy(HL7 / "hl7-patient-example.json", tmp_path / "patient.json")
     (export / "Patient.ndjson").write_text(json.dumps(json.loads((HL7 / "hl7-patient-example.json").read_text())) + "\n")
     lines = [json.dumps(json.loads(p.read_text())) for p in sorted(HL7.glob("hl7-observation-*.json"))]
     (export / "Observation.ndjson").write_text("\n".join(lines) + "\n")
