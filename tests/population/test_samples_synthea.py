@@ -17,6 +17,8 @@ from medmm.population import PopulationReport, iter_bulk_export, iter_bundle_fol
 from medmm.population.samples import population_samples
 from medmm.tasks import load_task, task_from_dict
 
+pytestmark = pytest.mark.slow  # generates a population (about 10 s) and reads it several times
+
 ARI_SNOMED = {"10509002": "acute_bronchitis", "233604007": "pneumonia", "444814009": "viral_sinusitis",
               "195662009": "acute_viral_pharyngitis"}
 CHANNEL_OF = {"8867-4": "heart_rate", "9279-1": "resp_rate", "59408-5": "spo2", "2708-6": "spo2",
