@@ -1,0 +1,269 @@
+"""Reading a Task from YAML, with every field checked.
+
+A mistake is a ConfigError naming the file and the field (`labels[2].icd10`, `vitals.hours`)
+and saying what was expected; unknown keys are mistakes too, so that a typo never silently
+falls back to a default. YAML is read with yaml.safe_load.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from medmm.codes import VITAL_SIGNS, VitalSign
+from medmm.errors import ConfigError
+from medmm.io.units import canonical_unit
+from medmm.tasks.task import (
+    AUDIT_ATTRIBUTES,
+    INACTIVE_RULES,
+    INDEX_KINDS,
+    Horizon,
+    ImagesWindow,
+    IndexRule,
+    LabelSpec,
+    NotesWindow,
+    Task,
+    VitalsWindow,
+)
+
+TASK_DIR = Path(__file__).parent
+DEFAULT_AUDIT = ("sex", "age_band", "race", "ethnicity")
+DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0)
+_TOP_KEYS = {
+    "name", "description", "index", "notes", "vitals", "images", "labels", "horizon",
+    "inactive_conditions", "channels", "audit_attributes", "age_bands",
+}
+
+
+def shipped_tasks() -> tuple[str, ...]:
+    """Short names of the tasks shipped with medmm."""
+    return tuple(sorted(p.stem for p in TASK_DIR.glob("*.yaml")))
+
+
+def load_task(path_or_name: str | Path) -> Task:
+    """A Task from a YAML file, or a shipped task by short name (`synthetic-cxr`)."""
+    path = Path(path_or_name)
+    if not path.suffix and not path.exists():
+        path = TASK_DIR / f"{path_or_name}.yaml"
+        if not path.is_file():
+            known = ", ".join(shipped_tasks())
+            raise ConfigError(f"no shipped task of this name (known: {known})", where=str(path_or_name))
+    if not path.is_file():
+        raise ConfigError("task file not found", path=path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid YAML ({type(exc).__name__})", path=path) from None
+    return task_from_dict(data, source=str(path))
+
+
+def task_from_dict(data: Any, source: str = "") -> Task:
+    """A Task from the mapping a YAML file holds; ConfigErrors name `source` and the field."""
+    r = _Reader(source)
+    top = r.mapping(data, "", _TOP_KEYS)
+    name = r.text(top.get("name"), "name")
+    channels = _channels(r, top.get("channels"))
+    labels = tuple(_label(r, item, f"labels[{i}]") for i, item in enumerate(r.items(top.get("labels"), "labels")))
+    if not labels:
+        raise r.error("labels", "expected at least one label")
+    r.unique([spec.name for spec in labels], "labels", "label name")
+    audit = tuple(r.choice(a, f"audit_attributes[{i}]", AUDIT_ATTRIBUTES) for i, a in enumerate(
+        r.items(top.get("audit_attributes", list(DEFAULT_AUDIT)), "audit_attributes")
+    ))
+    bands = tuple(r.number(b, f"age_bands[{i}]", low=0.0) for i, b in enumerate(
+        r.items(top.get("age_bands", list(DEFAULT_AGE_BANDS)), "age_bands")
+    ))
+    if list(bands) != sorted(set(bands)) or any(b <= 0 for b in bands):
+        raise r.error("age_bands", "expected increasing positive ages in years")
+    return Task(
+        name=name,
+        description=r.text(top.get("description", ""), "description", empty=True),
+        index=_index(r, top.get("index")),
+        notes=_notes(r, top.get("notes")),
+        vitals=_vitals(r, top.get("vitals")),
+        images=_images(r, top.get("images")),
+        labels=labels,
+        horizon=_horizon(r, top.get("horizon")),
+        inactive_conditions=r.choice(top.get("inactive_conditions", "count"), "inactive_conditions", INACTIVE_RULES),
+        channels=channels,
+        audit_attributes=audit,
+        age_bands=bands,
+        source=source,
+    )
+
+
+class _Reader:
+    """Typed access to YAML values; every failure names the file and the field."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def error(self, where: str, message: str) -> ConfigError:
+        return ConfigError(message, path=self.source or None, where=where or "task")
+
+    def mapping(self, value: Any, where: str, keys: set[str]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.error(where, f"expected a mapping, found {_kind(value)}")
+        unknown = sorted(str(k) for k in value if k not in keys)
+        if unknown:
+            raise self.error(where, f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(keys))})")
+        return value
+
+    def items(self, value: Any, where: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.error(where, f"expected a list, found {_kind(value)}")
+        return value
+
+    def text(self, value: Any, where: str, empty: bool = False) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # codes such as 2708 read as numbers
+        if not isinstance(value, str) or (not empty and not value.strip()):
+            raise self.error(where, f"expected a non-empty text, found {_kind(value)}")
+        return value.strip()
+
+    def texts(self, value: Any, where: str) -> tuple[str, ...]:
+        return tuple(self.text(v, f"{where}[{i}]") for i, v in enumerate(self.items(value, where)))
+
+    def number(self, value: Any, where: str, low: float = 0.0, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.error(where, f"expected a number, found {_kind(value)}")
+        if value < low or (positive and value <= 0):
+            raise self.error(where, f"expected a number {'above' if positive else 'at least'} {low:g}")
+        return float(value)
+
+    def flag(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(where, f"expected true or false, found {_kind(value)}")
+        return value
+
+    def choice(self, value: Any, where: str, allowed: tuple[str, ...]) -> str:
+        if value not in allowed:
+            raise self.error(where, f"expected one of {', '.join(allowed)}")
+        return value
+
+    def unique(self, names: list[str], where: str, what: str) -> None:
+        if len(set(names)) != len(names):
+            raise self.error(where, f"a {what} appears more than once")
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _index(r: _Reader, value: Any) -> IndexRule:
+    m = r.mapping(value, "index", {"kind", "classes", "types", "column"})
+    kind = r.choice(m.get("kind"), "index.kind", INDEX_KINDS)
+    column = r.text(m["column"], "index.column") if "column" in m else None
+    if kind == "manifest_column" and column is None:
+        raise r.error("index.column", "expected the manifest column that holds the index date")
+    if kind != "manifest_column" and column is not None:
+        raise r.error("index.column", f"only index kind manifest_column reads a column (kind is {kind})")
+    classes = r.texts(m.get("classes", []), "index.classes")
+    types = r.texts(m.get("types", []), "index.types")
+    if (classes or types) and kind not in ("encounter", "last_encounter"):
+        raise r.error("index", f"classes and types select Encounters; index kind {kind} has none")
+    return IndexRule(kind=kind, classes=classes, types=types, column=column)
+
+
+def _notes(r: _Reader, value: Any) -> NotesWindow:
+    if value is None:
+        return NotesWindow()
+    m = r.mapping(value, "notes", {"days", "include_index"})
+    return NotesWindow(
+        days=r.number(m.get("days"), "notes.days", positive=True),
+        include_index=r.flag(m.get("include_index", False), "notes.include_index"),
+    )
+
+
+def _vitals(r: _Reader, value: Any) -> VitalsWindow:
+    if value is None:
+        return VitalsWindow()
+    m = r.mapping(value, "vitals", {"hours", "step_minutes", "per_encounter", "days", "include_index"})
+    include = r.flag(m.get("include_index", False), "vitals.include_index")
+    if r.flag(m.get("per_encounter", False), "vitals.per_encounter"):
+        if "hours" in m or "step_minutes" in m:
+            raise r.error("vitals", "per_encounter takes days, not hours or step_minutes")
+        days = r.number(m.get("days"), "vitals.days", positive=True)
+        return VitalsWindow(per_encounter=True, days=days, include_index=include)
+    if "days" in m:
+        raise r.error("vitals.days", "days goes with per_encounter: true; a regular grid takes hours")
+    hours = r.number(m.get("hours"), "vitals.hours", positive=True)
+    step = r.number(m.get("step_minutes"), "vitals.step_minutes", positive=True)
+    if round(hours * 60 * 1e6) % round(step * 1e6):
+        raise r.error("vitals.step_minutes", "expected a step that divides the window evenly")
+    return VitalsWindow(hours=hours, step_minutes=step, include_index=include)
+
+
+def _images(r: _Reader, value: Any) -> ImagesWindow:
+    if value is None:
+        return ImagesWindow()
+    m = r.mapping(value, "images", {"days", "include_index"})
+    return ImagesWindow(
+        days=r.number(m.get("days"), "images.days"),
+        include_index=r.flag(m.get("include_index", True), "images.include_index"),
+    )
+
+
+def _label(r: _Reader, value: Any, where: str) -> LabelSpec:
+    m = r.mapping(value, where, {"name", "display", "snomed", "icd10"})
+    name = r.text(m.get("name"), f"{where}.name")
+    if not name.replace("_", "").isalnum():
+        raise r.error(f"{where}.name", "expected letters, digits and underscores (it names output columns)")
+    snomed = r.texts(m.get("snomed", []), f"{where}.snomed")
+    icd10 = r.texts(m.get("icd10", []), f"{where}.icd10")
+    for i, code in enumerate(snomed):
+        if not code.isdigit():
+            raise r.error(f"{where}.snomed[{i}]", "expected a SNOMED CT concept id (digits)")
+    for i, code in enumerate(icd10):
+        key = code.upper().replace(".", "")
+        if len(key) < 3 or not (key[0].isalpha() and key[1:3].isalnum()):
+            raise r.error(f"{where}.icd10[{i}]", "expected an ICD-10-CM code or category (e.g. J18 or J18.9)")
+    if not snomed and not icd10:
+        raise r.error(where, "expected at least one code in snomed or icd10")
+    display = r.text(m.get("display", name), f"{where}.display")
+    return LabelSpec(name=name, display=display, snomed=snomed, icd10=icd10)
+
+
+def _horizon(r: _Reader, value: Any) -> Horizon:
+    if value is None:
+        return Horizon()
+    m = r.mapping(value, "horizon", {"before_days", "after_days", "calendar_days", "encounter_diagnosis"})
+    before = r.number(m["before_days"], "horizon.before_days") if m.get("before_days") is not None else None
+    after = r.number(m["after_days"], "horizon.after_days") if m.get("after_days") is not None else None
+    return Horizon(
+        before_days=before,
+        after_days=after,
+        calendar_days=r.flag(m.get("calendar_days", False), "horizon.calendar_days"),
+        encounter_diagnosis=r.flag(m.get("encounter_diagnosis", False), "horizon.encounter_diagnosis"),
+    )
+
+
+def _channels(r: _Reader, value: Any) -> tuple[VitalSign, ...]:
+    """The vital-sign channels; absent means medmm's default seven (medmm.codes.VITAL_SIGNS)."""
+    if value is None:
+        return VITAL_SIGNS
+    signs = []
+    for i, item in enumerate(r.items(value, "channels")):
+        where = f"channels[{i}]"
+        m = r.mapping(item, where, {"name", "display", "loinc", "unit", "low", "high"})
+        unit = r.text(m.get("unit"), f"{where}.unit")
+        if canonical_unit(unit) != unit:
+            raise r.error(f"{where}.unit", "expected a UCUM unit medmm converts to (e.g. /min, %, Cel, mm[Hg], kg)")
+        low = r.number(m.get("low"), f"{where}.low", low=-math.inf)
+        high = r.number(m.get("high"), f"{where}.high", low=-math.inf)
+        if not low < high:
+            raise r.error(f"{where}.high", "expected high above low")
+        loinc = r.texts(m.get("loinc"), f"{where}.loinc")
+        if not loinc:
+            raise r.error(f"{where}.loinc", "expected at least one LOINC code")
+        name = r.text(m.get("name"), f"{where}.name")
+        display = r.text(m.get("display", name), f"{where}.display")
+        signs.append(VitalSign(name, display, loinc, unit, low, high))
+    if not signs:
+        raise r.error("channels", "expected at least one channel (or leave channels out for the default seven)")
+    r.unique([s.name for s in signs], "channels", "channel name")
+    r.unique([c for s in signs for c in s.loinc], "channels", "LOINC code")
+    return tuple(signs)

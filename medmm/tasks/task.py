@@ -1,0 +1,163 @@
+"""The Task record: which samples a population yields, what each sample holds, and its labels.
+
+A Task is the one place a diagnosis or a vital-sign channel is named. It says how index times
+are chosen, which window before each index time each modality reads, which codes make a label
+positive and over what horizon, which vital-sign channels go on the grid, and which demographic
+attributes audits group by. Tasks are frozen: read one from YAML with
+:func:`medmm.tasks.load_task`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from medmm.codes import VitalSign
+
+INDEX_KINDS = ("encounter", "last_encounter", "imaging_study", "manifest_column")
+INACTIVE_RULES = ("count", "ignore")  # how resolved / inactive / remission Conditions count
+AUDIT_ATTRIBUTES = ("sex", "age_band", "race", "ethnicity", "birth_sex")
+
+
+@dataclass(frozen=True)
+class IndexRule:
+    """How index times are chosen for one patient.
+
+    `encounter`: the start of each Encounter whose class code is in `classes` and whose type
+    codes meet `types` (an empty list puts no condition on that part); `last_encounter`: the
+    start of the latest such Encounter; `imaging_study`: each ImagingStudy's `started`;
+    `manifest_column`: the date in the manifest column `column`.
+    """
+
+    kind: str
+    classes: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    column: str | None = None
+
+
+@dataclass(frozen=True)
+class NotesWindow:
+    """Notes dated within `days` before the index time (None: no notes are read)."""
+
+    days: float | None = None
+    include_index: bool = False
+
+
+@dataclass(frozen=True)
+class VitalsWindow:
+    """The vital-sign grid: `hours` before the index in steps of `step_minutes`, or, with
+    `per_encounter`, one step per Encounter starting within `days` before the index."""
+
+    hours: float | None = None
+    step_minutes: float | None = None
+    per_encounter: bool = False
+    days: float | None = None
+    include_index: bool = False
+
+    @property
+    def span(self) -> timedelta:
+        """How far before the index the grid reaches."""
+        if self.per_encounter:
+            return timedelta(days=self.days or 0.0)
+        return timedelta(hours=self.hours or 0.0)
+
+
+@dataclass(frozen=True)
+class ImagesWindow:
+    """Imaging studies started within `days` before the index (0: only a study at the index)."""
+
+    days: float | None = None
+    include_index: bool = True
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """When a Condition's onset makes a label positive, relative to the index time.
+
+    Without `calendar_days`, onset must lie in [index - before_days, index + after_days]; with it,
+    the onset's UTC date must lie within that many days of the index's UTC date (0 and 0: the
+    same day). None on either side puts no bound there. With `encounter_diagnosis`, a Condition
+    recorded at the index Encounter (Condition.encounter) counts whatever its onset.
+    """
+
+    before_days: float | None = None
+    after_days: float | None = None
+    calendar_days: bool = False
+    encounter_diagnosis: bool = False
+
+    def holds(self, onset: datetime, index: datetime) -> bool:
+        """Whether an onset time falls within the horizon around `index` (both aware)."""
+        if self.calendar_days:
+            days = (onset.date() - index.date()).days
+            return (self.before_days is None or days >= -self.before_days) and (
+                self.after_days is None or days <= self.after_days
+            )
+        low_ok = self.before_days is None or onset >= index - timedelta(days=self.before_days)
+        high_ok = self.after_days is None or onset <= index + timedelta(days=self.after_days)
+        return low_ok and high_ok
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label: positive when a Condition coded with one of these codes has onset in the horizon.
+
+    SNOMED CT codes match exactly; ICD-10-CM codes match as categories: `J18` matches `J18`,
+    `J18.9` and `J189` (compared upper-case, without dots).
+    """
+
+    name: str
+    display: str
+    snomed: tuple[str, ...] = ()
+    icd10: tuple[str, ...] = ()
+
+    def matches(self, system: str, code: str) -> bool:
+        """Whether a coding (system URL, code) is in this label's value sets."""
+        system = system.lower()
+        if "snomed" in system:
+            return code.strip() in self.snomed
+        if "icd-10" in system or "icd10" in system:
+            given = icd_key(code)
+            return any(given.startswith(icd_key(c)) for c in self.icd10)
+        return False
+
+
+def icd_key(code: str) -> str:
+    """An ICD-10 code for prefix comparison: upper-case, without dots or spaces."""
+    return code.strip().upper().replace(".", "").replace(" ", "")
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything that turns a population into samples: see the module docstring."""
+
+    name: str
+    description: str
+    index: IndexRule
+    notes: NotesWindow
+    vitals: VitalsWindow
+    images: ImagesWindow
+    labels: tuple[LabelSpec, ...]
+    horizon: Horizon
+    inactive_conditions: str  # "count" | "ignore"
+    channels: tuple[VitalSign, ...]
+    audit_attributes: tuple[str, ...]
+    age_bands: tuple[float, ...]  # lower bounds (years) of the age bands after the first
+    source: str = ""  # the file the task was read from
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.labels)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(sign.name for sign in self.channels)
+
+    def age_band(self, age_years: float | None) -> str | None:
+        """The age band label ("18-39", "65+") an age falls in, or None when the age is unknown."""
+        if age_years is None:
+            return None
+        edges = (0.0, *self.age_bands)
+        for low, high in zip(edges, edges[1:]):
+            if age_years < high:
+                return f"{low:g}-{high - 1:g}"
+        return f"{edges[-1]:g}+"
