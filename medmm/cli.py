@@ -84,6 +84,36 @@ def synth(
         typer.echo(str(summary))
 
 
+cohort_app = typer.Typer(no_args_is_help=True, help="Build cohorts from real populations (FHIR Bulk Data exports, Bundle folders).")
+app.add_typer(cohort_app, name="cohort")
+
+
+@cohort_app.command("build")
+def cohort_build(
+    source: List[Path] = typer.Option(..., "--source", help="A FHIR Bulk Data export folder or a folder of per-patient Bundles (repeatable)."),
+    task: str = typer.Option(..., "--task", help="A shipped task name (e.g. acute-respiratory-infection) or a task YAML file."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the cohort into (empty, or a previous build)."),
+    splits: str = typer.Option("0.6,0.2,0.2", "--splits", help="Train, validation and test fractions (by patient)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the patient split: the same seed gives the same cohort."),
+    index_table: Optional[Path] = typer.Option(None, "--index-table", help="CSV with patient_id and the index column, for tasks whose index times come from a manifest column."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Write one folder per (patient, index time) sample of a task, a manifest with patient-level splits, and a report."""
+    from medmm.population.build import build_cohort
+
+    fractions = _split_fractions(splits)
+    built = build_cohort(
+        source, task, out,
+        splits=(fractions["train_fraction"], fractions["val_fraction"], fractions["test_fraction"]),
+        seed=seed, progress=not as_json, index_table=index_table,
+    )
+    if as_json:
+        typer.echo(json.dumps(_jsonable(built.report)))
+    else:
+        per_split = ", ".join(f"{k} {v}" for k, v in built.per_split.items())
+        typer.echo(f"wrote {built.samples} samples of {built.patients} patients to {out} ({per_split}); see cohort_report.md")
+
+
 @app.command()
 def inspect(
     paths: List[Path] = typer.Argument(..., help="DICOM files, FHIR files, vitals tables or patient folders."),

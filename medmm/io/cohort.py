@@ -11,7 +11,9 @@ On-disk layout (what `medmm synth` writes and what `--cohort DIR` accepts everyw
 Manifest columns: ``patient_id`` and ``folder`` (relative to the cohort root) are required;
 ``split`` (train|val|test), ``study_time`` (ISO 8601), ``sex``, ``age_years``, ``race``,
 ``ethnicity``, ``labels`` (diagnosis names joined by ';') and ``has_image``/``has_notes``/
-``has_vitals`` are optional. A folder without a manifest is read as one patient per
+``has_vitals`` are optional. A built cohort (``medmm cohort build``) has one row per sample
+(patient and index time) and a ``sample_id`` column: a patient may then have several rows,
+each sample once. A folder without a manifest is read as one patient per
 sub-folder.
 """
 
@@ -65,10 +67,12 @@ class Cohort:
             split = row.get("split")
             split = None if split is None or (isinstance(split, float) and pd.isna(split)) else str(split)
             entries.append(CohortEntry(str(row["patient_id"]), folder, split, study_time))
-        ids = [e.patient_id for e in entries]
+        # One row per patient, or, with a sample_id column (a built cohort), one row per sample.
+        key = "sample_id" if "sample_id" in manifest.columns else "patient_id"
+        ids = [str(v) for v in manifest[key]]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
-            raise CohortError(f"patient_id appears more than once (first repeat at row {ids.index(dup, ids.index(dup) + 1) + 2})", path=root / "manifest.csv")
+            raise CohortError(f"{key} appears more than once (first repeat at row {ids.index(dup, ids.index(dup) + 1) + 2})", path=root / "manifest.csv")
         return cls(root, entries, manifest.reset_index(drop=True))
 
     def __len__(self) -> int:

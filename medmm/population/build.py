@@ -1,0 +1,511 @@
+"""Building a cohort from a population: one folder per sample in medmm's cohort layout.
+
+`build_cohort` reads each source (a FHIR Bulk Data export or a folder of per-patient Bundles)
+one patient at a time, draws the task's samples from that patient, and writes each sample as
+a folder that :class:`medmm.io.cohort.Cohort` and :func:`medmm.io.study.load_study` read as
+they read any patient folder:
+
+- ``record.json``: an R4 collection Bundle with the Patient, the sample's notes (the task's
+  notes window, deduplicated) as DocumentReferences with a base64 text/plain attachment and
+  the note's date, and the Conditions that made the sample's labels, coded as in the source;
+- ``vitals.csv``: the readings the sample's vital-sign grid is made of, long format
+  (time, code, value, unit), in canonical units; absent when there are none;
+- no ``images/``: imaging studies are counted, not joined to DICOM files yet.
+
+A folder's name is a hash of the patient id and the index time (no identifier in a path). The
+cohort root holds ``manifest.csv`` (one row per sample), ``task.yaml`` (a copy of the task),
+``cohort_report.json`` and ``cohort_report.md`` (what was built, what was left out and why,
+and what is needed to repeat the build: task and source hashes, version, seed, splits) and
+``build.json`` (when it was built: the one file that differs between two identical builds).
+
+Splits are by patient. Patients are put in two strata (any positive label in any of their
+samples, or none); within a stratum they are ordered by SHA-256 of the seed and the patient
+id (a seeded shuffle that does not depend on the order the sources list them), and cut at the
+cumulative split fractions (rounded). The same sources, task and seed give the same splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import medmm
+from medmm.errors import CohortError, ConfigError, FhirError
+from medmm.population.bulk import NDJSON_SUFFIXES, export_files, iter_bulk_export
+from medmm.population.bundles import bundle_files, iter_bundle_folder
+from medmm.population.hygiene import CleanPatient, Reading, clean_patient
+from medmm.population.record import PatientRecord, PopulationReport
+from medmm.population.samples import Sample, _in_window, _sample, index_times
+from medmm.tasks import Task, load_task
+
+MANIFEST = "manifest.csv"
+REPORT_JSON = "cohort_report.json"
+REPORT_MD = "cohort_report.md"
+TASK_COPY = "task.yaml"
+BUILD_INFO = "build.json"
+REPORT_FORMAT = "medmm-cohort-build/1"
+SPLIT_NAMES = ("train", "val", "test")
+MANIFEST_COLUMNS = (
+    "patient_id", "folder", "sample_id", "split", "study_time", "sex", "age_years", "race", "ethnicity",
+    "labels", "has_image", "has_notes", "has_vitals",
+)
+_FOLDER_HEX = 20
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CohortBuild:
+    """What a build wrote: where, how many patients and samples, and the report it wrote."""
+
+    out: Path
+    patients: int
+    samples: int
+    per_split: Mapping[str, int]  # samples per split
+    report: Mapping[str, Any]  # the content of cohort_report.json
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    kind: str  # "bulk" | "bundles"
+    files: tuple[Path, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry point
+
+
+def build_cohort(
+    sources: Sequence[str | Path],
+    task: Task | str | Path,
+    out: str | Path,
+    splits: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    progress: bool = True,
+    index_table: str | Path | None = None,
+) -> CohortBuild:
+    """Build a cohort in `out` from `sources` under `task` (see the module docstring).
+
+    `index_table` is a CSV with a `patient_id` column and the column a `manifest_column` task
+    takes its index times from. `out` must be absent, empty or a previous build (replaced).
+    """
+    task = task if isinstance(task, Task) else load_task(task)
+    task_text = _task_text(task)
+    fractions = _fractions(splits)
+    found = [detect_source(p) for p in sources]
+    if not found:
+        raise ConfigError("no source given (expected a Bulk Data export or a folder of Bundles)", where="--source")
+    table = _read_index_table(index_table) if index_table is not None else None
+    if task.index.kind == "manifest_column" and table is None:
+        raise ConfigError(
+            f"task {task.name!r} takes its index times from column {task.index.column!r}: give an index table",
+            where="--index-table",
+        )
+    root = Path(out)
+    _prepare(root)
+
+    report = PopulationReport()
+    rows: list[dict[str, Any]] = []
+    seen_patients: set[str] = set()
+    positive_patients: set[str] = set()
+    warnings: Counter[str] = Counter()
+    images_in_window = 0
+    folders: set[str] = set()
+    for n, record in enumerate(_records(found, report), start=1):
+        if record.patient_id in seen_patients:
+            report.add("exclusion: patient already read from an earlier source; later copy skipped", record.source)
+            continue
+        seen_patients.add(record.patient_id)
+        patient = clean_patient(record, task.channels, report)
+        row_in = (table or {}).get(record.patient_id)
+        if table is not None and row_in is None and task.index.kind == "manifest_column":
+            report.add("exclusion: patient not in the index table", record.source, f"Patient/{record.patient_id}")
+            continue
+        for when, where in index_times(task, patient, report, row_in):
+            sample = _sample(task, patient, when, where, report)
+            key = f"{sample.patient_id}|{sample.index_time.isoformat()}"
+            sample_id = sample.sample_id
+            if _folder_name(key) in folders:  # two index resources at the same time
+                key, sample_id = f"{key}|{where}", f"{sample_id}#{where}"
+                report.add("index: more than one index at the same time; each kept as its own sample", record.source, where)
+            folder = _folder_name(key)
+            folders.add(folder)
+            readings = grid_readings(task, patient, when)
+            _write_sample(root / folder, record, sample, readings)
+            rows.append(_row(sample, sample_id, folder, readings))
+            if any(sample.labels.values()):
+                positive_patients.add(sample.patient_id)
+            warnings.update(w.message for w in sample.warnings)
+            images_in_window += bool(sample.images)
+        if progress and n % 100 == 0:
+            print(f"  {n} patients read, {len(rows)} samples", file=sys.stderr)
+
+    split_of = assign_splits(sorted(seen_patients), positive_patients, fractions, seed)
+    for row in rows:
+        row["split"] = split_of[row["patient_id"]]
+    rows.sort(key=lambda r: (r["patient_id"], r["study_time"], r["sample_id"]))
+    (root / MANIFEST).write_text(_manifest_text(rows), encoding="utf-8", newline="")
+    (root / TASK_COPY).write_bytes(task_text)
+    result = _report(task, task_text, found, table_hash=_table_hash(index_table), rows=rows, patients=seen_patients,
+                     split_of=split_of, fractions=fractions, seed=seed, population=report, warnings=warnings,
+                     images_in_window=images_in_window)
+    (root / REPORT_JSON).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (root / REPORT_MD).write_text(render_report(result), encoding="utf-8")
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    (root / BUILD_INFO).write_text(json.dumps({"created": created, "format": REPORT_FORMAT}) + "\n", encoding="utf-8")
+    if progress:
+        print(f"  {len(seen_patients)} patients, {len(rows)} samples written to {root}", file=sys.stderr)
+    per_split = {s: sum(r["split"] == s for r in rows) for s in SPLIT_NAMES}
+    return CohortBuild(out=root, patients=len(seen_patients), samples=len(rows), per_split=per_split, report=result)
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+
+
+def detect_source(path: str | Path) -> Source:
+    """A Bulk Data export (any .ndjson file under it) or a folder of Bundles (.json files in it).
+
+    Anything else is a FhirError naming the path.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FhirError("source not found or not a folder (expected a Bulk Data export or a folder of Bundles)", path=root)
+    if any(p.is_file() and p.name.lower().endswith(NDJSON_SUFFIXES) for p in root.rglob("*")):
+        return Source(root, "bulk", tuple(export_files(root)))
+    if any(p.is_file() and p.name.lower().endswith(".json") for p in root.iterdir()):
+        return Source(root, "bundles", tuple(bundle_files(root)))
+    raise FhirError("source holds neither .ndjson files (a Bulk Data export) nor .json Bundles", path=root)
+
+
+def _records(sources: Sequence[Source], report: PopulationReport) -> Iterator[PatientRecord]:
+    for source in sources:
+        if source.kind == "bulk":
+            yield from iter_bulk_export(source.path, report)
+        else:
+            yield from iter_bundle_folder(source.path, report)
+
+
+def source_hash(source: Source) -> str:
+    """SHA-256 over the source's files: each relative path, size and full content, streamed."""
+    h = hashlib.sha256()
+    for f in source.files:
+        h.update(f.relative_to(source.path).as_posix().encode("utf-8") + b"\0")
+        h.update(str(f.stat().st_size).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_index_table(path: str | Path) -> dict[str, dict[str, str]]:
+    table = Path(path)
+    if not table.is_file():
+        raise ConfigError("index table not found", path=table)
+    with table.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if "patient_id" not in (reader.fieldnames or []):
+            raise ConfigError("index table lacks column patient_id", path=table)
+        return {row["patient_id"]: row for row in reader}
+
+
+def _table_hash(path: str | Path | None) -> str | None:
+    if path is None:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _task_text(task: Task) -> bytes:
+    if not task.source or not Path(task.source).is_file():
+        raise ConfigError("task has no YAML file to copy into the cohort (load it with load_task)", where=task.name)
+    return Path(task.source).read_bytes()
+
+
+def _fractions(splits: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(x) for x in splits)
+    if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise ConfigError("expected three non-negative fractions (train, val, test) summing to 1", where="--splits")
+    return values  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# the output folder
+
+
+def _prepare(root: Path) -> None:
+    """Create `root`, or clear a previous build in it; refuse any other non-empty folder."""
+    if root.exists() and not root.is_dir():
+        raise CohortError("output path exists and is not a folder", path=root)
+    if not root.exists():
+        root.mkdir(parents=True)
+        return
+    children = list(root.iterdir())
+    if not children:
+        return
+    previous = _previous_build(root)
+    if previous is None:
+        raise CohortError(
+            f"folder is not empty and holds no previous cohort build (no {REPORT_JSON} of format {REPORT_FORMAT}); "
+            "choose an empty folder",
+            path=root,
+        )
+    for name in previous:  # only what the previous build wrote; anything else stays
+        target = root / name
+        if target.is_dir():
+            shutil.rmtree(target)
+    for name in (MANIFEST, REPORT_JSON, REPORT_MD, TASK_COPY, BUILD_INFO):
+        (root / name).unlink(missing_ok=True)
+
+
+def _previous_build(root: Path) -> list[str] | None:
+    """The sample folders of a previous build in `root`, or None when `root` holds none."""
+    try:
+        report = json.loads((root / REPORT_JSON).read_text(encoding="utf-8"))
+        with (root / MANIFEST).open(newline="", encoding="utf-8") as fh:
+            folders = [row["folder"] for row in csv.DictReader(fh)]
+    except (OSError, ValueError, KeyError):
+        return None
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+        return None
+    return [f for f in folders if len(f) == _FOLDER_HEX and all(c in "0123456789abcdef" for c in f)]
+
+
+def _folder_name(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:_FOLDER_HEX]
+
+
+# ---------------------------------------------------------------------------------------------
+# one sample
+
+
+def grid_readings(task: Task, patient: CleanPatient, index: datetime) -> tuple[Reading, ...]:
+    """The readings a sample's vital-sign grid is made of (per-encounter: those of its steps)."""
+    vitals = task.vitals
+    if not vitals.per_encounter and not vitals.step_minutes:
+        return ()
+    span, include = vitals.span, vitals.include_index
+    in_time = [r for r in patient.readings if _in_window(r.time, index, span, include)]
+    if not vitals.per_encounter:
+        return tuple(in_time)
+    steps = {e.id for e in patient.encounters if e.start is not None and _in_window(e.start, index, span, include)}
+    return tuple(r for r in in_time if r.encounter in steps)
+
+
+def _write_sample(folder: Path, record: PatientRecord, sample: Sample, readings: Sequence[Reading]) -> None:
+    folder.mkdir(parents=True, exist_ok=False)
+    bundle = sample_bundle(record, sample)
+    (folder / "record.json").write_text(json.dumps(bundle, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if readings:
+        (folder / "vitals.csv").write_text(vitals_csv(readings, sample), encoding="utf-8", newline="")
+
+
+def sample_bundle(record: PatientRecord, sample: Sample) -> dict[str, Any]:
+    """The R4 collection Bundle of one sample: Patient, window notes, label-making Conditions."""
+    patient_ref = f"Patient/{record.patient_id}"
+    evidence = {cid for ids in sample.label_evidence.values() for cid in ids}
+    conditions = [dict(c) for c in record.of("Condition") if f"Condition/{c.get('id')}" in evidence]
+    documents = []
+    for note in sample.notes:
+        doc: dict[str, Any] = {
+            "resourceType": "DocumentReference",
+            "id": "note-" + hashlib.sha256((note.source_id or note.text).encode("utf-8")).hexdigest()[:24],
+            "status": "current",
+            "subject": {"reference": patient_ref},
+            "content": [{"attachment": {
+                "contentType": "text/plain",
+                "data": _b64(note.text),
+            }}],
+        }
+        if note.type_code or note.type_display:
+            concept: dict[str, Any] = {}
+            if note.type_code:
+                concept["coding"] = [{"system": "http://loinc.org", "code": note.type_code}]
+            if note.type_display:
+                concept["text"] = note.type_display
+            doc["type"] = concept
+        if note.time is not None:
+            doc["date"] = note.time.isoformat()
+        documents.append(doc)
+    resources = [dict(record.patient), *documents, *conditions]
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in resources],
+    }
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def vitals_csv(readings: Sequence[Reading], sample: Sample) -> str:
+    """Long format: time (ISO 8601, UTC), code (the channel's LOINC code), value, unit (canonical)."""
+    from medmm.codes import VITAL_SIGNS
+
+    by_name = {s.name: s for s in VITAL_SIGNS}
+    unit = dict(zip(sample.vitals.channels, sample.vitals.units))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(("time", "code", "value", "unit"))
+    for r in sorted(readings, key=lambda r: (r.time, r.channel, r.source)):
+        sign = by_name.get(r.channel)
+        code = sign.loinc[0] if sign is not None and sign.loinc else r.channel
+        writer.writerow((r.time.isoformat(), code, repr(float(r.value)), unit.get(r.channel, "")))
+    return buf.getvalue()
+
+
+def _row(sample: Sample, sample_id: str, folder: str, readings: Sequence[Reading]) -> dict[str, Any]:
+    d = sample.demographics
+    return {
+        "patient_id": sample.patient_id,
+        "folder": folder,
+        "sample_id": sample_id,
+        "split": "",
+        "study_time": sample.index_time.isoformat(),
+        "sex": d.sex or "",
+        "age_years": "" if d.age_years is None else f"{d.age_years:.2f}",
+        "race": d.race or "",
+        "ethnicity": d.ethnicity or "",
+        "labels": ";".join(name for name, positive in sample.labels.items() if positive),
+        "has_image": 0,
+        "has_notes": int(bool(sample.notes)),
+        "has_vitals": int(bool(readings)),
+    }
+
+
+def _manifest_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for row in rows:
+        writer.writerow([row[c] for c in MANIFEST_COLUMNS])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# splits
+
+
+def assign_splits(
+    patients: Sequence[str], positive: set[str], fractions: Sequence[float], seed: int
+) -> dict[str, str]:
+    """Patient -> split: stratified by 'any positive label', seeded, order-independent (module docstring)."""
+    out: dict[str, str] = {}
+    for stratum in (sorted(p for p in patients if p in positive), sorted(p for p in patients if p not in positive)):
+        order = sorted(stratum, key=lambda p: hashlib.sha256(f"{seed}|{p}".encode("utf-8")).hexdigest())
+        n = len(order)
+        bounds = [round(n * sum(fractions[: i + 1])) for i in range(len(SPLIT_NAMES))]
+        bounds[-1] = n
+        start = 0
+        for name, end in zip(SPLIT_NAMES, bounds):
+            for p in order[start:end]:
+                out[p] = name
+            start = max(start, end)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def _share(count: int, total: int) -> dict[str, Any]:
+    return {"count": count, "percent": round(100.0 * count / total, 2) if total else 0.0}
+
+
+def _report(
+    task: Task,
+    task_text: bytes,
+    sources: Sequence[Source],
+    *,
+    table_hash: str | None,
+    rows: Sequence[Mapping[str, Any]],
+    patients: set[str],
+    split_of: Mapping[str, str],
+    fractions: Sequence[float],
+    seed: int,
+    population: PopulationReport,
+    warnings: Counter[str],
+    images_in_window: int,
+) -> dict[str, Any]:
+    n = len(rows)
+    positives = Counter(name for r in rows for name in r["labels"].split(";") if name)
+    sample_patients = {r["patient_id"] for r in rows}
+    return {
+        "format": REPORT_FORMAT,
+        "medmm_version": medmm.__version__,
+        "task": {"name": task.name, "sha256": hashlib.sha256(task_text).hexdigest(), "file": TASK_COPY},
+        "sources": [
+            {"path": str(s.path), "kind": s.kind, "files": len(s.files), "sha256": source_hash(s)} for s in sources
+        ],
+        "index_table_sha256": table_hash,
+        "seed": seed,
+        "splits": dict(zip(SPLIT_NAMES, fractions)),
+        "patients": len(patients),
+        "patients_with_samples": len(sample_patients),
+        "samples": n,
+        "patients_by_split": {s: sum(1 for p in sample_patients if split_of[p] == s) for s in SPLIT_NAMES},
+        "samples_by_split": {s: sum(r["split"] == s for r in rows) for s in SPLIT_NAMES},
+        "labels": {name: _share(positives[name], n) for name in task.label_names},
+        "samples_without_positive_label": _share(sum(1 for r in rows if not r["labels"]), n),
+        "coverage": {
+            "notes": _share(sum(r["has_notes"] for r in rows), n),
+            "vitals": _share(sum(r["has_vitals"] for r in rows), n),
+            "images": _share(sum(r["has_image"] for r in rows), n),
+            "imaging_studies_in_window_not_joined": _share(images_in_window, n),
+        },
+        "exclusions": [{"reason": k, "count": c} for k, c in sorted(population.counts.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "sample_warnings": [{"reason": k, "count": c} for k, c in sorted(warnings.items(), key=lambda kv: (-kv[1], kv[0]))],
+    }
+
+
+def render_report(report: Mapping[str, Any]) -> str:
+    """The report as Markdown, for people."""
+    lines = [
+        f"# Cohort build: {report['task']['name']}",
+        "",
+        f"- medmm {report['medmm_version']}, seed {report['seed']}, splits "
+        + ", ".join(f"{k} {v:g}" for k, v in report["splits"].items()),
+        f"- task SHA-256 `{report['task']['sha256']}` (copied as `{report['task']['file']}`)",
+    ]
+    for s in report["sources"]:
+        lines.append(f"- source `{s['path']}` ({s['kind']}, {s['files']} files), SHA-256 `{s['sha256']}`")
+    if report["index_table_sha256"]:
+        lines.append(f"- index table SHA-256 `{report['index_table_sha256']}`")
+    lines += [
+        "",
+        f"**{report['patients']}** patients read, **{report['patients_with_samples']}** with samples, "
+        f"**{report['samples']}** samples.",
+        "",
+        "| split | patients | samples |",
+        "|---|---:|---:|",
+    ]
+    for s in SPLIT_NAMES:
+        lines.append(f"| {s} | {report['patients_by_split'][s]} | {report['samples_by_split'][s]} |")
+    lines += ["", "## Labels", "", "| label | positive samples | % |", "|---|---:|---:|"]
+    for name, share in report["labels"].items():
+        lines.append(f"| {name} | {share['count']} | {share['percent']:.2f} |")
+    none = report["samples_without_positive_label"]
+    lines.append(f"| (none) | {none['count']} | {none['percent']:.2f} |")
+    lines += ["", "## Coverage", "", "| modality | samples | % |", "|---|---:|---:|"]
+    for name, share in report["coverage"].items():
+        lines.append(f"| {name.replace('_', ' ')} | {share['count']} | {share['percent']:.2f} |")
+    lines += ["", "## Exclusions and counts", "", "| count | reason |", "|---:|---|"]
+    lines += [f"| {e['count']} | {_md(e['reason'])} |" for e in report["exclusions"]] or ["| 0 | (none) |"]
+    lines += ["", "## Sample warnings", "", "| count | warning |", "|---:|---|"]
+    lines += [f"| {e['count']} | {_md(e['reason'])} |" for e in report["sample_warnings"]] or ["| 0 | (none) |"]
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
