@@ -26,6 +26,7 @@ cumulative split fractions (rounded). The same sources, task and seed give the s
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -344,8 +345,6 @@ def sample_bundle(record: PatientRecord, sample: Sample) -> dict[str, Any]:
 
 
 def _b64(text: str) -> str:
-    import base64
-
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
