@@ -125,9 +125,18 @@ def test_every_patient_in_exactly_one_split(ari_out, raw):
     assert built.per_split == {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
 
 
+def test_commands_that_key_rows_by_patient_refuse_several_samples_of_one_patient(ari_out):
+    out, _ = ari_out
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert len({r["patient_id"] for r in rows}) < len(rows)  # the population has repeat visits
+    with pytest.raises(CohortError, match="several per patient") as caught:
+        Cohort.open(out)
+    assert caught.value.where == "sample_id" and "manifest.csv" in str(caught.value)
+
+
 def test_cohort_reader_reads_each_sample_notes_and_vitals(ari_out, raw):
     out, _ = ari_out
-    cohort = Cohort.open(out)
+    cohort = Cohort.open(out, samples=True)
     expected = defaultdict(list)
     for pid, index, _, notes, vitals in expected_ari(raw):
         expected[(pid, index)].append((notes, vitals))
@@ -236,7 +245,7 @@ def test_synthetic_cxr_task_with_an_index_table(synthea_bundles, raw, tmp_path):
     report = json.loads((out / REPORT_JSON).read_text())
     assert {e["reason"]: e["count"] for e in report["exclusions"]}["exclusion: patient not in the index table"] == 1
     assert report["patients"] == len(ids) and report["samples"] == len(ids) - 1
-    cohort = Cohort.open(out)
+    cohort = Cohort.open(out, samples=True)
     for i, entry in enumerate(cohort.entries):
         pid, when = entry.patient_id, entry.study_time
         res = raw[pid]
