@@ -13,10 +13,11 @@ clinician Bundles are kept once. Both populations are also converted to a FHIR B
 
 The populations are made in a child process and every build runs in a fresh process, so that
 each build's peak memory (the child's own ru_maxrss, imports included) is its own; the time is
-that of `build_cohort` alone (generation, replication and conversion are left out). Prints, per source kind and size: patients, samples, seconds,
-patients/s, peak MiB and the peak above the child's memory after imports; then the ratios 10x / 1x
-of time (target: 10 within 15%, i.e. 8.5 to 11.5) and of peak memory (target: at most 1.2), and
-whether each meets its target. Temporary data is removed at the end unless --keep is given.
+that of `build_cohort` alone (generation, replication and conversion are left out). Prints, per
+source kind and size: patients, samples, seconds, patients/s, peak MiB and the peak above the
+child's memory after imports; then the ratios 10x / 1x of time (target: 10 within 15%, i.e. 8.5
+to 11.5) and of peak memory (target: at most 1.2), and whether each meets its target. Temporary
+data is removed at the end unless --keep is given.
 """
 
 from __future__ import annotations
