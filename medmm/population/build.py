@@ -32,7 +32,9 @@ import hashlib
 import io
 import json
 import shutil
+import sqlite3
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -85,6 +87,55 @@ class Source:
 # public entry point
 
 
+class _SampleRows:
+    """The manifest rows of a build, kept on disk (SQLite in a temporary folder) rather than in memory,
+    so a build's memory does not grow with its number of samples; read back sorted for the manifest."""
+
+    def __init__(self, folder: Path):
+        self._db = sqlite3.connect(folder / "rows.sqlite")
+        self._db.execute("CREATE TABLE rows (folder TEXT PRIMARY KEY, patient_id TEXT, study_time TEXT, sample_id TEXT, row TEXT)")
+        self.count = 0
+
+    def has_folder(self, folder: str) -> bool:
+        return self._db.execute("SELECT 1 FROM rows WHERE folder = ?", (folder,)).fetchone() is not None
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self._db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
+                         (row["folder"], row["patient_id"], row["study_time"], row["sample_id"], json.dumps(row)))
+        self.count += 1
+
+    def sorted_rows(self) -> Iterator[dict[str, Any]]:
+        """Every row, by patient, index time and sample id."""
+        cursor = self._db.execute("SELECT row FROM rows ORDER BY patient_id, study_time, sample_id")
+        for (text,) in cursor:
+            yield json.loads(text)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Tally:
+    """What the report counts over the manifest rows, gathered in one pass as they are written."""
+
+    def __init__(self):
+        self.samples = 0
+        self.positives: Counter[str] = Counter()
+        self.without_positive = 0
+        self.coverage: Counter[str] = Counter()
+        self.samples_by_split: Counter[str] = Counter()
+        self.patients_with_samples: set[str] = set()
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.samples += 1
+        names = [name for name in row["labels"].split(";") if name]
+        self.positives.update(names)
+        self.without_positive += not names
+        for key in ("has_notes", "has_vitals", "has_image"):
+            self.coverage[key] += int(row[key])
+        self.samples_by_split[row["split"]] += 1
+        self.patients_with_samples.add(row["patient_id"])
+
+
 def build_cohort(
     sources: Sequence[str | Path],
     task: Task | str | Path,
@@ -115,48 +166,54 @@ def build_cohort(
     _prepare(root)
 
     report = PopulationReport()
-    rows: list[dict[str, Any]] = []
-    seen_patients: set[str] = set()
+    seen_patients: set[str] = set()  # ids only: what the patient-level splits need
     positive_patients: set[str] = set()
     warnings: Counter[str] = Counter()
     images_in_window = 0
-    folders: set[str] = set()
-    for n, record in enumerate(_records(found, report), start=1):
-        if record.patient_id in seen_patients:
-            report.add("exclusion: patient already read from an earlier source; later copy skipped", record.source)
-            continue
-        seen_patients.add(record.patient_id)
-        patient = clean_patient(record, task.channels, report)
-        row_in = (table or {}).get(record.patient_id)
-        if table is not None and row_in is None and task.index.kind == "manifest_column":
-            report.add("exclusion: patient not in the index table", record.source, f"Patient/{record.patient_id}")
-            continue
-        for when, where in index_times(task, patient, report, row_in):
-            sample = _sample(task, patient, when, where, report)
-            key = f"{sample.patient_id}|{sample.index_time.isoformat()}"
-            sample_id = sample.sample_id
-            if _folder_name(key) in folders:  # two index resources at the same time
-                key, sample_id = f"{key}|{where}", f"{sample_id}#{where}"
-                report.add("index: more than one index at the same time; each kept as its own sample", record.source, where)
-            folder = _folder_name(key)
-            folders.add(folder)
-            readings = grid_readings(task, patient, when)
-            _write_sample(root / folder, record, sample, readings)
-            rows.append(_row(sample, sample_id, folder, readings))
-            if any(sample.labels.values()):
-                positive_patients.add(sample.patient_id)
-            warnings.update(w.message for w in sample.warnings)
-            images_in_window += bool(sample.images)
-        if progress and n % 100 == 0:
-            print(f"  {n} patients read, {len(rows)} samples", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="medmm-build-") as scratch:
+        rows = _SampleRows(Path(scratch))
+        try:
+            for n, record in enumerate(_records(found, report), start=1):
+                if record.patient_id in seen_patients:
+                    report.add("exclusion: patient already read from an earlier source; later copy skipped", record.source)
+                    continue
+                seen_patients.add(record.patient_id)
+                patient = clean_patient(record, task.channels, report)
+                row_in = (table or {}).get(record.patient_id)
+                if table is not None and row_in is None and task.index.kind == "manifest_column":
+                    report.add("exclusion: patient not in the index table", record.source, f"Patient/{record.patient_id}")
+                    continue
+                for when, where in index_times(task, patient, report, row_in):
+                    sample = _sample(task, patient, when, where, report)
+                    key = f"{sample.patient_id}|{sample.index_time.isoformat()}"
+                    sample_id = sample.sample_id
+                    if rows.has_folder(_folder_name(key)):  # two index resources at the same time
+                        key, sample_id = f"{key}|{where}", f"{sample_id}#{where}"
+                        report.add("index: more than one index at the same time; each kept as its own sample", record.source, where)
+                    folder = _folder_name(key)
+                    readings = grid_readings(task, patient, when)
+                    _write_sample(root / folder, record, sample, readings)
+                    rows.add(_row(sample, sample_id, folder, readings))
+                    if any(sample.labels.values()):
+                        positive_patients.add(sample.patient_id)
+                    warnings.update(w.message for w in sample.warnings)
+                    images_in_window += bool(sample.images)
+                if progress and n % 100 == 0:
+                    print(f"  {n} patients read, {rows.count} samples", file=sys.stderr)
 
-    split_of = assign_splits(sorted(seen_patients), positive_patients, fractions, seed)
-    for row in rows:
-        row["split"] = split_of[row["patient_id"]]
-    rows.sort(key=lambda r: (r["patient_id"], r["study_time"], r["sample_id"]))
-    (root / MANIFEST).write_text(_manifest_text(rows), encoding="utf-8", newline="")
+            split_of = assign_splits(sorted(seen_patients), positive_patients, fractions, seed)
+            tally = _Tally()
+            with (root / MANIFEST).open("w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh, lineterminator="\n")
+                writer.writerow(MANIFEST_COLUMNS)
+                for row in rows.sorted_rows():
+                    row["split"] = split_of[row["patient_id"]]
+                    writer.writerow([row[c] for c in MANIFEST_COLUMNS])
+                    tally.add(row)
+        finally:
+            rows.close()
     (root / TASK_COPY).write_bytes(task_text)
-    result = _report(task, task_text, found, table_hash=_table_hash(index_table), rows=rows, patients=seen_patients,
+    result = _report(task, task_text, found, table_hash=_table_hash(index_table), tally=tally, patients=seen_patients,
                      split_of=split_of, fractions=fractions, seed=seed, population=report, warnings=warnings,
                      images_in_window=images_in_window)
     (root / REPORT_JSON).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -164,9 +221,9 @@ def build_cohort(
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     (root / BUILD_INFO).write_text(json.dumps({"created": created, "format": REPORT_FORMAT}) + "\n", encoding="utf-8")
     if progress:
-        print(f"  {len(seen_patients)} patients, {len(rows)} samples written to {root}", file=sys.stderr)
-    per_split = {s: sum(r["split"] == s for r in rows) for s in SPLIT_NAMES}
-    return CohortBuild(out=root, patients=len(seen_patients), samples=len(rows), per_split=per_split, report=result)
+        print(f"  {len(seen_patients)} patients, {tally.samples} samples written to {root}", file=sys.stderr)
+    per_split = {s: tally.samples_by_split[s] for s in SPLIT_NAMES}
+    return CohortBuild(out=root, patients=len(seen_patients), samples=tally.samples, per_split=per_split, report=result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,15 +440,6 @@ def _row(sample: Sample, sample_id: str, folder: str, readings: Sequence[Reading
     }
 
 
-def _manifest_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for row in rows:
-        writer.writerow([row[c] for c in MANIFEST_COLUMNS])
-    return buf.getvalue()
-
-
 # ---------------------------------------------------------------------------------------------
 # splits
 
@@ -428,7 +476,7 @@ def _report(
     sources: Sequence[Source],
     *,
     table_hash: str | None,
-    rows: Sequence[Mapping[str, Any]],
+    tally: _Tally,
     patients: set[str],
     split_of: Mapping[str, str],
     fractions: Sequence[float],
@@ -437,9 +485,8 @@ def _report(
     warnings: Counter[str],
     images_in_window: int,
 ) -> dict[str, Any]:
-    n = len(rows)
-    positives = Counter(name for r in rows for name in r["labels"].split(";") if name)
-    sample_patients = {r["patient_id"] for r in rows}
+    n = tally.samples
+    sample_patients = tally.patients_with_samples
     return {
         "format": REPORT_FORMAT,
         "medmm_version": medmm.__version__,
@@ -454,13 +501,13 @@ def _report(
         "patients_with_samples": len(sample_patients),
         "samples": n,
         "patients_by_split": {s: sum(1 for p in sample_patients if split_of[p] == s) for s in SPLIT_NAMES},
-        "samples_by_split": {s: sum(r["split"] == s for r in rows) for s in SPLIT_NAMES},
-        "labels": {name: _share(positives[name], n) for name in task.label_names},
-        "samples_without_positive_label": _share(sum(1 for r in rows if not r["labels"]), n),
+        "samples_by_split": {s: tally.samples_by_split[s] for s in SPLIT_NAMES},
+        "labels": {name: _share(tally.positives[name], n) for name in task.label_names},
+        "samples_without_positive_label": _share(tally.without_positive, n),
         "coverage": {
-            "notes": _share(sum(r["has_notes"] for r in rows), n),
-            "vitals": _share(sum(r["has_vitals"] for r in rows), n),
-            "images": _share(sum(r["has_image"] for r in rows), n),
+            "notes": _share(tally.coverage["has_notes"], n),
+            "vitals": _share(tally.coverage["has_vitals"], n),
+            "images": _share(tally.coverage["has_image"], n),
             "imaging_studies_in_window_not_joined": _share(images_in_window, n),
         },
         "exclusions": [{"reason": k, "count": c} for k, c in sorted(population.counts.items(), key=lambda kv: (-kv[1], kv[0]))],
