@@ -93,6 +93,7 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
     removed: list[Claim] = []
     pieces: list[str] = []
     named: list[str] = []
+    stated: dict[str, set[str]] = {}  # per diagnosis, the finding words already checked
     said_no_finding = False
     for clause in clauses(text.lower()):
         m = _CLAUSE.match(clause)
@@ -126,9 +127,13 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
         if diagnosis not in named:
             kept.append(Claim(DISPLAY[diagnosis], "diagnosis", diagnosis, SUPPORTED, prediction_reason(facts, diagnosis)))
         kept_groups = []
+        checked = stated.setdefault(diagnosis, set())
         for group in groups:
             words_kept = []
             for words in group:
+                if words in checked:  # the draft repeats itself: one claim, checked and given out once
+                    continue
+                checked.add(words)
                 finding = finding_for(words)
                 if finding is None:
                     removed.append(Claim(words, "text", diagnosis, UNSUPPORTED, "not a finding the check can verify"))

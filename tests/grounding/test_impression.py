@@ -92,3 +92,16 @@ def test_unreadable_words_are_removed_and_a_qualified_name_keeps_the_diagnosis()
     assert g.text == "pneumonia."
     assert {c.text for c in g.removed} == {"right lower lobe", "lobar collapse", "remo remo"}
     assert clauses("a (b, c; d), e. f") == ["a (b, c; d)", "e", "f"]
+
+
+def test_a_finding_the_draft_repeats_is_stated_and_withheld_once():
+    f = facts(study(notes=("Abdomen soft.",)), {"pleural_effusion": 0.99, "heart_failure": 0.9},
+              conformal_set=("pleural_effusion", "heart_failure"), image_scores={"pleural_effusion": 0.99, "heart_failure": 0.2})
+    draft = ("pleural effusion (blunted costophrenic angle; dullness to percussion), heart failure (cardiomegaly), "
+             "pleural effusion (blunted costophrenic angle; dullness to percussion).")
+    g = ground_impression(draft, f)
+    assert g.text == "pleural effusion (blunted costophrenic angle), heart failure."
+    assert [c.text for c in g.removed] == ["dullness to percussion", "cardiomegaly"]
+    assert [c.text for c in g.claims].count("blunted costophrenic angle") == 1
+    same_clause = ground_impression("pleural effusion (blunted costophrenic angle; blunted costophrenic angle).", f)
+    assert same_clause.text == "pleural effusion (blunted costophrenic angle)."
