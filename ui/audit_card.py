@@ -144,7 +144,7 @@ def group_card(audit: dict | None, demographics: Demographics | None, model_id: 
             warnings.append(f"Flagged by the audit for the intersection {attribute_label(attribute)} {group_label(attribute, group)}.")
     split = audit.get("split") or {}
     cohort = (audit.get("cohort") or {}).get("name")
-    source = " ".join(x for x in (f"cohort {cohort}" if cohort else "", f"{split.get('split', 'test')} split") if x)
+    source = f"{split.get('split', 'test')} split" + (f' of cohort "{cohort}"' if cohort else "")
     return GroupCard(True, tuple(rows), tuple(warnings), minimum, source)
 
 

@@ -43,6 +43,7 @@ def test_card_reads_the_patients_rows_and_warns_for_flags_small_and_absent_group
     assert "different model" not in text
     page = card_html(card)
     assert 'role="alert"' in page and "0.61 (0.56-0.66)" in page and "too small to score" in page and "scored, flagged" in page
+    assert card.source == 'test split of cohort "demo"' and "on the test split of cohort &quot;demo&quot;, with 95% intervals" in page
 
 
 def test_card_for_an_unflagged_patient_has_no_warnings_and_another_models_audit_is_named():
