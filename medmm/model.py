@@ -169,6 +169,13 @@ class MedMM(nn.Module):
         # a row that lost everything keeps what it had, so every row still has some input
         return {m: torch.where(any_left, keep[m], present[m]) for m in keep}
 
+    def _summary_keep(self, rows: int, device) -> Tensor | None:
+        """(B,) bool in training with `vitals.summary_dropout`: the rows whose vitals statistics are used; else None."""
+        p = self.config.vitals.summary_dropout
+        if not self.training or p <= 0 or not self.config.vitals.summary_tokens:
+            return None
+        return torch.rand(rows, device=device) >= p
+
     def encode(self, batch: dict, *, cache_kv: bool = False, modalities: tuple[str, ...] | None = None) -> MultimodalContext:
         """Encode the present modalities of `batch` into the LM's multimodal context.
 
@@ -194,10 +201,13 @@ class MedMM(nn.Module):
             parts["notes"] = (latents, keep)
         if "vitals" in self.encoders:
             observed = batch["vitals_observed"].bool() & present["vitals"][:, None, None]  # (B, T, C)
-            tokens, mask = self.encoders["vitals"](batch["vitals"], observed, present["vitals"])  # (B, T*C [+ C], Dv)
+            summary_keep = self._summary_keep(observed.shape[0], observed.device)  # (B,) or None
+            tokens, mask = self.encoders["vitals"](batch["vitals"], observed, present["vitals"], summary_keep)  # (B, T*C [+ C], Dv)
             latents, keep = self.resamplers["vitals"](tokens, mask)  # (B, K, D), (B, K)
             if hasattr(self, "summary_skip"):
                 skip = self.summary_skip(self.encoders["vitals"].summary_features(batch["vitals"].to(latents.dtype), observed))  # (B, D)
+                if summary_keep is not None:
+                    skip = skip * summary_keep.to(skip.dtype)[:, None]
                 latents = latents + skip[:, None] * keep[..., None].to(latents.dtype)  # (B, K, D)
             parts["vitals"] = (latents, keep)
         return MultimodalContext.from_parts(parts, cache_kv=cache_kv)

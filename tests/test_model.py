@@ -588,3 +588,26 @@ def test_the_summary_and_lexical_paths_add_a_linear_map_to_each_present_latent()
     model.encode(batch).latents.sum().backward()
     assert model.summary_skip.weight.grad.abs().sum() > 0 and model.lexical_skip.weight.grad.abs().sum() > 0
     assert model.encoders["notes"].lexical.weight.grad.abs().sum() > 0
+
+
+def test_summary_dropout_hides_a_rows_statistics_in_training_only():
+    config = tiny_config()
+    config = dataclasses.replace(config, vitals=dataclasses.replace(config.vitals, summary_tokens=True, summary_dropout=1.0))
+    model = tiny_model(config)
+    batch = random_batch(config, 3)
+    with torch.no_grad():
+        model.summary_skip.weight.normal_()
+        model.summary_skip.bias.normal_()
+        model.eval()
+        context = model.encode(batch)
+        vitals = context.span("vitals")
+        model.train()
+        model.config = dataclasses.replace(model.config, modality_dropout=0.0)
+        trained = model.encode(batch).latents[:, vitals]
+        # by hand: the same encoder with every summary token masked and the linear path off
+        observed = batch["vitals_observed"].bool() & batch["vitals_present"].bool()[:, None, None]
+        tokens, mask = model.encoders["vitals"](batch["vitals"], observed, batch["vitals_present"].bool(), torch.zeros(3, dtype=torch.bool))
+        expected, _ = model.resamplers["vitals"](tokens, mask)
+    torch.testing.assert_close(trained, expected)  # in training every row lost its statistics (p = 1)
+    assert not torch.allclose(context.latents[:, vitals], expected)  # served: the statistics are always used
+    assert model._summary_keep(3, "cpu") is not None and model.eval()._summary_keep(3, "cpu") is None

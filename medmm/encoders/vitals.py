@@ -35,6 +35,7 @@ class VitalsEncoderConfig:
     ff_mult: int = 4
     dropout: float = 0.0
     summary_tokens: bool = False  # one token per observed channel with its window statistics (see the module docstring)
+    summary_dropout: float = 0.0  # training only: chance of hiding a row's statistics (tokens and linear path), so attention over the steps still learns
 
 
 SUMMARY_FEATURES = 10  # mean, sd, min, max, last, slope, observed share, recent mean, recent min, recent max
@@ -136,8 +137,12 @@ class VitalsEncoder(nn.Module):
         step, channel = divmod(int(index), int(num_channels))
         return step, channel
 
-    def forward(self, values: Tensor, observed: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Encode values (B, T, C); only pairs with observed True (and present rows) are tokens."""
+    def forward(
+        self, values: Tensor, observed: Tensor, present: Tensor | None = None, summary_keep: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Encode values (B, T, C); only pairs with observed True (and present rows) are tokens.
+
+        `summary_keep` (B,) bool: rows whose summary tokens are used (None: all)."""
         batch, steps, channels = values.shape
         if channels != self.config.num_channels:
             raise ConfigError(f"expected {self.config.num_channels} channels, got {channels}", where="vitals encoder")
@@ -161,6 +166,8 @@ class VitalsEncoder(nn.Module):
             summary = self.summary_in(channel_summaries(clean, obs))  # (B, C, D)
             summary = summary + self.channel_embedding.weight[None] + self.summary_embedding  # (B, C, D)
             seen = obs.any(dim=1)  # (B, C)
+            if summary_keep is not None:
+                seen = seen & summary_keep.to(device=seen.device, dtype=torch.bool)[:, None]
             x = torch.cat([x, summary], dim=1)  # (B, N + C, D)
             mask = torch.cat([mask, seen], dim=1)  # (B, N + C)
             padding = ~mask & mask.any(dim=1, keepdim=True)
