@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medmm.codes import VITAL_NAMES
-from medmm.explain.mapping import kept_notes, word_spans
+from medmm.explain.mapping import kept_notes, word_scores
 from medmm.records import Study
 
 METHOD = "integrated gradients"
@@ -76,18 +76,5 @@ def signed_evidence(predictor, study: Study, diagnosis: str, *, n_steps: int | N
 
 def _note_words(text: str, grid: np.ndarray, offsets: np.ndarray, valid: np.ndarray, note: int) -> list[SignedWord]:
     """Each word's summed signed token attribution; words after the last token read are marked unread."""
-    spans = word_spans(text)
-    owner = np.full(len(text) + 1, -1, dtype=np.int64)  # character -> word number
-    for w, (s, e) in enumerate(spans):
-        owner[s:e] = w
-    scores = np.zeros(len(spans), dtype=np.float64)
-    read_until = 0
-    for t in np.flatnonzero(valid):
-        s, e = (int(v) for v in offsets[t])
-        if e <= s:
-            continue  # a special token
-        read_until = max(read_until, e)
-        w = owner[min(s, len(text))]
-        if w >= 0:
-            scores[w] += float(grid[t])
+    spans, scores, read_until = word_scores(text, grid, offsets, valid)
     return [SignedWord(note, s, e, float(scores[w]), s < read_until) for w, (s, e) in enumerate(spans)]

@@ -163,26 +163,32 @@ def kept_notes(study: Study, max_notes: int) -> tuple[int, ...]:
     return tuple(range(max(0, n - max_notes), n))
 
 
+def word_scores(text: str, grid: np.ndarray, offsets: np.ndarray, valid: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray, int]:
+    """(word spans, each word's summed token relevance, end of the text read) of one note, from its token
+    relevance `grid` (L,), character `offsets` (L, 2) and `valid` (L,); special tokens (empty spans) skipped."""
+    spans = word_spans(text)
+    owner = np.full(len(text) + 1, -1, dtype=np.int64)  # character -> word number
+    for w, (s, e) in enumerate(spans):
+        owner[s:e] = w
+    scores = np.zeros(len(spans), dtype=np.float64)
+    read_until = 0
+    for t in np.flatnonzero(valid):
+        s, e = (int(v) for v in offsets[t])
+        if e <= s:
+            continue  # a special token
+        read_until = max(read_until, e)
+        w = owner[min(s, len(text))]
+        if w >= 0:
+            scores[w] += float(grid[t])
+    return spans, scores, read_until
+
+
 def notes_map(study: Study, grid: np.ndarray, offsets: np.ndarray, valid: np.ndarray, max_notes: int) -> NotesMap:
     """Word relevance from token relevance `grid` (M, L) with character `offsets` (M, L, 2) and `valid` (M, L)."""
     kept = kept_notes(study, max_notes)
     words: list[tuple[int, int, int, float, bool]] = []
     for slot, index in enumerate(kept):
-        text = study.notes[index].text
-        spans = word_spans(text)
-        owner = np.full(len(text) + 1, -1, dtype=np.int64)  # character -> word number
-        for w, (s, e) in enumerate(spans):
-            owner[s:e] = w
-        scores = np.zeros(len(spans), dtype=np.float64)
-        read_until = 0
-        for t in np.flatnonzero(valid[slot]):
-            s, e = (int(v) for v in offsets[slot, t])
-            if e <= s:
-                continue  # a special token
-            read_until = max(read_until, e)
-            w = owner[min(s, len(text))]
-            if w >= 0:
-                scores[w] += float(grid[slot, t])
+        spans, scores, read_until = word_scores(study.notes[index].text, grid[slot], offsets[slot], valid[slot])
         words += [(index, s, e, float(scores[w]), s < read_until) for w, (s, e) in enumerate(spans)]
     total = sum(w[3] for w in words)
     read = sum(1 for w in words if w[4])
