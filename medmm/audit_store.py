@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from medmm.codes import DIAGNOSIS_NAMES
 from medmm.errors import CheckpointError, ConfigError, MedmmError
 from medmm.records import Prediction
 
@@ -271,13 +270,15 @@ class AuditStore:
     ) -> str:
         """Record a clinician's verdict on a prediction (agree | disagree | unsure) and the diagnoses they name.
 
-        Only medmm's diagnosis names are accepted, so no free text (which could carry patient data) is stored.
+        Only the model's label names (those the prediction scored) are accepted, so no free text (which could
+        carry patient data) is stored.
         """
         if verdict not in VERDICTS:
             raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}", where="feedback.verdict")
-        unknown = [d for d in diagnoses if d not in DIAGNOSIS_NAMES]
+        known = [s.name for s in prediction.scores]
+        unknown = [d for d in diagnoses if d not in known]
         if unknown:
-            raise ConfigError(f"diagnoses must be among {', '.join(DIAGNOSIS_NAMES)} ({len(unknown)} are not)", where="feedback.diagnoses")
+            raise ConfigError(f"diagnoses must be among {', '.join(known)} ({len(unknown)} are not)", where="feedback.diagnoses")
         detail = json.dumps({"verdict": verdict, "diagnoses": sorted(set(diagnoses))}, sort_keys=True)
         found = tuple(digests) if digests is not None else input_digests(inputs)
         return self._write([self._entry(prediction, found, model_dir, "feedback", source, user, None, detail)])[0]

@@ -33,6 +33,7 @@ import medmm
 from medmm.config import from_dict, to_dict
 from medmm.errors import CheckpointError, ConfigError
 from medmm.fusion.layers import base_model
+from medmm.tasks import task_from_dict, task_to_dict
 
 FORMAT = "medmm-checkpoint/1"
 
@@ -122,6 +123,7 @@ def save_checkpoint(model, directory: str | Path, *, lm_source: str | Path | Non
         "medmm_version": medmm.__version__,
         "model_type": model.backbone_info.model_type,
         "labels": list(cfg.diagnoses),
+        "task": task_to_dict(model.task) if getattr(model, "task", None) is not None else None,
         "notes_encoder_sha256": notes_fingerprint(model),
         "config": to_dict(cfg),
         **(extra or {}),
@@ -229,8 +231,14 @@ def load_checkpoint(
     found = _lm_model_type(lm_dir) if lm_dir is not None else None
     if found is not None and found != declared:
         raise CheckpointError(f"architecture mismatch: config.json says {declared}, lm/ holds {found}", path=directory)
+    task = None
+    if meta.get("task") is not None:  # checkpoints written before tasks were stored hold the default task
+        try:
+            task = task_from_dict(meta["task"], source=f"{config_path}: task")
+        except ConfigError as exc:
+            raise CheckpointError(f"config.json's task cannot be read ({exc})", path=config_path) from exc
     try:
-        model = build_model(config, lm_dir=lm_dir, device=device, text_backbone=text_backbone)
+        model = build_model(config, lm_dir=lm_dir, device=device, text_backbone=text_backbone, task=task)
     except ConfigError as exc:
         raise CheckpointError(f"config.json does not fit the stored model ({exc})", path=config_path) from exc
     if model.backbone_info.model_type != declared:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,7 @@ from medmm.fusion.layers import CrossAttentionFusion, FusionConfig
 from medmm.fusion.resampler import PerceiverResampler
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.records import MODALITIES
+from medmm.tasks import DEFAULT_TASK, Task, load_task
 from medmm.transforms.study import PreprocessConfig
 
 
@@ -107,6 +110,7 @@ class MedMM(nn.Module):
         if not 0.0 <= config.guide_threshold <= 1.0:
             raise ConfigError(f"expected a probability in [0, 1], got {config.guide_threshold}", where="model.guide_threshold")
         self.config = config
+        self.task: Task | None = None  # set by build_model: the labels' and channels' names and codes
         self.tokenizer = backbone.tokenizer
         self.backbone_info = backbone
         dim = backbone.hidden_size
@@ -148,6 +152,11 @@ class MedMM(nn.Module):
         )
 
     # -- encoding ------------------------------------------------------------------------------
+
+    @property
+    def displays(self) -> dict[str, str] | None:
+        """Label name -> display name from the model's task (None before build_model sets it: the default table)."""
+        return None if self.task is None else {spec.name: spec.display for spec in self.task.labels}
 
     def presence(self, batch: dict) -> dict[str, Tensor]:
         """Per-row presence (B,) of each modality the model has."""
@@ -351,8 +360,8 @@ class MedMM(nn.Module):
         if not self.config.impression_guide:
             return [IMPRESSION_PROMPT]
         if not self.config.guide_clauses:
-            return [guided_prompt(list(guide)[::-1])]
-        return [guided_prompt([name]) for name in guide] or [guided_prompt([])]
+            return [guided_prompt(list(guide)[::-1], self.displays)]
+        return [guided_prompt([name], self.displays) for name in guide] or [guided_prompt([], self.displays)]
 
     def write_impressions(
         self, batch: dict, guides: Sequence[Sequence[str]], *, max_new_tokens: int | None = None
@@ -427,10 +436,33 @@ def join_clauses(texts: Sequence[str]) -> str:
     return ", ".join(parts) + "." if parts else ""
 
 
-def build_model(config: ModelConfig, *, lm_dir=None, device: str | torch.device = "cpu", text_backbone: nn.Module | None = None) -> MedMM:
-    """Build MedMM from its config; `lm_dir` holds trained LM weights (else the backbone's source)."""
+def check_task(config: ModelConfig, task: Task) -> None:
+    """A ConfigError unless `task` names the head's outputs (in order) and the vitals encoder's channels."""
+    if tuple(config.diagnoses) != task.label_names:
+        raise ConfigError(f"the model's labels {list(config.diagnoses)} are not task {task.name!r}'s {list(task.label_names)}",
+                          where="model.diagnoses")
+    if "vitals" in config.modalities and config.vitals.num_channels != len(task.channels):
+        raise ConfigError(f"the vitals encoder reads {config.vitals.num_channels} channels, task {task.name!r} has {len(task.channels)}",
+                          where="model.vitals.num_channels")
+
+
+def config_for_task(config: ModelConfig, task: Task) -> ModelConfig:
+    """`config` with the task's labels as the head's outputs and its channels as the vitals encoder's."""
+    return dataclasses.replace(config, diagnoses=task.label_names, vitals=dataclasses.replace(config.vitals, num_channels=len(task.channels)))
+
+
+def build_model(
+    config: ModelConfig, *, lm_dir=None, device: str | torch.device = "cpu", text_backbone: nn.Module | None = None, task: Task | None = None
+) -> MedMM:
+    """Build MedMM from its config; `lm_dir` holds trained LM weights (else the backbone's source).
+
+    `task` (default: the shipped synthetic-cxr task) names the labels and vital-sign channels; the
+    model keeps it as `model.task`, and checkpoints store it."""
+    task = task if task is not None else load_task(DEFAULT_TASK)
+    check_task(config, task)
     backbone = load_backbone(config.backbone, weights_dir=lm_dir, device=device)
     model = MedMM(config, backbone, text_backbone=text_backbone)
+    model.task = task
     for name, module in model.named_children():
         if name != "lm":
             module.to(device)

@@ -20,7 +20,7 @@ import torch
 from scipy.special import expit
 
 import medmm
-from medmm.codes import DIAGNOSES, NOTE_TYPES
+from medmm.codes import NOTE_TYPES
 from medmm.data import collate, to_device
 from medmm.errors import ConfigError
 from medmm.grounding import GroundedText, PatientFacts, answer_question, ground_impression
@@ -30,9 +30,9 @@ from medmm.grounding.vitals import adult_thresholds_apply, summarise, when
 from medmm.prompts import IMPRESSION_PROMPT
 from medmm.records import MODALITIES, Answer, DiagnosisScore, InputUse, Prediction, Study
 from medmm.scope import nothing_readable, select_inputs
+from medmm.tasks import DEFAULT_TASK, load_task
 from medmm.transforms.study import StudyPreprocessor
 
-_DISPLAY = {d.name: d.display for d in DIAGNOSES}
 # Score of the image branch at which a radiograph finding is stated, before validation data fit one:
 # the unimodal image head is trained with a logistic loss, so 0.5 is its own decision point.
 DEFAULT_IMAGE_FINDING_THRESHOLD = 0.5
@@ -77,7 +77,8 @@ class Predictor:
         self.model = model.eval()
         self.device = next(model.head.parameters()).device
         tokenizer = note_tokenizer if note_tokenizer is not None else load_note_tokenizer(model.config.notes)
-        self.preprocessor = StudyPreprocessor(model.config.preprocess, tokenizer)
+        self.task = model.task if getattr(model, "task", None) is not None else load_task(DEFAULT_TASK)
+        self.preprocessor = StudyPreprocessor(model.config.preprocess, tokenizer, task=self.task)
         self.calibration = check_calibration(calibration if calibration is not None else getattr(model, "calibration", None) or {})
         self.model_id = model_id or "uncheckpointed"
         self.lock = threading.Lock()
@@ -296,7 +297,7 @@ class Predictor:
         p = probs[row]
         chosen = self.conformal_set(p)
         scores = tuple(
-            DiagnosisScore(names[k], _DISPLAY.get(names[k], names[k]), float(p[k]), names[k] in chosen)
+            DiagnosisScore(names[k], self.task.display(names[k]), float(p[k]), names[k] in chosen)
             for k in np.argsort(-p, kind="stable")
         )
         present = tuple(m for m in MODALITIES if m in used and used[m][row])

@@ -51,21 +51,24 @@ def impression_text(
         return f"{NO_FINDING}."
     parts = []
     for name in names:
-        mods = [m for m in ("image", "vitals", "notes") if evidence and m in evidence.get(name, ()) and m in EVIDENCE_WORDS[name]]
-        support = "; ".join(EVIDENCE_WORDS[name][m] for m in mods)
+        words = EVIDENCE_WORDS.get(name, {})
+        mods = [m for m in ("image", "vitals", "notes") if evidence and m in evidence.get(name, ()) and m in words]
+        support = "; ".join(words[m] for m in mods)
         parts.append(f"{_DISPLAY[name]}" + (f" ({support})" if support else ""))
     return ", ".join(parts) + "."
 
 
-def guided_prompt(names: Sequence[str]) -> str:
+def guided_prompt(names: Sequence[str], displays: Mapping[str, str] | None = None) -> str:
     """The impression prompt that names the suspected diagnoses in the given order, or "none".
 
-    The model's own guide lists them from least to most probable, and the impression names them
-    the other way round (see medmm.train.targets.guided_pair)."""
-    unknown = sorted(set(names) - set(DIAGNOSIS_NAMES))
+    `displays` maps the label names a model knows to their display names (default: the
+    synthetic-cxr five). The model's own guide lists them from least to most probable, and the
+    impression names them the other way round (see medmm.train.targets.guided_pair)."""
+    table = {n: d.lower() for n, d in displays.items()} if displays is not None else _DISPLAY
+    unknown = sorted(set(names) - set(table))
     if unknown:
-        raise ConfigError(f"unknown diagnosis name(s) {unknown}; known: {', '.join(DIAGNOSIS_NAMES)}", where="guided prompt")
-    chosen = [_DISPLAY[n] for n in dict.fromkeys(names)]
+        raise ConfigError(f"unknown diagnosis name(s) {unknown}; known: {', '.join(table)}", where="guided prompt")
+    chosen = [table[n] for n in dict.fromkeys(names)]
     # it ends in "]", which no training text ends with: after "." the LM would soon write EOS
     return f"{IMPRESSION_PROMPT} [suspected: {'; '.join(chosen) if chosen else 'none'}]"
 

@@ -164,6 +164,7 @@ class Label:
     name: str | None = None  # medmm diagnosis name (medmm.codes.DIAGNOSIS_NAMES) or None
     onset: datetime | None = None
     status: str | None = None  # clinical status (active, resolved, ...)
+    codings: tuple[tuple[str, str], ...] = ()  # every (system, code) of Condition.code; a task's value sets match any of them
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,7 @@ def test_unlisted_or_escaping_files_are_refused(saved, tmp_path):
         (lambda m: m["config"]["backbone"].update(hidden_size=64, num_heads=4, num_kv_heads=4), "hidden_size is 32, expected 64"),
         (lambda m: m["config"]["resampler"].update(num_latents=8), "shape mismatch"),
         (lambda m: m["config"].update(head_hidden=24), "shape mismatch"),
-        (lambda m: m["config"].update(diagnoses=["pneumonia", "sepsis"]), "shape mismatch"),
+        (lambda m: m["config"].update(diagnoses=["pneumonia", "sepsis"]), "labels .* are not task"),
         (lambda m: m["config"].update(modalities=["image", "notes"]), "unexpected"),
         (lambda m: m["config"].update(fusion_layers=3), "does not describe a medmm model"),
         (lambda m: m["config"]["fusion"].update(every_n=9), "does not fit"),

@@ -55,7 +55,7 @@ def test_intended_use_and_risk_register(report_run):
     e, audit = report_run.evaluation, report_run.audit
     use = intended_use(e)
     assert "Research use only; not a medical device." in use and "no regulatory clearance" in use
-    assert "Pneumonia (SNOMED CT 233604007)" in use and "## Not intended for" in use
+    assert "Pneumonia (SNOMED CT 233604007; ICD-10-CM J18)" in use and "## Not intended for" in use
     register = risk_register(e, audit)
     rows = [line for line in register.splitlines() if line.startswith("| R") or line.startswith("| F")]
     found = [r for r in rows if r.startswith("| F")]

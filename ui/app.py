@@ -18,7 +18,6 @@ from pathlib import Path
 import gradio as gr
 
 import medmm
-from medmm.codes import DIAGNOSES
 from medmm.errors import MedmmError
 from ui.evidence import DEFAULT_OPACITY
 from ui.events import wire
@@ -110,7 +109,7 @@ def build_app(service: ClinicianService, *, title: str = "medmm clinician interf
                                      buttons=NO_BUTTONS)
         with gr.Accordion("Feedback", open=True):
             page.verdict = gr.Radio(VERDICTS, value=None, label="Your verdict on this prediction (choose one)", elem_id="medmm-verdict")
-            page.named = gr.CheckboxGroup([(d.display, d.name) for d in DIAGNOSES], value=[],
+            page.named = gr.CheckboxGroup([(spec.display, spec.name) for spec in service.predictor.task.labels], value=[],
                                           label="Diagnoses you would name (a correction when you disagree)", elem_id="medmm-named")
             page.comment = gr.Textbox(label="Comment (kept on this page only: the audit trail stores no free text)", lines=2,
                                       elem_id="medmm-comment", buttons=NO_BUTTONS)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medmm.codes import DIAGNOSES
 from medmm.explain.mapping import model_series
 from medmm.records import Study
 from ui.localtime import Zone
@@ -23,7 +22,6 @@ from ui.viewer import colour_payload, payload_aspect
 from ui.views import overlay_caption, overlay_frame
 from ui.vitals_chart import Relevance, chart_html
 
-DISPLAY = {d.name: d.display for d in DIAGNOSES}
 DEFAULT_OPACITY = 0.35  # enough colour to see where, little enough to see the image under it
 
 
@@ -60,7 +58,7 @@ def overlay_payloads(case: Case, target: str, opacity: float, markers: tuple[dic
             out.append("")
             continue
         frame = overlay_frame(series, e.image, float(np.clip(opacity, 0.0, 1.0)))
-        caption = f"{overlay_caption(target, probability, method)} \u00b7 opacity {opacity:.2f}"
+        caption = f"{overlay_caption(target, probability, method, result.display(target))} \u00b7 opacity {opacity:.2f}"
         out.append(colour_payload(frame, key=f"{case.token}:{target}:{method}", caption=caption, aspect=payload_aspect(series),
                                   markers=markers[0], note=markers[1]))
     return out[0], out[1]
@@ -71,20 +69,20 @@ def side_views(case: Case, target: str, opacity: float, zone: Zone, markers: tup
     result = case.explanations.get(target)
     if result is None:
         return EMPTY
-    name = DISPLAY.get(target, target)
+    name = result.display(target)
     probability = result.probabilities.get(target)
     overlays = overlay_payloads(case, target, opacity, markers)
     attention = result.get(target, "attention")
     signed = case.signed.get(target)
     if signed is not None and signed.vitals is not None:
         relevance = Relevance(signed.channels, signed.vitals, True, SIGNED_METHOD)
-        title = overlay_caption(target, probability, "integrated_gradients")
+        title = overlay_caption(target, probability, "integrated_gradients", name)
     elif attention is not None and attention.vitals is not None:
         relevance = Relevance(attention.vitals.channels, attention.vitals.relevance, False, "attention (gradient-weighted)")
-        title = overlay_caption(target, probability, "attention")
+        title = overlay_caption(target, probability, "attention", name)
     else:
         relevance, title = None, f"{name}: vital signs"
     vitals = chart_html(case.study.vitals, relevance, title, name, zone)
-    notes_title = overlay_caption(target, probability, "integrated_gradients" if signed is not None and signed.words else "attention")
+    notes_title = overlay_caption(target, probability, "integrated_gradients" if signed is not None and signed.words else "attention", name)
     notes = notes_evidence(case.study, zone, name, signed=signed, attention=attention.notes if attention else None, title=notes_title)
     return SideViews(overlays[0], overlays[1], vitals, notes)

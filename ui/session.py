@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from medmm.audit_store import VERDICTS, AuditStore, InputDigest, default_path, input_digests
-from medmm.codes import DIAGNOSIS_NAMES
 from medmm.errors import ConfigError, InputError
 from medmm.explain.explainer import StudyExplanation, explain_study
 from medmm.records import Prediction, Study
@@ -296,9 +295,10 @@ class ClinicianService(CaseInputs):
         if case.prediction is None or case.event_id is None:
             raise InputError("the prediction is not finished yet; wait for the impression", where="feedback")
         named = [d for d in diagnoses if d]
-        unknown = [d for d in named if d not in DIAGNOSIS_NAMES]
+        known = self.predictor.model.config.diagnoses
+        unknown = [d for d in named if d not in known]
         if unknown:
-            raise ConfigError(f"diagnoses must be among {', '.join(DIAGNOSIS_NAMES)}", where="feedback.diagnoses")
+            raise ConfigError(f"diagnoses must be among {', '.join(known)}", where="feedback.diagnoses")
         if verdict == "agree" and not named:
             named = list(case.prediction.conformal_set) or [s.name for s in case.prediction.scores[:1]]
         key = (case.token, submission) if submission else None

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medmm.codes import VITAL_NAMES
 from medmm.explain.mapping import kept_notes, word_scores
 from medmm.records import Study
 
@@ -35,7 +34,7 @@ class SignedEvidence:
     target: str
     words: tuple[SignedWord, ...]
     notes_read: tuple[int, ...]  # indices into the displayed study's notes that the model read
-    vitals: np.ndarray | None  # (T, C) in VITAL_NAMES order, 0 where unobserved
+    vitals: np.ndarray | None  # (T, C) in the model's channel order, 0 where unobserved
     channels: tuple[str, ...]
     delta: float
 
@@ -71,7 +70,7 @@ def signed_evidence(predictor, study: Study, diagnosis: str, *, n_steps: int | N
             words += _note_words(note.text, result.maps["notes"][slot], offsets[slot], valid[slot], where)
     vitals = result.maps.get("vitals")
     return SignedEvidence(diagnosis, tuple(words), tuple(shown), None if vitals is None else np.asarray(vitals, dtype=np.float64),
-                          tuple(VITAL_NAMES), result.delta)
+                          tuple(predictor.task.channel_names), result.delta)
 
 
 def _note_words(text: str, grid: np.ndarray, offsets: np.ndarray, valid: np.ndarray, note: int) -> list[SignedWord]:

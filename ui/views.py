@@ -219,6 +219,6 @@ def overlay_frame(series: ImageSeries, image: ImageMap, opacity: float) -> np.nd
     return np.round(255.0 * rgb).astype(np.uint8)
 
 
-def overlay_caption(target: str, probability: float | None, method: str) -> str:
+def overlay_caption(target: str, probability: float | None, method: str, display: str | None = None) -> str:
     """The caption under an overlay, e.g. "Pneumonia (probability 83%): Grad-CAM"."""
-    return caption(target, probability, method)
+    return caption(target, probability, method, display)

@@ -29,6 +29,7 @@ from medmm.batch.fhir_out import case_resources
 from medmm.batch.plan import PlannedBatch, Selection, StudyProtocol, load_protocol, plan_batches, select_cases, with_overrides
 from medmm.batch.store import FHIR_TYPES, ResultStore, atomic_text
 from medmm.config import to_dict
+from medmm.tasks import DEFAULT_TASK, Task, load_task, task_from_dict
 from medmm.errors import CheckpointError, ConfigError
 from medmm.io.cohort import Cohort
 
@@ -43,6 +44,7 @@ class ModelInfo:
     fingerprint: ModelFingerprint
     labels: tuple[str, ...]
     temperature: float  # from calibration.json (1.0 without), to recover raw logits for evaluation
+    task: Task  # the labels' display names and codes (the default task for a checkpoint that stores none)
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,12 @@ def model_info(model_dir: str | Path) -> ModelInfo:
         temperature = float(calibration.get("temperature") or 1.0)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError("config.json or calibration.json is unreadable", path=model_dir) from exc
+    try:
+        task = task_from_dict(meta["task"], source=f"{model_dir / 'config.json'}: task") if meta.get("task") else load_task(DEFAULT_TASK)
+    except ConfigError as exc:
+        raise CheckpointError(f"config.json's task cannot be read ({exc})", path=model_dir) from exc
     model_id = _sha256_bytes((model_dir / "checksums.json").read_bytes())[:16]  # as Predictor.from_checkpoint
-    return ModelInfo(model_id, fingerprint, labels, temperature)
+    return ModelInfo(model_id, fingerprint, labels, temperature, task)
 
 
 def _manifest_sha256(cohort: Cohort) -> str:
@@ -214,7 +220,7 @@ def _run(store: ResultStore, proto: StudyProtocol, model: ModelInfo, selection: 
             results = _engine(engine)(pending, proto.model, options, workers=workers, require=proto.filter.require)
             with closing(results):  # stops the engine's readers or Ray even when a write below fails
                 for part, part_results in _whole_parts(results, parts, per_part):
-                    commit = store.write_part(part, part_results, _fhir_lines(part_results, run_id) if proto.outputs.fhir else {})
+                    commit = store.write_part(part, part_results, _fhir_lines(part_results, run_id, model.task) if proto.outputs.fhir else {})
                     predicted = [(r.prediction, [i.digest() for i in r.inputs]) for r in part_results if r.prediction is not None]
                     trail.record_many(predicted, model_dir=proto.model, run_id=run_id, user=operator, source="batch")
                     store.commit(commit)
@@ -251,10 +257,10 @@ def _whole_parts(
             yield part, [r for b in parts[part] for r in got[b.index]]
 
 
-def _fhir_lines(results: list[CaseResult], run_id: str) -> dict[str, list[str]]:
+def _fhir_lines(results: list[CaseResult], run_id: str, task: Task) -> dict[str, list[str]]:
     lines: dict[str, list[str]] = {kind: [] for kind in FHIR_TYPES}
     for r in results:
-        for kind, line in case_resources(r, run_id).items():
+        for kind, line in case_resources(r, run_id, task).items():
             lines[kind].append(line)
     return lines
 

@@ -16,7 +16,6 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from medmm.codes import VITAL_NAMES
 from medmm.errors import EvaluationError, MedmmError
 from medmm.evaluate.baseline_fusion import VARIANTS, BaselineSuite, macro_auroc
 from medmm.evaluate.baselines import CaseTable, case_table
@@ -43,7 +42,7 @@ def split_table(predictor, part: Cohort, *, progress: bool = False, desc: str = 
 
 def table_of(predictor, studies: Sequence[Study]) -> CaseTable:
     config = predictor.model.config
-    return case_table([predictor.select(s)[0] for s in studies], config.diagnoses, VITAL_NAMES, config.preprocess.vitals_steps)
+    return case_table([predictor.select(s)[0] for s in studies], config.diagnoses, predictor.task.channel_names, config.preprocess.vitals_steps)
 
 
 def baseline_comparison(

@@ -46,14 +46,14 @@ OTHER_QUESTIONS = (
 
 def question_set(names: Sequence[str]) -> tuple[str, ...]:
     """The fixed questions asked of every test case (diagnosis templates first)."""
-    return tuple(t.format(d=_DISPLAY[n]) for n in names for t in DIAGNOSIS_TEMPLATES) + OTHER_QUESTIONS
+    return tuple(t.format(d=_DISPLAY.get(n, n.replace("_", " "))) for n in names for t in DIAGNOSIS_TEMPLATES) + OTHER_QUESTIONS
 
 
 FREE_TEXT_CASES = 64  # test cases whose LM free-text answers are drafted and verified (a reference sample)
 
 
 def free_text_questions(names: Sequence[str]) -> tuple[str, ...]:
-    return tuple(t.format(d=_DISPLAY[n]) for n in names for t in FREE_TEXT_TEMPLATES)
+    return tuple(t.format(d=_DISPLAY.get(n, n.replace("_", " "))) for n in names for t in FREE_TEXT_TEMPLATES)
 
 
 @dataclass(frozen=True)

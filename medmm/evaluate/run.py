@@ -231,7 +231,7 @@ def fit_image_finding_thresholds(predictor, part: Cohort, items: list[dict], bat
         y = np.array([[("image" in ((t.get("evidence") or {}).get(n) or {}).get("modalities", ())) for n in names] for t in truths])
     else:
         target = "diagnosis labels (no lesion truth for every case)"
-        y = np.stack([it["labels"].numpy()[label_columns(names)] > 0.5 for it in with_image])
+        y = np.stack([it["labels"].numpy()[label_columns(names, predictor.task.label_names)] > 0.5 for it in with_image])
     return fit_image_findings(np.concatenate(scores), y, names, DEFAULT_IMAGE_FINDING_THRESHOLD, target)
 
 
@@ -246,6 +246,10 @@ def model_info(predictor, model_dir: str | Path) -> dict:
         "medmm_version": meta.get("medmm_version"),
         "architecture": meta.get("model_type"),
         "diagnoses": list(cfg.diagnoses),
+        "task": predictor.task.name,
+        "labels": [{"name": spec.name, "display": spec.display, "snomed": list(spec.snomed), "icd10": list(spec.icd10)}
+                   for spec in predictor.task.labels],
+        "channels": list(predictor.task.channel_names),
         "modalities": list(cfg.modalities),
         "backbone": {"source": cfg.backbone.source, "finetune": cfg.backbone.finetune, "hidden_size": cfg.backbone.hidden_size,
                      "num_layers": cfg.backbone.num_layers},

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medmm.codes import DIAGNOSIS_NAMES
 from medmm.data import collate, to_device
 from medmm.evaluate.arrays import EvaluationError, diagnosis_names, label_matrix, score_matrix
 from medmm.evaluate.calibration import apply_temperature, probs_to_logits
@@ -98,12 +97,12 @@ def _number(value: object) -> float | None:
         return None
 
 
-def label_columns(names: Sequence[str]) -> list[int]:
-    """Columns of the preprocessed label vector (medmm's diagnosis order) for the model's `names`."""
-    unknown = [n for n in names if n not in DIAGNOSIS_NAMES]
+def label_columns(names: Sequence[str], vector: Sequence[str]) -> list[int]:
+    """Columns of the preprocessed label vector (whose entries are the task's labels `vector`) for the model's `names`."""
+    unknown = [n for n in names if n not in vector]
     if unknown:
-        raise EvaluationError(f"the model predicts diagnoses outside medmm's vocabulary ({len(unknown)})", where="model diagnoses")
-    return [DIAGNOSIS_NAMES.index(n) for n in names]
+        raise EvaluationError(f"the model predicts labels its task does not define ({len(unknown)})", where="model diagnoses")
+    return [list(vector).index(n) for n in names]
 
 
 @torch.no_grad()
@@ -123,7 +122,7 @@ def score_cases(predictor, cohort: Cohort, split: str, items: list[dict], unread
     """SplitScores of preprocessed `items` of `cohort` (cases with unknown labels left out), and the items kept."""
     kept = [it for it in items if bool(it.get("labels_known", torch.tensor(True)))]
     names = tuple(predictor.model.config.diagnoses)
-    columns = label_columns(names)
+    columns = label_columns(names, predictor.task.label_names)
     if not kept:
         raise EvaluationError("no readable case with known labels", path=cohort.root, where=f"split {split}")
     ids = [str(it["meta"]["patient_id"]) for it in kept]

@@ -7,7 +7,7 @@ changes the model: attention is read through hooks, gradients are taken with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -39,6 +39,11 @@ class StudyExplanation:
     impression: str  # the grounded impression, as Predictor gives it (the relevance explains the LM draft behind it)
     present: tuple[str, ...]  # modalities the model read
     explanations: tuple[Explanation, ...]
+    displays: Mapping[str, str] = field(default_factory=dict)  # label name -> display name (the model's task)
+
+    def display(self, target: str) -> str:
+        """A target's display name (its name when the task has none for it)."""
+        return self.displays.get(target, target)
 
     def get(self, target: str, method: str) -> Explanation | None:
         """The explanation of `target` by `method`, or None when it was not computed."""
@@ -64,14 +69,16 @@ def token_relevances(
     return [r for r in out if r is not None]
 
 
-def map_relevance(study: Study, batch: dict, relevance: TokenRelevance, probability: float | None, max_notes: int) -> Explanation:
-    """Token relevance of one case mapped onto the study's pixels, time axis and words."""
+def map_relevance(
+    study: Study, batch: dict, relevance: TokenRelevance, probability: float | None, max_notes: int, channels: Sequence[str]
+) -> Explanation:
+    """Token relevance of one case mapped onto the study's pixels, time axis and words (`channels`: the model's vitals columns)."""
     maps = relevance.maps
     vitals = notes = image = None
     if "image" in maps:
         image = image_map(study, maps["image"])
     if "vitals" in maps:
-        vitals = vitals_map(study, maps["vitals"], batch["vitals_observed"][0].bool().cpu().numpy())
+        vitals = vitals_map(study, maps["vitals"], batch["vitals_observed"][0].bool().cpu().numpy(), channels)
     if "notes" in maps:
         valid = (batch["notes_attention"][0].bool() & batch["notes_present"][0].bool()[:, None]).cpu().numpy()  # (M, L)
         notes = notes_map(study, maps["notes"], batch["notes_offsets"][0].cpu().numpy(), valid, max_notes)
@@ -110,7 +117,8 @@ def explain_study(
     present = tuple(m for m in MODALITIES if m in token_validity(model, batch))
     max_notes = model.config.preprocess.max_notes
     explanations = tuple(
-        map_relevance(study, batch, r, None if r.target == IMPRESSION else probability[r.target], max_notes)
+        map_relevance(study, batch, r, None if r.target == IMPRESSION else probability[r.target], max_notes, predictor.task.channel_names)
         for r in token_relevances(model, batch, targets, methods, n_steps=n_steps)
     )
-    return StudyExplanation(study.study_id, probability, text, present, explanations)
+    displays = {spec.name: spec.display for spec in predictor.task.labels}
+    return StudyExplanation(study.study_id, probability, text, present, explanations, displays)

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medmm.codes import VITAL_NAMES
 from medmm.errors import ConfigError
 from medmm.records import ImageSeries, Study
 from medmm.transforms.study import primary_radiograph
@@ -141,12 +140,12 @@ def image_map(study: Study, grid: np.ndarray) -> ImageMap:
 # -- vital signs -------------------------------------------------------------------------------
 
 
-def vitals_map(study: Study, grid: np.ndarray, observed: np.ndarray) -> VitalsMap:
-    """The vitals token map (T, C) of `study` on its time axis."""
+def vitals_map(study: Study, grid: np.ndarray, observed: np.ndarray, channels: Sequence[str]) -> VitalsMap:
+    """The vitals token map (T, C) of `study` on its time axis; `channels` names the model's columns."""
     vitals = study.vitals
     if vitals is None or vitals.values.shape[0] != grid.shape[0]:
         raise ConfigError("the study's vital-sign grid does not match the model's", where="vitals relevance")
-    return VitalsMap(vitals.start, float(vitals.step_seconds), tuple(VITAL_NAMES), np.asarray(grid, dtype=np.float64), observed.astype(bool))
+    return VitalsMap(vitals.start, float(vitals.step_seconds), tuple(channels), np.asarray(grid, dtype=np.float64), observed.astype(bool))
 
 
 # -- notes -------------------------------------------------------------------------------------

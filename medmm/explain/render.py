@@ -18,7 +18,6 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from medmm.codes import DIAGNOSES
 from medmm.explain.capture import IMPRESSION
 from medmm.explain.explainer import METHOD_LABELS
 from medmm.explain.mapping import ImageMap, NotesMap, VitalsMap, model_pixels
@@ -26,14 +25,13 @@ from medmm.records import ImageSeries, Study, VitalSeries
 
 DISCLAIMER = "Research use only; not a medical device."
 HEAT = "inferno"
-_DISPLAY = {d.name: d.display for d in DIAGNOSES}
 _NOTE_RGB = (220, 38, 38)
 MIN_SHADE = 0.005  # words below half a percent of the strongest stay unmarked (invisible anyway)
 
 
-def caption(target: str, probability: float | None, method: str) -> str:
-    """E.g. "Pneumonia (probability 83%): attention (gradient-weighted)"."""
-    name = "Impression" if target == IMPRESSION else _DISPLAY.get(target, target)
+def caption(target: str, probability: float | None, method: str, display: str | None = None) -> str:
+    """E.g. "Pneumonia (probability 83%): attention (gradient-weighted)"; `display` names the target (default: its name)."""
+    name = "Impression" if target == IMPRESSION else (display or target)
     prob = "" if probability is None else f" (probability {probability:.0%})"
     return f"{name}{prob}: {METHOD_LABELS.get(method, method)}"
 

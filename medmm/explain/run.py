@@ -60,7 +60,7 @@ def write_views(study: Study, result: StudyExplanation, out_dir: str | Path) -> 
     series = model_series(study)
     entries = []
     for e in result.explanations:
-        text = caption(e.target, e.probability, e.method)
+        text = caption(e.target, e.probability, e.method, result.display(e.target))
         folder = out / e.target
         files = {}
         if e.image is not None and series is not None:
@@ -171,7 +171,7 @@ def case_figures(
             grids = {m: r.maps["image"] for m, r in by_method.items() if "image" in r.maps}
             drops, random_drop = deletion_drops(model, batch, names.index(d), grids, rng)
         for method, relevance in by_method.items():
-            e = map_relevance(study, batch, relevance, None, max_notes)
+            e = map_relevance(study, batch, relevance, None, max_notes, predictor.task.channel_names)
             fields: dict = {}
             if "image" in scored and e.image is not None:
                 if e.image.relevance.shape != ev.lesion.shape:

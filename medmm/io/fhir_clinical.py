@@ -142,6 +142,7 @@ def label_from_condition(entry: Entry, log: Log) -> Label | None:
         name=diagnosis.name if diagnosis else None,
         onset=utc_time(onset_value, entry.source, log),
         status=_status_code(m.clinicalStatus),
+        codings=tuple((c.system or "", c.code) for c in codings),
     )
 
 

@@ -21,9 +21,9 @@ from medmm.population.hygiene import CleanPatient, ImagingFact, clean_patient
 from medmm.population.record import PatientRecord, PopulationReport, parse_time
 from medmm.records import ClinicalNote, Demographics, DroppedValue, Issue
 from medmm.tasks import Task
+from medmm.tasks.task import INACTIVE_STATUSES
 
 SKIPPED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
-INACTIVE_STATUSES = frozenset({"inactive", "resolved", "remission"})
 
 
 @dataclass(frozen=True)

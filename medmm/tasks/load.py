@@ -30,6 +30,7 @@ from medmm.tasks.task import (
 )
 
 TASK_DIR = Path(__file__).parent
+DEFAULT_TASK = "synthetic-cxr"  # the task of `medmm synth` cohorts, and of checkpoints that predate stored tasks
 DEFAULT_AUDIT = ("sex", "age_band", "race", "ethnicity")
 DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0)
 _TOP_KEYS = {
@@ -93,6 +94,42 @@ def task_from_dict(data: Any, source: str = "") -> Task:
         age_bands=bands,
         source=source,
     )
+
+
+def task_to_dict(task: Task) -> dict[str, Any]:
+    """The mapping `task_from_dict` reads back as an equal Task (what checkpoints and cohorts store)."""
+    def present(values: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if v is not None}
+
+    index: dict[str, Any] = {"kind": task.index.kind}
+    if task.index.kind in ("encounter", "last_encounter"):
+        index.update(classes=list(task.index.classes), types=list(task.index.types))
+    if task.index.column is not None:
+        index["column"] = task.index.column
+    v = task.vitals
+    if v.per_encounter:
+        vitals: dict[str, Any] | None = {"per_encounter": True, "days": v.days, "include_index": v.include_index}
+    elif v.hours is not None:
+        vitals = {"hours": v.hours, "step_minutes": v.step_minutes, "include_index": v.include_index}
+    else:
+        vitals = None
+    h = task.horizon
+    return present({
+        "name": task.name,
+        "description": task.description,
+        "index": index,
+        "notes": {"days": task.notes.days, "include_index": task.notes.include_index} if task.notes.days is not None else None,
+        "vitals": vitals,
+        "images": present({"days": task.images.days, "include_index": task.images.include_index}),
+        "labels": [{"name": s.name, "display": s.display, "snomed": list(s.snomed), "icd10": list(s.icd10)} for s in task.labels],
+        "horizon": present({"before_days": h.before_days, "after_days": h.after_days, "calendar_days": h.calendar_days,
+                            "encounter_diagnosis": h.encounter_diagnosis}),
+        "inactive_conditions": task.inactive_conditions,
+        "channels": [{"name": c.name, "display": c.display, "loinc": list(c.loinc), "unit": c.unit, "low": c.low, "high": c.high}
+                     for c in task.channels],
+        "audit_attributes": list(task.audit_attributes),
+        "age_bands": list(task.age_bands),
+    })
 
 
 class _Reader:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from medmm.codes import VitalSign
+from medmm.records import Label
 
 INDEX_KINDS = ("encounter", "last_encounter", "imaging_study", "manifest_column")
 INACTIVE_RULES = ("count", "ignore")  # how resolved / inactive / remission Conditions count
+INACTIVE_STATUSES = frozenset({"inactive", "resolved", "remission"})
 AUDIT_ATTRIBUTES = ("sex", "age_band", "race", "ethnicity", "birth_sex")
 
 
@@ -151,6 +153,38 @@ class Task:
     @property
     def channel_names(self) -> tuple[str, ...]:
         return tuple(sign.name for sign in self.channels)
+
+    def label(self, name: str) -> LabelSpec:
+        """The label called `name` (KeyError when the task has none)."""
+        for spec in self.labels:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def display(self, name: str) -> str:
+        """A label's display name; the name itself for a name the task does not have."""
+        try:
+            return self.label(name).display
+        except KeyError:
+            return name
+
+    def positives(self, labels: "tuple[Label, ...] | None") -> tuple[str, ...]:
+        """The task's label names (in task order) that a study's known Conditions make positive.
+
+        A Condition counts when any of its codings is in the label's value sets; with
+        `inactive_conditions: ignore`, resolved, inactive and remission Conditions do not count
+        (refuted and entered-in-error ones never reach a study's labels).
+        """
+        found = []
+        for spec in self.labels:
+            for lab in labels or ():
+                if self.inactive_conditions == "ignore" and (lab.status or "") in INACTIVE_STATUSES:
+                    continue
+                codings = lab.codings or ((lab.system, lab.code),)
+                if any(spec.matches(system, code) for system, code in codings):
+                    found.append(spec.name)
+                    break
+        return tuple(found)
 
     def age_band(self, age_years: float | None) -> str | None:
         """The age band label ("18-39", "65+") an age falls in, or None when the age is unknown."""

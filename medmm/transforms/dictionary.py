@@ -53,11 +53,16 @@ class NormalizeVitalsd(MapTransform):
     are only there so that no NaN reaches a tensor.
     """
 
-    def __init__(self, keys: KeysCollection, channels: Sequence[str], observed_key: str = "vitals_observed", allow_missing_keys: bool = False):
+    def __init__(
+        self, keys: KeysCollection, channels: Sequence[str], observed_key: str = "vitals_observed", allow_missing_keys: bool = False,
+        reference: Mapping[str, tuple[float, float]] | None = None,
+    ):
+        """`reference` adds (mean, SD) for channels VITAL_REFERENCE does not have (a task's own channels)."""
         super().__init__(keys, allow_missing_keys)
         self.observed_key = observed_key
-        self.mean = np.array([VITAL_REFERENCE[c][0] for c in channels], dtype=np.float32)
-        self.std = np.array([VITAL_REFERENCE[c][1] for c in channels], dtype=np.float32)
+        table = {**VITAL_REFERENCE, **(reference or {})}
+        self.mean = np.array([table[c][0] for c in channels], dtype=np.float32)
+        self.std = np.array([table[c][1] for c in channels], dtype=np.float32)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

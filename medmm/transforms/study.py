@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, Resized
 
-from medmm.codes import DIAGNOSIS_NAMES, VITAL_NAMES
 from medmm.records import ImageSeries, Study
-from medmm.transforms.dictionary import NormalizeVitalsd, TokenizeNotesd, ToTorchd, WindowLeveld
+from medmm.tasks import DEFAULT_TASK, Task, load_task, task_to_dict
+from medmm.transforms.dictionary import VITAL_REFERENCE, NormalizeVitalsd, TokenizeNotesd, ToTorchd, WindowLeveld
 
 PROJECTION_MODALITIES = ("CR", "DX", "DR", "RG", "MG", "XA", "RF", "PX", "OT", "SC", "US")
 CT_WINDOW = (-600.0, 1600.0)  # a wide lung-to-mediastinum window for CT volumes, in HU
@@ -73,6 +73,12 @@ def model_window(series: ImageSeries, pixels: np.ndarray) -> tuple[float, float]
     return float(lo + hi) / 2.0, float(max(hi - lo, 1e-3))
 
 
+def channel_reference(task: Task) -> dict[str, tuple[float, float]]:
+    """(mean, SD) to z-score each task channel medmm has no reference statistics for: the middle of
+    its plausible range, and a sixth of the range (the range as +-3 SD)."""
+    return {c.name: ((c.low + c.high) / 2.0, (c.high - c.low) / 6.0) for c in task.channels if c.name not in VITAL_REFERENCE}
+
+
 class StudyPreprocessor:
     """Callable Study -> dict of tensors (plus a small JSON-able "meta").
 
@@ -82,9 +88,13 @@ class StudyPreprocessor:
     labels (K,) float, labels_known () bool.
     """
 
-    def __init__(self, config: PreprocessConfig, note_tokenizer):
+    def __init__(self, config: PreprocessConfig, note_tokenizer, task: Task | None = None):
         self.config = config
         self.note_tokenizer = note_tokenizer
+        # The task names the label vector's entries (matched on each Condition's codes) and the
+        # vital-sign channels in grid order; the default is the synthetic cohort's task.
+        self.task = task if task is not None else load_task(DEFAULT_TASK)
+        self.channels = self.task.channel_names
         size = (config.image_size, config.image_size)
         self.image_tf = Compose(
             [
@@ -101,7 +111,7 @@ class StudyPreprocessor:
             ]
         )
         self.notes_tf = TokenizeNotesd(keys="notes", tokenizer=note_tokenizer, max_notes=config.max_notes, max_tokens=config.max_note_tokens)
-        self.vitals_tf = NormalizeVitalsd(keys="vitals", channels=VITAL_NAMES)
+        self.vitals_tf = NormalizeVitalsd(keys="vitals", channels=self.channels, reference=channel_reference(self.task))
         self.to_torch = ToTorchd(keys=["image", "volume", "notes_ids", "notes_attention", "notes_offsets", "notes_present", "vitals", "vitals_observed"], allow_missing_keys=True)
 
     @property
@@ -109,7 +119,8 @@ class StudyPreprocessor:
         """A string naming these settings and tokenizer, for cache keys."""
         vocab = getattr(self.note_tokenizer, "vocab_size", 0)
         name = getattr(self.note_tokenizer, "name_or_path", type(self.note_tokenizer).__name__)
-        blob = json.dumps({"config": asdict(self.config), "tokenizer": [str(name).rsplit("/", 1)[-1], vocab], "v": 1}, sort_keys=True)
+        task = {"labels": task_to_dict(self.task)["labels"], "inactive": self.task.inactive_conditions, "channels": list(self.channels)}
+        blob = json.dumps({"config": asdict(self.config), "tokenizer": [str(name).rsplit("/", 1)[-1], vocab], "task": task, "v": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def __call__(self, study: Study) -> dict:
@@ -134,21 +145,22 @@ class StudyPreprocessor:
 
         steps = cfg.vitals_steps
         if study.vitals is not None and study.vitals.values.shape[0] == steps and bool(study.vitals.mask.any()):
-            index = [study.vitals.channels.index(c) if c in study.vitals.channels else -1 for c in VITAL_NAMES]
-            values = np.full((steps, len(VITAL_NAMES)), np.nan, dtype=np.float32)
+            index = [study.vitals.channels.index(c) if c in study.vitals.channels else -1 for c in self.channels]
+            values = np.full((steps, len(self.channels)), np.nan, dtype=np.float32)
             for c, src in enumerate(index):
                 if src >= 0:
                     values[:, c] = np.where(study.vitals.mask[:, src], study.vitals.values[:, src], np.nan)
             out.update(self.vitals_tf({"vitals": values}))
             out["vitals_present"] = torch.tensor(True)
         else:
-            out["vitals"] = np.zeros((steps, len(VITAL_NAMES)), dtype=np.float32)
-            out["vitals_observed"] = np.zeros((steps, len(VITAL_NAMES)), dtype=bool)
+            out["vitals"] = np.zeros((steps, len(self.channels)), dtype=np.float32)
+            out["vitals_observed"] = np.zeros((steps, len(self.channels)), dtype=bool)
             out["vitals_present"] = torch.tensor(False)
 
-        labels = torch.zeros(len(DIAGNOSIS_NAMES))
-        for name in study.label_names:
-            labels[DIAGNOSIS_NAMES.index(name)] = 1.0
+        names = self.task.label_names
+        labels = torch.zeros(len(names))
+        for name in self.task.positives(study.labels):
+            labels[names.index(name)] = 1.0
         out["labels"], out["labels_known"] = labels, torch.tensor(study.labels is not None)
         out = self.to_torch(out)
         out["meta"] = {"study_id": study.study_id, "modalities": list(study.modalities)}

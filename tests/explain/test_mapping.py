@@ -91,9 +91,9 @@ def test_notes_map_with_no_relevance_is_uniform_over_words_read(study, batch):
 def test_vitals_map_keeps_the_time_axis(study):
     observed = study.vitals.mask.copy()
     grid = np.where(observed, 1.0, 0.0) / observed.sum()
-    m = vitals_map(study, grid, observed)
+    m = vitals_map(study, grid, observed, VITAL_NAMES)
     assert m.channels == tuple(VITAL_NAMES) and m.relevance.shape == (4, 7)
     assert m.times == tuple(STUDY_TIME - timedelta(hours=4 - t) for t in range(4))
     np.testing.assert_array_equal(m.hours, [0, 1, 2, 3])
     with pytest.raises(ConfigError):
-        vitals_map(study, np.zeros((5, 7)), np.ones((5, 7), bool))
+        vitals_map(study, np.zeros((5, 7)), np.ones((5, 7), bool), VITAL_NAMES)

@@ -29,7 +29,8 @@ from tests.explain.conftest import make_study
 
 
 def test_caption():
-    assert caption("pneumonia", 0.834, "attention") == "Pneumonia (probability 83%): attention (gradient-weighted)"
+    assert caption("pneumonia", 0.834, "attention", "Pneumonia") == "Pneumonia (probability 83%): attention (gradient-weighted)"
+    assert caption("acute_bronchitis", 0.5, "attention") == "acute_bronchitis (probability 50%): attention (gradient-weighted)"
     assert caption("impression", None, "gradcam") == "Impression: Grad-CAM"
 
 
@@ -77,7 +78,7 @@ def test_notes_html_keeps_the_text_and_shades_by_relevance(tmp_path):
     assert [text[s:e] for s, e in spans] == ["Cough", "worse", "fever", "denies", "pain"]
     values = [(0.5, True), (0.25, True), (0.25, True), (0.0, True), (0.0, False)]
     words = tuple(WordRelevance(0, s, e, v, r) for (s, e), (v, r) in zip(spans, values))
-    page = notes_html(study, NotesMap(words, (0,)), caption("pneumonia", 0.9, "integrated_gradients"))
+    page = notes_html(study, NotesMap(words, (0,)), caption("pneumonia", 0.9, "integrated_gradients", "Pneumonia"))
     body = re.search(r"<pre>\n?(.*?)\n?</pre>", page, re.S).group(1)
     assert html.unescape(re.sub(r"<[^>]+>", "", body)) == text
     marks = re.findall(r'rgba\(220, 38, 38, ([0-9.]+)\)" title="relevance [0-9.]+">([^<]+)</mark>', body)

@@ -17,6 +17,7 @@ from medmm.codes import VITAL_NAMES
 from medmm.encoders.vitals import VitalsEncoderConfig
 from medmm.errors import CheckpointError
 from medmm.fusion.layers import FusionConfig
+from medmm.tasks import DEFAULT_TASK, load_task
 from medmm.model import ModelConfig, ResamplerConfig, build_model
 from medmm.train.losses import diagnosis_loss
 from medmm.train.recipe import TrainConfig, build_optimizer
@@ -55,7 +56,9 @@ def batch(seed: int) -> dict:
 
 def setup(seed: int, config: ModelConfig = CONFIG):
     torch.manual_seed(seed)
-    model = build_model(config)
+    task = load_task(DEFAULT_TASK)
+    task = dataclasses.replace(task, labels=tuple(task.label(n) for n in config.diagnoses))
+    model = build_model(config, task=task)
     optimizer = build_optimizer(model, TrainConfig(lr=0.01, lr_lm=0.01))
     scheduler = get_cosine_schedule_with_warmup(optimizer, 1, 10)
     return model, optimizer, scheduler
