@@ -33,7 +33,7 @@ import medmm
 from medmm.config import from_dict, to_dict
 from medmm.errors import CheckpointError, ConfigError
 from medmm.fusion.layers import base_model
-from medmm.tasks import task_from_dict, task_to_dict
+from medmm.tasks import DEFAULT_TASK, Task, load_task, task_from_dict, task_to_dict
 
 FORMAT = "medmm-checkpoint/1"
 
@@ -199,6 +199,16 @@ def _lm_model_type(folder: Path) -> str | None:
     return data.get("model_type") if isinstance(data, dict) else None
 
 
+def stored_task(meta: dict, config_path: str | Path) -> Task:
+    """The task in a checkpoint's config.json (`meta`); the default task for one written before tasks were stored."""
+    if meta.get("task") is None:
+        return load_task(DEFAULT_TASK)
+    try:
+        return task_from_dict(meta["task"], source=f"{config_path}: task")
+    except ConfigError as exc:
+        raise CheckpointError(f"config.json's task cannot be read ({exc})", path=config_path) from exc
+
+
 def load_checkpoint(
     directory: str | Path,
     *,
@@ -231,12 +241,7 @@ def load_checkpoint(
     found = _lm_model_type(lm_dir) if lm_dir is not None else None
     if found is not None and found != declared:
         raise CheckpointError(f"architecture mismatch: config.json says {declared}, lm/ holds {found}", path=directory)
-    task = None
-    if meta.get("task") is not None:  # checkpoints written before tasks were stored hold the default task
-        try:
-            task = task_from_dict(meta["task"], source=f"{config_path}: task")
-        except ConfigError as exc:
-            raise CheckpointError(f"config.json's task cannot be read ({exc})", path=config_path) from exc
+    task = stored_task(meta, config_path)
     try:
         model = build_model(config, lm_dir=lm_dir, device=device, text_backbone=text_backbone, task=task)
     except ConfigError as exc:

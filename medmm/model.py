@@ -447,8 +447,14 @@ def check_task(config: ModelConfig, task: Task) -> None:
 
 
 def config_for_task(config: ModelConfig, task: Task) -> ModelConfig:
-    """`config` with the task's labels as the head's outputs and its channels as the vitals encoder's."""
-    return dataclasses.replace(config, diagnoses=task.label_names, vitals=dataclasses.replace(config.vitals, num_channels=len(task.channels)))
+    """`config` with the task's labels as the head's outputs, its channels as the vitals encoder's and,
+    for an hourly (regular) vitals window, its length and step as the preprocessing grid's."""
+    preprocess = config.preprocess
+    if not task.vitals.per_encounter and task.vitals.hours is not None and task.vitals.step_minutes is not None:
+        preprocess = dataclasses.replace(preprocess, window_hours=float(task.vitals.hours), step_minutes=float(task.vitals.step_minutes))
+    return dataclasses.replace(
+        config, diagnoses=task.label_names, vitals=dataclasses.replace(config.vitals, num_channels=len(task.channels)), preprocess=preprocess
+    )
 
 
 def build_model(

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from medmm.codes import DIAGNOSES, DIAGNOSIS_NAMES
+from medmm.codes import DIAGNOSES
 from medmm.errors import ConfigError
 
 IMPRESSION_PROMPT = "Impression:"
@@ -24,6 +24,11 @@ NO_FINDING = "no acute cardiopulmonary diagnosis"
 NOT_RULED_OUT = "not ruled out"
 
 _DISPLAY = {d.name: d.display.lower() for d in DIAGNOSES}
+
+
+def display_table(displays: Mapping[str, str] | None) -> dict[str, str]:
+    """Label name -> lower-case display name, in label order: a task's (`displays`) or the default five's."""
+    return {n: d.lower() for n, d in displays.items()} if displays is not None else dict(_DISPLAY)
 
 # What supports each diagnosis, per modality, in words a clinician would use.
 EVIDENCE_WORDS: dict[str, dict[str, str]] = {
@@ -37,16 +42,18 @@ MODALITY_WORDS = {"image": "the radiograph", "vitals": "the vital signs", "notes
 
 
 def impression_text(
-    labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None, order: Sequence[str] = ()
+    labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None, order: Sequence[str] = (),
+    displays: Mapping[str, str] | None = None,
 ) -> str:
     """The target impression for a case: its diagnoses, each with its evidence.
 
     `evidence` maps a diagnosis to the modalities that carry its evidence in this case. The
     diagnoses named in `order` come first, in that order (a guide's order), then the others in
-    the fixed order.
+    the label order of `displays` (a task's label name -> display; default: the synthetic five).
     """
+    table = display_table(displays)
     first = [n for n in dict.fromkeys(order) if n in set(labels)]
-    names = first + [n for n in DIAGNOSIS_NAMES if n in set(labels) and n not in first]
+    names = first + [n for n in table if n in set(labels) and n not in first]
     if not names:
         return f"{NO_FINDING}."
     parts = []
@@ -54,7 +61,7 @@ def impression_text(
         words = EVIDENCE_WORDS.get(name, {})
         mods = [m for m in ("image", "vitals", "notes") if evidence and m in evidence.get(name, ()) and m in words]
         support = "; ".join(words[m] for m in mods)
-        parts.append(f"{_DISPLAY[name]}" + (f" ({support})" if support else ""))
+        parts.append(f"{table[name]}" + (f" ({support})" if support else ""))
     return ", ".join(parts) + "."
 
 
@@ -64,7 +71,7 @@ def guided_prompt(names: Sequence[str], displays: Mapping[str, str] | None = Non
     `displays` maps the label names a model knows to their display names (default: the
     synthetic-cxr five). The model's own guide lists them from least to most probable, and the
     impression names them the other way round (see medmm.train.targets.guided_pair)."""
-    table = {n: d.lower() for n, d in displays.items()} if displays is not None else _DISPLAY
+    table = display_table(displays)
     unknown = sorted(set(names) - set(table))
     if unknown:
         raise ConfigError(f"unknown diagnosis name(s) {unknown}; known: {', '.join(table)}", where="guided prompt")
@@ -79,14 +86,14 @@ _NEGATION = re.compile(r"\b(no|not|without|negative for|denies|free of)\b[^.,;()
 _NOT_RULED_OUT_LIST = re.compile(rf"\b{NOT_RULED_OUT}\b[^.]*")
 
 
-def diagnoses_named(text: str) -> set[str]:
+def diagnoses_named(text: str, displays: Mapping[str, str] | None = None) -> set[str]:
     """Diagnosis names an impression asserts (mentions not preceded by a negation in its clause).
 
     Names in a "not ruled out: ..." list are possibilities, not assertions, and are not counted.
     """
     lowered = _NOT_RULED_OUT_LIST.sub(" ", text.lower())
     found = set()
-    for name, display in _DISPLAY.items():
+    for name, display in display_table(displays).items():
         for match in re.finditer(re.escape(display), lowered):
             clause = lowered[: match.start()]
             clause = re.split(r"[.;,]", clause)[-1]
@@ -101,22 +108,27 @@ class QA:
     answer: str
 
 
-def qa_pairs(labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None, ask_about: Iterable[str] = DIAGNOSIS_NAMES) -> list[QA]:
-    """Instruction-tuning pairs generated from a case's ground truth."""
+def qa_pairs(
+    labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None, ask_about: Iterable[str] | None = None,
+    displays: Mapping[str, str] | None = None,
+) -> list[QA]:
+    """Instruction-tuning pairs generated from a case's ground truth (about every label of `displays` by default)."""
+    table = display_table(displays)
     truth = set(labels)
     evidence = evidence or {}
     pairs = []
-    for name in ask_about:
-        display = _DISPLAY[name]
+    for name in ask_about if ask_about is not None else table:
+        display = table[name]
         if name in truth:
             pairs.append(QA(f"Is there {display}?", f"Yes, {display} is likely."))
-            mods = [m for m in ("image", "vitals", "notes") if m in evidence.get(name, ()) and m in EVIDENCE_WORDS[name]]
+            words = EVIDENCE_WORDS.get(name, {})
+            mods = [m for m in ("image", "vitals", "notes") if m in evidence.get(name, ()) and m in words]
             if mods:
-                support = "; ".join(f"{EVIDENCE_WORDS[name][m]} in {MODALITY_WORDS[m]}" for m in mods)
+                support = "; ".join(f"{words[m]} in {MODALITY_WORDS[m]}" for m in mods)
                 pairs.append(QA(f"What supports {display}?", f"{support[0].upper()}{support[1:]}."))
         else:
             pairs.append(QA(f"Is there {display}?", f"No, {display} is unlikely."))
-    pairs.append(QA("Summarise the findings.", impression_text(labels, evidence)))
+    pairs.append(QA("Summarise the findings.", impression_text(labels, evidence, displays=displays)))
     return pairs
 
 

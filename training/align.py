@@ -33,7 +33,7 @@ from medmm.model import build_model
 from medmm.train.data import CaseSet, TextBatcher
 from medmm.train.image_pretrain import load_image_encoder
 from medmm.train.losses import diagnosis_loss, unimodal_loss
-from medmm.train.recipe import RecipeConfig, build_optimizer, macro_auroc, recipe_main, resolved, validation_scores
+from medmm.train.recipe import RecipeConfig, recipe_task, build_optimizer, macro_auroc, recipe_main, resolved, validation_scores
 from medmm.train.state import JsonlLogger, load_state, save_state
 from medmm.transforms.study import StudyPreprocessor
 
@@ -41,9 +41,9 @@ log = logging.getLogger("medmm.train")
 
 
 def prepare_data(cfg: RecipeConfig, model, accelerator: Accelerator) -> tuple[CaseSet, CaseSet]:
-    """Train and validation cases, preprocessed once (cached on disk), with note embeddings."""
-    cohort = Cohort.open(cfg.cohort)
-    preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes))
+    """Train and validation cases (every sample of a built cohort), preprocessed once (cached on disk), with note embeddings."""
+    cohort = Cohort.open(cfg.cohort, samples=True)
+    preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes), task=model.task)
     cache = cfg.cache_dir or str(Path(cfg.cohort) / ".cache")
     show = cfg.progress and accelerator.is_local_main_process
     notes = model.encoders["notes"] if "notes" in model.encoders else None
@@ -162,8 +162,9 @@ def setup(cfg: RecipeConfig) -> tuple[Accelerator, str]:
 def run(cfg: RecipeConfig) -> dict:
     """Stage 1: build the model with a frozen LM and align the multimodal parts to it."""
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, finetune="frozen")))
+    cfg, task = recipe_task(cfg)
     accelerator, device = setup(cfg)
-    model = build_model(cfg.model, lm_dir=cfg.lm_dir, device=device)
+    model = build_model(cfg.model, lm_dir=cfg.lm_dir, device=device, task=task)
     if cfg.image_init:
         if "image" not in model.encoders:
             raise ConfigError("image_init is set but the model has no image encoder", where="image_init")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from medmm.checkpoint import verify
+from medmm.checkpoint import stored_task, verify
 from medmm.config import from_dict
 from medmm.errors import CheckpointError
 from medmm.model import ModelConfig, build_model
@@ -63,7 +63,7 @@ def run(cfg: RecipeConfig) -> dict:
     lm_dir = cfg.lm_dir or (str(init / "lm") if (init / "lm").is_dir() else None)
     cfg = with_stage1_model(cfg, init)
     accelerator, device = setup(cfg)
-    model = build_model(cfg.model, lm_dir=lm_dir, device=device)
+    model = build_model(cfg.model, lm_dir=lm_dir, device=device, task=stored_task(verify(init), init / "config.json"))
     load_stage1(model, init)
     progress = fit(cfg, model, accelerator, lm_source=lm_dir if cfg.model.backbone.finetune != "full" else None)
     if accelerator.is_main_process:  # stdout is left to the caller (`medmm train` prints the result)

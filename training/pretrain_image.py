@@ -27,7 +27,8 @@ from medmm.train.data import CaseSet
 from medmm.train.image_pretrain import (
     ImagePretrainer, finding_logits, image_targets, pointing_rate, pretrain_loss, save_image_encoder,
 )
-from medmm.train.recipe import RecipeConfig, macro_auroc, recipe_main
+from medmm.tasks import Task
+from medmm.train.recipe import RecipeConfig, macro_auroc, recipe_main, recipe_task
 from medmm.train.state import JsonlLogger, load_state, save_state
 from medmm.transforms.study import StudyPreprocessor
 from training.align import setup
@@ -38,8 +39,8 @@ log = logging.getLogger("medmm.train")
 class ImageCases(torch.utils.data.Dataset):
     """The cases of one split that have an image: pixels with their finding and cover targets."""
 
-    def __init__(self, cohort: Cohort, cfg: RecipeConfig, grid: tuple[int, ...], show: bool, desc: str):
-        preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes))
+    def __init__(self, cohort: Cohort, cfg: RecipeConfig, grid: tuple[int, ...], show: bool, desc: str, task: Task | None = None):
+        preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes), task=task)
         cases = CaseSet(cohort, preprocessor, cache_dir=cfg.cache_dir or str(Path(cfg.cohort) / ".cache"), progress=show, desc=desc)
         folders = {e.patient_id: e.folder for e in cohort.entries}
         names = cfg.model.diagnoses
@@ -80,6 +81,7 @@ def evaluate(model: ImagePretrainer, loader, device) -> dict:
 
 
 def run(cfg: RecipeConfig) -> dict:
+    cfg, task = recipe_task(cfg)
     t = cfg.train
     accelerator, device = setup(cfg)
     out = Path(cfg.out)
@@ -88,8 +90,8 @@ def run(cfg: RecipeConfig) -> dict:
     cohort = Cohort.open(cfg.cohort)
     show = cfg.progress and accelerator.is_local_main_process
     with accelerator.main_process_first():
-        train_set = ImageCases(cohort.split("train"), cfg, grid, show, "train")
-        val_set = ImageCases(cohort.split("val"), cfg, grid, show, "val")
+        train_set = ImageCases(cohort.split("train"), cfg, grid, show, "train", task)
+        val_set = ImageCases(cohort.split("val"), cfg, grid, show, "val", task)
     if len(train_set) == 0:
         raise SystemExit(f"no training cases with an image in {cfg.cohort}")
     sampler_gen = torch.Generator().manual_seed(t.seed)

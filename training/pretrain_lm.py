@@ -26,13 +26,14 @@ from medmm.backbone import load_backbone
 from medmm.data import lm_inputs
 from medmm.io.cohort import Cohort
 from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
-from medmm.train.recipe import RecipeConfig, recipe_main
+from medmm.tasks import Task, cohort_task
+from medmm.train.recipe import RecipeConfig, recipe_main, recipe_task
 from medmm.train.state import JsonlLogger
 from medmm.train.targets import case_text, guided_pair, load_truth
 
 
 def target_texts(
-    cohort: Cohort, *, guide: bool = False, guide_drop: float = 0.1, guide_add: float = 0.05, seed: int = 0
+    cohort: Cohort, *, guide: bool = False, guide_drop: float = 0.1, guide_add: float = 0.05, seed: int = 0, task: Task | None = None
 ) -> list[tuple[str, str]]:
     """(prompt, target) pairs of the training split, from the manifest labels and truth files.
 
@@ -41,11 +42,13 @@ def target_texts(
     impression follows, so the LM learns the guide.
     """
     rng = random.Random(seed)
+    task = task if task is not None else cohort_task(cohort.root)
+    displays = {spec.name: spec.display for spec in task.labels}
     pairs = []
     for entry, row in zip(cohort.entries, cohort.manifest.to_dict("records")):
         labels = [x for x in str(row.get("labels") or "").split(";") if x]
         present = {m for m in ("image", "notes", "vitals") if str(row.get(f"has_{m}", "1")) in ("1", "True", "true")}
-        text = case_text(labels, present, load_truth(entry.folder))
+        text = case_text(labels, present, load_truth(entry.folder), displays)
         pairs.append(guided_pair(text, rng, guide_drop, guide_add) if guide else (IMPRESSION_PROMPT, text.impression))
         pairs.extend((qa_prompt(q.question), q.answer) for q in text.qa)
     return pairs
@@ -60,9 +63,10 @@ def run(cfg: RecipeConfig) -> dict:
     backbone_cfg = dataclasses.replace(cfg.model.backbone, finetune="full")
     backbone = load_backbone(backbone_cfg, weights_dir=cfg.lm_dir, device=accelerator.device)
     model, tokenizer = backbone.model, backbone.tokenizer
+    cfg, task = recipe_task(cfg)
     pairs = target_texts(
-        Cohort.open(cfg.cohort).split("train"),
-        guide=cfg.model.impression_guide, guide_drop=t.guide_drop, guide_add=t.guide_add, seed=t.seed,
+        Cohort.open(cfg.cohort, samples=True).split("train"),
+        guide=cfg.model.impression_guide, guide_drop=t.guide_drop, guide_add=t.guide_add, seed=t.seed, task=task,
     )
     rng = random.Random(t.seed)
     steps_per_epoch = math.ceil(len(pairs) / t.batch_size)

@@ -28,8 +28,9 @@ from medmm.batch.cases import CaseOptions, CaseResult
 from medmm.batch.fhir_out import case_resources
 from medmm.batch.plan import PlannedBatch, Selection, StudyProtocol, load_protocol, plan_batches, select_cases, with_overrides
 from medmm.batch.store import FHIR_TYPES, ResultStore, atomic_text
+from medmm.checkpoint import stored_task
 from medmm.config import to_dict
-from medmm.tasks import DEFAULT_TASK, Task, load_task, task_from_dict
+from medmm.tasks import Task
 from medmm.errors import CheckpointError, ConfigError
 from medmm.io.cohort import Cohort
 
@@ -101,10 +102,7 @@ def model_info(model_dir: str | Path) -> ModelInfo:
         temperature = float(calibration.get("temperature") or 1.0)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError("config.json or calibration.json is unreadable", path=model_dir) from exc
-    try:
-        task = task_from_dict(meta["task"], source=f"{model_dir / 'config.json'}: task") if meta.get("task") else load_task(DEFAULT_TASK)
-    except ConfigError as exc:
-        raise CheckpointError(f"config.json's task cannot be read ({exc})", path=model_dir) from exc
+    task = stored_task(meta, model_dir / "config.json")
     model_id = _sha256_bytes((model_dir / "checksums.json").read_bytes())[:16]  # as Predictor.from_checkpoint
     return ModelInfo(model_id, fingerprint, labels, temperature, task)
 

@@ -108,7 +108,7 @@ def impression_scores(cases: Sequence[CaseText], names: Sequence[str], *, raw: b
     """names_true_top, names_all_true and contradicts_none (see medmm.ablation) of the grounded (or raw) impressions."""
     positives = top_hits = all_hits = contradiction_free = 0
     for case in cases:
-        said = diagnoses_named(case.raw if raw else case.grounded.text)
+        said = diagnoses_named(case.raw if raw else case.grounded.text, case.facts.displays)
         contradiction_free += int(said <= case.labels)
         if case.labels:
             positives += 1
@@ -127,7 +127,7 @@ def impression_scores(cases: Sequence[CaseText], names: Sequence[str], *, raw: b
 
 
 def _view(facts: PatientFacts) -> PredictionView:
-    return PredictionView(dict(facts.probabilities), dict(facts.operating), tuple(facts.conformal_set))
+    return PredictionView(dict(facts.probabilities), dict(facts.operating), tuple(facts.conformal_set), dict(facts.displays))
 
 
 def _tally(verdict_lists: list[list], texts: int) -> dict:

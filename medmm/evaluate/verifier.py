@@ -78,6 +78,12 @@ class PredictionView:
     probabilities: Mapping[str, float]
     operating: Mapping[str, float]
     conformal_set: tuple[str, ...]
+    displays: Mapping[str, str] | None = None  # label -> lower-case display from the model's task (None: the synthetic five)
+
+    @property
+    def names(self) -> Mapping[str, str]:
+        """Label -> the lower-case words that name it in text."""
+        return self.displays if self.displays is not None else _DISPLAY
 
 
 @dataclass(frozen=True)
@@ -216,15 +222,15 @@ def verify_impression(text: str, study: Study, view: PredictionView, truth: dict
     hedged = re.search(r"not ruled out[^.]*", low)
     body = low[: hedged.start()] + low[hedged.end():] if hedged else low
     if hedged:
-        for d, display in _DISPLAY.items():
+        for d, display in view.names.items():
             if display in hedged.group(0) and not _not_ruled_out(view, d):
                 out.append(Verdict(display, "prediction", CONTRADICTED, "listed as not ruled out but the prediction rules it out"))
     if "no acute cardiopulmonary" in body:
         live = [d for d in view.probabilities if _not_ruled_out(view, d)]
         out.append(Verdict("no acute cardiopulmonary diagnosis", "prediction", CONTRADICTED if live else SUPPORTED,
                            f"not ruled out: {', '.join(live)}" if live else "nothing suspected, empty set"))
-    for d, display in _DISPLAY.items():
-        for m in re.finditer(rf"\b{display}\b", body):
+    for d, display in view.names.items():
+        for m in re.finditer(rf"\b{re.escape(display)}\b", body):
             if not _negated_in(body, m.start()):
                 ok = _not_ruled_out(view, d)
                 out.append(Verdict(display, "prediction", SUPPORTED if ok else CONTRADICTED, f"probability {view.probabilities[d]:.3f}"))
@@ -264,7 +270,7 @@ def _note_term(words: str) -> str | None:
 
 
 def _likelihood(view: PredictionView, name: str, word: str, line: str) -> Verdict:
-    d = next((k for k, v in _DISPLAY.items() if v == name.strip()), None)
+    d = next((k for k, v in view.names.items() if v == name.strip()), None)
     if d is None:
         return Verdict(line, "prediction", UNVERIFIED, "unknown diagnosis")
     p, cut = view.probabilities[d], view.operating[d]
@@ -335,7 +341,7 @@ def verify_answer(text: str, study: Study, view: PredictionView, truth: dict | N
         m = re.match(r"^prediction set at \d+% coverage: (.*)\.$", low)
         if m:
             listed = [] if m.group(1) == "empty" else [s.strip() for s in m.group(1).split(",")]
-            expected = [_DISPLAY[d] for d in view.conformal_set]
+            expected = [view.names.get(d, d) for d in view.conformal_set]
             out.append(Verdict(line, "prediction", SUPPORTED if listed == expected else CONTRADICTED, f"set {expected}"))
             continue
         m = _VALUE_LINE.match(low)

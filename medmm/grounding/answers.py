@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medmm.grounding.facts import CONTRADICTED, DISPLAY, SUPPORTED, PatientFacts, check_image, check_vitals
+from medmm.grounding.facts import CONTRADICTED, SUPPORTED, PatientFacts, check_image, check_vitals
 from medmm.grounding.findings import IMAGE_WORDS, NOTE_FINDINGS, NOTE_WORDS, VITAL_RULES, VITAL_WORDS, split_findings
 from medmm.grounding.impression import prediction_reason
 from medmm.grounding.notes import AFFIRMED, NEGATED
@@ -100,7 +100,7 @@ def likelihood_word(facts: PatientFacts, diagnosis: str) -> str:
 def _diagnosis_answer(facts: PatientFacts, q: Question) -> tuple[str, tuple[Claim, ...]]:
     d = q.diagnosis or ""
     word = likelihood_word(facts, d)
-    head = f"{DISPLAY[d].capitalize()} is {word}: {prediction_reason(facts, d)}."
+    head = f"{facts.display(d).capitalize()} is {word}: {prediction_reason(facts, d)}."
     ev = evidence(facts, d)
     sections = [("For", ev.supports), ("Against", ev.against)]
     if q.kind == AGAINST:
@@ -109,7 +109,7 @@ def _diagnosis_answer(facts: PatientFacts, q: Question) -> tuple[str, tuple[Clai
     for title, items in sections:
         lines += _section(title, [text for text, _ in items]) or [f"{title}: nothing among the findings checked."]
     lines += _section("Not assessable", ev.unassessed)
-    claims = (Claim(f"{DISPLAY[d]} is {word}", "diagnosis", d, SUPPORTED, prediction_reason(facts, d)),) + tuple(
+    claims = (Claim(f"{facts.display(d)} is {word}", "diagnosis", d, SUPPORTED, prediction_reason(facts, d)),) + tuple(
         c for _, c in ev.supports + ev.against
     )
     return "\n".join(lines), claims
@@ -120,10 +120,10 @@ def _differential(facts: PatientFacts) -> tuple[str, tuple[Claim, ...]]:
     claims = []
     for k, d in enumerate(facts.ranked, start=1):
         word = likelihood_word(facts, d)
-        lines.append(f"{k}. {DISPLAY[d]}: {word}; {prediction_reason(facts, d)}")
-        claims.append(Claim(f"{DISPLAY[d]} is {word}", "diagnosis", d, SUPPORTED, prediction_reason(facts, d)))
+        lines.append(f"{k}. {facts.display(d)}: {word}; {prediction_reason(facts, d)}")
+        claims.append(Claim(f"{facts.display(d)} is {word}", "diagnosis", d, SUPPORTED, prediction_reason(facts, d)))
     if facts.coverage is not None:
-        chosen = ", ".join(DISPLAY[d] for d in facts.conformal_set) or "empty"
+        chosen = ", ".join(facts.display(d) for d in facts.conformal_set) or "empty"
         lines.append(f"Prediction set at {facts.coverage:.0%} coverage: {chosen}.")
     else:
         lines.append("No prediction set: the model has no conformal calibration.")
@@ -221,6 +221,10 @@ def answer_question(question: str, facts: PatientFacts | None) -> Answer:
     if facts is None:
         raise ValueError(f"a {q.kind} question needs the study's facts")
     claims: tuple[Claim, ...] = ()
+    if q.kind in (LIKELIHOOD, SUPPORT, AGAINST) and q.diagnosis not in facts.probabilities:
+        known = ", ".join(facts.display(d) for d in facts.probabilities)
+        return Answer(question, UNKNOWN, f"This model does not predict {(q.diagnosis or 'that').replace('_', ' ')}; it predicts {known}. {CAN_ANSWER}",
+                      answered=False)
     if q.kind in (LIKELIHOOD, SUPPORT, AGAINST):
         text, claims = _diagnosis_answer(facts, q)
     elif q.kind == DIFFERENTIAL:

@@ -38,6 +38,16 @@ class PatientFacts:
     conformal_set: tuple[str, ...]
     coverage: float | None
     adult: tuple[bool, str] = field(default=(False, "the patient's age is unknown"))  # adult thresholds apply, or why not
+    displays: Mapping[str, str] = field(default_factory=lambda: dict(DISPLAY))  # label -> lower-case display (the model's task)
+
+    def display(self, diagnosis: str) -> str:
+        """A label's display name in lower case (its name with spaces when the task has none for it)."""
+        return self.displays.get(diagnosis, diagnosis.replace("_", " "))
+
+    @property
+    def by_display(self) -> dict[str, str]:
+        """Lower-case display -> label name."""
+        return {display: name for name, display in self.displays.items()}
 
     @property
     def suspected(self) -> tuple[str, ...]:
@@ -98,7 +108,7 @@ def check_image(facts: PatientFacts, diagnosis: str) -> tuple[str, str]:
     if score is None:
         return UNSUPPORTED, "the model gives no image score for this finding"
     cut = facts.image_thresholds.get(diagnosis, 0.5)
-    text = f"{facts.image_source} for {DISPLAY.get(diagnosis, diagnosis)}: {score:.0%} (threshold {cut:.0%})"
+    text = f"{facts.image_source} for {facts.display(diagnosis)}: {score:.0%} (threshold {cut:.0%})"
     # a low score is the model's reading, not an observation: unsupported rather than contradicted
     return (SUPPORTED if score >= cut else UNSUPPORTED), text
 

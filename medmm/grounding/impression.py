@@ -14,12 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from medmm.grounding.facts import CONTRADICTED, DISPLAY, SUPPORTED, UNSUPPORTED, PatientFacts, check_finding
+from medmm.grounding.facts import CONTRADICTED, SUPPORTED, UNSUPPORTED, PatientFacts, check_finding
 from medmm.grounding.findings import finding_for, join_findings, split_findings
 from medmm.prompts import NO_FINDING, NOT_RULED_OUT
 from medmm.records import Claim
 
-_BY_DISPLAY = {display: name for name, display in DISPLAY.items()}
 _CLAUSE = re.compile(r"^(?P<name>[^()]*?)\s*(?:\((?P<evidence>[^()]*)\))?$")
 _NEGATED_NAME = re.compile(r"^(no|not|without|negative for)\s+(?P<name>.+)$")
 
@@ -72,15 +71,15 @@ def not_ruled_out_sentence(facts: PatientFacts) -> str:
     if not names:
         return ""
     basis = f"prediction set at {facts.coverage:.0%} coverage" if facts.coverage is not None else "at or above the operating threshold"
-    listed = ", ".join(f"{DISPLAY[d]} ({percent(facts.probabilities[d])})" for d in names)
+    listed = ", ".join(f"{facts.display(d)} ({percent(facts.probabilities[d])})" for d in names)
     return f"{NOT_RULED_OUT} ({basis}): {listed}."
 
 
-def _diagnosis_in(name: str) -> tuple[str | None, str]:
+def _diagnosis_in(name: str, by_display: dict[str, str]) -> tuple[str | None, str]:
     """(the one diagnosis a clause's name part names, the words left over) or (None, name)."""
-    if name in _BY_DISPLAY:
-        return _BY_DISPLAY[name], ""
-    found = [(d, n) for d, n in _BY_DISPLAY.items() if re.search(rf"\b{re.escape(d)}\b", name)]
+    if name in by_display:
+        return by_display[name], ""
+    found = [(d, n) for d, n in by_display.items() if re.search(rf"\b{re.escape(d)}\b", name)]
     if len(found) != 1:
         return None, name
     display, diagnosis = found[0]
@@ -95,6 +94,7 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
     named: list[str] = []
     stated: dict[str, set[str]] = {}  # per diagnosis, the finding words already checked
     said_no_finding = False
+    by_display = facts.by_display
     for clause in clauses(text.lower()):
         m = _CLAUSE.match(clause)
         if m is None:
@@ -105,15 +105,15 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
             said_no_finding = True
             continue
         negated = _NEGATED_NAME.match(name)
-        if negated and negated.group("name") in _BY_DISPLAY and not m.group("evidence"):
-            diagnosis = _BY_DISPLAY[negated.group("name")]
+        if negated and negated.group("name") in by_display and not m.group("evidence"):
+            diagnosis = by_display[negated.group("name")]
             if diagnosis in facts.not_ruled_out:
                 removed.append(Claim(name, "statement", diagnosis, CONTRADICTED, f"not ruled out: {prediction_reason(facts, diagnosis)}"))
             else:
                 kept.append(Claim(name, "statement", diagnosis, SUPPORTED, prediction_reason(facts, diagnosis)))
                 pieces.append(name)
             continue
-        diagnosis, extra = _diagnosis_in(name)
+        diagnosis, extra = _diagnosis_in(name, by_display)
         if extra:
             removed.append(Claim(extra, "text", diagnosis, UNSUPPORTED, "words the check cannot verify"))
         if diagnosis is None:
@@ -121,11 +121,11 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
         groups = [split_findings(g) for g in (m.group("evidence") or "").split(";")]
         if diagnosis not in facts.not_ruled_out:
             why = f"the prediction does not support it: {prediction_reason(facts, diagnosis)}"
-            removed.append(Claim(DISPLAY[diagnosis], "diagnosis", diagnosis, CONTRADICTED, why))
-            removed.extend(Claim(w, "text", diagnosis, UNSUPPORTED, f"stated for {DISPLAY[diagnosis]}, which was removed") for g in groups for w in g)
+            removed.append(Claim(facts.display(diagnosis), "diagnosis", diagnosis, CONTRADICTED, why))
+            removed.extend(Claim(w, "text", diagnosis, UNSUPPORTED, f"stated for {facts.display(diagnosis)}, which was removed") for g in groups for w in g)
             continue
         if diagnosis not in named:
-            kept.append(Claim(DISPLAY[diagnosis], "diagnosis", diagnosis, SUPPORTED, prediction_reason(facts, diagnosis)))
+            kept.append(Claim(facts.display(diagnosis), "diagnosis", diagnosis, SUPPORTED, prediction_reason(facts, diagnosis)))
         kept_groups = []
         checked = stated.setdefault(diagnosis, set())
         for group in groups:
@@ -149,10 +149,10 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
             pieces[index] = _merge(pieces[index], kept_groups)
             continue
         named.append(diagnosis)
-        pieces.append(DISPLAY[diagnosis] + (f" ({'; '.join(kept_groups)})" if kept_groups else ""))
+        pieces.append(facts.display(diagnosis) + (f" ({'; '.join(kept_groups)})" if kept_groups else ""))
     if said_no_finding:
         if facts.not_ruled_out:
-            why = f"the prediction does not rule out {', '.join(DISPLAY[d] for d in facts.not_ruled_out)}"
+            why = f"the prediction does not rule out {', '.join(facts.display(d) for d in facts.not_ruled_out)}"
             removed.append(Claim(NO_FINDING, "statement", None, CONTRADICTED, why))
         elif named:
             removed.append(Claim(NO_FINDING, "statement", None, CONTRADICTED, "the impression names a diagnosis"))

@@ -61,6 +61,12 @@ def load_task(path_or_name: str | Path) -> Task:
     return task_from_dict(data, source=str(path))
 
 
+def cohort_task(root: str | Path) -> Task:
+    """The task a cohort was built for (its task.yaml, written by `medmm cohort build`), else the default task."""
+    path = Path(root) / "task.yaml"
+    return load_task(path) if path.is_file() else load_task(DEFAULT_TASK)
+
+
 def task_from_dict(data: Any, source: str = "") -> Task:
     """A Task from the mapping a YAML file holds; ConfigErrors name `source` and the field."""
     r = _Reader(source)
@@ -120,7 +126,7 @@ def task_to_dict(task: Task) -> dict[str, Any]:
         "index": index,
         "notes": {"days": task.notes.days, "include_index": task.notes.include_index} if task.notes.days is not None else None,
         "vitals": vitals,
-        "images": present({"days": task.images.days, "include_index": task.images.include_index}),
+        "images": {"days": task.images.days, "include_index": task.images.include_index} if task.images.days is not None else None,
         "labels": [{"name": s.name, "display": s.display, "snomed": list(s.snomed), "icd10": list(s.icd10)} for s in task.labels],
         "horizon": present({"before_days": h.before_days, "after_days": h.after_days, "calendar_days": h.calendar_days,
                             "encounter_diagnosis": h.encounter_diagnosis}),

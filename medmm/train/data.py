@@ -17,7 +17,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from medmm.codes import DIAGNOSIS_NAMES
 from medmm.data import collate, lm_inputs
 from medmm.errors import MedmmError
 from medmm.io.cohort import Cohort, CohortDataset
@@ -38,6 +37,8 @@ class CaseSet(torch.utils.data.Dataset):
         )
         self.items: list[dict] = []
         self.failed: list[tuple[str, str, str]] = []  # (patient_id, error type, message)
+        names = preprocessor.task.label_names  # the label vector's entries
+        displays = {spec.name: spec.display for spec in preprocessor.task.labels}
         for i in tqdm(range(len(dataset)), desc=f"preprocess {desc}", disable=not progress, leave=False):
             entry = cohort.entries[i]
             try:
@@ -45,8 +46,8 @@ class CaseSet(torch.utils.data.Dataset):
             except MedmmError as err:
                 self.failed.append((entry.patient_id, type(err).__name__, str(err)))
                 continue
-            labels = [DIAGNOSIS_NAMES[k] for k in item["labels"].nonzero().flatten().tolist()]
-            text = case_text(labels, set(item["meta"]["modalities"]), load_truth(entry.folder))
+            labels = [names[k] for k in item["labels"].nonzero().flatten().tolist()]
+            text = case_text(labels, set(item["meta"]["modalities"]), load_truth(entry.folder), displays)
             item["meta"] = {**item["meta"], "patient_id": entry.patient_id, "text": text, "impression": text.impression, "qa": [(q.question, q.answer) for q in text.qa]}
             self.items.append(item)
         if self.failed:

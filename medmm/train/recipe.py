@@ -14,7 +14,8 @@ from torch import nn
 
 from medmm.config import apply_overrides, from_dict, load_yaml, to_dict
 from medmm.errors import ConfigError
-from medmm.model import ModelConfig
+from medmm.model import ModelConfig, config_for_task
+from medmm.tasks import Task, cohort_task, load_task
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class RecipeConfig:
 
     recipe: str = "align"  # one of RECIPES
     cohort: str = ""  # cohort folder (manifest with train/val splits)
+    task: str | None = None  # task YAML or shipped name; default: the cohort's task.yaml, else synthetic-cxr
     out: str = "runs/align"  # run folder: checkpoints, metrics.jsonl, config.yaml
     init_from: str | None = None  # a checkpoint folder to start from (finetune starts from align)
     lm_dir: str | None = None  # trained LM weights (Hugging Face folder) for the backbone
@@ -154,6 +156,12 @@ def macro_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
 
     scores = [roc_auc_score(labels[:, k], probs[:, k]) for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < len(labels)]
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def recipe_task(cfg: RecipeConfig) -> tuple[RecipeConfig, Task]:
+    """The run's task (`task`, else the cohort's), and the config with the model's labels and channels set from it."""
+    task = load_task(cfg.task) if cfg.task else cohort_task(cfg.cohort)
+    return dataclasses.replace(cfg, model=config_for_task(cfg.model, task)), task
 
 
 def resolved(cfg: RecipeConfig) -> dict:

@@ -11,7 +11,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Mapping
+from typing import Collection, Mapping, Sequence
 
 from medmm.codes import DIAGNOSIS_NAMES
 from medmm.prompts import QA, guided_prompt, impression_text, qa_pairs
@@ -23,6 +23,7 @@ class CaseText:
     qa: tuple[QA, ...]
     labels: tuple[str, ...] = ()
     evidence: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # diagnosis -> present modalities with its evidence
+    displays: Mapping[str, str] | None = None  # the task's label name -> display (None: the synthetic five)
 
 
 def load_truth(folder: str | Path) -> dict | None:
@@ -33,26 +34,27 @@ def load_truth(folder: str | Path) -> dict | None:
     return json.loads(path.read_text())
 
 
-def case_text(labels: list[str], present: set[str], truth: dict | None) -> CaseText:
-    """Targets for a case with these diagnosis names and present modalities."""
+def case_text(labels: list[str], present: set[str], truth: dict | None, displays: Mapping[str, str] | None = None) -> CaseText:
+    """Targets for a case with these diagnosis names and present modalities (`displays`: the task's labels)."""
     evidence = {}
     if truth is not None:
         for name, entry in (truth.get("evidence") or {}).items():
             evidence[name] = [m for m in entry.get("modalities", ()) if m in present]
     evidence = {name: tuple(mods) for name, mods in evidence.items()}
-    return CaseText(impression_text(labels, evidence), tuple(qa_pairs(labels, evidence)), tuple(labels), evidence)
+    return CaseText(impression_text(labels, evidence, displays=displays), tuple(qa_pairs(labels, evidence, displays=displays)),
+                    tuple(labels), evidence, displays)
 
 
-def noisy_guide(labels: Collection[str], rng: random.Random, drop: float, add: float) -> list[str]:
+def noisy_guide(labels: Collection[str], rng: random.Random, drop: float, add: float, names: Sequence[str] = DIAGNOSIS_NAMES) -> list[str]:
     """The true diagnoses, each dropped with chance `drop`, plus each false one with chance `add`, in a random order.
 
-    One draw per diagnosis in DIAGNOSIS_NAMES order, then a shuffle, so a seeded `rng` gives the
+    One draw per label in `names` order (the task's labels), then a shuffle, so a seeded `rng` gives the
     same guide. The noise keeps the LM reading the multimodal context rather than only copying
     the guide; the order varies because at inference the guide is ordered by probability.
     """
     truth = set(labels)
     named = []
-    for name in DIAGNOSIS_NAMES:
+    for name in names:
         draw = rng.random()
         if (draw >= drop) if name in truth else (draw < add):
             named.append(name)
@@ -67,5 +69,5 @@ def guided_pair(text: CaseText, rng: random.Random, drop: float, add: float) -> 
     probable sits next to where the impression begins and is named first (a small LM copies the
     nearest name most reliably).
     """
-    names = noisy_guide(text.labels, rng, drop, add)
-    return guided_prompt(names), impression_text(text.labels, text.evidence, order=names[::-1])
+    names = noisy_guide(text.labels, rng, drop, add, tuple(text.displays) if text.displays is not None else DIAGNOSIS_NAMES)
+    return guided_prompt(names, text.displays), impression_text(text.labels, text.evidence, order=names[::-1], displays=text.displays)

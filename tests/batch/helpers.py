@@ -16,7 +16,7 @@ from medmm.encoders.image import ImageEncoderConfig
 from medmm.encoders.text import TextEncoderConfig
 from medmm.encoders.vitals import VitalsEncoderConfig
 from medmm.fusion.layers import FusionConfig
-from medmm.model import ModelConfig, ResamplerConfig, build_model
+from medmm.model import ModelConfig, ResamplerConfig, build_model, config_for_task
 from medmm.transforms.study import PreprocessConfig
 
 NOTE_WORDS = (
@@ -37,8 +37,9 @@ def save_tiny_bert(folder: Path) -> Path:
     return folder
 
 
-def save_tiny_checkpoint(folder: Path, *, seed: int = 0) -> Path:
-    """A MedMM with every modality, small enough to load and run in well under a second per batch."""
+def save_tiny_checkpoint(folder: Path, *, seed: int = 0, task=None) -> Path:
+    """A MedMM with every modality, small enough to load and run in well under a second per batch
+    (for `task`, a medmm.tasks.Task, with that task's labels and channels; default: the default task)."""
     bert = save_tiny_bert(folder.parent / f"{folder.name}-notes-encoder")
     config = ModelConfig(
         image=ImageEncoderConfig(dim=16, init_features=8, growth_rate=4, block_config=(1, 1), bn_size=2, norm="instance"),
@@ -51,8 +52,10 @@ def save_tiny_checkpoint(folder: Path, *, seed: int = 0) -> Path:
         head_hidden=16,
         max_new_tokens=6,
     )
+    if task is not None:
+        config = config_for_task(config, task)
     torch.manual_seed(seed)
-    model = build_model(config)
+    model = build_model(config, task=task)
     with torch.no_grad():  # open the fusion gates so that every modality moves the outputs
         for i, block in enumerate(model.fusion.blocks):
             block.attn_gate.fill_(0.2 * (1 + i))

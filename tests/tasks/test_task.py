@@ -8,7 +8,7 @@ import yaml
 
 from medmm.codes import DIAGNOSES, ICD10, SNOMED, VITAL_SIGNS, diagnosis_for_code
 from medmm.errors import ConfigError
-from medmm.tasks import Horizon, LabelSpec, load_task, shipped_tasks
+from medmm.tasks import Horizon, LabelSpec, load_task, shipped_tasks, task_from_dict, task_to_dict
 
 UTC = timezone.utc
 
@@ -142,3 +142,16 @@ def test_default_channels_and_audit_attributes(tmp_path):
     task = load_task(_write(tmp_path, data))
     assert task.channels == VITAL_SIGNS
     assert task.audit_attributes == ("sex", "age_band", "race", "ethnicity")
+
+
+@pytest.mark.parametrize("name", shipped_tasks())
+def test_a_shipped_task_survives_task_to_dict(name):
+    task = load_task(name)
+    assert task_from_dict(task_to_dict(task), source=task.source) == task
+
+
+def test_a_minimal_task_survives_task_to_dict():
+    data = {"name": "t", "index": {"kind": "last_encounter"}, "labels": [{"name": "a", "icd10": ["J18"]}]}
+    task = task_from_dict(data, source="t.yaml")
+    assert task.images.days is None and task.notes.days is None and task.vitals.hours is None
+    assert task_from_dict(task_to_dict(task), source="t.yaml") == task
