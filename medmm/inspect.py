@@ -66,7 +66,8 @@ def describe(study: Study) -> dict:
         info["vitals"] = {
             "start": v.start.isoformat(),
             "steps": int(v.values.shape[0]),
-            "step_minutes": v.step_seconds / 60.0,
+            "step_minutes": None if v.per_encounter else v.step_seconds / 60.0,
+            "per_encounter": v.per_encounter,
             "channels": channels,
             "dropped": [{"channel": d.channel, "reason": d.reason} for d in v.dropped],
         }

@@ -436,6 +436,9 @@ def join_clauses(texts: Sequence[str]) -> str:
     return ", ".join(parts) + "." if parts else ""
 
 
+DEFAULT_ENCOUNTER_STEPS = 16  # a per-encounter task's grid: the latest 16 encounters of its window
+
+
 def check_task(config: ModelConfig, task: Task) -> None:
     """A ConfigError unless `task` names the head's outputs (in order) and the vitals encoder's channels."""
     if tuple(config.diagnoses) != task.label_names:
@@ -447,11 +450,16 @@ def check_task(config: ModelConfig, task: Task) -> None:
 
 
 def config_for_task(config: ModelConfig, task: Task) -> ModelConfig:
-    """`config` with the task's labels as the head's outputs, its channels as the vitals encoder's and,
-    for an hourly (regular) vitals window, its length and step as the preprocessing grid's."""
+    """`config` with the task's labels as the head's outputs, its channels as the vitals encoder's, and
+    its vitals window as the preprocessing grid (hours and step; or one step per encounter, the latest
+    `preprocess.encounter_steps`, default DEFAULT_ENCOUNTER_STEPS)."""
     preprocess = config.preprocess
-    if not task.vitals.per_encounter and task.vitals.hours is not None and task.vitals.step_minutes is not None:
-        preprocess = dataclasses.replace(preprocess, window_hours=float(task.vitals.hours), step_minutes=float(task.vitals.step_minutes))
+    if task.vitals.per_encounter:
+        steps = preprocess.encounter_steps or DEFAULT_ENCOUNTER_STEPS
+        preprocess = dataclasses.replace(preprocess, window_hours=float(task.vitals.span.total_seconds()) / 3600.0, encounter_steps=steps)
+    elif task.vitals.hours is not None and task.vitals.step_minutes is not None:
+        preprocess = dataclasses.replace(preprocess, window_hours=float(task.vitals.hours), step_minutes=float(task.vitals.step_minutes),
+                                         encounter_steps=0)
     return dataclasses.replace(
         config, diagnoses=task.label_names, vitals=dataclasses.replace(config.vitals, num_channels=len(task.channels)), preprocess=preprocess
     )

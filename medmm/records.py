@@ -8,7 +8,7 @@ objects (pydicom datasets, fhir.resources models) never appear here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Mapping
 
 import numpy as np
@@ -120,6 +120,7 @@ class VitalReading:
     value: float
     unit: str  # canonical UCUM unit after conversion
     source: str = ""  # file and entry/row it came from
+    step: datetime | None = None  # start of the encounter the reading belongs to (grids with one step per encounter)
 
 
 @dataclass(frozen=True)
@@ -134,10 +135,12 @@ class DroppedValue:
 
 @dataclass(frozen=True)
 class VitalSeries:
-    """Vital signs on a regular time grid ending at the study time.
+    """Vital signs on a time grid ending at the study time.
 
     values[t, c] is the mean of the readings of channel c in step t (NaN when none), mask is
-    True where observed. Time of step t is start + t * step (the step's left edge).
+    True where observed. On a regular grid the time of step t is start + t * step (the step's
+    left edge); on a grid of one step per encounter, `step_times` holds each encounter's start
+    (then `start` is the first of them, or the window's start without any, and `step_seconds` 0).
     """
 
     start: datetime
@@ -147,10 +150,32 @@ class VitalSeries:
     values: np.ndarray  # (T, C) float32, NaN where unobserved
     mask: np.ndarray  # (T, C) bool
     dropped: tuple[DroppedValue, ...] = ()
+    step_times: tuple[datetime, ...] | None = None  # per-encounter grids: each step's encounter start
+
+    @property
+    def per_encounter(self) -> bool:
+        return self.step_times is not None
+
+    @property
+    def times(self) -> tuple[datetime, ...]:
+        """Each step's time: its left edge (regular grid) or its encounter's start."""
+        if self.step_times is not None:
+            return self.step_times
+        return tuple(self.start + timedelta(seconds=t * self.step_seconds) for t in range(self.values.shape[0]))
+
+    def step_span(self) -> timedelta:
+        """How wide a step is drawn: the step (regular grid), or half the smallest gap between
+        encounters (at least an hour; an hour with fewer than two)."""
+        if self.step_times is None:
+            return timedelta(seconds=self.step_seconds)
+        gaps = [b - a for a, b in zip(self.step_times, self.step_times[1:]) if b > a]
+        return max(min(gaps) / 2, timedelta(hours=1)) if gaps else timedelta(hours=1)
 
     @property
     def hours(self) -> np.ndarray:
-        """Left edge of each step, in hours from `start`."""
+        """Each step's time, in hours from `start`."""
+        if self.step_times is not None:
+            return np.array([(t - self.start).total_seconds() / 3600.0 for t in self.step_times], dtype=np.float64)
         return np.arange(self.values.shape[0], dtype=np.float64) * self.step_seconds / 3600.0
 
 

@@ -158,7 +158,7 @@ def select_inputs(
             vitals = None
         elif observed == 0:
             uses.append(InputUse("vitals", "vital signs", False, "no reading inside the window before the study time"))
-        elif vitals_steps is not None and vitals.values.shape[0] != vitals_steps:
+        elif vitals_steps is not None and (vitals.values.shape[0] > vitals_steps if vitals.per_encounter else vitals.values.shape[0] != vitals_steps):
             uses.append(InputUse("vitals", "vital signs", False, f"grid of {vitals.values.shape[0]} steps, the model reads {vitals_steps}"))
             vitals = None
         else:

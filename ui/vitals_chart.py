@@ -94,9 +94,8 @@ def chart_figure(series: VitalSeries, relevance: Relevance | None, title: str, z
     rows = [c for c in range(len(series.channels)) if series.mask[:, c].any()]
     if not rows:
         return None
-    step = timedelta(seconds=float(series.step_seconds))
-    start = series.start
-    times = [start + i * step for i in range(series.values.shape[0])]
+    step = series.step_span()
+    times = list(series.times)
     centres = np.array([t + step / 2 for t in times])
     fig = Figure(figsize=(6.4, 1.0 * len(rows) + 1.0), dpi=110)
     FigureCanvasAgg(fig)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from medmm import errors
 from medmm.audit_store import InputDigest, file_digest
@@ -150,7 +150,7 @@ def _unreadable_input(study: Study) -> tuple[str, str] | None:
     return None
 
 
-def load_case(task: CaseTask, options: CaseOptions, window_hours: float, step_minutes: float, require: Sequence[str] = ()) -> LoadedCase:
+def load_case(task: CaseTask, options: CaseOptions, grid: Mapping[str, float | int], require: Sequence[str] = ()) -> LoadedCase:
     """Hash and read one case; any error becomes the case's recorded failure (never raised).
 
     Beyond read errors a case fails when, under the strict policy, one of its inputs could not
@@ -167,7 +167,7 @@ def load_case(task: CaseTask, options: CaseOptions, window_hours: float, step_mi
             raise CohortError("patient folder listed in the manifest does not exist", path=folder)
         inputs = hash_inputs(folder)
         study = load_study(folder, study_time=task.study_time, time_source="cohort manifest", patient_id=task.patient_id,
-                           window_hours=window_hours, step_minutes=step_minutes)
+                           **grid)
         error = _unreadable_input(study) if options.outputs.inputs == "strict" else None
         missing = [m for m in require if m not in study.modalities]
         if error is None and missing:
@@ -197,10 +197,10 @@ class CaseRunner:
             # the impression length is read from the model's config at generation time
             model.config = dataclasses.replace(model.config, max_new_tokens=options.outputs.max_new_tokens)
         pre = model.config.preprocess
-        self.window = (pre.window_hours, pre.step_minutes)
+        self.grid = pre.grid_kwargs
 
     def load(self, task: CaseTask) -> LoadedCase:
-        return load_case(task, self.options, *self.window, require=self.require)
+        return load_case(task, self.options, self.grid, require=self.require)
 
     def run(self, batch: PlannedBatch, loaded: Sequence[LoadedCase] | None = None) -> list[CaseResult]:
         """One CaseResult per case of `batch`, in its order (`loaded`: the cases already read)."""

@@ -35,6 +35,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from medmm.records import MODALITIES, Study
+from medmm.tasks import Task
 from medmm.transforms.study import grey_2d, model_window, primary_radiograph
 
 IMAGE_SIDE = 32
@@ -65,7 +66,8 @@ class CaseTable:
 def vitals_summary(study: Study, channels: Sequence[str], steps: int) -> np.ndarray | None:
     """The per-channel summary of the study's vital-sign grid (None when it has none the model could read)."""
     v = study.vitals
-    if v is None or v.values.shape[0] != steps or not v.mask.any():
+    fits = v is not None and (v.values.shape[0] <= steps if v.per_encounter else v.values.shape[0] == steps)
+    if v is None or not fits or not v.mask.any():
         return None
     hours = v.hours  # (T,)
     recent = hours >= hours[-1] + v.step_seconds / 3600.0 - RECENT_HOURS
@@ -99,8 +101,9 @@ def image_vector(study: Study) -> np.ndarray | None:
     return small.numpy().astype(np.float64).ravel()
 
 
-def case_table(studies: Sequence[Study], names: Sequence[str], channels: Sequence[str], steps: int) -> CaseTable:
-    """Features and labels of `studies` (already restricted to what the model may read)."""
+def case_table(studies: Sequence[Study], names: Sequence[str], channels: Sequence[str], steps: int, task: Task | None = None) -> CaseTable:
+    """Features and labels of `studies` (already restricted to what the model may read); `task` (the
+    model's) makes the labels from each study's Conditions, as the model's preprocessing does."""
     n = len(studies)
     width = len(channels) * len(VITAL_STATS)
     vitals, image = np.full((n, width), np.nan), np.full((n, IMAGE_SIDE**2), np.nan)
@@ -119,7 +122,8 @@ def case_table(studies: Sequence[Study], names: Sequence[str], channels: Sequenc
         demo.append({"age": d.age_years if d else None, "sex": (d.sex if d else None) or "unknown",
                      "race": (d.race if d else None) or "unknown", "ethnicity": (d.ethnicity if d else None) or "unknown"})
         present["demographics"][i] = d is not None and (d.age_years is not None or d.sex is not None)
-        labels[i] = [int(name in s.label_names) for name in names]
+        positive = set(task.positives(s.labels)) if task is not None else set(s.label_names)
+        labels[i] = [int(name in positive) for name in names]
     frame = pd.DataFrame(demo, columns=["age", "sex", "race", "ethnicity"])
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
     return CaseTable([s.study_id for s in studies], labels, notes, vitals, image, frame, present)

@@ -32,7 +32,7 @@ def split_table(predictor, part: Cohort, *, progress: bool = False, desc: str = 
     studies = []
     for i in tqdm(range(len(part)), desc=f"baseline features {desc}", disable=not progress, leave=False):
         try:
-            study = part.load(i, window_hours=pre.window_hours, step_minutes=pre.step_minutes)
+            study = part.load(i, **pre.grid_kwargs)
         except MedmmError:
             continue  # unreadable: left out, as the model's evaluation leaves it out
         if study.labels is not None:
@@ -42,7 +42,8 @@ def split_table(predictor, part: Cohort, *, progress: bool = False, desc: str = 
 
 def table_of(predictor, studies: Sequence[Study]) -> CaseTable:
     config = predictor.model.config
-    return case_table([predictor.select(s)[0] for s in studies], config.diagnoses, predictor.task.channel_names, config.preprocess.vitals_steps)
+    return case_table([predictor.select(s)[0] for s in studies], config.diagnoses, predictor.task.channel_names, config.preprocess.vitals_steps,
+                      predictor.task)
 
 
 def baseline_comparison(

@@ -150,7 +150,7 @@ def run_audit(
 def _open(model_dir: str | Path, cohort_dir: str | Path):
     from medmm.predict import Predictor
 
-    cohort = Cohort.open(cohort_dir)  # first: a wrong cohort path fails before the model loads
+    cohort = Cohort.open(cohort_dir, samples=True)  # first: a wrong cohort path fails before the model loads
     return Predictor.from_checkpoint(model_dir), cohort
 
 
@@ -191,11 +191,11 @@ def read_cases(predictor, part: Cohort, items: list[dict]) -> tuple[list, list[d
     from medmm.train.targets import load_truth
 
     pre = predictor.model.config.preprocess
-    index = {e.patient_id: i for i, e in enumerate(part.entries)}
+    index = {e.key: i for i, e in enumerate(part.entries)}
     studies, truths = [], []
     for item in items:
-        i = index[str(item["meta"]["patient_id"])]
-        studies.append(part.load(i, window_hours=pre.window_hours, step_minutes=pre.step_minutes))
+        i = index[str(item["meta"]["key"])]
+        studies.append(part.load(i, **pre.grid_kwargs))
         truths.append(load_truth(part.entries[i].folder))
     return studies, truths
 
@@ -224,8 +224,8 @@ def fit_image_finding_thresholds(predictor, part: Cohort, items: list[dict], bat
             if values is None:
                 return None
             scores.append(values)
-    folders = {e.patient_id: e.folder for e in part.entries}
-    truths = [load_truth(folders[str(it["meta"]["patient_id"])]) for it in with_image]
+    folders = {e.key: e.folder for e in part.entries}
+    truths = [load_truth(folders[str(it["meta"]["key"])]) for it in with_image]
     if all(t is not None for t in truths):
         target = "lesion truth (the diagnosis has image evidence in truth.json)"
         y = np.array([[("image" in ((t.get("evidence") or {}).get(n) or {}).get("modalities", ())) for n in names] for t in truths])

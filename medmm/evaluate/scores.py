@@ -66,15 +66,16 @@ class SplitScores:
         return cls(split, tuple(names), tuple(str(i) for i in patient_ids), y, probs_to_logits(p), attributes.reset_index(drop=True))
 
 
-def cohort_attributes(cohort: Cohort, patient_ids: Sequence[str]) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """Audit attributes of the given patients from the manifest, and the attributes it lacks.
+def cohort_attributes(cohort: Cohort, keys: Sequence[str]) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Audit attributes of the given rows (patient ids, or a built cohort's sample ids) from the manifest, and the attributes it lacks.
 
     Age becomes the audit age band; an empty cell becomes "unknown". An attribute whose manifest
     column is absent or empty throughout is left out (and named), rather than audited as one
     "unknown" group.
     """
-    manifest = cohort.manifest.set_index(cohort.manifest["patient_id"].astype(str))
-    rows = manifest.reindex([str(p) for p in patient_ids])
+    column = "sample_id" if "sample_id" in cohort.manifest.columns else "patient_id"
+    manifest = cohort.manifest.set_index(cohort.manifest[column].astype(str))
+    rows = manifest.reindex([str(k) for k in keys])
     columns, missing = {}, []
     for attribute in AUDIT_ATTRIBUTES:
         source = _MANIFEST_COLUMN[attribute]
@@ -125,9 +126,9 @@ def score_cases(predictor, cohort: Cohort, split: str, items: list[dict], unread
     columns = label_columns(names, predictor.task.label_names)
     if not kept:
         raise EvaluationError("no readable case with known labels", path=cohort.root, where=f"split {split}")
-    ids = [str(it["meta"]["patient_id"]) for it in kept]
+    ids = [str(it["meta"]["patient_id"]) for it in kept]  # bootstraps resample patients, with all their samples
     labels = np.stack([it["labels"].numpy()[columns] for it in kept])  # (N, K)
-    attributes, missing = cohort_attributes(cohort, ids)
+    attributes, missing = cohort_attributes(cohort, [str(it["meta"].get("key", it["meta"]["patient_id"])) for it in kept])
     scores = SplitScores(
         split, names, tuple(ids), labels, case_logits(predictor, kept), attributes,
         unreadable=unreadable, unlabelled=len(items) - len(kept), missing_attributes=missing,

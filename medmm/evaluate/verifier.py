@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Mapping
 
 import numpy as np
@@ -286,7 +285,7 @@ def _values(study: Study, m: re.Match, line: str) -> Verdict:
     if x.size == 0:
         return Verdict(line, "values", CONTRADICTED, "values stated for a channel with no reading")
     v = study.vitals
-    stamp = [(v.start + timedelta(seconds=float(t) * v.step_seconds)).strftime("%Y-%m-%d %H:%M") for t in steps]
+    stamp = [v.times[int(t)].strftime("%Y-%m-%d %H:%M") for t in steps]
     lo, hi = int(np.argmin(x)), int(np.argmax(x))
     wanted = {"min": (x[lo], stamp[lo]), "max": (x[hi], stamp[hi]), "last": (x[-1], stamp[-1])}
     for key, (value, at) in wanted.items():

@@ -49,15 +49,20 @@ class VitalsMap:
     channels: tuple[str, ...]  # medmm channel names (the model's order)
     relevance: np.ndarray  # (T, C) >= 0, 0 where unobserved, sums to 1
     observed: np.ndarray  # (T, C) bool
+    step_times: tuple[datetime, ...] | None = None  # a grid of one step per encounter: each encounter's start
 
     @property
     def times(self) -> tuple[datetime, ...]:
-        """Left edge of each step."""
+        """Left edge of each step (its encounter's start on a per-encounter grid)."""
+        if self.step_times is not None:
+            return self.step_times
         return tuple(self.start + timedelta(seconds=t * self.step_seconds) for t in range(self.relevance.shape[0]))
 
     @property
     def hours(self) -> np.ndarray:
         """Left edge of each step in hours from `start`."""
+        if self.step_times is not None:
+            return np.array([(t - self.start).total_seconds() / 3600.0 for t in self.step_times], dtype=np.float64)
         return np.arange(self.relevance.shape[0], dtype=np.float64) * self.step_seconds / 3600.0
 
 
@@ -145,7 +150,8 @@ def vitals_map(study: Study, grid: np.ndarray, observed: np.ndarray, channels: S
     vitals = study.vitals
     if vitals is None or vitals.values.shape[0] != grid.shape[0]:
         raise ConfigError("the study's vital-sign grid does not match the model's", where="vitals relevance")
-    return VitalsMap(vitals.start, float(vitals.step_seconds), tuple(channels), np.asarray(grid, dtype=np.float64), observed.astype(bool))
+    return VitalsMap(vitals.start, float(vitals.step_seconds), tuple(channels), np.asarray(grid, dtype=np.float64), observed.astype(bool),
+                     vitals.step_times)
 
 
 # -- notes -------------------------------------------------------------------------------------

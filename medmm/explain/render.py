@@ -109,7 +109,10 @@ def render_vitals(series: VitalSeries, vitals: VitalsMap, text: str, path: str |
     written beside it with the unit, so shapes over time stay readable on one shared axis.
     """
     heat = heat_fraction(vitals.relevance)  # (T, C)
-    step = vitals.step_seconds / 3600.0
+    # a per-encounter grid is drawn one encounter per unit, oldest first (its gaps are uneven)
+    per_encounter = vitals.step_times is not None
+    step = 1.0 if per_encounter else vitals.step_seconds / 3600.0
+    x = np.arange(vitals.relevance.shape[0], dtype=np.float64) if per_encounter else vitals.hours
     end = vitals.relevance.shape[0] * step
     rows = [c for c, name in enumerate(vitals.channels) if name in series.channels and vitals.observed[:, c].any()]
     fig = Figure(figsize=(8.0, 0.6 * max(len(rows), 1) + 1.6))
@@ -124,12 +127,13 @@ def render_vitals(series: VitalSeries, vitals: VitalsMap, text: str, path: str |
         low, high = float(values.min()), float(values.max())
         scaled = 0.5 if high == low else (values - low) / (high - low)
         y = i + 0.9 - 0.8 * np.asarray(scaled, dtype=np.float64)  # higher values drawn higher in the band
-        ax.plot(vitals.hours[observed] + step / 2, np.broadcast_to(y, values.shape), "o-", color="cyan", markersize=2, linewidth=1)
+        ax.plot(x[observed] + step / 2, np.broadcast_to(y, values.shape), "o-", color="cyan", markersize=2, linewidth=1)
         ax.text(end * 1.01, i + 0.5, f"{low:g}-{high:g} {series.units[src]}", va="center", fontsize=7)
     ax.set_yticks([i + 0.5 for i in range(len(rows))], [vitals.channels[c] for c in rows], fontsize=8)
     ax.set_ylim(max(len(rows), 1), 0)
     ax.set_xlim(0.0, end if end > 0 else 1.0)
-    ax.set_xlabel(f"hours from {vitals.start.isoformat()}", fontsize=8)
+    ax.set_xlabel(f"encounters from {vitals.start.date().isoformat()} (oldest first)" if per_encounter
+                  else f"hours from {vitals.start.isoformat()}", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     fig.subplots_adjust(left=0.14, right=0.70, top=0.85, bottom=0.2)
     bar = fig.add_axes((0.88, 0.2, 0.02, 0.65))

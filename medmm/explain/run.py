@@ -107,7 +107,7 @@ def explain_patient(model_dir: str | Path, patient: str | Path, out_dir: str | P
 
     predictor = predictor or _load_predictor(model_dir)
     pre = predictor.model.config.preprocess
-    study = load_study(patient, window_hours=pre.window_hours, step_minutes=pre.step_minutes)
+    study = load_study(patient, **pre.grid_kwargs)
     result = explain_study(predictor, study, methods=methods)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +224,7 @@ def explain_cohort(
     for i in tqdm(range(count), desc="faithfulness", disable=None if progress is None else not progress, leave=False):
         entry = cohort.entries[i]
         try:
-            study = cohort.load(i, window_hours=pre.window_hours, step_minutes=pre.step_minutes)
+            study = cohort.load(i, **pre.grid_kwargs)
             truth = read_ground_truth(entry.folder, study)
         except MedmmError as err:
             tally["unreadable"] += 1

@@ -136,7 +136,12 @@ def _vital(facts: PatientFacts, q: Question) -> tuple[str, tuple[Claim, ...]]:
     if not facts.vitals and facts.study.vitals is None:
         return f"{title}: no vital sign was read for this study.", ()
     series = facts.study.vitals
-    window = f"{series.values.shape[0] * series.step_seconds / 3600:g}-hour window" if series is not None else "window"
+    if series is None:
+        window = "window"
+    elif series.per_encounter:
+        window = f"{series.values.shape[0]} encounter(s) of the window"
+    else:
+        window = f"{series.values.shape[0] * series.step_seconds / 3600:g}-hour window"
     lines, claims = [], []
     for channel in VITAL_CHANNELS[sign]:
         s = facts.vitals.get(channel)

@@ -9,7 +9,7 @@ finding is stated from it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def summarise(series: VitalSeries | None) -> dict[str, ChannelSummary]:
         if steps.size == 0:
             continue
         values = series.values[steps, c].astype(np.float64)
-        times = [series.start + timedelta(seconds=float(t) * series.step_seconds) for t in steps]
+        times = [series.times[int(t)] for t in steps]
         reading = [Reading(float(v), t) for v, t in zip(values, times)]
         peak = np.maximum.accumulate(values)
         drops = peak - values

@@ -44,6 +44,12 @@ class CohortEntry:
     folder: Path
     split: str | None = None
     study_time: datetime | None = None
+    sample_id: str | None = None  # a built cohort's sample (one of several of a patient); None: one row per patient
+
+    @property
+    def key(self) -> str:
+        """What names this row uniquely: the sample id, else the patient id."""
+        return self.sample_id if self.sample_id is not None else self.patient_id
 
 
 class Cohort:
@@ -64,13 +70,15 @@ class Cohort:
         if not root.is_dir():
             raise CohortError("cohort folder not found", path=root)
         manifest = _read_manifest(root)
+        has_samples = "sample_id" in manifest.columns
         entries = []
         for i, row in manifest.iterrows():
             folder = root / str(row["folder"])
             study_time = _parse_time(row.get("study_time"), root, i)
             split = row.get("split")
             split = None if split is None or (isinstance(split, float) and pd.isna(split)) else str(split)
-            entries.append(CohortEntry(str(row["patient_id"]), folder, split, study_time))
+            sample = str(row["sample_id"]) if has_samples else None
+            entries.append(CohortEntry(str(row["patient_id"]), folder, split, study_time, sample))
         # One row per patient, or, with a sample_id column (a built cohort), one row per sample.
         key = "sample_id" if "sample_id" in manifest.columns else "patient_id"
         ids = [str(v) for v in manifest[key]]

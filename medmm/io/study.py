@@ -65,6 +65,7 @@ def load_study(
     patient_id: str | None = None,
     window_hours: float = 48.0,
     step_minutes: float = 60.0,
+    encounter_steps: int = 0,
 ) -> Study:
     """Read a patient folder (or one file) into a Study.
 
@@ -72,8 +73,9 @@ def load_study(
     cohort manifest), else the latest image acquisition, else the latest note or vital-sign
     reading (encounter and condition dates do not move it). Dates before 1900 or in the future
     never become the study time; they are reported. The time anchors the age and the
-    vital-sign window (the `window_hours` before it); readings outside the window are counted
-    in the warnings. `Study.time_source` says which rule chose it.
+    vital-sign window (the `window_hours` before it, on steps of `step_minutes`, or with
+    `encounter_steps` > 0 one step per encounter, the latest that many); readings outside the
+    window are counted in the warnings. `Study.time_source` says which rule chose it.
 
     Files of more than one patient are refused (InputError), unless `patient_id` names one of
     them: then the other patient's images are reported and not used.
@@ -82,7 +84,7 @@ def load_study(
     """
     from medmm.io.dicom import read_dicom, read_dicom_files
     from medmm.io.fhir import age_at, read_fhir
-    from medmm.io.vitals import build_grid, read_vitals_table
+    from medmm.io.vitals import build_encounter_grid, build_grid, read_vitals_table
 
     root = Path(path)
     files = classify_files(root)
@@ -159,7 +161,10 @@ def load_study(
         if when is None:
             warnings.append(Issue(str(root), "vitals", "no study time known: vital signs cannot be placed on a grid", "skipped"))
         else:
-            vitals = build_grid(readings, end=when, window_hours=window_hours, step_minutes=step_minutes, dropped=dropped)
+            if encounter_steps > 0:
+                vitals = build_encounter_grid(readings, end=when, window_hours=window_hours, max_steps=encounter_steps, dropped=dropped)
+            else:
+                vitals = build_grid(readings, end=when, window_hours=window_hours, step_minutes=step_minutes, dropped=dropped)
             outside = _outside_window(readings, vitals, when)
             if outside is not None:
                 warnings.append(outside)

@@ -3,7 +3,9 @@
 Table layouts:
 
 - long: columns ``time, code, value, unit`` (``channel`` is accepted for ``code``), one reading
-  per row; ``code`` is a LOINC code or a medmm channel name (medmm.codes.VITAL_SIGNS);
+  per row; ``code`` is a LOINC code or a medmm channel name (medmm.codes.VITAL_SIGNS); an
+  optional ``step`` column holds the start of the encounter a reading belongs to (what a grid of
+  one step per encounter, :func:`build_encounter_grid`, groups by);
 - wide: a ``time`` column plus one column per channel whose header carries the unit in
   brackets, ``heart_rate [/min]`` or ``8867-4 [/min]``; an empty cell means "not measured".
 
@@ -15,6 +17,7 @@ in a unit medmm does not know (never guessed) becomes a DroppedValue.
 
 The grid (:func:`build_grid`) has T steps covering [end - window, end); step t is
 [start + t*step, start + (t+1)*step) and holds the mean of the readings that fall in it.
+:func:`build_encounter_grid` has one step per encounter instead (the latest ones in the window).
 """
 
 from __future__ import annotations
@@ -160,13 +163,89 @@ def build_grid(
     )
 
 
+def build_encounter_grid(
+    readings: Iterable[VitalReading],
+    *,
+    end: datetime,
+    window_hours: float,
+    max_steps: int,
+    channels: Sequence[str] = VITAL_NAMES,
+    dropped: Iterable[DroppedValue] = (),
+) -> VitalSeries:
+    """One step per encounter: readings grouped by `VitalReading.step` (their encounter's start; a
+    reading without one is its own step), the latest `max_steps` steps in [end - window, end),
+    each the mean of its readings per channel, oldest first. Readings (and steps) outside the
+    window, and older steps beyond `max_steps`, are left out; implausible values are dropped and
+    recorded as on the regular grid."""
+    if end.utcoffset() is None:
+        raise VitalsError("grid end time has no UTC offset (expected an aware datetime)", where="end")
+    if max_steps < 1:
+        raise ConfigError(f"expected at least one step, got max_steps={max_steps}", where="max_steps")
+    signs = _channel_signs(channels)
+    column = {sign.name: c for c, sign in enumerate(signs)}
+    end = end.astimezone(timezone.utc)
+    try:
+        window_start = end - timedelta(hours=window_hours)
+    except OverflowError:
+        raise VitalsError("grid window starts before year 1 (expected a later end time)", where="end") from None
+    drops = list(dropped)
+    implausible: list[DroppedValue] = []
+    found: dict[datetime, list[tuple[int, float]]] = {}
+    seen: set[tuple[int, datetime, float]] = set()
+    for reading in readings:
+        c = column.get(reading.channel)
+        if c is None:
+            continue
+        time = _utc(reading.time)
+        step = _utc(reading.step) if reading.step is not None else time
+        if not (window_start <= time < end and window_start <= step < end):
+            continue
+        sign = signs[c]
+        value = float(reading.value)
+        if reading.unit != sign.unit:
+            try:
+                value = to_canonical(value, reading.unit, sign, source=reading.source)
+            except VitalsError as exc:
+                drops.append(DroppedValue(sign.name, time, exc.detail, reading.source))
+                continue
+        if (c, time, value) in seen:
+            continue
+        seen.add((c, time, value))
+        reason = implausible_reason(value, sign)
+        if reason is not None:
+            implausible.append(DroppedValue(sign.name, time, reason, reading.source))
+            continue
+        found.setdefault(step, []).append((c, value))
+    kept = sorted(found)[-max_steps:]
+    sums = np.zeros((len(kept), len(signs)), dtype=np.float64)  # (T, C)
+    counts = np.zeros((len(kept), len(signs)), dtype=np.int64)
+    for t, step in enumerate(kept):
+        for c, value in found[step]:
+            sums[t, c] += value
+            counts[t, c] += 1
+    mask = counts > 0
+    values = np.full(sums.shape, np.nan, dtype=np.float32)
+    values[mask] = (sums[mask] / counts[mask]).astype(np.float32)
+    implausible.sort(key=lambda d: (d.time, column[d.channel], d.source))
+    return VitalSeries(
+        start=kept[0] if kept else window_start,
+        step_seconds=0.0,
+        channels=tuple(sign.name for sign in signs),
+        units=tuple(sign.unit for sign in signs),
+        values=values,
+        mask=mask,
+        dropped=tuple(drops + implausible),
+        step_times=tuple(kept),
+    )
+
+
 def readings_frame(series: VitalSeries) -> pd.DataFrame:
     """The grid as a tidy table, one row per (step, channel): step, time, channel, unit, value, observed."""
     n_steps, n_channels = series.values.shape
     steps = np.repeat(np.arange(n_steps), n_channels)  # (T*C,)
     chans = np.tile(np.arange(n_channels), n_steps)  # (T*C,)
-    start = pd.Timestamp(series.start).tz_convert("UTC")
-    times = start + pd.to_timedelta(steps * series.step_seconds, unit="s")
+    step_times = pd.DatetimeIndex([pd.Timestamp(t).tz_convert("UTC") for t in series.times]) if n_steps else pd.DatetimeIndex([], tz="UTC")
+    times = step_times[steps] if n_steps else step_times
     return pd.DataFrame(
         {
             "step": steps,
@@ -231,7 +310,7 @@ class _Collector:
         return time
 
     def add(
-        self, sign: VitalSign, time: datetime, cell: object, unit: str | None, row: int, col: str
+        self, sign: VitalSign, time: datetime, cell: object, unit: str | None, row: int, col: str, step: datetime | None = None
     ) -> None:
         """Convert one value cell to a reading, or record why it was dropped."""
         where = f"row {row}, column '{col}'"
@@ -245,7 +324,7 @@ class _Collector:
             self.drop(sign, time, where, exc.detail)
             return
         source = f"{self.source}: row {row}"
-        self.readings.append(VitalReading(time, sign.name, canonical, sign.unit, source=source))
+        self.readings.append(VitalReading(time, sign.name, canonical, sign.unit, source=source, step=step))
 
     def table(self) -> VitalsTable:
         issues = list(self.issues)
@@ -286,7 +365,8 @@ def _read_long(frame: pd.DataFrame, columns: dict[str, object], out: _Collector)
         raise VitalsError(message, path=out.source)
     headers = {k: str(columns[k]) for k in ("time", code_key, "value", "unit")}
     cells = zip(*(frame[columns[k]].tolist() for k in ("time", code_key, "value", "unit")))
-    for row, (time_cell, code_cell, value_cell, unit_cell) in enumerate(cells, start=1):
+    steps = frame[columns["step"]].tolist() if "step" in columns else [None] * len(frame)
+    for row, ((time_cell, code_cell, value_cell, unit_cell), step_cell) in enumerate(zip(cells, steps), start=1):
         code = code_cell.strip() if isinstance(code_cell, str) else ""
         sign = _vital(code)
         if sign is None:
@@ -297,7 +377,12 @@ def _read_long(frame: pd.DataFrame, columns: dict[str, object], out: _Collector)
         if time is None:
             continue
         unit = unit_cell.strip() if isinstance(unit_cell, str) else None
-        out.add(sign, time, value_cell, unit, row, headers["value"])
+        step = None
+        if step_cell is not None and str(step_cell).strip():
+            step, _ = _parse_time(step_cell)
+            if step is None:
+                out.skip(f"row {row}, column '{columns['step']}'", "step is not an ISO 8601 date-time; the reading keeps its own time as its step")
+        out.add(sign, time, value_cell, unit, row, headers["value"], step)
 
 
 def _read_wide(frame: pd.DataFrame, columns: dict[str, object], out: _Collector) -> None:

@@ -9,7 +9,8 @@ they read any patient folder:
   notes window, deduplicated) as DocumentReferences with a base64 text/plain attachment and
   the note's date, and the Conditions that made the sample's labels, coded as in the source;
 - ``vitals.csv``: the readings the sample's vital-sign grid is made of, long format
-  (time, code, value, unit), in canonical units; absent when there are none;
+  (time, code, value, unit, and for a per-encounter grid the step: the reading's encounter
+  start), in canonical units; absent when there are none;
 - no ``images/``: imaging studies are counted, not joined to DICOM files yet.
 
 A folder's name is a hash of the patient id and the index time (no identifier in a path). The
@@ -406,18 +407,23 @@ def _b64(text: str) -> str:
 
 
 def vitals_csv(readings: Sequence[Reading], sample: Sample) -> str:
-    """Long format: time (ISO 8601, UTC), code (the channel's LOINC code), value, unit (canonical)."""
+    """Long format: time (ISO 8601, UTC), code (the channel's LOINC code), value, unit (canonical), and on a
+    per-encounter grid step (the start of the reading's encounter, which the grid groups by)."""
     from medmm.codes import VITAL_SIGNS
 
     by_name = {s.name: s for s in VITAL_SIGNS}
     unit = dict(zip(sample.vitals.channels, sample.vitals.units))
+    # one step per encounter: each reading's step is its encounter's start (what the grid groups by)
+    steps = {source: when for source, when in zip(sample.vitals.step_sources, sample.vitals.step_times) if source}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("time", "code", "value", "unit"))
+    writer.writerow(("time", "code", "value", "unit") + (("step",) if steps else ()))
     for r in sorted(readings, key=lambda r: (r.time, r.channel, r.source)):
         sign = by_name.get(r.channel)
         code = sign.loinc[0] if sign is not None and sign.loinc else r.channel
-        writer.writerow((r.time.isoformat(), code, repr(float(r.value)), unit.get(r.channel, "")))
+        row = (r.time.isoformat(), code, repr(float(r.value)), unit.get(r.channel, ""))
+        step = steps.get(r.encounter or "")
+        writer.writerow(row + ((step.isoformat() if step is not None else "",) if steps else ()))
     return buf.getvalue()
 
 

@@ -33,7 +33,7 @@ class CaseSet(torch.utils.data.Dataset):
         cfg = preprocessor.config
         dataset = CohortDataset(
             cohort, preprocessor, cache_dir, preprocessor.key,
-            load_kwargs={"window_hours": cfg.window_hours, "step_minutes": cfg.step_minutes},
+            load_kwargs=cfg.grid_kwargs,
         )
         self.items: list[dict] = []
         self.failed: list[tuple[str, str, str]] = []  # (patient_id, error type, message)
@@ -48,7 +48,7 @@ class CaseSet(torch.utils.data.Dataset):
                 continue
             labels = [names[k] for k in item["labels"].nonzero().flatten().tolist()]
             text = case_text(labels, set(item["meta"]["modalities"]), load_truth(entry.folder), displays)
-            item["meta"] = {**item["meta"], "patient_id": entry.patient_id, "text": text, "impression": text.impression, "qa": [(q.question, q.answer) for q in text.qa]}
+            item["meta"] = {**item["meta"], "patient_id": entry.patient_id, "key": entry.key, "text": text, "impression": text.impression, "qa": [(q.question, q.answer) for q in text.qa]}
             self.items.append(item)
         if self.failed:
             log.warning("%d case(s) could not be read and are left out (first: %s)", len(self.failed), self.failed[0][1])

@@ -31,10 +31,18 @@ class PreprocessConfig:
     max_note_tokens: int = 128  # tokens per note
     window_hours: float = 48.0  # the vital-sign window before the study time
     step_minutes: float = 60.0
+    encounter_steps: int = 0  # > 0: one step per encounter, the latest this many in the window (step_minutes unused)
 
     @property
     def vitals_steps(self) -> int:
+        if self.encounter_steps > 0:
+            return int(self.encounter_steps)
         return int(round(self.window_hours * 60.0 / self.step_minutes))
+
+    @property
+    def grid_kwargs(self) -> dict[str, float | int]:
+        """The vital-sign grid as `medmm.io.load_study` takes it."""
+        return {"window_hours": self.window_hours, "step_minutes": self.step_minutes, "encounter_steps": self.encounter_steps}
 
 
 def primary_radiograph(study: Study) -> ImageSeries | None:
@@ -71,6 +79,11 @@ def model_window(series: ImageSeries, pixels: np.ndarray) -> tuple[float, float]
         return series.window
     lo, hi = np.percentile(pixels, [0.5, 99.5]) if pixels.size else (0.0, 1.0)
     return float(lo + hi) / 2.0, float(max(hi - lo, 1e-3))
+
+
+def _fits(series, steps: int) -> bool:
+    """Whether a study's grid goes on the model's: the same length, or a per-encounter grid no longer."""
+    return series.values.shape[0] <= steps if series.per_encounter else series.values.shape[0] == steps
 
 
 def channel_reference(task: Task) -> dict[str, tuple[float, float]]:
@@ -144,12 +157,14 @@ class StudyPreprocessor:
         out.update(self.notes_tf({"notes": [n.text for n in study.notes]}))
 
         steps = cfg.vitals_steps
-        if study.vitals is not None and study.vitals.values.shape[0] == steps and bool(study.vitals.mask.any()):
+        if study.vitals is not None and _fits(study.vitals, steps) and bool(study.vitals.mask.any()):
             index = [study.vitals.channels.index(c) if c in study.vitals.channels else -1 for c in self.channels]
             values = np.full((steps, len(self.channels)), np.nan, dtype=np.float32)
+            # a per-encounter grid of fewer steps fills the latest rows (row -1 is the last before the study)
+            first = steps - study.vitals.values.shape[0]
             for c, src in enumerate(index):
                 if src >= 0:
-                    values[:, c] = np.where(study.vitals.mask[:, src], study.vitals.values[:, src], np.nan)
+                    values[first:, c] = np.where(study.vitals.mask[:, src], study.vitals.values[:, src], np.nan)
             out.update(self.vitals_tf({"vitals": values}))
             out["vitals_present"] = torch.tensor(True)
         else:

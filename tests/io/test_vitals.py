@@ -18,6 +18,7 @@ from medmm.errors import ConfigError, MedmmError, VitalsError
 from medmm.io.vitals import (
     ChannelSummary,
     _wide_header,
+    build_encounter_grid,
     build_grid,
     read_vitals_table,
     readings_frame,
@@ -505,3 +506,48 @@ def test_parquet_with_corrupt_pandas_metadata_is_read_by_its_columns(tmp_path: P
     pq.write_table(table, path)
     readings = read_vitals_table(path).readings
     assert [(r.channel, r.value) for r in readings] == [("heart_rate", 72.0)]
+
+
+# ---- one step per encounter ------------------------------------------------------------------
+
+
+def visit(day: int, hour: int = 9) -> datetime:
+    return datetime(2024, 2, day, hour, 0, tzinfo=UTC)
+
+
+def test_encounter_grid_groups_by_step_keeps_the_latest_and_the_window() -> None:
+    readings = [
+        VitalReading(visit(1, 9), "heart_rate", 80.0, "/min", step=visit(1)),
+        VitalReading(visit(1, 10), "heart_rate", 90.0, "/min", step=visit(1)),  # same encounter, an hour later
+        VitalReading(visit(1, 10), "spo2", 97.0, "%", step=visit(1)),
+        VitalReading(visit(5), "heart_rate", 100.0, "/min", step=visit(5)),
+        VitalReading(visit(9, 14), "resp_rate", 20.0, "/min"),  # no step: its own time is its step
+        VitalReading(visit(20), "heart_rate", 70.0, "/min", step=visit(20)),
+        VitalReading(END, "heart_rate", 60.0, "/min", step=END),  # at the study time: outside [end - window, end)
+        VitalReading(visit(1) - timedelta(days=60), "heart_rate", 50.0, "/min"),  # before the window
+        VitalReading(visit(22), "heart_rate", 999.0, "/min", step=visit(22)),  # implausible: dropped with its reason
+    ]
+    grid = build_encounter_grid(readings, end=END, window_hours=30 * 24, max_steps=3)
+    assert grid.per_encounter and grid.step_seconds == 0.0
+    assert grid.times == (visit(5), visit(9, 14), visit(20))  # the latest 3 of 4 encounters, oldest first
+    hr_, rr = grid.channels.index("heart_rate"), grid.channels.index("resp_rate")
+    np.testing.assert_array_equal(grid.mask.sum(axis=1), [1, 1, 1])
+    assert (grid.values[0, hr_], grid.values[1, rr], grid.values[2, hr_]) == (100.0, 20.0, 70.0)
+    assert [d.channel for d in grid.dropped] == ["heart_rate"] and "implausible" in grid.dropped[0].reason
+    wide = build_encounter_grid(readings, end=END, window_hours=30 * 24, max_steps=16)
+    assert wide.times[0] == visit(1) and wide.values[0, hr_] == 85.0 and wide.values[0, grid.channels.index("spo2")] == 97.0
+    np.testing.assert_allclose(wide.hours, [(w - visit(1)).total_seconds() / 3600 for w in wide.times])
+    empty = build_encounter_grid([], end=END, window_hours=24, max_steps=4)
+    assert empty.values.shape == (0, len(VITAL_NAMES)) and empty.times == ()
+    with pytest.raises(ConfigError):
+        build_encounter_grid(readings, end=END, window_hours=24, max_steps=0)
+
+
+def test_long_table_step_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "v.csv", "time,code,value,unit,step\n"
+                 "2024-02-01T09:30:00Z,8867-4,80,/min,2024-02-01T09:00:00Z\n"
+                 "2024-02-01T09:40:00Z,8867-4,90,/min,not a time\n"
+                 "2024-02-01T09:50:00Z,8867-4,70,/min,\n")
+    table = read_vitals_table(path)
+    assert [r.step for r in table.readings] == [visit(1), None, None]
+    assert len(table.issues) == 1 and "row 2" in table.issues[0].where and "step" in table.issues[0].message

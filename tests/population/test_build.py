@@ -169,6 +169,35 @@ def test_cohort_reader_reads_each_sample_notes_and_vitals(ari_out, raw):
     assert checked_vitals > 10
 
 
+def test_per_encounter_grid_of_each_sample_from_the_raw_json(ari_out, raw):
+    """Loaded with the task's grid (one step per encounter, the latest 16 of the year), each sample's
+    vitals are the per-encounter means worked out here from the raw bundles."""
+    out, _ = ari_out
+    cohort = Cohort.open(out, samples=True)
+    starts = {e["id"]: t(e["period"]["start"]) for res in raw.values() for e in res["Encounter"]}
+    expected = {(pid, index): vitals for pid, index, _, _, vitals in expected_ari(raw)}
+    readings = {pid: expected_readings(res) for pid, res in raw.items()}
+    checked = 0
+    for i, entry in enumerate(cohort.entries):
+        if not expected[(entry.patient_id, entry.study_time)]:
+            continue
+        index = entry.study_time
+        steps = defaultdict(list)
+        for w, c, v, e in readings[entry.patient_id]:
+            if e in starts and index - YEAR <= starts[e] < index and index - YEAR <= w < index:
+                steps[(starts[e], c)].append(v)
+        kept = sorted({when for when, _ in steps})[-16:]
+        grid = cohort.load(i, window_hours=365 * 24, step_minutes=60, encounter_steps=16).vitals
+        assert grid.per_encounter and grid.times == tuple(kept)
+        want = np.full((len(kept), len(CHANNELS)), np.nan)
+        for (when, c), values in steps.items():
+            if when in kept:
+                want[kept.index(when), CHANNELS.index(c)] = np.mean(values)
+        np.testing.assert_allclose(grid.values, want, rtol=1e-5)
+        checked += 1
+    assert checked > 10
+
+
 def test_report_counts(ari_out, raw, synthea_bundles):
     out, _ = ari_out
     rows = read_manifest(out)
