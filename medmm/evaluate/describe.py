@@ -17,8 +17,11 @@ SYNTH_KEYS = (
 
 def describe_cohort(cohort: Cohort) -> dict:
     """Name, size, split counts and, for a synthetic cohort, the generator settings that matter to readers."""
-    splits = Counter(e.split or "none" for e in cohort.entries)
-    out = {"name": cohort.root.name, "patients": len(cohort), "splits": dict(sorted(splits.items())), "synthetic": None}
+    splits = Counter(e.split or "none" for e in cohort.entries)  # rows: patients, or a built cohort's samples
+    out = {"name": cohort.root.name, "patients": len({e.patient_id for e in cohort.entries}), "splits": dict(sorted(splits.items())),
+           "synthetic": None}
+    if any(e.sample_id is not None for e in cohort.entries):
+        out["samples"] = len(cohort)
     marker = cohort.root / SYNTH_MARKER
     if marker.is_file():
         try:

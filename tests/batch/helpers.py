@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -53,6 +55,8 @@ def save_tiny_checkpoint(folder: Path, *, seed: int = 0, task=None) -> Path:
         max_new_tokens=6,
     )
     if task is not None:
+        if task.vitals.per_encounter:  # the tiny vitals encoder covers 8 steps: the latest 4 encounters
+            config = dataclasses.replace(config, preprocess=dataclasses.replace(config.preprocess, encounter_steps=4))
         config = config_for_task(config, task)
     torch.manual_seed(seed)
     model = build_model(config, task=task)

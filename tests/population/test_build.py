@@ -327,3 +327,23 @@ def test_command_line(synthea_bundles, tmp_path, capsys):
         main(["cohort", "build", "--source", str(tmp_path / "nothing"), "--task", ARI, "--out", str(tmp_path / "x")])
     assert code.value.code == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_evaluation_and_audit_read_every_sample_and_resample_patients(ari_out, tmp_path):
+    """A built cohort (several samples per patient) goes through `run_evaluation` and `run_audit` of a
+    checkpoint of its task: every readable test sample scored, intervals by patient."""
+    from medmm.evaluate.run import run_audit, run_evaluation
+    from tests.batch.helpers import save_tiny_checkpoint
+
+    out, _ = ari_out
+    model = save_tiny_checkpoint(tmp_path / "model", task=load_task(out / "task.yaml"))
+    evaluation = run_evaluation(model, out, tmp_path / "eval", n_boot=50, progress=False, baselines=False)
+    rows = [r for r in read_manifest(out) if r["split"] == "test"]
+    test = evaluation["splits"]["test"]
+    assert test["cases"] == len(rows) and test["patients"] == len({r["patient_id"] for r in rows}) < len(rows)
+    assert [d["name"] for d in evaluation["metrics"]["diagnoses"]] == list(load_task(ARI).label_names)
+    want = Counter(n for r in rows for n in r["labels"].split(";") if n)
+    assert {k: v for k, v in test["positives"].items() if v} == dict(want)
+    audit = run_audit(model, out, tmp_path / "audit", n_boot=50, progress=False)
+    assert audit["split"]["cases"] == len(rows)
+    assert evaluation["cohort"]["samples"] == len(read_manifest(out)) > evaluation["cohort"]["patients"]
