@@ -120,37 +120,15 @@ def build_grid(
     counts = np.zeros((n_steps, len(signs)), dtype=np.int64)  # (T, C)
     drops = list(dropped)
     implausible: list[DroppedValue] = []
-    seen: set[tuple[int, int, float]] = set()
-    for reading in readings:
-        c = column.get(reading.channel)
-        if c is None:
-            continue
-        time = _utc(reading.time)
-        offset = _micros(time - start)
-        if not 0 <= offset < window_us:
-            continue
-        sign = signs[c]
-        value = float(reading.value)
-        if reading.unit != sign.unit:
-            try:
-                value = to_canonical(value, reading.unit, sign, source=reading.source)
-            except VitalsError as exc:
-                drops.append(DroppedValue(sign.name, time, exc.detail, reading.source))
-                continue
-        key = (c, offset, value)
-        if key in seen:
-            continue
-        seen.add(key)
-        reason = implausible_reason(value, sign)
-        if reason is not None:
-            implausible.append(DroppedValue(sign.name, time, reason, reading.source))
-            continue
-        sums[offset // step_us, c] += value
-        counts[offset // step_us, c] += 1
 
-    mask = counts > 0  # (T, C)
-    values = np.full(sums.shape, np.nan, dtype=np.float32)  # (T, C)
-    values[mask] = (sums[mask] / counts[mask]).astype(np.float32)
+    def inside(time: datetime, reading: VitalReading) -> bool:
+        return 0 <= _micros(time - start) < window_us
+
+    for c, time, value, _ in _accepted(readings, signs, inside, drops, implausible):
+        step = _micros(time - start) // step_us
+        sums[step, c] += value
+        counts[step, c] += 1
+    mask, values = _means(sums, counts)
     implausible.sort(key=lambda d: (d.time, column[d.channel], d.source))
     return VitalSeries(
         start=start,
@@ -191,14 +169,46 @@ def build_encounter_grid(
     drops = list(dropped)
     implausible: list[DroppedValue] = []
     found: dict[datetime, list[tuple[int, float]]] = {}
+
+    def inside(time: datetime, reading: VitalReading) -> bool:
+        step = _utc(reading.step) if reading.step is not None else time
+        return window_start <= time < end and window_start <= step < end
+
+    for c, time, value, reading in _accepted(readings, signs, inside, drops, implausible):
+        found.setdefault(_utc(reading.step) if reading.step is not None else time, []).append((c, value))
+    kept = sorted(found)[-max_steps:]
+    sums = np.zeros((len(kept), len(signs)), dtype=np.float64)  # (T, C)
+    counts = np.zeros((len(kept), len(signs)), dtype=np.int64)
+    for t, step in enumerate(kept):
+        for c, value in found[step]:
+            sums[t, c] += value
+            counts[t, c] += 1
+    mask, values = _means(sums, counts)
+    implausible.sort(key=lambda d: (d.time, column[d.channel], d.source))
+    return VitalSeries(
+        start=kept[0] if kept else window_start,
+        step_seconds=0.0,
+        channels=tuple(sign.name for sign in signs),
+        units=tuple(sign.unit for sign in signs),
+        values=values,
+        mask=mask,
+        dropped=tuple(drops + implausible),
+        step_times=tuple(kept),
+    )
+
+
+def _accepted(readings, signs, inside, drops: list[DroppedValue], implausible: list[DroppedValue]):
+    """(column, UTC time, canonical value, reading) of each reading of the grid's channels that `inside(time, reading)`
+    admits; a unit that cannot be converted goes to `drops`, an implausible value to `implausible`
+    (each with its reason), and an exact duplicate (channel, time, value) counts once."""
+    column = {sign.name: c for c, sign in enumerate(signs)}
     seen: set[tuple[int, datetime, float]] = set()
     for reading in readings:
         c = column.get(reading.channel)
         if c is None:
             continue
         time = _utc(reading.time)
-        step = _utc(reading.step) if reading.step is not None else time
-        if not (window_start <= time < end and window_start <= step < end):
+        if not inside(time, reading):
             continue
         sign = signs[c]
         value = float(reading.value)
@@ -215,28 +225,15 @@ def build_encounter_grid(
         if reason is not None:
             implausible.append(DroppedValue(sign.name, time, reason, reading.source))
             continue
-        found.setdefault(step, []).append((c, value))
-    kept = sorted(found)[-max_steps:]
-    sums = np.zeros((len(kept), len(signs)), dtype=np.float64)  # (T, C)
-    counts = np.zeros((len(kept), len(signs)), dtype=np.int64)
-    for t, step in enumerate(kept):
-        for c, value in found[step]:
-            sums[t, c] += value
-            counts[t, c] += 1
+        yield c, time, value, reading
+
+
+def _means(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, values) of a grid: observed where a step has a reading, the mean of its readings there (NaN elsewhere)."""
     mask = counts > 0
     values = np.full(sums.shape, np.nan, dtype=np.float32)
     values[mask] = (sums[mask] / counts[mask]).astype(np.float32)
-    implausible.sort(key=lambda d: (d.time, column[d.channel], d.source))
-    return VitalSeries(
-        start=kept[0] if kept else window_start,
-        step_seconds=0.0,
-        channels=tuple(sign.name for sign in signs),
-        units=tuple(sign.unit for sign in signs),
-        values=values,
-        mask=mask,
-        dropped=tuple(drops + implausible),
-        step_times=tuple(kept),
-    )
+    return mask, values
 
 
 def readings_frame(series: VitalSeries) -> pd.DataFrame:
