@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from medmm.errors import MedmmError
+from medmm.errors import ConfigError, InputError, MedmmError
 
 app = typer.Typer(
     add_completion=False,
@@ -185,9 +185,14 @@ def predict(
     audit: Optional[Path] = typer.Option(
         None, "--audit", help="Audit store (SQLite) for the AuditEvent/Provenance of each prediction [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite]."
     ),
+    task: Optional[str] = typer.Option(
+        None, "--task", help="Read each path as a raw record (a Bundle, a folder of Bundles, a Bulk Data export) and predict at this task's "
+        "latest index time per patient, with its windows (a task name or YAML file with the model's labels; 'model': the checkpoint's own)."
+    ),
 ) -> None:
     """Ranked diagnoses, conformal set and drafted impression for each patient. Research use only."""
     import dataclasses as dc
+    import tempfile
 
     from medmm.audit_store import AuditStore, default_path
     from medmm.io import load_study
@@ -196,11 +201,24 @@ def predict(
     predictor = Predictor.from_checkpoint(model)
     trail = AuditStore(audit if audit is not None else default_path(Path.home() / ".medmm" / "audit.sqlite"))
     failed = 0
+    scratch = tempfile.TemporaryDirectory(prefix="medmm-predict-") if task is not None else None
+    chosen = None
+    if task is not None:
+        from medmm.tasks import load_task
+
+        chosen = predictor.task if task == "model" else load_task(task)
+        if chosen.label_names != predictor.task.label_names:
+            raise ConfigError(f"task {chosen.name!r} labels {list(chosen.label_names)}, the model predicts {list(predictor.task.label_names)}",
+                              where="--task")
     for path in paths:
         try:
-            pred = predictor.predict(load_study(path), impression=not no_impression)
+            if chosen is None:
+                pred = predictor.predict(load_study(path), impression=not no_impression)
+                extra = {}
+            else:
+                pred, extra = _predict_at_task_index(predictor, chosen, path, Path(scratch.name), not no_impression)
             trail.record_prediction(pred, inputs=[path], model_dir=model, source="cli")
-            info = {"path": str(path), "status": "ok", **_jsonable(dc.asdict(pred))}
+            info = {"path": str(path), "status": "ok", **extra, **_jsonable(dc.asdict(pred))}
         except MedmmError as err:
             failed += 1
             info = {"path": str(path), "status": "error", "error_type": type(err).__name__, "message": str(err)}
@@ -224,8 +242,27 @@ def predict(
                 typer.echo(f"    withheld: {claim['text']} ({claim['kind']}, {claim['verdict']}): {claim['reason']}")
         else:
             typer.echo(f"== {path}\n  error: {info['error_type']}: {info['message']}")
+    if scratch is not None:
+        scratch.cleanup()
     if failed:
         raise typer.Exit(code=1)
+
+
+def _predict_at_task_index(predictor, task, path: Path, scratch: Path, impression: bool):
+    """(prediction, {"index_time", "index_source"}) of the record's latest sample under `task`."""
+    from medmm.io import load_study
+    from medmm.population.build import record_samples
+
+    samples = record_samples(path, task, scratch / f"{len(list(scratch.iterdir()))}")
+    if not samples:
+        raise InputError(f"the record has no index time under task {task.name!r} (no matching encounter or study)", path=path)
+    if len(samples) > 1:
+        raise InputError(f"the record holds {len(samples)} patients; give one patient's record", path=path)
+    sample, folder = samples[0]
+    grid = predictor.model.config.preprocess.grid_kwargs
+    study = load_study(folder, study_time=sample.index_time, time_source=f"task {task.name} index ({sample.index_source})",
+                       patient_id=sample.patient_id, **grid)
+    return predictor.predict(study, impression=impression), {"index_time": sample.index_time.isoformat(), "index_source": sample.index_source}
 
 
 @app.command()

@@ -227,6 +227,32 @@ def build_cohort(
     return CohortBuild(out=root, patients=len(seen_patients), samples=tally.samples, per_split=per_split, report=result)
 
 
+def record_samples(path: str | Path, task: Task | str | Path, out: str | Path, *, latest: bool = True) -> list[tuple[Sample, Path]]:
+    """A raw record's samples under `task`, each written to a folder under `out` (the cohort layout),
+    with the folder: what `medmm predict --task` reads. `path` is a Bundle file, a folder of Bundles
+    or a Bulk Data export; with `latest`, only each patient's latest sample. A task whose index is a
+    manifest column has no index in a raw record (ConfigError)."""
+    task = task if isinstance(task, Task) else load_task(task)
+    if task.index.kind == "manifest_column":
+        raise ConfigError(f"task {task.name!r} takes its index times from a manifest column, which a raw record has none of", where="--task")
+    root, out = Path(path), Path(out)
+    with tempfile.TemporaryDirectory(prefix="medmm-record-") as scratch:
+        if root.is_file():  # one Bundle: a folder of one
+            shutil.copyfile(root, Path(scratch) / (root.stem + ".json"))
+            root = Path(scratch)
+        report = PopulationReport()
+        found: list[tuple[Sample, Path]] = []
+        for record in _records([detect_source(root)], report):
+            patient = clean_patient(record, task.channels, report)
+            times = index_times(task, patient, report)
+            for when, where in (times[-1:] if latest else times):
+                sample = _sample(task, patient, when, where, report)
+                folder = out / _folder_name(f"{sample.patient_id}|{sample.index_time.isoformat()}|{where}")
+                _write_sample(folder, record, sample, grid_readings(task, patient, when))
+                found.append((sample, folder))
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # sources
 

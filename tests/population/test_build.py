@@ -347,3 +347,27 @@ def test_evaluation_and_audit_read_every_sample_and_resample_patients(ari_out, t
     audit = run_audit(model, out, tmp_path / "audit", n_boot=50, progress=False)
     assert audit["split"]["cases"] == len(rows)
     assert evaluation["cohort"]["samples"] == len(read_manifest(out)) > evaluation["cohort"]["patients"]
+
+
+def test_predict_with_a_task_reads_a_raw_record_at_its_latest_index(synthea_bundles, raw, tmp_path):
+    """`medmm predict --task` on one raw Synthea Bundle: the prediction is made at the patient's latest
+    ambulatory or emergency encounter (worked out here from the JSON), with the task's labels."""
+    import subprocess
+    import sys
+
+    from tests.batch.helpers import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "model", task=load_task(ARI))
+    bundle = sorted(synthea_bundles.glob("*.json"))[0]
+    pid = next(e["resource"]["id"] for e in json.loads(bundle.read_text())["entry"] if e["resource"]["resourceType"] == "Patient")
+    latest = max(t(e["period"]["start"]) for e in raw[pid]["Encounter"] if e["class"]["code"] in ("AMB", "EMER"))
+    proc = subprocess.run([sys.executable, "-m", "medmm.cli", "predict", "--model", str(model), "--task", ARI, "--json",
+                           "--no-impression", "--audit", str(tmp_path / "audit.sqlite"), str(bundle)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.splitlines()[0])
+    assert line["status"] == "ok" and datetime.fromisoformat(line["index_time"]) == latest
+    assert [s["name"] for s in sorted(line["scores"], key=lambda s: s["name"])] == sorted(load_task(ARI).label_names)
+    wrong = subprocess.run([sys.executable, "-m", "medmm.cli", "predict", "--model", str(model), "--task", "synthetic-cxr",
+                            "--audit", str(tmp_path / "audit.sqlite"), str(bundle)], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode != 0 and "--task" in wrong.stderr + wrong.stdout
