@@ -151,7 +151,9 @@ def wire(demo: gr.Blocks, page: Page, service: ClinicianService, *, zone, files,
         except Exception as err:  # noqa: BLE001
             return {page.feedback_status: message_html(error_text(err), "error")}
         said = f"Feedback recorded in the audit trail (event {event[:8]})." if new else f"Already recorded (event {event[:8]})."
-        return {page.feedback_status: message_html(said), page.form: {"id": secrets.token_hex(8), "recorded": event},
+        # the form keeps its id: a late click of this filling-in (same verdict and names) is "already recorded",
+        # a new verdict or new names under it are a new submission (see ClinicianService.feedback)
+        return {page.feedback_status: message_html(said), page.form: {"id": form.get("id"), "recorded": event},
                 page.verdict: gr.update(value=None), page.named: gr.update(value=[]), page.comment: ""}
 
     send.click(record, [page.token, page.form, page.verdict, page.named], [page.feedback_status, page.form, page.verdict, page.named,

@@ -109,7 +109,7 @@ class ClinicianService(CaseInputs):
         self.model_ids = model_ids(settings.model_dir) | {self.predictor.model_id}
         self._cases: OrderedDict[str, Case] = OrderedDict()
         self._lock = threading.Lock()
-        self._feedback: dict[tuple[str, str], str] = {}  # (case token, form submission id) -> audit event
+        self._feedback: dict[tuple, str] = {}  # (case token, form id, verdict, diagnoses) -> audit event
         self.slots = threading.BoundedSemaphore(max(settings.analysis_slots, 1))
         preprocess = self.predictor.model.config.preprocess
         self._grid = {"window_hours": preprocess.window_hours, "step_minutes": preprocess.step_minutes}
@@ -286,8 +286,9 @@ class ClinicianService(CaseInputs):
 
         agree: the diagnoses confirmed (default: the prediction set, else the top diagnosis);
         disagree: the diagnoses the clinician would name instead (a correction; may be empty);
-        unsure: no diagnoses needed. `submission` identifies one filling-in of the form: the same
-        submission sent again (a double click, a retried request) is recorded once.
+        unsure: no diagnoses needed. `submission` identifies the form: the same verdict and names sent
+        again under it (a double click, a retried request, a click after the form was recorded) are
+        recorded once; another verdict or other names under it are a new submission.
         """
         if verdict not in VERDICTS:
             raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}", where="feedback.verdict")
@@ -301,7 +302,9 @@ class ClinicianService(CaseInputs):
             raise ConfigError(f"diagnoses must be among {', '.join(known)}", where="feedback.diagnoses")
         if verdict == "agree" and not named:
             named = list(case.prediction.conformal_set) or [s.name for s in case.prediction.scores[:1]]
-        key = (case.token, submission) if submission else None
+        # One filling-in of the form sent again (a double click, a click that lands after the form was
+        # recorded but before its reset reached the page) is one event: same form, same content.
+        key = (case.token, submission, verdict, tuple(sorted(set(named)))) if submission else None
         with self._lock:
             if key is not None and key in self._feedback:
                 return self._feedback[key], False

@@ -196,6 +196,12 @@ def test_one_submission_of_the_feedback_form_is_one_event(service, small_cohort)
     second, new_again = service.feedback(case.token, "unsure", [], user="dr-a", submission="form-2")
     assert new_again and second != first
     assert len(store_events(service.work_dir, "feedback")) == before + 2
+    # the page keeps the form's id after recording: a late click with the same content is the same event,
+    # another verdict under the same id a new one
+    late, fresh = service.feedback(case.token, "unsure", [], user="dr-a", submission="form-2")
+    other, fresh_other = service.feedback(case.token, "disagree", ["pneumonia"], user="dr-a", submission="form-2")
+    assert (late, fresh) == (second, False) and fresh_other and other not in (first, second)
+    assert len(store_events(service.work_dir, "feedback")) == before + 3
 
 
 def test_the_dicom_header_is_read_only_from_the_cases_own_folder(service, small_cohort):
