@@ -156,7 +156,7 @@ class MedMM(nn.Module):
     @property
     def displays(self) -> dict[str, str] | None:
         """Label name -> display name from the model's task (None before build_model sets it: the default table)."""
-        return None if self.task is None else {spec.name: spec.display for spec in self.task.labels}
+        return None if self.task is None else self.task.displays
 
     def presence(self, batch: dict) -> dict[str, Tensor]:
         """Per-row presence (B,) of each modality the model has."""

@@ -237,7 +237,7 @@ class Predictor:
                 ranked=tuple(names[k] for k in np.argsort(-p, kind="stable")),
                 operating=operating, calibrated=bool(fitted), conformal_set=self.conformal_set(p),
                 coverage=None if coverage is None else float(coverage), adult=adult_thresholds_apply(selected),
-                displays={spec.name: spec.display.lower() for spec in self.task.labels},
+                displays={name: display.lower() for name, display in self.task.displays.items()},
             ))
         return out
 

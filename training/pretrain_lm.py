@@ -43,7 +43,7 @@ def target_texts(
     """
     rng = random.Random(seed)
     task = task if task is not None else cohort_task(cohort.root)
-    displays = {spec.name: spec.display for spec in task.labels}
+    displays = task.displays
     pairs = []
     for entry, row in zip(cohort.entries, cohort.manifest.to_dict("records")):
         labels = [x for x in str(row.get("labels") or "").split(";") if x]

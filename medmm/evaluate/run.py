@@ -19,6 +19,7 @@ from medmm.evaluate.describe import describe_cohort, describe_split
 from medmm.evaluate.pipeline import FROM_VALIDATION, audit_from_scores, evaluate_from_scores, write_json
 from medmm.evaluate.scores import SplitScores, label_columns, score_cases
 from medmm.io.cohort import Cohort
+from medmm.tasks import task_to_dict
 
 
 def run_evaluation(
@@ -247,8 +248,7 @@ def model_info(predictor, model_dir: str | Path) -> dict:
         "architecture": meta.get("model_type"),
         "diagnoses": list(cfg.diagnoses),
         "task": predictor.task.name,
-        "labels": [{"name": spec.name, "display": spec.display, "snomed": list(spec.snomed), "icd10": list(spec.icd10)}
-                   for spec in predictor.task.labels],
+        "labels": task_to_dict(predictor.task)["labels"],
         "channels": list(predictor.task.channel_names),
         "modalities": list(cfg.modalities),
         "backbone": {"source": cfg.backbone.source, "finetune": cfg.backbone.finetune, "hidden_size": cfg.backbone.hidden_size,

@@ -120,5 +120,4 @@ def explain_study(
         map_relevance(study, batch, r, None if r.target == IMPRESSION else probability[r.target], max_notes, predictor.task.channel_names)
         for r in token_relevances(model, batch, targets, methods, n_steps=n_steps)
     )
-    displays = {spec.name: spec.display for spec in predictor.task.labels}
-    return StudyExplanation(study.study_id, probability, text, present, explanations, displays)
+    return StudyExplanation(study.study_id, probability, text, present, explanations, predictor.task.displays)

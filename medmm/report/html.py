@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from medmm.codes import ETHNICITIES, RACES
-from medmm.tasks import DEFAULT_TASK, load_task
+from medmm.tasks import DEFAULT_TASK, load_task, task_to_dict
 from medmm.report.tripod import AUTHORS, DRAFT, REPORTED, tripod_checklist
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -90,7 +90,7 @@ def label_table(evaluation: Mapping[str, Any] | None) -> dict[str, dict[str, Any
     stored = ((evaluation or {}).get("model") or {}).get("labels")
     if isinstance(stored, list) and all(isinstance(x, dict) and "name" in x for x in stored):
         return {str(x["name"]): x for x in stored}
-    return {spec.name: {"display": spec.display, "snomed": list(spec.snomed), "icd10": list(spec.icd10)} for spec in load_task(DEFAULT_TASK).labels}
+    return {entry["name"]: entry for entry in task_to_dict(load_task(DEFAULT_TASK))["labels"]}
 
 
 def diagnosis(name: str, labels: Mapping[str, Mapping[str, Any]] | None = None) -> str:

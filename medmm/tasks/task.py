@@ -154,6 +154,11 @@ class Task:
     def channel_names(self) -> tuple[str, ...]:
         return tuple(sign.name for sign in self.channels)
 
+    @property
+    def displays(self) -> dict[str, str]:
+        """Label name -> display name, in label order."""
+        return {spec.name: spec.display for spec in self.labels}
+
     def label(self, name: str) -> LabelSpec:
         """The label called `name` (KeyError when the task has none)."""
         for spec in self.labels:

@@ -38,7 +38,7 @@ class CaseSet(torch.utils.data.Dataset):
         self.items: list[dict] = []
         self.failed: list[tuple[str, str, str]] = []  # (patient_id, error type, message)
         names = preprocessor.task.label_names  # the label vector's entries
-        displays = {spec.name: spec.display for spec in preprocessor.task.labels}
+        displays = preprocessor.task.displays
         for i in tqdm(range(len(dataset)), desc=f"preprocess {desc}", disable=not progress, leave=False):
             entry = cohort.entries[i]
             try:
