@@ -17,7 +17,9 @@ input relevance, R_0 = 0 (K, N); layer l (residual update lat += attn([tokens; l
     R_l = R_{l-1} + Ā_l[:, :N] + Ā_l[:, N:] @ R_{l-1},
 and the token relevance is r_tok = r_lat[modality's latents] @ R_L. Every token map is clipped at
 0, kept to the tokens the model read, and scaled to sum to 1; `share` records how the latent
-relevance split between the modalities.
+relevance split between the modalities. In the "attention" view, a modality whose latents also
+receive a path without attention (vitals window statistics, the notes bag of words) has that
+path credited by gradient x input, in proportion to its first-order contribution (bypass.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor
 
 from medmm.errors import ConfigError
+from medmm.explain.bypass import PathCapture, PathRelevance, mix, spread
 from medmm.explain.capture import (
     AttentionCapture,
     AttentionSite,
@@ -155,9 +158,11 @@ def _on_grid(model, modality: str, tokens: Tensor, valid: np.ndarray) -> np.ndar
     return tokens.detach().cpu().numpy().reshape(valid.shape)
 
 
-def _maps(model, batch: dict, tokens: Mapping[str, Tensor], mass: Mapping[str, float]) -> tuple[dict, dict]:
+def _maps(
+    model, batch: dict, tokens: Mapping[str, Tensor], mass: Mapping[str, float], paths: Mapping[str, PathRelevance]
+) -> tuple[dict, dict]:
     valid = token_validity(model, batch)
-    maps = {m: normalise(_on_grid(model, m, tokens[m], v), v) for m, v in valid.items()}
+    maps = {m: mix(normalise(_on_grid(model, m, tokens[m], v), v), paths.get(m), v) for m, v in valid.items()}
     total = sum(mass[m] for m in valid)
     share = {m: (mass[m] / total if total > 0 else 1.0 / len(valid)) for m in valid}
     return maps, share
@@ -178,23 +183,33 @@ def attention_relevance(
     diagnoses = [t for t in targets if t.index is not None]
     graded = "attention" in methods  # plain rollout needs no gradient
     if diagnoses:
-        with torch.set_grad_enabled(graded), AttentionCapture(model) as capture:
+        with torch.set_grad_enabled(graded), AttentionCapture(model) as capture, PathCapture(model) as paths:
             logits = diagnosis_logits(model, batch)  # (1, K)
         for i, target in enumerate(diagnoses):
             score = logits[:, target.index]
+            bypass = _paths(model, batch, paths, score) if graded else {}
             grads = capture.gradients(score, retain_graph=i < len(diagnoses) - 1) if graded else None
-            out += _by_method(model, batch, capture, target, float(score[0].detach()), grads, methods)
+            out += _relevances(model, batch, target, float(score[0].detach()), [_composed(model, capture, target, grads, methods)], methods, [bypass])
     for target in (t for t in targets if t.index is None):
         # an impression written in clauses: one pass per clause, relevance summed over the passes
-        parts, total = [], 0.0
+        parts, bypasses, total = [], [], 0.0
         for k, clause in enumerate(target.clauses):
-            with torch.set_grad_enabled(graded), AttentionCapture(model) as capture:
+            with torch.set_grad_enabled(graded), AttentionCapture(model) as capture, PathCapture(model) as paths:
                 score = impression_log_likelihood(model, batch, clause.ids, clause.prompt)  # (1,)
+            bypasses.append(_paths(model, batch, paths, score) if graded else {})
             grads = capture.gradients(score) if graded else None
             parts.append(_composed(model, capture, target, grads, methods, k))
             total += float(score[0].detach())
-        out += _relevances(model, batch, target, total, parts, methods)
+        out += _relevances(model, batch, target, total, parts, methods, bypasses)
     return out
+
+
+def _paths(model, batch: dict, paths: PathCapture, score: Tensor) -> dict[str, PathRelevance]:
+    """Each attention-free path's positive contribution and spread for one pass's `score` (the graph is kept)."""
+    return {
+        m: PathRelevance(max(c_s, 0.0), max(c_r, 0.0), np.clip(spread(model, batch, m, g_s), 0.0, None))
+        for m, (c_s, c_r, g_s) in paths.contributions(score).items()
+    }
 
 
 def _composed(model, capture, target: Target, grads, methods, clause: int = 0) -> dict[str, tuple[dict, dict]]:
@@ -205,16 +220,18 @@ def _composed(model, capture, target: Target, grads, methods, clause: int = 0) -
     }
 
 
-def _relevances(model, batch, target: Target, score: float, parts: Sequence[Mapping], methods) -> list[TokenRelevance]:
-    """One TokenRelevance per method from the sum of the passes' token relevance and latent mass."""
+def _relevances(
+    model, batch, target: Target, score: float, parts: Sequence[Mapping], methods, bypasses: Sequence[Mapping[str, PathRelevance]]
+) -> list[TokenRelevance]:
+    """One TokenRelevance per method from the sum of the passes' token relevance, latent mass and (attention) paths."""
     out = []
+    paths: dict[str, PathRelevance] = {}
+    for bypass in bypasses:
+        for m, p in bypass.items():
+            paths[m] = p if m not in paths else paths[m] + p
     for method in methods:
         tokens = {m: sum(p[method][0][m] for p in parts) for m in parts[0][method][0]}
         mass = {m: sum(p[method][1][m] for p in parts) for m in parts[0][method][1]}
-        maps, share = _maps(model, batch, tokens, mass)
+        maps, share = _maps(model, batch, tokens, mass, paths if method == "attention" else {})
         out.append(TokenRelevance(target.name, method, maps, share, score))
     return out
-
-
-def _by_method(model, batch, capture, target: Target, score: float, grads, methods) -> list[TokenRelevance]:
-    return _relevances(model, batch, target, score, [_composed(model, capture, target, grads, methods)], methods)
