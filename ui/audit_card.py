@@ -1,8 +1,10 @@
 """How the model did, in its fairness audit, for patients in this patient's demographic groups.
 
-The audit folder is what `medmm audit` writes (audit.json: one entry per group of sex, age
-band, race, ethnicity and their pairwise intersections, with metrics, status and flags). The
-card shows the patient's group for each single attribute with its AUROC, TPR and FPR, and warns
+The audit folder is what `medmm audit` writes (audit.json: one entry per group of the model's
+task's audit attributes, by default sex, age band, race and ethnicity, and their pairwise
+intersections, with metrics, status and flags; `model.strata` names the attributes and age
+bands). The card shows the patient's group for each single attribute with its AUROC, TPR and
+FPR, in the audit's own strata, and warns
 when a group (or an intersection the patient belongs to) was flagged, was too small to score, is
 not in the audit at all, or when the audit was made for another model.
 """
@@ -17,12 +19,13 @@ from pathlib import Path
 from typing import Collection
 
 from medmm.errors import EvaluationError
-from medmm.evaluate.fairness import UNKNOWN, age_band
+from medmm.evaluate.fairness import UNKNOWN
 from medmm.records import Demographics
+from medmm.tasks.load import DEFAULT_AGE_BANDS, DEFAULT_AUDIT
+from medmm.tasks.task import age_band_label
 from ui.views import attribute_label, group_label
 
 AUDIT_FILE = "audit.json"
-SINGLE_ATTRIBUTES = ("sex", "age_band", "race", "ethnicity")
 CARD_METRICS = ("auroc", "tpr", "fpr")
 _METRIC_LABELS = {"auroc": "AUROC", "tpr": "sensitivity (TPR)", "fpr": "false-positive rate"}
 _STATUS = {"reference": "reference group", "scored": "scored", "too small": "too small to score", "absent": "not in the audit"}
@@ -67,15 +70,27 @@ def load_audit(audit_dir: str | Path | None) -> dict | None:
     return audit
 
 
-def patient_groups(demographics: Demographics | None) -> dict[str, str]:
+def audit_strata(audit: dict | None) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The single attributes and age bands an audit grouped by (an audit that does not say: medmm's defaults)."""
+    strata = ((audit or {}).get("model") or {}).get("strata") or {}
+    attributes = tuple(str(a) for a in strata.get("attributes") or DEFAULT_AUDIT)
+    bands = tuple(float(b) for b in strata.get("age_bands") or DEFAULT_AGE_BANDS)
+    return attributes, bands
+
+
+def patient_groups(
+    demographics: Demographics | None, attributes: Collection[str] = DEFAULT_AUDIT, age_bands: Collection[float] = DEFAULT_AGE_BANDS
+) -> dict[str, str]:
     """The patient's group label per audited attribute, as the audit names groups ('unknown' when not recorded)."""
     d = demographics or Demographics(patient_id="")
-    return {
-        "sex": d.sex or UNKNOWN,
-        "age_band": age_band(d.age_years),
-        "race": d.race or UNKNOWN,
-        "ethnicity": d.ethnicity or UNKNOWN,
+    values = {
+        "sex": d.sex,
+        "age_band": age_band_label(d.age_years, tuple(age_bands)),
+        "race": d.race,
+        "ethnicity": d.ethnicity,
+        "birth_sex": d.birth_sex,
     }
+    return {a: values.get(a) or d.extra.get(a) or UNKNOWN for a in attributes}
 
 
 def model_ids(model_dir: str | Path) -> frozenset[str]:
@@ -112,8 +127,9 @@ def group_card(audit: dict | None, demographics: Demographics | None, model_id: 
     flags: dict[tuple[str, str], list[str]] = {}
     for f in audit.get("flags") or []:
         flags.setdefault((f.get("attribute"), f.get("group")), []).append(f"{f.get('metric', '').upper()}: {f.get('reason', '')}")
-    mine = patient_groups(demographics)
-    wanted = [(a, mine[a]) for a in SINGLE_ATTRIBUTES]
+    attributes, bands = audit_strata(audit)
+    mine = patient_groups(demographics, attributes, bands)
+    wanted = [(a, mine[a]) for a in attributes]
     rows = []
     for attribute, group in wanted:
         found = groups.get((attribute, group))

@@ -17,7 +17,7 @@ from medmm.explain.render import DISCLAIMER, apply_window, caption, display_wind
 from medmm.records import MODALITIES, ImageSeries, Prediction, Study
 
 MODALITY_LABELS = {"image": "Imaging", "notes": "Clinical notes", "vitals": "Vital signs"}
-ATTRIBUTE_LABELS = {"sex": "Sex", "age_band": "Age band", "race": "Race", "ethnicity": "Ethnicity"}
+ATTRIBUTE_LABELS = {"sex": "Sex", "age_band": "Age band", "race": "Race", "ethnicity": "Ethnicity", "birth_sex": "Birth sex"}
 STORED = "Stored window"
 FULL = "Full range"
 CONTRAST = "High contrast"

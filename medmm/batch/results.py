@@ -42,6 +42,7 @@ def split_scores(out_dir: str | Path, split: str, *, cohort_dir: str | Path | No
     """
     from medmm.evaluate.calibration import probs_to_logits
     from medmm.evaluate.scores import SplitScores, cohort_attributes
+    from medmm.tasks import DEFAULT_TASK, load_task, task_from_dict
 
     settings = load_study_settings(out_dir)
     resolved = settings["resolved"]
@@ -57,7 +58,9 @@ def split_scores(out_dir: str | Path, split: str, *, cohort_dir: str | Path | No
     logits = probs_to_logits(probs) * float(resolved.get("temperature") or 1.0)
     cohort = Cohort.open(cohort_dir or settings["cohort"])
     ids = [str(i) for i in kept["patient_id"]]
-    attributes, missing = cohort_attributes(cohort, ids)
+    # the model's task (a study written before tasks were recorded: the default one)
+    task = task_from_dict(resolved["task"], "study.yaml resolved.task") if resolved.get("task") else load_task(DEFAULT_TASK)
+    attributes, missing = cohort_attributes(cohort, ids, task)
     return SplitScores(
         split, names, tuple(ids), labels, logits, attributes,
         unreadable=int((frame["status"] == "failed").sum()), unlabelled=len(done) - len(kept), missing_attributes=missing,

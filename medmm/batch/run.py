@@ -30,7 +30,7 @@ from medmm.batch.plan import PlannedBatch, Selection, StudyProtocol, load_protoc
 from medmm.batch.store import FHIR_TYPES, ResultStore, atomic_text
 from medmm.checkpoint import stored_task
 from medmm.config import to_dict
-from medmm.tasks import Task
+from medmm.tasks import Task, task_to_dict
 from medmm.errors import CheckpointError, ConfigError
 from medmm.io.cohort import Cohort
 
@@ -135,6 +135,7 @@ def resolve_study(protocol: StudyProtocol, model: ModelInfo, cohort: Cohort, sel
         "run_id": run_id,
         **pins,
         "labels": list(model.labels),
+        "task": task_to_dict(model.task),  # what the labels mean, and the strata a study's audit groups by
         "temperature": model.temperature,
         "medmm_version": medmm.__version__,
         "cases": len(selection.cases),

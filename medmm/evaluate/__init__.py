@@ -21,7 +21,7 @@ from medmm.evaluate.calibration import (
     summarise_calibration,
 )
 from medmm.evaluate.conformal import ConformalCalibrator, ConformalReport, conformal_threshold, nonconformity_scores
-from medmm.evaluate.fairness import AuditResult, Flag, GroupMetric, GroupResult, age_band, audit_subgroups
+from medmm.evaluate.fairness import AuditResult, Flag, GroupMetric, GroupResult, audit_subgroups
 from medmm.evaluate.metrics import (
     DiagnosisMetrics,
     Estimate,
@@ -46,7 +46,6 @@ __all__ = [
     "MetricsReport",
     "OperatingPoints",
     "ReliabilityBins",
-    "age_band",
     "apply_temperature",
     "audit_subgroups",
     "brier_score",

@@ -42,23 +42,6 @@ from medmm.records import Issue
 RATIO_METRICS: tuple[str, ...] = ("auroc", "tpr", "fpr", "ppv")
 RATIO_BAND = (0.8, 1.25)
 UNKNOWN = "unknown"
-_AGE_BANDS = ((0.0, 18.0, "0-17"), (18.0, 40.0, "18-39"), (40.0, 65.0, "40-64"), (65.0, 80.0, "65-79"))
-
-
-def age_band(age_years: float | None) -> str:
-    """Audit age band: '18-39', '40-64', '65-79', '80+' ('0-17' for minors, 'unknown' when missing)."""
-    if age_years is None:
-        return UNKNOWN
-    try:
-        age = float(age_years)
-    except (TypeError, ValueError):
-        return UNKNOWN
-    if not math.isfinite(age) or age < 0:
-        return UNKNOWN
-    for low, high, label in _AGE_BANDS:
-        if low <= age < high:
-            return label
-    return "80+"
 
 
 @dataclass(frozen=True)

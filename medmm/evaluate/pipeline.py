@@ -251,7 +251,8 @@ def audit_from_scores(
     start = time.perf_counter()
     out = Path(out_dir)
     if test.attributes.shape[1] == 0:
-        raise EvaluationError("the manifest has none of the audit attributes (sex, age_years, race, ethnicity)", where="manifest columns")
+        wanted = ", ".join(test.missing_attributes) or "none asked for"
+        raise EvaluationError(f"the manifest has none of the task's audit attributes ({wanted})", where="manifest columns")
     saved = from_saved(saved_calibration, test.names, 0.9)
     issues = [i for i in saved.issues if i.where in ("temperature",)]
     if val is not None:

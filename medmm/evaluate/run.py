@@ -133,7 +133,7 @@ def run_audit(
     confidence: float = 0.95,
     progress: bool = True,
 ) -> dict:
-    """Subgroup audit (sex, age band, race, ethnicity and their intersections) of a checkpoint on a cohort's test split.
+    """Subgroup audit (the model's task's attributes, by default sex, age band, race and ethnicity, and their intersections) of a checkpoint on a cohort's test split.
 
     Writes out_dir/audit.json (with the flags), audit.html and the subgroup plots. Every scored
     group is tested on several metrics, so at `confidence` 0.95 an unbiased cohort can still raise
@@ -250,6 +250,7 @@ def model_info(predictor, model_dir: str | Path) -> dict:
         "task": predictor.task.name,
         "labels": task_to_dict(predictor.task)["labels"],
         "channels": list(predictor.task.channel_names),
+        "strata": {"attributes": list(predictor.task.audit_attributes), "age_bands": list(predictor.task.age_bands)},
         "modalities": list(cfg.modalities),
         "backbone": {"source": cfg.backbone.source, "finetune": cfg.backbone.finetune, "hidden_size": cfg.backbone.hidden_size,
                      "num_layers": cfg.backbone.num_layers},

@@ -18,11 +18,12 @@ import torch
 from medmm.data import collate, to_device
 from medmm.evaluate.arrays import EvaluationError, diagnosis_names, label_matrix, score_matrix
 from medmm.evaluate.calibration import apply_temperature, probs_to_logits
-from medmm.evaluate.fairness import UNKNOWN, age_band
+from medmm.evaluate.fairness import UNKNOWN
 from medmm.io.cohort import Cohort
+from medmm.tasks import Task
+from medmm.tasks.task import age_band_label
 
-AUDIT_ATTRIBUTES: tuple[str, ...] = ("sex", "age_band", "race", "ethnicity")
-_MANIFEST_COLUMN = {"sex": "sex", "age_band": "age_years", "race": "race", "ethnicity": "ethnicity"}
+_MANIFEST_COLUMN = {"sex": "sex", "age_band": "age_years", "race": "race", "ethnicity": "ethnicity", "birth_sex": "birth_sex"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SplitScores:
     patient_ids: tuple[str, ...]
     labels: np.ndarray  # (N, K) int8
     logits: np.ndarray  # (N, K) float64, before any temperature
-    attributes: pd.DataFrame  # (N, A) audit attributes per case (AUDIT_ATTRIBUTES found in the manifest)
+    attributes: pd.DataFrame  # (N, A) audit attributes per case (the task's, where the manifest has them)
     unreadable: int = 0  # cases left out because they could not be read
     unlabelled: int = 0  # cases left out because their labels are unknown
     missing_attributes: tuple[str, ...] = field(default=())  # audit attributes the manifest lacks
@@ -66,10 +67,10 @@ class SplitScores:
         return cls(split, tuple(names), tuple(str(i) for i in patient_ids), y, probs_to_logits(p), attributes.reset_index(drop=True))
 
 
-def cohort_attributes(cohort: Cohort, keys: Sequence[str]) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """Audit attributes of the given rows (patient ids, or a built cohort's sample ids) from the manifest, and the attributes it lacks.
+def cohort_attributes(cohort: Cohort, keys: Sequence[str], task: Task) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The task's audit attributes of the given rows (patient ids, or a built cohort's sample ids) from the manifest, and the attributes it lacks.
 
-    Age becomes the audit age band; an empty cell becomes "unknown". An attribute whose manifest
+    Age becomes the task's age band; an empty cell becomes "unknown". An attribute whose manifest
     column is absent or empty throughout is left out (and named), rather than audited as one
     "unknown" group.
     """
@@ -77,7 +78,7 @@ def cohort_attributes(cohort: Cohort, keys: Sequence[str]) -> tuple[pd.DataFrame
     manifest = cohort.manifest.set_index(cohort.manifest[column].astype(str))
     rows = manifest.reindex([str(k) for k in keys])
     columns, missing = {}, []
-    for attribute in AUDIT_ATTRIBUTES:
+    for attribute in task.audit_attributes:
         source = _MANIFEST_COLUMN[attribute]
         if source not in rows.columns:
             missing.append(attribute)
@@ -87,15 +88,11 @@ def cohort_attributes(cohort: Cohort, keys: Sequence[str]) -> tuple[pd.DataFrame
         if raw.isna().all():
             missing.append(attribute)
             continue
-        columns[attribute] = [age_band(_number(v)) for v in raw] if attribute == "age_band" else raw.fillna(UNKNOWN).tolist()
+        if attribute == "age_band":
+            columns[attribute] = [age_band_label(v, task.age_bands) or UNKNOWN for v in raw]
+        else:
+            columns[attribute] = raw.fillna(UNKNOWN).tolist()
     return pd.DataFrame(columns, index=range(len(rows))), tuple(missing)
-
-
-def _number(value: object) -> float | None:
-    try:
-        return None if value is None else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
 
 
 def label_columns(names: Sequence[str], vector: Sequence[str]) -> list[int]:
@@ -128,7 +125,8 @@ def score_cases(predictor, cohort: Cohort, split: str, items: list[dict], unread
         raise EvaluationError("no readable case with known labels", path=cohort.root, where=f"split {split}")
     ids = [str(it["meta"]["patient_id"]) for it in kept]  # bootstraps resample patients, with all their samples
     labels = np.stack([it["labels"].numpy()[columns] for it in kept])  # (N, K)
-    attributes, missing = cohort_attributes(cohort, [str(it["meta"].get("key", it["meta"]["patient_id"])) for it in kept])
+    keys = [str(it["meta"].get("key", it["meta"]["patient_id"])) for it in kept]
+    attributes, missing = cohort_attributes(cohort, keys, predictor.task)
     scores = SplitScores(
         split, names, tuple(ids), labels, case_logits(predictor, kept), attributes,
         unreadable=unreadable, unlabelled=len(items) - len(kept), missing_attributes=missing,

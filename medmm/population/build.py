@@ -59,7 +59,7 @@ BUILD_INFO = "build.json"
 REPORT_FORMAT = "medmm-cohort-build/1"
 SPLIT_NAMES = ("train", "val", "test")
 MANIFEST_COLUMNS = (
-    "patient_id", "folder", "sample_id", "split", "study_time", "sex", "age_years", "race", "ethnicity",
+    "patient_id", "folder", "sample_id", "split", "study_time", "sex", "age_years", "race", "ethnicity", "birth_sex",
     "labels", "has_image", "has_notes", "has_vitals",
 )
 _FOLDER_HEX = 20
@@ -465,6 +465,7 @@ def _row(sample: Sample, sample_id: str, folder: str, readings: Sequence[Reading
         "age_years": "" if d.age_years is None else f"{d.age_years:.2f}",
         "race": d.race or "",
         "ethnicity": d.ethnicity or "",
+        "birth_sex": d.birth_sex or "",
         "labels": ";".join(name for name, positive in sample.labels.items() if positive),
         "has_image": 0,
         "has_notes": int(bool(sample.notes)),

@@ -32,7 +32,7 @@ from medmm.tasks.task import (
 TASK_DIR = Path(__file__).parent
 DEFAULT_TASK = "synthetic-cxr"  # the task of `medmm synth` cohorts, and of checkpoints that predate stored tasks
 DEFAULT_AUDIT = ("sex", "age_band", "race", "ethnicity")
-DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0)
+DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0, 80.0)  # 0-17, 18-39, 40-64, 65-79, 80+
 _TOP_KEYS = {
     "name", "description", "index", "notes", "vitals", "images", "labels", "horizon",
     "inactive_conditions", "channels", "audit_attributes", "age_bands",

@@ -9,8 +9,10 @@ attributes audits group by. Tasks are frozen: read one from YAML with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Sequence
 
 from medmm.codes import VitalSign
 from medmm.records import Label
@@ -192,11 +194,21 @@ class Task:
         return tuple(found)
 
     def age_band(self, age_years: float | None) -> str | None:
-        """The age band label ("18-39", "65+") an age falls in, or None when the age is unknown."""
-        if age_years is None:
-            return None
-        edges = (0.0, *self.age_bands)
-        for low, high in zip(edges, edges[1:]):
-            if age_years < high:
-                return f"{low:g}-{high - 1:g}"
-        return f"{edges[-1]:g}+"
+        """The age band label ("18-39", "80+") an age falls in, or None when the age is unknown."""
+        return age_band_label(age_years, self.age_bands)
+
+
+def age_band_label(age_years: object, bands: Sequence[float]) -> str | None:
+    """The label ("0-17", "18-39", "80+") of the band an age falls in, the bands starting at 0 and at
+    each of `bands` (increasing); None when the age is missing, not a number, or negative."""
+    try:
+        age = float(age_years)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(age) or age < 0:
+        return None
+    edges = (0.0, *(float(b) for b in bands))
+    for low, high in zip(edges, edges[1:]):
+        if age < high:
+            return f"{low:g}-{high - 1:g}"
+    return f"{edges[-1]:g}+"

@@ -17,6 +17,7 @@ import numpy as np
 
 from medmm.codes import DIAGNOSIS_NAMES
 from medmm.evaluate.scores import SplitScores, cohort_attributes
+from medmm.tasks import DEFAULT_TASK, load_task
 from medmm.io.cohort import Cohort
 
 SEPARATION = 2.5
@@ -35,5 +36,5 @@ def oracle_scores(root: Path, split: str, seed: int = 0, separation: float = SEP
         ids.append(entry.patient_id)
         labels.append([int(d in recorded) for d in DIAGNOSIS_NAMES])
         logits.append([separation if d in planted else -separation for d in DIAGNOSIS_NAMES] + rng.normal(0.0, noise, len(DIAGNOSIS_NAMES)))
-    attributes, missing = cohort_attributes(cohort, ids)
+    attributes, missing = cohort_attributes(cohort, ids, load_task(DEFAULT_TASK))
     return SplitScores(split, DIAGNOSIS_NAMES, tuple(ids), np.array(labels), np.array(logits), attributes, missing_attributes=missing)

@@ -42,6 +42,7 @@ from medmm.evaluate.run import evaluation_splits
 from medmm.evaluate.scores import SplitScores, cohort_attributes
 from medmm.io.cohort import Cohort, CohortEntry
 from medmm.synth import SynthConfig, synthesize
+from medmm.tasks import DEFAULT_TASK, load_task, task_from_dict, task_to_dict
 from tests.evaluate.oracle import oracle_scores
 
 N_BOOT = 200
@@ -222,9 +223,22 @@ def test_cohort_attributes_band_ages_and_name_what_is_missing():
     manifest = pd.DataFrame({"patient_id": ["a", "b", "c"], "folder": ["a", "b", "c"], "sex": ["female", "", "male"],
                              "age_years": ["17", "40", "n/a"], "race": ["2054-5", "2106-3", ""]})
     cohort = Cohort("cohort", [CohortEntry(i, manifest.folder[k]) for k, i in enumerate(manifest.patient_id)], manifest)
-    attributes, missing = cohort_attributes(cohort, ["c", "a"])
+    attributes, missing = cohort_attributes(cohort, ["c", "a"], load_task(DEFAULT_TASK))
     assert attributes.to_dict("list") == {"sex": ["male", "female"], "age_band": ["unknown", "0-17"], "race": ["unknown", "2054-5"]}
     assert missing == ("ethnicity",)
+
+
+def test_cohort_attributes_follow_the_tasks_strata(tmp_path):
+    """A task that audits by sex and birth sex with its own age bands: only those columns, banded its way."""
+    data = task_to_dict(load_task(DEFAULT_TASK))
+    data.update(name="strata", audit_attributes=["age_band", "birth_sex"], age_bands=[50, 70])
+    task = task_from_dict(data, "test")
+    manifest = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "folder": list("abcd"), "sex": ["female", "male", "male", "female"],
+                             "age_years": ["17", "50", "69.9", "88"], "birth_sex": ["F", "M", "", "F"], "race": ["2054-5"] * 4})
+    cohort = Cohort("cohort", [CohortEntry(i, i) for i in manifest.patient_id], manifest)
+    attributes, missing = cohort_attributes(cohort, ["a", "b", "c", "d"], task)
+    assert attributes.to_dict("list") == {"age_band": ["0-49", "50-69", "50-69", "70+"], "birth_sex": ["F", "M", "unknown", "F"]}
+    assert missing == ()
 
 
 def entry(pid: str, split: str | None) -> CohortEntry:

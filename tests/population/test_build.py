@@ -349,6 +349,29 @@ def test_evaluation_and_audit_read_every_sample_and_resample_patients(ari_out, t
     assert evaluation["cohort"]["samples"] == len(read_manifest(out)) > evaluation["cohort"]["patients"]
 
 
+def test_the_audit_groups_by_the_models_task(ari_out, tmp_path):
+    """A model whose task audits by age band (its own bands) and birth sex: the audit's single attributes are
+    those two, and each group's size is the number of test samples in it, counted here from the manifest."""
+    from medmm.evaluate.run import run_audit
+    from medmm.tasks import task_from_dict, task_to_dict
+    from tests.batch.helpers import save_tiny_checkpoint
+
+    out, _ = ari_out
+    data = task_to_dict(load_task(out / "task.yaml"))
+    data.update(audit_attributes=["age_band", "birth_sex"], age_bands=[30, 60])
+    model = save_tiny_checkpoint(tmp_path / "model", task=task_from_dict(data, "test"))
+    audit = run_audit(model, out, tmp_path / "audit", n_boot=20, min_group_size=1, progress=False)
+    assert audit["model"]["strata"] == {"attributes": ["age_band", "birth_sex"], "age_bands": [30.0, 60.0]}
+    rows = [r for r in read_manifest(out) if r["split"] == "test"]
+    bands = Counter("0-29" if float(r["age_years"]) < 30 else "30-59" if float(r["age_years"]) < 60 else "60+" for r in rows)
+    births = Counter(r["birth_sex"] or "unknown" for r in rows)
+    assert births and set(births) <= {"F", "M"}  # every test patient has a US Core birth sex
+    sizes = {(g["attribute"], g["group"]): g["n"] for g in audit["groups"]}
+    assert {a for a, _ in sizes if " x " not in a} == {"age_band", "birth_sex"}
+    assert {g: n for (a, g), n in sizes.items() if a == "age_band"} == dict(bands)
+    assert {g: n for (a, g), n in sizes.items() if a == "birth_sex"} == dict(births)
+
+
 def test_predict_with_a_task_reads_a_raw_record_at_its_latest_index(synthea_bundles, raw, tmp_path):
     """`medmm predict --task` on one raw Synthea Bundle: the prediction is made at the patient's latest
     ambulatory or emergency encounter (worked out here from the JSON), with the task's labels."""

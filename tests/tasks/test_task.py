@@ -9,6 +9,7 @@ import yaml
 from medmm.codes import DIAGNOSES, ICD10, SNOMED, VITAL_SIGNS, diagnosis_for_code
 from medmm.errors import ConfigError
 from medmm.tasks import Horizon, LabelSpec, load_task, shipped_tasks, task_from_dict, task_to_dict
+from medmm.tasks.task import age_band_label
 
 UTC = timezone.utc
 
@@ -75,9 +76,18 @@ def test_horizon_bounds_and_calendar_days():
 
 def test_age_bands():
     task = load_task("synthetic-cxr")
-    assert [task.age_band(a) for a in (0, 17.9, 18, 39.99, 40, 64.5, 65, 90, None)] == [
-        "0-17", "0-17", "18-39", "18-39", "40-64", "40-64", "65+", "65+", None
+    assert [task.age_band(a) for a in (0, 17.9, 18, 39.99, 40, 64.5, 65, 79.5, 80, 101, None)] == [
+        "0-17", "0-17", "18-39", "18-39", "40-64", "40-64", "65-79", "65-79", "80+", "80+", None
     ]
+
+
+@pytest.mark.parametrize("age", [None, float("nan"), float("inf"), -3, "n/a", ""])
+def test_an_unknown_or_impossible_age_has_no_band(age):
+    assert age_band_label(age, (18, 40)) is None
+
+
+def test_age_bands_of_a_task():
+    assert [age_band_label(a, (50.0, 70.0)) for a in (0, 49.9, 50, "69.5", 70)] == ["0-49", "0-49", "50-69", "50-69", "70+"]
 
 
 def _write(tmp_path, data) -> Path:

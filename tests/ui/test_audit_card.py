@@ -25,6 +25,22 @@ def test_patient_groups_use_the_audit_labels():
     assert patient_groups(None)["age_band"] == "unknown"
 
 
+def test_the_card_groups_the_patient_in_the_audits_own_strata():
+    """An audit of a task that groups by age band (its own bands) and birth sex: the card shows those rows only."""
+    audit = make_audit(MODEL)
+    audit["model"]["strata"] = {"attributes": ["age_band", "birth_sex"], "age_bands": [50, 70]}
+    audit["groups"] = [
+        {"attribute": "age_band", "group": "50-69", "n": 80, "status": "scored", "metrics": [{"metric": "auroc", "value": 0.9, "ci": [0.8, 0.95]}]},
+        {"attribute": "birth_sex", "group": "F", "n": 12, "status": "too small", "metrics": []},
+    ]
+    audit["flags"] = []
+    d = Demographics(patient_id="x", sex="female", age_years=69.9, race="1002-5", birth_sex="F")
+    card = group_card(audit, d, MODEL)
+    assert [(r.attribute, r.group, r.status, r.n) for r in card.rows] == [("age_band", "50-69", "scored", 80), ("birth_sex", "F", "too small", 12)]
+    assert card.rows[0].metrics == (("auroc", 0.9, (0.8, 0.95)),)
+    assert any("Birth sex F" in w for w in card.warnings)
+
+
 def test_card_reads_the_patients_rows_and_warns_for_flags_small_and_absent_groups():
     d = Demographics(patient_id="x", sex="male", age_years=83.0, race="1002-5", ethnicity="2186-5")
     card = group_card(make_audit(MODEL), d, MODEL)
