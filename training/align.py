@@ -42,7 +42,7 @@ log = logging.getLogger("medmm.train")
 
 def prepare_data(cfg: RecipeConfig, model, accelerator: Accelerator) -> tuple[CaseSet, CaseSet]:
     """Train and validation cases (every sample of a built cohort), preprocessed once (cached on disk), with note embeddings."""
-    cohort = Cohort.open(cfg.cohort, samples=True)
+    cohort = Cohort.open(cfg.cohort)
     preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes), task=model.task)
     cache = cfg.cache_dir or str(Path(cfg.cohort) / ".cache")
     show = cfg.progress and accelerator.is_local_main_process

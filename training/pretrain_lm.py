@@ -65,7 +65,7 @@ def run(cfg: RecipeConfig) -> dict:
     model, tokenizer = backbone.model, backbone.tokenizer
     cfg, task = recipe_task(cfg)
     pairs = target_texts(
-        Cohort.open(cfg.cohort, samples=True).split("train"),
+        Cohort.open(cfg.cohort).split("train"),
         guide=cfg.model.impression_guide, guide_drop=t.guide_drop, guide_add=t.guide_add, seed=t.seed, task=task,
     )
     rng = random.Random(t.seed)

@@ -12,6 +12,7 @@ import logging
 import secrets
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,7 @@ from medmm.records import Issue, Study
 from ui.uploads import stage_uploads
 
 log = logging.getLogger("ui.session")
+_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)  # sorts cases without a study time first
 
 
 def relative_message(err: MedmmError, folder: Path) -> str:
@@ -103,7 +105,9 @@ class CaseInputs:
         return dataclasses.replace(study, warnings=warnings)
 
     def demo_patients(self) -> list[tuple[str, str]]:
-        """(label, patient id) of the demo cohort's patients, test split first; [] when no cohort is set."""
+        """(label, case key) of the cohort's cases, test split first; [] when no cohort is set.
+
+        A case is a patient, or in a built cohort one sample of a patient (its index time in the label)."""
         if self.settings.cohort_dir is None:
             return []
         from medmm.io.cohort import Cohort
@@ -113,20 +117,25 @@ class CaseInputs:
         except MedmmError:
             return []
         order = {"test": 0, "val": 1}
-        entries = sorted(cohort.entries, key=lambda e: (order.get(e.split or "", 2), e.patient_id))
-        return [(f"{e.patient_id} ({e.split or 'no'} split)", e.patient_id) for e in entries]
+        entries = sorted(cohort.entries, key=lambda e: (order.get(e.split or "", 2), e.patient_id, e.study_time or _EPOCH, e.key))
 
-    def open_demo(self, patient_id: str) -> Case:
-        """A patient of the demo cohort (read in place; nothing is copied)."""
+        def label(e) -> str:
+            when = "" if e.sample_id is None or e.study_time is None else f" at {e.study_time:%Y-%m-%d %H:%M}"
+            return f"{e.patient_id}{when} ({e.split or 'no'} split)"
+
+        return [(label(e), e.key) for e in entries]
+
+    def open_demo(self, key: str) -> Case:
+        """A case of the cohort, by patient id or (built cohort) sample id, read in place; nothing is copied."""
         from medmm.io.cohort import Cohort
 
         if self.settings.cohort_dir is None:
             raise ConfigError("no demo cohort is configured", where="cohort")
         start = time.perf_counter()
         cohort = Cohort.open(self.settings.cohort_dir)
-        index = next((i for i, e in enumerate(cohort.entries) if e.patient_id == patient_id), None)
+        index = next((i for i, e in enumerate(cohort.entries) if e.key == key), None)
         if index is None:
-            raise CohortError("no such patient in the demo cohort", path=cohort.root / "manifest.csv", where="patient_id")
+            raise CohortError("no such case in the cohort", path=cohort.root / "manifest.csv", where="patient_id / sample_id")
         study = cohort.load(index, **self._grid)
         log.info("case opened from the demo cohort: %s", ", ".join(study.modalities) or "no modality")
         return self._open(secrets.token_hex(16), study, "demo", cohort.entries[index].folder, start)

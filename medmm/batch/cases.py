@@ -59,6 +59,12 @@ class CaseResult:
     load_seconds: float
     predicted_at: datetime
     explanation: str | None = None  # folder of the explanation views, relative to the output folder
+    sample_id: str | None = None  # a built cohort's sample (one of several of a patient)
+
+    @property
+    def key(self) -> str:
+        """What names the case uniquely in the study: its sample id, else its patient id."""
+        return self.sample_id if self.sample_id is not None else self.patient_id
 
     def to_json(self) -> str:
         """Exact JSON form (floats round-trip), for moving results between processes."""
@@ -209,7 +215,7 @@ class CaseRunner:
         predictions = self._predict(good)
         out = []
         for case in loaded:
-            pred = predictions.get(case.task.patient_id) if case.study is not None else None
+            pred = predictions.get(case.task.key) if case.study is not None else None
             error = case.error
             if case.study is not None and not isinstance(pred, Prediction):
                 error = pred
@@ -232,11 +238,12 @@ class CaseRunner:
                 load_seconds=case.seconds,
                 predicted_at=_now(),
                 explanation=explanation,
+                sample_id=case.task.sample_id,
             ))
         return out
 
     def _predict(self, cases: list[LoadedCase]) -> dict[str, Prediction | tuple[str, str]]:
-        """Predictions by patient id; when the batch call fails, each case alone (so only the bad one fails)."""
+        """Predictions by case key (sample id, else patient id); when the batch call fails, each case alone (so only the bad one fails)."""
         if not cases:
             return {}
         impression = self.options.outputs.impression
@@ -244,9 +251,9 @@ class CaseRunner:
             preds = self.predictor.predict_many(
                 [c.study for c in cases], impression=impression, max_new_tokens=self.options.outputs.max_new_tokens
             )
-            return {c.task.patient_id: p for c, p in zip(cases, preds)}
+            return {c.task.key: p for c, p in zip(cases, preds)}
         except Exception:
-            return {c.task.patient_id: self._predict_one(c) for c in cases}
+            return {c.task.key: self._predict_one(c) for c in cases}
 
     def _predict_one(self, case: LoadedCase) -> Prediction | tuple[str, str]:
         try:
@@ -258,7 +265,7 @@ class CaseRunner:
             return type(exc).__name__, f"unexpected {type(exc).__name__} while predicting (`medmm --debug predict` on the case shows the cause)"
 
     def _explain(self, case: LoadedCase, pred: Prediction) -> tuple[Prediction, str | None]:
-        """Write the views explaining the most probable diagnosis under <out>/explanations/<patient>/.
+        """Write the views explaining the most probable diagnosis under <out>/explanations/<case key>/.
 
         An explanation that cannot be made leaves the prediction standing, with a warning saying so.
         """
@@ -266,7 +273,7 @@ class CaseRunner:
         from medmm.explain.relevance import DEFAULT_METHOD
         from medmm.explain.run import write_views
 
-        rel = Path("explanations") / _folder_name(case.task.patient_id)
+        rel = Path("explanations") / _folder_name(case.task.key)
         try:
             result = explain_study(self.predictor, case.study, methods=(DEFAULT_METHOD,), diagnoses=(pred.scores[0].name,), impression=False)
             write_views(case.study, result, Path(self.options.out_dir or ".") / rel)

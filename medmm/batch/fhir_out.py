@@ -27,9 +27,9 @@ _PATIENT_ID_SYSTEM = "urn:medmm:cohort:patient-id"
 _MODEL_SYSTEM = "urn:medmm:model"
 
 
-def resource_id(run_id: str, patient_id: str, kind: str) -> str:
-    """A stable id for one resource of one case of one study."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:medmm:batch:{run_id}:{kind}:{patient_id}"))
+def resource_id(run_id: str, case_key: str, kind: str) -> str:
+    """A stable id for one resource of one case (sample id, else patient id) of one study."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:medmm:batch:{run_id}:{kind}:{case_key}"))
 
 
 def _instant(when: datetime) -> str:
@@ -70,7 +70,7 @@ def risk_assessment(result: CaseResult, run_id: str, task: Task) -> dict:
         predictions.append(entry)
     out = {
         "resourceType": "RiskAssessment",
-        "id": resource_id(run_id, result.patient_id, "RiskAssessment"),
+        "id": resource_id(run_id, result.key, "RiskAssessment"),
         "status": "preliminary",
         "subject": _subject(result.patient_id),
         "method": {"coding": [{"system": _MODEL_SYSTEM, "code": p.model_id, "display": _model_display(result)}], "text": _model_display(result)},
@@ -88,7 +88,7 @@ def diagnostic_report(result: CaseResult, run_id: str, task: Task) -> dict:
     p = result.prediction
     out = {
         "resourceType": "DiagnosticReport",
-        "id": resource_id(run_id, result.patient_id, "DiagnosticReport"),
+        "id": resource_id(run_id, result.key, "DiagnosticReport"),
         "status": "preliminary",
         "code": {"text": "medmm drafted multimodal impression (research use only)"},
         "subject": _subject(result.patient_id),
@@ -109,7 +109,7 @@ def provenance(result: CaseResult, run_id: str, task: Task) -> dict:
     """Which model (version and id) made the two resources above, from which inputs (by SHA-256)."""
     p = result.prediction
     kinds = ("RiskAssessment", "DiagnosticReport") if p.answered else ("DiagnosticReport",)
-    targets = [f"{kind}/{resource_id(run_id, result.patient_id, kind)}" for kind in kinds]
+    targets = [f"{kind}/{resource_id(run_id, result.key, kind)}" for kind in kinds]
     entities = [
         {"role": "source", "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:sha256:{i.sha256}"}, "display": f"{i.kind} input, {i.size} bytes"}}
         for i in result.inputs
@@ -117,7 +117,7 @@ def provenance(result: CaseResult, run_id: str, task: Task) -> dict:
     entities.append({"role": "derivation", "what": {"identifier": {"system": _MODEL_SYSTEM, "value": p.model_id}, "display": _model_display(result)}})
     return {
         "resourceType": "Provenance",
-        "id": resource_id(run_id, result.patient_id, "Provenance"),
+        "id": resource_id(run_id, result.key, "Provenance"),
         "target": [{"reference": t} for t in targets],
         "recorded": _instant(result.predicted_at),
         "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]},

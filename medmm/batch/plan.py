@@ -172,6 +172,12 @@ class CaseTask:
     folder: str
     split: str | None = None
     study_time: dt.datetime | None = None
+    sample_id: str | None = None  # a built cohort's sample (one of several of a patient); None: one row per patient
+
+    @property
+    def key(self) -> str:
+        """What names the case uniquely in the study: its sample id, else its patient id."""
+        return self.sample_id if self.sample_id is not None else self.patient_id
 
 
 @dataclass(frozen=True)
@@ -254,7 +260,7 @@ def select_cases(cohort: Cohort, flt: CohortFilter, *, manifest_path: str | Path
             excluded[reason] = excluded.get(reason, 0) + 1
             continue
         folder = entry.folder.relative_to(cohort.root).as_posix() if entry.folder.is_relative_to(cohort.root) else str(entry.folder)
-        cases.append(CaseTask(entry.patient_id, folder, entry.split, entry.study_time))
+        cases.append(CaseTask(entry.patient_id, folder, entry.split, entry.study_time, entry.sample_id))
     if not cases:
         raise ConfigError("the cohort filter selects no case", path=where, where="filter")
     return Selection(tuple(cases), excluded)

@@ -25,12 +25,12 @@ from medmm.errors import ConfigError
 
 def _task_json(task: CaseTask) -> dict:
     return {"patient_id": task.patient_id, "folder": task.folder, "split": task.split,
-            "study_time": None if task.study_time is None else task.study_time.isoformat()}
+            "study_time": None if task.study_time is None else task.study_time.isoformat(), "sample_id": task.sample_id}
 
 
 def _task(data: dict) -> CaseTask:
     when = data["study_time"]
-    return CaseTask(data["patient_id"], data["folder"], data["split"], None if when is None else datetime.fromisoformat(when))
+    return CaseTask(data["patient_id"], data["folder"], data["split"], None if when is None else datetime.fromisoformat(when), data.get("sample_id"))
 
 
 class BatchActor:

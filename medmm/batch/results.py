@@ -38,7 +38,8 @@ def split_scores(out_dir: str | Path, split: str, *, cohort_dir: str | Path | No
 
     Probabilities are turned back into raw logits with the temperature the checkpoint had
     when the study ran, so evaluation fits and applies its own calibration as it does from a
-    live model. Failed cases count as unreadable, cases with unknown labels as unlabelled.
+    live model. Failed cases, and cases with nothing the model could read (no probabilities,
+    no RiskAssessment), count as unreadable; cases with unknown labels as unlabelled.
     """
     from medmm.evaluate.calibration import probs_to_logits
     from medmm.evaluate.scores import SplitScores, cohort_attributes
@@ -50,18 +51,22 @@ def split_scores(out_dir: str | Path, split: str, *, cohort_dir: str | Path | No
     frame = load_results(out_dir)
     frame = frame[frame["split"] == split]
     done = frame[frame["status"] == "done"]
-    kept = done[done["labels_known"].astype(bool)]
+    answered = done[done["answered"].fillna(False).astype(bool)]
+    kept = answered[answered["labels_known"].fillna(False).astype(bool)]
     if kept.empty:
         raise EvaluationError("no predicted case with known labels", path=out_dir, where=f"split {split}")
     probs = kept[[f"prob_{n}" for n in names]].to_numpy(dtype=np.float64)
     labels = kept[[f"label_{n}" for n in names]].to_numpy(dtype=np.int8)
     logits = probs_to_logits(probs) * float(resolved.get("temperature") or 1.0)
     cohort = Cohort.open(cohort_dir or settings["cohort"])
-    ids = [str(i) for i in kept["patient_id"]]
+    ids = [str(i) for i in kept["patient_id"]]  # bootstraps resample patients, with all their samples
+    samples = kept["sample_id"] if "sample_id" in kept.columns else [None] * len(kept)
+    keys = [str(p) if s is None or (isinstance(s, float) and np.isnan(s)) else str(s) for p, s in zip(ids, samples)]
     # the model's task (a study written before tasks were recorded: the default one)
     task = task_from_dict(resolved["task"], "study.yaml resolved.task") if resolved.get("task") else load_task(DEFAULT_TASK)
-    attributes, missing = cohort_attributes(cohort, ids, task)
+    attributes, missing = cohort_attributes(cohort, keys, task)
     return SplitScores(
         split, names, tuple(ids), labels, logits, attributes,
-        unreadable=int((frame["status"] == "failed").sum()), unlabelled=len(done) - len(kept), missing_attributes=missing,
+        unreadable=int((frame["status"] == "failed").sum()) + len(done) - len(answered), unlabelled=len(answered) - len(kept),
+        missing_attributes=missing,
     )

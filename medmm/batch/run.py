@@ -122,7 +122,7 @@ def resolve_study(protocol: StudyProtocol, model: ModelInfo, cohort: Cohort, sel
     """
     settings = to_dict(protocol)
     identity = {k: v for k, v in settings.items() if k not in ("model", "cohort", "model_id")}  # pinned below by checksums
-    cases_sha = _sha256_bytes("\n".join(c.patient_id for c in selection.cases).encode())
+    cases_sha = _sha256_bytes("\n".join(c.key for c in selection.cases).encode())
     pins = {
         "model_id": model.model_id,
         "model_checksum": model.fingerprint.model_checksum,
@@ -186,7 +186,7 @@ def run_batch(
     model = model_info(proto.model)
     if proto.model_id is not None and proto.model_id != model.model_id:
         raise ConfigError("the checkpoint is not the one the protocol names (model_id differs)", path=proto.model, where="model_id")
-    cohort = Cohort.open(proto.cohort)
+    cohort = Cohort.open(proto.cohort)  # a built cohort's cases are its samples
     selection = select_cases(cohort, proto.filter)
     run_id, study_yaml = resolve_study(proto, model, cohort, selection)
     out = Path(out_dir)
@@ -228,7 +228,7 @@ def _run(store: ResultStore, proto: StudyProtocol, model: ModelInfo, selection: 
                     bar.set_postfix(failed=store.totals()[1], refresh=False)
     finally:
         bar.close()
-    expected = {p: [c.patient_id for b in bs for c in b.cases] for p, bs in parts.items()}
+    expected = {p: [c.key for b in bs for c in b.cases] for p, bs in parts.items()}
     results_path = store.finalize(expected, fhir=proto.outputs.fhir)
     done, failed, failed_by = store.totals()
     summary = BatchSummary(
@@ -248,7 +248,7 @@ def _whole_parts(
     for index, batch_results in results:
         part = index // per_part
         planned = next(b for b in parts[part] if b.index == index)
-        if [r.patient_id for r in batch_results] != [c.patient_id for c in planned.cases]:
+        if [r.key for r in batch_results] != [c.key for c in planned.cases]:
             raise ConfigError("an engine returned results that do not match the planned batch", where=f"batch {index}")
         waiting.setdefault(part, {})[index] = batch_results
         if len(waiting[part]) == len(parts[part]):

@@ -70,7 +70,8 @@ def result_schema(names: Sequence[str]) -> pa.Schema:
     strings = pa.list_(pa.string())
     inputs = pa.list_(pa.struct([("path", pa.string()), ("kind", pa.string()), ("sha256", pa.string()), ("size", pa.int64())]))
     return pa.schema(
-        [("patient_id", pa.string()), ("status", pa.string()), ("split", pa.string()), ("study_time", pa.timestamp("us", tz="UTC"))]
+        [("patient_id", pa.string()), ("sample_id", pa.string()), ("status", pa.string()), ("split", pa.string()),
+         ("study_time", pa.timestamp("us", tz="UTC"))]
         + [(f"prob_{n}", pa.float64()) for n in names]
         + [(f"label_{n}", pa.int8()) for n in names]
         + [
@@ -82,6 +83,13 @@ def result_schema(names: Sequence[str]) -> pa.Schema:
             ("seconds_load", pa.float64()), ("seconds_predict", pa.float64()), ("predicted_at", pa.timestamp("us", tz="UTC")),
         ]
     )
+
+
+def case_keys(table: pa.Table) -> list[str]:
+    """Each row's case key: its sample id, else its patient id (parts written before samples have no sample id column)."""
+    patients = table.column("patient_id").to_pylist()
+    samples = table.column("sample_id").to_pylist() if "sample_id" in table.column_names else [None] * len(patients)
+    return [s if s is not None else p for p, s in zip(patients, samples)]
 
 
 def claim_line(claim: Claim) -> str:
@@ -96,7 +104,7 @@ def result_row(r: CaseResult, names: Sequence[str], model_id: str, model_version
     probs = {s.name: s.probability for s in p.scores} if p else {}
     known = r.labels is not None
     row = {
-        "patient_id": r.patient_id, "status": r.status, "split": r.split, "study_time": r.study_time,
+        "patient_id": r.patient_id, "sample_id": r.sample_id, "status": r.status, "split": r.split, "study_time": r.study_time,
         **{f"prob_{n}": probs.get(n) for n in names},
         **{f"label_{n}": (int(n in r.labels) if known else None) for n in names},
         "labels_known": known if r.status == "done" else None,
@@ -280,8 +288,10 @@ class ResultStore:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for part in parts:
                     table = pq.read_table(self._checked(part, f"{self.part_name(part)}.parquet"))
-                    if table.column("patient_id").to_pylist() != list(expected[part]):
+                    if case_keys(table) != list(expected[part]):
                         raise ConfigError("part does not hold exactly its planned cases", path=self.folder, where=f"part {part}")
+                    if "sample_id" not in table.column_names:  # a part from before samples: one row per patient
+                        table = table.add_column(1, "sample_id", pa.nulls(len(table), pa.string()))
                     writer.write_table(table.cast(schema))
 
         atomic_write(self.out / RESULTS, merge_parquet)

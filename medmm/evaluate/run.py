@@ -151,7 +151,7 @@ def run_audit(
 def _open(model_dir: str | Path, cohort_dir: str | Path):
     from medmm.predict import Predictor
 
-    cohort = Cohort.open(cohort_dir, samples=True)  # first: a wrong cohort path fails before the model loads
+    cohort = Cohort.open(cohort_dir)  # first: a wrong cohort path fails before the model loads
     return Predictor.from_checkpoint(model_dir), cohort
 
 

@@ -61,11 +61,10 @@ class Cohort:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, root: str | Path, *, samples: bool = False) -> "Cohort":
-        """Read the manifest. A built cohort with several samples of one patient opens only with
-        `samples=True` (its readers key each row by sample); the commands that key rows by patient
-        (train, evaluate, audit, explain, batch, the interface) refuse it with a CohortError rather
-        than mixing up two samples of one patient."""
+    def open(cls, root: str | Path) -> "Cohort":
+        """Read the manifest. A built cohort may hold several samples of one patient: every reader
+        keys its rows by `CohortEntry.key` (the sample id) and groups by patient where it must
+        (splits, bootstraps)."""
         root = Path(root)
         if not root.is_dir():
             raise CohortError("cohort folder not found", path=root)
@@ -82,13 +81,6 @@ class Cohort:
         # One row per patient, or, with a sample_id column (a built cohort), one row per sample.
         key = "sample_id" if "sample_id" in manifest.columns else "patient_id"
         ids = [str(v) for v in manifest[key]]
-        patients = {e.patient_id for e in entries}
-        if key == "sample_id" and len(patients) < len(entries) and not samples:
-            raise CohortError(
-                f"{len(entries)} samples of {len(patients)} patients (several per patient): this command reads one row per "
-                "patient; longitudinal cohorts are not supported by it yet (build with one sample per patient)",
-                path=root / "manifest.csv", where="sample_id",
-            )
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise CohortError(f"{key} appears more than once (first repeat at row {ids.index(dup, ids.index(dup) + 1) + 2})", path=root / "manifest.csv")

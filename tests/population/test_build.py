@@ -125,18 +125,68 @@ def test_every_patient_in_exactly_one_split(ari_out, raw):
     assert built.per_split == {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
 
 
-def test_commands_that_key_rows_by_patient_refuse_several_samples_of_one_patient(ari_out):
+def test_a_batch_study_runs_every_sample_and_keys_its_outputs_by_sample(ari_out, tmp_path):
+    """A built cohort with repeat visits through `medmm batch` unchanged: one result per sample, in manifest
+    order, each with its own index time; FHIR resources per sample; evaluation inputs keyed by sample."""
+    from medmm.batch.plan import Outputs, RunOptions, StudyProtocol
+    from medmm.batch.results import load_results, split_scores
+    from medmm.batch.run import run_batch
+    from tests.batch.helpers import save_tiny_checkpoint
+
     out, _ = ari_out
-    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    rows = read_manifest(out)
     assert len({r["patient_id"] for r in rows}) < len(rows)  # the population has repeat visits
-    with pytest.raises(CohortError, match="several per patient") as caught:
-        Cohort.open(out)
-    assert caught.value.where == "sample_id" and "manifest.csv" in str(caught.value)
+    model = save_tiny_checkpoint(tmp_path / "model", task=load_task(out / "task.yaml"))
+    protocol = StudyProtocol(name="samples", outputs=Outputs(impression=False), run=RunOptions(batch_size=8, part_size=16))
+    study = tmp_path / "study"
+    run_batch(model, out, study, protocol=protocol, progress=False, user="research-operator")
+    results = load_results(study)
+    assert results["sample_id"].tolist() == [r["sample_id"] for r in rows]
+    assert results["patient_id"].tolist() == [r["patient_id"] for r in rows]
+    assert (results["status"] == "done").all()
+    times = [t.isoformat() for t in results["study_time"]]
+    assert times == [datetime.fromisoformat(r["study_time"]).isoformat() for r in rows]
+    reports = [json.loads(line) for line in (study / "fhir" / "DiagnosticReport.ndjson").read_text().splitlines()]
+    assert len({r["id"] for r in reports}) == len(rows)  # one report per sample, none shared by two visits
+    assert Counter(r["subject"]["reference"] for r in reports) == Counter(f"Patient/{r['patient_id']}" for r in rows)
+    risks = [json.loads(line) for line in (study / "fhir" / "RiskAssessment.ndjson").read_text().splitlines()]
+    answered = results[results["answered"].astype(bool)]
+    assert len({r["id"] for r in risks}) == len(risks) == len(answered) > 0  # a sample with nothing to read has none
+    assert sorted(r["occurrenceDateTime"] for r in risks) == sorted(
+        t.isoformat(timespec="milliseconds").replace("+00:00", "Z") for t in answered["study_time"])
+    read = set(answered["sample_id"])
+    test = [r for r in rows if r["split"] == "test" and r["sample_id"] in read]
+    scores = split_scores(study, "test")
+    assert list(scores.patient_ids) == [r["patient_id"] for r in test]
+    assert scores.unreadable == sum(r["split"] == "test" and r["sample_id"] not in read for r in rows)
+    assert scores.attributes["age_band"].tolist() == [load_task(out / "task.yaml").age_band(float(r["age_years"])) for r in test]
+
+
+def test_the_interface_lists_and_opens_each_sample(ari_out, tmp_path):
+    """The clinician page's cohort picker offers every sample of a built cohort (patient and index time) and
+    opens the one chosen with its own index time."""
+    from tests.batch.helpers import save_tiny_checkpoint
+    from tests.ui.conftest import make_service
+
+    out, _ = ari_out
+    rows = {r["sample_id"]: r for r in read_manifest(out)}
+    model = save_tiny_checkpoint(tmp_path / "model", task=load_task(out / "task.yaml"))
+    service = make_service(model, tmp_path / "work", out)
+    try:
+        listed = service.demo_patients()
+        assert sorted(key for _, key in listed) == sorted(rows)
+        label, key = next((label, key) for label, key in listed if rows[key]["split"] == "test")
+        when = datetime.fromisoformat(rows[key]["study_time"])
+        assert rows[key]["patient_id"] in label and when.strftime("%Y-%m-%d %H:%M") in label
+        case = service.open_demo(key)
+        assert case.study.time == when and case.folder == out / rows[key]["folder"]
+    finally:
+        service.close()
 
 
 def test_cohort_reader_reads_each_sample_notes_and_vitals(ari_out, raw):
     out, _ = ari_out
-    cohort = Cohort.open(out, samples=True)
+    cohort = Cohort.open(out)
     expected = defaultdict(list)
     for pid, index, _, notes, vitals in expected_ari(raw):
         expected[(pid, index)].append((notes, vitals))
@@ -173,7 +223,7 @@ def test_per_encounter_grid_of_each_sample_from_the_raw_json(ari_out, raw):
     """Loaded with the task's grid (one step per encounter, the latest 16 of the year), each sample's
     vitals are the per-encounter means worked out here from the raw bundles."""
     out, _ = ari_out
-    cohort = Cohort.open(out, samples=True)
+    cohort = Cohort.open(out)
     starts = {e["id"]: t(e["period"]["start"]) for res in raw.values() for e in res["Encounter"]}
     expected = {(pid, index): vitals for pid, index, _, _, vitals in expected_ari(raw)}
     readings = {pid: expected_readings(res) for pid, res in raw.items()}
@@ -274,7 +324,7 @@ def test_synthetic_cxr_task_with_an_index_table(synthea_bundles, raw, tmp_path):
     report = json.loads((out / REPORT_JSON).read_text())
     assert {e["reason"]: e["count"] for e in report["exclusions"]}["exclusion: patient not in the index table"] == 1
     assert report["patients"] == len(ids) and report["samples"] == len(ids) - 1
-    cohort = Cohort.open(out, samples=True)
+    cohort = Cohort.open(out)
     for i, entry in enumerate(cohort.entries):
         pid, when = entry.patient_id, entry.study_time
         res = raw[pid]

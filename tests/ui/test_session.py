@@ -228,7 +228,7 @@ def test_demo_patients_are_listed_test_split_first_and_read_in_place(service, ui
 
     assert_same_study(case.study, Cohort.open(small_cohort).load(0, **grid(ui_predictor)))
     assert case.study.study_id == row["patient_id"] and case.folder == small_cohort / row["folder"]
-    with pytest.raises(Exception, match="no such patient"):
+    with pytest.raises(Exception, match="no such case"):
         service.open_demo("nobody")
 
 
