@@ -259,7 +259,7 @@ def _predict_at_task_index(predictor, task, path: Path, scratch: Path, impressio
     if len(samples) > 1:
         raise InputError(f"the record holds {len(samples)} patients; give one patient's record", path=path)
     sample, folder = samples[0]
-    grid = predictor.model.config.preprocess.grid_kwargs
+    grid = predictor.preprocessor.grid_kwargs
     study = load_study(folder, study_time=sample.index_time, time_source=f"task {task.name} index ({sample.index_source})",
                        patient_id=sample.patient_id, **grid)
     return predictor.predict(study, impression=impression), {"index_time": sample.index_time.isoformat(), "index_source": sample.index_source}

@@ -7,6 +7,8 @@ here are the single place medmm names them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
 
 SNOMED = "http://snomed.info/sct"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -81,9 +83,17 @@ _VITAL_BY_LOINC = {code: v for v in VITAL_SIGNS for code in v.loinc}
 _VITAL_BY_NAME = {v.name: v for v in VITAL_SIGNS}
 
 
-def vital_for_code(code: str) -> VitalSign | None:
-    """The vital-sign channel for a LOINC code or a channel name, or None."""
-    return _VITAL_BY_LOINC.get(code) or _VITAL_BY_NAME.get(code)
+def vital_for_code(code: str, signs: Sequence[VitalSign] | None = None) -> VitalSign | None:
+    """The vital-sign channel for a LOINC code or a channel name among `signs` (default: VITAL_SIGNS), or None."""
+    if signs is None or tuple(signs) == VITAL_SIGNS:
+        return _VITAL_BY_LOINC.get(code) or _VITAL_BY_NAME.get(code)
+    by_code, by_name = _catalogue(tuple(signs))
+    return by_code.get(code) or by_name.get(code)
+
+
+@lru_cache(maxsize=32)
+def _catalogue(signs: tuple[VitalSign, ...]) -> tuple[dict[str, VitalSign], dict[str, VitalSign]]:
+    return {code: v for v in signs for code in v.loinc}, {v.name: v for v in signs}
 
 
 # Note document types (LOINC).

@@ -111,8 +111,7 @@ class ClinicianService(CaseInputs):
         self._lock = threading.Lock()
         self._feedback: dict[tuple, str] = {}  # (case token, form id, verdict, diagnoses) -> audit event
         self.slots = threading.BoundedSemaphore(max(settings.analysis_slots, 1))
-        preprocess = self.predictor.model.config.preprocess
-        self._grid = {"window_hours": preprocess.window_hours, "step_minutes": preprocess.step_minutes}
+        self._grid = self.predictor.preprocessor.grid_kwargs  # the model's grid and its task's channels
 
     # -- cases ---------------------------------------------------------------------------------
 

@@ -202,8 +202,7 @@ class CaseRunner:
         if options.outputs.max_new_tokens is not None:
             # the impression length is read from the model's config at generation time
             model.config = dataclasses.replace(model.config, max_new_tokens=options.outputs.max_new_tokens)
-        pre = model.config.preprocess
-        self.grid = pre.grid_kwargs
+        self.grid = self.predictor.preprocessor.grid_kwargs
 
     def load(self, task: CaseTask) -> LoadedCase:
         return load_case(task, self.options, self.grid, require=self.require)

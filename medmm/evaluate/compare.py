@@ -28,11 +28,10 @@ log = logging.getLogger(__name__)
 
 def split_table(predictor, part: Cohort, *, progress: bool = False, desc: str = "") -> CaseTable:
     """Baseline features of a cohort split's readable, labelled cases, read as the model reads them (scope applied)."""
-    pre = predictor.model.config.preprocess
     studies = []
     for i in tqdm(range(len(part)), desc=f"baseline features {desc}", disable=not progress, leave=False):
         try:
-            study = part.load(i, **pre.grid_kwargs)
+            study = part.load(i, **predictor.preprocessor.grid_kwargs)
         except MedmmError:
             continue  # unreadable: left out, as the model's evaluation leaves it out
         if study.labels is not None:

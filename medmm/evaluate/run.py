@@ -191,12 +191,11 @@ def read_cases(predictor, part: Cohort, items: list[dict]) -> tuple[list, list[d
     """The studies (read with the model's vital-sign window) and synthetic truths of preprocessed `items`, in their order."""
     from medmm.train.targets import load_truth
 
-    pre = predictor.model.config.preprocess
     index = {e.key: i for i, e in enumerate(part.entries)}
     studies, truths = [], []
     for item in items:
         i = index[str(item["meta"]["key"])]
-        studies.append(part.load(i, **pre.grid_kwargs))
+        studies.append(part.load(i, **predictor.preprocessor.grid_kwargs))
         truths.append(load_truth(part.entries[i].folder))
     return studies, truths
 

@@ -106,8 +106,7 @@ def explain_patient(model_dir: str | Path, patient: str | Path, out_dir: str | P
     from medmm.io import load_study
 
     predictor = predictor or _load_predictor(model_dir)
-    pre = predictor.model.config.preprocess
-    study = load_study(patient, **pre.grid_kwargs)
+    study = load_study(patient, **predictor.preprocessor.grid_kwargs)
     result = explain_study(predictor, study, methods=methods)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +209,6 @@ def explain_cohort(
     from medmm.io.cohort import Cohort
 
     predictor = predictor or _load_predictor(model_dir)
-    pre = predictor.model.config.preprocess
     cohort = Cohort.open(cohort_dir)
     if split is not None and any(e.split == split for e in cohort.entries):
         cohort = cohort.split(split)
@@ -224,7 +222,7 @@ def explain_cohort(
     for i in tqdm(range(count), desc="faithfulness", disable=None if progress is None else not progress, leave=False):
         entry = cohort.entries[i]
         try:
-            study = cohort.load(i, **pre.grid_kwargs)
+            study = cohort.load(i, **predictor.preprocessor.grid_kwargs)
             truth = read_ground_truth(entry.folder, study)
         except MedmmError as err:
             tally["unreadable"] += 1

@@ -24,7 +24,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from medmm.codes import US_CORE_BIRTHSEX, US_CORE_ETHNICITY, US_CORE_RACE
+from medmm.codes import US_CORE_BIRTHSEX, US_CORE_ETHNICITY, US_CORE_RACE, VitalSign
 from medmm.errors import FhirError
 from medmm.io.fhir_clinical import Vitals, encounter_time, is_vital, label_from_condition, observation_time, read_vitals
 from medmm.io.fhir_load import NDJSON_SUFFIXES, WITHDRAWN, Entry, Log, load_entries
@@ -96,6 +96,7 @@ def read_fhir(
     *,
     patient_id: str | None = None,
     study_time: datetime | None = None,
+    vital_signs: Sequence[VitalSign] | None = None,
 ) -> FhirRecord:
     """Read one patient's FHIR input into a FhirRecord.
 
@@ -103,14 +104,15 @@ def read_fhir(
     folders of a Bulk Data export, every .json / .ndjson file of which is read as FHIR.
 
     `patient_id` selects the Patient (by id, else by identifier value) when the input holds several,
-    and names the record; `study_time` (naive = UTC) gives the age in the demographics.
+    and names the record; `study_time` (naive = UTC) gives the age in the demographics;
+    `vital_signs` are the channels read from Observations (default medmm's seven; a task's own).
     A file that is not JSON or not FHIR is reported in `issues` (kind "skipped", naming it) and
     the other files are read. Raises FhirError when no file can be read (naming the first, its
     error, and the others) and for several Patients with no `patient_id` to choose one.
     """
     files = _files(paths)
     log = Log()
-    entries = load_entries(files, log)
+    entries = load_entries(files, log, vital_signs)
     index = ReferenceIndex(entries)
     counts = Counter(e.rtype for e in entries)
     target = _select_patient(entries, patient_id, files)
@@ -125,8 +127,8 @@ def read_fhir(
             when = observation_time(entry.model, entry.source, log)
             if when is not None and entry.model.status not in WITHDRAWN:
                 times.append(when)
-            if is_vital(entry.model):
-                read_vitals(entry, when, vitals, log)
+            if is_vital(entry.model, vital_signs):
+                read_vitals(entry, when, vitals, log, vital_signs)
         elif entry.rtype == "Condition":
             label = label_from_condition(entry, log)
             if label is not None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 from medmm.codes import ICD10, LOINC, SNOMED, UCUM, VitalSign, diagnosis_for_code, vital_for_code
 from medmm.errors import VitalsError
 from medmm.io.fhir_load import WITHDRAWN, Entry, Log, utc_time
-from medmm.io.units import canonical_unit, implausible_reason, to_canonical
+from medmm.io.units import implausible_reason, to_canonical, vital_unit
 from medmm.records import DroppedValue, Label, VitalReading
 
 ICD10_SYSTEMS = frozenset({ICD10, "http://hl7.org/fhir/sid/icd-10", "http://www.cms.gov/Medicare/Coding/ICD10"})
@@ -39,29 +39,29 @@ def observation_time(m: Any, source: str, log: Log) -> datetime | None:
     return None
 
 
-def _vital_of(concept: Any) -> VitalSign | None:
-    """The vital sign a CodeableConcept's LOINC coding names, or None."""
+def _vital_of(concept: Any, signs: Sequence[VitalSign] | None = None) -> VitalSign | None:
+    """The vital sign (of `signs`, default medmm's seven) a CodeableConcept's LOINC coding names, or None."""
     for coding in getattr(concept, "coding", None) or []:
         if coding.system == LOINC and coding.code:
-            vital = vital_for_code(coding.code)
+            vital = vital_for_code(coding.code, signs)
             if vital is not None:
                 return vital
     return None
 
 
-def is_vital(m: Any) -> bool:
-    """Whether an Observation carries any vital sign medmm reads (itself or a component)."""
-    return _vital_of(m.code) is not None or any(_vital_of(c.code) for c in m.component or [])
+def is_vital(m: Any, signs: Sequence[VitalSign] | None = None) -> bool:
+    """Whether an Observation carries any vital sign of `signs` (itself or a component)."""
+    return _vital_of(m.code, signs) is not None or any(_vital_of(c.code, signs) for c in m.component or [])
 
 
-def read_vitals(entry: Entry, when: datetime | None, out: Vitals, log: Log) -> None:
+def read_vitals(entry: Entry, when: datetime | None, out: Vitals, log: Log, signs: Sequence[VitalSign] | None = None) -> None:
     """Add the readings (or dropped values) of one vital-sign Observation taken at `when` to `out`."""
     m = entry.model
     if m.status in WITHDRAWN:
         log.add(entry.source, entry.where, f"status {m.status}: observation not read", kind="skipped")
         return
-    parts = [(_vital_of(m.code), m, "")]
-    parts += [(_vital_of(c.code), c, f" component[{i}]") for i, c in enumerate(m.component or [])]
+    parts = [(_vital_of(m.code, signs), m, "")]
+    parts += [(_vital_of(c.code, signs), c, f" component[{i}]") for i, c in enumerate(m.component or [])]
     for vital, holder, suffix in parts:
         if vital is not None:
             _read_value(vital, holder, when, entry, entry.where + suffix, out, log)
@@ -88,7 +88,7 @@ def _read_value(
         candidates.append(quantity.code)
     if quantity.unit:
         candidates.append(quantity.unit)
-    unit = next((u for u in candidates if canonical_unit(u) is not None), None)
+    unit = next((u for u in candidates if vital_unit(u, vital) is not None), None)
     if unit is None:
         shown = (candidates[0] if candidates else "")[:32]
         reason = f"unknown unit {shown!r} for {vital.name} (expected {vital.unit} or a convertible unit)"

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import fhir.resources.R4B.fhirtypes as _r4b_types
 import fhir.resources.fhirtypes as _r5_types
 from fhir.resources import get_fhir_model_class as _r5_model
 from fhir.resources.R4B import get_fhir_model_class as _r4b_model
-from medmm.codes import LOINC, vital_for_code
+from medmm.codes import LOINC, VitalSign, vital_for_code
 from medmm.errors import FhirError
 from medmm.io.fhir_messages import describe_failure
 from medmm.records import Issue
@@ -124,8 +124,9 @@ def utc_time(value: Any, source: str, log: Log) -> datetime | None:
     return None
 
 
-def load_entries(paths: list[Path], log: Log) -> list[Entry]:
-    """Every resource in `paths`, with bundles expanded and read types validated.
+def load_entries(paths: list[Path], log: Log, signs: Sequence[VitalSign] | None = None) -> list[Entry]:
+    """Every resource in `paths`, with bundles expanded and read types validated (Observations only
+    when they carry a vital sign of `signs`, default medmm's seven).
 
     A file that cannot be read becomes a skipped Issue naming it while the other files are read;
     when no file can be read, the FhirError of the first is raised (naming the others).
@@ -148,7 +149,7 @@ def load_entries(paths: list[Path], log: Log) -> list[Entry]:
     for exc in failed:
         log.add(exc.path or "", exc.where or "", f"file not read: {exc.detail}", kind="skipped")
     for entry in entries:
-        if entry.rtype in READ_TYPES and _carries_what_medmm_reads(entry.raw):
+        if entry.rtype in READ_TYPES and _carries_what_medmm_reads(entry.raw, signs):
             _validate(entry, log)
     return entries
 
@@ -164,7 +165,7 @@ def _none_read(failed: list[FhirError]) -> FhirError:
     return FhirError(detail, path=first.path, where=first.where)
 
 
-def _carries_what_medmm_reads(raw: dict[str, Any]) -> bool:
+def _carries_what_medmm_reads(raw: dict[str, Any], signs: Sequence[VitalSign] | None = None) -> bool:
     """False for well-formed Observations with no vital-sign LOINC code and DiagnosticReports
     with no presentedForm (lab results, surveys: most of a long export): counted, not validated."""
     if raw["resourceType"] == "DiagnosticReport":
@@ -181,7 +182,7 @@ def _carries_what_medmm_reads(raw: dict[str, Any]) -> bool:
         for coding in codings:
             if not isinstance(coding, dict):
                 return True
-            if coding.get("system") == LOINC and vital_for_code(str(coding.get("code"))):
+            if coding.get("system") == LOINC and vital_for_code(str(coding.get("code")), signs):
                 return True
     return False
 

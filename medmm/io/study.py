@@ -11,7 +11,9 @@ import dataclasses
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Sequence
 
+from medmm.codes import VITAL_SIGNS, VitalSign
 from medmm.errors import InputError, MedmmError
 from medmm.io.dates import plausible_time
 from medmm.records import Demographics, Issue, SourceRef, Study, VitalReading
@@ -66,6 +68,7 @@ def load_study(
     window_hours: float = 48.0,
     step_minutes: float = 60.0,
     encounter_steps: int = 0,
+    vital_signs: Sequence[VitalSign] | None = None,
 ) -> Study:
     """Read a patient folder (or one file) into a Study.
 
@@ -76,6 +79,8 @@ def load_study(
     vital-sign window (the `window_hours` before it, on steps of `step_minutes`, or with
     `encounter_steps` > 0 one step per encounter, the latest that many); readings outside the
     window are counted in the warnings. `Study.time_source` says which rule chose it.
+    `vital_signs` are the grid's channels, read from FHIR Observations and vitals tables by their
+    LOINC codes (default medmm's seven; a task's channels, in its order).
 
     Files of more than one patient are refused (InputError), unless `patient_id` names one of
     them: then the other patient's images are reported and not used.
@@ -125,7 +130,7 @@ def load_study(
 
     record = None
     if files.fhir:
-        record = guarded(lambda: read_fhir(list(files.fhir), patient_id=patient_id), files.fhir[0])
+        record = guarded(lambda: read_fhir(list(files.fhir), patient_id=patient_id, vital_signs=vital_signs), files.fhir[0])
         if record is not None:
             warnings.extend(record.issues)
             counts = ", ".join(f"{k} {v}" for k, v in sorted(record.resource_counts.items()))
@@ -134,7 +139,7 @@ def load_study(
     readings: list[VitalReading] = list(record.readings) if record else []
     dropped = list(record.dropped) if record else []
     for f in files.vitals:
-        table = guarded(lambda f=f: read_vitals_table(f), f)
+        table = guarded(lambda f=f: read_vitals_table(f, vital_signs), f)
         if table is None:
             continue
         readings.extend(table.readings)
@@ -156,15 +161,18 @@ def load_study(
     else:
         when, source = _infer_time(images, record, readings, step_minutes, root, warnings)
 
+    channels = tuple(vital_signs) if vital_signs else VITAL_SIGNS
     vitals = None
     if readings or dropped:
         if when is None:
             warnings.append(Issue(str(root), "vitals", "no study time known: vital signs cannot be placed on a grid", "skipped"))
         else:
             if encounter_steps > 0:
-                vitals = build_encounter_grid(readings, end=when, window_hours=window_hours, max_steps=encounter_steps, dropped=dropped)
+                vitals = build_encounter_grid(readings, end=when, window_hours=window_hours, max_steps=encounter_steps, dropped=dropped,
+                                              channels=channels)
             else:
-                vitals = build_grid(readings, end=when, window_hours=window_hours, step_minutes=step_minutes, dropped=dropped)
+                vitals = build_grid(readings, end=when, window_hours=window_hours, step_minutes=step_minutes, dropped=dropped,
+                                    channels=channels)
             outside = _outside_window(readings, vitals, when)
             if outside is not None:
                 warnings.append(outside)

@@ -67,12 +67,23 @@ def canonical_unit(unit: str | None) -> str | None:
     return _ALIASES.get(key.strip().lower())
 
 
+def vital_unit(unit: str | None, vital: VitalSign) -> str | None:
+    """The UCUM unit `unit` means for `vital`: a spelling medmm knows, or the vital's own canonical unit
+    written as its definition gives it (a task's channel whose unit medmm has no spellings for); else None."""
+    ucum = canonical_unit(unit)
+    if ucum is not None or unit is None or len(unit) > MAX_UNIT_LENGTH:
+        return ucum
+    given = unit.strip()
+    plain = _ANNOTATION.sub("", given).strip()
+    return vital.unit if vital.unit in (given, plain) else None
+
+
 def to_canonical(value: float, unit: str | None, vital: VitalSign, *, source: str = "", where: str = "") -> float:
     """Convert `value` in `unit` to the vital sign's canonical unit.
 
     Raises VitalsError (naming `source` and `where`) for an unknown or incompatible unit.
     """
-    ucum = canonical_unit(unit)
+    ucum = vital_unit(unit, vital)
     if ucum is None:
         raise VitalsError(
             f"unknown unit for {vital.name} (expected {vital.unit} or a convertible unit)",

@@ -3,7 +3,8 @@
 Table layouts:
 
 - long: columns ``time, code, value, unit`` (``channel`` is accepted for ``code``), one reading
-  per row; ``code`` is a LOINC code or a medmm channel name (medmm.codes.VITAL_SIGNS); an
+  per row; ``code`` is a LOINC code or a channel name (medmm.codes.VITAL_SIGNS, or the
+  channels of a task passed as `vital_signs`); an
   optional ``step`` column holds the start of the encounter a reading belongs to (what a grid of
   one step per encounter, :func:`build_encounter_grid`, groups by);
 - wide: a ``time`` column plus one column per channel whose header carries the unit in
@@ -67,8 +68,9 @@ class ChannelSummary:
     dropped: int  # DroppedValue records of this channel in the series
 
 
-def read_vitals_table(path: str | Path) -> VitalsTable:
-    """Read a long or wide vitals table (.csv or .parquet) into canonical-unit readings.
+def read_vitals_table(path: str | Path, vital_signs: Sequence[VitalSign] | None = None) -> VitalsTable:
+    """Read a long or wide vitals table (.csv or .parquet) into canonical-unit readings of the
+    `vital_signs` channels (default medmm's seven; a task's own channels by their LOINC codes or names).
 
     Raises VitalsError when the file cannot be read at all (missing, not a table, empty, no
     `time` column); problems of single rows or columns are reported in the result instead.
@@ -82,7 +84,7 @@ def read_vitals_table(path: str | Path) -> VitalsTable:
         raise VitalsError("missing column 'time' (expected an ISO 8601 time column)", path=path)
     if len(frame) == 0:
         raise VitalsError("no data rows (expected a header and at least one row)", path=path)
-    out = _Collector(str(path), str(columns["time"]))
+    out = _Collector(str(path), str(columns["time"]), vital_signs)
     if any(name in columns for name in (*_LONG_CODE_COLUMNS, "value", "unit")):
         _read_long(frame, columns, out)
     else:
@@ -96,11 +98,12 @@ def build_grid(
     end: datetime,
     window_hours: float = 48.0,
     step_minutes: float = 60.0,
-    channels: Sequence[str] = VITAL_NAMES,
+    channels: Sequence[str | VitalSign] = VITAL_NAMES,
     dropped: Iterable[DroppedValue] = (),
 ) -> VitalSeries:
     """Average readings onto a regular grid over [end - window, end), with an observation mask.
 
+    `channels`: the grid's columns, names of medmm's seven or VitalSign definitions (a task's).
     Exact duplicates (channel, time, value) count once; readings outside the window or of other
     channels are ignored; implausible values inside the window are dropped and recorded with
     their reason, after `dropped` (passed through, e.g. from a table). Naive times are UTC.
@@ -147,7 +150,7 @@ def build_encounter_grid(
     end: datetime,
     window_hours: float,
     max_steps: int,
-    channels: Sequence[str] = VITAL_NAMES,
+    channels: Sequence[str | VitalSign] = VITAL_NAMES,
     dropped: Iterable[DroppedValue] = (),
 ) -> VitalSeries:
     """One step per encounter: readings grouped by `VitalReading.step` (their encounter's start; a
@@ -286,6 +289,7 @@ class _Collector:
 
     source: str
     time_header: str
+    signs: Sequence[VitalSign] | None = None  # the channels read (None: medmm's seven)
     readings: list[VitalReading] = field(default_factory=list)
     dropped: list[DroppedValue] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
@@ -365,7 +369,7 @@ def _read_long(frame: pd.DataFrame, columns: dict[str, object], out: _Collector)
     steps = frame[columns["step"]].tolist() if "step" in columns else [None] * len(frame)
     for row, ((time_cell, code_cell, value_cell, unit_cell), step_cell) in enumerate(zip(cells, steps), start=1):
         code = code_cell.strip() if isinstance(code_cell, str) else ""
-        sign = _vital(code)
+        sign = _vital(code, out.signs)
         if sign is None:
             where = f"row {row}, column '{headers[code_key]}'"
             out.skip(where, _unknown_code_message(code) + "; row skipped")
@@ -395,7 +399,7 @@ def _read_wide(frame: pd.DataFrame, columns: dict[str, object], out: _Collector)
             out.skip(where, "no unit in the header (expected 'name [unit]'); column skipped")
             continue
         code, unit = split
-        sign = _vital(code)
+        sign = _vital(code, out.signs)
         if sign is None:
             out.skip(where, _unknown_code_message(code) + "; column skipped")
             continue
@@ -432,9 +436,9 @@ def _wide_header(header: str) -> tuple[str, str] | None:
     return code, unit
 
 
-def _vital(code: str) -> VitalSign | None:
+def _vital(code: str, signs: Sequence[VitalSign] | None = None) -> VitalSign | None:
     code = code.strip()
-    return vital_for_code(code) or vital_for_code(code.lower()) if code else None
+    return vital_for_code(code, signs) or vital_for_code(code.lower(), signs) if code else None
 
 
 def _unknown_code_message(code: str) -> str:
@@ -442,7 +446,7 @@ def _unknown_code_message(code: str) -> str:
         return "vital-sign code is missing (expected a LOINC code or medmm channel name)"
     if code.strip() == BP_PANEL_LOINC:
         return "blood-pressure panel code carries no single value (expected its systolic and diastolic codes)"
-    return "unknown vital-sign code (expected a LOINC code or channel name of medmm.codes.VITAL_SIGNS)"
+    return "unknown vital-sign code (expected a LOINC code or channel name of the vital signs read)"
 
 
 def _parse_time(cell: object) -> tuple[datetime | None, bool]:
@@ -529,17 +533,21 @@ def _grid_shape(window_hours: float, step_minutes: float) -> tuple[int, int]:
     return step_us, window_us // step_us
 
 
-def _channel_signs(channels: Sequence[str]) -> tuple[VitalSign, ...]:
-    """The VitalSign of each grid channel, in order; unknown or repeated names are a ConfigError."""
+def _channel_signs(channels: Sequence[str | VitalSign]) -> tuple[VitalSign, ...]:
+    """The VitalSign of each grid channel (a definition as given, a name among medmm's seven), in order;
+    unknown or repeated names are a ConfigError."""
     if isinstance(channels, str) or not channels:
         raise ConfigError("vitals channels must be a non-empty sequence of channel names", where="channels")
     signs = []
     for name in channels:
+        if isinstance(name, VitalSign):
+            signs.append(name)
+            continue
         sign = vital_for_code(name)
         if sign is None or sign.name != name:
             message = f"unknown vital-sign channel {name!r} (expected one of {', '.join(VITAL_NAMES)})"
             raise ConfigError(message, where="channels")
         signs.append(sign)
-    if len(set(channels)) != len(signs):
+    if len({s.name for s in signs}) != len(signs):
         raise ConfigError("vitals channels repeat a name (expected each channel once)", where="channels")
     return tuple(signs)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import medmm
+from medmm.codes import VitalSign
 from medmm.errors import CohortError, ConfigError, FhirError
 from medmm.population.bulk import NDJSON_SUFFIXES, export_files, iter_bulk_export
 from medmm.population.bundles import bundle_files, iter_bundle_folder
@@ -193,7 +194,7 @@ def build_cohort(
                         report.add("index: more than one index at the same time; each kept as its own sample", record.source, where)
                     folder = _folder_name(key)
                     readings = grid_readings(task, patient, when)
-                    _write_sample(root / folder, record, sample, readings)
+                    _write_sample(root / folder, record, sample, readings, task.channels)
                     rows.add(_row(sample, sample_id, folder, readings))
                     if any(sample.labels.values()):
                         positive_patients.add(sample.patient_id)
@@ -248,7 +249,7 @@ def record_samples(path: str | Path, task: Task | str | Path, out: str | Path, *
             for when, where in (times[-1:] if latest else times):
                 sample = _sample(task, patient, when, where, report)
                 folder = out / _folder_name(f"{sample.patient_id}|{sample.index_time.isoformat()}|{where}")
-                _write_sample(folder, record, sample, grid_readings(task, patient, when))
+                _write_sample(folder, record, sample, grid_readings(task, patient, when), task.channels)
                 found.append((sample, folder))
     return found
 
@@ -385,12 +386,12 @@ def grid_readings(task: Task, patient: CleanPatient, index: datetime) -> tuple[R
     return tuple(r for r in in_time if r.encounter in steps)
 
 
-def _write_sample(folder: Path, record: PatientRecord, sample: Sample, readings: Sequence[Reading]) -> None:
+def _write_sample(folder: Path, record: PatientRecord, sample: Sample, readings: Sequence[Reading], signs: Sequence[VitalSign]) -> None:
     folder.mkdir(parents=True, exist_ok=False)
     bundle = sample_bundle(record, sample)
     (folder / "record.json").write_text(json.dumps(bundle, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     if readings:
-        (folder / "vitals.csv").write_text(vitals_csv(readings, sample), encoding="utf-8", newline="")
+        (folder / "vitals.csv").write_text(vitals_csv(readings, sample, signs), encoding="utf-8", newline="")
 
 
 def sample_bundle(record: PatientRecord, sample: Sample) -> dict[str, Any]:
@@ -432,12 +433,11 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-def vitals_csv(readings: Sequence[Reading], sample: Sample) -> str:
-    """Long format: time (ISO 8601, UTC), code (the channel's LOINC code), value, unit (canonical), and on a
-    per-encounter grid step (the start of the reading's encounter, which the grid groups by)."""
-    from medmm.codes import VITAL_SIGNS
-
-    by_name = {s.name: s for s in VITAL_SIGNS}
+def vitals_csv(readings: Sequence[Reading], sample: Sample, signs: Sequence[VitalSign]) -> str:
+    """Long format: time (ISO 8601, UTC), code (the channel's preferred LOINC code among the task's `signs`),
+    value, unit (canonical), and on a per-encounter grid step (the start of the reading's encounter, which
+    the grid groups by)."""
+    by_name = {s.name: s for s in signs}
     unit = dict(zip(sample.vitals.channels, sample.vitals.units))
     # one step per encounter: each reading's step is its encounter's start (what the grid groups by)
     steps = {source: when for source, when in zip(sample.vitals.step_sources, sample.vitals.step_times) if source}

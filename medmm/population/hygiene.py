@@ -26,7 +26,7 @@ from medmm.codes import BP_PANEL_LOINC, LOINC, VitalSign
 from medmm.errors import VitalsError
 from medmm.io.charsets import text_encoding
 from medmm.io.html_text import html_to_text
-from medmm.io.units import canonical_unit, implausible_reason, to_canonical
+from medmm.io.units import implausible_reason, to_canonical, vital_unit
 from medmm.population.record import PatientRecord, PopulationReport, codings, parse_time
 from medmm.records import ClinicalNote, DroppedValue
 
@@ -279,7 +279,7 @@ def _reading(
         report.add(f"vitals: {sign.name} without a numeric valueQuantity; not used", source, where)
         return None
     units = [u for u in (qty.get("code"), qty.get("unit")) if isinstance(u, str)]
-    unit = next((u for u in units if canonical_unit(u) is not None), None)
+    unit = next((u for u in units if vital_unit(u, sign) is not None), None)
     try:
         canonical = to_canonical(float(value), unit, sign, source=source, where=where)
     except VitalsError as exc:

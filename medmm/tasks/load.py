@@ -8,6 +8,7 @@ falls back to a default. YAML is read with yaml.safe_load.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -284,8 +285,15 @@ def _horizon(r: _Reader, value: Any) -> Horizon:
     )
 
 
+# UCUM's printable characters (no spaces); a unit medmm has no conversions for is the channel's own, and
+# values are read only when they come in exactly that unit.
+_UCUM_TEXT = re.compile(r"[A-Za-z0-9.%/\[\]{}()*^+\-_']{1,64}")
+
+
 def _channels(r: _Reader, value: Any) -> tuple[VitalSign, ...]:
-    """The vital-sign channels; absent means medmm's default seven (medmm.codes.VITAL_SIGNS)."""
+    """The vital-sign channels; absent means medmm's default seven (medmm.codes.VITAL_SIGNS). A channel's
+    unit is UCUM: a unit medmm converts from other spellings (/min, %, Cel, mm[Hg], kg) in its UCUM
+    spelling, any other as the exact unit its values must come in."""
     if value is None:
         return VITAL_SIGNS
     signs = []
@@ -293,8 +301,11 @@ def _channels(r: _Reader, value: Any) -> tuple[VitalSign, ...]:
         where = f"channels[{i}]"
         m = r.mapping(item, where, {"name", "display", "loinc", "unit", "low", "high"})
         unit = r.text(m.get("unit"), f"{where}.unit")
-        if canonical_unit(unit) != unit:
-            raise r.error(f"{where}.unit", "expected a UCUM unit medmm converts to (e.g. /min, %, Cel, mm[Hg], kg)")
+        known = canonical_unit(unit)
+        if known is not None and known != unit:
+            raise r.error(f"{where}.unit", f"expected the UCUM spelling {known!r}")
+        if known is None and not _UCUM_TEXT.fullmatch(unit):
+            raise r.error(f"{where}.unit", "expected a UCUM unit (e.g. /min, %, Cel, mm[Hg], kg, mg/dL, {score}), without spaces")
         low = r.number(m.get("low"), f"{where}.low", low=-math.inf)
         high = r.number(m.get("high"), f"{where}.high", low=-math.inf)
         if not low < high:

@@ -30,10 +30,9 @@ class CaseSet(torch.utils.data.Dataset):
     """Preprocessed cases of one cohort (split) in memory, each with its text targets."""
 
     def __init__(self, cohort: Cohort, preprocessor, *, cache_dir: str | Path | None = None, note_encoder=None, progress: bool = True, desc: str = "cases"):
-        cfg = preprocessor.config
         dataset = CohortDataset(
             cohort, preprocessor, cache_dir, preprocessor.key,
-            load_kwargs=cfg.grid_kwargs,
+            load_kwargs=preprocessor.grid_kwargs,
         )
         self.items: list[dict] = []
         self.failed: list[tuple[str, str, str]] = []  # (patient_id, error type, message)

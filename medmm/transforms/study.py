@@ -128,6 +128,12 @@ class StudyPreprocessor:
         self.to_torch = ToTorchd(keys=["image", "volume", "notes_ids", "notes_attention", "notes_offsets", "notes_present", "vitals", "vitals_observed"], allow_missing_keys=True)
 
     @property
+    def grid_kwargs(self) -> dict:
+        """How `medmm.io.load_study` reads a study for this preprocessor: the config's vital-sign grid, and the
+        task's channels (read from FHIR and vitals tables by their LOINC codes, in the task's order)."""
+        return {**self.config.grid_kwargs, "vital_signs": self.task.channels}
+
+    @property
     def key(self) -> str:
         """A string naming these settings and tokenizer, for cache keys."""
         vocab = getattr(self.note_tokenizer, "vocab_size", 0)

@@ -444,3 +444,60 @@ def test_predict_with_a_task_reads_a_raw_record_at_its_latest_index(synthea_bund
     wrong = subprocess.run([sys.executable, "-m", "medmm.cli", "predict", "--model", str(model), "--task", "synthetic-cxr",
                             "--audit", str(tmp_path / "audit.sqlite"), str(bundle)], capture_output=True, text=True, timeout=300)
     assert wrong.returncode != 0 and "--task" in wrong.stderr + wrong.stdout
+
+
+def test_a_tasks_own_channels_are_built_read_and_gridded_from_the_raw_json(synthea_bundles, raw, tmp_path):
+    """A task with two channels medmm does not know (pain severity 72514-3 in {score}, BMI 39156-5 in
+    kg/m2) beside heart rate: the built cohort's vitals.csv carries them, and each sample loaded with the
+    task's channels has, per encounter, the means of those Observations worked out here from the JSON."""
+    import yaml
+
+    from medmm.tasks import task_to_dict
+
+    data = task_to_dict(load_task(ARI))
+    data.update(name="ari-pain", channels=[
+        {"name": "pain", "display": "Pain severity", "loinc": ["72514-3"], "unit": "{score}", "low": 0, "high": 10},
+        {"name": "heart_rate", "display": "Heart rate", "loinc": ["8867-4"], "unit": "/min", "low": 20, "high": 300},
+        {"name": "bmi", "display": "Body mass index", "loinc": ["39156-5"], "unit": "kg/m2", "low": 10, "high": 80},
+    ])
+    path = tmp_path / "ari-pain.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    task = load_task(path)
+    out = tmp_path / "cohort"
+    build_cohort([synthea_bundles], path, out, seed=3, progress=False)
+    codes = {"72514-3": "pain", "8867-4": "heart_rate", "39156-5": "bmi"}
+    readings, starts = {}, {}
+    for pid, res in raw.items():
+        seen, mine = set(), []
+        for obs in sorted(res["Observation"], key=lambda o: o["id"]):
+            code = obs["code"]["coding"][0]["code"]
+            key = (code, t(obs["effectiveDateTime"]), ref_id(obs.get("encounter")))
+            if code not in codes or "valueQuantity" not in obs or key in seen:
+                continue
+            seen.add(key)
+            mine.append((key[1], codes[code], float(obs["valueQuantity"]["value"]), key[2]))
+        readings[pid] = mine
+        starts.update({e["id"]: t(e["period"]["start"]) for e in res["Encounter"]})
+    cohort = Cohort.open(out)
+    grid = {"window_hours": 365 * 24, "step_minutes": 60, "encounter_steps": 16, "vital_signs": task.channels}
+    checked = Counter()
+    for i, entry in enumerate(cohort.entries):
+        index = entry.study_time
+        steps = defaultdict(list)
+        for w, c, v, e in readings[entry.patient_id]:
+            if e in starts and index - YEAR <= starts[e] < index and index - YEAR <= w < index:
+                steps[(starts[e], c)].append(v)
+        vitals = cohort.load(i, **grid).vitals
+        if not steps:
+            assert vitals is None or not vitals.mask.any()
+            continue
+        kept = sorted({when for when, _ in steps})[-16:]
+        assert vitals.channels == ("pain", "heart_rate", "bmi") and vitals.units == ("{score}", "/min", "kg/m2")
+        assert vitals.times == tuple(kept)
+        want = np.full((len(kept), 3), np.nan)
+        for (when, c), values in steps.items():
+            if when in kept:
+                want[kept.index(when), vitals.channels.index(c)] = np.mean(values)
+        np.testing.assert_allclose(vitals.values, want, rtol=1e-5)
+        checked.update(c for (when, c) in steps if when in kept)
+    assert min(checked[c] for c in ("pain", "heart_rate", "bmi")) > 10, checked
