@@ -96,6 +96,7 @@ def cohort_build(
     splits: str = typer.Option("0.6,0.2,0.2", "--splits", help="Train, validation and test fractions (by patient)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the patient split: the same seed gives the same cohort."),
     index_table: Optional[Path] = typer.Option(None, "--index-table", help="CSV with patient_id and the index column, for tasks whose index times come from a manifest column."),
+    images: Optional[str] = typer.Option(None, "--images", help="A DICOM folder or a DICOMweb URL whose studies are joined to the samples (ImagingStudy UID, accession, or PatientID and time)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Write one folder per (patient, index time) sample of a task, a manifest with patient-level splits, and a report."""
@@ -105,7 +106,7 @@ def cohort_build(
     built = build_cohort(
         source, task, out,
         splits=(fractions["train_fraction"], fractions["val_fraction"], fractions["test_fraction"]),
-        seed=seed, progress=not as_json, index_table=index_table,
+        seed=seed, progress=not as_json, index_table=index_table, images=images,
     )
     if as_json:
         typer.echo(json.dumps(_jsonable(built.report)))

@@ -11,7 +11,9 @@ they read any patient folder:
 - ``vitals.csv``: the readings the sample's vital-sign grid is made of, long format
   (time, code, value, unit, and for a per-encounter grid the step: the reading's encounter
   start), in canonical units; absent when there are none;
-- no ``images/``: imaging studies are counted, not joined to DICOM files yet.
+- ``images/``: the studies joined to the sample from an image source (a DICOM folder or a
+  DICOMweb server: by ImagingStudy UID, accession or PatientID and time; see
+  :mod:`medmm.population.imaging`), one ``study-NNN/`` sub-folder each; absent when none joins.
 
 A folder's name is a hash of the patient id and the index time (no identifier in a path). The
 cohort root holds ``manifest.csv`` (one row per sample), ``task.yaml`` (a copy of the task),
@@ -48,6 +50,7 @@ from medmm.errors import CohortError, ConfigError, FhirError
 from medmm.population.bulk import NDJSON_SUFFIXES, export_files, iter_bulk_export
 from medmm.population.bundles import bundle_files, iter_bundle_folder
 from medmm.population.hygiene import CleanPatient, Reading, clean_patient
+from medmm.population.imaging import copy_studies, join_images, open_images
 from medmm.population.record import PatientRecord, PopulationReport
 from medmm.population.samples import Sample, _in_window, _sample, index_times
 from medmm.tasks import Task, load_task
@@ -146,11 +149,14 @@ def build_cohort(
     seed: int = 0,
     progress: bool = True,
     index_table: str | Path | None = None,
+    images: str | Path | None = None,
 ) -> CohortBuild:
     """Build a cohort in `out` from `sources` under `task` (see the module docstring).
 
     `index_table` is a CSV with a `patient_id` column and the column a `manifest_column` task
-    takes its index times from. `out` must be absent, empty or a previous build (replaced).
+    takes its index times from. `images` is a DICOM folder or a DICOMweb URL whose studies are
+    joined to the samples (medmm.population.imaging). `out` must be absent, empty or a previous
+    build (replaced).
     """
     task = task if isinstance(task, Task) else load_task(task)
     task_text = _task_text(task)
@@ -174,6 +180,7 @@ def build_cohort(
     images_in_window = 0
     with tempfile.TemporaryDirectory(prefix="medmm-build-") as scratch:
         rows = _SampleRows(Path(scratch))
+        source = None if images is None or task.images.days is None else open_images(images, scratch, report)
         try:
             for n, record in enumerate(_records(found, report), start=1):
                 if record.patient_id in seen_patients:
@@ -195,11 +202,15 @@ def build_cohort(
                     folder = _folder_name(key)
                     readings = grid_readings(task, patient, when)
                     _write_sample(root / folder, record, sample, readings, task.channels)
-                    rows.add(_row(sample, sample_id, folder, readings))
+                    row = _row(sample, sample_id, folder, readings)
+                    joined = [] if source is None else join_images(source, task, patient, when, sample.images, report)
+                    row["has_image"] = int(copy_studies(joined, root / folder) > 0)
+                    rows.add(row)
                     if any(sample.labels.values()):
                         positive_patients.add(sample.patient_id)
                     warnings.update(w.message for w in sample.warnings)
-                    images_in_window += bool(sample.images)
+                    wanted = {s.study_uid or s.id for s in sample.images}
+                    images_in_window += bool(wanted - {j.study_uid for j in joined})
                 if progress and n % 100 == 0:
                     print(f"  {n} patients read, {rows.count} samples", file=sys.stderr)
 
@@ -214,6 +225,8 @@ def build_cohort(
                     tally.add(row)
         finally:
             rows.close()
+            if source is not None:
+                source.close()
     (root / TASK_COPY).write_bytes(task_text)
     result = _report(task, task_text, found, table_hash=_table_hash(index_table), tally=tally, patients=seen_patients,
                      split_of=split_of, fractions=fractions, seed=seed, population=report, warnings=warnings,

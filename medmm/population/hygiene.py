@@ -73,6 +73,8 @@ class ImagingFact:
     encounter: str | None
     series_uids: tuple[str, ...]
     modalities: tuple[str, ...]
+    study_uid: str | None = None  # identifier with system urn:dicom:uid ("urn:oid:" dropped)
+    accession: str | None = None  # identifier of type ACSN
 
 
 @dataclass(frozen=True)
@@ -342,4 +344,33 @@ def _imaging(res: Mapping[str, Any]) -> ImagingFact:
         encounter=_encounter_ref(res),
         series_uids=tuple(s["uid"] for s in series if isinstance(s.get("uid"), str)),
         modalities=tuple(m for m in modalities if isinstance(m, str)),
+        study_uid=_study_uid(res),
+        accession=_accession(res),
     )
+
+
+def _identifiers(res: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    found = res.get("identifier")
+    return [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
+
+
+def _study_uid(res: Mapping[str, Any]) -> str | None:
+    """The Study Instance UID of an ImagingStudy: its urn:dicom:uid identifier (R4), else `uid` (R5 has none; DSTU2 did)."""
+    for ident in _identifiers(res):
+        value = ident.get("value")
+        if ident.get("system") == "urn:dicom:uid" and isinstance(value, str) and value.strip():
+            value = value.strip()
+            return value[len("urn:oid:"):] if value.startswith("urn:oid:") else value
+    uid = res.get("uid")
+    return uid.strip() if isinstance(uid, str) and uid.strip() else None
+
+
+def _accession(res: Mapping[str, Any]) -> str | None:
+    """The accession number of an ImagingStudy: an identifier whose type is v2-0203 ACSN."""
+    for ident in _identifiers(res):
+        kind = ident.get("type") if isinstance(ident.get("type"), dict) else {}
+        codes = [c.get("code") for c in kind.get("coding") or [] if isinstance(c, dict)]
+        value = ident.get("value")
+        if "ACSN" in codes and isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
