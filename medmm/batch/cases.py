@@ -229,7 +229,7 @@ class CaseRunner:
                 status="done" if pred is not None else "failed",
                 split=case.task.split,
                 study_time=(study.time if study is not None else None) or case.task.study_time,
-                labels=None if study is None or study.labels is None else study.label_names,
+                labels=None if study is None or study.labels is None else self.predictor.task.positives(study.labels),
                 prediction=pred,
                 error_type=None if pred is not None else error[0],
                 error_message=None if pred is not None else error[1],

@@ -144,6 +144,10 @@ def test_a_batch_study_runs_every_sample_and_keys_its_outputs_by_sample(ari_out,
     assert results["sample_id"].tolist() == [r["sample_id"] for r in rows]
     assert results["patient_id"].tolist() == [r["patient_id"] for r in rows]
     assert (results["status"] == "done").all()
+    names = load_task(out / "task.yaml").label_names
+    got = [{n for n in names if row[f"label_{n}"] == 1} for _, row in results.iterrows()]
+    assert got == [set(filter(None, r["labels"].split(";"))) for r in rows]  # the task's labels, not the default five
+    assert any(got)
     times = [t.isoformat() for t in results["study_time"]]
     assert times == [datetime.fromisoformat(r["study_time"]).isoformat() for r in rows]
     reports = [json.loads(line) for line in (study / "fhir" / "DiagnosticReport.ndjson").read_text().splitlines()]
