@@ -33,7 +33,7 @@ import medmm
 from medmm.config import from_dict, to_dict
 from medmm.errors import CheckpointError, ConfigError
 from medmm.fusion.layers import base_model
-from medmm.tasks import DEFAULT_TASK, Task, load_task, task_from_dict, task_to_dict
+from medmm.tasks import DEFAULT_TASK, LabelWords, Task, load_task, shipped_tasks, task_from_dict, task_to_dict
 
 FORMAT = "medmm-checkpoint/1"
 
@@ -204,9 +204,23 @@ def stored_task(meta: dict, config_path: str | Path) -> Task:
     if meta.get("task") is None:
         return load_task(DEFAULT_TASK)
     try:
-        return task_from_dict(meta["task"], source=f"{config_path}: task")
+        task = task_from_dict(meta["task"], source=f"{config_path}: task")
     except ConfigError as exc:
         raise CheckpointError(f"config.json's task cannot be read ({exc})", path=config_path) from exc
+    return with_shipped_words(task)
+
+
+def with_shipped_words(task: Task) -> Task:
+    """A task stored before labels had words (LabelWords), given the words of the shipped task of the same
+    name when its labels are the same (names and value sets); any other task as it is."""
+    if any(spec.words != LabelWords() for spec in task.labels) or task.name not in shipped_tasks():
+        return task
+    shipped = load_task(task.name)
+    same = [(s.name, s.snomed, s.icd10) for s in shipped.labels] == [(s.name, s.snomed, s.icd10) for s in task.labels]
+    if not same:
+        return task
+    labels = tuple(dataclasses.replace(mine, words=theirs.words) for mine, theirs in zip(task.labels, shipped.labels))
+    return dataclasses.replace(task, labels=labels)
 
 
 def load_checkpoint(

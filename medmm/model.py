@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from medmm.scope import InputScope
 from medmm.backbone import Backbone, BackboneConfig, load_backbone
-from medmm.codes import DIAGNOSIS_NAMES
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
 from medmm.encoders.text import TextEncoder, TextEncoderConfig
 from medmm.encoders.vitals import SUMMARY_FEATURES, VitalsEncoder, VitalsEncoderConfig
@@ -32,7 +31,7 @@ from medmm.fusion.layers import CrossAttentionFusion, FusionConfig
 from medmm.fusion.resampler import PerceiverResampler
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.records import MODALITIES
-from medmm.tasks import DEFAULT_TASK, Task, load_task
+from medmm.tasks import DEFAULT_TASK, Task, default_vocabulary, load_task
 from medmm.transforms.study import PreprocessConfig
 
 
@@ -47,7 +46,7 @@ class ResamplerConfig:
 class ModelConfig:
     """The whole model. Field comments are the documentation of each option."""
 
-    diagnoses: tuple[str, ...] = DIAGNOSIS_NAMES  # output order of the diagnosis head
+    diagnoses: tuple[str, ...] = field(default_factory=lambda: tuple(default_vocabulary()))  # output order of the diagnosis head (default: the default task's labels)
     modalities: tuple[str, ...] = MODALITIES  # which encoders exist (any subset of image, notes, vitals)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     notes: TextEncoderConfig = field(default_factory=TextEncoderConfig)

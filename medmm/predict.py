@@ -237,7 +237,7 @@ class Predictor:
                 ranked=tuple(names[k] for k in np.argsort(-p, kind="stable")),
                 operating=operating, calibrated=bool(fitted), conformal_set=self.conformal_set(p),
                 coverage=None if coverage is None else float(coverage), adult=adult_thresholds_apply(selected),
-                displays={name: display.lower() for name, display in self.task.displays.items()},
+                displays=self.task.displays.lower, vocabulary=self.task.displays,
             ))
         return out
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from medmm.codes import DIAGNOSES
 from medmm.errors import ConfigError
+from medmm.tasks import Vocabulary, default_vocabulary
 
 IMPRESSION_PROMPT = "Impression:"
 QUESTION_PREFIX = "Question:"
@@ -23,21 +23,17 @@ NO_FINDING = "no acute cardiopulmonary diagnosis"
 # these words, up to the end of its sentence; such a list is not an assertion of any of them.
 NOT_RULED_OUT = "not ruled out"
 
-_DISPLAY = {d.name: d.display.lower() for d in DIAGNOSES}
-
-
 def display_table(displays: Mapping[str, str] | None) -> dict[str, str]:
-    """Label name -> lower-case display name, in label order: a task's (`displays`) or the default five's."""
-    return {n: d.lower() for n, d in displays.items()} if displays is not None else dict(_DISPLAY)
+    """Label name -> lower-case display name, in label order: a task's (`displays`) or the default task's."""
+    return {n: d.lower() for n, d in (displays if displays is not None else default_vocabulary()).items()}
 
-# What supports each diagnosis, per modality, in words a clinician would use.
-EVIDENCE_WORDS: dict[str, dict[str, str]] = {
-    "pneumonia": {"image": "focal consolidation", "vitals": "fever and tachypnoea", "notes": "productive cough and crackles"},
-    "heart_failure": {"image": "cardiomegaly", "vitals": "weight gain and falling oxygen saturation", "notes": "orthopnoea and ankle oedema"},
-    "pleural_effusion": {"image": "blunted costophrenic angle", "notes": "dullness to percussion"},
-    "pneumothorax": {"image": "visceral pleural line", "vitals": "sudden desaturation and tachycardia", "notes": "sudden pleuritic chest pain"},
-    "sepsis": {"vitals": "fever, tachycardia and hypotension", "notes": "rigors and confusion"},
-}
+
+def evidence_table(displays: Mapping[str, str] | None) -> dict[str, dict[str, str]]:
+    """Label name -> {modality: the words that support it} from a task's vocabulary (`displays` as
+    Task.displays gives it), else the default task's (LabelWords.evidence)."""
+    return (displays if isinstance(displays, Vocabulary) else default_vocabulary()).evidence
+
+
 MODALITY_WORDS = {"image": "the radiograph", "vitals": "the vital signs", "notes": "the notes"}
 
 
@@ -52,13 +48,14 @@ def impression_text(
     the label order of `displays` (a task's label name -> display; default: the synthetic five).
     """
     table = display_table(displays)
+    support_words = evidence_table(displays)
     first = [n for n in dict.fromkeys(order) if n in set(labels)]
     names = first + [n for n in table if n in set(labels) and n not in first]
     if not names:
         return f"{NO_FINDING}."
     parts = []
     for name in names:
-        words = EVIDENCE_WORDS.get(name, {})
+        words = support_words.get(name, {})
         mods = [m for m in ("image", "vitals", "notes") if evidence and m in evidence.get(name, ()) and m in words]
         support = "; ".join(words[m] for m in mods)
         parts.append(f"{table[name]}" + (f" ({support})" if support else ""))
@@ -114,6 +111,7 @@ def qa_pairs(
 ) -> list[QA]:
     """Instruction-tuning pairs generated from a case's ground truth (about every label of `displays` by default)."""
     table = display_table(displays)
+    support_words = evidence_table(displays)
     truth = set(labels)
     evidence = evidence or {}
     pairs = []
@@ -121,7 +119,7 @@ def qa_pairs(
         display = table[name]
         if name in truth:
             pairs.append(QA(f"Is there {display}?", f"Yes, {display} is likely."))
-            words = EVIDENCE_WORDS.get(name, {})
+            words = support_words.get(name, {})
             mods = [m for m in ("image", "vitals", "notes") if m in evidence.get(name, ()) and m in words]
             if mods:
                 support = "; ".join(f"{words[m]} in {MODALITY_WORDS[m]}" for m in mods)

@@ -21,7 +21,8 @@ from medmm.backbone_tokenizer import (
     build_tokenizer,
     corpus_lines,
 )
-from medmm.codes import DIAGNOSES, VITAL_SIGNS
+from medmm.codes import VITAL_SIGNS
+from medmm.synth.diagnoses import DIAGNOSES
 
 SAMPLE = "Impression: right lower lobe pneumonia. SpO2 91 % on room air; denies fever. Température 38,5 °C ✓"
 

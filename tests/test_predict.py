@@ -12,7 +12,8 @@ import torch
 
 import medmm
 from medmm.checkpoint import save_checkpoint, update_calibration
-from medmm.codes import DIAGNOSES, VITAL_SIGNS
+from medmm.codes import VITAL_SIGNS
+from medmm.synth.diagnoses import DIAGNOSES
 from medmm.data import collate
 from medmm.errors import ConfigError
 from medmm.predict import Predictor

@@ -103,7 +103,8 @@ def build_app(service: ClinicianService, *, title: str = "medmm clinician interf
                         notes = gr.HTML(elem_id=f"medmm-notes{_suffix(side)}")
                         page.sides[side] = {"attention": attention, "gradcam": gradcam, "vitals": vitals, "notes": notes}
         with gr.Accordion("Ask about this patient", open=True):
-            question = gr.Textbox(label="Question", placeholder="What supports heart failure?", elem_id="medmm-question")
+            example = next(iter(service.predictor.task.displays.lower.values()), "a diagnosis")  # the model's own first label
+            question = gr.Textbox(label="Question", placeholder=f"What supports {example}?", elem_id="medmm-question")
             ask = gr.Button("Ask", elem_id="medmm-ask")
             page.answer = gr.Textbox(label="The model's answer (research use only)", interactive=False, elem_id="medmm-answer",
                                      buttons=NO_BUTTONS)

@@ -12,7 +12,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from medmm.codes import DIAGNOSIS_NAMES
 from medmm.errors import EvaluationError
 
 
@@ -53,9 +52,12 @@ def labels_and_probs(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray
 
 
 def diagnosis_names(names: Sequence[str] | None, k: int) -> tuple[str, ...]:
-    """Column names: as given, medmm's diagnoses when K matches them, else label_0 ... label_{K-1}."""
+    """Column names: as given, the default task's labels when K matches them, else label_0 ... label_{K-1}."""
     if names is None:
-        return DIAGNOSIS_NAMES if k == len(DIAGNOSIS_NAMES) else tuple(f"label_{i}" for i in range(k))
+        from medmm.tasks import default_vocabulary
+
+        default = tuple(default_vocabulary())
+        return default if k == len(default) else tuple(f"label_{i}" for i in range(k))
     out = tuple(str(n) for n in names)
     if len(out) != k:
         raise EvaluationError(f"expected {k} names (one per column), got {len(out)}", where="names")

@@ -12,12 +12,11 @@ impression, as served, and on the raw draft beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from medmm.codes import DIAGNOSES
 from medmm.data import collate, to_device
 from medmm.evaluate.verifier import (
     CONTRADICTED, UNSUPPORTED, UNVERIFIED, PredictionView, verify_answer, verify_free_answer, verify_impression,
@@ -25,8 +24,8 @@ from medmm.evaluate.verifier import (
 from medmm.grounding import GroundedText, PatientFacts, answer_question, ground_impression
 from medmm.prompts import diagnoses_named, qa_prompt
 from medmm.records import Study
+from medmm.tasks import default_vocabulary
 
-_DISPLAY = {d.name: d.display.lower() for d in DIAGNOSES}
 # The questions the LM was instruction-tuned on, asked of it as free text for the "before" figure.
 FREE_TEXT_TEMPLATES = ("Is there {d}?", "What supports {d}?")
 DIAGNOSIS_TEMPLATES = ("Is there {d}?", "How likely is {d}?", "Could this be {d}?", "What supports {d}?", "What argues against {d}?")
@@ -44,16 +43,18 @@ OTHER_QUESTIONS = (
 )
 
 
-def question_set(names: Sequence[str]) -> tuple[str, ...]:
-    """The fixed questions asked of every test case (diagnosis templates first)."""
-    return tuple(t.format(d=_DISPLAY.get(n, n.replace("_", " "))) for n in names for t in DIAGNOSIS_TEMPLATES) + OTHER_QUESTIONS
+def question_set(names: Sequence[str], displays: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The fixed questions asked of every test case (diagnosis templates first; `displays`: the model's task's)."""
+    table = {n: d.lower() for n, d in (displays if displays is not None else default_vocabulary()).items()}
+    return tuple(t.format(d=table.get(n, n.replace("_", " "))) for n in names for t in DIAGNOSIS_TEMPLATES) + OTHER_QUESTIONS
 
 
 FREE_TEXT_CASES = 64  # test cases whose LM free-text answers are drafted and verified (a reference sample)
 
 
-def free_text_questions(names: Sequence[str]) -> tuple[str, ...]:
-    return tuple(t.format(d=_DISPLAY.get(n, n.replace("_", " "))) for n in names for t in FREE_TEXT_TEMPLATES)
+def free_text_questions(names: Sequence[str], displays: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    table = {n: d.lower() for n, d in (displays if displays is not None else default_vocabulary()).items()}
+    return tuple(t.format(d=table.get(n, n.replace("_", " "))) for n in names for t in FREE_TEXT_TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ def impression_scores(cases: Sequence[CaseText], names: Sequence[str], *, raw: b
 
 
 def _view(facts: PatientFacts) -> PredictionView:
-    return PredictionView(dict(facts.probabilities), dict(facts.operating), tuple(facts.conformal_set), dict(facts.displays))
+    return PredictionView(dict(facts.probabilities), dict(facts.operating), tuple(facts.conformal_set), dict(facts.displays),
+                          facts.vocabulary.image_terms)
 
 
 def _tally(verdict_lists: list[list], texts: int) -> dict:

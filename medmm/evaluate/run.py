@@ -83,7 +83,7 @@ def run_evaluation(
     predictor.calibration = check_calibration(calibration)
     studies, truths = read_cases(predictor, test_part, test_items)
     names = predictor.model.config.diagnoses
-    free = free_text_questions(names)
+    free = free_text_questions(names, predictor.task.displays)
     cases = write_case_texts(predictor, test_items, studies, truths, free_questions=free)
     evaluation["impression"] = {
         **impression_scores(cases, names),
@@ -92,7 +92,7 @@ def run_evaluation(
         "scored_on": "the grounded impression (as the Predictor gives it out); raw: the LM's draft before grounding",
     }
     evaluation["grounding"] = {
-        **grounding_report(cases, question_set(names), free_questions=free),
+        **grounding_report(cases, question_set(names, predictor.task.displays), free_questions=free),
         "image_findings": image_fit.to_dict() if image_fit is not None else "not fitted (no validation split, or no radiograph in it)",
     }
     if baselines:

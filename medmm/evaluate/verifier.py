@@ -18,6 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from medmm.records import Study
+from medmm.tasks import default_vocabulary
 
 CONTRADICTED, UNSUPPORTED, SUPPORTED, UNVERIFIED = "contradicted", "unsupported", "supported", "unverified"
 
@@ -42,12 +43,6 @@ _NOTE_TERMS = (
     (r"\brigou?rs\b", "rigors"),
     (r"\bconfusion\b", "confusion"),
 )
-_IMAGE_TERMS = (
-    (r"consolidation", "pneumonia"),
-    (r"cardiomegaly", "heart_failure"),
-    (r"costophrenic", "pleural_effusion"),
-    (r"pleural line", "pneumothorax"),
-)
 # what counts as the finding in a note sentence (broad on purpose: a negation of any of it counts against)
 _NOTE_WORDS = {
     "productive cough": r"sputum|productive|cough",
@@ -66,8 +61,6 @@ _NOTE_WORDS = {
 _NEG_CUES = {"no", "not", "denies", "denied", "without", "negative", "free", "nil", "absence", "afebrile", "apyrexial"}
 _HEDGE = re.compile(r"cannot|not excluded|possib|query|\?|borderline|questionable|equivocal|if febrile|may be")
 _HISTORY = re.compile(r"histor|previous|background|\b(19|20)\d\d\b|as a child|resolved|remote")
-_DISPLAY = {"pneumonia": "pneumonia", "heart_failure": "heart failure", "pleural_effusion": "pleural effusion",
-            "pneumothorax": "pneumothorax", "sepsis": "sepsis"}
 
 
 @dataclass(frozen=True)
@@ -77,12 +70,19 @@ class PredictionView:
     probabilities: Mapping[str, float]
     operating: Mapping[str, float]
     conformal_set: tuple[str, ...]
-    displays: Mapping[str, str] | None = None  # label -> lower-case display from the model's task (None: the synthetic five)
+    displays: Mapping[str, str] | None = None  # label -> lower-case display from the model's task (None: the default task's)
+    image_terms: tuple[tuple[str, str], ...] | None = None  # (term, label) of radiograph claims (None: the default task's)
 
     @property
     def names(self) -> Mapping[str, str]:
         """Label -> the lower-case words that name it in text."""
-        return self.displays if self.displays is not None else _DISPLAY
+        return self.displays if self.displays is not None else default_vocabulary().lower
+
+    @property
+    def image_table(self) -> tuple[tuple[str, str], ...]:
+        """(pattern, label) of the words that make a sentence a radiograph claim about the label (the task's image_terms)."""
+        terms = self.image_terms if self.image_terms is not None else default_vocabulary().image_terms
+        return tuple((re.escape(term), label) for term, label in terms)
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def verify_impression(text: str, study: Study, view: PredictionView, truth: dict
     for pattern, term in _NOTE_TERMS:
         for m in re.finditer(f"(?:{pattern})\\w*", body):
             out.append(verify_note(study, term, "negated" if _negated_in(body, m.start()) else "affirmed", m.group(0)))
-    for pattern, d in _IMAGE_TERMS:
+    for pattern, d in view.image_table:
         for m in re.finditer(f"(?:{pattern})\\w*", body):
             if not _negated_in(body, m.start()):
                 out.append(verify_image(study, d, truth, m.group(0)))
@@ -295,7 +295,7 @@ def _values(study: Study, m: re.Match, line: str) -> Verdict:
     return Verdict(line, "values", SUPPORTED, "min, max and last match the grid")
 
 
-def _item(section: str | None, body: str, study: Study, truth: dict | None) -> Verdict | None:
+def _item(section: str | None, body: str, study: Study, truth: dict | None, image_terms) -> Verdict | None:
     """A "- ..." line of a For/Against section, or of a vital-sign, notes or radiograph answer."""
     head = body.split(":", 1)[0].strip()
     vital_answer = re.match(r"^(?P<what>[a-z ]+): (?P<yn>yes|no): ", body)
@@ -303,10 +303,10 @@ def _item(section: str | None, body: str, study: Study, truth: dict | None) -> V
         finding = _term(vital_answer.group("what"), _VITAL_TERMS) or ""
         return verify_vital(study, finding, vital_answer.group("yn") == "yes", body)
     image_answer = re.match(r"^(?P<what>[a-z ]+): found: ", body)
-    if section is None and image_answer and _term(image_answer.group("what"), _IMAGE_TERMS):
-        return verify_image(study, _term(image_answer.group("what"), _IMAGE_TERMS) or "", truth, body)
+    if section is None and image_answer and _term(image_answer.group("what"), image_terms):
+        return verify_image(study, _term(image_answer.group("what"), image_terms) or "", truth, body)
     if section == "for":
-        for table, kind in ((_VITAL_TERMS, "vitals"), (_IMAGE_TERMS, "image"), (_NOTE_TERMS, "notes")):
+        for table, kind in ((_VITAL_TERMS, "vitals"), (image_terms, "image"), (_NOTE_TERMS, "notes")):
             hit = _term(head, table)
             if hit is None:
                 continue
@@ -364,7 +364,7 @@ def verify_answer(text: str, study: Study, view: PredictionView, truth: dict | N
             flipped = {stated, seen} == {"affirmed", "negated"}
             out.append(Verdict(line, "notes", CONTRADICTED if flipped else SUPPORTED, f"the verifier reads it as {seen}"))
             continue
-        verdict = _item(section, body, study, truth)
+        verdict = _item(section, body, study, truth, view.image_table)
         if verdict is not None:
             out.append(verdict)
     return out

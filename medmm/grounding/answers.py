@@ -12,19 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medmm.grounding.facts import CONTRADICTED, SUPPORTED, PatientFacts, check_image, check_vitals
-from medmm.grounding.findings import IMAGE_WORDS, NOTE_FINDINGS, NOTE_WORDS, VITAL_RULES, VITAL_WORDS, split_findings
+from medmm.grounding.findings import NOTE_FINDINGS, NOTE_WORDS, VITAL_RULES, VITAL_WORDS, split_findings
 from medmm.grounding.impression import prediction_reason
 from medmm.grounding.notes import AFFIRMED, NEGATED
 from medmm.grounding.questions import (
     ADVICE, AGAINST, DIFFERENTIAL, IMAGE, INPUTS, LIKELIHOOD, NOTES, SUPPORT, UNKNOWN, VITAL, VITAL_CHANNELS, Question, recognise,
 )
 from medmm.grounding.vitals import value_text, when
-from medmm.prompts import EVIDENCE_WORDS
 from medmm.records import Answer, Claim
 
 RESEARCH_NOTE = "Research use only; not a clinical recommendation."
 CAN_ANSWER = (
-    "It can answer: whether a diagnosis is likely (\"Is there pneumonia?\"), what supports or argues against it, "
+    "It can answer: whether a diagnosis the model predicts is likely (\"Is there <diagnosis>?\"), what supports or argues against it, "
     "the differential, a vital sign's values (temperature, heart rate, respiratory rate, SpO2, blood pressure, weight), "
     "what the notes say about a finding, what the radiograph shows, and which inputs were used."
 )
@@ -43,14 +42,18 @@ class Evidence:
     unassessed: tuple[str, ...]
 
 
-def _findings(diagnosis: str, modality: str) -> list[str]:
-    return split_findings(EVIDENCE_WORDS.get(diagnosis, {}).get(modality, ""))
+def _findings(facts: PatientFacts, diagnosis: str, modality: str) -> list[str]:
+    return split_findings(facts.vocabulary.evidence.get(diagnosis, {}).get(modality, ""))
 
 
 def evidence(facts: PatientFacts, diagnosis: str) -> Evidence:
-    """What speaks for and against `diagnosis` among the findings it is known by (medmm.prompts.EVIDENCE_WORDS)."""
+    """What speaks for and against `diagnosis` among the findings its task's words give it (LabelWords.evidence).
+
+    Words that are no finding the checks know (a task's own wording) are listed as not assessed."""
     supports, against, unassessed = [], [], []
-    rules = list(dict.fromkeys(VITAL_WORDS[w] for w in _findings(diagnosis, "vitals")))
+    vital_words = _findings(facts, diagnosis, "vitals")
+    unassessed += [f"{w}: not a finding the check can verify" for w in vital_words if w not in VITAL_WORDS]
+    rules = list(dict.fromkeys(VITAL_WORDS[w] for w in vital_words if w in VITAL_WORDS))
     for rule in rules:
         verdict, reason = check_vitals(facts, rule)
         if verdict == SUPPORTED:
@@ -59,7 +62,10 @@ def evidence(facts: PatientFacts, diagnosis: str) -> Evidence:
             against.append((f"no {rule}: {reason}", Claim(f"no {rule}", "vitals", diagnosis, SUPPORTED, reason)))
         else:
             unassessed.append(f"{rule}: {reason}")
-    for words in _findings(diagnosis, "notes"):
+    for words in _findings(facts, diagnosis, "notes"):
+        if words not in NOTE_WORDS:
+            unassessed.append(f"{words}: not a finding the check can verify")
+            continue
         name = NOTE_WORDS[words]
         found = facts.note_mentions(name) if facts.notes else []
         affirmed = [m for m in found if m.status == AFFIRMED and m.read]
@@ -74,11 +80,15 @@ def evidence(facts: PatientFacts, diagnosis: str) -> Evidence:
             unassessed.append(f"{name}: no note was read for this study")
         elif not affirmed and not negated:
             unassessed.append(f"{name}: no note the model read states or negates it")
-    for words in _findings(diagnosis, "image"):
-        verdict, reason = check_image(facts, IMAGE_WORDS[words])
+    image_words = facts.vocabulary.image_words
+    for words in _findings(facts, diagnosis, "image"):
+        if words not in image_words:
+            unassessed.append(f"{words}: not a finding the check can verify")
+            continue
+        verdict, reason = check_image(facts, image_words[words])
         if verdict == SUPPORTED:
             supports.append((f"{words}: {reason}", Claim(words, "image", diagnosis, SUPPORTED, reason)))
-        elif facts.image_used and IMAGE_WORDS[words] in facts.image_scores:
+        elif facts.image_used and image_words[words] in facts.image_scores:
             line = f"{words} not found by the image branch: {reason}"
             against.append((line, Claim(f"{words} not found", "image", diagnosis, SUPPORTED, reason)))
         else:
@@ -197,8 +207,8 @@ def _image(facts: PatientFacts) -> tuple[str, tuple[Claim, ...]]:
     if not facts.image_used:
         return "No radiograph was read for this study.", ()
     lines, claims = [f"Radiograph, as the {facts.image_source} reads it:"], []
-    for words, d in IMAGE_WORDS.items():
-        if words != EVIDENCE_WORDS.get(d, {}).get("image"):
+    for words, d in facts.vocabulary.image_words.items():
+        if words != facts.vocabulary.evidence.get(d, {}).get("image"):
             continue
         verdict, reason = check_image(facts, d)
         found = verdict == SUPPORTED
@@ -218,7 +228,7 @@ def answer_question(question: str, facts: PatientFacts | None) -> Answer:
 
     `facts` may be None only for a question that is not answered (advice, or outside what can be answered).
     """
-    q = recognise(question)
+    q = recognise(question, facts.vocabulary if facts is not None else None)
     if q.kind == ADVICE:
         return Answer(question, q.kind, f"This research tool does not give treatment advice. {CAN_ANSWER}", answered=False)
     if q.kind == UNKNOWN:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from medmm.codes import DIAGNOSES
 from medmm.grounding.findings import IMAGE, NOTES, VITALS, Finding
 from medmm.grounding.notes import AFFIRMED, NEGATED, Mention, NoteText, mentions
 from medmm.grounding.vitals import ChannelSummary, check_rule
 from medmm.records import Claim, InputUse, Study
+from medmm.tasks import Vocabulary, default_vocabulary
 
 SUPPORTED, CONTRADICTED, UNSUPPORTED = "supported", "contradicted", "unsupported"
-DISPLAY = {d.name: d.display.lower() for d in DIAGNOSES}
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,8 @@ class PatientFacts:
     conformal_set: tuple[str, ...]
     coverage: float | None
     adult: tuple[bool, str] = field(default=(False, "the patient's age is unknown"))  # adult thresholds apply, or why not
-    displays: Mapping[str, str] = field(default_factory=lambda: dict(DISPLAY))  # label -> lower-case display (the model's task)
+    displays: Mapping[str, str] = field(default_factory=lambda: default_vocabulary().lower)  # label -> lower-case display (the model's task)
+    vocabulary: Vocabulary = field(default_factory=default_vocabulary)  # the model's task's labels and their words
 
     def display(self, diagnosis: str) -> str:
         """A label's display name in lower case (its name with spaces when the task has none for it)."""

@@ -4,13 +4,17 @@ Three kinds: a vital-sign finding holds when the patient's grid meets the adult 
 CLINICAL.md ("fever": max temperature >= 38.0 Cel); a note finding holds when a note the model
 read mentions it without negation, hedge or history; an image finding holds when the image
 branch's own score for its diagnosis reaches the calibrated threshold. Every word an impression
-may use (medmm.prompts.EVIDENCE_WORDS) is listed here, with the synonyms questions use.
+may use (a task's LabelWords.evidence; the default task's for the synthetic chest cohort) is listed
+here, with the synonyms questions use; radiograph finding words come from the task (LabelWords.image_findings).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Mapping
+
+from medmm.tasks import default_vocabulary
 
 VITALS, NOTES, IMAGE = "vitals", "notes", "image"
 
@@ -102,15 +106,6 @@ NOTE_WORDS: dict[str, str] = {
     "confused": "confusion", "disorientation": "confusion",
 }
 
-# Words an impression uses for a radiograph finding -> the diagnosis whose image score must reach its threshold.
-IMAGE_WORDS: dict[str, str] = {
-    "focal consolidation": "pneumonia", "consolidation": "pneumonia", "air bronchograms": "pneumonia",
-    "cardiomegaly": "heart_failure", "upper lobe diversion": "heart_failure",
-    "blunted costophrenic angle": "pleural_effusion", "meniscus sign": "pleural_effusion",
-    "visceral pleural line": "pneumothorax",
-}
-
-
 @dataclass(frozen=True)
 class Finding:
     """A finding recognised in text: its canonical name and kind, and for an image finding its diagnosis."""
@@ -120,13 +115,17 @@ class Finding:
     diagnosis: str | None = None
 
 
-def finding_for(words: str) -> Finding | None:
-    """The finding some words state ("fever", "Ankle oedema", "falling oxygen saturation"), or None."""
+def finding_for(words: str, image_words: Mapping[str, str] | None = None) -> Finding | None:
+    """The finding some words state ("fever", "Ankle oedema", "falling oxygen saturation"), or None.
+
+    `image_words`: radiograph finding words -> their label (the model's task's Vocabulary.image_words;
+    default: the default task's)."""
     key = " ".join(words.lower().split()).strip(" .")
+    image_words = image_words if image_words is not None else default_vocabulary().image_words
     if key in VITAL_WORDS:
         return Finding(VITAL_WORDS[key], VITALS)
-    if key in IMAGE_WORDS:
-        return Finding(key, IMAGE, IMAGE_WORDS[key])
+    if key in image_words:
+        return Finding(key, IMAGE, image_words[key])
     if key in NOTE_WORDS:
         return Finding(NOTE_WORDS[key], NOTES)
     return None

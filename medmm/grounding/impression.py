@@ -134,7 +134,7 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
                 if words in checked:  # the draft repeats itself: one claim, checked and given out once
                     continue
                 checked.add(words)
-                finding = finding_for(words)
+                finding = finding_for(words, facts.vocabulary.image_words)
                 if finding is None:
                     removed.append(Claim(words, "text", diagnosis, UNSUPPORTED, "not a finding the check can verify"))
                     continue

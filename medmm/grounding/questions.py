@@ -13,19 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from medmm.grounding.findings import IMAGE_WORDS, NOTE_WORDS, VITAL_RULES, VITAL_WORDS
+from medmm.grounding.findings import NOTE_WORDS, VITAL_RULES, VITAL_WORDS
+from medmm.tasks import Vocabulary, default_vocabulary
 
 LIKELIHOOD, SUPPORT, AGAINST, DIFFERENTIAL, VITAL, NOTES, IMAGE, INPUTS, ADVICE, UNKNOWN = (
     "likelihood", "support", "against", "differential", "vital", "notes", "image", "inputs", "advice", "unknown",
 )
 
-DIAGNOSIS_WORDS: dict[str, tuple[str, ...]] = {
-    "pneumonia": ("pneumonia", "chest infection", "lung infection", "lrti"),
-    "heart_failure": ("heart failure", "cardiac failure", "chf", "congestive", "hf"),
-    "pleural_effusion": ("pleural effusion", "effusion", "fluid on the lung", "fluid around the lung"),
-    "pneumothorax": ("pneumothorax", "ptx", "collapsed lung"),
-    "sepsis": ("sepsis", "septic", "septicaemia", "septicemia", "urosepsis"),
-}
 # vital sign asked about -> grid channels shown (blood pressure shows both of its channels)
 VITAL_SIGN_WORDS: dict[str, tuple[str, ...]] = {
     "temperature": ("temperature", "temp"),
@@ -73,12 +67,16 @@ def _phrase(table: dict[str, str], text: str) -> str | None:
     return hits[0][2] if hits else None
 
 
-def recognise(question: str) -> Question:
-    """The kind of `question` and what it names (a diagnosis, a vital sign, a finding)."""
+def recognise(question: str, vocabulary: Vocabulary | None = None) -> Question:
+    """The kind of `question` and what it names (a diagnosis, a vital sign, a finding).
+
+    Diagnoses are named by the labels' displays and synonyms, and radiograph findings by their
+    image findings, from `vocabulary` (the model's task; default: the default task's)."""
+    vocabulary = vocabulary if vocabulary is not None else default_vocabulary()
     text = " " + re.sub(r"[^a-z0-9%]+", " ", question.lower()) + " "
     if _ADVICE.search(text):
         return Question(ADVICE)
-    diagnosis = _find(DIAGNOSIS_WORDS, text)
+    diagnosis = _find(vocabulary.question_words, text)
     note_finding = _phrase(NOTE_WORDS, text)
     vital_finding = _phrase(VITAL_WORDS, text)
     sign = _find(VITAL_SIGN_WORDS, text)
@@ -98,7 +96,7 @@ def recognise(question: str) -> Question:
         return Question(DIFFERENTIAL)
     if _INPUTS.search(text):
         return Question(INPUTS)
-    if _IMAGE.search(text) or _phrase({w: w for w in IMAGE_WORDS}, text):
+    if _IMAGE.search(text) or _phrase({w: w for w in vocabulary.image_words}, text):
         return Question(IMAGE)
     if note_finding is not None:
         return Question(NOTES, finding=note_finding)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
-from medmm.codes import ICD10, LOINC, SNOMED, UCUM, VitalSign, diagnosis_for_code, vital_for_code
+from medmm.codes import ICD10, LOINC, SNOMED, UCUM, VitalSign, vital_for_code
 from medmm.errors import VitalsError
 from medmm.io.fhir_load import WITHDRAWN, Entry, Log, utc_time
 from medmm.io.units import implausible_reason, to_canonical, vital_unit
@@ -115,6 +115,15 @@ def _status_code(concept: Any) -> str | None:
     return None
 
 
+def _default_label(system: str | None, code: str | None) -> str | None:
+    """The default task's label a coding is in the value sets of (Label.name), or None."""
+    from medmm.tasks import default_vocabulary  # not at module level: medmm.tasks reads medmm.io.units
+
+    if not code:
+        return None
+    return next((spec.name for spec in default_vocabulary().labels if spec.matches(system or "", code)), None)
+
+
 def label_from_condition(entry: Entry, log: Log) -> Label | None:
     """A Label from Condition.code (SNOMED CT or ICD-10), mapped to a medmm diagnosis when possible.
 
@@ -131,7 +140,7 @@ def label_from_condition(entry: Entry, log: Log) -> Label | None:
         log.add(entry.source, entry.where, "Condition.code has no coding; condition not used", kind="skipped")
         return None
     known = [c for c in codings if c.system == SNOMED or c.system in ICD10_SYSTEMS]
-    mapped = [(c, d) for c in known for d in [diagnosis_for_code(c.system, c.code)] if d is not None]
+    mapped = [(c, d) for c in known for d in [_default_label(c.system, c.code)] if d is not None]
     coding, diagnosis = mapped[0] if mapped else ((known or codings)[0], None)
     onset_period = getattr(m, "onsetPeriod", None)
     onset_value = m.onsetDateTime if m.onsetDateTime is not None else getattr(onset_period, "start", None)
@@ -139,7 +148,7 @@ def label_from_condition(entry: Entry, log: Log) -> Label | None:
         code=coding.code,
         system=coding.system or "",
         display=coding.display or getattr(m.code, "text", None),
-        name=diagnosis.name if diagnosis else None,
+        name=diagnosis,
         onset=utc_time(onset_value, entry.source, log),
         status=_status_code(m.clinicalStatus),
         codings=tuple((c.system or "", c.code) for c in codings),

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from medmm.codes import DIAGNOSIS_NAMES, ETHNICITIES, RACES
+from medmm.codes import ETHNICITIES, RACES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import ConfigError
 
 DEFAULT_PREVALENCE: Mapping[str, float] = {

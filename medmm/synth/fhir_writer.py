@@ -13,23 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from medmm.codes import (
-    BP_PANEL_LOINC,
-    DIAGNOSES,
-    ETHNICITIES,
-    ICD10,
-    LOINC,
-    NOTE_TYPES,
-    OBS_CATEGORY,
-    OMB_RACE,
-    RACES,
-    SNOMED,
-    UCUM,
-    US_CORE_BIRTHSEX,
-    US_CORE_ETHNICITY,
-    US_CORE_RACE,
-    VITAL_SIGNS,
-)
+from medmm.codes import BP_PANEL_LOINC, ETHNICITIES, ICD10, LOINC, NOTE_TYPES, OBS_CATEGORY, OMB_RACE, RACES, SNOMED, UCUM, US_CORE_BIRTHSEX, US_CORE_ETHNICITY, US_CORE_RACE, VITAL_SIGNS
+from medmm.synth.diagnoses import DIAGNOSES
 from medmm.synth.notes import NoteDraft
 from medmm.synth.plan import PatientPlan
 from medmm.synth.vitals_gen import LOINC_OF, VitalsDraft

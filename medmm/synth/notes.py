@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth.phrases import EVIDENCE, FILLERS, HEDGES, HISTORY, NEGATIONS, TEMPLATES
 from medmm.synth.plan import PatientPlan
 

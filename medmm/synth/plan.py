@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth.config import SynthConfig, label_set_probabilities
 
 MODALITY_NAMES = ("image", "notes", "vitals")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,9 +26,11 @@ from medmm.tasks.task import (
     ImagesWindow,
     IndexRule,
     LabelSpec,
+    LabelWords,
     NotesWindow,
     Task,
     VitalsWindow,
+    Vocabulary,
 )
 
 TASK_DIR = Path(__file__).parent
@@ -43,6 +46,12 @@ _TOP_KEYS = {
 def shipped_tasks() -> tuple[str, ...]:
     """Short names of the tasks shipped with medmm."""
     return tuple(sorted(p.stem for p in TASK_DIR.glob("*.yaml")))
+
+
+@lru_cache(maxsize=1)
+def default_vocabulary() -> Vocabulary:
+    """The shipped default task's labels and their words: what text functions use when given no task's."""
+    return load_task(DEFAULT_TASK).displays
 
 
 def load_task(path_or_name: str | Path) -> Task:
@@ -128,7 +137,8 @@ def task_to_dict(task: Task) -> dict[str, Any]:
         "notes": {"days": task.notes.days, "include_index": task.notes.include_index} if task.notes.days is not None else None,
         "vitals": vitals,
         "images": {"days": task.images.days, "include_index": task.images.include_index} if task.images.days is not None else None,
-        "labels": [{"name": s.name, "display": s.display, "snomed": list(s.snomed), "icd10": list(s.icd10)} for s in task.labels],
+        "labels": [present({"name": s.name, "display": s.display, "snomed": list(s.snomed), "icd10": list(s.icd10), "words": _words_dict(s.words)})
+                   for s in task.labels],
         "horizon": present({"before_days": h.before_days, "after_days": h.after_days, "calendar_days": h.calendar_days,
                             "encounter_diagnosis": h.encounter_diagnosis}),
         "inactive_conditions": task.inactive_conditions,
@@ -252,7 +262,7 @@ def _images(r: _Reader, value: Any) -> ImagesWindow:
 
 
 def _label(r: _Reader, value: Any, where: str) -> LabelSpec:
-    m = r.mapping(value, where, {"name", "display", "snomed", "icd10"})
+    m = r.mapping(value, where, {"name", "display", "snomed", "icd10", "words"})
     name = r.text(m.get("name"), f"{where}.name")
     if not name.replace("_", "").isalnum():
         raise r.error(f"{where}.name", "expected letters, digits and underscores (it names output columns)")
@@ -268,7 +278,25 @@ def _label(r: _Reader, value: Any, where: str) -> LabelSpec:
     if not snomed and not icd10:
         raise r.error(where, "expected at least one code in snomed or icd10")
     display = r.text(m.get("display", name), f"{where}.display")
-    return LabelSpec(name=name, display=display, snomed=snomed, icd10=icd10)
+    return LabelSpec(name=name, display=display, snomed=snomed, icd10=icd10, words=_words(r, m.get("words"), f"{where}.words"))
+
+
+def _words_dict(words: LabelWords) -> dict[str, Any] | None:
+    """A label's words as task_to_dict writes them (None when it has none)."""
+    out = {k: list(getattr(words, k)) for k in ("synonyms", "image_findings", "image_terms") if getattr(words, k)}
+    if words.evidence:
+        out["evidence"] = dict(words.evidence)
+    return out or None
+
+
+def _words(r: _Reader, value: Any, where: str) -> LabelWords:
+    if value is None:
+        return LabelWords()
+    m = r.mapping(value, where, {"synonyms", "evidence", "image_findings", "image_terms"})
+    evidence = r.mapping(m.get("evidence", {}), f"{where}.evidence", {"image", "vitals", "notes"})
+    lists = {k: tuple(t.lower() for t in r.texts(m.get(k, []), f"{where}.{k}")) for k in ("synonyms", "image_findings", "image_terms")}
+    pairs = tuple((mod, r.text(evidence[mod], f"{where}.evidence.{mod}")) for mod in ("image", "vitals", "notes") if mod in evidence)
+    return LabelWords(synonyms=lists["synonyms"], evidence=pairs, image_findings=lists["image_findings"], image_terms=lists["image_terms"])
 
 
 def _horizon(r: _Reader, value: Any) -> Horizon:

@@ -102,6 +102,64 @@ class Horizon:
 
 
 @dataclass(frozen=True)
+class LabelWords:
+    """How text speaks of a label: what the language model and the grounding of its words know of it.
+
+    `synonyms`: other words a question may name it by (its display always counts); `evidence`:
+    per modality (image, vitals, notes), the words an impression gives as support; `image_findings`:
+    radiograph findings an impression may state for it, each true only when the image branch's own
+    score for the label reaches its threshold; `image_terms`: the words the independent verifier
+    takes as a radiograph claim about it (a sentence containing one). All empty: the label is named
+    by its display only and has no finding words.
+    """
+
+    synonyms: tuple[str, ...] = ()
+    evidence: tuple[tuple[str, str], ...] = ()  # (modality, words)
+    image_findings: tuple[str, ...] = ()
+    image_terms: tuple[str, ...] = ()
+
+    def evidence_for(self, modality: str) -> str | None:
+        return dict(self.evidence).get(modality)
+
+
+class Vocabulary(dict):
+    """Label name -> display name, in label order (a plain dict to read), carrying how text speaks of
+    the labels (their LabelWords): what prompts, grounding and the verifier take a task's words from."""
+
+    def __init__(self, labels: Sequence[LabelSpec] = ()):
+        super().__init__((spec.name, spec.display) for spec in labels)
+        self.labels = tuple(labels)
+
+    def __reduce__(self):
+        return (Vocabulary, (self.labels,))
+
+    @property
+    def lower(self) -> dict[str, str]:
+        """Label name -> display name in lower case (how impressions and answers write it)."""
+        return {name: display.lower() for name, display in self.items()}
+
+    @property
+    def evidence(self) -> dict[str, dict[str, str]]:
+        """Label name -> {modality: the words an impression gives as support}, for labels that have them."""
+        return {spec.name: dict(spec.words.evidence) for spec in self.labels if spec.words.evidence}
+
+    @property
+    def question_words(self) -> dict[str, tuple[str, ...]]:
+        """Label name -> the words a question may name it by (its display, lower-case, then its synonyms)."""
+        return {spec.name: (spec.display.lower(), *spec.words.synonyms) for spec in self.labels}
+
+    @property
+    def image_words(self) -> dict[str, str]:
+        """Radiograph finding words -> the label whose image score must reach its threshold for them to be stated."""
+        return {phrase: spec.name for spec in self.labels for phrase in spec.words.image_findings}
+
+    @property
+    def image_terms(self) -> tuple[tuple[str, str], ...]:
+        """(term, label) pairs the verifier reads radiograph claims by."""
+        return tuple((term, spec.name) for spec in self.labels for term in spec.words.image_terms)
+
+
+@dataclass(frozen=True)
 class LabelSpec:
     """One label: positive when a Condition coded with one of these codes has onset in the horizon.
 
@@ -113,6 +171,11 @@ class LabelSpec:
     display: str
     snomed: tuple[str, ...] = ()
     icd10: tuple[str, ...] = ()
+    words: LabelWords = None  # type: ignore[assignment]  # how text speaks of the label (set to LabelWords() when absent)
+
+    def __post_init__(self) -> None:
+        if self.words is None:
+            object.__setattr__(self, "words", LabelWords())
 
     def matches(self, system: str, code: str) -> bool:
         """Whether a coding (system URL, code) is in this label's value sets."""
@@ -157,9 +220,9 @@ class Task:
         return tuple(sign.name for sign in self.channels)
 
     @property
-    def displays(self) -> dict[str, str]:
-        """Label name -> display name, in label order."""
-        return {spec.name: spec.display for spec in self.labels}
+    def displays(self) -> Vocabulary:
+        """Label name -> display name, in label order; the mapping also carries the labels' words."""
+        return Vocabulary(self.labels)
 
     def label(self, name: str) -> LabelSpec:
         """The label called `name` (KeyError when the task has none)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.tasks import default_vocabulary
 from medmm.prompts import QA, guided_prompt, impression_text, qa_pairs
 
 
@@ -45,7 +45,7 @@ def case_text(labels: list[str], present: set[str], truth: dict | None, displays
                     tuple(labels), evidence, displays)
 
 
-def noisy_guide(labels: Collection[str], rng: random.Random, drop: float, add: float, names: Sequence[str] = DIAGNOSIS_NAMES) -> list[str]:
+def noisy_guide(labels: Collection[str], rng: random.Random, drop: float, add: float, names: Sequence[str] | None = None) -> list[str]:
     """The true diagnoses, each dropped with chance `drop`, plus each false one with chance `add`, in a random order.
 
     One draw per label in `names` order (the task's labels), then a shuffle, so a seeded `rng` gives the
@@ -54,7 +54,7 @@ def noisy_guide(labels: Collection[str], rng: random.Random, drop: float, add: f
     """
     truth = set(labels)
     named = []
-    for name in names:
+    for name in names if names is not None else tuple(default_vocabulary()):
         draw = rng.random()
         if (draw >= drop) if name in truth else (draw < add):
             named.append(name)
@@ -69,5 +69,5 @@ def guided_pair(text: CaseText, rng: random.Random, drop: float, add: float) -> 
     probable sits next to where the impression begins and is named first (a small LM copies the
     nearest name most reliably).
     """
-    names = noisy_guide(text.labels, rng, drop, add, tuple(text.displays) if text.displays is not None else DIAGNOSIS_NAMES)
+    names = noisy_guide(text.labels, rng, drop, add, tuple(text.displays) if text.displays is not None else None)
     return guided_prompt(names, text.displays), impression_text(text.labels, text.evidence, order=names[::-1], displays=text.displays)

@@ -12,7 +12,7 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from medmm.batch.fhir_out import check_resource, resource_id, validate_ndjson
 from medmm.batch.results import load_results
-from medmm.codes import DIAGNOSES
+from medmm.synth.diagnoses import DIAGNOSES
 from medmm.errors import FhirError
 
 MODELS = {"RiskAssessment": RiskAssessment, "DiagnosticReport": DiagnosticReport, "Provenance": Provenance}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.evaluate.scores import SplitScores, cohort_attributes
 from medmm.tasks import DEFAULT_TASK, load_task
 from medmm.io.cohort import Cohort

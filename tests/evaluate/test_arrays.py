@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import MedmmError
 from medmm.evaluate.arrays import (
     EvaluationError,

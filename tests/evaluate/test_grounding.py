@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.evaluate.grounding import CaseText, grounding_report, impression_scores, question_set
 from medmm.grounding import ground_impression
 from tests.grounding.helpers import facts, grid, study

@@ -34,7 +34,7 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import CohortError, EvaluationError
 from medmm.evaluate.fairness import audit_subgroups
 from medmm.evaluate.pipeline import FROM_SAVED, FROM_VALIDATION, audit_from_scores, evaluate_from_scores

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from medmm.codes import DIAGNOSIS_NAMES, VITAL_SIGNS
+from medmm.codes import VITAL_SIGNS
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.grounding import PatientFacts
 from medmm.grounding.notes import NoteText
 from medmm.grounding.vitals import adult_thresholds_apply, summarise

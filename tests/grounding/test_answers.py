@@ -101,7 +101,7 @@ def test_off_topic_and_treatment_questions_are_declined_with_what_can_be_asked()
     f = facts(study())
     for question, start in (("What is the weather like today?", "This tool cannot answer that"), ("Should I give antibiotics?", "This research tool does not give treatment advice")):
         answer = answer_question(question, f)
-        assert not answer.answered and answer.text.startswith(start) and "It can answer: whether a diagnosis is likely" in answer.text
+        assert not answer.answered and answer.text.startswith(start) and "It can answer: whether a diagnosis the model predicts is likely" in answer.text
     assert answer_question("Tell me a joke", None).kind == "unknown"  # declined without reading the study
 
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.evaluate import plots
 from medmm.evaluate.pipeline import audit_from_scores, evaluate_from_scores
 from medmm.evaluate.scores import SplitScores

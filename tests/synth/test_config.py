@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import ConfigError
 from medmm.synth import SynthConfig
 from medmm.synth.config import DEFAULT_PREVALENCE, label_set_probabilities

@@ -3,18 +3,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from medmm.codes import (
-    BP_PANEL_LOINC,
-    DIAGNOSES,
-    ICD10,
-    NOTE_TYPES,
-    OBS_CATEGORY,
-    SNOMED,
-    US_CORE_BIRTHSEX,
-    US_CORE_ETHNICITY,
-    US_CORE_RACE,
-    vital_for_code,
-)
+from medmm.codes import BP_PANEL_LOINC, ICD10, NOTE_TYPES, OBS_CATEGORY, SNOMED, US_CORE_BIRTHSEX, US_CORE_ETHNICITY, US_CORE_RACE, vital_for_code
+from medmm.synth.diagnoses import DIAGNOSES
 from medmm.io.units import implausible_reason, to_canonical
 
 

@@ -5,7 +5,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from medmm.codes import DIAGNOSIS_NAMES, ETHNICITIES, RACES
+from medmm.codes import ETHNICITIES, RACES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth import SynthConfig
 from medmm.synth.plan import CAPABLE, assign_splits, draw_plan
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medmm.codes import DIAGNOSES, ICD10, SNOMED, VITAL_SIGNS, diagnosis_for_code
+from medmm.codes import ICD10, SNOMED, VITAL_SIGNS
+from medmm.synth.diagnoses import DIAGNOSES, diagnosis_for_code
 from medmm.errors import ConfigError
 from medmm.tasks import Horizon, LabelSpec, load_task, shipped_tasks, task_from_dict, task_to_dict
 from medmm.tasks.task import age_band_label

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medmm.backbone_tokenizer import build_tokenizer
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt, impression_text, qa_prompt
 from medmm.train.data import TextBatcher
 from medmm.train.targets import CaseText

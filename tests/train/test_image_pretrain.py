@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
 from medmm.errors import CheckpointError
 from medmm.io.cohort import Cohort

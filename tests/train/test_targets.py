@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.prompts import QA
 from medmm.prompts import guided_prompt
 from medmm.train.targets import case_text, guided_pair, load_truth, noisy_guide

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from medmm.backbone import load_backbone
 from medmm.checkpoint import load_checkpoint
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.data import lm_inputs
 from medmm.encoders.text import load_note_tokenizer
 from medmm.io.cohort import Cohort

@@ -256,7 +256,7 @@ def test_each_stage_reports_its_progress_before_its_result(served, small_cohort)
 def test_without_a_model_card_file_the_card_is_written_from_the_audit_folders_evaluation(ui_model, ui_predictor, tmp_path):
     import numpy as np
 
-    from medmm.codes import DIAGNOSIS_NAMES
+    from medmm.synth.diagnoses import DIAGNOSIS_NAMES
     from medmm.evaluate.pipeline import audit_from_scores, evaluate_from_scores
     from medmm.evaluate.scores import SplitScores
     from medmm.governance import model_card

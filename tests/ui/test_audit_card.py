@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medmm.codes import DIAGNOSIS_NAMES
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import EvaluationError
 from medmm.evaluate.pipeline import audit_from_scores
 from medmm.evaluate.scores import SplitScores
