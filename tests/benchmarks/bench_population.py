@@ -169,7 +169,12 @@ def main() -> None:
         print(f"task {args.task}; each build in a fresh process; peak = the child's ru_maxrss, imports included")
         print(f"{'source':<8} {'size':>4} {'patients':>8} {'samples':>8} {'seconds':>8} {'patients/s':>10} {'peak MiB':>9} {'above imports':>13}  runs (s)")
         for (kind, size), source in sources.items():
-            tries = [build(source, args.task, tmp / f"cohort-{kind}-x{size}") for _ in range(max(1, args.repeats))]
+            tries = []
+            for i in range(max(1, args.repeats)):
+                out = tmp / f"cohort-{kind}-x{size}-{i}"  # a new folder each time: replacing a build is not building
+                tries.append(build(source, args.task, out))
+                if i + 1 < args.repeats:
+                    shutil.rmtree(out)  # outside the timed build; the last one stays for --keep
             seconds = sorted(t["seconds"] for t in tries)
             r = {**tries[0], "seconds": seconds[len(seconds) // 2], "peak_mib": max(t["peak_mib"] for t in tries),
                  "base_mib": min(t["base_mib"] for t in tries)}
