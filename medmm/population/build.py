@@ -29,10 +29,8 @@ cumulative split fractions (rounded). The same sources, task and seed give the s
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
-import io
 import json
 import shutil
 import sqlite3
@@ -45,14 +43,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import medmm
-from medmm.codes import VitalSign
 from medmm.errors import CohortError, ConfigError, FhirError
 from medmm.population.bulk import NDJSON_SUFFIXES, export_files, iter_bulk_export
 from medmm.population.bundles import bundle_files, iter_bundle_folder
-from medmm.population.hygiene import CleanPatient, Reading, clean_patient
+from medmm.population.folder import grid_readings, write_sample
+from medmm.population.hygiene import Reading, clean_patient
 from medmm.population.imaging import copy_studies, join_images, open_images
 from medmm.population.record import PatientRecord, PopulationReport
-from medmm.population.samples import Sample, _in_window, _sample, index_times
+from medmm.population.samples import Sample, _sample, index_times
 from medmm.tasks import Task, load_task
 
 MANIFEST = "manifest.csv"
@@ -201,7 +199,7 @@ def build_cohort(
                         report.add("index: more than one index at the same time; each kept as its own sample", record.source, where)
                     folder = _folder_name(key)
                     readings = grid_readings(task, patient, when)
-                    _write_sample(root / folder, record, sample, readings, task.channels)
+                    write_sample(root / folder, record, sample, readings, task.channels)
                     row = _row(sample, sample_id, folder, readings)
                     joined = [] if source is None else join_images(source, task, patient, when, sample.images, report)
                     row["has_image"] = int(copy_studies(joined, root / folder) > 0)
@@ -262,7 +260,7 @@ def record_samples(path: str | Path, task: Task | str | Path, out: str | Path, *
             for when, where in (times[-1:] if latest else times):
                 sample = _sample(task, patient, when, where, report)
                 folder = out / _folder_name(f"{sample.patient_id}|{sample.index_time.isoformat()}|{where}")
-                _write_sample(folder, record, sample, grid_readings(task, patient, when), task.channels)
+                write_sample(folder, record, sample, grid_readings(task, patient, when), task.channels)
                 found.append((sample, folder))
     return found
 
@@ -384,86 +382,6 @@ def _folder_name(key: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # one sample
-
-
-def grid_readings(task: Task, patient: CleanPatient, index: datetime) -> tuple[Reading, ...]:
-    """The readings a sample's vital-sign grid is made of (per-encounter: those of its steps)."""
-    vitals = task.vitals
-    if not vitals.per_encounter and not vitals.step_minutes:
-        return ()
-    span, include = vitals.span, vitals.include_index
-    in_time = [r for r in patient.readings if _in_window(r.time, index, span, include)]
-    if not vitals.per_encounter:
-        return tuple(in_time)
-    steps = {e.id for e in patient.encounters if e.start is not None and _in_window(e.start, index, span, include)}
-    return tuple(r for r in in_time if r.encounter in steps)
-
-
-def _write_sample(folder: Path, record: PatientRecord, sample: Sample, readings: Sequence[Reading], signs: Sequence[VitalSign]) -> None:
-    folder.mkdir(parents=True, exist_ok=False)
-    bundle = sample_bundle(record, sample)
-    (folder / "record.json").write_text(json.dumps(bundle, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if readings:
-        (folder / "vitals.csv").write_text(vitals_csv(readings, sample, signs), encoding="utf-8", newline="")
-
-
-def sample_bundle(record: PatientRecord, sample: Sample) -> dict[str, Any]:
-    """The R4 collection Bundle of one sample: Patient, window notes, label-making Conditions."""
-    patient_ref = f"Patient/{record.patient_id}"
-    evidence = {cid for ids in sample.label_evidence.values() for cid in ids}
-    conditions = [dict(c) for c in record.of("Condition") if f"Condition/{c.get('id')}" in evidence]
-    documents = []
-    for note in sample.notes:
-        doc: dict[str, Any] = {
-            "resourceType": "DocumentReference",
-            "id": "note-" + hashlib.sha256((note.source_id or note.text).encode("utf-8")).hexdigest()[:24],
-            "status": "current",
-            "subject": {"reference": patient_ref},
-            "content": [{"attachment": {
-                "contentType": "text/plain",
-                "data": _b64(note.text),
-            }}],
-        }
-        if note.type_code or note.type_display:
-            concept: dict[str, Any] = {}
-            if note.type_code:
-                concept["coding"] = [{"system": "http://loinc.org", "code": note.type_code}]
-            if note.type_display:
-                concept["text"] = note.type_display
-            doc["type"] = concept
-        if note.time is not None:
-            doc["date"] = note.time.isoformat()
-        documents.append(doc)
-    resources = [dict(record.patient), *documents, *conditions]
-    return {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"resource": r} for r in resources],
-    }
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-def vitals_csv(readings: Sequence[Reading], sample: Sample, signs: Sequence[VitalSign]) -> str:
-    """Long format: time (ISO 8601, UTC), code (the channel's preferred LOINC code among the task's `signs`),
-    value, unit (canonical), and on a per-encounter grid step (the start of the reading's encounter, which
-    the grid groups by)."""
-    by_name = {s.name: s for s in signs}
-    unit = dict(zip(sample.vitals.channels, sample.vitals.units))
-    # one step per encounter: each reading's step is its encounter's start (what the grid groups by)
-    steps = {source: when for source, when in zip(sample.vitals.step_sources, sample.vitals.step_times) if source}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("time", "code", "value", "unit") + (("step",) if steps else ()))
-    for r in sorted(readings, key=lambda r: (r.time, r.channel, r.source)):
-        sign = by_name.get(r.channel)
-        code = sign.loinc[0] if sign is not None and sign.loinc else r.channel
-        row = (r.time.isoformat(), code, repr(float(r.value)), unit.get(r.channel, ""))
-        step = steps.get(r.encounter or "")
-        writer.writerow(row + ((step.isoformat() if step is not None else "",) if steps else ()))
-    return buf.getvalue()
 
 
 def _row(sample: Sample, sample_id: str, folder: str, readings: Sequence[Reading]) -> dict[str, Any]:
