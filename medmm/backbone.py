@@ -1,4 +1,4 @@
-"""The language-model backbone: the embedded small Llama, or any causal LM from a local folder.
+"""The language-model backbone: the embedded small Llama, any causal LM from a local folder, or a GGUF file.
 
 `load_backbone` builds or loads the LM and its tokenizer, optionally quantizes the base to
 4-bit NF4 with double quantization (bitsandbytes, through transformers' own loading path),
@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from medmm.adapters import apply_finetune, default_target_modules, four_bit_available
+from medmm.backbone_gguf import is_gguf_source, resolve_gguf
 from medmm.backbone_tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 from medmm.errors import CheckpointError, ConfigError
 from medmm.fourbit import layers_kept_unquantized, report_unfit, use_cpu_kernel
@@ -47,7 +48,8 @@ class BackboneConfig:
     """Which causal LM to use, its size when embedded, and how it is fine-tuned."""
 
     source: str = EMBEDDED
-    """"embedded" (the package's small Llama), a local folder of a Hugging Face causal LM, or a
+    """"embedded" (the package's small Llama), a local folder of a Hugging Face causal LM, a GGUF
+    file, the short name of a packaged GGUF model ("smollm2-135m"; see medmm.backbone_gguf), or a
     model hub id (hub ids load only where a model hub is reachable)."""
     hidden_size: int = 256
     """Embedded model: width of the residual stream."""
@@ -100,7 +102,7 @@ class BackboneConfig:
             return ConfigError(f"expected {expected}, got {getattr(self, name)!r}", where=f"backbone.{name}")
 
         if not isinstance(self.source, str) or not self.source.strip():
-            raise bad("source", '"embedded", a local folder or a model hub id')
+            raise bad("source", '"embedded", a local folder, a GGUF file or a model hub id')
         for f in fields(self):
             if f.type == "int" and (not isinstance(getattr(self, f.name), int) or getattr(self, f.name) < 1):
                 raise bad(f.name, "a positive integer")
@@ -130,6 +132,7 @@ class Backbone:
     tokenizer: PreTrainedTokenizerBase
     model_type: str  # Hugging Face model_type of the base ("llama", "gpt2", ...)
     quantized: bool  # base linear layers are bitsandbytes 4-bit
+    source_sha256: str | None = None  # SHA-256 of the GGUF file the base was read from, when it was
 
     @property
     def base(self) -> PreTrainedModel:
@@ -294,6 +297,7 @@ def load_backbone(
     """
     device = torch.device(device)
     dtype = resolve_compute_dtype(cfg.compute_dtype, device)
+    source_sha256 = None
     quantize = cfg.finetune == "qlora"
     if quantize and not four_bit_available(device):
         log.warning(
@@ -318,6 +322,9 @@ def load_backbone(
         if weights_dir is not None and not Path(weights_dir).is_dir():
             raise CheckpointError("expected a folder holding the trained LM's weights", path=weights_dir)
         location = str(weights_dir) if weights_dir is not None else cfg.source
+        if weights_dir is None and is_gguf_source(cfg.source):
+            gguf = resolve_gguf(cfg.source)
+            location, source_sha256 = str(gguf.folder), gguf.sha256
         config = _read_config(location, cfg)
         if cfg.source == EMBEDDED:
             _check_embedded(config, cfg, location)
@@ -331,4 +338,4 @@ def load_backbone(
         use_cpu_kernel(model)
     model_type = str(model.config.model_type)
     model = apply_finetune(model, cfg, quantized=quantize)
-    return Backbone(model=model, tokenizer=tokenizer, model_type=model_type, quantized=quantize)
+    return Backbone(model=model, tokenizer=tokenizer, model_type=model_type, quantized=quantize, source_sha256=source_sha256)

@@ -8,6 +8,7 @@ Layout of a checkpoint folder (what `--model DIR` accepts everywhere)::
                          when the backbone is the embedded default, was fully fine-tuned, or
                          `lm_source` was given (copied from there; a 4-bit base can only be
                          copied); otherwise the base loads again from config.json's backbone.source
+                         (a GGUF source's SHA-256 is kept as backbone_source_sha256 and checked)
     calibration.json     optional: temperature and conformal threshold (written by evaluate)
     checksums.json       SHA-256 of every file above; loading refuses a file that does not match
 
@@ -118,6 +119,7 @@ def save_checkpoint(model, directory: str | Path, *, lm_source: str | Path | Non
         model.tokenizer.save_pretrained(tmp / "lm")
     elif lm_source is not None:
         shutil.copytree(lm_source, tmp / "lm")
+    source_sha256 = getattr(model.backbone_info, "source_sha256", None)
     meta = {
         "format": FORMAT,
         "medmm_version": medmm.__version__,
@@ -125,6 +127,7 @@ def save_checkpoint(model, directory: str | Path, *, lm_source: str | Path | Non
         "labels": list(cfg.diagnoses),
         "task": task_to_dict(model.task) if getattr(model, "task", None) is not None else None,
         "notes_encoder_sha256": notes_fingerprint(model),
+        **({"backbone_source_sha256": source_sha256} if source_sha256 and not (tmp / "lm").is_dir() else {}),
         "config": to_dict(cfg),
         **(extra or {}),
     }
@@ -260,6 +263,11 @@ def load_checkpoint(
         model = build_model(config, lm_dir=lm_dir, device=device, text_backbone=text_backbone, task=task)
     except ConfigError as exc:
         raise CheckpointError(f"config.json does not fit the stored model ({exc})", path=config_path) from exc
+    expected_source = meta.get("backbone_source_sha256")
+    if lm_dir is None and expected_source is not None and model.backbone_info.source_sha256 != expected_source:
+        raise CheckpointError(
+            f"the backbone file {config.backbone.source!r} is not the one the checkpoint was made on "
+            f"(SHA-256 {model.backbone_info.source_sha256}, expected {expected_source})", path=config_path)
     if model.backbone_info.model_type != declared:
         raise CheckpointError(f"architecture mismatch: checkpoint is {declared}, built {model.backbone_info.model_type}", path=directory)
     expected_notes = meta.get("notes_encoder_sha256")
