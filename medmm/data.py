@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from medmm.errors import ConfigError
+from medmm.lm_text import chat_frame, prompt_token_ids, target_token_ids
 
 
 def collate(items: Sequence[dict]) -> dict:
@@ -69,7 +70,9 @@ def lm_inputs(
     `max_length`; the diagnosis head reads the last prompt token, which the cut never removes
     unless the prompt alone is longer than `max_length`. With `pool_prefixes`, the head reads
     the last token of row i's prefix instead (its tokens must begin the prompt's), so text after
-    it in the prompt (a guide) is read by the LM but not by the head; it is never a target.
+    it in the prompt (a guide) is read by the LM but not by the head; it is never a target. A
+    tokenizer with a chat template frames each prompt as a user turn and each target as the reply
+    (medmm.lm_text).
     """
     if len(prompts) != len(targets) or not prompts:
         raise ConfigError(f"expected as many targets as prompts (>0), got {len(targets)} and {len(prompts)}", where="lm inputs")
@@ -77,19 +80,19 @@ def lm_inputs(
         raise ConfigError(f"expected as many pool prefixes as prompts, got {len(pool_prefixes)} and {len(prompts)}", where="lm inputs")
     if max_length < 1:
         raise ConfigError(f"max_length must be positive, got {max_length}", where="lm inputs")
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    frame = chat_frame(tokenizer)
     rows, pools, label_rows = [], [], []
     for index, (prompt, target) in enumerate(zip(prompts, targets)):
-        p = bos + tokenizer.encode(prompt, add_special_tokens=False)
+        p = prompt_token_ids(tokenizer, prompt, frame)
         if not p:
             raise ConfigError("prompt gives no tokens and the tokenizer has no BOS", where=f"lm inputs row {index}")
         pooled = len(p)
         if pool_prefixes is not None:
-            prefix = bos + tokenizer.encode(pool_prefixes[index], add_special_tokens=False)
+            prefix = prompt_token_ids(tokenizer, pool_prefixes[index], frame)
             if not prefix or p[: len(prefix)] != prefix:
                 raise ConfigError(f"pool prefix {pool_prefixes[index]!r} does not begin the prompt {prompt!r}", where=f"lm inputs row {index}")
             pooled = len(prefix)
-        t = [] if target is None else tokenizer.encode(" " + target, add_special_tokens=False) + [tokenizer.eos_token_id]
+        t = [] if target is None else target_token_ids(tokenizer, target, frame, prompt)
         ids = (p + t)[:max_length]
         rows.append(ids)
         pools.append(min(pooled, max_length) - 1)

@@ -29,6 +29,7 @@ from medmm.errors import ConfigError
 from medmm.fusion.context import MultimodalContext
 from medmm.fusion.layers import CrossAttentionFusion, FusionConfig
 from medmm.fusion.resampler import PerceiverResampler
+from medmm.lm_text import chat_frame, prompt_token_ids
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.records import MODALITIES
 from medmm.tasks import DEFAULT_TASK, Task, default_vocabulary, load_task
@@ -275,10 +276,11 @@ class MedMM(nn.Module):
     # -- inference -----------------------------------------------------------------------------
 
     def prompt_ids(self, prompts: list[str], device: torch.device | str) -> tuple[Tensor, Tensor]:
-        """Left-padded prompt ids (B, P) and attention mask, each row starting with BOS when the tokenizer has one."""
+        """Left-padded prompt ids (B, P) and attention mask: each row BOS (when the tokenizer has one) and the
+        prompt, or the prompt as a user turn of the tokenizer's chat template (medmm.lm_text)."""
         tok = self.tokenizer
-        bos = [] if tok.bos_token_id is None else [tok.bos_token_id]
-        rows = [bos + tok.encode(p, add_special_tokens=False) for p in prompts]
+        frame = chat_frame(tok)
+        rows = [prompt_token_ids(tok, p, frame) for p in prompts]
         if not rows or not all(rows):
             raise ConfigError("every prompt must give at least one token", where="generation prompts")
         width = max(len(r) for r in rows)

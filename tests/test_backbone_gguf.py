@@ -18,10 +18,13 @@ import medmm.backbone_gguf as backbone_gguf
 from medmm.backbone import BackboneConfig, load_backbone
 from medmm.backbone_gguf import PACKAGED, file_sha256, gguf_file, is_gguf_source, resolve_gguf
 from medmm.checkpoint import load_checkpoint, save_checkpoint
+from medmm.data import lm_inputs
 from medmm.errors import CheckpointError, ConfigError
+from medmm.lm_text import chat_frame
+from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from tests.gguf_files import CORPUS, bpe_tokenizer, dequantized_reference, fast_tokenizer, tiny_llama, write_gguf
 from tests.test_checkpoint import outputs, trained_look
-from tests.test_model import prompt_batch, random_batch, tiny_bert, tiny_config, tiny_model
+from tests.test_model import open_gates, random_batch, tiny_bert, tiny_config, tiny_model
 
 pytest.importorskip("gguf")
 
@@ -139,7 +142,8 @@ def test_qlora_step_on_a_gguf_changes_only_adapters_gates_and_heads(written, cac
     assert not (set(trainable) & four_bit)
     optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
     batch = random_batch(model.config, 2)
-    ids, attn, pool, labels = prompt_batch(model, 2)
+    lm = lm_inputs(model.tokenizer, [IMPRESSION_PROMPT, "Question: fever? Answer:"], ["pneumonia.", "yes."], max_length=512)
+    ids, attn, pool, labels = lm.input_ids, lm.attention_mask, lm.pool_index, lm.labels
     model.train()
     out = model(batch, ids, attn, pool, lm_labels=labels)
     loss = F.binary_cross_entropy_with_logits(out.diagnosis_logits, torch.ones_like(out.diagnosis_logits)) + out.lm_loss
@@ -179,6 +183,29 @@ def checkpoint_round_trip(written, tmp_path: Path, finetune: str) -> None:
     write_gguf(path, tiny_llama(tok.get_vocab_size(), seed=11), tok)  # another file under the same name
     with pytest.raises(CheckpointError, match="not the one the checkpoint was made on"):
         load_checkpoint(folder, text_backbone=tiny_bert(0))
+
+
+def test_prompts_are_framed_by_the_files_chat_template_in_training_and_generation(written, cache):
+    path = written[0]
+    model = tiny_model(gguf_config(path, "frozen")).eval()
+    open_gates(model)
+    tok = model.tokenizer
+    head, tail = chat_frame(tok)
+    assert head.startswith("<|im_start|>system\n") and tail == "<|im_end|>\n<|im_start|>assistant\n"
+    ids, attn = model.prompt_ids([IMPRESSION_PROMPT, "Question: heart rate? Answer:"], "cpu")
+    row = ids[1][attn[1].bool()].tolist()
+    assert row == tok.encode(head + "Question: heart rate? Answer:" + tail, add_special_tokens=False)
+    lm = lm_inputs(tok, [guided_prompt(["pneumonia"]), IMPRESSION_PROMPT], ["pneumonia.", "pneumonia."], max_length=256,
+                   pool_prefixes=[IMPRESSION_PROMPT, IMPRESSION_PROMPT])
+    alone = model.prompt_ids([IMPRESSION_PROMPT], "cpu")[0]
+    assert lm.pool_index[0] == lm.pool_index[1] == alone.shape[1] - 1  # the head reads where inference reads
+    batch = random_batch(model.config, 2)
+    with torch.no_grad():
+        out = model(batch, lm.input_ids, lm.attention_mask, lm.pool_index, lm_labels=lm.labels)
+    assert torch.isfinite(out.lm_loss)
+    prompts = [IMPRESSION_PROMPT, "Question: heart rate? Answer:"]
+    cached = model.generate_ids(batch, prompts, max_new_tokens=5, min_new_tokens=5)
+    assert torch.equal(cached, model.generate_ids(batch, prompts, max_new_tokens=5, min_new_tokens=5, reuse_context=False))
 
 
 @pytest.mark.smollm2
