@@ -17,10 +17,11 @@ that of `build_cohort` alone (generation, replication and conversion are left ou
 source kind and size: patients, samples, seconds, patients/s, peak MiB and the peak above the
 child's memory after imports; then the ratios 10x / 1x of time (target: 10 within 15%, i.e. 8.5
 to 11.5) and of peak memory (target: at most 1.2), and whether each meets its target. Each build
-runs `--repeats` times (default 3), each in a fresh process: the time is the median, the peak
-the largest, and every run's seconds are printed (a 1x build lasts a few seconds, so one run's
-jitter alone moves the ratio by more than 10%). Every build writes a new folder and nothing is
-deleted before the end (outside any timed build), unless --keep is given.
+runs `--repeats` times (default 3), each in a fresh process, in rounds (every source and size
+once per round, so that a slow spell of a shared machine falls on both sizes): the time is the
+median, the peak the largest, and every run's seconds are printed (a 1x build lasts a few
+seconds, so one run's jitter alone moves the ratio by more than 10%). Every build writes a new
+folder and nothing is deleted before the end (outside any timed build), unless --keep is given.
 
 Where the cohorts are written matters. A 10x cohort is tens of thousands of sample folders, and
 on ext4 creating an inode soon after many were deleted is slow and grows with what was deleted
@@ -180,17 +181,20 @@ def main() -> None:
               "peak = the child's ru_maxrss, imports included; user and system CPU seconds of the median run")
         print(f"{'source':<8} {'size':>4} {'patients':>8} {'samples':>8} {'seconds':>8} {'user':>7} {'system':>7} "
               f"{'patients/s':>10} {'peak MiB':>9} {'above imports':>13}  runs (s)")
-        for (kind, size), source in sources.items():
-            tries = []
-            for i in range(max(1, args.repeats)):
+        # Rounds: every source and size once per round, so that a slow spell of the machine (other
+        # load, a neighbour on a shared host) lands on 1x and 10x builds alike rather than on one size.
+        tries: dict[tuple[str, int], list[dict[str, Any]]] = {key: [] for key in sources}
+        for i in range(max(1, args.repeats)):
+            for (kind, size), source in sources.items():
                 out = tmp / f"cohort-{kind}-x{size}-{i}"  # a new folder each time: replacing a build is not building
-                tries.append(build(source, args.task, out))
-            median = sorted(tries, key=lambda t: t["seconds"])[len(tries) // 2]
-            r = {**median, "peak_mib": max(t["peak_mib"] for t in tries), "base_mib": min(t["base_mib"] for t in tries)}
+                tries[kind, size].append(build(source, args.task, out))
+        for (kind, size), done in tries.items():
+            median = sorted(done, key=lambda t: t["seconds"])[len(done) // 2]
+            r = {**median, "peak_mib": max(t["peak_mib"] for t in done), "base_mib": min(t["base_mib"] for t in done)}
             runs[kind, size] = r
             print(f"{kind:<8} {f'{size}x':>4} {r['patients']:>8} {r['samples']:>8} {r['seconds']:>8.2f} "
                   f"{r['user']:>7.2f} {r['system']:>7.2f} {r['patients'] / r['seconds']:>10.2f} {r['peak_mib']:>9.0f} "
-                  f"{r['peak_mib'] - r['base_mib']:>13.0f}  " + " ".join(f"{t['seconds']:.2f}" for t in tries))
+                  f"{r['peak_mib'] - r['base_mib']:>13.0f}  " + " ".join(f"{t['seconds']:.2f}" for t in done))
 
     print()
     lo, hi = (args.copies * f for f in TIME_TARGET)
