@@ -80,6 +80,9 @@ class BackboneConfig:
     """4-bit data type for QLoRA base weights: "nf4" or "fp4"."""
     double_quant: bool = True
     """Quantize the per-block scales too (QLoRA's double quantization)."""
+    quant_storage: str = "uint8"
+    """Dtype the packed 4-bit weights are stored in: "uint8", or the compute dtype ("bfloat16") so that
+    FSDP can shard them with the 16-bit parameters (training/configs/accelerate/fsdp_qlora.yaml)."""
     compute_dtype: str = "auto"
     """Dtype of matmuls over 4-bit weights and of the loaded base: "auto" (float32 on CPU,
     bfloat16 on CUDA where supported, else float16), "float32", "bfloat16" or "float16"."""
@@ -120,6 +123,8 @@ class BackboneConfig:
             raise bad("target_modules", "None or a non-empty list of module names")
         if self.quant_type not in ("nf4", "fp4"):
             raise bad("quant_type", "nf4 | fp4")
+        if self.quant_storage not in ("uint8", *COMPUTE_DTYPES):
+            raise bad("quant_storage", "uint8 | " + " | ".join(COMPUTE_DTYPES))
         if self.compute_dtype != "auto" and self.compute_dtype not in COMPUTE_DTYPES:
             raise bad("compute_dtype", "auto | " + " | ".join(COMPUTE_DTYPES))
 
@@ -180,6 +185,7 @@ def _bnb_config(cfg: BackboneConfig, compute_dtype: torch.dtype, keep: list[str]
         bnb_4bit_quant_type=cfg.quant_type,
         bnb_4bit_use_double_quant=cfg.double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=torch.uint8 if cfg.quant_storage == "uint8" else COMPUTE_DTYPES[cfg.quant_storage],
         llm_int8_skip_modules=[re.escape(name) for name in keep],  # transformers applies it to 4-bit too
     )
 

@@ -205,6 +205,22 @@ def test_qlora_on_cpu_quantizes_trains_adapters_and_freezes_4bit(folders, cpu_4b
         assert layer.weight.grad is None
 
 
+def test_qlora_stores_packed_weights_in_the_dtype_fsdp_shards(folders):
+    bb = load_backbone(BackboneConfig(source=str(folders["llama"]), finetune="qlora", lora_r=4, quant_storage="bfloat16"))
+    original = fresh(folders["llama"])
+    layers = {n: m for n, m in bb.base.named_modules() if n.endswith("base_layer")}
+    assert len(layers) == 2 * 7
+    for name, layer in layers.items():
+        w = layer.weight
+        assert isinstance(w, bnb.nn.Params4bit) and w.dtype == torch.bfloat16 and w.quant_storage == torch.bfloat16
+        ref = original.get_submodule(name.removesuffix(".base_layer")).weight.detach()
+        assert w.data.numel() * 4 == ref.numel()  # four 4-bit codes per 16-bit storage element
+        deq = bnb.functional.dequantize_4bit(w.data, w.quant_state)
+        assert (deq - ref).abs().max() < 0.2 * ref.abs().max()
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 2]])
+    assert torch.isfinite(_step(bb.model, ids))
+
+
 def test_qlora_embedded_goes_through_the_4bit_path(cpu_4bit_kernel):
     cfg = BackboneConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, finetune="qlora", lora_r=4)
     bb = load_backbone(cfg)

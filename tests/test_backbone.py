@@ -23,6 +23,7 @@ def test_config_defaults_are_the_documented_ones():
     assert (cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads) == (256, 4, 4, 4)
     assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules) == (16, 32, 0.05, None)
     assert (cfg.quant_type, cfg.double_quant, cfg.compute_dtype, cfg.trust_remote_code) == ("nf4", True, "auto", False)
+    assert cfg.quant_storage == "uint8"
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,7 @@ def test_config_defaults_are_the_documented_ones():
         ("lora_dropout", 1.0),
         ("quant_type", "int4"),
         ("compute_dtype", "float8"),
+        ("quant_storage", "int4"),
         ("target_modules", ()),
         ("source", " "),
     ],
