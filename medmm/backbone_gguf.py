@@ -15,7 +15,6 @@ same name is refused instead of silently changing every answer.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -27,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medmm.audit_store import file_digest
 from medmm.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ PACKAGED = {
     ),
 }
 SOURCE_FILE = "source.json"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -90,15 +89,6 @@ def gguf_file(source: str) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cache_root() -> Path:
     """Where dequantized models are kept: MEDMM_CACHE_DIR, else $XDG_CACHE_HOME/medmm, else ~/.cache/medmm."""
     explicit = os.environ.get("MEDMM_CACHE_DIR")
@@ -123,7 +113,7 @@ def resolve_gguf(source: str, *, cache_dir: str | Path | None = None) -> GGUFMod
     concurrent first use never leaves a half-written model where a later load would read it.
     """
     path = gguf_file(source)
-    sha256 = file_sha256(path)
+    sha256 = file_digest(path).sha256
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     folder = root / "gguf" / sha256
     if _cached(folder, sha256):

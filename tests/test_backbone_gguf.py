@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import medmm.backbone_gguf as backbone_gguf
 from medmm.backbone import BackboneConfig, load_backbone
-from medmm.backbone_gguf import PACKAGED, file_sha256, gguf_file, is_gguf_source, resolve_gguf
+from medmm.backbone_gguf import gguf_file, is_gguf_source, resolve_gguf
 from medmm.checkpoint import load_checkpoint, save_checkpoint
 from medmm.data import lm_inputs
 from medmm.errors import CheckpointError, ConfigError
@@ -43,6 +43,11 @@ def written(tmp_path_factory):
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDMM_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, computed here with hashlib."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def ids_of(tok, texts):
