@@ -25,7 +25,7 @@ from medmm.encoders.text import load_note_tokenizer
 from medmm.io.cohort import Cohort
 from medmm.train.data import CaseSet
 from medmm.train.image_pretrain import (
-    ImagePretrainer, finding_logits, image_targets, pointing_rate, pretrain_loss, save_image_encoder,
+    ImagePretrainer, finding_logits, image_targets, mask_background, pointing_rate, pretrain_loss, save_image_encoder,
 )
 from medmm.tasks import Task
 from medmm.train.recipe import RecipeConfig, macro_auroc, recipe_main, recipe_task
@@ -111,16 +111,20 @@ def run(cfg: RecipeConfig) -> dict:
         progress = load_state(out / "last", core, optimizer, scheduler)
         log.info("resumed from %s at epoch %d, step %d", out / "last", progress["epoch"], progress["step"])
     logger = JsonlLogger(out / "metrics.jsonl", out / "tensorboard" if cfg.tensorboard else None, start_step=progress["step"]) if accelerator.is_main_process else None
+    mask_gen = torch.Generator()
     model.train()
     bar = tqdm(total=total, initial=progress["step"], desc="pretrain_image", disable=not show)
     while progress["epoch"] < t.epochs and progress["step"] < total:
         epoch = progress["epoch"]
         sampler_gen.manual_seed(t.seed + epoch)  # the same order after a resume
+        mask_gen.manual_seed(t.seed + 1000 + epoch)  # the same blanked cells after a resume
         losses = []
         for batch in train_loader:
             with accelerator.accumulate(model):
-                logits = model(batch["image"])  # (B, N, K)
-                loss = pretrain_loss(logits, batch["finding"], batch["cover"], batch["cover_known"].bool())
+                known = batch["cover_known"].bool()
+                pixels, _ = mask_background(batch["image"], batch["cover"], known, t.background_mask_rate, t.background_mask_max, mask_gen)
+                logits = model(pixels)  # (B, N, K)
+                loss = pretrain_loss(logits, batch["finding"], batch["cover"], known)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)

@@ -96,6 +96,40 @@ def pretrain_loss(token_logits: Tensor, finding: Tensor, cover: Tensor, cover_kn
     return loss
 
 
+def mask_background(
+    pixels: Tensor, cover: Tensor, cover_known: Tensor, rate: float, max_fraction: float, generator: torch.Generator
+) -> tuple[Tensor, int]:
+    """A copy of `pixels` (B, C, H, W) with random background cells of some images set to each image's mean.
+
+    An image is chosen with chance `rate` when its lesion cover (B, K, *grid) is known; between 1
+    and ceil(max_fraction * cells) of its cells whose cover is zero for every diagnosis are blanked,
+    at the cell bounds of `ImageEncoder.token_region`. Returns the pixels and the number of cells blanked.
+    """
+    if rate <= 0.0 or not bool(cover_known.any()):
+        return pixels, 0
+    out = pixels.clone()
+    grid = tuple(cover.shape[2:])
+    size = tuple(pixels.shape[2:])
+    cells = math.prod(grid)
+    most = max(1, math.ceil(max_fraction * cells))
+    blanked = 0
+    for row in range(pixels.shape[0]):
+        if not bool(cover_known[row]) or float(torch.rand((), generator=generator)) >= rate:
+            continue
+        background = torch.nonzero(cover[row].flatten(1).sum(dim=0) == 0).flatten()  # (n,) cell indices
+        if background.numel() == 0:
+            continue
+        count = min(int(torch.randint(1, most + 1, (), generator=generator)), background.numel())
+        chosen = background[torch.randperm(background.numel(), generator=generator)[:count]]
+        fill = pixels[row].mean()
+        for index in chosen.tolist():
+            cell = np.unravel_index(index, grid)
+            region = tuple(slice(c * n // g, (c + 1) * n // g) for c, n, g in zip(cell, size, grid))
+            out[(row, slice(None), *region)] = fill
+        blanked += count
+    return out, blanked
+
+
 def pointing_rate(token_logits: Tensor, cover: Tensor, finding: Tensor) -> tuple[int, int]:
     """(hits, trials): over (image, diagnosis) pairs with a finding and a mask, whether the top token is in the lesion."""
     target = cover.flatten(2)  # (B, K, N)

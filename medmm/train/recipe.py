@@ -50,6 +50,13 @@ class TrainConfig:
     guide_add: float = 0.05
     max_length: int = 96  # tokens per LM row
     eval_every: int = 1  # validate (macro AUROC) every n epochs; the best checkpoint is kept
+    # Stage 0b: the chance that a training image with lesion masks gets some of its background
+    # cells (those outside every lesion) set to the image's mean, between 1 and
+    # ceil(background_mask_max * cells) of them; its targets stay as they are. The encoder learns
+    # that a blanked patch without evidence is no evidence, so a diagnosis's probability moves
+    # when its lesion is blanked and stays when other patches are (the premise of a deletion test).
+    background_mask_rate: float = 0.0
+    background_mask_max: float = 0.2
 
 
 RECIPES = ("pretrain_lm", "pretrain_image", "align", "finetune")

@@ -17,7 +17,7 @@ from medmm.errors import CheckpointError
 from medmm.io.cohort import Cohort
 from medmm.synth import SynthConfig, synthesize
 from medmm.train.image_pretrain import (
-    ImagePretrainer, finding_logits, image_targets, load_image_encoder, pointing_rate, pretrain_loss, save_image_encoder,
+    ImagePretrainer, finding_logits, image_targets, load_image_encoder, mask_background, pointing_rate, pretrain_loss, save_image_encoder,
 )
 
 TINY = ImageEncoderConfig(dim=16, init_features=8, growth_rate=8, block_config=(1, 1))
@@ -110,6 +110,37 @@ def test_pointing_counts_images_with_a_finding_and_a_mask():
     cover[1, 1].view(-1)[0] = 1.0  # a mask, but no finding: not a trial
     finding = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     assert pointing_rate(logits, cover, finding) == (1, 2)
+
+
+def test_background_masking_blanks_whole_cells_outside_every_lesion():
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.rand(3, 1, 12, 12, generator=gen)  # a 3 x 3 grid of 4 x 4 pixel cells
+    cover = torch.zeros(3, 2, 3, 3)  # (B, K, 3, 3)
+    cover[0, 0, 0, 0] = 1.0  # image 0: lesions in cells 0 and 4
+    cover[0, 1, 1, 1] = 0.25
+    known = torch.tensor([True, False, True])  # image 1 has no masks: never blanked
+    seen = set()
+    for _ in range(50):
+        out, blanked = mask_background(pixels, cover, known, rate=1.0, max_fraction=0.5, generator=gen)
+        assert torch.equal(out[1], pixels[1])
+        counted = 0
+        for b in (0, 2):
+            changed = []
+            for cell in range(9):
+                r, c = divmod(cell, 3)
+                block, original = out[b, 0, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4], pixels[b, 0, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4]
+                if not torch.equal(block, original):
+                    assert torch.all(block == pixels[b].mean())  # the whole cell, at the image's own mean
+                    changed.append(cell)
+            assert 1 <= len(changed) <= math.ceil(0.5 * 9)
+            if b == 0:
+                assert not {0, 4} & set(changed)  # never a lesion's cell
+                seen.update(changed)
+            counted += len(changed)
+        assert blanked == counted
+    assert seen == {1, 2, 3, 5, 6, 7, 8}  # every background cell gets its turn
+    untouched, none = mask_background(pixels, cover, known, rate=0.0, max_fraction=0.5, generator=gen)
+    assert untouched is pixels and none == 0
 
 
 def test_frozen_encoder_takes_no_gradient_and_keeps_its_statistics():
