@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from medmm.data import collate, lm_inputs
 from medmm.errors import MedmmError
 from medmm.io.cohort import Cohort, CohortDataset
+from medmm.grounding.record import signs_of, value_pairs
 from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
 from medmm.train.targets import case_text, guided_pair, load_truth
 
@@ -38,6 +39,7 @@ class CaseSet(torch.utils.data.Dataset):
         self.failed: list[tuple[str, str, str]] = []  # (patient_id, error type, message)
         names = preprocessor.task.label_names  # the label vector's entries
         displays = preprocessor.task.displays
+        signs = signs_of(preprocessor.task.channel_names)  # the vital signs a value question may ask about
         for i in tqdm(range(len(dataset)), desc=f"preprocess {desc}", disable=not progress, leave=False):
             entry = cohort.entries[i]
             try:
@@ -47,7 +49,11 @@ class CaseSet(torch.utils.data.Dataset):
                 continue
             labels = [names[k] for k in item["labels"].nonzero().flatten().tolist()]
             text = case_text(labels, set(item["meta"]["modalities"]), load_truth(entry.folder), displays)
-            item["meta"] = {**item["meta"], "patient_id": entry.patient_id, "key": entry.key, "text": text, "impression": text.impression, "qa": [(q.question, q.answer) for q in text.qa]}
+            item["meta"] = {
+                **item["meta"], "patient_id": entry.patient_id, "key": entry.key, "text": text, "impression": text.impression,
+                "qa": [(q.question, q.answer) for q in text.qa],
+                "value_qa": value_pairs(item["meta"].get("vitals_last") or {}, signs),
+            }
             self.items.append(item)
         if self.failed:
             log.warning("%d case(s) could not be read and are left out (first: %s)", len(self.failed), self.failed[0][1])
@@ -106,6 +112,10 @@ def encoder_fingerprint(encoder: torch.nn.Module) -> str:
 class TextBatcher:
     """Collate function: tensors stacked, plus one LM row per case (impression, or a QA pair).
 
+    A QA row is drawn from the case's diagnosis questions (meta "qa") and its value questions
+    (meta "value_qa": the record line, then a question about a vital sign's value; see
+    medmm.grounding.record), all equally likely.
+
     With `guide`, an impression row of a case with known labels has the guided prompt naming its
     true diagnoses, each dropped with chance `guide_drop`, plus each false one with chance
     `guide_add`; the diagnosis head still pools at the end of "Impression:".
@@ -144,9 +154,10 @@ class TextBatcher:
         prompts, targets, is_impression = [], [], []
         for it in items:
             meta = it["meta"]
-            if self.qa_fraction > 0 and meta["qa"] and self.rng.random() < self.qa_fraction:
-                question, answer = self.rng.choice(meta["qa"])
-                prompts.append(qa_prompt(question))
+            pairs = [(qa_prompt(q), a) for q, a in meta["qa"]] + [tuple(pair) for pair in meta.get("value_qa", ())]
+            if self.qa_fraction > 0 and pairs and self.rng.random() < self.qa_fraction:
+                prompt, answer = self.rng.choice(pairs)
+                prompts.append(prompt)
                 targets.append(answer)
                 is_impression.append(False)
             else:

@@ -86,6 +86,20 @@ def _fits(series, steps: int) -> bool:
     return series.values.shape[0] <= steps if series.per_encounter else series.values.shape[0] == steps
 
 
+def last_readings(series, channels) -> dict[str, list]:
+    """Channel -> [its last observed value on the grid (float64 of the stored float32), unit], for the
+    `channels` the series has a reading of, in that order."""
+    out = {}
+    for name in channels:
+        if name not in series.channels:
+            continue
+        c = series.channels.index(name)
+        steps = np.flatnonzero(series.mask[:, c] & np.isfinite(series.values[:, c]))
+        if steps.size:
+            out[name] = [float(series.values[int(steps[-1]), c]), series.units[c] if c < len(series.units) else ""]
+    return out
+
+
 def channel_reference(task: Task) -> dict[str, tuple[float, float]]:
     """(mean, SD) to z-score each task channel medmm has no reference statistics for: the middle of
     its plausible range, and a sixth of the range (the range as +-3 SD)."""
@@ -139,7 +153,7 @@ class StudyPreprocessor:
         vocab = getattr(self.note_tokenizer, "vocab_size", 0)
         name = getattr(self.note_tokenizer, "name_or_path", type(self.note_tokenizer).__name__)
         task = {"labels": task_to_dict(self.task)["labels"], "inactive": self.task.inactive_conditions, "channels": list(self.channels)}
-        blob = json.dumps({"config": asdict(self.config), "tokenizer": [str(name).rsplit("/", 1)[-1], vocab], "task": task, "v": 1}, sort_keys=True)
+        blob = json.dumps({"config": asdict(self.config), "tokenizer": [str(name).rsplit("/", 1)[-1], vocab], "task": task, "v": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def __call__(self, study: Study) -> dict:
@@ -163,7 +177,9 @@ class StudyPreprocessor:
         out.update(self.notes_tf({"notes": [n.text for n in study.notes]}))
 
         steps = cfg.vitals_steps
+        last: dict[str, list] = {}  # channel -> [last observed value in the window, unit], for the LM's record text
         if study.vitals is not None and _fits(study.vitals, steps) and bool(study.vitals.mask.any()):
+            last = last_readings(study.vitals, self.channels)
             index = [study.vitals.channels.index(c) if c in study.vitals.channels else -1 for c in self.channels]
             values = np.full((steps, len(self.channels)), np.nan, dtype=np.float32)
             # a per-encounter grid of fewer steps fills the latest rows (row -1 is the last before the study)
@@ -184,5 +200,5 @@ class StudyPreprocessor:
             labels[names.index(name)] = 1.0
         out["labels"], out["labels_known"] = labels, torch.tensor(study.labels is not None)
         out = self.to_torch(out)
-        out["meta"] = {"study_id": study.study_id, "modalities": list(study.modalities)}
+        out["meta"] = {"study_id": study.study_id, "modalities": list(study.modalities), "vitals_last": last}
         return out

@@ -93,6 +93,28 @@ def test_choices_follow_the_seed_and_the_fraction(tok):
     assert len(asked) == 3  # every pair gets its turn
 
 
+def test_value_questions_are_drawn_beside_the_diagnosis_questions(tok):
+    from medmm.grounding.record import value_pairs
+
+    readings = {"heart_rate": [112.4, "/min"]}
+    case = item(4, "sepsis.", [("Is there sepsis?", "Yes, sepsis is likely.")])
+    case["meta"]["value_qa"] = value_pairs(readings, ("heart_rate", "weight"))
+    batcher = TextBatcher(tok, qa_fraction=1.0, seed=3, max_length=96)
+    seen = {}
+    for _ in range(30):
+        batch = batcher([case])
+        seen[row_text(tok, batch, 0)] = batch
+    heart = "Record, last vital signs: heart rate 112 /min. Question: What is the heart rate? Answer:"
+    assert set(seen) == {
+        f"{qa_prompt('Is there sepsis?')} Yes, sepsis is likely.",
+        f"{heart} Heart rate 112 /min (last reading).",
+        "Record, last vital signs: heart rate 112 /min. Question: What is the patient's weight? Answer: No weight reading in the window.",
+    }
+    batch = seen[f"{heart} Heart rate 112 /min (last reading)."]
+    check_row(batch, 0, tok, heart, "Heart rate 112 /min (last reading).")  # LM labels on the answer only
+    assert batch["diagnosis_rows"].tolist() == [False]
+
+
 def test_long_rows_are_cut_but_keep_the_prompt(tok):
     batch = TextBatcher(tok, max_length=6)([item(0, "pneumonia (focal consolidation; fever and tachypnoea).", [])])
     n_prompt = len(tok.encode(IMPRESSION_PROMPT, add_special_tokens=False)) + 1

@@ -33,7 +33,11 @@ def test_a_shorter_per_encounter_grid_fills_the_latest_rows():
     assert observed.shape == (4, len(task.channels)) and not observed[:2].any()
     assert observed[2, hr] and observed[3, hr] and observed[3, rr] and not observed[2, rr]
     assert observed.sum() == 3 and bool(item["vitals_present"])
+    # the last reading of each channel, for the LM's record line, in the task's channel order
+    assert item["meta"]["vitals_last"] == {"heart_rate": [90.0, "/min"], "resp_rate": [20.0, "/min"]}
+    assert list(item["meta"]["vitals_last"]) == [c for c in task.channel_names if c in ("heart_rate", "resp_rate")]
     longer = Study("s", vitals=encounter_series(np.full((5, 1), 80.0), ("heart_rate",)), time=T0 + timedelta(days=200))
+    assert pre(longer)["meta"]["vitals_last"] == {}  # not on the model's grid: not in the record either
     assert not bool(pre(longer)["vitals_present"])  # more encounters than the model reads: not placed (select_inputs says why)
     _, uses = select_inputs(longer, InputScope(), ("vitals",), 4)
     assert [u.used for u in uses if u.modality == "vitals"] == [False]
