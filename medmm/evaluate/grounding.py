@@ -22,6 +22,7 @@ from medmm.evaluate.verifier import (
     CONTRADICTED, UNSUPPORTED, UNVERIFIED, PredictionView, verify_answer, verify_free_answer, verify_impression,
 )
 from medmm.grounding import GroundedText, PatientFacts, answer_question, ground_impression
+from medmm.grounding.record import VALUE_QUESTIONS, quotes_value, signs_of, value_prompt
 from medmm.prompts import diagnoses_named, qa_prompt
 from medmm.records import Study
 from medmm.tasks import default_vocabulary
@@ -69,21 +70,26 @@ class CaseText:
     grounded: GroundedText
     facts: PatientFacts
     free_answers: tuple[str, ...] = ()  # the LM's own answers to free_text_questions, when drafted
+    readings: Mapping[str, Sequence] | None = None  # channel -> (last value, unit): what the record line states
+    value_answers: tuple[tuple[str, str], ...] = ()  # (vital sign, the LM's answer to its value question), when drafted
 
 
 @torch.no_grad()
 def write_case_texts(
     predictor, items: list[dict], studies: Sequence[Study | None], truths: Sequence[dict | None], batch_size: int = 16,
     free_questions: Sequence[str] = (), free_tokens: int = 32, free_cases: int | None = FREE_TEXT_CASES,
+    value_questions: bool = False,
 ) -> list[CaseText]:
     """Draft and ground the impression of every preprocessed case; `studies` and `truths` in the same order as `items`.
 
     With `free_questions`, the LM also answers each as free text after the question prompt it was
     tuned on (what the question box gave out before answers were composed from the data), for
     the first `free_cases` cases (all with None): a reference figure, so a sample suffices and
-    the evaluation of a large test split stays quick.
+    the evaluation of a large test split stays quick. With `value_questions`, the same cases are
+    asked each value question (medmm.grounding.record) after their record line, as in stage 2.
     """
     names = predictor.model.config.diagnoses
+    signs = signs_of(predictor.task.channel_names) if value_questions else ()
     out = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
@@ -98,10 +104,16 @@ def write_case_texts(
         rows = len(chunk)
         asked = free_questions if free_cases is None or start < free_cases else ()
         free = [predictor.model.generate(batch, [qa_prompt(q)] * rows, max_new_tokens=free_tokens) for q in asked]
+        readings = [it["meta"].get("vitals_last") or {} for it in chunk]
+        sampled = signs if free_cases is None or start < free_cases else ()
+        values = [predictor.model.generate(batch, [value_prompt(VALUE_QUESTIONS[s], r, signs) for r in readings], max_new_tokens=free_tokens)
+                  for s in sampled]
         for row, (text, f) in enumerate(zip(raw, facts)):
             truth = {names[k] for k in np.flatnonzero(batch["labels"][row].cpu().numpy())}
             answers = tuple(a[row] for a in free)
-            out.append(CaseText(batch["studies"][row], truths[start + row], frozenset(truth), probs[row], text, ground_impression(text, f), f, answers))
+            said = tuple((sign, v[row]) for sign, v in zip(sampled, values))
+            out.append(CaseText(batch["studies"][row], truths[start + row], frozenset(truth), probs[row], text, ground_impression(text, f), f,
+                                answers, readings[row], said))
     return out
 
 
@@ -182,6 +194,7 @@ def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], exampl
             "cases": len(drafted),
             "examples": sample,
         }}
+    values = value_report(cases)
     shown = [
         {"raw": c.raw, "grounded": c.grounded.text,
          "removed": [f"{r.text} ({r.kind}): {r.verdict}: {r.reason}" for r in c.grounded.removed][:6]}
@@ -199,5 +212,38 @@ def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], exampl
             "with_contradicted_claim_by_kind": {k: _tally(v, len(v))["with_contradicted_claim"] for k, v in sorted(kinds.items())},
             "set": list(questions),
             **free,
+            **({"values": values} if values else {}),
         },
+    }
+
+
+def value_report(cases: Sequence[CaseText], examples: int = 4) -> dict:
+    """How the LM's answers to value questions read against the patient's values (medmm.grounding.record).
+
+    quotes_value: of the questions about a sign the patient has a reading of, the share whose
+    answer states every value of it as the record charts it; wrong_number: the share stating a
+    number that is none of them; declines: of the questions about a sign without a reading, the
+    share answered without a number and with "no". Per sign and over all."""
+    asked = [(sign, answer, c.readings or {}) for c in cases for sign, answer in c.value_answers]
+    if not asked:
+        return {}
+    checks = [(sign, quotes_value(answer, sign, readings)) for sign, answer, readings in asked]
+
+    def tally(rows: list) -> dict:
+        have = [v for _, v in rows if v.has_reading]
+        lack = [v for _, v in rows if not v.has_reading]
+        return {  # None: no question of that kind
+            "questions": len(rows), "with_reading": len(have),
+            "quotes_value": sum(v.quotes for v in have) / len(have) if have else None,
+            "wrong_number": sum(v.wrong_number for v in have) / len(have) if have else None,
+            "without_reading": len(lack), "declines": sum(v.declines for v in lack) / len(lack) if lack else None,
+        }
+
+    signs = list(dict.fromkeys(sign for sign, _ in checks))
+    return {
+        "cases": sum(bool(c.value_answers) for c in cases),
+        **tally(checks),
+        "by_sign": {s: tally([row for row in checks if row[0] == s]) for s in signs},
+        "examples": [{"question": VALUE_QUESTIONS[s], "answer": a, "record": value_prompt(VALUE_QUESTIONS[s], r).split(" Question:")[0]}
+                     for s, a, r in asked[:examples]],
     }

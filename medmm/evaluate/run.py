@@ -10,6 +10,7 @@ that the Predictor returns calibrated probabilities and conformal sets from then
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -84,7 +85,7 @@ def run_evaluation(
     studies, truths = read_cases(predictor, test_part, test_items)
     names = predictor.model.config.diagnoses
     free = free_text_questions(names, predictor.task.displays)
-    cases = write_case_texts(predictor, test_items, studies, truths, free_questions=free)
+    cases = write_case_texts(predictor, test_items, studies, truths, free_questions=free, value_questions=True)
     evaluation["impression"] = {
         **impression_scores(cases, names),
         "examples": [{"truth": sorted(c.labels), "impression": c.grounded.text} for c in cases[:5]],
@@ -95,6 +96,7 @@ def run_evaluation(
         **grounding_report(cases, question_set(names, predictor.task.displays), free_questions=free),
         "image_findings": image_fit.to_dict() if image_fit is not None else "not fitted (no validation split, or no radiograph in it)",
     }
+    evaluation["latency"] = case_latency(predictor, studies)
     if baselines:
         from medmm.evaluate.compare import baseline_comparison
 
@@ -185,6 +187,32 @@ def _score_splits(predictor, cohort: Cohort, progress: bool):
     val = (scored["val"][0], scored["val"][2], scored["val"][1]) if val_part else (None, None, None)
     test_scores, test_items, _ = scored[test_name]
     return val, (test_scores, test_part, test_items)
+
+
+LATENCY_CASES = 8
+
+
+def case_latency(predictor, studies: Sequence, cases: int = LATENCY_CASES) -> dict:
+    """Seconds per case as a clinician waits for it: one `Predictor.predict` per study (preprocessing, the
+    diagnoses, the impression drafted and grounded), over the first `cases` studies, after one unmeasured call."""
+    import time
+
+    import torch
+
+    chosen = list(studies[:cases])
+    if not chosen:
+        return {"cases": 0}
+    predictor.predict(chosen[0])  # warm-up: lazy initialisation is not a case's latency
+    seconds = []
+    for study in chosen:
+        start = time.perf_counter()
+        predictor.predict(study)
+        seconds.append(time.perf_counter() - start)
+    return {
+        "cases": len(seconds), "median_seconds": float(np.median(seconds)), "mean_seconds": float(np.mean(seconds)),
+        "max_seconds": float(np.max(seconds)), "device": str(predictor.device), "threads": torch.get_num_threads(),
+        "what": "one Predictor.predict per case, batch of one: preprocessing, diagnoses, impression drafted and grounded",
+    }
 
 
 def read_cases(predictor, part: Cohort, items: list[dict]) -> tuple[list, list[dict | None]]:

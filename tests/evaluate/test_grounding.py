@@ -55,3 +55,28 @@ def test_free_lm_answers_beside_composed_answers_to_the_same_questions():
     assert free["answers"] == 4
     assert free["lm"]["contradicted_claims"] == 2  # "unlikely" at 78% in the set; ankle oedema against "No ankle oedema."
     assert free["lm"]["with_contradicted_claim"] == 2 / 4 and free["composed"]["with_contradicted_claim"] == 0.0
+
+
+def test_value_answers_are_scored_against_the_readings_each_case_was_shown():
+    from dataclasses import replace
+
+    from medmm.evaluate.grounding import value_report
+
+    pulse = {"heart_rate": [112.4, "/min"], "sbp": [94.0, "mm[Hg]"], "dbp": [58.0, "mm[Hg]"]}
+    first = replace(case("sepsis.", {"sepsis"}, {"sepsis": 0.9}), readings=pulse, value_answers=(
+        ("heart_rate", "Heart rate 112 /min (last reading)."),  # quotes
+        ("blood_pressure", "Blood pressure 94/60 mm[Hg]."),  # a wrong diastolic
+        ("weight", "No weight reading in the window."),  # no reading, and says so
+    ))
+    second = replace(case("no acute cardiopulmonary diagnosis.", set(), {}), readings={"heart_rate": [70.0, "/min"]}, value_answers=(
+        ("heart_rate", "Heart rate 70 /min."),
+        ("weight", "Weight 80 kg (last reading)."),  # no reading, but a number
+    ))
+    third = case("no acute cardiopulmonary diagnosis.", set(), {})  # not asked: left out
+    report = value_report([first, second, third])
+    assert (report["cases"], report["questions"], report["with_reading"], report["without_reading"]) == (2, 5, 3, 2)
+    assert report["quotes_value"] == 2 / 3 and report["wrong_number"] == 1 / 3 and report["declines"] == 1 / 2
+    assert report["by_sign"]["heart_rate"]["quotes_value"] == 1.0 and report["by_sign"]["blood_pressure"]["quotes_value"] == 0.0
+    assert report["examples"][0]["record"] == "Record, last vital signs: heart rate 112 /min; blood pressure 94/58 mm[Hg]."
+    assert grounding_report([first, second], ())["questions"]["values"]["quotes_value"] == 2 / 3
+    assert "values" not in grounding_report([third], ())["questions"]
