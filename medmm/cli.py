@@ -298,6 +298,22 @@ def evaluate(
 
 
 @app.command()
+def compare(
+    evaluations: List[Path] = typer.Argument(..., help="Two or more evaluation folders (what `medmm evaluate` wrote) of the same test split."),
+    name: Optional[List[str]] = typer.Option(None, "--name", help="A column name per evaluation, in order (default: the folder names)."),
+    out: Path = typer.Option(..., "--out", help="Folder for side_by_side.html, .json and .png."),
+    as_json: bool = typer.Option(False, "--json", help="Print side_by_side.json."),
+) -> None:
+    """Models of the same cohort side by side: AUROC, impression quality, answers about the patient's values, latency."""
+    from medmm.evaluate.side_by_side import compare_evaluations
+    from medmm.report.html import write_side_by_side
+
+    doc = compare_evaluations(evaluations, name or None)
+    page = write_side_by_side(out, doc)
+    typer.echo(json.dumps(_jsonable(doc)) if as_json else f"side by side: {page}")
+
+
+@app.command()
 def audit(
     model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
     cohort: Path = typer.Option(..., "--cohort", help="Cohort with demographics (test split is audited)."),

@@ -234,3 +234,19 @@ def write_audit_page(out_dir: str | Path, audit: dict) -> Path:
     path = out / "audit.html"
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def write_side_by_side(out_dir: str | Path, doc: dict) -> Path:
+    """Render out_dir/side_by_side.html (and side_by_side.png) from a medmm.evaluate.side_by_side document."""
+    from medmm.evaluate.plots import png_bytes
+    from medmm.evaluate.side_by_side import side_by_side_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "side_by_side.png"
+    png.write_bytes(png_bytes(side_by_side_figure(doc)))
+    (out / "side_by_side.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    html = _env().get_template("side_by_side.html.j2").render(doc=doc, image=embed_png(png))
+    path = out / "side_by_side.html"
+    path.write_text(html, encoding="utf-8")
+    return path
