@@ -12,7 +12,13 @@ resample).
 A group is FLAGGED for a metric when
 - its ratio CI lies wholly outside [0.8, 1.25] (the Aequitas four-fifths convention; applied
   to auroc, tpr, fpr and ppv, not to ece, whose ratio of two near-zero errors means little;
-  not to a zero-width interval, which only a group without any event produces), or
+  not to a zero-width interval, which only a group without any event produces; and for the
+  pooled rates tpr, fpr and ppv only when the group's and the reference's rate each count at
+  least MIN_RATIO_EVENTS events (true positives for tpr and ppv, false positives for fpr): a
+  ratio of rare counts swings widely, and a percentile bootstrap of a count of 2 or 3 (the
+  false positives of an accurate model in a group of 50 patients) gives an interval far
+  narrower than an exact one, so a group would be flagged for having 1 false positive against
+  the reference's 2 per hundred), or
 - the lower CI bound of |difference| exceeds `bound_difference`, i.e. the whole difference CI
   lies beyond +-bound. The bound is checked against the CI, not the point estimate, so that
   sampling noise in small groups does not raise flags.
@@ -41,6 +47,10 @@ from medmm.records import Issue
 
 RATIO_METRICS: tuple[str, ...] = ("auroc", "tpr", "fpr", "ppv")
 RATIO_BAND = (0.8, 1.25)
+# Events each side of a pooled rate's ratio must count for the ratio rule (the textbook n*p >= 5 for
+# approximate binomial intervals); rarer rates are judged by the difference rule alone.
+MIN_RATIO_EVENTS = 5
+EVENT_OF = {"tpr": "true positives", "fpr": "false positives", "ppv": "true positives"}
 UNKNOWN = "unknown"
 
 
@@ -57,6 +67,7 @@ class GroupMetric:
     difference: float
     difference_ci: tuple[float, float]
     skipped_resamples: int  # resamples where the group or reference metric was undefined
+    events: int | None = None  # the group's count behind a pooled rate (EVENT_OF); None for auroc and ece
 
 
 @dataclass(frozen=True)
@@ -171,14 +182,17 @@ def _thresholds(thresholds: float | Sequence[float] | OperatingPoints, k: int) -
 
 
 def _flag_reason(
-    metric: str, ratio_ci: tuple[float, float], diff_ci: tuple[float, float], band: tuple[float, float], bound: float, confidence: float
+    metric: str, ratio_ci: tuple[float, float], diff_ci: tuple[float, float], band: tuple[float, float], bound: float, confidence: float,
+    events: tuple[int | None, int | None] = (None, None),
 ) -> str:
-    """Why a metric is flagged ('' when it is not)."""
+    """Why a metric is flagged ('' when it is not); `events`: the group's and the reference's counts behind a pooled rate."""
     reasons = []
     pct = f"{confidence:.0%}"
     # A zero-width ratio interval means the group's rate was 0 in every resample (no events at
     # all): the percentile bootstrap shows no uncertainty there, so only the difference rule applies.
-    if metric in RATIO_METRICS and all(math.isfinite(v) for v in ratio_ci) and ratio_ci[0] < ratio_ci[1]:
+    # So does a rate of fewer than MIN_RATIO_EVENTS events on either side.
+    rare = metric in EVENT_OF and any(e is not None and e < MIN_RATIO_EVENTS for e in events)
+    if metric in RATIO_METRICS and not rare and all(math.isfinite(v) for v in ratio_ci) and ratio_ci[0] < ratio_ci[1]:
         if ratio_ci[1] < band[0]:
             reasons.append(f"ratio {pct} CI [{ratio_ci[0]:.3f}, {ratio_ci[1]:.3f}] lies below {band[0]}")
         elif ratio_ci[0] > band[1]:
@@ -264,11 +278,13 @@ def audit_subgroups(
                 results.append(GroupResult(a.attribute, g, n, n_pat, "too small"))
                 continue
             metrics = []
+            counts, ref_counts = _events(y, pred, a.masks[g]), _events(y, pred, a.masks[ref])
             for m in AUDIT_METRICS:
                 samples, ref_samples = boot[(a.attribute, g)][m], boot[(a.attribute, ref)][m]
-                gm = _compare(m, float(frame.loc[g, m]), float(frame.loc[ref, m]), samples, ref_samples, confidence)
+                gm = _compare(m, float(frame.loc[g, m]), float(frame.loc[ref, m]), samples, ref_samples, confidence, counts.get(m))
                 metrics.append(gm)
-                reason = "" if g == ref else _flag_reason(m, gm.ratio_ci, gm.difference_ci, ratio_band, bound_difference, confidence)
+                reason = "" if g == ref else _flag_reason(
+                    m, gm.ratio_ci, gm.difference_ci, ratio_band, bound_difference, confidence, (counts.get(m), ref_counts.get(m)))
                 if reason:
                     values = (gm.value, gm.reference_value, gm.ratio, gm.ratio_ci, gm.difference, gm.difference_ci)
                     flags.append(Flag(a.attribute, g, m, *values, reason=reason))
@@ -306,7 +322,16 @@ def _bootstrap(
     return {key: {m: np.concatenate(v[m]) for m in AUDIT_METRICS} for key, v in chunks.items()}
 
 
-def _compare(metric: str, value: float, ref_value: float, samples: np.ndarray, ref_samples: np.ndarray, confidence: float) -> GroupMetric:
+def _events(y: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> dict[str, int]:
+    """The counts behind a group's pooled rates (EVENT_OF): true positives (tpr, ppv) and false positives (fpr)."""
+    truth, calls = y[mask].astype(bool), pred[mask].astype(bool)
+    tp, fp = int((truth & calls).sum()), int((~truth & calls).sum())
+    return {"tpr": tp, "fpr": fp, "ppv": tp}
+
+
+def _compare(
+    metric: str, value: float, ref_value: float, samples: np.ndarray, ref_samples: np.ndarray, confidence: float, events: int | None = None
+) -> GroupMetric:
     """Point and bootstrap difference/ratio of a group's metric to the reference's."""
     usable = np.isfinite(samples) & np.isfinite(ref_samples)
     diff = np.where(usable, samples - ref_samples, np.nan)
@@ -323,4 +348,5 @@ def _compare(metric: str, value: float, ref_value: float, samples: np.ndarray, r
         difference=value - ref_value,
         difference_ci=percentile_interval(diff, confidence),
         skipped_resamples=int((~usable).sum()),
+        events=events,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import multilabel_confusion_matrix, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from medmm.evaluate.bootstrap import safe_ratio, weighted_auroc, weighted_confusion, weighted_ece
 from medmm.evaluate.calibration import expected_calibration_error
@@ -47,8 +47,10 @@ def metric_functions(
         r = rows(idx)
         key = r.tobytes()
         if key not in counts_cache:
-            # multilabel_confusion_matrix: (K, 2, 2) as [[tn, fp], [fn, tp]] per diagnosis
-            counts_cache[key] = multilabel_confusion_matrix(y[r], pred[r].astype(np.int8)).sum(axis=0)
+            # [[tn, fp], [fn, tp]] pooled over the diagnoses (sklearn's multilabel_confusion_matrix would read a
+            # single-label task's (n, 1) column as binary classes and pool the matrices of class 0 and class 1)
+            truth, calls = y[r].astype(bool), pred[r].astype(bool)
+            counts_cache[key] = np.array([[(~truth & ~calls).sum(), (~truth & calls).sum()], [(truth & ~calls).sum(), (truth & calls).sum()]])
         return counts_cache[key]
 
     def tpr(idx: np.ndarray, _: np.ndarray) -> float:

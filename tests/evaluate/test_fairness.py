@@ -144,3 +144,32 @@ def test_missing_attribute_values_form_an_unknown_group():
     unknown = audit.group("sex", "unknown")
     assert unknown.n == 50 and unknown.status == "scored"
     assert sum(g.n for g in audit.groups) == 200
+
+
+def rare_false_positives(group_fp: int, n: int = 60) -> tuple:
+    """One diagnosis, a reference group A (200 patients) and a group B (n); every positive is found. A has 12
+    false positives among 150 negatives (8%), B `group_fp` among its n negatives; B has 40 positives too."""
+    y = np.r_[np.ones(50), np.zeros(150), np.ones(40), np.zeros(n)].astype(int)[:, None]
+    pred = np.r_[np.ones(50), np.ones(12), np.zeros(138), np.ones(40), np.ones(group_fp), np.zeros(n - group_fp)]
+    p = np.where(pred == 1, 0.9, 0.1)[:, None]
+    groups = pd.DataFrame({"race": ["A"] * 200 + ["B"] * (40 + n)})
+    return y, p, groups, [f"pt{i}" for i in range(len(y))]
+
+
+def test_a_ratio_of_rare_events_is_judged_by_the_difference_rule_alone():
+    # B: 2 false positives in 300 negatives (0.7%) against A's 8%. The ratio is far below 0.8, but it rests on 2 events.
+    y, p, groups, ids = rare_false_positives(2, n=300)
+    audit = audit_subgroups(y, p, 0.5, groups, ids, intersections=False, reference={"race": "A"}, n_boot=N_BOOT, seed=0)
+    metrics = {m.metric: m for m in audit.group("race", "B").metrics}
+    fpr = metrics["fpr"]
+    rows = (groups["race"] == "B").to_numpy()
+    tn, fp, fn, tp = confusion_matrix(y[rows, 0], p[rows, 0] >= 0.5).ravel()  # a single-label task's rates
+    assert (fpr.events, fpr.value, metrics["tpr"].value, metrics["ppv"].value) == (fp, fp / (fp + tn), tp / (tp + fn), tp / (tp + fp))
+    assert (fp, fpr.value) == (2, 2 / 300)
+    assert fpr.ratio_ci[1] < 0.8  # the bootstrap interval alone would flag it
+    assert audit.flags == ()
+    # with 8 false positives in 1,200 negatives (the same 0.7%), the ratio rule applies and flags it
+    y, p, groups, ids = rare_false_positives(8, n=1200)
+    audit = audit_subgroups(y, p, 0.5, groups, ids, intersections=False, reference={"race": "A"}, n_boot=N_BOOT, seed=0)
+    assert [(f.group, f.metric) for f in audit.flags] == [("B", "fpr")] and "ratio" in audit.flags[0].reason
+    assert {m.metric: m.events for m in audit.group("race", "B").metrics} == {"auroc": None, "tpr": 40, "fpr": 8, "ppv": 40, "ece": None}
