@@ -108,7 +108,8 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         "- Calibration: expected calibration error (10 equal-width bins) and Brier score, before and after temperature scaling.",
         f"- Uncertainty: split-conformal prediction sets at {pct(s['coverage_target'], 0)} target coverage; empirical coverage and mean set size.",
         "- Fairness: per group AUROC, TPR, FPR, PPV and ECE; a group is flagged when a ratio to the reference group has its interval "
-        "wholly outside [0.8, 1.25] or a difference lies beyond the configured bound across its interval.",
+        "wholly outside [0.8, 1.25] (for TPR, FPR and PPV only when each side counts at least 5 events) or a difference lies beyond "
+        "the configured bound across its interval.",
         "",
         "## Evaluation data",
         "",
