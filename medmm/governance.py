@@ -56,7 +56,10 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
     names = _diagnoses(e)
     labels = label_table(e)
     test = e["splits"]["test"]
-    recorded = ", ".join(f"{k} = {num(v) if isinstance(v, float) else v}" for k, v in m["checkpoint"].items() if k != "format")
+    def saved(v):  # a task (a dict) by its name: the whole definition is in the checkpoint's config
+        return num(v) if isinstance(v, float) else (v.get("name", "(a mapping)") if isinstance(v, dict) else v)
+
+    recorded = ", ".join(f"{k} = {saved(v)}" for k, v in m["checkpoint"].items() if k != "format")
     metric_rows = [[diagnosis(d["name"], labels) if d["name"] != "macro" else "Macro", *(estimate(d[k]) for k in METRICS)]
                    for d in e["metrics"]["diagnoses"] + [e["metrics"]["macro"]]]
     lines = [
@@ -363,23 +366,31 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def from_run(run_dir: str | Path, model_dir: str | Path, audit_dir: str | Path, governance_dir: str | Path) -> list[Path]:
-    """Copy a finished evaluation folder's JSON and HTML (plots are embedded in the HTML) into audit_dir; write the documents."""
+    """Copy a finished evaluation folder's JSON and plots into audit_dir, render report.html and audit.html
+    there from them, and write the documents (the JSON is what is kept; the rest is rendered again)."""
     import shutil
 
     from medmm.checkpoint import verify
+    from medmm.report.html import write_audit_page, write_report
 
     evaluation, audit = load_run(run_dir)
     target = Path(audit_dir)
     target.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in ("evaluation.json", "audit.json", "report.html", "audit.html"):
-        if (Path(run_dir) / name).is_file():
+    for name in ("evaluation.json", "audit.json"):
+        if (Path(run_dir) / name).is_file() and (Path(run_dir) / name).resolve() != (target / name).resolve():
             copied.append(Path(shutil.copy2(Path(run_dir) / name, target / name)))
+    plots = Path(run_dir) / "plots"
+    if plots.is_dir() and plots.resolve() != (target / "plots").resolve():
+        shutil.copytree(plots, target / "plots", dirs_exist_ok=True)
+    rendered = [write_report(target, evaluation, audit, None)]
+    if audit is not None:
+        rendered.append(write_audit_page(target, audit))
     try:
         config = verify(model_dir)
     except CheckpointError:
         config = None
-    return [*copied, *write_governance(governance_dir, evaluation, audit, config)]
+    return [*copied, *rendered, *write_governance(governance_dir, evaluation, audit, config)]
 
 
 if __name__ == "__main__":

@@ -96,3 +96,19 @@ def test_the_documented_regeneration_command_writes_every_document(tmp_path, cap
     card = (tmp_path / "gov" / "model_card.md").read_text()
     assert f"`{evaluation['model']['id']}`" in card and "0 groups scored" in card
     assert json.loads((model_dir / "calibration.json").read_text())["temperature"] == evaluation["calibration"]["temperature"]
+
+
+def test_from_run_keeps_the_json_and_renders_the_pages_again(report_run, tmp_path):
+    """The HTML is not kept in git: `--from-run` copies the JSON and plots and renders report.html and audit.html from them."""
+    from medmm.governance import from_run
+
+    target, gov = tmp_path / "audits" / "default", tmp_path / "gov"
+    paths = from_run(report_run.out, tmp_path / "no-model", target, gov)
+    assert [p.name for p in paths] == ["evaluation.json", "audit.json", "report.html", "audit.html",
+                                       "model_card.md", "intended_use.md", "risk_register.md"]
+    assert json.loads((target / "evaluation.json").read_text()) == report_run.evaluation
+    report = (target / "report.html").read_text()
+    assert "data:image/png;base64," in report  # the plots, copied beside the JSON, are embedded again
+    assert report_run.evaluation["model"]["id"] in report and "Fairness audit" in (target / "audit.html").read_text()
+    again = from_run(target, tmp_path / "no-model", target, gov)  # the kept JSON alone renders the pages
+    assert [p.name for p in again][:2] == ["report.html", "audit.html"]
