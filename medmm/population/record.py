@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
-from fhir.resources.R4B import get_fhir_model_class
-
+from medmm.io.fhir_models import r4b_validate
 from medmm.records import Issue
 
 # Resource types a sample is built from; a reader groups these by patient and counts the others.
@@ -127,14 +126,8 @@ def build_record(patient: Mapping[str, Any], resources: Iterator[Mapping[str, An
 
 def validated(resource: Mapping[str, Any]) -> tuple[Any, str | None]:
     """(R4B model, None), or (None, the first failing field) when the models reject the resource."""
-    try:
-        return get_fhir_model_class(resource["resourceType"]).model_validate(resource), None
-    except Exception as exc:  # pydantic ValidationError and the models' own errors alike
-        errors = getattr(exc, "errors", None)
-        if callable(errors):
-            locs = [".".join(str(p) for p in e.get("loc", ())) for e in errors()]
-            return None, (locs[0] if locs and locs[0] else type(exc).__name__)
-        return None, type(exc).__name__
+    model, fields = r4b_validate(resource)
+    return (model, None) if model is not None else (None, fields[0])
 
 
 def parse_time(value: Any) -> datetime | None:
