@@ -7,6 +7,7 @@ medmm is a research tool, not a medical device.
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import json
 import logging
 import sys
@@ -26,6 +27,19 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+class TrainingRecipes:
+    """The door to the training recipes (the `training` package: one module per recipe, configs in
+    training/configs/). Only this command table opens it; the demo and the interface are handed it."""
+
+    @staticmethod
+    def run(cfg) -> dict:
+        return importlib.import_module(f"training.{cfg.recipe}").run(cfg)
+
+    @staticmethod
+    def config(name: str) -> Path:
+        return Path(str(importlib.resources.files("training") / "configs" / name))
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on error."),
@@ -34,12 +48,9 @@ def _root(
     _state["debug"] = debug
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not (verbose or debug):
-        # pydicom logs decoder failures with tracebacks that can quote element values; medmm
-        # reports those files itself as typed errors. (Importing pydicom sets its logger's
-        # level, so import it first.)
-        import pydicom  # noqa: F401
+        from medmm.io.dicom import quiet_pydicom_logging
 
-        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+        quiet_pydicom_logging()
 
 
 @app.command()
@@ -151,7 +162,7 @@ def train(
     cfg = load_recipe_config(config, overrides or [])
     if cfg.recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {cfg.recipe!r} ({' | '.join(RECIPES)})", path=config, where="recipe")
-    result = importlib.import_module(f"training.{cfg.recipe}").run(cfg)
+    result = TrainingRecipes.run(cfg)
     typer.echo(json.dumps(_jsonable(result)))
 
 
@@ -171,7 +182,7 @@ def demo(
     """Synthesize a cohort, train the embedded default (four stages), evaluate it, save DIR/model and DIR/metrics.json."""
     from medmm.demo import DemoOptions, run_demo
 
-    metrics = run_demo(DemoOptions(out=out, patients=patients, seed=seed, quick=quick, progress=not as_json, backbone=backbone))
+    metrics = run_demo(DemoOptions(out=out, patients=patients, seed=seed, quick=quick, progress=not as_json, backbone=backbone), TrainingRecipes)
     if as_json:
         typer.echo(json.dumps(metrics))
     else:

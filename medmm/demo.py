@@ -8,14 +8,13 @@ medmm.backbone_gguf) the same cohort trains on it instead: no stage 0 (the LM al
 English), longer token rows for its chat frame (PRETRAINED_PROFILE), and bf16 autocast where the
 machine has bf16 arithmetic (CUDA, or a CPU with AVX-512 BF16).
 
-The stages are the recipes in training/ (loaded by name: this is the top layer, like the CLI),
-driven by the YAML configs in training/configs/demo_*.yaml. A second run reuses the model.
+The stages are the recipes in training/, driven by the YAML configs in training/configs/demo_*.yaml,
+run through the `Recipes` the caller passes (the CLI's door to the training package). A second
+run reuses the model.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.resources
 import json
 import logging
 import resource
@@ -23,6 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from medmm.errors import CheckpointError, ConfigError
 
@@ -56,9 +56,13 @@ class DemoOptions:
     backbone: str = EMBEDDED  # or a pretrained LM: a GGUF file or a packaged short name ("smollm2-135m")
 
 
-def config_path(name: str) -> Path:
-    """A YAML config shipped in training/configs/."""
-    return Path(str(importlib.resources.files("training") / "configs" / name))
+class Recipes(Protocol):
+    """The training recipes as the demo runs them: `medmm.cli.TrainingRecipes` (the CLI's door to the
+    `training` package, which medmm below the CLI never imports), or a stand-in in tests."""
+
+    def run(self, cfg) -> dict: ...
+
+    def config(self, name: str) -> Path: ...
 
 
 def peak_memory_mb() -> float:
@@ -89,7 +93,7 @@ def profile_overrides(name: str, opts: DemoOptions) -> list[str]:
     return extra
 
 
-def _stage_config(name: str, opts: DemoOptions, **paths):
+def _stage_config(name: str, opts: DemoOptions, recipes: Recipes, **paths):
     from medmm.train.recipe import load_recipe_config
 
     overrides = [f"{k}={v}" for k, v in paths.items()] + [f"progress={str(opts.progress).lower()}", f"train.seed={opts.seed}"]
@@ -98,19 +102,22 @@ def _stage_config(name: str, opts: DemoOptions, **paths):
         overrides += ["train.max_steps=6", "train.epochs=1", "train.batch_size=8"]
         if name in ("pretrain_image", "align"):  # stage 2 takes stage 1's model config, preprocessing included
             overrides += list(QUICK_MODEL)
-    return load_recipe_config(config_path(f"demo_{name}.yaml"), overrides)
+    return load_recipe_config(recipes.config(f"demo_{name}.yaml"), overrides)
 
 
-def train_default(opts: DemoOptions, cohort: Path) -> Path:
+def train_default(opts: DemoOptions, cohort: Path, recipes: Recipes) -> Path:
     """Run the stages (no stage 0 for a pretrained backbone); the stage-2 best checkpoint becomes DIR/model."""
     runs = opts.out / "runs"
     lm_dir = {}
+
+    def stage(name: str, **paths) -> dict:
+        return _run(recipes, _stage_config(name, opts, recipes, cohort=cohort, out=runs / name, **paths))
+
     if opts.backbone == EMBEDDED:
-        lm = _run("pretrain_lm", _stage_config("pretrain_lm", opts, cohort=cohort, out=runs / "pretrain_lm"))
-        lm_dir = {"lm_dir": lm["lm_dir"]}
-    image = _run("pretrain_image", _stage_config("pretrain_image", opts, cohort=cohort, out=runs / "pretrain_image"))
-    _run("align", _stage_config("align", opts, cohort=cohort, out=runs / "align", image_init=image["image_init"], **lm_dir))
-    _run("finetune", _stage_config("finetune", opts, cohort=cohort, out=runs / "finetune", init_from=runs / "align" / "best"))
+        lm_dir = {"lm_dir": stage("pretrain_lm")["lm_dir"]}
+    image = stage("pretrain_image")
+    stage("align", image_init=image["image_init"], **lm_dir)
+    stage("finetune", init_from=runs / "align" / "best")
     model_dir = opts.out / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
@@ -118,17 +125,16 @@ def train_default(opts: DemoOptions, cohort: Path) -> Path:
     return model_dir
 
 
-def _run(recipe: str, cfg) -> dict:
+def _run(recipes: Recipes, cfg) -> dict:
     from accelerate.state import AcceleratorState
 
-    module = importlib.import_module(f"training.{recipe}")
     start = time.perf_counter()
     try:
-        result = module.run(cfg)
+        result = recipes.run(cfg)
     finally:
         # accelerate keeps one process-wide state (device, mixed precision); the next stage may ask for another
         AcceleratorState._reset_state(reset_partial_state=True)
-    log.info("%s finished in %.1f s", recipe, time.perf_counter() - start)
+    log.info("%s finished in %.1f s", cfg.recipe, time.perf_counter() - start)
     return result
 
 
@@ -193,7 +199,7 @@ def grounding_figures(grounding: dict) -> dict:
     return figures
 
 
-def run_demo(opts: DemoOptions) -> dict:
+def run_demo(opts: DemoOptions, recipes: Recipes) -> dict:
     from medmm.synth import SynthConfig, synthesize
 
     out = opts.out
@@ -219,7 +225,7 @@ def run_demo(opts: DemoOptions) -> dict:
         raise ConfigError(f"holds a model trained on the {model_backbone(model_dir)} backbone, not {opts.backbone}; "
                           "give another --out", path=model_dir, where="--backbone")
     if not reused:
-        train_default(opts, cohort)
+        train_default(opts, cohort, recipes)
     times["train"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from medmm.checkpoint import load_checkpoint
+from medmm.cli import TrainingRecipes
 from tests.netguard import complaints, guarded_env, medmm_command
 
 SUBSETS = {"all", "image", "notes", "vitals", "image+notes", "image+vitals", "notes+vitals"}
@@ -100,7 +101,7 @@ def test_a_pretrained_backbone_changes_only_its_stages_settings(monkeypatch):
         assert ("train.mixed_precision=bf16" in align) is bf16
         assert "model.backbone.source=smollm2-135m" not in demo.profile_overrides("finetune", pretrained)  # inherited
         assert demo.profile_overrides("pretrain_image", pretrained) == []
-    cfg = demo._stage_config("align", pretrained, cohort="c", out="o", image_init="i")
+    cfg = demo._stage_config("align", pretrained, TrainingRecipes, cohort="c", out="o", image_init="i")
     assert cfg.model.backbone.source == "smollm2-135m" and cfg.train.max_length == 128 and cfg.lm_dir is None
 
 
@@ -113,7 +114,7 @@ def test_a_model_of_another_backbone_is_not_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "model_is_cached", lambda d: True)
     monkeypatch.setattr(demo, "model_backbone", lambda d: "embedded")
     with pytest.raises(ConfigError, match="embedded backbone, not smollm2-135m"):
-        demo.run_demo(demo.DemoOptions(out=tmp_path, backbone="smollm2-135m", progress=False))
+        demo.run_demo(demo.DemoOptions(out=tmp_path, backbone="smollm2-135m", progress=False), TrainingRecipes)
 
 
 @pytest.mark.slow

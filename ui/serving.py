@@ -39,12 +39,13 @@ def default_cache_dir() -> Path:
 
 def ensure_default_model(cache_dir: Path | None = None, *, quick: bool = False) -> Path:
     """The embedded default's checkpoint folder, trained by `medmm demo`'s code path first when not cached."""
+    from medmm.cli import TrainingRecipes
     from medmm.demo import DemoOptions, model_is_cached, run_demo
 
     out = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if not model_is_cached(out / "model"):
         log.info("training the embedded default model once (it is kept for later runs)")
-        run_demo(DemoOptions(out=out, quick=quick))
+        run_demo(DemoOptions(out=out, quick=quick), TrainingRecipes)
     return out / "model"
 
 

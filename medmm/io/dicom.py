@@ -55,6 +55,17 @@ VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})
 CT_WINDOWS: dict[str, tuple[float, float]] = {"soft_tissue": (40.0, 400.0), "lung": (-600.0, 1500.0)}
 """(center, width) in HU. CT without a stored window gets the soft-tissue (mediastinal) window."""
 
+def quiet_pydicom_logging() -> None:
+    """Keep pydicom's own log quiet: it logs decoder failures with tracebacks that can quote element
+    values, and medmm reports those files itself as typed errors. (Importing pydicom sets its
+    logger's level, so it is imported first.)"""
+    import logging
+
+    import pydicom  # noqa: F401
+
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
 _REASONS = (NOT_DICOM, TRUNCATED, NO_PIXELS, UNSUPPORTED, UNDECODABLE, INVALID, UNREADABLE)
 _SAME_POSITION_MM = 1e-3
 

@@ -329,7 +329,7 @@ def test_the_default_model_is_trained_once_and_then_reused(tmp_path, monkeypatch
     assert default_cache_dir() == tmp_path / "cache" / "demo"
     calls = []
 
-    def fake_demo(options):  # stands in for the minutes-long training: writes a model where `medmm demo` would
+    def fake_demo(options, recipes):  # stands in for the minutes-long training: writes a model where `medmm demo` would
         calls.append(options)
         save_tiny_checkpoint(options.out / "model")
 
