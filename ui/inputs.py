@@ -14,13 +14,16 @@ import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from medmm.errors import CohortError, ConfigError, InputError, MedmmError
 from medmm.io import classify_files, load_study
 from medmm.io.pacs import StudySummary, retrieve_study, search_studies
 from medmm.records import Issue, Study
 from ui.uploads import stage_uploads
+
+if TYPE_CHECKING:  # ui.session imports this module
+    from ui.session import Case
 
 log = logging.getLogger("ui.session")
 _EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)  # sorts cases without a study time first

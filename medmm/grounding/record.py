@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from medmm.codes import VITAL_SIGNS
 from medmm.grounding.questions import VITAL_CHANNELS
-from medmm.prompts import QA, qa_prompt
+from medmm.prompts import qa_prompt
 
 RECORD_PREFIX = "Record, last vital signs:"
 # the question asked about each vital sign (the wording of the evaluation's question set)

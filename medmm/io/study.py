@@ -45,7 +45,7 @@ def classify_files(path: str | Path) -> PatientFiles:
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     dicom, fhir, vitals, ignored = [], [], [], []
     for f in files:
-        name, suffix = f.name.lower(), f.suffix.lower()
+        suffix = f.suffix.lower()
         if _is_bookkeeping(f):
             ignored.append(f)
         elif suffix in _FHIR_SUFFIXES:

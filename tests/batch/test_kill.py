@@ -69,7 +69,7 @@ def test_five_kills_and_a_resume_give_exactly_the_uninterrupted_output(tiny_chec
     assert progress == sorted(progress) and progress[-1] < 25  # 25 parts in all: some work was left to resume
 
     resumed = run_batch(tiny_checkpoint, cohort300, killed, protocol=protocol, progress=False)
-    baseline = run_batch(tiny_checkpoint, cohort300, tmp_path / "baseline", protocol=protocol, progress=False)
+    run_batch(tiny_checkpoint, cohort300, tmp_path / "baseline", protocol=protocol, progress=False)  # the same study, never killed
     assert resumed.resumed == 12 * progress[-1] and resumed.processed == 300 - resumed.resumed
     assert (resumed.cases, resumed.done + resumed.failed) == (300, 300)
 

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pydicom
-import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from medmm.codes import VITAL_NAMES, vital_for_code

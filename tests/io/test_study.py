@@ -1,6 +1,6 @@
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 

@@ -6,7 +6,6 @@ DICOM files the test writes."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
