@@ -30,7 +30,9 @@ def _batches(items: list[dict], size: int):
 
 
 @torch.no_grad()
-def case_probabilities(predictor, items: list[dict], modalities: tuple[str, ...] | None = None, batch_size: int = 32) -> np.ndarray:
+def case_probabilities(
+    predictor, items: list[dict], modalities: tuple[str, ...] | None = None, batch_size: int = 32
+) -> np.ndarray:
     """Calibrated probabilities (N, K) of preprocessed cases, optionally restricted to some modalities."""
     out = [predictor.probabilities(to_device(b, predictor.device), modalities) for b in _batches(items, batch_size)]
     return np.concatenate(out) if out else np.zeros((0, len(predictor.model.config.diagnoses)))

@@ -88,8 +88,7 @@ def resolve_target_modules(targets: tuple[str, ...] | None, model: PreTrainedMod
             continue
         if module is head:
             raise ConfigError(
-                f"LoRA target list matches the LM head '{name}' of model_type '{model_type}'; "
-                "heads are never wrapped",
+                f"LoRA target list matches the LM head '{name}' of model_type '{model_type}'; heads are never wrapped",
                 where="backbone.target_modules",
             )
         if not isinstance(module, (nn.Linear, Conv1D)):

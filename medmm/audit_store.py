@@ -188,7 +188,11 @@ class AuditStore:
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"audit store cannot be opened as SQLite ({type(exc).__name__})", path=self.path) from exc
         if version != str(SCHEMA_VERSION):
-            raise ConfigError(f"audit store schema {version} is not the supported {SCHEMA_VERSION}", path=self.path, where="meta.schema_version")
+            raise ConfigError(
+                f"audit store schema {version} is not the supported {SCHEMA_VERSION}",
+                path=self.path,
+                where="meta.schema_version",
+            )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30.0)
@@ -226,9 +230,15 @@ class AuditStore:
         """model_fingerprint(model_dir), remembered while the checkpoint's files stay unchanged."""
         model_dir = Path(model_dir)
         try:
-            key = (str(model_dir.resolve()), (model_dir / "checksums.json").stat().st_mtime, (model_dir / "config.json").stat().st_mtime)
+            key = (
+                str(model_dir.resolve()),
+                (model_dir / "checksums.json").stat().st_mtime,
+                (model_dir / "config.json").stat().st_mtime,
+            )
         except OSError as exc:
-            raise CheckpointError("not a medmm checkpoint (expected checksums.json and config.json)", path=model_dir) from exc
+            raise CheckpointError(
+                "not a medmm checkpoint (expected checksums.json and config.json)", path=model_dir
+            ) from exc
         if key not in self._fingerprints:
             self._fingerprints[key] = model_fingerprint(model_dir)
         return self._fingerprints[key]
@@ -278,7 +288,9 @@ class AuditStore:
         known = [s.name for s in prediction.scores]
         unknown = [d for d in diagnoses if d not in known]
         if unknown:
-            raise ConfigError(f"diagnoses must be among {', '.join(known)} ({len(unknown)} are not)", where="feedback.diagnoses")
+            raise ConfigError(
+                f"diagnoses must be among {', '.join(known)} ({len(unknown)} are not)", where="feedback.diagnoses"
+            )
         detail = json.dumps({"verdict": verdict, "diagnoses": sorted(set(diagnoses))}, sort_keys=True)
         found = tuple(digests) if digests is not None else input_digests(inputs)
         return self._write([self._entry(prediction, found, model_dir, "feedback", source, user, None, detail)])[0]
@@ -295,8 +307,17 @@ class AuditStore:
         """Record the predictions of one batch part in one transaction (each keyed by run and patient)."""
         return self._write([self._entry(p, tuple(d), model_dir, "predict", source, user, run_id) for p, d in items])
 
-    def _entry(self, prediction: Prediction, digests: tuple[InputDigest, ...], model_dir, action: str, source: str,
-               user: str | None, run_id: str | None, detail: str | None = None) -> AuditRecord:
+    def _entry(
+        self,
+        prediction: Prediction,
+        digests: tuple[InputDigest, ...],
+        model_dir,
+        action: str,
+        source: str,
+        user: str | None,
+        run_id: str | None,
+        detail: str | None = None,
+    ) -> AuditRecord:
         if action not in ACTIONS:
             raise ConfigError(f"action must be one of {', '.join(ACTIONS)}", where="audit.action")
         if source not in SOURCES:
@@ -304,8 +325,23 @@ class AuditStore:
         subject = self.subject_hash(prediction.study_id)
         event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{_SYSTEM}:{run_id}:{subject}")) if run_id else str(uuid.uuid4())
         fp = self.fingerprint(model_dir)
-        return AuditRecord(event_id, _now(), action, source, _who(user), "success", subject, prediction.model_id, prediction.model_version,
-                           fp.model_checksum, fp.config_checksum, prediction_checksum(prediction), run_id, detail, digests)
+        return AuditRecord(
+            event_id,
+            _now(),
+            action,
+            source,
+            _who(user),
+            "success",
+            subject,
+            prediction.model_id,
+            prediction.model_version,
+            fp.model_checksum,
+            fp.config_checksum,
+            prediction_checksum(prediction),
+            run_id,
+            detail,
+            digests,
+        )
 
     def _write(self, entries: list[AuditRecord]) -> list[str]:
         """Insert entries in one transaction; an event id already stored (a batch case recorded before) is kept as it was."""
@@ -315,21 +351,45 @@ class AuditStore:
                     event, provenance = _audit_event(e), _provenance(e)
                     cursor = db.execute(
                         "INSERT OR IGNORE INTO audit_event VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (e.event_id, _instant(e.recorded), e.action, e.source, e.user, e.outcome, e.subject_hash, e.model_id, e.model_version,
-                         e.model_checksum, e.config_checksum, e.output_checksum, e.run_id, e.detail, json.dumps(event)),
+                        (
+                            e.event_id,
+                            _instant(e.recorded),
+                            e.action,
+                            e.source,
+                            e.user,
+                            e.outcome,
+                            e.subject_hash,
+                            e.model_id,
+                            e.model_version,
+                            e.model_checksum,
+                            e.config_checksum,
+                            e.output_checksum,
+                            e.run_id,
+                            e.detail,
+                            json.dumps(event),
+                        ),
                     )
                     if cursor.rowcount == 0:
                         continue
-                    db.executemany("INSERT INTO audit_input VALUES (?, ?, ?, ?, ?)",
-                                   [(e.event_id, i, d.kind, d.sha256, int(d.size)) for i, d in enumerate(e.inputs)])
-                    db.execute("INSERT INTO provenance VALUES (?, ?, ?, ?)", (provenance["id"], e.event_id, _instant(e.recorded), json.dumps(provenance)))
+                    db.executemany(
+                        "INSERT INTO audit_input VALUES (?, ?, ?, ?, ?)",
+                        [(e.event_id, i, d.kind, d.sha256, int(d.size)) for i, d in enumerate(e.inputs)],
+                    )
+                    db.execute(
+                        "INSERT INTO provenance VALUES (?, ?, ?, ?)",
+                        (provenance["id"], e.event_id, _instant(e.recorded), json.dumps(provenance)),
+                    )
         except sqlite3.DatabaseError as exc:
-            raise MedmmError(f"audit records could not be written ({type(exc).__name__})", path=self.path, where="audit_event") from exc
+            raise MedmmError(
+                f"audit records could not be written ({type(exc).__name__})", path=self.path, where="audit_event"
+            ) from exc
         return [e.event_id for e in entries]
 
     # -- reading -------------------------------------------------------------------------------
 
-    def events(self, *, action: str | None = None, source: str | None = None, run_id: str | None = None) -> list[AuditRecord]:
+    def events(
+        self, *, action: str | None = None, source: str | None = None, run_id: str | None = None
+    ) -> list[AuditRecord]:
         """Stored events, oldest first, optionally only those of one action, source or batch run."""
         clauses, args = [], []
         for column, value in (("action", action), ("source", source), ("run_id", run_id)):
@@ -348,7 +408,9 @@ class AuditStore:
             for event_id, kind, sha, size in db.execute(query, args):
                 inputs.setdefault(event_id, []).append(InputDigest(kind, sha, size))
         return [
-            AuditRecord(r[0], datetime.fromisoformat(r[1].replace("Z", "+00:00")), *r[2:], inputs=tuple(inputs.get(r[0], ())))
+            AuditRecord(
+                r[0], datetime.fromisoformat(r[1].replace("Z", "+00:00")), *r[2:], inputs=tuple(inputs.get(r[0], ()))
+            )
             for r in rows
         ]
 
@@ -397,12 +459,21 @@ def _audit_event(e: AuditRecord) -> dict:
         },
     ]
     entities += [
-        {"what": _identifier("urn:ietf:rfc:3986", f"urn:sha256:{d.sha256}"), "type": {"system": _ENTITY_TYPE, "code": "2"},
-         "role": {"system": _OBJECT_ROLE, "code": "3", "display": "Report"}, "description": f"{d.kind} input, {d.size} bytes"}
+        {
+            "what": _identifier("urn:ietf:rfc:3986", f"urn:sha256:{d.sha256}"),
+            "type": {"system": _ENTITY_TYPE, "code": "2"},
+            "role": {"system": _OBJECT_ROLE, "code": "3", "display": "Report"},
+            "description": f"{d.kind} input, {d.size} bytes",
+        }
         for d in e.inputs
     ]
     if e.detail is not None:
-        entities.append({"what": _identifier(f"{_SYSTEM}:feedback", e.event_id), "detail": [{"type": "feedback", "valueString": e.detail}]})
+        entities.append(
+            {
+                "what": _identifier(f"{_SYSTEM}:feedback", e.event_id),
+                "detail": [{"type": "feedback", "valueString": e.detail}],
+            }
+        )
     return {
         "resourceType": "AuditEvent",
         "id": e.event_id,
@@ -415,7 +486,10 @@ def _audit_event(e: AuditRecord) -> dict:
             {"who": {"display": e.user or "unknown"}, "requestor": True},
             {"who": {"display": f"medmm {e.model_version}"}, "requestor": False},
         ],
-        "source": {"observer": {"display": f"medmm {e.source}"}, "type": [{"system": _SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
+        "source": {
+            "observer": {"display": f"medmm {e.source}"},
+            "type": [{"system": _SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
         "entity": entities,
     }
 
@@ -428,9 +502,17 @@ def _provenance(e: AuditRecord) -> dict:
         "target": [_identifier(f"{_SYSTEM}:prediction-sha256", e.output_checksum)],
         "recorded": _instant(e.recorded),
         "agent": [
-            {"type": {"coding": [{"system": _PARTICIPANT, "code": "assembler"}]}, "who": {"display": f"medmm {e.model_version} model {e.model_id}"}},
-            {"type": {"coding": [{"system": _PARTICIPANT, "code": "enterer"}]}, "who": {"display": e.user or "unknown"}},
+            {
+                "type": {"coding": [{"system": _PARTICIPANT, "code": "assembler"}]},
+                "who": {"display": f"medmm {e.model_version} model {e.model_id}"},
+            },
+            {
+                "type": {"coding": [{"system": _PARTICIPANT, "code": "enterer"}]},
+                "who": {"display": e.user or "unknown"},
+            },
         ],
-        "entity": [{"role": "source", "what": _identifier("urn:ietf:rfc:3986", f"urn:sha256:{d.sha256}")} for d in e.inputs]
+        "entity": [
+            {"role": "source", "what": _identifier("urn:ietf:rfc:3986", f"urn:sha256:{d.sha256}")} for d in e.inputs
+        ]
         + [{"role": "derivation", "what": _identifier(f"{_SYSTEM}:model-sha256", e.model_checksum)}],
     }

@@ -223,9 +223,7 @@ def _read_config(location: str, cfg: BackboneConfig) -> PretrainedConfig:
                 where="config.json",
             ) from exc
     if not _HUB_ID.match(location) or path.exists():
-        raise ConfigError(
-            "expected a local model folder; none exists here", path=location, where="backbone.source"
-        )
+        raise ConfigError("expected a local model folder; none exists here", path=location, where="backbone.source")
     try:
         return AutoConfig.from_pretrained(location, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -250,9 +248,7 @@ def _load_pretrained(
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"could not load causal LM weights ({type(exc).__name__}: {exc})", path=location
-        ) from exc
+        raise CheckpointError(f"could not load causal LM weights ({type(exc).__name__}: {exc})", path=location) from exc
     return model if quantize else model.to(device)
 
 
@@ -306,9 +302,7 @@ def load_backbone(
     source_sha256 = None
     quantize = cfg.finetune == "qlora"
     if quantize and not four_bit_available(device):
-        log.warning(
-            "bitsandbytes 4-bit is unavailable on %s; falling back to LoRA over an unquantized base", device
-        )
+        log.warning("bitsandbytes 4-bit is unavailable on %s; falling back to LoRA over an unquantized base", device)
         quantize = False
     # Full fine-tuning keeps float32 master weights; mixed precision is the trainer's business.
     load_dtype = torch.float32 if cfg.finetune == "full" else dtype
@@ -344,4 +338,6 @@ def load_backbone(
         use_cpu_kernel(model)
     model_type = str(model.config.model_type)
     model = apply_finetune(model, cfg, quantized=quantize)
-    return Backbone(model=model, tokenizer=tokenizer, model_type=model_type, quantized=quantize, source_sha256=source_sha256)
+    return Backbone(
+        model=model, tokenizer=tokenizer, model_type=model_type, quantized=quantize, source_sha256=source_sha256
+    )

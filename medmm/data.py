@@ -75,9 +75,13 @@ def lm_inputs(
     (medmm.lm_text).
     """
     if len(prompts) != len(targets) or not prompts:
-        raise ConfigError(f"expected as many targets as prompts (>0), got {len(targets)} and {len(prompts)}", where="lm inputs")
+        raise ConfigError(
+            f"expected as many targets as prompts (>0), got {len(targets)} and {len(prompts)}", where="lm inputs"
+        )
     if pool_prefixes is not None and len(pool_prefixes) != len(prompts):
-        raise ConfigError(f"expected as many pool prefixes as prompts, got {len(pool_prefixes)} and {len(prompts)}", where="lm inputs")
+        raise ConfigError(
+            f"expected as many pool prefixes as prompts, got {len(pool_prefixes)} and {len(prompts)}", where="lm inputs"
+        )
     if max_length < 1:
         raise ConfigError(f"max_length must be positive, got {max_length}", where="lm inputs")
     frame = chat_frame(tokenizer)
@@ -90,7 +94,10 @@ def lm_inputs(
         if pool_prefixes is not None:
             prefix = prompt_token_ids(tokenizer, pool_prefixes[index], frame)
             if not prefix or p[: len(prefix)] != prefix:
-                raise ConfigError(f"pool prefix {pool_prefixes[index]!r} does not begin the prompt {prompt!r}", where=f"lm inputs row {index}")
+                raise ConfigError(
+                    f"pool prefix {pool_prefixes[index]!r} does not begin the prompt {prompt!r}",
+                    where=f"lm inputs row {index}",
+                )
             pooled = len(prefix)
         t = [] if target is None else target_token_ids(tokenizer, target, frame, prompt)
         ids = (p + t)[:max_length]

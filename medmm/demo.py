@@ -34,7 +34,11 @@ DEMO_SPLITS = {"train_fraction": 0.5, "val_fraction": 0.15, "test_fraction": 0.3
 QUICK_PATIENTS = 40
 QUICK_IMAGE_SIZE = 64
 QUICK_BOOT = 100  # bootstrap resamples of the quick run's evaluation
-QUICK_MODEL = (f"model.preprocess.image_size={QUICK_IMAGE_SIZE}", "model.preprocess.max_notes=2", "model.preprocess.max_note_tokens=64")
+QUICK_MODEL = (
+    f"model.preprocess.image_size={QUICK_IMAGE_SIZE}",
+    "model.preprocess.max_notes=2",
+    "model.preprocess.max_note_tokens=64",
+)
 
 
 EMBEDDED = "embedded"
@@ -96,7 +100,10 @@ def profile_overrides(name: str, opts: DemoOptions) -> list[str]:
 def _stage_config(name: str, opts: DemoOptions, recipes: Recipes, **paths):
     from medmm.train.recipe import load_recipe_config
 
-    overrides = [f"{k}={v}" for k, v in paths.items()] + [f"progress={str(opts.progress).lower()}", f"train.seed={opts.seed}"]
+    overrides = [f"{k}={v}" for k, v in paths.items()] + [
+        f"progress={str(opts.progress).lower()}",
+        f"train.seed={opts.seed}",
+    ]
     overrides += profile_overrides(name, opts)
     if opts.quick:
         overrides += ["train.max_steps=6", "train.epochs=1", "train.batch_size=8"]
@@ -165,7 +172,9 @@ def evaluate_default(model_dir: Path, out: Path, cohort: Path, progress: bool, q
     from medmm.report.html import write_report
 
     folder = out / "evaluation"
-    evaluation = run_evaluation(model_dir, cohort, folder, n_boot=QUICK_BOOT if quick else 1000, progress=progress, audit=True)
+    evaluation = run_evaluation(
+        model_dir, cohort, folder, n_boot=QUICK_BOOT if quick else 1000, progress=progress, audit=True
+    )
     audit = json.loads((folder / "audit.json").read_text())
     write_report(folder, evaluation, audit, None)
     rows = evaluation["ablation"]["rows"]
@@ -184,17 +193,29 @@ def grounding_figures(grounding: dict) -> dict:
     """The grounding figures metrics.json keeps: impressions and answers with a contradicted or unsupported claim."""
     raw, grounded, q = grounding["impressions"]["raw"], grounding["impressions"]["grounded"], grounding["questions"]
     figures = {
-        "impressions_with_contradicted_claim": {"raw": raw["with_contradicted_claim"], "grounded": grounded["with_contradicted_claim"]},
-        "impressions_with_unsupported_claim": {"raw": raw["with_unsupported_claim"], "grounded": grounded["with_unsupported_claim"]},
+        "impressions_with_contradicted_claim": {
+            "raw": raw["with_contradicted_claim"],
+            "grounded": grounded["with_contradicted_claim"],
+        },
+        "impressions_with_unsupported_claim": {
+            "raw": raw["with_unsupported_claim"],
+            "grounded": grounded["with_unsupported_claim"],
+        },
         "contradicted_claims": {"raw": raw["contradicted_claims"], "grounded": grounded["contradicted_claims"]},
-        "answers": {k: q[k] for k in ("questions", "cases", "answers", "declined", "with_contradicted_claim", "with_unsupported_claim")},
+        "answers": {
+            k: q[k]
+            for k in ("questions", "cases", "answers", "declined", "with_contradicted_claim", "with_unsupported_claim")
+        },
         "verifier": grounding["verifier"],
     }
     free = q.get("free_text")
     if free:  # the same diagnosis questions answered as free LM text (before) and composed from the data (now)
         figures["free_text_answers"] = {
             "questions": free["questions"],
-            "with_contradicted_claim": {"lm": free["lm"]["with_contradicted_claim"], "composed": free["composed"]["with_contradicted_claim"]},
+            "with_contradicted_claim": {
+                "lm": free["lm"]["with_contradicted_claim"],
+                "composed": free["composed"]["with_contradicted_claim"],
+            },
         }
     return figures
 
@@ -222,8 +243,12 @@ def run_demo(opts: DemoOptions, recipes: Recipes) -> dict:
     start = time.perf_counter()
     reused = model_is_cached(model_dir)
     if reused and model_backbone(model_dir) != opts.backbone:
-        raise ConfigError(f"holds a model trained on the {model_backbone(model_dir)} backbone, not {opts.backbone}; "
-                          "give another --out", path=model_dir, where="--backbone")
+        raise ConfigError(
+            f"holds a model trained on the {model_backbone(model_dir)} backbone, not {opts.backbone}; "
+            "give another --out",
+            path=model_dir,
+            where="--backbone",
+        )
     if not reused:
         train_default(opts, cohort, recipes)
     times["train"] = time.perf_counter() - start
@@ -293,8 +318,11 @@ def summary_text(m: dict, model_dir: Path) -> str:
         f"as the LM drafts them, {g['impressions_with_contradicted_claim']['grounded']:.0%} as given out; answers to "
         f"{g['answers']['questions']} fixed questions with a contradicted claim, {g['answers']['with_contradicted_claim']:.0%} "
         f"of {g['answers']['answers']}"
-        + (f" (the LM's own free-text answers to the diagnosis questions: {g['free_text_answers']['with_contradicted_claim']['lm']:.0%})."
-           if "free_text_answers" in g else "."),
+        + (
+            f" (the LM's own free-text answers to the diagnosis questions: {g['free_text_answers']['with_contradicted_claim']['lm']:.0%})."
+            if "free_text_answers" in g
+            else "."
+        ),
         "",
         f"Evaluation report (calibration, conformal sets, subgroup audit with {m['audit_flags']} flag(s)): `{m['report']}`.",
         "",

@@ -78,7 +78,10 @@ def report_unfit(kept: dict[str, tuple[int, int]], head_names: set[str]) -> None
         log.warning(
             "4-bit: %d linear layer(s) keep 16/32-bit weights because a 4-bit kernel cannot take their "
             "shape (output features must be a multiple of %d, input features of %d): %s",
-            len(unfit), PACK_BLOCK_OUT, QUANT_BLOCK, listed,
+            len(unfit),
+            PACK_BLOCK_OUT,
+            QUANT_BLOCK,
+            listed,
         )
 
 

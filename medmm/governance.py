@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medmm.config import from_dict
 from medmm.errors import CheckpointError, EvaluationError
-from medmm.report.html import diagnosis, label_table, estimate, group_label, interval, limitations, num, pct
+from medmm.report.html import diagnosis, estimate, group_label, interval, label_table, limitations, num, pct
 from medmm.scope import InputScope
 
 DISCLAIMER = "**Research use only; not a medical device.** Nothing here supports a clinical decision."
@@ -25,11 +25,16 @@ METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "npv")
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table; a '|' inside a cell is escaped so that it cannot split the cell."""
     cells = [[str(c).replace("|", "\\|") for c in r] for r in [header, *rows]]
-    return ["| " + " | ".join(cells[0]) + " |", "|" + " --- |" * len(header)] + ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    return ["| " + " | ".join(cells[0]) + " |", "|" + " --- |" * len(header)] + [
+        "| " + " | ".join(r) + " |" for r in cells[1:]
+    ]
 
 
 def _model(e: dict, config: dict | None) -> dict:
-    return {**(e.get("model") or {}), "checkpoint": {k: v for k, v in (config or {}).items() if k not in ("config", "labels")}}
+    return {
+        **(e.get("model") or {}),
+        "checkpoint": {k: v for k, v in (config or {}).items() if k not in ("config", "labels")},
+    }
 
 
 def _scope(config: dict | None) -> InputScope:
@@ -40,8 +45,11 @@ def _scope(config: dict | None) -> InputScope:
 
 def _codes(entry: dict | None) -> str:
     """A label's value sets as text: "SNOMED CT 233604007; ICD-10-CM J18"."""
-    parts = [f"{system} {', '.join(entry.get(key) or [])}" for system, key in (("SNOMED CT", "snomed"), ("ICD-10-CM", "icd10"))
-             if entry and entry.get(key)]
+    parts = [
+        f"{system} {', '.join(entry.get(key) or [])}"
+        for system, key in (("SNOMED CT", "snomed"), ("ICD-10-CM", "icd10"))
+        if entry and entry.get(key)
+    ]
     return "; ".join(parts) or "codes n/a"
 
 
@@ -56,12 +64,15 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
     names = _diagnoses(e)
     labels = label_table(e)
     test = e["splits"]["test"]
+
     def saved(v):  # a task (a dict) by its name: the whole definition is in the checkpoint's config
         return num(v) if isinstance(v, float) else (v.get("name", "(a mapping)") if isinstance(v, dict) else v)
 
     recorded = ", ".join(f"{k} = {saved(v)}" for k, v in m["checkpoint"].items() if k != "format")
-    metric_rows = [[diagnosis(d["name"], labels) if d["name"] != "macro" else "Macro", *(estimate(d[k]) for k in METRICS)]
-                   for d in e["metrics"]["diagnoses"] + [e["metrics"]["macro"]]]
+    metric_rows = [
+        [diagnosis(d["name"], labels) if d["name"] != "macro" else "Macro", *(estimate(d[k]) for k in METRICS)]
+        for d in e["metrics"]["diagnoses"] + [e["metrics"]["macro"]]
+    ]
     lines = [
         f"# Model card: medmm multimodal model `{m.get('id', 'unnamed')}`",
         "",
@@ -79,11 +90,21 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         f"{m.get('architecture', 'n/a')} causal LM (backbone `{m.get('backbone', {}).get('source', 'n/a')}`, "
         f"{m.get('backbone', {}).get('finetune', 'n/a')} fine-tuning); a diagnosis head reads the LM's hidden state and each modality's mean latent, "
         "and the LM drafts an impression"
-        + (f" after a prompt naming the diagnoses the head finds (guide: {m['impression_guide']} set)" if m.get("impression_guide") else "")
+        + (
+            f" after a prompt naming the diagnoses the head finds (guide: {m['impression_guide']} set)"
+            if m.get("impression_guide")
+            else ""
+        )
         + (", one clause per named diagnosis" if m.get("impression_clauses") else "")
-        + (". In training, one diagnosis head per modality also learned from that modality alone" if m.get("unimodal_heads") else "")
+        + (
+            ". In training, one diagnosis head per modality also learned from that modality alone"
+            if m.get("unimodal_heads")
+            else ""
+        )
         + (". The image encoder was pretrained alone and kept frozen after." if m.get("image_encoder_frozen") else "."),
-        f"- Size: {m.get('parameters', 'n/a'):,} parameters." if isinstance(m.get("parameters"), int) else "- Size: n/a.",
+        f"- Size: {m.get('parameters', 'n/a'):,} parameters."
+        if isinstance(m.get("parameters"), int)
+        else "- Size: n/a.",
         f"- Outputs: a calibrated probability for each of {', '.join(diagnosis(n, labels) for n in names)}; a conformal prediction set; "
         "a drafted impression; the modalities used and missing.",
         f"- Calibration: temperature T = {num(s['temperature'])} and conformal threshold fitted on the {e['fitting']['source']}.",
@@ -117,10 +138,12 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         "## Evaluation data",
         "",
         f"- Cohort `{c.get('name', 'unknown')}`: {c.get('patients', 'n/a')} patients; splits "
-        + (", ".join(f"{k} {v}" for k, v in (c.get("splits") or {}).items()) or "n/a") + "."
+        + (", ".join(f"{k} {v}" for k, v in (c.get("splits") or {}).items()) or "n/a")
+        + "."
         + (" Synthetic (generated by `medmm synth`; see governance/datasheet.md)." if c.get("synthetic") else ""),
         f"- Evaluated split `{test['split']}`: {test['cases']} cases; positives "
-        + ", ".join(f"{diagnosis(k, labels)} {v}" for k, v in test["positives"].items()) + f"; no diagnosis {test['no_diagnosis']}.",
+        + ", ".join(f"{diagnosis(k, labels)} {v}" for k, v in test["positives"].items())
+        + f"; no diagnosis {test['no_diagnosis']}.",
         f"- Left out: {test['unreadable']} unreadable and {test['unlabelled']} unlabelled cases.",
         "",
         "## Training data",
@@ -164,30 +187,60 @@ def _baseline_lines(e: dict) -> list[str]:
     b = e.get("baselines") or {}
     if not b.get("rows"):
         return []
-    rows = [[r["inputs"], num(r["model"]), f"{num(r['baseline'])} ({r['baseline_variant']})", num(r["difference"]["difference"]),
-             f"{num(r['difference']['low'])} to {num(r['difference']['high'])}"] for r in b["rows"]]
-    return ["Beside classical baselines (HAIM-style, fitted on the train split, chosen on val; macro AUROC, test split; "
-            "paired patient-bootstrap 95% intervals of the difference):", "",
-            *_table(["Inputs", "Model", "Best baseline (fusion)", "Difference", "95% interval"], rows), ""]
+    rows = [
+        [
+            r["inputs"],
+            num(r["model"]),
+            f"{num(r['baseline'])} ({r['baseline_variant']})",
+            num(r["difference"]["difference"]),
+            f"{num(r['difference']['low'])} to {num(r['difference']['high'])}",
+        ]
+        for r in b["rows"]
+    ]
+    return [
+        "Beside classical baselines (HAIM-style, fitted on the train split, chosen on val; macro AUROC, test split; "
+        "paired patient-bootstrap 95% intervals of the difference):",
+        "",
+        *_table(["Inputs", "Model", "Best baseline (fusion)", "Difference", "95% interval"], rows),
+        "",
+    ]
 
 
 def _ablation_lines(e: dict) -> list[str]:
     a = e.get("ablation")
     if not a:
         return []
-    return ["Modality ablation (macro AUROC, test split):", "",
-            *_table(["Inputs", "Macro AUROC", "Cases with input"],
-                    [[r["inputs"], num(r["macro_auroc"]), str(r["cases_with_input"])] for r in a["rows"]]), ""]
+    return [
+        "Modality ablation (macro AUROC, test split):",
+        "",
+        *_table(
+            ["Inputs", "Macro AUROC", "Cases with input"],
+            [[r["inputs"], num(r["macro_auroc"]), str(r["cases_with_input"])] for r in a["rows"]],
+        ),
+        "",
+    ]
 
 
 def _audit_lines(audit: dict | None) -> list[str]:
     if audit is None:
         return ["Subgroup analysis: none was run with this evaluation.", ""]
-    lines = [f"Subgroup analysis ({audit['summary']['groups_scored']} groups scored, {audit['summary']['groups_too_small']} too small "
-             f"to score at {audit['settings']['min_group_size']} patients): {len(audit['flags'])} flag(s).", ""]
+    lines = [
+        f"Subgroup analysis ({audit['summary']['groups_scored']} groups scored, {audit['summary']['groups_too_small']} too small "
+        f"to score at {audit['settings']['min_group_size']} patients): {len(audit['flags'])} flag(s).",
+        "",
+    ]
     if audit["flags"]:
-        rows = [[f["attribute"], group_label(f["group"]), f["metric"], f"{num(f['value'])} ({interval(f['interval'])})",
-                 f"{group_label(str(f['reference_group']))}: {num(f['reference_value'])}", f["reason"]] for f in audit["flags"]]
+        rows = [
+            [
+                f["attribute"],
+                group_label(f["group"]),
+                f["metric"],
+                f"{num(f['value'])} ({interval(f['interval'])})",
+                f"{group_label(str(f['reference_group']))}: {num(f['reference_value'])}",
+                f["reason"],
+            ]
+            for f in audit["flags"]
+        ]
         lines += _table(["Attribute", "Group", "Metric", "Value (CI)", "Reference", "Why"], rows)
         lines.append("")
     return lines
@@ -243,55 +296,140 @@ def intended_use(evaluation: dict | None = None) -> str:
 
 _RISKS: tuple[tuple[str, str, str, str, str], ...] = (
     # (risk, cause, effect, mitigation in medmm, rating)
-    ("Use in clinical care", "outputs taken as medical advice", "harm from a wrong diagnosis",
-     "research-use labels on every surface; intended_use.md", "high"),
-    ("Missed diagnosis", "false negatives below the operating point", "delayed care if misused",
-     "sensitivity with CIs per diagnosis; conformal sets show what cannot be ruled out", "high"),
-    ("Overconfidence", "miscalibrated probabilities", "undue trust",
-     "temperature scaling on validation; ECE before/after in the report", "medium"),
-    ("Group disparity", "biased data or labels for a group", "worse performance for that group",
-     "subgroup audit with flags; audit regenerated with the model", "high"),
-    ("Unaudited groups", "groups below the minimum size or attributes not recorded", "disparities unseen",
-     "too-small groups listed; limitations say so", "medium"),
-    ("Distribution shift", "new site, scanner, population or coding practice", "silent loss of accuracy",
-     "external validation required before use; missing inputs stated", "high"),
-    ("Wrong impression text", "language model generation", "fluent but false statements",
-     "impression quality measured; impression checked against scored diagnoses", "medium"),
-    ("Privacy", "real data in inputs, logs or outputs", "disclosure of patient information",
-     "messages never carry patient values; `medmm deid` before research use", "high"),
-    ("Corrupted or tampered model", "modified weight files", "unpredictable outputs",
-     "checksums verified on every load; nothing unpickled", "low"),
-    ("Misread input", "unusual DICOM/FHIR/units", "wrong features",
-     "strict ingest: unknown units refused, dropped values reported", "medium"),
+    (
+        "Use in clinical care",
+        "outputs taken as medical advice",
+        "harm from a wrong diagnosis",
+        "research-use labels on every surface; intended_use.md",
+        "high",
+    ),
+    (
+        "Missed diagnosis",
+        "false negatives below the operating point",
+        "delayed care if misused",
+        "sensitivity with CIs per diagnosis; conformal sets show what cannot be ruled out",
+        "high",
+    ),
+    (
+        "Overconfidence",
+        "miscalibrated probabilities",
+        "undue trust",
+        "temperature scaling on validation; ECE before/after in the report",
+        "medium",
+    ),
+    (
+        "Group disparity",
+        "biased data or labels for a group",
+        "worse performance for that group",
+        "subgroup audit with flags; audit regenerated with the model",
+        "high",
+    ),
+    (
+        "Unaudited groups",
+        "groups below the minimum size or attributes not recorded",
+        "disparities unseen",
+        "too-small groups listed; limitations say so",
+        "medium",
+    ),
+    (
+        "Distribution shift",
+        "new site, scanner, population or coding practice",
+        "silent loss of accuracy",
+        "external validation required before use; missing inputs stated",
+        "high",
+    ),
+    (
+        "Wrong impression text",
+        "language model generation",
+        "fluent but false statements",
+        "impression quality measured; impression checked against scored diagnoses",
+        "medium",
+    ),
+    (
+        "Privacy",
+        "real data in inputs, logs or outputs",
+        "disclosure of patient information",
+        "messages never carry patient values; `medmm deid` before research use",
+        "high",
+    ),
+    (
+        "Corrupted or tampered model",
+        "modified weight files",
+        "unpredictable outputs",
+        "checksums verified on every load; nothing unpickled",
+        "low",
+    ),
+    (
+        "Misread input",
+        "unusual DICOM/FHIR/units",
+        "wrong features",
+        "strict ingest: unknown units refused, dropped values reported",
+        "medium",
+    ),
 )
 
 
 def risk_register(evaluation: dict | None, audit: dict | None) -> str:
     """The risk register: standing risks with their mitigations, plus risks this run's figures show."""
-    rows = [[f"R{i}", r, cause, effect, mitigation, rating, "open"] for i, (r, cause, effect, mitigation, rating) in enumerate(_RISKS, 1)]
+    rows = [
+        [f"R{i}", r, cause, effect, mitigation, rating, "open"]
+        for i, (r, cause, effect, mitigation, rating) in enumerate(_RISKS, 1)
+    ]
     found: list[list[str]] = []
     for f in (audit or {}).get("flags", []):
-        found.append([f"{f['metric'].upper()} of {f['attribute']} = {group_label(f['group'])}", "audit flag",
-                      f"{num(f['value'])} vs {num(f['reference_value'])} for the reference group ({f['reason']})",
-                      "investigate data and labels of the group; do not use for this group", "high"])
+        found.append(
+            [
+                f"{f['metric'].upper()} of {f['attribute']} = {group_label(f['group'])}",
+                "audit flag",
+                f"{num(f['value'])} vs {num(f['reference_value'])} for the reference group ({f['reason']})",
+                "investigate data and labels of the group; do not use for this group",
+                "high",
+            ]
+        )
     s = (evaluation or {}).get("summary") or {}
     if s.get("coverage") is not None and s["coverage"] < s["coverage_target"] - 0.03:
-        found.append(["Conformal under-coverage", "test coverage below target", f"{pct(s['coverage'])} vs {pct(s['coverage_target'], 0)}",
-                      "recalibrate on data exchangeable with use", "medium"])
+        found.append(
+            [
+                "Conformal under-coverage",
+                "test coverage below target",
+                f"{pct(s['coverage'])} vs {pct(s['coverage_target'], 0)}",
+                "recalibrate on data exchangeable with use",
+                "medium",
+            ]
+        )
     if s.get("ece_after") is not None and s["ece_after"] > 0.1:
-        found.append(["Poor calibration", "ECE after scaling above 0.1", f"ECE {num(s['ece_after'])}",
-                      "recalibrate; treat probabilities as ranks only", "medium"])
+        found.append(
+            [
+                "Poor calibration",
+                "ECE after scaling above 0.1",
+                f"ECE {num(s['ece_after'])}",
+                "recalibrate; treat probabilities as ranks only",
+                "medium",
+            ]
+        )
     rows += [[f"F{i}", *r, "open"] for i, r in enumerate(found, 1)]
-    lines = ["# Risk register", "", DISCLAIMER, "",
-             "Standing risks (R) of medmm as a research tool, and risks found (F) in the latest evaluation and audit. "
-             "Ratings are initial judgements for review by the authors.", "",
-             *_table(["ID", "Risk", "Cause", "Effect", "Mitigation", "Rating", "Status"], rows), ""]
+    lines = [
+        "# Risk register",
+        "",
+        DISCLAIMER,
+        "",
+        "Standing risks (R) of medmm as a research tool, and risks found (F) in the latest evaluation and audit. "
+        "Ratings are initial judgements for review by the authors.",
+        "",
+        *_table(["ID", "Risk", "Cause", "Effect", "Mitigation", "Rating", "Status"], rows),
+        "",
+    ]
     if evaluation:
-        lines += [f"Figures from the evaluation of {evaluation.get('created')} (model `{(evaluation.get('model') or {}).get('id', 'n/a')}`).", ""]
+        lines += [
+            f"Figures from the evaluation of {evaluation.get('created')} (model `{(evaluation.get('model') or {}).get('id', 'n/a')}`).",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def write_governance(out_dir: str | Path, evaluation: dict, audit: dict | None, checkpoint_config: dict | None = None) -> list[Path]:
+def write_governance(
+    out_dir: str | Path, evaluation: dict, audit: dict | None, checkpoint_config: dict | None = None
+) -> list[Path]:
     """Write model_card.md, intended_use.md and risk_register.md into out_dir; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -335,7 +473,9 @@ def regenerate(
     from medmm.evaluate.run import run_evaluation
     from medmm.report.html import write_report
 
-    evaluation = run_evaluation(model_dir, cohort_dir, audit_dir, n_boot=n_boot, seed=seed, progress=progress, audit=True)
+    evaluation = run_evaluation(
+        model_dir, cohort_dir, audit_dir, n_boot=n_boot, seed=seed, progress=progress, audit=True
+    )
     _, audit = load_run(audit_dir)
     report = write_report(audit_dir, evaluation, audit, None)
     try:
@@ -349,23 +489,36 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m medmm.governance`: regenerate the audit of a model and the governance documents."""
     parser = argparse.ArgumentParser(prog="python -m medmm.governance", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint folder (e.g. medmm-demo/model)")
-    parser.add_argument("--cohort", help="cohort folder with val and test splits (e.g. medmm-demo/cohort); not needed with --from-run")
-    parser.add_argument("--audit-dir", default="governance/audits/default", help="where evaluation/audit JSON, plots and report.html go")
-    parser.add_argument("--out", default="governance", help="where model_card.md, intended_use.md and risk_register.md go")
+    parser.add_argument(
+        "--cohort", help="cohort folder with val and test splits (e.g. medmm-demo/cohort); not needed with --from-run"
+    )
+    parser.add_argument(
+        "--audit-dir", default="governance/audits/default", help="where evaluation/audit JSON, plots and report.html go"
+    )
+    parser.add_argument(
+        "--out", default="governance", help="where model_card.md, intended_use.md and risk_register.md go"
+    )
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--from-run", help="an evaluation folder already written (e.g. medmm-demo/evaluation): copy it instead of evaluating again")
+    parser.add_argument(
+        "--from-run",
+        help="an evaluation folder already written (e.g. medmm-demo/evaluation): copy it instead of evaluating again",
+    )
     args = parser.parse_args(argv)
     if not (args.from_run or args.cohort):
         parser.error("give --cohort DIR (to evaluate) or --from-run DIR (a finished evaluation)")
-    paths = from_run(args.from_run, args.model, args.audit_dir, args.out) if args.from_run else regenerate(
-        args.model, args.cohort, args.audit_dir, args.out, n_boot=args.n_boot, seed=args.seed
+    paths = (
+        from_run(args.from_run, args.model, args.audit_dir, args.out)
+        if args.from_run
+        else regenerate(args.model, args.cohort, args.audit_dir, args.out, n_boot=args.n_boot, seed=args.seed)
     )
     for path in paths:
         print(path)
 
 
-def from_run(run_dir: str | Path, model_dir: str | Path, audit_dir: str | Path, governance_dir: str | Path) -> list[Path]:
+def from_run(
+    run_dir: str | Path, model_dir: str | Path, audit_dir: str | Path, governance_dir: str | Path
+) -> list[Path]:
     """Copy a finished evaluation folder's JSON and plots into audit_dir, render report.html and audit.html
     there from them, and write the documents (the JSON is what is kept; the rest is rendered again)."""
     import shutil

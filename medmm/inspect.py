@@ -40,11 +40,18 @@ def describe(study: Study) -> dict:
             for s in study.images
         ],
         "notes": [
-            {"type": n.type_code, "type_display": n.type_display, "time": n.time.isoformat() if n.time else None, "characters": len(n.text)}
+            {
+                "type": n.type_code,
+                "type_display": n.type_display,
+                "time": n.time.isoformat() if n.time else None,
+                "characters": len(n.text),
+            }
             for n in study.notes
         ],
         "vitals": None,
-        "labels": None if study.labels is None else [{"code": lab.code, "system": lab.system, "name": lab.name} for lab in study.labels],
+        "labels": None
+        if study.labels is None
+        else [{"code": lab.code, "system": lab.system, "name": lab.name} for lab in study.labels],
         "warnings": [str(w) for w in study.warnings],
     }
     v = study.vitals
@@ -80,11 +87,17 @@ def render_text(info: dict) -> str:
     if info["status"] != "ok":
         lines.append(f"  error: {info['error_type']}: {info['message']}")
         return "\n".join(lines)
-    lines.append(f"  study {info['study_id']}  time {info['study_time']} ({info['study_time_source'] or 'no date in the input'})")
-    lines.append(f"  modalities: {', '.join(info['modalities']) or 'none'}  missing: {', '.join(info['missing']) or 'none'}")
+    lines.append(
+        f"  study {info['study_id']}  time {info['study_time']} ({info['study_time_source'] or 'no date in the input'})"
+    )
+    lines.append(
+        f"  modalities: {', '.join(info['modalities']) or 'none'}  missing: {', '.join(info['missing']) or 'none'}"
+    )
     d = info["demographics"]
     if d:
-        lines.append(f"  demographics: sex {d['sex']}, age {d['age_years']}, race {d['race']}, ethnicity {d['ethnicity']}")
+        lines.append(
+            f"  demographics: sex {d['sex']}, age {d['age_years']}, race {d['race']}, ethnicity {d['ethnicity']}"
+        )
     for s in info["series"]:
         lines.append(
             f"  image {s['modality']} {'x'.join(map(str, s['shape']))} spacing {s['spacing_mm']} mm"
@@ -96,11 +109,19 @@ def render_text(info: dict) -> str:
     if v:
         lines.append(f"  vitals: {v['steps']} steps of {v['step_minutes']:g} min from {v['start']}")
         for c in v["channels"]:
-            lines.append(f"    {c['channel']:<12} {c['unit']:<7} observed {c['observed_steps']:>3}  min {c['min']}  mean {c['mean']}  max {c['max']}")
+            lines.append(
+                f"    {c['channel']:<12} {c['unit']:<7} observed {c['observed_steps']:>3}  min {c['min']}  mean {c['mean']}  max {c['max']}"
+            )
         if v["dropped"]:
-            lines.append(f"    dropped {len(v['dropped'])} value(s): " + "; ".join(sorted({f"{x['channel']} {x['reason']}" for x in v['dropped']})))
+            lines.append(
+                f"    dropped {len(v['dropped'])} value(s): "
+                + "; ".join(sorted({f"{x['channel']} {x['reason']}" for x in v["dropped"]}))
+            )
     if info["labels"] is not None:
-        lines.append("  labels: " + (", ".join(lab["name"] or f"{lab['system']}|{lab['code']}" for lab in info["labels"]) or "none"))
+        lines.append(
+            "  labels: "
+            + (", ".join(lab["name"] or f"{lab['system']}|{lab['code']}" for lab in info["labels"]) or "none")
+        )
     for w in info["warnings"]:
         lines.append(f"  warning: {w}")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ def split_prompt(prompt: str) -> tuple[str, str]:
     diagnosis head reads the same position (the end of the framed "Impression:") with and without a
     guide; any other prompt is all user turn."""
     if prompt.startswith(IMPRESSION_PROMPT) and prompt != IMPRESSION_PROMPT:
-        return IMPRESSION_PROMPT, prompt[len(IMPRESSION_PROMPT):].lstrip()
+        return IMPRESSION_PROMPT, prompt[len(IMPRESSION_PROMPT) :].lstrip()
     return prompt, ""
 
 

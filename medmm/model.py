@@ -10,17 +10,15 @@ written after a prompt that names it (`impression_guides`, `clause_prompts`, `wr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
-
-import dataclasses
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medmm.scope import InputScope
 from medmm.backbone import Backbone, BackboneConfig, load_backbone
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
 from medmm.encoders.text import TextEncoder, TextEncoderConfig
@@ -32,6 +30,7 @@ from medmm.fusion.resampler import PerceiverResampler
 from medmm.lm_text import chat_frame, prompt_token_ids
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.records import MODALITIES
+from medmm.scope import InputScope
 from medmm.tasks import DEFAULT_TASK, Task, default_vocabulary, load_task
 from medmm.transforms.study import PreprocessConfig
 
@@ -47,7 +46,9 @@ class ResamplerConfig:
 class ModelConfig:
     """The whole model. Field comments are the documentation of each option."""
 
-    diagnoses: tuple[str, ...] = field(default_factory=lambda: tuple(default_vocabulary()))  # output order of the diagnosis head (default: the default task's labels)
+    diagnoses: tuple[str, ...] = field(
+        default_factory=lambda: tuple(default_vocabulary())
+    )  # output order of the diagnosis head (default: the default task's labels)
     modalities: tuple[str, ...] = MODALITIES  # which encoders exist (any subset of image, notes, vitals)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     notes: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -108,7 +109,9 @@ class MedMM(nn.Module):
         if config.guide_set not in ("operating", "conformal"):
             raise ConfigError(f"expected operating or conformal, got {config.guide_set!r}", where="model.guide_set")
         if not 0.0 <= config.guide_threshold <= 1.0:
-            raise ConfigError(f"expected a probability in [0, 1], got {config.guide_threshold}", where="model.guide_threshold")
+            raise ConfigError(
+                f"expected a probability in [0, 1], got {config.guide_threshold}", where="model.guide_threshold"
+            )
         self.config = config
         self.task: Task | None = None  # set by build_model: the labels' and channels' names and codes
         self.tokenizer = backbone.tokenizer
@@ -143,7 +146,10 @@ class MedMM(nn.Module):
         self.fusion.attach(backbone.base)
         width = dim * (1 + len(encoders)) if config.head_reads_latents else dim
         self.head = nn.Sequential(
-            nn.LayerNorm(width), nn.Linear(width, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, len(config.diagnoses))
+            nn.LayerNorm(width),
+            nn.Linear(width, config.head_hidden),
+            nn.GELU(),
+            nn.Linear(config.head_hidden, len(config.diagnoses)),
         )
         self.unimodal_heads = nn.ModuleDict(
             {name: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, len(config.diagnoses))) for name in encoders}
@@ -185,7 +191,9 @@ class MedMM(nn.Module):
             return None
         return torch.rand(rows, device=device) >= p
 
-    def encode(self, batch: dict, *, cache_kv: bool = False, modalities: tuple[str, ...] | None = None) -> MultimodalContext:
+    def encode(
+        self, batch: dict, *, cache_kv: bool = False, modalities: tuple[str, ...] | None = None
+    ) -> MultimodalContext:
         """Encode the present modalities of `batch` into the LM's multimodal context.
 
         `modalities` restricts the input to a subset (ablations); the others are treated as absent.
@@ -211,10 +219,14 @@ class MedMM(nn.Module):
         if "vitals" in self.encoders:
             observed = batch["vitals_observed"].bool() & present["vitals"][:, None, None]  # (B, T, C)
             summary_keep = self._summary_keep(observed.shape[0], observed.device)  # (B,) or None
-            tokens, mask = self.encoders["vitals"](batch["vitals"], observed, present["vitals"], summary_keep)  # (B, T*C [+ C], Dv)
+            tokens, mask = self.encoders["vitals"](
+                batch["vitals"], observed, present["vitals"], summary_keep
+            )  # (B, T*C [+ C], Dv)
             latents, keep = self.resamplers["vitals"](tokens, mask)  # (B, K, D), (B, K)
             if hasattr(self, "summary_skip"):
-                skip = self.summary_skip(self.encoders["vitals"].summary_features(batch["vitals"].to(latents.dtype), observed))  # (B, D)
+                skip = self.summary_skip(
+                    self.encoders["vitals"].summary_features(batch["vitals"].to(latents.dtype), observed)
+                )  # (B, D)
                 if summary_keep is not None:
                     skip = skip * summary_keep.to(skip.dtype)[:, None]
                 latents = latents + skip[:, None] * keep[..., None].to(latents.dtype)  # (B, K, D)
@@ -235,7 +247,9 @@ class MedMM(nn.Module):
         parts = [pooled.to(dtype)]
         if self.config.head_reads_latents:
             for name in self.encoders:
-                parts.append(torch.zeros_like(parts[0]) if context is None else self.mean_latent(context, name)[0].to(dtype))
+                parts.append(
+                    torch.zeros_like(parts[0]) if context is None else self.mean_latent(context, name)[0].to(dtype)
+                )
         return torch.cat(parts, dim=-1)  # (B, D * (1 + M))
 
     def modality_logits(self, context: MultimodalContext) -> dict[str, tuple[Tensor, Tensor]]:
@@ -270,7 +284,9 @@ class MedMM(nn.Module):
             shift_logits = out.logits[:, :-1].float()  # (B, T-1, V)
             shift_labels = lm_labels[:, 1:].to(shift_logits.device)  # (B, T-1)
             if bool((shift_labels != -100).any()):
-                lm_loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+                lm_loss = F.cross_entropy(
+                    shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+                )
         return MedMMOutput(logits, lm_loss, out.logits, self.modality_logits(context))
 
     # -- inference -----------------------------------------------------------------------------
@@ -317,8 +333,15 @@ class MedMM(nn.Module):
             context = self.encode(batch, cache_kv=True, modalities=modalities)
             with self.fusion.use_context(context):
                 out = self.lm.generate(
-                    input_ids=ids, attention_mask=attn, max_new_tokens=max_new, min_new_tokens=min_new_tokens,
-                    do_sample=False, num_beams=1, use_cache=True, eos_token_id=eos, pad_token_id=pad,
+                    input_ids=ids,
+                    attention_mask=attn,
+                    max_new_tokens=max_new,
+                    min_new_tokens=min_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    use_cache=True,
+                    eos_token_id=eos,
+                    pad_token_id=pad,
                 )  # (B, P + N)
             return out[:, ids.shape[1] :]  # (B, N)
         new = torch.full((ids.shape[0], 0), pad, dtype=torch.long, device=device)  # (B, 0)
@@ -329,7 +352,9 @@ class MedMM(nn.Module):
             mask = torch.cat([attn, torch.ones_like(new)], dim=1)  # (B, P + t)
             position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # what generate() uses for left padding
             with self.fusion.use_context(context):
-                logits = self.lm(input_ids=seq, attention_mask=mask, position_ids=position_ids, use_cache=False).logits[:, -1]  # (B, V)
+                logits = self.lm(input_ids=seq, attention_mask=mask, position_ids=position_ids, use_cache=False).logits[
+                    :, -1
+                ]  # (B, V)
             if step < min_new_tokens and eos is not None:
                 logits[:, eos] = float("-inf")
             nxt = torch.where(done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(dim=-1))  # (B,)
@@ -339,7 +364,9 @@ class MedMM(nn.Module):
                 break
         return new
 
-    def impression_guides(self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[tuple[str, ...]]:
+    def impression_guides(
+        self, probs: np.ndarray, thresholds: Mapping[str, float] | None = None
+    ) -> list[tuple[str, ...]]:
         """The diagnoses each row of calibrated probabilities (B, K) names in its guide, most probable first.
 
         A diagnosis is named when its probability reaches its threshold: `thresholds` (diagnosis
@@ -347,7 +374,10 @@ class MedMM(nn.Module):
         """
         probs = np.asarray(probs, dtype=np.float64)
         if probs.ndim != 2 or probs.shape[1] != len(self.config.diagnoses):
-            raise ConfigError(f"expected probabilities (B, {len(self.config.diagnoses)}), got {probs.shape}", where="impression prompts")
+            raise ConfigError(
+                f"expected probabilities (B, {len(self.config.diagnoses)}), got {probs.shape}",
+                where="impression prompts",
+            )
         names = self.config.diagnoses
         cut = np.array([float((thresholds or {}).get(n, self.config.guide_threshold)) for n in names])  # (K,)
         return [tuple(names[k] for k in np.argsort(-row, kind="stable") if row[k] >= cut[k]) for row in probs]
@@ -443,11 +473,15 @@ DEFAULT_ENCOUNTER_STEPS = 16  # a per-encounter task's grid: the latest 16 encou
 def check_task(config: ModelConfig, task: Task) -> None:
     """A ConfigError unless `task` names the head's outputs (in order) and the vitals encoder's channels."""
     if tuple(config.diagnoses) != task.label_names:
-        raise ConfigError(f"the model's labels {list(config.diagnoses)} are not task {task.name!r}'s {list(task.label_names)}",
-                          where="model.diagnoses")
+        raise ConfigError(
+            f"the model's labels {list(config.diagnoses)} are not task {task.name!r}'s {list(task.label_names)}",
+            where="model.diagnoses",
+        )
     if "vitals" in config.modalities and config.vitals.num_channels != len(task.channels):
-        raise ConfigError(f"the vitals encoder reads {config.vitals.num_channels} channels, task {task.name!r} has {len(task.channels)}",
-                          where="model.vitals.num_channels")
+        raise ConfigError(
+            f"the vitals encoder reads {config.vitals.num_channels} channels, task {task.name!r} has {len(task.channels)}",
+            where="model.vitals.num_channels",
+        )
 
 
 def config_for_task(config: ModelConfig, task: Task) -> ModelConfig:
@@ -457,17 +491,31 @@ def config_for_task(config: ModelConfig, task: Task) -> ModelConfig:
     preprocess = config.preprocess
     if task.vitals.per_encounter:
         steps = preprocess.encounter_steps or DEFAULT_ENCOUNTER_STEPS
-        preprocess = dataclasses.replace(preprocess, window_hours=float(task.vitals.span.total_seconds()) / 3600.0, encounter_steps=steps)
+        preprocess = dataclasses.replace(
+            preprocess, window_hours=float(task.vitals.span.total_seconds()) / 3600.0, encounter_steps=steps
+        )
     elif task.vitals.hours is not None and task.vitals.step_minutes is not None:
-        preprocess = dataclasses.replace(preprocess, window_hours=float(task.vitals.hours), step_minutes=float(task.vitals.step_minutes),
-                                         encounter_steps=0)
+        preprocess = dataclasses.replace(
+            preprocess,
+            window_hours=float(task.vitals.hours),
+            step_minutes=float(task.vitals.step_minutes),
+            encounter_steps=0,
+        )
     return dataclasses.replace(
-        config, diagnoses=task.label_names, vitals=dataclasses.replace(config.vitals, num_channels=len(task.channels)), preprocess=preprocess
+        config,
+        diagnoses=task.label_names,
+        vitals=dataclasses.replace(config.vitals, num_channels=len(task.channels)),
+        preprocess=preprocess,
     )
 
 
 def build_model(
-    config: ModelConfig, *, lm_dir=None, device: str | torch.device = "cpu", text_backbone: nn.Module | None = None, task: Task | None = None
+    config: ModelConfig,
+    *,
+    lm_dir=None,
+    device: str | torch.device = "cpu",
+    text_backbone: nn.Module | None = None,
+    task: Task | None = None,
 ) -> MedMM:
     """Build MedMM from its config; `lm_dir` holds trained LM weights (else the backbone's source).
 

@@ -53,7 +53,12 @@ def check_calibration(calibration: dict) -> dict:
         value = calibration.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not in_range(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not in_range(value)
+        ):
             raise ConfigError(f"expected {expected}", where=f"calibration.{key}")
     for key, bounded in (("operating_thresholds", False), ("image_finding_thresholds", True)):
         table = calibration.get(key)
@@ -64,7 +69,9 @@ def check_calibration(calibration: dict) -> dict:
         for name, value in table.items():
             number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
             if not number or (bounded and not 0 <= value <= 1):
-                raise ConfigError("expected a number in [0, 1]" if bounded else "expected a number", where=f"calibration.{key}.{name}")
+                raise ConfigError(
+                    "expected a number in [0, 1]" if bounded else "expected a number", where=f"calibration.{key}.{name}"
+                )
     return dict(calibration)
 
 
@@ -79,7 +86,9 @@ class Predictor:
         tokenizer = note_tokenizer if note_tokenizer is not None else load_note_tokenizer(model.config.notes)
         self.task = model.task if getattr(model, "task", None) is not None else load_task(DEFAULT_TASK)
         self.preprocessor = StudyPreprocessor(model.config.preprocess, tokenizer, task=self.task)
-        self.calibration = check_calibration(calibration if calibration is not None else getattr(model, "calibration", None) or {})
+        self.calibration = check_calibration(
+            calibration if calibration is not None else getattr(model, "calibration", None) or {}
+        )
         self.model_id = model_id or "uncheckpointed"
         self.lock = threading.Lock()
 
@@ -144,7 +153,11 @@ class Predictor:
         threshold, else the diagnoses at or above their calibrated operating thresholds.
         """
         config = self.model.config
-        if config.impression_guide and config.guide_set == "conformal" and self.calibration.get("conformal_threshold") is not None:
+        if (
+            config.impression_guide
+            and config.guide_set == "conformal"
+            and self.calibration.get("conformal_threshold") is not None
+        ):
             return [self.conformal_set(row) for row in np.asarray(probs, dtype=np.float64)]
         return self.model.impression_guides(probs, self.calibration.get("operating_thresholds"))
 
@@ -164,7 +177,9 @@ class Predictor:
         """
         return [ground_impression(text, facts) for text, facts in zip(texts, self.facts(batch, probs))]
 
-    def grounded_impressions(self, batch: dict, probs: np.ndarray, *, max_new_tokens: int | None = None) -> list[GroundedText]:
+    def grounded_impressions(
+        self, batch: dict, probs: np.ndarray, *, max_new_tokens: int | None = None
+    ) -> list[GroundedText]:
         """The impression of each row with the claims it kept and removed (`draft_impressions`, then `ground`)."""
         return self.ground(batch, probs, self.draft_impressions(batch, probs, max_new_tokens=max_new_tokens))
 
@@ -221,24 +236,37 @@ class Predictor:
         fitted = self.calibration.get("operating_thresholds") or {}
         operating = {n: float(fitted.get(n, self.model.config.guide_threshold)) for n in names}
         cuts = self.calibration.get("image_finding_thresholds") or {}
-        coverage = self.calibration.get("coverage_target") if self.calibration.get("conformal_threshold") is not None else None
+        coverage = (
+            self.calibration.get("coverage_target") if self.calibration.get("conformal_threshold") is not None else None
+        )
         out = []
         for row, study in enumerate(studies):
             selected, uses = self.select(study) if study is not None else (Study(study_id=""), ())
             p = probs[row]
             image = bool(image_present[row])
-            out.append(PatientFacts(
-                study=selected, inputs=uses, vitals=summarise(selected.vitals), notes=self.notes_read(selected),
-                image_used=image,
-                image_scores={n: float(scores[row, k]) for k, n in enumerate(names)} if image and scores is not None else {},
-                image_thresholds={n: float(cuts.get(n, DEFAULT_IMAGE_FINDING_THRESHOLD)) for n in names},
-                image_source=source,
-                probabilities={n: float(p[k]) for k, n in enumerate(names)},
-                ranked=tuple(names[k] for k in np.argsort(-p, kind="stable")),
-                operating=operating, calibrated=bool(fitted), conformal_set=self.conformal_set(p),
-                coverage=None if coverage is None else float(coverage), adult=adult_thresholds_apply(selected),
-                displays=self.task.displays.lower, vocabulary=self.task.displays,
-            ))
+            out.append(
+                PatientFacts(
+                    study=selected,
+                    inputs=uses,
+                    vitals=summarise(selected.vitals),
+                    notes=self.notes_read(selected),
+                    image_used=image,
+                    image_scores={n: float(scores[row, k]) for k, n in enumerate(names)}
+                    if image and scores is not None
+                    else {},
+                    image_thresholds={n: float(cuts.get(n, DEFAULT_IMAGE_FINDING_THRESHOLD)) for n in names},
+                    image_source=source,
+                    probabilities={n: float(p[k]) for k, n in enumerate(names)},
+                    ranked=tuple(names[k] for k in np.argsort(-p, kind="stable")),
+                    operating=operating,
+                    calibrated=bool(fitted),
+                    conformal_set=self.conformal_set(p),
+                    coverage=None if coverage is None else float(coverage),
+                    adult=adult_thresholds_apply(selected),
+                    displays=self.task.displays.lower,
+                    vocabulary=self.task.displays,
+                )
+            )
         return out
 
     def conformal_set(self, probs: np.ndarray) -> tuple[str, ...]:
@@ -275,7 +303,11 @@ class Predictor:
                 batch["studies"] = [studies[i] for i in readable]
                 probs = self.probabilities(batch)
                 used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
-                texts = self.grounded_impressions(batch, probs, max_new_tokens=max_new_tokens) if impression else [None] * len(readable)
+                texts = (
+                    self.grounded_impressions(batch, probs, max_new_tokens=max_new_tokens)
+                    if impression
+                    else [None] * len(readable)
+                )
         seconds = (time.perf_counter() - start) / max(len(studies), 1)
         row_of = {i: row for row, i in enumerate(readable)}
         return [
@@ -286,14 +318,28 @@ class Predictor:
     def _prediction(self, study: Study, uses, row: int | None, probs, used, texts, seconds: float) -> Prediction:
         not_used = tuple(f"{u.modality} {u.source}: not used ({u.reason})" for u in uses if not u.used)
         common = dict(
-            study_id=study.study_id, coverage_target=self.calibration.get("coverage_target"), model_id=self.model_id,
-            model_version=medmm.__version__, calibrated="temperature" in self.calibration, seconds=seconds,
-            warnings=tuple(str(w) for w in study.warnings) + not_used, inputs=tuple(uses),
-            study_time=study.time, time_source=study.time_source,
+            study_id=study.study_id,
+            coverage_target=self.calibration.get("coverage_target"),
+            model_id=self.model_id,
+            model_version=medmm.__version__,
+            calibrated="temperature" in self.calibration,
+            seconds=seconds,
+            warnings=tuple(str(w) for w in study.warnings) + not_used,
+            inputs=tuple(uses),
+            study_time=study.time,
+            time_source=study.time_source,
         )
         if row is None:
-            return Prediction(scores=(), conformal_set=(), impression="", present=(), missing=MODALITIES,
-                              answered=False, refusal=nothing_readable(uses), **common)
+            return Prediction(
+                scores=(),
+                conformal_set=(),
+                impression="",
+                present=(),
+                missing=MODALITIES,
+                answered=False,
+                refusal=nothing_readable(uses),
+                **common,
+            )
         names = self.model.config.diagnoses
         p = probs[row]
         chosen = self.conformal_set(p)
@@ -303,9 +349,16 @@ class Predictor:
         )
         present = tuple(m for m in MODALITIES if m in used and used[m][row])
         grounded = texts[row]
-        return Prediction(scores=scores, conformal_set=chosen, impression=grounded.text if grounded else "", present=present,
-                          missing=tuple(m for m in MODALITIES if m not in present),
-                          claims=grounded.claims if grounded else (), removed_claims=grounded.removed if grounded else (), **common)
+        return Prediction(
+            scores=scores,
+            conformal_set=chosen,
+            impression=grounded.text if grounded else "",
+            present=present,
+            missing=tuple(m for m in MODALITIES if m not in present),
+            claims=grounded.claims if grounded else (),
+            removed_claims=grounded.removed if grounded else (),
+            **common,
+        )
 
     def answer(self, study: Study, question: str) -> Answer:
         """The answer to a question about this study, from its data and the prediction (see medmm.grounding.answers).

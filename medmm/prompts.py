@@ -23,6 +23,7 @@ NO_FINDING = "no acute cardiopulmonary diagnosis"
 # these words, up to the end of its sentence; such a list is not an assertion of any of them.
 NOT_RULED_OUT = "not ruled out"
 
+
 def display_table(displays: Mapping[str, str] | None) -> dict[str, str]:
     """Label name -> lower-case display name, in label order: a task's (`displays`) or the default task's."""
     return {n: d.lower() for n, d in (displays if displays is not None else default_vocabulary()).items()}
@@ -38,7 +39,9 @@ MODALITY_WORDS = {"image": "the radiograph", "vitals": "the vital signs", "notes
 
 
 def impression_text(
-    labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None, order: Sequence[str] = (),
+    labels: Sequence[str],
+    evidence: Mapping[str, Sequence[str]] | None = None,
+    order: Sequence[str] = (),
     displays: Mapping[str, str] | None = None,
 ) -> str:
     """The target impression for a case: its diagnoses, each with its evidence.
@@ -106,7 +109,9 @@ class QA:
 
 
 def qa_pairs(
-    labels: Sequence[str], evidence: Mapping[str, Sequence[str]] | None = None, ask_about: Iterable[str] | None = None,
+    labels: Sequence[str],
+    evidence: Mapping[str, Sequence[str]] | None = None,
+    ask_about: Iterable[str] | None = None,
     displays: Mapping[str, str] | None = None,
 ) -> list[QA]:
     """Instruction-tuning pairs generated from a case's ground truth (about every label of `displays` by default)."""

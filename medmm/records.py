@@ -96,9 +96,14 @@ class ImageSeries:
 
     @property
     def is_colour(self) -> bool:
-        return self.pixels.shape[-1] == 3 and self.pixels.ndim in (3, 4) and self.photometric not in (
-            "MONOCHROME1",
-            "MONOCHROME2",
+        return (
+            self.pixels.shape[-1] == 3
+            and self.pixels.ndim in (3, 4)
+            and self.photometric
+            not in (
+                "MONOCHROME1",
+                "MONOCHROME2",
+            )
         )
 
 
@@ -189,7 +194,9 @@ class Label:
     name: str | None = None  # medmm diagnosis name (medmm.codes.DIAGNOSIS_NAMES) or None
     onset: datetime | None = None
     status: str | None = None  # clinical status (active, resolved, ...)
-    codings: tuple[tuple[str, str], ...] = ()  # every (system, code) of Condition.code; a task's value sets match any of them
+    codings: tuple[
+        tuple[str, str], ...
+    ] = ()  # every (system, code) of Condition.code; a task's value sets match any of them
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,10 @@ def image_verdict(series: ImageSeries, scope: ImageScope) -> tuple[bool, str]:
 
 
 def _series_label(series: ImageSeries) -> str:
-    parts = [series.source_files[0] if series.source_files else "", f"(series {series.series_uid})" if series.series_uid else ""]
+    parts = [
+        series.source_files[0] if series.source_files else "",
+        f"(series {series.series_uid})" if series.series_uid else "",
+    ]
     return " ".join(p for p in parts if p) or "image"
 
 
@@ -135,7 +138,11 @@ def select_inputs(
             images.append(series)
             uses.append(InputUse("image", _series_label(series), True, reason))
         else:
-            uses.append(InputUse("image", _series_label(series), False, "another radiograph of this study is read (one per study)"))
+            uses.append(
+                InputUse(
+                    "image", _series_label(series), False, "another radiograph of this study is read (one per study)"
+                )
+            )
 
     notes = []
     for note in study.notes:
@@ -158,11 +165,22 @@ def select_inputs(
             vitals = None
         elif observed == 0:
             uses.append(InputUse("vitals", "vital signs", False, "no reading inside the window before the study time"))
-        elif vitals_steps is not None and (vitals.values.shape[0] > vitals_steps if vitals.per_encounter else vitals.values.shape[0] != vitals_steps):
-            uses.append(InputUse("vitals", "vital signs", False, f"grid of {vitals.values.shape[0]} steps, the model reads {vitals_steps}"))
+        elif vitals_steps is not None and (
+            vitals.values.shape[0] > vitals_steps if vitals.per_encounter else vitals.values.shape[0] != vitals_steps
+        ):
+            uses.append(
+                InputUse(
+                    "vitals",
+                    "vital signs",
+                    False,
+                    f"grid of {vitals.values.shape[0]} steps, the model reads {vitals_steps}",
+                )
+            )
             vitals = None
         else:
-            uses.append(InputUse("vitals", "vital signs", True, f"{observed} of {vitals.values.shape[0]} steps observed"))
+            uses.append(
+                InputUse("vitals", "vital signs", True, f"{observed} of {vitals.values.shape[0]} steps observed")
+            )
     if "vitals" not in modalities:
         vitals = None
     kept = dataclasses.replace(study, images=tuple(images), notes=tuple(notes), vitals=vitals)

@@ -33,8 +33,12 @@ def bpe_tokenizer(vocab_size: int = 320) -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 20, trainer)
     return tok
 
@@ -42,9 +46,19 @@ def bpe_tokenizer(vocab_size: int = 320) -> Tokenizer:
 def tiny_llama(vocab_size: int, *, seed: int = 0, tie: bool = False) -> LlamaForCausalLM:
     """Widths every quantization block size divides (rows of 64 and 128 values)."""
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=tie, bos_token_id=0, eos_token_id=2, pad_token_id=0,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=tie,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
@@ -57,7 +71,9 @@ def tiny_llama(vocab_size: int, *, seed: int = 0, tie: bool = False) -> LlamaFor
 
 def permute(weight: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's permutation of a query or key projection (out, in) with `heads` heads."""
-    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    )
 
 
 def gguf_tensors(model: LlamaForCausalLM) -> dict[str, np.ndarray]:
@@ -67,9 +83,17 @@ def gguf_tensors(model: LlamaForCausalLM) -> dict[str, np.ndarray]:
     out = {"token_embd.weight": state["model.embed_tokens.weight"], "output_norm.weight": state["model.norm.weight"]}
     if not cfg.tie_word_embeddings:
         out["output.weight"] = state["lm_head.weight"]
-    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    names = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     for i in range(cfg.num_hidden_layers):
         for hf, gg in names.items():
             w = state[f"model.layers.{i}.{hf}.weight"]
@@ -81,8 +105,14 @@ def gguf_tensors(model: LlamaForCausalLM) -> dict[str, np.ndarray]:
     return out
 
 
-def write_gguf(path: Path, model: LlamaForCausalLM, tok: Tokenizer, *, qtype_name: str = "Q8_0",
-               chat_template: str | None = CHAT_TEMPLATE) -> dict[str, np.ndarray]:
+def write_gguf(
+    path: Path,
+    model: LlamaForCausalLM,
+    tok: Tokenizer,
+    *,
+    qtype_name: str = "Q8_0",
+    chat_template: str | None = CHAT_TEMPLATE,
+) -> dict[str, np.ndarray]:
     """Write `model` and `tok` as a GGUF file; returns each tensor as a reader should see it (dequantized)."""
     import gguf
 
@@ -137,11 +167,22 @@ def dequantized_reference(model: LlamaForCausalLM, seen: dict[str, np.ndarray]) 
     unpermuted by inverting `permute` here): what a correct reader must rebuild."""
     cfg = model.config
     ref = LlamaForCausalLM(cfg).eval()
-    inverse = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-               "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
-    state = {"model.embed_tokens.weight": seen["token_embd.weight"], "model.norm.weight": seen["output_norm.weight"],
-             "lm_head.weight": seen.get("output.weight", seen["token_embd.weight"])}
+    inverse = {
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+        "attn_norm": "input_layernorm",
+        "ffn_norm": "post_attention_layernorm",
+    }
+    state = {
+        "model.embed_tokens.weight": seen["token_embd.weight"],
+        "model.norm.weight": seen["output_norm.weight"],
+        "lm_head.weight": seen.get("output.weight", seen["token_embd.weight"]),
+    }
     for name, w in seen.items():
         if not name.startswith("blk."):
             continue
@@ -155,5 +196,6 @@ def dequantized_reference(model: LlamaForCausalLM, seen: dict[str, np.ndarray]) 
 
 
 def fast_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-SITECUSTOMIZE = r'''
+SITECUSTOMIZE = r"""
 import os, sys
 
 _LOG = os.environ["MEDMM_NETGUARD_LOG"]
@@ -44,13 +44,19 @@ def _hook(event, args):
 
 
 sys.addaudithook(_hook)
-'''
+"""
 
 # Settings that keep libraries offline or quiet; the guarded run starts without any of them.
 CLEARED = (
-    "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
-    "GRADIO_ANALYTICS_ENABLED", "RAY_USAGE_STATS_ENABLED", "RAY_USAGE_STATS_PROMPT_ENABLED",
-    "DO_NOT_TRACK", "MEDMM_ALLOW_DOWNLOADS",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_HUB_DISABLE_TELEMETRY",
+    "GRADIO_ANALYTICS_ENABLED",
+    "RAY_USAGE_STATS_ENABLED",
+    "RAY_USAGE_STATS_PROMPT_ENABLED",
+    "DO_NOT_TRACK",
+    "MEDMM_ALLOW_DOWNLOADS",
 )
 
 # A line that reports a download or a connection that failed.

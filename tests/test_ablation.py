@@ -29,8 +29,14 @@ def test_impressions_are_the_predictors(guide):
         del model.generate
     probs = predictor.probabilities(predictor.batch(studies))  # (2, K)
     names = model.config.diagnoses
-    guides = [[names[k] for k in np.argsort(-row, kind="stable") if row[k] >= 0.5] for row in probs]  # most probable first
-    expected = [p for g in guides for p in ([guided_prompt([n]) for n in g] or [guided_prompt([])])] if guide else ["Impression:"] * 2
+    guides = [
+        [names[k] for k in np.argsort(-row, kind="stable") if row[k] >= 0.5] for row in probs
+    ]  # most probable first
+    expected = (
+        [p for g in guides for p in ([guided_prompt([n]) for n in g] or [guided_prompt([])])]
+        if guide
+        else ["Impression:"] * 2
+    )
     assert prompts == [expected]  # one generation for the batch: a clause per named diagnosis
     assert guide == any(p != "Impression:" for p in expected)
     assert [e["impression"] for e in quality["examples"]] == [p.impression for p in predictor.predict_many(studies)]

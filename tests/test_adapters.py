@@ -79,15 +79,19 @@ def test_default_targets_are_every_projection_but_the_head(model_type):
         config = tiny_config("gpt2", 128)
     else:
         config = AutoConfig.for_model(
-            model_type, vocab_size=128, head_dim=8, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
-            eos_token_id=2, **{**SIZES, "num_hidden_layers": 1},
+            model_type,
+            vocab_size=128,
+            head_dim=8,
+            num_key_value_heads=2,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            **{**SIZES, "num_hidden_layers": 1},
         )
     model = AutoModelForCausalLM.from_config(config)
     head = model.get_output_embeddings()
     projections = {
-        name.split(".")[-1]
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Linear, Conv1D)) and m is not head
+        name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D)) and m is not head
     }
     assert resolve_target_modules(None, model) == DEFAULT_TARGET_MODULES[model_type]
     assert set(DEFAULT_TARGET_MODULES[model_type]) == projections
@@ -206,7 +210,9 @@ def test_qlora_on_cpu_quantizes_trains_adapters_and_freezes_4bit(folders, cpu_4b
 
 
 def test_qlora_stores_packed_weights_in_the_dtype_fsdp_shards(folders):
-    bb = load_backbone(BackboneConfig(source=str(folders["llama"]), finetune="qlora", lora_r=4, quant_storage="bfloat16"))
+    bb = load_backbone(
+        BackboneConfig(source=str(folders["llama"]), finetune="qlora", lora_r=4, quant_storage="bfloat16")
+    )
     original = fresh(folders["llama"])
     layers = {n: m for n, m in bb.base.named_modules() if n.endswith("base_layer")}
     assert len(layers) == 2 * 7

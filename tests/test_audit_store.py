@@ -48,12 +48,20 @@ def _plant(source: Path, folder: Path) -> Path:
             resource["name"] = [{"family": NAME[1], "given": [NAME[0]]}]
             resource["identifier"] = [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": MRN}]
             resource["birthDate"] = BIRTH
-    bundle["entry"].append({"resource": {
-        "resourceType": "DocumentReference", "id": "planted-note", "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
-        "date": "2023-12-11T09:00:00+00:00",
-        "content": [{"attachment": {"contentType": "text/plain", "data": base64.b64encode(NOTE.encode()).decode()}}],
-    }})
+    bundle["entry"].append(
+        {
+            "resource": {
+                "resourceType": "DocumentReference",
+                "id": "planted-note",
+                "status": "current",
+                "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+                "date": "2023-12-11T09:00:00+00:00",
+                "content": [
+                    {"attachment": {"contentType": "text/plain", "data": base64.b64encode(NOTE.encode()).decode()}}
+                ],
+            }
+        }
+    )
     (folder / "record.json").write_text(json.dumps(bundle))
     for path in folder.rglob("*.dcm"):  # the images name the same patient, as a real export would
         ds = pydicom.dcmread(path)
@@ -63,14 +71,24 @@ def _plant(source: Path, folder: Path) -> Path:
 
 
 def _forbidden() -> list[bytes]:
-    words = [MRN, "4471902", *NAME, BIRTH, "Wallaby", "productive cough since Tuesday", base64.b64encode(NOTE.encode()).decode()[:24]]
+    words = [
+        MRN,
+        "4471902",
+        *NAME,
+        BIRTH,
+        "Wallaby",
+        "productive cough since Tuesday",
+        base64.b64encode(NOTE.encode()).decode()[:24],
+    ]
     unsalted = hashlib.sha256(MRN.encode()).hexdigest()
     return [w.encode() for w in words] + [unsalted[:32].encode(), unsalted[:16].encode()]
 
 
 def _all_bytes(path: Path) -> bytes:
     """The database file and any journal beside it."""
-    return b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name) and not p.name.endswith(".key"))
+    return b"".join(
+        p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name) and not p.name.endswith(".key")
+    )
 
 
 def _with_notes(small_cohort: Path) -> Path:
@@ -82,13 +100,24 @@ def test_a_prediction_is_recorded_with_checksums_worked_out_apart(predictor, che
     folder = _with_notes(small_cohort)
     prediction = predictor.predict(load_study(folder), impression=False)
     store = AuditStore(tmp_path / "audit.sqlite")
-    event_id = store.record_prediction(prediction, inputs=[folder], model_dir=checkpoint, user="dr-operator", source="cli")
+    event_id = store.record_prediction(
+        prediction, inputs=[folder], model_dir=checkpoint, user="dr-operator", source="cli"
+    )
     [event] = store.events()
-    assert event.event_id == event_id and (event.action, event.source, event.user, event.outcome) == ("predict", "cli", "dr-operator", "success")
+    assert event.event_id == event_id and (event.action, event.source, event.user, event.outcome) == (
+        "predict",
+        "cli",
+        "dr-operator",
+        "success",
+    )
     assert event.model_checksum == hashlib.sha256((checkpoint / "checksums.json").read_bytes()).hexdigest()
     assert event.config_checksum == hashlib.sha256((checkpoint / "config.json").read_bytes()).hexdigest()
     assert (event.model_id, event.model_version) == (prediction.model_id, prediction.model_version)
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix in (".dcm", ".json", ".csv") and not p.name.startswith("truth")]
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in (".dcm", ".json", ".csv") and not p.name.startswith("truth")
+    ]
     assert sorted(d.sha256 for d in event.inputs) == sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
     assert sorted(d.size for d in event.inputs) == sorted(f.stat().st_size for f in files)
     key = (tmp_path / "audit.sqlite.key").read_text().strip().encode()
@@ -124,8 +153,12 @@ def test_no_patient_data_reaches_the_store_file(predictor, checkpoint, small_coh
     db = tmp_path / "audit" / "audit.sqlite"
     store = AuditStore(db)
     store.record_prediction(prediction, inputs=[patient], model_dir=checkpoint, source="cli")
-    store.record_feedback(prediction, verdict="disagree", diagnoses=["pneumonia"], model_dir=checkpoint, inputs=[patient])
-    pd.DataFrame({"patient_id": [MRN], "folder": [MRN], "sex": ["male"], "age_years": ["92"]}).to_csv(cohort / "manifest.csv", index=False)
+    store.record_feedback(
+        prediction, verdict="disagree", diagnoses=["pneumonia"], model_dir=checkpoint, inputs=[patient]
+    )
+    pd.DataFrame({"patient_id": [MRN], "folder": [MRN], "sex": ["male"], "age_years": ["92"]}).to_csv(
+        cohort / "manifest.csv", index=False
+    )
     protocol = StudyProtocol(outputs=Outputs(max_new_tokens=2), run=RunOptions(batch_size=1, part_size=1))
     run_batch(checkpoint, cohort, tmp_path / "out", protocol=protocol, progress=False, audit=db)
     events = AuditStore(db).events()
@@ -136,7 +169,12 @@ def test_no_patient_data_reaches_the_store_file(predictor, checkpoint, small_coh
     for word in _forbidden():
         assert word not in content, word
     with sqlite3.connect(db) as connection:  # and nothing hides in a column the byte scan could miss (e.g. compressed)
-        text = json.dumps([connection.execute(f"SELECT * FROM {t}").fetchall() for t in ("audit_event", "audit_input", "provenance", "meta")])
+        text = json.dumps(
+            [
+                connection.execute(f"SELECT * FROM {t}").fetchall()
+                for t in ("audit_event", "audit_input", "provenance", "meta")
+            ]
+        )
     for word in _forbidden():
         assert word.decode() not in text
 
@@ -144,9 +182,13 @@ def test_no_patient_data_reaches_the_store_file(predictor, checkpoint, small_coh
 def test_feedback_takes_only_the_fixed_vocabulary(predictor, checkpoint, small_cohort, tmp_path):
     prediction = predictor.predict(load_study(_with_notes(small_cohort)), impression=False)
     store = AuditStore(tmp_path / "audit.sqlite")
-    store.record_feedback(prediction, verdict="agree", diagnoses=["sepsis", "pneumonia", "sepsis"], model_dir=checkpoint)
+    store.record_feedback(
+        prediction, verdict="agree", diagnoses=["sepsis", "pneumonia", "sepsis"], model_dir=checkpoint
+    )
     [event] = store.events(action="feedback")
-    assert json.loads(event.detail) == {"verdict": "agree", "diagnoses": ["pneumonia", "sepsis"]} and event.source == "ui"
+    assert (
+        json.loads(event.detail) == {"verdict": "agree", "diagnoses": ["pneumonia", "sepsis"]} and event.source == "ui"
+    )
     with pytest.raises(ConfigError, match="verdict"):
         store.record_feedback(prediction, verdict="looks fine to me", model_dir=checkpoint)
     with pytest.raises(ConfigError, match="diagnoses"):
@@ -167,7 +209,10 @@ def test_a_batch_case_is_recorded_once_per_run_and_keys_change_the_hash(predicto
     assert [e.run_id for e in store.events()] == ["run-1", "run-2"] and len(store.events(run_id="run-1")) == 1
     other_key = AuditStore(tmp_path / "b.sqlite", salt="second key")
     assert other_key.subject_hash(prediction.study_id) != store.subject_hash(prediction.study_id)
-    assert store.subject_hash(prediction.study_id) == hmac.new(b"first key", prediction.study_id.encode(), hashlib.sha256).hexdigest()[:32]
+    assert (
+        store.subject_hash(prediction.study_id)
+        == hmac.new(b"first key", prediction.study_id.encode(), hashlib.sha256).hexdigest()[:32]
+    )
 
 
 def test_a_file_that_is_not_an_audit_store_is_refused(tmp_path):

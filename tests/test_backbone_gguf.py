@@ -97,8 +97,9 @@ def test_the_tokenizer_and_chat_template_come_from_the_file(written, cache):
     for text in CORPUS + ["an unseen word: zygomatic"]:
         assert bb.tokenizer.encode(text, add_special_tokens=False) == reference.encode(text, add_special_tokens=False)
     assert bb.tokenizer.eos_token == "<|im_end|>"
-    chat = bb.tokenizer.apply_chat_template([{"role": "user", "content": "Impression:"}], tokenize=False,
-                                            add_generation_prompt=True)
+    chat = bb.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Impression:"}], tokenize=False, add_generation_prompt=True
+    )
     assert chat == "<|im_start|>user\nImpression:<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -147,7 +148,9 @@ def test_qlora_step_on_a_gguf_changes_only_adapters_gates_and_heads(written, cac
     assert not (set(trainable) & four_bit)
     optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
     batch = random_batch(model.config, 2)
-    lm = lm_inputs(model.tokenizer, [IMPRESSION_PROMPT, "Question: fever? Answer:"], ["pneumonia.", "yes."], max_length=512)
+    lm = lm_inputs(
+        model.tokenizer, [IMPRESSION_PROMPT, "Question: fever? Answer:"], ["pneumonia.", "yes."], max_length=512
+    )
     ids, attn, pool, labels = lm.input_ids, lm.attention_mask, lm.pool_index, lm.labels
     model.train()
     out = model(batch, ids, attn, pool, lm_labels=labels)
@@ -200,8 +203,13 @@ def test_prompts_are_framed_by_the_files_chat_template_in_training_and_generatio
     ids, attn = model.prompt_ids([IMPRESSION_PROMPT, "Question: heart rate? Answer:"], "cpu")
     row = ids[1][attn[1].bool()].tolist()
     assert row == tok.encode(head + "Question: heart rate? Answer:" + tail, add_special_tokens=False)
-    lm = lm_inputs(tok, [guided_prompt(["pneumonia"]), IMPRESSION_PROMPT], ["pneumonia.", "pneumonia."], max_length=256,
-                   pool_prefixes=[IMPRESSION_PROMPT, IMPRESSION_PROMPT])
+    lm = lm_inputs(
+        tok,
+        [guided_prompt(["pneumonia"]), IMPRESSION_PROMPT],
+        ["pneumonia.", "pneumonia."],
+        max_length=256,
+        pool_prefixes=[IMPRESSION_PROMPT, IMPRESSION_PROMPT],
+    )
     alone = model.prompt_ids([IMPRESSION_PROMPT], "cpu")[0]
     assert lm.pool_index[0] == lm.pool_index[1] == alone.shape[1] - 1  # the head reads where inference reads
     batch = random_batch(model.config, 2)
@@ -210,7 +218,9 @@ def test_prompts_are_framed_by_the_files_chat_template_in_training_and_generatio
     assert torch.isfinite(out.lm_loss)
     prompts = [IMPRESSION_PROMPT, "Question: heart rate? Answer:"]
     cached = model.generate_ids(batch, prompts, max_new_tokens=5, min_new_tokens=5)
-    assert torch.equal(cached, model.generate_ids(batch, prompts, max_new_tokens=5, min_new_tokens=5, reuse_context=False))
+    assert torch.equal(
+        cached, model.generate_ids(batch, prompts, max_new_tokens=5, min_new_tokens=5, reuse_context=False)
+    )
 
 
 @pytest.mark.smollm2
@@ -224,9 +234,13 @@ def test_the_packaged_smollm2_loads_and_writes_english(cache):
     config = bb.base.config
     assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (30, 576, 49152)
     assert bb.source_sha256 == file_sha256(path) and sum(p.numel() for p in bb.model.parameters()) > 130e6
-    chat = bb.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    chat = bb.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = bb.model.generate(**chat, max_new_tokens=12, do_sample=False)
-    text = bb.tokenizer.decode(out[0, chat["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = bb.tokenizer.decode(out[0, chat["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "paris" in text.lower()
     assert np.isfinite(bb.model(input_ids=chat["input_ids"]).logits.detach().numpy()).all()

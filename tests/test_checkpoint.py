@@ -13,7 +13,15 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
 from medmm.backbone import embedded_config
-from medmm.checkpoint import FORMAT, load_checkpoint, notes_fingerprint, save_checkpoint, stored_parameter_names, update_calibration, verify
+from medmm.checkpoint import (
+    FORMAT,
+    load_checkpoint,
+    notes_fingerprint,
+    save_checkpoint,
+    stored_parameter_names,
+    update_calibration,
+    verify,
+)
 from medmm.errors import CheckpointError
 from tests.test_model import PROMPTS, lm_folder, open_gates, random_batch, randomize, tiny_bert, tiny_config, tiny_model
 
@@ -68,10 +76,17 @@ def copy_of(saved, tmp_path) -> Path:
 
 def test_save_load_gives_identical_logits_and_text(saved):
     model, folder = saved
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.iterdir()) == ["checksums.json", "config.json", "lm", "model.safetensors"]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.iterdir()) == [
+        "checksums.json",
+        "config.json",
+        "lm",
+        "model.safetensors",
+    ]
     stored = load_file(folder / "model.safetensors")
     assert set(stored) == set(stored_parameter_names(model))
-    assert not any(n.startswith(("lm.", "encoders.notes.backbone.")) for n in stored)  # base LM in lm/, notes encoder is the package's
+    assert not any(
+        n.startswith(("lm.", "encoders.notes.backbone.")) for n in stored
+    )  # base LM in lm/, notes encoder is the package's
     meta = json.loads((folder / "config.json").read_text())
     assert (meta["format"], meta["model_type"], meta["epoch"]) == (FORMAT, "llama", 3)
     assert meta["labels"] == list(model.config.diagnoses)
@@ -125,7 +140,9 @@ def test_qlora_checkpoint_copies_its_lm_source_and_reloads_identically(tmp_path,
     assert model.backbone_info.quantized
     trained_look(model)
     with pytest.raises(CheckpointError, match="lm_source"):
-        save_checkpoint(tiny_model(tiny_config(finetune="qlora")), tmp_path / "embedded")  # random 4-bit base: nowhere to copy from
+        save_checkpoint(
+            tiny_model(tiny_config(finetune="qlora")), tmp_path / "embedded"
+        )  # random 4-bit base: nowhere to copy from
     folder = save_checkpoint(model, tmp_path / "ckpt", lm_source=source)
     assert (folder / "lm" / "config.json").read_bytes() == (source / "config.json").read_bytes()
     shutil.rmtree(source)  # the checkpoint no longer needs the original folder
@@ -185,7 +202,10 @@ def test_unlisted_or_escaping_files_are_refused(saved, tmp_path):
     ("edit", "message"),
     [
         (lambda m: m.update(model_type="gpt2"), "architecture mismatch"),
-        (lambda m: m["config"]["backbone"].update(hidden_size=64, num_heads=4, num_kv_heads=4), "hidden_size is 32, expected 64"),
+        (
+            lambda m: m["config"]["backbone"].update(hidden_size=64, num_heads=4, num_kv_heads=4),
+            "hidden_size is 32, expected 64",
+        ),
         (lambda m: m["config"]["resampler"].update(num_latents=8), "shape mismatch"),
         (lambda m: m["config"].update(head_hidden=24), "shape mismatch"),
         (lambda m: m["config"].update(diagnoses=["pneumonia", "sepsis"]), "labels .* are not task"),
@@ -194,7 +214,17 @@ def test_unlisted_or_escaping_files_are_refused(saved, tmp_path):
         (lambda m: m["config"]["fusion"].update(every_n=9), "does not fit"),
         (lambda m: m.update(format="other/2"), "unknown checkpoint format"),
     ],
-    ids=["model_type", "lm_width", "latents", "head_width", "labels", "modalities", "unknown_key", "fusion_layers", "format"],
+    ids=[
+        "model_type",
+        "lm_width",
+        "latents",
+        "head_width",
+        "labels",
+        "modalities",
+        "unknown_key",
+        "fusion_layers",
+        "format",
+    ],
 )
 def test_a_config_that_does_not_fit_the_weights_is_refused(saved, tmp_path, edit, message):
     folder = copy_of(saved, tmp_path)

@@ -80,7 +80,19 @@ def test_error_is_one_line_without_traceback(tmp_path):
 def test_help_lists_commands():
     proc = subprocess.run(MEDMM + ["--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for command in ("synth", "inspect", "train", "demo", "predict", "explain", "evaluate", "audit", "batch", "serve", "deid"):
+    for command in (
+        "synth",
+        "inspect",
+        "train",
+        "demo",
+        "predict",
+        "explain",
+        "evaluate",
+        "audit",
+        "batch",
+        "serve",
+        "deid",
+    ):
         assert command in proc.stdout
 
 
@@ -94,8 +106,11 @@ def test_predict_writes_one_audit_event_per_prediction(tmp_path, small_cohort):
     patients = sorted(p for p in small_cohort.iterdir() if p.is_dir())[:2]
     store = tmp_path / "trail" / "audit.sqlite"
     proc = subprocess.run(
-        MEDMM + ["predict", "--model", str(model), "--json", "--no-impression", "--audit", str(store), *map(str, patients)],
-        capture_output=True, text=True, timeout=300,
+        MEDMM
+        + ["predict", "--model", str(model), "--json", "--no-impression", "--audit", str(store), *map(str, patients)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]

@@ -14,8 +14,17 @@ from medmm.errors import ConfigError
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 
 VOCAB = {
-    "<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3,
-    "Impression:": 4, "Question:": 5, "effusion?": 6, "Answer:": 7, "pneumonia": 8, ".": 9, "yes": 10,
+    "<pad>": 0,
+    "<s>": 1,
+    "</s>": 2,
+    "<unk>": 3,
+    "Impression:": 4,
+    "Question:": 5,
+    "effusion?": 6,
+    "Answer:": 7,
+    "pneumonia": 8,
+    ".": 9,
+    "yes": 10,
 }
 
 
@@ -28,7 +37,9 @@ def word_tokenizer(*, bos: bool = True) -> PreTrainedTokenizerFast:
 
 
 def test_lm_inputs_by_hand():
-    out = lm_inputs(word_tokenizer(), ["Impression:", "Question: effusion? Answer:", "Impression:"], ["pneumonia .", None, "yes"])
+    out = lm_inputs(
+        word_tokenizer(), ["Impression:", "Question: effusion? Answer:", "Impression:"], ["pneumonia .", None, "yes"]
+    )
     assert out.input_ids.tolist() == [
         [1, 4, 8, 9, 2],  # BOS, prompt, " pneumonia .", EOS
         [1, 5, 6, 7, 0],  # BOS, prompt only, then padding on the right
@@ -44,7 +55,9 @@ def test_lm_inputs_by_hand():
 
 
 def test_lm_inputs_truncation_keeps_the_pool_index_inside_the_row():
-    out = lm_inputs(word_tokenizer(), ["Impression:", "Question: effusion? Answer:"], ["pneumonia .", "yes"], max_length=3)
+    out = lm_inputs(
+        word_tokenizer(), ["Impression:", "Question: effusion? Answer:"], ["pneumonia .", "yes"], max_length=3
+    )
     assert out.input_ids.tolist() == [[1, 4, 8], [1, 5, 6]]
     assert out.labels.tolist() == [[-100, -100, 8], [-100, -100, -100]]
     assert out.pool_index.tolist() == [1, 2]  # a prompt longer than max_length is pooled at its cut end
@@ -70,12 +83,17 @@ def test_lm_inputs_refuses_what_cannot_be_batched():
 def test_lm_inputs_pool_at_the_end_of_a_prefix_of_the_prompt():
     # row 0: the prompt "Impression: pneumonia ." with prefix "Impression:"; row 1: prefix = whole prompt
     out = lm_inputs(
-        word_tokenizer(), ["Impression: pneumonia .", "Question: effusion? Answer:"], ["yes", None],
+        word_tokenizer(),
+        ["Impression: pneumonia .", "Question: effusion? Answer:"],
+        ["yes", None],
         pool_prefixes=["Impression:", "Question: effusion? Answer:"],
     )
     assert out.input_ids.tolist() == [[1, 4, 8, 9, 10, 2], [1, 5, 6, 7, 0, 0]]
     assert out.pool_index.tolist() == [1, 3]  # "Impression:" of row 0; the prompt's end in row 1
-    assert out.labels.tolist() == [[-100, -100, -100, -100, 10, 2], [-100] * 6]  # the text after the prefix is never a target
+    assert out.labels.tolist() == [
+        [-100, -100, -100, -100, 10, 2],
+        [-100] * 6,
+    ]  # the text after the prefix is never a target
     plain = lm_inputs(word_tokenizer(), ["Impression: pneumonia .", "Question: effusion? Answer:"], ["yes", None])
     assert torch.equal(plain.input_ids, out.input_ids) and torch.equal(plain.labels, out.labels)
     assert plain.pool_index.tolist() == [3, 3]
@@ -83,7 +101,12 @@ def test_lm_inputs_pool_at_the_end_of_a_prefix_of_the_prompt():
 
 def test_lm_inputs_refuses_a_pool_prefix_that_does_not_begin_the_prompt():
     with pytest.raises(ConfigError, match="does not begin the prompt") as err:
-        lm_inputs(word_tokenizer(), ["Impression:", "Impression: pneumonia"], [None, None], pool_prefixes=["Impression:", "pneumonia"])
+        lm_inputs(
+            word_tokenizer(),
+            ["Impression:", "Impression: pneumonia"],
+            [None, None],
+            pool_prefixes=["Impression:", "pneumonia"],
+        )
     assert err.value.where == "lm inputs row 1"
     with pytest.raises(ConfigError, match="as many pool prefixes"):
         lm_inputs(word_tokenizer(), ["Impression:"], [None], pool_prefixes=[])
@@ -99,7 +122,9 @@ def test_the_guided_prompt_begins_with_the_plain_prompt_in_the_embedded_tokenize
     out = lm_inputs(tok, [prompt], ["sepsis."], pool_prefixes=[IMPRESSION_PROMPT])
     assert int(out.pool_index[0]) == len(plain) - 1
     assert (out.labels[0, : len(guided)] == -100).all()  # the guide is never a target
-    assert out.labels[0, len(guided) :].tolist() == tok.encode(" sepsis.", add_special_tokens=False) + [tok.eos_token_id]
+    assert out.labels[0, len(guided) :].tolist() == tok.encode(" sepsis.", add_special_tokens=False) + [
+        tok.eos_token_id
+    ]
 
 
 def item(seed: int, study_id: str) -> dict:

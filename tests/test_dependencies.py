@@ -7,8 +7,9 @@ import ast
 import importlib.metadata
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("medmm", "ui", "training")
@@ -86,7 +87,12 @@ def test_every_required_package_is_imported_or_said_why_not():
 
 
 def test_the_scan_sees_imports_in_function_bodies_and_ignores_relative_ones():
-    source = "import os\ndef f():\n    import torch.nn as nn\n    from . import sibling\n    from yaml import safe_load\n"
+    source = (
+        "import os\ndef f():\n    import torch.nn as nn\n    from . import sibling\n    from yaml import safe_load\n"
+    )
     assert imports_of(source) == {"os", "torch", "yaml"}
-    assert set(third_party({m: {"x.py"} for m in imports_of(source)})) == {"torch", "pyyaml"}  # stdlib left out; modules to distributions
+    assert set(third_party({m: {"x.py"} for m in imports_of(source)})) == {
+        "torch",
+        "pyyaml",
+    }  # stdlib left out; modules to distributions
     assert requirement_name("fhir.resources>=8.0") == "fhir-resources" and requirement_name("ray[data]>=2.40") == "ray"

@@ -36,7 +36,15 @@ def force_path(monkeypatch, path: str) -> None:
 
 @pytest.mark.parametrize(
     ("out_features", "in_features", "fits"),
-    [(32, 64, True), (704, 256, True), (256, 704, True), (688, 256, False), (256, 688, False), (16, 64, False), (64, 32, False)],
+    [
+        (32, 64, True),
+        (704, 256, True),
+        (256, 704, True),
+        (688, 256, False),
+        (256, 688, False),
+        (16, 64, False),
+        (64, 32, False),
+    ],
 )
 def test_the_shape_rule_is_the_fused_kernels(out_features, in_features, fits):
     # packed in blocks of 32 output features; one bf16 scale per 64 inputs of a row
@@ -46,8 +54,15 @@ def test_the_shape_rule_is_the_fused_kernels(out_features, in_features, fits):
 def odd_llama(tmp_path):
     """A Llama whose MLP width (100) no fused 4-bit kernel takes: gate/up have 100 outputs, down 100 inputs."""
     tokenizer = build_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=100, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=100,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -103,12 +118,18 @@ def test_a_packed_layer_comes_back_bit_for_bit(monkeypatch):
     # bf16 products: within a few bf16 roundings of the plain result, and not equal to it
     assert (fused_out - plain_out).abs().max() < 0.02 * plain_out.abs().max()
     # bitsandbytes' own inverse re-quantizes the scales from bf16: the base would drift
-    qweight, recovered = bnb.functional._convert_weight_packed_for_cpu_inverse(layer.weight.data.clone(), copy.copy(layer.weight.quant_state))
+    qweight, recovered = bnb.functional._convert_weight_packed_for_cpu_inverse(
+        layer.weight.data.clone(), copy.copy(layer.weight.quant_state)
+    )
     assert torch.equal(qweight, codes) and not torch.equal(recovered.absmax, absmax)
     state_dict = layer.state_dict()  # restores first
     assert not is_packed(layer) and torch.equal(state_dict["weight"], codes)
     qs = layer.weight.quant_state
-    assert torch.equal(qs.absmax, absmax) and torch.equal(qs.state2.absmax, state2_absmax) and torch.equal(qs.offset, offset)
+    assert (
+        torch.equal(qs.absmax, absmax)
+        and torch.equal(qs.state2.absmax, state2_absmax)
+        and torch.equal(qs.offset, offset)
+    )
     with torch.no_grad():
         layer(x)  # packs again
     layer.train()
@@ -224,7 +245,9 @@ def _cuda_or_fail(request):
     if request.node.get_closest_marker("cuda"):
         from medmm.adapters import four_bit_available
 
-        assert torch.cuda.is_available() and four_bit_available("cuda"), "asked for the CUDA checks on a machine without a usable GPU"
+        assert torch.cuda.is_available() and four_bit_available("cuda"), (
+            "asked for the CUDA checks on a machine without a usable GPU"
+        )
 
 
 @pytest.mark.cuda

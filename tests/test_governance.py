@@ -13,10 +13,26 @@ from medmm.report.html import num, pct
 from tests.report.run_folder import report_folder
 
 pytestmark = pytest.mark.slow  # shares the report run folder (plots take a while to draw)
-MITCHELL = ("Model details", "Intended use", "Factors", "Metrics", "Evaluation data", "Training data",
-            "Quantitative analyses", "Ethical considerations", "Caveats and recommendations")
-CONFIG = {"format": "medmm-checkpoint/1", "medmm_version": "0.1.0", "model_type": "llama", "labels": [], "config": {},
-          "val_macro_auroc": 0.81, "epoch": 3}
+MITCHELL = (
+    "Model details",
+    "Intended use",
+    "Factors",
+    "Metrics",
+    "Evaluation data",
+    "Training data",
+    "Quantitative analyses",
+    "Ethical considerations",
+    "Caveats and recommendations",
+)
+CONFIG = {
+    "format": "medmm-checkpoint/1",
+    "medmm_version": "0.1.0",
+    "model_type": "llama",
+    "labels": [],
+    "config": {},
+    "val_macro_auroc": 0.81,
+    "epoch": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +55,23 @@ def test_model_card_has_every_section_filled_from_the_run(report_run):
     assert f"| race | Black or African American (2054-5) | {flag['metric']} | {num(flag['value'])}" in card
     assert "| all | 0.900 | 350 |" in card  # the ablation table
     assert "train split of the same cohort (300 patients)" in card
-    assert "- Input scope. Images: CR/DX projection radiographs, body part CHEST, view PA/AP" in card  # the default scope
-    row = {"inputs": "all", "model": 0.97, "baseline": 0.95, "baseline_variant": "early",
-           "difference": {"difference": 0.02, "low": -0.004, "high": 0.041}}
+    assert (
+        "- Input scope. Images: CR/DX projection radiographs, body part CHEST, view PA/AP" in card
+    )  # the default scope
+    row = {
+        "inputs": "all",
+        "model": 0.97,
+        "baseline": 0.95,
+        "baseline_variant": "early",
+        "difference": {"difference": 0.02, "low": -0.004, "high": 0.041},
+    }
     with_baselines = model_card({**e, "baselines": {"rows": [row]}}, audit, CONFIG)
     assert "| all | 0.970 | 0.950 (early) | 0.020 | -0.004 to 0.041 |" in with_baselines
     narrow = {**CONFIG, "config": {**CONFIG.get("config", {}), "scope": {"image": {"views": ["PA"]}}}}
     assert "view PA, greyscale" in model_card(e, audit, narrow)  # the checkpoint's own scope
-    for table in card.split("\n\n"):  # every row of every table has as many cells as its header ('|' in text is escaped)
+    for table in card.split(
+        "\n\n"
+    ):  # every row of every table has as many cells as its header ('|' in text is escaped)
         rows = [line for line in table.splitlines() if line.startswith("|")]
         assert len({len(re.split(r"(?<!\\)\|", row)) for row in rows}) <= 1, table
 
@@ -88,14 +113,30 @@ def test_the_documented_regeneration_command_writes_every_document(tmp_path, cap
 
     model_dir, cohort_dir = tiny_run()
     audit_dir, gov = tmp_path / "audit", tmp_path / "gov"
-    main(["--model", str(model_dir), "--cohort", str(cohort_dir), "--audit-dir", str(audit_dir), "--out", str(gov), "--n-boot", "20"])
+    main(
+        [
+            "--model",
+            str(model_dir),
+            "--cohort",
+            str(cohort_dir),
+            "--audit-dir",
+            str(audit_dir),
+            "--out",
+            str(gov),
+            "--n-boot",
+            "20",
+        ]
+    )
     expected = [audit_dir / "report.html"] + [gov / n for n in ("model_card.md", "intended_use.md", "risk_register.md")]
     assert capsys.readouterr().out.split() == [str(p) for p in expected] and all(p.is_file() for p in expected)
     evaluation, audit = load_run(tmp_path / "audit")
     assert audit is not None and audit["summary"]["groups_scored"] == 0  # 24 test cases: every group below 30 patients
     card = (tmp_path / "gov" / "model_card.md").read_text()
     assert f"`{evaluation['model']['id']}`" in card and "0 groups scored" in card
-    assert json.loads((model_dir / "calibration.json").read_text())["temperature"] == evaluation["calibration"]["temperature"]
+    assert (
+        json.loads((model_dir / "calibration.json").read_text())["temperature"]
+        == evaluation["calibration"]["temperature"]
+    )
 
 
 def test_from_run_keeps_the_json_and_renders_the_pages_again(report_run, tmp_path):
@@ -104,8 +145,15 @@ def test_from_run_keeps_the_json_and_renders_the_pages_again(report_run, tmp_pat
 
     target, gov = tmp_path / "audits" / "default", tmp_path / "gov"
     paths = from_run(report_run.out, tmp_path / "no-model", target, gov)
-    assert [p.name for p in paths] == ["evaluation.json", "audit.json", "report.html", "audit.html",
-                                       "model_card.md", "intended_use.md", "risk_register.md"]
+    assert [p.name for p in paths] == [
+        "evaluation.json",
+        "audit.json",
+        "report.html",
+        "audit.html",
+        "model_card.md",
+        "intended_use.md",
+        "risk_register.md",
+    ]
     assert json.loads((target / "evaluation.json").read_text()) == report_run.evaluation
     report = (target / "report.html").read_text()
     assert "data:image/png;base64," in report  # the plots, copied beside the JSON, are embedded again

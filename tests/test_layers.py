@@ -22,7 +22,10 @@ FORMAT_LIBRARIES = ("pydicom", "fhir")
 FORMAT_HOMES = ("medmm.io", "medmm.deid", "medmm.synth")
 # (importer, imported) -> why it stands
 EXCEPTIONS = {
-    ("medmm.io.fhir_clinical", "medmm.tasks"): "a Condition's codes are named with the default task's labels (Label.name), "
+    (
+        "medmm.io.fhir_clinical",
+        "medmm.tasks",
+    ): "a Condition's codes are named with the default task's labels (Label.name), "
     "inside the function that names them; a loader told its task is the way out",
 }
 
@@ -46,7 +49,9 @@ def modules() -> dict[str, Path]:
 
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _literal_prefix(arg: ast.expr) -> str | None:
@@ -83,8 +88,11 @@ def imports_of(name: str, source: str, known: dict) -> tuple[list[Edge], set[tup
             inner = module_level and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
                 for alias in child.names:
-                    (add(alias.name, module_level, child.lineno) if alias.name.split(".")[0] in PACKAGES
-                     else external.add((alias.name.split(".")[0], child.lineno)))
+                    (
+                        add(alias.name, module_level, child.lineno)
+                        if alias.name.split(".")[0] in PACKAGES
+                        else external.add((alias.name.split(".")[0], child.lineno))
+                    )
             elif isinstance(child, ast.ImportFrom):
                 if child.level:
                     base = name.split(".") if is_package else name.split(".")[:-1]
@@ -170,22 +178,34 @@ def test_no_cycle_among_the_imports_a_module_runs():
 
 def test_io_imports_nothing_above_records():
     edges, _ = graph()
-    bad = [(e.importer, e.imported, e.line) for e in edges
-           if under(e.importer, ("medmm.io",)) and not under(e.imported, IO_MAY_IMPORT) and (e.importer, e.imported) not in EXCEPTIONS]
+    bad = [
+        (e.importer, e.imported, e.line)
+        for e in edges
+        if under(e.importer, ("medmm.io",))
+        and not under(e.imported, IO_MAY_IMPORT)
+        and (e.importer, e.imported) not in EXCEPTIONS
+    ]
     assert bad == []
 
 
 def test_only_the_command_table_opens_ui_and_training():
     edges, _ = graph()
-    bad = [(e.importer, e.imported, e.line) for e in edges
-           if under(e.importer, ("medmm",)) and e.importer != "medmm.cli" and under(e.imported, ("ui", "training"))]
+    bad = [
+        (e.importer, e.imported, e.line)
+        for e in edges
+        if under(e.importer, ("medmm",)) and e.importer != "medmm.cli" and under(e.imported, ("ui", "training"))
+    ]
     assert bad == []
 
 
 def test_format_libraries_only_in_io_deid_and_synth():
     _, external = graph()
-    bad = sorted((name, lib, line) for name, found in external.items() for lib, line in found
-                 if lib in FORMAT_LIBRARIES and not under(name, FORMAT_HOMES))
+    bad = sorted(
+        (name, lib, line)
+        for name, found in external.items()
+        for lib, line in found
+        if lib in FORMAT_LIBRARIES and not under(name, FORMAT_HOMES)
+    )
     assert bad == []
 
 
@@ -195,15 +215,27 @@ def test_every_exception_still_exists():
 
 
 def test_the_scanner_on_a_small_tree():
-    known = {"medmm": "medmm/__init__.py", "medmm.a": "medmm/a.py", "medmm.b": "medmm/b.py", "medmm.pkg": "medmm/pkg/__init__.py",
-             "medmm.pkg.c": "medmm/pkg/c.py", "ui": "ui/__init__.py", "ui.app": "ui/app.py", "training": "training/__init__.py"}
+    known = {
+        "medmm": "medmm/__init__.py",
+        "medmm.a": "medmm/a.py",
+        "medmm.b": "medmm/b.py",
+        "medmm.pkg": "medmm/pkg/__init__.py",
+        "medmm.pkg.c": "medmm/pkg/c.py",
+        "ui": "ui/__init__.py",
+        "ui.app": "ui/app.py",
+        "training": "training/__init__.py",
+    }
     source = (
         "from typing import TYPE_CHECKING\nimport numpy as np\nfrom medmm.pkg import c\nfrom medmm.b import thing\n"
         "if TYPE_CHECKING:\n    from ui.app import App\n"
         "def later():\n    import importlib\n    importlib.import_module(f'training.{x}')\n    from pydicom import dcmread\n"
     )
     edges, external = imports_of("medmm.a", source, known)
-    assert {(e.imported, e.module_level) for e in edges} == {("medmm.pkg.c", True), ("medmm.b", True), ("training", False)}
+    assert {(e.imported, e.module_level) for e in edges} == {
+        ("medmm.pkg.c", True),
+        ("medmm.b", True),
+        ("training", False),
+    }
     assert {lib for lib, _ in external} == {"typing", "numpy", "importlib", "pydicom"}
     edges, _ = imports_of("medmm.pkg.c", "from .. import b\nfrom . import c2\n", {**known, "medmm.pkg.c2": "x"})
     assert {e.imported for e in edges} == {"medmm.b", "medmm.pkg.c2"}

@@ -57,13 +57,19 @@ def note_tokenizer() -> BertTokenizerFast:
 def tiny_bert(seed: int = 0) -> BertModel:
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(NOTE_WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=16,
+        vocab_size=len(NOTE_WORDS),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
     )
     return BertModel(config).eval()
 
 
-def tiny_config(*, finetune: str = "frozen", source: str = "embedded", notes_frozen: bool = True, norm: str = "instance", **fields) -> ModelConfig:
+def tiny_config(
+    *, finetune: str = "frozen", source: str = "embedded", notes_frozen: bool = True, norm: str = "instance", **fields
+) -> ModelConfig:
     """A MedMM config small enough to build and run in well under a second."""
     config = ModelConfig(
         image=ImageEncoderConfig(dim=16, init_features=8, growth_rate=4, block_config=(1, 1), bn_size=2, norm=norm),
@@ -72,7 +78,11 @@ def tiny_config(*, finetune: str = "frozen", source: str = "embedded", notes_fro
         resampler=ResamplerConfig(num_latents=4, depth=1, heads=2),
         fusion=FusionConfig(every_n=1, heads=2, ff_mult=2),
         backbone=BackboneConfig(
-            source=source, finetune=finetune, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+            source=source,
+            finetune=finetune,
+            lora_r=4,
+            lora_alpha=8,
+            lora_dropout=0.0,
             **(TINY_4BIT_LM if finetune == "qlora" else TINY_LM),
         ),
         preprocess=PreprocessConfig(image_size=32, max_notes=2, max_note_tokens=8, window_hours=4.0, step_minutes=60.0),
@@ -132,7 +142,9 @@ def lm_folder(kind: str, path: Path) -> Path:
     """Save a tiny random causal LM of architecture `kind` with the embedded tokenizer to `path` (4-bit-fit widths)."""
     tokenizer = build_tokenizer()
     ids = dict(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, vocab_size=len(tokenizer))
-    sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    sizes = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
     if kind == "llama":
         config = LlamaConfig(**sizes, **ids)
     elif kind == "qwen2":
@@ -258,7 +270,15 @@ def test_qlora_forward_backward_and_step_keep_the_base_four_bit_and_frozen(cpu_4
 
 # -- every modality subset, row by row ---------------------------------------------------------
 
-SUBSETS = [{"image"}, {"notes"}, {"vitals"}, {"image", "notes"}, {"image", "vitals"}, {"notes", "vitals"}, set(MODALITIES)]
+SUBSETS = [
+    {"image"},
+    {"notes"},
+    {"vitals"},
+    {"image", "notes"},
+    {"image", "vitals"},
+    {"notes", "vitals"},
+    set(MODALITIES),
+]
 
 
 def subset_batch(model: MedMM) -> dict:
@@ -396,7 +416,11 @@ def test_impression_guides_name_the_diagnoses_at_or_above_the_threshold():
     model = tiny_model(tiny_config(impression_guide=True, guide_threshold=0.4))
     probs = np.array([[0.9, 0.1, 0.4, 0.39, 0.6], [0.0, 0.2, 0.3, 0.1, 0.39], [1.0, 1.0, 1.0, 1.0, 1.0]])  # (3, K)
     everything = ("pneumonia", "heart_failure", "pleural_effusion", "pneumothorax", "sepsis")  # ties: the fixed order
-    assert model.impression_guides(probs) == [("pneumonia", "sepsis", "pleural_effusion"), (), everything]  # 0.4 is at the threshold
+    assert model.impression_guides(probs) == [
+        ("pneumonia", "sepsis", "pleural_effusion"),
+        (),
+        everything,
+    ]  # 0.4 is at the threshold
     # calibrated operating thresholds replace guide_threshold for the diagnoses they name
     cut = {"pneumonia": 0.95, "heart_failure": 0.2, "sepsis": 0.7}
     assert model.impression_guides(probs, cut) == [("pleural_effusion",), ("heart_failure",), everything]
@@ -414,7 +438,9 @@ def test_a_guided_impression_is_written_one_clause_per_suspected_diagnosis():
     guides = model.impression_guides(probs)
     assert guides == [("pneumonia", "sepsis", "pleural_effusion"), ()]  # most probable first
     assert model.clause_prompts(guides[0]) == [
-        "Impression: [suspected: pneumonia]", "Impression: [suspected: sepsis]", "Impression: [suspected: pleural effusion]",
+        "Impression: [suspected: pneumonia]",
+        "Impression: [suspected: sepsis]",
+        "Impression: [suspected: pleural effusion]",
     ]
     assert model.clause_prompts(()) == ["Impression: [suspected: none]"]
     model.config = dataclasses.replace(model.config, guide_clauses=False)  # one generation after the whole guide
@@ -442,7 +468,11 @@ def test_join_clauses_and_select_rows():
     assert join_clauses(["", " "]) == ""
     batch = {"image_present": torch.tensor([True, False]), "x": torch.arange(6).view(2, 3), "meta": ["a", "b"], "k": 3}
     picked = select_rows(batch, torch.tensor([1, 1, 0]))
-    assert picked["image_present"].tolist() == [False, False, True] and picked["x"].tolist() == [[3, 4, 5], [3, 4, 5], [0, 1, 2]]
+    assert picked["image_present"].tolist() == [False, False, True] and picked["x"].tolist() == [
+        [3, 4, 5],
+        [3, 4, 5],
+        [0, 1, 2],
+    ]
     assert picked["meta"] == ["b", "b", "a"] and picked["k"] == 3
 
 
@@ -532,7 +562,9 @@ def test_cached_generation_matches_recomputing_everything_per_step(tmp_path, kin
         alone = model.generate_ids(one, PROMPTS[row : row + 1], max_new_tokens=steps, min_new_tokens=steps)
         assert torch.equal(alone[0], cached[row])
     open_gates(model, 0.0)
-    assert not torch.equal(model.generate_ids(batch, PROMPTS, max_new_tokens=steps, min_new_tokens=steps), cached)  # the context matters
+    assert not torch.equal(
+        model.generate_ids(batch, PROMPTS, max_new_tokens=steps, min_new_tokens=steps), cached
+    )  # the context matters
 
 
 def test_generation_stops_at_eos_and_pads_after_it():
@@ -566,7 +598,9 @@ def test_the_summary_and_lexical_paths_add_a_linear_map_to_each_present_latent()
 
     config = tiny_config()
     config = dataclasses.replace(
-        config, vitals=dataclasses.replace(config.vitals, summary_tokens=True), notes=dataclasses.replace(config.notes, lexical_dim=4)
+        config,
+        vitals=dataclasses.replace(config.vitals, summary_tokens=True),
+        notes=dataclasses.replace(config.notes, lexical_dim=4),
     )
     model = tiny_model(config).eval()
     batch = random_batch(config, 3)
@@ -581,7 +615,9 @@ def test_the_summary_and_lexical_paths_add_a_linear_map_to_each_present_latent()
     with torch.no_grad():
         expected = model.summary_skip(VitalsEncoder.summary_features(batch["vitals"], observed))  # (B, D)
     delta = moved.latents[:, vitals] - start.latents[:, vitals]
-    torch.testing.assert_close(delta[:2], expected[:2, None].expand(-1, delta.shape[1], -1))  # zero at init, then exactly the map
+    torch.testing.assert_close(
+        delta[:2], expected[:2, None].expand(-1, delta.shape[1], -1)
+    )  # zero at init, then exactly the map
     assert not delta[2].any() and not (moved.latents[2, notes] - start.latents[2, notes]).any()  # absent rows untouched
     assert (moved.latents[:2, notes] - start.latents[:2, notes]).abs().sum() > 0
     model.train()
@@ -592,7 +628,9 @@ def test_the_summary_and_lexical_paths_add_a_linear_map_to_each_present_latent()
 
 def test_summary_dropout_hides_a_rows_statistics_in_training_only():
     config = tiny_config()
-    config = dataclasses.replace(config, vitals=dataclasses.replace(config.vitals, summary_tokens=True, summary_dropout=1.0))
+    config = dataclasses.replace(
+        config, vitals=dataclasses.replace(config.vitals, summary_tokens=True, summary_dropout=1.0)
+    )
     model = tiny_model(config)
     batch = random_batch(config, 3)
     with torch.no_grad():
@@ -606,7 +644,9 @@ def test_summary_dropout_hides_a_rows_statistics_in_training_only():
         trained = model.encode(batch).latents[:, vitals]
         # by hand: the same encoder with every summary token masked and the linear path off
         observed = batch["vitals_observed"].bool() & batch["vitals_present"].bool()[:, None, None]
-        tokens, mask = model.encoders["vitals"](batch["vitals"], observed, batch["vitals_present"].bool(), torch.zeros(3, dtype=torch.bool))
+        tokens, mask = model.encoders["vitals"](
+            batch["vitals"], observed, batch["vitals_present"].bool(), torch.zeros(3, dtype=torch.bool)
+        )
         expected, _ = model.resamplers["vitals"](tokens, mask)
     torch.testing.assert_close(trained, expected)  # in training every row lost its statistics (p = 1)
     assert not torch.allclose(context.latents[:, vitals], expected)  # served: the statistics are always used

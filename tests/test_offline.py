@@ -62,7 +62,9 @@ def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_demo_predict_and_serve_reach_no_other_machine(tmp_path):
-    env, attempts = guarded_env(tmp_path / "guard", OMP_NUM_THREADS="1", MEDMM_AUDIT_STORE=str(tmp_path / "audit.sqlite"))
+    env, attempts = guarded_env(
+        tmp_path / "guard", OMP_NUM_THREADS="1", MEDMM_AUDIT_STORE=str(tmp_path / "audit.sqlite")
+    )
     out = tmp_path / "demo"
     said = []
     said.append(run(["demo", "--quick", "--no-serve", "--out", str(out), "--json"], env))
@@ -74,7 +76,10 @@ def test_demo_predict_and_serve_reach_no_other_machine(tmp_path):
     port = free_port()
     server = subprocess.Popen(
         medmm_command("serve", "--model", str(out / "model"), "--cohort", str(out / "cohort"), "--port", str(port)),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline, page = time.monotonic() + 180, None

@@ -13,12 +13,12 @@ import torch
 import medmm
 from medmm.checkpoint import save_checkpoint, update_calibration
 from medmm.codes import VITAL_SIGNS
-from medmm.synth.diagnoses import DIAGNOSES
 from medmm.data import collate
 from medmm.errors import ConfigError
 from medmm.predict import Predictor
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.records import ClinicalNote, Demographics, ImageSeries, Issue, Study, VitalSeries
+from medmm.synth.diagnoses import DIAGNOSES
 from medmm.transforms.study import StudyPreprocessor
 from tests.test_model import note_tokenizer, open_gates, randomize, tiny_bert, tiny_config, tiny_model
 
@@ -26,26 +26,38 @@ STUDY_TIME = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 DISPLAY = {d.name: d.display for d in DIAGNOSES}
 
 
-def make_study(study_id: str = "case-1", *, image: bool = True, notes: bool = True, vitals_steps: int | None = 4, seed: int = 0) -> Study:
+def make_study(
+    study_id: str = "case-1", *, image: bool = True, notes: bool = True, vitals_steps: int | None = 4, seed: int = 0
+) -> Study:
     rng = np.random.default_rng(seed)
     images = ()
     if image:
         pixels = rng.uniform(0, 4000, size=(48, 40)).astype(np.float32)
         # 8 mm pixels: the 384 x 320 mm of a chest radiograph, inside the default input scope
-        images = (ImageSeries(pixels=pixels, spacing=(8.0, 8.0), modality="CR", series_uid="1.2.3.4", view_position="PA"),)
+        images = (
+            ImageSeries(pixels=pixels, spacing=(8.0, 8.0), modality="CR", series_uid="1.2.3.4", view_position="PA"),
+        )
     texts = ("patient reports cough and fever .", "crackles right lower lobe , no acute distress .")
     note_records = tuple(ClinicalNote(text=t, time=STUDY_TIME) for t in texts) if notes else ()
     series = None
     if vitals_steps is not None:
-        values = np.stack([rng.normal(v.low + (v.high - v.low) / 3, 1.0, size=vitals_steps) for v in VITAL_SIGNS], axis=1).astype(np.float32)
+        values = np.stack(
+            [rng.normal(v.low + (v.high - v.low) / 3, 1.0, size=vitals_steps) for v in VITAL_SIGNS], axis=1
+        ).astype(np.float32)
         mask = rng.uniform(size=values.shape) > 0.3
         values[~mask] = np.nan
         series = VitalSeries(
-            start=STUDY_TIME, step_seconds=3600.0, channels=tuple(v.name for v in VITAL_SIGNS),
-            units=tuple(v.unit for v in VITAL_SIGNS), values=values, mask=mask,
+            start=STUDY_TIME,
+            step_seconds=3600.0,
+            channels=tuple(v.name for v in VITAL_SIGNS),
+            units=tuple(v.unit for v in VITAL_SIGNS),
+            values=values,
+            mask=mask,
         )
     warnings = (Issue("record.json", "entry 3", "skipped: unknown resource type", "skipped"),)
-    return Study(study_id=study_id, images=images, notes=note_records, vitals=series, time=STUDY_TIME, warnings=warnings)
+    return Study(
+        study_id=study_id, images=images, notes=note_records, vitals=series, time=STUDY_TIME, warnings=warnings
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +140,9 @@ def test_a_study_with_no_image_still_predicts_and_says_what_is_missing(model):
     assert (pred.present, pred.missing) == (("notes", "vitals"), ("image",))
     probs = 1.0 / (1.0 + np.exp(-logits_by_hand(model, no_image)))
     assert pred.probability("pneumonia") == pytest.approx(probs[model.config.diagnoses.index("pneumonia")], abs=1e-6)
-    assert pred.probability("pneumonia") != pytest.approx(full.probability("pneumonia"), abs=1e-6)  # the image did count
+    assert pred.probability("pneumonia") != pytest.approx(
+        full.probability("pneumonia"), abs=1e-6
+    )  # the image did count
     empty = predictor.predict(Study(study_id="empty"), impression=False)  # nothing to read: no answer
     assert (empty.present, empty.missing, empty.scores, empty.answered) == ((), ("image", "notes", "vitals"), (), False)
 
@@ -137,18 +151,29 @@ def test_a_modality_the_model_cannot_use_is_missing_with_a_warning(model):
     pred = Predictor(model, note_tokenizer=note_tokenizer()).predict(make_study(vitals_steps=10), impression=False)
     assert pred.missing == ("vitals",)
     assert "vitals vital signs: not used (grid of 10 steps, the model reads 4)" in pred.warnings
-    assert [(u.modality, u.used) for u in pred.inputs] == [("image", True), ("notes", True), ("notes", True), ("vitals", False)]
+    assert [(u.modality, u.used) for u in pred.inputs] == [
+        ("image", True),
+        ("notes", True),
+        ("notes", True),
+        ("vitals", False),
+    ]
 
 
 def test_a_batch_of_studies_equals_each_study_alone(model):
     predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration={"conformal_threshold": 0.5})
-    studies = [make_study("a", seed=2), make_study("b", image=False, seed=3), make_study("c", notes=False, vitals_steps=None, seed=4)]
+    studies = [
+        make_study("a", seed=2),
+        make_study("b", image=False, seed=3),
+        make_study("c", notes=False, vitals_steps=None, seed=4),
+    ]
     together = predictor.predict_many(studies)
     for study, pred in zip(studies, together):
         alone = predictor.predict(study)
         assert pred.study_id == study.study_id and pred.missing == alone.missing
         assert [s.name for s in pred.scores] == [s.name for s in alone.scores]
-        np.testing.assert_allclose([s.probability for s in pred.scores], [s.probability for s in alone.scores], atol=1e-5)
+        np.testing.assert_allclose(
+            [s.probability for s in pred.scores], [s.probability for s in alone.scores], atol=1e-5
+        )
         assert pred.conformal_set == alone.conformal_set and pred.impression == alone.impression
 
 
@@ -177,12 +202,18 @@ def test_from_checkpoint_uses_its_calibration_and_a_checksum_model_id(model, tmp
     study = make_study()
     loaded = predictor.predict(study)
     direct = Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration).predict(study)
-    assert [(s.name, s.probability, s.in_set) for s in loaded.scores] == [(s.name, s.probability, s.in_set) for s in direct.scores]
+    assert [(s.name, s.probability, s.in_set) for s in loaded.scores] == [
+        (s.name, s.probability, s.in_set) for s in direct.scores
+    ]
     assert loaded.impression == direct.impression and loaded.calibrated
 
 
 def test_ask_answers_from_the_prediction_without_the_language_model(model, monkeypatch):
-    calibration = {"conformal_threshold": 0.5, "coverage_target": 0.9, "operating_thresholds": {n: 0.6 for n in model.config.diagnoses}}
+    calibration = {
+        "conformal_threshold": 0.5,
+        "coverage_target": 0.9,
+        "operating_thresholds": {n: 0.6 for n in model.config.diagnoses},
+    }
     predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration)
     study = make_study()
     p = 1.0 / (1.0 + np.exp(-logits_by_hand(model, study)))[model.config.diagnoses.index("pleural_effusion")]
@@ -212,9 +243,14 @@ def test_a_guided_impression_is_written_after_the_diagnoses_at_or_above_the_thre
     predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration={"temperature": temperature})
     preds = predictor.predict_many(studies)
 
-    chosen = [[names[k] for k in np.argsort(-probs[row], kind="stable") if probs[row, k] >= threshold] for row in range(len(studies))]  # most probable first
+    chosen = [
+        [names[k] for k in np.argsort(-probs[row], kind="stable") if probs[row, k] >= threshold]
+        for row in range(len(studies))
+    ]  # most probable first
     assert len(chosen[0]) == 2
-    assert predictor.impression_prompts(probs) == [[guided_prompt([d]) for d in c] or [guided_prompt([])] for c in chosen]
+    assert predictor.impression_prompts(probs) == [
+        [guided_prompt([d]) for d in c] or [guided_prompt([])] for c in chosen
+    ]
     # one clause per suspected diagnosis, each written alone after its one-name guide, then joined by hand
     batch = predictor.batch(studies)
     drafts = predictor.draft_impressions(batch, predictor.probabilities(batch))
@@ -225,7 +261,9 @@ def test_a_guided_impression_is_written_after_the_diagnoses_at_or_above_the_thre
         parts = [t.strip().rstrip(".").strip() for t in clauses]
         assert draft == ", ".join(p for p in parts if p) + "."
     # what is given out is the draft grounded against each study
-    assert [p.impression for p in preds] == [g.text for g in predictor.ground(batch, predictor.probabilities(batch), drafts)]
+    assert [p.impression for p in preds] == [
+        g.text for g in predictor.ground(batch, predictor.probabilities(batch), drafts)
+    ]
     alone = predictor.predict(studies[0])
     assert alone.impression == preds[0].impression
     assert drafts[0] != model.generate(predictor.batch(studies[:1]), [IMPRESSION_PROMPT])[0]  # the guide was read
@@ -242,8 +280,14 @@ def test_the_guide_uses_the_calibrated_operating_thresholds(guided_model):
     order = np.argsort(-probs)
     # the most probable diagnosis is set just above its probability, the least probable just below
     cut = {names[order[0]]: float(probs[order[0]]) + 1e-3, names[order[-1]]: float(probs[order[-1]]) - 1e-3}
-    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration={"temperature": 1.0, "operating_thresholds": cut})
-    expected = [names[k] for k in np.argsort(-probs, kind="stable") if probs[k] >= cut.get(names[k], model.config.guide_threshold)]
+    predictor = Predictor(
+        model, note_tokenizer=note_tokenizer(), calibration={"temperature": 1.0, "operating_thresholds": cut}
+    )
+    expected = [
+        names[k]
+        for k in np.argsort(-probs, kind="stable")
+        if probs[k] >= cut.get(names[k], model.config.guide_threshold)
+    ]
     assert names[order[0]] not in expected and names[order[-1]] in expected
     assert predictor.impression_guides(probs[None]) == [tuple(expected)]
     assert predictor.impression_prompts(probs[None]) == [[guided_prompt([d]) for d in expected]]
@@ -274,7 +318,9 @@ def test_a_conformal_guide_names_the_conformal_set(guided_model):
         assert predictor.impression_guides(probs[None]) == [tuple(chosen)]
         assert predictor.impression_prompts(probs[None]) == [[guided_prompt([d]) for d in chosen]]  # a clause each
         model.config = dataclasses.replace(saved, guide_set="conformal", guide_clauses=False)
-        assert predictor.impression_prompts(probs[None]) == [[guided_prompt(chosen[::-1])]]  # one guide: most probable last
+        assert predictor.impression_prompts(probs[None]) == [
+            [guided_prompt(chosen[::-1])]
+        ]  # one guide: most probable last
         model.config = dataclasses.replace(saved, guide_set="operating")  # every diagnosis at threshold 0
         assert predictor.impression_guides(probs[None]) == [tuple(names[k] for k in np.argsort(-probs, kind="stable"))]
     finally:
@@ -286,17 +332,31 @@ def test_a_conformal_guide_names_the_conformal_set(guided_model):
 # -- grounding: what the LM writes is checked against the study before it leaves the Predictor ---------
 
 
-def grounding_study(*, age: float | None = 60.0, image: bool = True, notes: tuple[str, ...] = ("reports productive cough .", "no crackles ."), vitals: bool = True) -> Study:
+def grounding_study(
+    *,
+    age: float | None = 60.0,
+    image: bool = True,
+    notes: tuple[str, ...] = ("reports productive cough .", "no crackles ."),
+    vitals: bool = True,
+) -> Study:
     """A 4-step grid without fever or tachypnoea (36.2-37.1 Cel, 11.5-16.5 /min), notes and a radiograph."""
     base = make_study("g", image=image, notes=False, vitals_steps=None)
     values = np.full((4, len(VITAL_SIGNS)), np.nan, dtype=np.float32)
     names = [v.name for v in VITAL_SIGNS]
     values[:, names.index("temperature")] = [36.2, 37.1, 36.8, 36.5]
     values[:, names.index("resp_rate")] = [11.5, 16.5, 14.0, 12.0]
-    series = VitalSeries(start=STUDY_TIME, step_seconds=3600.0, channels=tuple(names), units=tuple(v.unit for v in VITAL_SIGNS),
-                         values=values, mask=~np.isnan(values))
+    series = VitalSeries(
+        start=STUDY_TIME,
+        step_seconds=3600.0,
+        channels=tuple(names),
+        units=tuple(v.unit for v in VITAL_SIGNS),
+        values=values,
+        mask=~np.isnan(values),
+    )
     return dataclasses.replace(
-        base, demographics=Demographics(patient_id="p", age_years=age), vitals=series if vitals else None,
+        base,
+        demographics=Demographics(patient_id="p", age_years=age),
+        vitals=series if vitals else None,
         notes=tuple(ClinicalNote(text=t, time=STUDY_TIME) for t in notes),
     )
 
@@ -314,19 +374,32 @@ def open_calibration(model, **extra) -> dict:
 def test_predict_gives_out_only_the_claims_the_study_supports(model, monkeypatch):
     study = grounding_study()
     writes(model, monkeypatch, "pneumonia (focal consolidation; fever and tachypnoea; productive cough and crackles).")
-    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=open_calibration(model, image_finding_thresholds={"pneumonia": 0.0}))
+    predictor = Predictor(
+        model,
+        note_tokenizer=note_tokenizer(),
+        calibration=open_calibration(model, image_finding_thresholds={"pneumonia": 0.0}),
+    )
     pred = predictor.predict(study)
     assert pred.impression == "pneumonia (focal consolidation; productive cough)."
     removed = {c.text: (c.kind, c.verdict) for c in pred.removed_claims}
-    assert removed == {"fever": ("vitals", "contradicted"), "tachypnoea": ("vitals", "contradicted"), "crackles": ("notes", "contradicted")}
+    assert removed == {
+        "fever": ("vitals", "contradicted"),
+        "tachypnoea": ("vitals", "contradicted"),
+        "crackles": ("notes", "contradicted"),
+    }
     fever = next(c for c in pred.removed_claims if c.text == "fever")
     assert fever.reason == "max temperature 37.1 Cel at 2026-03-01 13:00 UTC (fever: >= 38.0 Cel)"
     kept = {c.text: c for c in pred.claims}
-    assert kept["productive cough"].reason == 'the notes say so: "reports productive cough ." (note 2026-03-01 12:00 UTC)'
+    assert (
+        kept["productive cough"].reason == 'the notes say so: "reports productive cough ." (note 2026-03-01 12:00 UTC)'
+    )
     # the image claim reads the diagnosis head given the radiograph alone (this model has no unimodal heads)
     alone = dataclasses.replace(study, notes=(), vitals=None)
     p_image = 1.0 / (1.0 + np.exp(-logits_by_hand(model, alone)[model.config.diagnoses.index("pneumonia")]))
-    assert kept["focal consolidation"].reason == f"diagnosis head given the radiograph alone for pneumonia: {p_image:.0%} (threshold 0%)"
+    assert (
+        kept["focal consolidation"].reason
+        == f"diagnosis head given the radiograph alone for pneumonia: {p_image:.0%} (threshold 0%)"
+    )
     # the interface's path (batch, probabilities, impressions) says the same
     batch = predictor.batch([study])
     assert predictor.impressions(batch, predictor.probabilities(batch)) == [pred.impression]
@@ -341,11 +414,16 @@ def test_a_child_and_an_image_only_study_get_no_vital_or_note_finding(model, mon
     image_only = predictor.predict(grounding_study(notes=(), vitals=False))
     assert image_only.impression == "sepsis." and image_only.present == ("image",)
     reasons = {c.text: c.reason for c in image_only.removed_claims}
-    assert reasons["fever"] == "no vital sign was read for this study" and reasons["rigors"] == "no note was read for this study"
+    assert (
+        reasons["fever"] == "no vital sign was read for this study"
+        and reasons["rigors"] == "no note was read for this study"
+    )
 
 
 def test_the_notes_read_are_the_newest_cut_at_the_models_token_limit(model):
-    predictor = Predictor(model, note_tokenizer=note_tokenizer())  # max_notes 2, max_note_tokens 8: [CLS], six words, [SEP]
+    predictor = Predictor(
+        model, note_tokenizer=note_tokenizer()
+    )  # max_notes 2, max_note_tokens 8: [CLS], six words, [SEP]
     texts = ("rigors .", "patient reports cough and fever . crackles right lower lobe .", "no acute distress .")
     read = predictor.notes_read(grounding_study(notes=texts))
     assert [n.read_chars for n in read] == [0, len("patient reports cough and fever ."), len("no acute distress .")]

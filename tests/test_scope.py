@@ -146,7 +146,11 @@ def test_notes_of_another_type_are_not_read():
     )
     kept, uses = select_inputs(Study("s", notes=notes), InputScope(), MODALITIES)
     assert [n.source_id for n in kept.notes] == ["DocumentReference/a", "DocumentReference/c"]
-    assert [(u.source, u.used) for u in uses] == [("DocumentReference/a", True), ("DocumentReference/b", False), ("DocumentReference/c", True)]
+    assert [(u.source, u.used) for u in uses] == [
+        ("DocumentReference/a", True),
+        ("DocumentReference/b", False),
+        ("DocumentReference/c", True),
+    ]
     assert "11488-4" in uses[1].reason and uses[2].reason == "document type not stated"
 
 
@@ -189,8 +193,19 @@ def test_cli_predict_says_no_answer_and_lists_the_inputs(tmp_path):
 
     model = save_tiny_checkpoint(tmp_path / "model")
     proc = subprocess.run(
-        MEDMM + ["predict", "--model", str(model), "--json", "--audit", str(tmp_path / "a.sqlite"), str(dicom_file("MR_small.dcm"))],
-        capture_output=True, text=True, timeout=300,
+        MEDMM
+        + [
+            "predict",
+            "--model",
+            str(model),
+            "--json",
+            "--audit",
+            str(tmp_path / "a.sqlite"),
+            str(dicom_file("MR_small.dcm")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.splitlines()[-1])

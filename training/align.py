@@ -33,7 +33,15 @@ from medmm.model import build_model
 from medmm.train.data import CaseSet, TextBatcher
 from medmm.train.image_pretrain import load_image_encoder
 from medmm.train.losses import diagnosis_loss, unimodal_loss
-from medmm.train.recipe import RecipeConfig, recipe_task, build_optimizer, macro_auroc, recipe_main, resolved, validation_scores
+from medmm.train.recipe import (
+    RecipeConfig,
+    build_optimizer,
+    macro_auroc,
+    recipe_main,
+    recipe_task,
+    resolved,
+    validation_scores,
+)
 from medmm.train.state import JsonlLogger, load_state, save_state
 from medmm.transforms.study import StudyPreprocessor
 
@@ -48,7 +56,9 @@ def prepare_data(cfg: RecipeConfig, model, accelerator: Accelerator) -> tuple[Ca
     show = cfg.progress and accelerator.is_local_main_process
     notes = model.encoders["notes"] if "notes" in model.encoders else None
     with accelerator.main_process_first():  # one process fills the disk cache, the others read it
-        train = CaseSet(cohort.split("train"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="train")
+        train = CaseSet(
+            cohort.split("train"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="train"
+        )
         val = CaseSet(cohort.split("val"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="val")
     if len(train) == 0:
         raise SystemExit(f"no readable training cases in {cfg.cohort}")
@@ -61,12 +71,26 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
     out = Path(cfg.out)
     train_set, val_set = prepare_data(cfg, model, accelerator)
     batcher = TextBatcher(
-        model.tokenizer, qa_fraction=t.qa_fraction, seed=t.seed, max_length=t.max_length,
-        guide=model.config.impression_guide, guide_drop=t.guide_drop, guide_add=t.guide_add,
+        model.tokenizer,
+        qa_fraction=t.qa_fraction,
+        seed=t.seed,
+        max_length=t.max_length,
+        guide=model.config.impression_guide,
+        guide_drop=t.guide_drop,
+        guide_add=t.guide_add,
     )
     sampler_gen = torch.Generator().manual_seed(t.seed)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, shuffle=True, generator=sampler_gen, collate_fn=batcher, drop_last=len(train_set) > t.batch_size)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=32, collate_fn=TextBatcher(model.tokenizer, max_length=t.max_length))
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=t.batch_size,
+        shuffle=True,
+        generator=sampler_gen,
+        collate_fn=batcher,
+        drop_last=len(train_set) > t.batch_size,
+    )
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_size=32, collate_fn=TextBatcher(model.tokenizer, max_length=t.max_length)
+    )
     optimizer = build_optimizer(model, t)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)  # this process's share of the batches
@@ -84,10 +108,17 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
             log.info("resumed from %s at epoch %d, step %d", out / "last", progress["epoch"], progress["step"])
     logger = None
     if accelerator.is_main_process:  # rows past the resumed step (or all, on a fresh start) are dropped
-        logger = JsonlLogger(out / "metrics.jsonl", out / "tensorboard" if cfg.tensorboard else None, start_step=progress["step"])
+        logger = JsonlLogger(
+            out / "metrics.jsonl", out / "tensorboard" if cfg.tensorboard else None, start_step=progress["step"]
+        )
 
     model.train()
-    bar = tqdm(total=total, initial=progress["step"], desc=cfg.recipe, disable=not (cfg.progress and accelerator.is_local_main_process))
+    bar = tqdm(
+        total=total,
+        initial=progress["step"],
+        desc=cfg.recipe,
+        disable=not (cfg.progress and accelerator.is_local_main_process),
+    )
     while progress["epoch"] < t.epochs and progress["step"] < total:
         epoch = progress["epoch"]
         sampler_gen.manual_seed(t.seed + epoch)  # the same order after a resume
@@ -95,8 +126,12 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
         sums = {"loss": 0.0, "diagnosis": 0.0, "lm": 0.0, "unimodal": 0.0, "n": 0}
         for batch in train_loader:
             with accelerator.accumulate(model):
-                result = model(batch, batch["input_ids"], batch["attention_mask"], batch["pool_index"], batch["lm_labels"])
-                diag = diagnosis_loss(result.diagnosis_logits, batch["labels"], batch["labels_known"], batch["diagnosis_rows"])
+                result = model(
+                    batch, batch["input_ids"], batch["attention_mask"], batch["pool_index"], batch["lm_labels"]
+                )
+                diag = diagnosis_loss(
+                    result.diagnosis_logits, batch["labels"], batch["labels_known"], batch["diagnosis_rows"]
+                )
                 lm = result.lm_loss if result.lm_loss is not None else diag * 0.0
                 uni = unimodal_loss(result.modality_logits, batch["labels"], batch["labels_known"])
                 uni = uni if uni is not None else diag * 0.0
@@ -121,13 +156,26 @@ def fit(cfg: RecipeConfig, model, accelerator: Accelerator, lm_source: str | Non
         progress["epoch"] = epoch + 1
         record = {k: sums[k] / max(sums["n"], 1) for k in ("loss", "diagnosis", "lm", "unimodal")}
         record["lr"] = scheduler.get_last_lr()[0]
-        if len(val_set) and (progress["epoch"] % t.eval_every == 0 or progress["epoch"] >= t.epochs or progress["step"] >= total):
+        if len(val_set) and (
+            progress["epoch"] % t.eval_every == 0 or progress["epoch"] >= t.epochs or progress["step"] >= total
+        ):
             probs, labels = validation_scores(core, val_loader, accelerator.device)
             record["val_macro_auroc"] = macro_auroc(labels, probs)
-            if accelerator.is_main_process and (record["val_macro_auroc"] > progress["best_auroc"] or progress["best_epoch"] is None):
+            if accelerator.is_main_process and (
+                record["val_macro_auroc"] > progress["best_auroc"] or progress["best_epoch"] is None
+            ):
                 progress["best_auroc"], progress["best_epoch"] = record["val_macro_auroc"], progress["epoch"]
-                save_checkpoint(core, out / "best", lm_source=lm_source, extra={"val_macro_auroc": record["val_macro_auroc"], "epoch": progress["epoch"]})
-                log.info("best checkpoint saved: epoch %d, val macro AUROC %.4f", progress["epoch"], record["val_macro_auroc"])
+                save_checkpoint(
+                    core,
+                    out / "best",
+                    lm_source=lm_source,
+                    extra={"val_macro_auroc": record["val_macro_auroc"], "epoch": progress["epoch"]},
+                )
+                log.info(
+                    "best checkpoint saved: epoch %d, val macro AUROC %.4f",
+                    progress["epoch"],
+                    record["val_macro_auroc"],
+                )
         if logger:
             logger.log(progress["step"], epoch=progress["epoch"], **record)
         accelerator.wait_for_everyone()
@@ -161,7 +209,9 @@ def setup(cfg: RecipeConfig) -> tuple[Accelerator, str]:
 
 def run(cfg: RecipeConfig) -> dict:
     """Stage 1: build the model with a frozen LM and align the multimodal parts to it."""
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, finetune="frozen")))
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, finetune="frozen"))
+    )
     cfg, task = recipe_task(cfg)
     accelerator, device = setup(cfg)
     model = build_model(cfg.model, lm_dir=cfg.lm_dir, device=device, task=task)
@@ -169,7 +219,9 @@ def run(cfg: RecipeConfig) -> dict:
         if "image" not in model.encoders:
             raise ConfigError("image_init is set but the model has no image encoder", where="image_init")
         meta = load_image_encoder(model.encoders["image"], cfg.image_init)
-        log.info("image encoder from %s (epoch %s, frozen: %s)", cfg.image_init, meta.get("epoch"), cfg.model.image.frozen)
+        log.info(
+            "image encoder from %s (epoch %s, frozen: %s)", cfg.image_init, meta.get("epoch"), cfg.model.image.frozen
+        )
     progress = fit(cfg, model, accelerator, lm_source=cfg.lm_dir)
     if accelerator.is_main_process:  # stdout is left to the caller (`medmm train` prints the result)
         log.info("align finished: %s", json.dumps(progress))

@@ -35,7 +35,9 @@ def load_stage1(model, checkpoint: Path) -> None:
     state = model.state_dict()
     missing = [name for name in tensors if name not in state]
     if missing:
-        raise CheckpointError(f"{len(missing)} stage-1 weight(s) have no place in this model (e.g. {missing[0]})", path=checkpoint)
+        raise CheckpointError(
+            f"{len(missing)} stage-1 weight(s) have no place in this model (e.g. {missing[0]})", path=checkpoint
+        )
     model.load_state_dict(tensors, strict=False)
 
 

@@ -23,11 +23,17 @@ from transformers import get_cosine_schedule_with_warmup
 from medmm.data import collate
 from medmm.encoders.text import load_note_tokenizer
 from medmm.io.cohort import Cohort
+from medmm.tasks import Task
 from medmm.train.data import CaseSet
 from medmm.train.image_pretrain import (
-    ImagePretrainer, finding_logits, image_targets, mask_background, pointing_rate, pretrain_loss, save_image_encoder,
+    ImagePretrainer,
+    finding_logits,
+    image_targets,
+    mask_background,
+    pointing_rate,
+    pretrain_loss,
+    save_image_encoder,
 )
-from medmm.tasks import Task
 from medmm.train.recipe import RecipeConfig, macro_auroc, recipe_main, recipe_task
 from medmm.train.state import JsonlLogger, load_state, save_state
 from medmm.transforms.study import StudyPreprocessor
@@ -39,9 +45,13 @@ log = logging.getLogger("medmm.train")
 class ImageCases(torch.utils.data.Dataset):
     """The cases of one split that have an image: pixels with their finding and cover targets."""
 
-    def __init__(self, cohort: Cohort, cfg: RecipeConfig, grid: tuple[int, ...], show: bool, desc: str, task: Task | None = None):
+    def __init__(
+        self, cohort: Cohort, cfg: RecipeConfig, grid: tuple[int, ...], show: bool, desc: str, task: Task | None = None
+    ):
         preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes), task=task)
-        cases = CaseSet(cohort, preprocessor, cache_dir=cfg.cache_dir or str(Path(cfg.cohort) / ".cache"), progress=show, desc=desc)
+        cases = CaseSet(
+            cohort, preprocessor, cache_dir=cfg.cache_dir or str(Path(cfg.cohort) / ".cache"), progress=show, desc=desc
+        )
         folders = {e.patient_id: e.folder for e in cohort.entries}
         names = cfg.model.diagnoses
         self.items = []
@@ -49,7 +59,14 @@ class ImageCases(torch.utils.data.Dataset):
             if not bool(item["image_present"]) or not bool(item["labels_known"]):
                 continue
             t = image_targets(folders[item["meta"]["patient_id"]], item["labels"], names, grid)
-            self.items.append({"image": item["image"], "finding": t.finding, "cover": t.cover, "cover_known": torch.tensor(t.cover_known)})
+            self.items.append(
+                {
+                    "image": item["image"],
+                    "finding": t.finding,
+                    "cover": t.cover,
+                    "cover_known": torch.tensor(t.cover_known),
+                }
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -96,21 +113,34 @@ def run(cfg: RecipeConfig) -> dict:
         raise SystemExit(f"no training cases with an image in {cfg.cohort}")
     sampler_gen = torch.Generator().manual_seed(t.seed)
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=t.batch_size, shuffle=True, generator=sampler_gen, collate_fn=collate, drop_last=len(train_set) > t.batch_size
+        train_set,
+        batch_size=t.batch_size,
+        shuffle=True,
+        generator=sampler_gen,
+        collate_fn=collate,
+        drop_last=len(train_set) > t.batch_size,
     )
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=64, collate_fn=collate)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     total = t.max_steps or math.ceil(len(train_loader) / t.grad_accum) * t.epochs
     n = accelerator.num_processes
-    scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(optimizer.optimizer, int(t.warmup_fraction * total) * n, total * n))
+    scheduler = accelerator.prepare(
+        get_cosine_schedule_with_warmup(optimizer.optimizer, int(t.warmup_fraction * total) * n, total * n)
+    )
     core = accelerator.unwrap_model(model)
 
     progress = {"epoch": 0, "step": 0, "best_auroc": -1.0, "best_epoch": None}
     if cfg.resume and (out / "last" / "state.json").is_file():
         progress = load_state(out / "last", core, optimizer, scheduler)
         log.info("resumed from %s at epoch %d, step %d", out / "last", progress["epoch"], progress["step"])
-    logger = JsonlLogger(out / "metrics.jsonl", out / "tensorboard" if cfg.tensorboard else None, start_step=progress["step"]) if accelerator.is_main_process else None
+    logger = (
+        JsonlLogger(
+            out / "metrics.jsonl", out / "tensorboard" if cfg.tensorboard else None, start_step=progress["step"]
+        )
+        if accelerator.is_main_process
+        else None
+    )
     mask_gen = torch.Generator()
     model.train()
     bar = tqdm(total=total, initial=progress["step"], desc="pretrain_image", disable=not show)
@@ -122,7 +152,9 @@ def run(cfg: RecipeConfig) -> dict:
         for batch in train_loader:
             with accelerator.accumulate(model):
                 known = batch["cover_known"].bool()
-                pixels, _ = mask_background(batch["image"], batch["cover"], known, t.background_mask_rate, t.background_mask_max, mask_gen)
+                pixels, _ = mask_background(
+                    batch["image"], batch["cover"], known, t.background_mask_rate, t.background_mask_max, mask_gen
+                )
                 logits = model(pixels)  # (B, N, K)
                 loss = pretrain_loss(logits, batch["finding"], batch["cover"], known)
                 accelerator.backward(loss)

@@ -33,7 +33,13 @@ from medmm.train.targets import case_text, guided_pair, load_truth
 
 
 def target_texts(
-    cohort: Cohort, *, guide: bool = False, guide_drop: float = 0.1, guide_add: float = 0.05, seed: int = 0, task: Task | None = None
+    cohort: Cohort,
+    *,
+    guide: bool = False,
+    guide_drop: float = 0.1,
+    guide_add: float = 0.05,
+    seed: int = 0,
+    task: Task | None = None,
 ) -> list[tuple[str, str]]:
     """(prompt, target) pairs of the training split, from the manifest labels and truth files.
 
@@ -66,7 +72,11 @@ def run(cfg: RecipeConfig) -> dict:
     cfg, task = recipe_task(cfg)
     pairs = target_texts(
         Cohort.open(cfg.cohort).split("train"),
-        guide=cfg.model.impression_guide, guide_drop=t.guide_drop, guide_add=t.guide_add, seed=t.seed, task=task,
+        guide=cfg.model.impression_guide,
+        guide_drop=t.guide_drop,
+        guide_add=t.guide_add,
+        seed=t.seed,
+        task=task,
     )
     rng = random.Random(t.seed)
     steps_per_epoch = math.ceil(len(pairs) / t.batch_size)
@@ -109,7 +119,12 @@ def run(cfg: RecipeConfig) -> dict:
         if logger:
             logger.log(step, loss=sum(running) / len(running))
     bar.close()
-    result = {"recipe": "pretrain_lm", "steps": step, "final_loss": sum(running[-20:]) / len(running[-20:]), "lm_dir": str(out / "lm")}
+    result = {
+        "recipe": "pretrain_lm",
+        "steps": step,
+        "final_loss": sum(running[-20:]) / len(running[-20:]),
+        "lm_dir": str(out / "lm"),
+    }
     accelerator.wait_for_everyone()
     if is_main:  # one writer
         lm = accelerator.unwrap_model(model)

@@ -19,8 +19,8 @@ import gradio as gr
 
 import medmm
 from medmm.errors import MedmmError
-from ui.evidence import DEFAULT_OPACITY
 from ui.events import wire
+from ui.evidence import DEFAULT_OPACITY
 from ui.page import SIDES, Page
 from ui.serving import (  # noqa: F401 - the serving API, as it was imported from here
     DEFAULT_MAX_FILE_SIZE,
@@ -56,13 +56,21 @@ def build_app(service: ClinicianService, *, title: str = "medmm clinician interf
         gr.Markdown(f"## {title}\nModel `{service.predictor.model_id}` (medmm {medmm.__version__}). {card_link}")
         with gr.Tabs():
             with gr.Tab("Upload files"):
-                files = gr.File(label="DICOM files, a patient folder as .zip, a FHIR bundle (.json/.ndjson), a vitals table (.csv/.parquet)",
-                                file_count="multiple", type="filepath", elem_id="medmm-upload")
+                files = gr.File(
+                    label="DICOM files, a patient folder as .zip, a FHIR bundle (.json/.ndjson), a vitals table (.csv/.parquet)",
+                    file_count="multiple",
+                    type="filepath",
+                    elem_id="medmm-upload",
+                )
                 analyse = gr.Button("Analyse", variant="primary", elem_id="medmm-analyse")
             with gr.Tab("Demo cohort", visible=has_patients):
                 # choices arrive per session once the page loads (after login): the page's config holds no patient id
-                pick = gr.Dropdown(choices=[], label="Patient of the synthetic demo cohort", elem_id="medmm-demo-patient",
-                                   allow_custom_value=True)
+                pick = gr.Dropdown(
+                    choices=[],
+                    label="Patient of the synthetic demo cohort",
+                    elem_id="medmm-demo-patient",
+                    allow_custom_value=True,
+                )
                 analyse_demo = gr.Button("Analyse this patient", elem_id="medmm-analyse-demo")
             with gr.Tab("PACS (DICOMweb)", visible=bool(service.settings.pacs_url)):
                 pacs_patient = gr.Textbox(label="Patient id", elem_id="medmm-pacs-patient")
@@ -79,7 +87,9 @@ def build_app(service: ClinicianService, *, title: str = "medmm clinician interf
                 page.impression = gr.HTML(elem_id="medmm-impression")
             with gr.Column(scale=2):
                 page.card = gr.HTML(elem_id="medmm-group-card")
-        with gr.Accordion("Image viewer (wheel: zoom, drag: pan, right drag or W/L: window, double click: reset)", open=True):
+        with gr.Accordion(
+            "Image viewer (wheel: zoom, drag: pan, right drag or W/L: window, double click: reset)", open=True
+        ):
             with gr.Row():
                 page.series = gr.Dropdown(choices=[], label="Series", visible=False, elem_id="medmm-series")
                 page.preset = gr.Radio(choices=[], label="Window / level preset", visible=False, elem_id="medmm-preset")
@@ -88,7 +98,9 @@ def build_app(service: ClinicianService, *, title: str = "medmm clinician interf
             with gr.Accordion("DICOM header (no identifiers beyond those in the header above)", open=False):
                 page.dicom = gr.HTML(elem_id="medmm-dicom-header")
         with gr.Accordion("Evidence: two diagnoses side by side", open=True, elem_id="medmm-evidence"):
-            opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", elem_id="medmm-opacity")
+            opacity = gr.Slider(
+                0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", elem_id="medmm-opacity"
+            )
             with gr.Row(equal_height=False):
                 for side in SIDES:
                     with gr.Column():
@@ -97,32 +109,72 @@ def build_app(service: ClinicianService, *, title: str = "medmm clinician interf
                         else:
                             page.compare = gr.Dropdown(choices=[], label="Compare with", elem_id="medmm-compare")
                         with gr.Row():
-                            attention = viewer(f"medmm-overlay-attention{_suffix(side)}", height=300, elem_classes=["medmm-overlay"])
-                            gradcam = viewer(f"medmm-overlay-gradcam{_suffix(side)}", height=300, elem_classes=["medmm-overlay"])
+                            attention = viewer(
+                                f"medmm-overlay-attention{_suffix(side)}", height=300, elem_classes=["medmm-overlay"]
+                            )
+                            gradcam = viewer(
+                                f"medmm-overlay-gradcam{_suffix(side)}", height=300, elem_classes=["medmm-overlay"]
+                            )
                         vitals = gr.HTML(elem_id=f"medmm-vitals{_suffix(side)}")
                         notes = gr.HTML(elem_id=f"medmm-notes{_suffix(side)}")
-                        page.sides[side] = {"attention": attention, "gradcam": gradcam, "vitals": vitals, "notes": notes}
+                        page.sides[side] = {
+                            "attention": attention,
+                            "gradcam": gradcam,
+                            "vitals": vitals,
+                            "notes": notes,
+                        }
         with gr.Accordion("Ask about this patient", open=True):
-            example = next(iter(service.predictor.task.displays.lower.values()), "a diagnosis")  # the model's own first label
+            example = next(
+                iter(service.predictor.task.displays.lower.values()), "a diagnosis"
+            )  # the model's own first label
             question = gr.Textbox(label="Question", placeholder=f"What supports {example}?", elem_id="medmm-question")
             ask = gr.Button("Ask", elem_id="medmm-ask")
-            page.answer = gr.Textbox(label="The model's answer (research use only)", interactive=False, elem_id="medmm-answer",
-                                     buttons=NO_BUTTONS)
+            page.answer = gr.Textbox(
+                label="The model's answer (research use only)",
+                interactive=False,
+                elem_id="medmm-answer",
+                buttons=NO_BUTTONS,
+            )
         with gr.Accordion("Feedback", open=True):
-            page.verdict = gr.Radio(VERDICTS, value=None, label="Your verdict on this prediction (choose one)", elem_id="medmm-verdict")
-            page.named = gr.CheckboxGroup([(spec.display, spec.name) for spec in service.predictor.task.labels], value=[],
-                                          label="Diagnoses you would name (a correction when you disagree)", elem_id="medmm-named")
-            page.comment = gr.Textbox(label="Comment (kept on this page only: the audit trail stores no free text)", lines=2,
-                                      elem_id="medmm-comment", buttons=NO_BUTTONS)
+            page.verdict = gr.Radio(
+                VERDICTS, value=None, label="Your verdict on this prediction (choose one)", elem_id="medmm-verdict"
+            )
+            page.named = gr.CheckboxGroup(
+                [(spec.display, spec.name) for spec in service.predictor.task.labels],
+                value=[],
+                label="Diagnoses you would name (a correction when you disagree)",
+                elem_id="medmm-named",
+            )
+            page.comment = gr.Textbox(
+                label="Comment (kept on this page only: the audit trail stores no free text)",
+                lines=2,
+                elem_id="medmm-comment",
+                buttons=NO_BUTTONS,
+            )
             send = gr.Button("Record feedback", elem_id="medmm-send-feedback")
             page.feedback_status = gr.HTML(elem_id="medmm-feedback-status")
         if card_text:
             with gr.Accordion("Model card", open=False):
                 gr.Markdown(card_text)
         page.summary = gr.JSON(visible=False, label="summary", buttons=NO_BUTTONS)
-        wire(demo, page, service, zone=zone, files=files, analyse=analyse, pick=pick, analyse_demo=analyse_demo, pacs_patient=pacs_patient,
-             pacs_search=pacs_search, pacs_studies=pacs_studies, analyse_pacs=analyse_pacs, opacity=opacity, question=question, ask=ask,
-             send=send)
+        wire(
+            demo,
+            page,
+            service,
+            zone=zone,
+            files=files,
+            analyse=analyse,
+            pick=pick,
+            analyse_demo=analyse_demo,
+            pacs_patient=pacs_patient,
+            pacs_search=pacs_search,
+            pacs_studies=pacs_studies,
+            analyse_pacs=analyse_pacs,
+            opacity=opacity,
+            question=question,
+            ask=ask,
+            send=send,
+        )
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 

@@ -28,7 +28,12 @@ from ui.views import attribute_label, group_label
 AUDIT_FILE = "audit.json"
 CARD_METRICS = ("auroc", "tpr", "fpr")
 _METRIC_LABELS = {"auroc": "AUROC", "tpr": "sensitivity (TPR)", "fpr": "false-positive rate"}
-_STATUS = {"reference": "reference group", "scored": "scored", "too small": "too small to score", "absent": "not in the audit"}
+_STATUS = {
+    "reference": "reference group",
+    "scored": "scored",
+    "too small": "too small to score",
+    "absent": "not in the audit",
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,9 @@ def audit_strata(audit: dict | None) -> tuple[tuple[str, ...], tuple[float, ...]
 
 
 def patient_groups(
-    demographics: Demographics | None, attributes: Collection[str] = DEFAULT_AUDIT, age_bands: Collection[float] = DEFAULT_AGE_BANDS
+    demographics: Demographics | None,
+    attributes: Collection[str] = DEFAULT_AUDIT,
+    age_bands: Collection[float] = DEFAULT_AGE_BANDS,
 ) -> dict[str, str]:
     """The patient's group label per audited attribute, as the audit names groups ('unknown' when not recorded)."""
     d = demographics or Demographics(patient_id="")
@@ -117,16 +124,25 @@ def model_ids(model_dir: str | Path) -> frozenset[str]:
 def group_card(audit: dict | None, demographics: Demographics | None, model_id: str | Collection[str]) -> GroupCard:
     """The card for a patient with these demographics; `model_id`: the id(s) the model in use is known by."""
     if audit is None:
-        return GroupCard(False, warnings=("No fairness audit is available for this model: its performance for this patient's groups is unknown.",))
+        return GroupCard(
+            False,
+            warnings=(
+                "No fairness audit is available for this model: its performance for this patient's groups is unknown.",
+            ),
+        )
     warnings: list[str] = []
     audited_model = (audit.get("model") or {}).get("id")
     known = {model_id} if isinstance(model_id, str) else set(model_id)
     if audited_model and audited_model not in known:
-        warnings.append("This audit was made for a different model version; its figures may not describe the model in use.")
+        warnings.append(
+            "This audit was made for a different model version; its figures may not describe the model in use."
+        )
     groups = {(g.get("attribute"), g.get("group")): g for g in audit["groups"] if isinstance(g, dict)}
     flags: dict[tuple[str, str], list[str]] = {}
     for f in audit.get("flags") or []:
-        flags.setdefault((f.get("attribute"), f.get("group")), []).append(f"{f.get('metric', '').upper()}: {f.get('reason', '')}")
+        flags.setdefault((f.get("attribute"), f.get("group")), []).append(
+            f"{f.get('metric', '').upper()}: {f.get('reason', '')}"
+        )
     attributes, bands = audit_strata(audit)
     mine = patient_groups(demographics, attributes, bands)
     wanted = [(a, mine[a]) for a in attributes]
@@ -141,15 +157,28 @@ def group_card(audit: dict | None, demographics: Demographics | None, model_id: 
             for m in found.get("metrics") or []
             if m.get("metric") in CARD_METRICS
         )
-        rows.append(GroupRow(attribute, group, found.get("n"), found.get("status", ""), metrics, tuple(flags.get((attribute, group), ()))))
+        rows.append(
+            GroupRow(
+                attribute,
+                group,
+                found.get("n"),
+                found.get("status", ""),
+                metrics,
+                tuple(flags.get((attribute, group), ())),
+            )
+        )
     settings = audit.get("settings") or {}
     minimum = settings.get("min_group_size")
     for row in rows:
         name = f"{attribute_label(row.attribute)} {group_label(row.attribute, row.group)}"
         if row.flags:
-            warnings.append(f"Flagged by the audit: the model performs differently for {name} ({'; '.join(row.flags)}).")
+            warnings.append(
+                f"Flagged by the audit: the model performs differently for {name} ({'; '.join(row.flags)})."
+            )
         elif row.status == "too small":
-            warnings.append(f"Too few patients ({row.n}, fewer than {minimum}) in the audit for {name} to judge the model's performance.")
+            warnings.append(
+                f"Too few patients ({row.n}, fewer than {minimum}) in the audit for {name} to judge the model's performance."
+            )
         elif row.status == "absent":
             warnings.append(f"No patient of the group {name} was in the audit: performance for it is unknown.")
     for (attribute, group), reasons in sorted(flags.items()):
@@ -157,7 +186,9 @@ def group_card(audit: dict | None, demographics: Demographics | None, model_id: 
             continue
         parts = str(attribute).split(" x ")
         if all(mine.get(a) == g for a, g in zip(parts, str(group).split(" / "))):
-            warnings.append(f"Flagged by the audit for the intersection {attribute_label(attribute)} {group_label(attribute, group)}.")
+            warnings.append(
+                f"Flagged by the audit for the intersection {attribute_label(attribute)} {group_label(attribute, group)}."
+            )
     split = audit.get("split") or {}
     cohort = (audit.get("cohort") or {}).get("name")
     source = f"{split.get('split', 'test')} split" + (f' of cohort "{cohort}"' if cohort else "")
@@ -183,10 +214,14 @@ def card_html(card: GroupCard) -> str:
                 f"<tr><td>{html.escape(attribute_label(r.attribute))}</td><td>{html.escape(group_label(r.attribute, r.group))}</td>"
                 f"<td>{'-' if r.n is None else r.n}</td><td>{html.escape(status)}</td>{cells}</tr>"
             )
-        parts.append(f"<table><thead><tr><th>attribute</th><th>group</th><th>n</th><th>status</th>{head}</tr></thead>"
-                     f"<tbody>{''.join(rows)}</tbody></table>")
+        parts.append(
+            f"<table><thead><tr><th>attribute</th><th>group</th><th>n</th><th>status</th>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
         if card.source:
-            parts.append(f'<p class="medmm-caption">Figures from the audit on the {html.escape(card.source)}, with 95% intervals.</p>')
+            parts.append(
+                f'<p class="medmm-caption">Figures from the audit on the {html.escape(card.source)}, with 95% intervals.</p>'
+            )
     parts.append("</div>")
     return "".join(parts)
 

@@ -99,8 +99,15 @@ class LoginThrottle:
     forwarded-for header, which a client could set to anything.
     """
 
-    def __init__(self, *, free: int = 3, free_per_address: int = 10, base: float = 1.0, cap: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        *,
+        free: int = 3,
+        free_per_address: int = 10,
+        base: float = 1.0,
+        cap: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.free, self.free_per_address, self.base, self.cap = free, free_per_address, base, cap
         self.clock = clock
         self._failures: dict[tuple, tuple[int, float]] = {}  # key -> (failures, time the wait ends)
@@ -133,11 +140,18 @@ class LoginThrottle:
 def _check_hash(value: str, source: str, number: int) -> None:
     parts = value.split("$")
     try:
-        ok = len(parts) == 4 and int(parts[1]) > 0 and len(bytes.fromhex(parts[2])) > 0 and len(bytes.fromhex(parts[3])) == 32
+        ok = (
+            len(parts) == 4
+            and int(parts[1]) > 0
+            and len(bytes.fromhex(parts[2])) > 0
+            and len(bytes.fromhex(parts[3])) == 32
+        )
     except ValueError:
         ok = False
     if not ok:
-        raise ConfigError(f"expected {HASH_PREFIX}$<iterations>$<salt hex>$<64 hex digits>", path=source, where=f"entry {number}")
+        raise ConfigError(
+            f"expected {HASH_PREFIX}$<iterations>$<salt hex>$<64 hex digits>", path=source, where=f"entry {number}"
+        )
 
 
 def main() -> None:

@@ -31,21 +31,44 @@ def audit_user(request: gr.Request | None) -> str:
 
 def refusal(run: Run, zone_name: str | None) -> str:
     zone = zone_named(zone_name)
-    return (f"Analyse was pressed while the analysis of {run.what} (started {local_time(run.started, zone, seconds=True)}) was still "
-            "running: that click was not taken. The result below is of that analysis (its files are listed in its header); "
-            "press Analyse again once it has finished.")
+    return (
+        f"Analyse was pressed while the analysis of {run.what} (started {local_time(run.started, zone, seconds=True)}) was still "
+        "running: that click was not taken. The result below is of that analysis (its files are listed in its header); "
+        "press Analyse again once it has finished."
+    )
 
 
-def wire(demo: gr.Blocks, page: Page, service: ClinicianService, *, zone, files, analyse, pick, analyse_demo, pacs_patient, pacs_search,
-         pacs_studies, analyse_pacs, opacity, question, ask, send) -> None:
+def wire(
+    demo: gr.Blocks,
+    page: Page,
+    service: ClinicianService,
+    *,
+    zone,
+    files,
+    analyse,
+    pick,
+    analyse_demo,
+    pacs_patient,
+    pacs_search,
+    pacs_studies,
+    analyse_pacs,
+    opacity,
+    question,
+    ask,
+    send,
+) -> None:
     """Attach every event of the page."""
     outputs = page.stage_outputs()
     runs = RunGuard()
     demo.load(None, None, zone, js=BROWSER_ZONE_JS)
     demo.load(lambda: gr.update(choices=service.demo_patients()), None, pick, api_name=False, show_progress="hidden")
 
-    def run_stages(open_case: Callable[[], Case], what: str, names: list[str], opacity_value, zone_name, request, progress):
-        session = getattr(request, "session_hash", None) or secrets.token_hex(8)  # no page to speak of: a key of its own
+    def run_stages(
+        open_case: Callable[[], Case], what: str, names: list[str], opacity_value, zone_name, request, progress
+    ):
+        session = getattr(request, "session_hash", None) or secrets.token_hex(
+            8
+        )  # no page to speak of: a key of its own
         admitted, run = runs.begin(session, what)
         if not admitted:
             yield {page.notice: message_html(refusal(run, zone_name), "warning")}
@@ -88,21 +111,43 @@ def wire(demo: gr.Blocks, page: Page, service: ClinicianService, *, zone, files,
 
         def open_case() -> Case:
             if any(not OWNERS.owned_by(owner, p) for p in paths):
-                raise InputError("these files were not uploaded from this browser session; upload them again", where="upload")
+                raise InputError(
+                    "these files were not uploaded from this browser session; upload them again", where="upload"
+                )
             return service.open_uploads(paths)
 
         what = f"{len(paths)} uploaded file{'s' if len(paths) != 1 else ''}"
         yield from run_stages(open_case, what, names, opacity_value, zone_name, request, progress)
 
     def analyse_patient(patient_id, opacity_value, zone_name, request: gr.Request, progress=gr.Progress()):
-        yield from run_stages(lambda: service.open_demo(patient_id or ""), "a demo-cohort patient", [], opacity_value, zone_name, request, progress)
+        yield from run_stages(
+            lambda: service.open_demo(patient_id or ""),
+            "a demo-cohort patient",
+            [],
+            opacity_value,
+            zone_name,
+            request,
+            progress,
+        )
 
     def analyse_study(study_uid, patient_id, opacity_value, zone_name, request: gr.Request, progress=gr.Progress()):
-        yield from run_stages(lambda: service.open_pacs(study_uid or "", (patient_id or "").strip()), "a study pulled from the PACS", [],
-                              opacity_value, zone_name, request, progress)
+        yield from run_stages(
+            lambda: service.open_pacs(study_uid or "", (patient_id or "").strip()),
+            "a study pulled from the PACS",
+            [],
+            opacity_value,
+            zone_name,
+            request,
+            progress,
+        )
 
-    running = {"outputs": outputs, "show_progress": "full", "show_progress_on": [page.status], "trigger_mode": "multiple",
-               "concurrency_limit": None}
+    running = {
+        "outputs": outputs,
+        "show_progress": "full",
+        "show_progress_on": [page.status],
+        "trigger_mode": "multiple",
+        "concurrency_limit": None,
+    }
     analyse.click(analyse_uploads, [files, opacity, zone], api_name="analyse", **running)
     analyse_demo.click(analyse_patient, [pick, opacity, zone], api_name="analyse_demo", **running)
     analyse_pacs.click(analyse_study, [pacs_studies, pacs_patient, opacity, zone], api_name="analyse_pacs", **running)
@@ -111,8 +156,11 @@ def wire(demo: gr.Blocks, page: Page, service: ClinicianService, *, zone, files,
         session = getattr(request, "session_hash", None)
         if token is None and (session is None or runs.running(session) is None):
             return ""
-        return message_html("The file list changed: the result below is still of the files named in its header. Press Analyse "
-                            "to analyse the new list.", "warning")
+        return message_html(
+            "The file list changed: the result below is still of the files named in its header. Press Analyse "
+            "to analyse the new list.",
+            "warning",
+        )
 
     files.change(files_changed, [page.token], page.notice, api_name=False, show_progress="hidden", queue=False)
 
@@ -121,9 +169,18 @@ def wire(demo: gr.Blocks, page: Page, service: ClinicianService, *, zone, files,
             found = service.search_pacs(patient_id or "")
         except Exception as err:  # noqa: BLE001
             return gr.update(choices=[], value=None), message_html(error_text(err), "error")
-        choices = [(f"{s.date or 'no date'} {s.description or ''} {'/'.join(s.modalities)} ({s.n_instances or '?'} images)", s.study_uid)
-                   for s in found]
-        note = f"{len(found)} stud{'y' if len(found) == 1 else 'ies'} found." if found else "No study found for this patient id."
+        choices = [
+            (
+                f"{s.date or 'no date'} {s.description or ''} {'/'.join(s.modalities)} ({s.n_instances or '?'} images)",
+                s.study_uid,
+            )
+            for s in found
+        ]
+        note = (
+            f"{len(found)} stud{'y' if len(found) == 1 else 'ies'} found."
+            if found
+            else "No study found for this patient id."
+        )
         return gr.update(choices=choices, value=choices[0][1] if choices else None), message_html(note)
 
     pacs_search.click(search, [pacs_patient], [pacs_studies, page.status], api_name="search_pacs")
@@ -143,21 +200,39 @@ def wire(demo: gr.Blocks, page: Page, service: ClinicianService, *, zone, files,
         form = form if isinstance(form, dict) else {}
         if not verdict_value:
             done = form.get("recorded")
-            said = (f"Feedback recorded (event {done[:8]}). To send another, choose a verdict." if done else
-                    "Choose a verdict first (agree, disagree or unsure); nothing was recorded.")
+            said = (
+                f"Feedback recorded (event {done[:8]}). To send another, choose a verdict."
+                if done
+                else "Choose a verdict first (agree, disagree or unsure); nothing was recorded."
+            )
             return {page.feedback_status: message_html(said, "info" if done else "warning")}
         try:
-            event, new = service.feedback(token, verdict_value, list(diagnoses or []), user=audit_user(request), submission=form.get("id"))
+            event, new = service.feedback(
+                token, verdict_value, list(diagnoses or []), user=audit_user(request), submission=form.get("id")
+            )
         except Exception as err:  # noqa: BLE001
             return {page.feedback_status: message_html(error_text(err), "error")}
-        said = f"Feedback recorded in the audit trail (event {event[:8]})." if new else f"Already recorded (event {event[:8]})."
+        said = (
+            f"Feedback recorded in the audit trail (event {event[:8]})."
+            if new
+            else f"Already recorded (event {event[:8]})."
+        )
         # the form keeps its id: a late click of this filling-in (same verdict and names) is "already recorded",
         # a new verdict or new names under it are a new submission (see ClinicianService.feedback)
-        return {page.feedback_status: message_html(said), page.form: {"id": form.get("id"), "recorded": event},
-                page.verdict: gr.update(value=None), page.named: gr.update(value=[]), page.comment: ""}
+        return {
+            page.feedback_status: message_html(said),
+            page.form: {"id": form.get("id"), "recorded": event},
+            page.verdict: gr.update(value=None),
+            page.named: gr.update(value=[]),
+            page.comment: "",
+        }
 
-    send.click(record, [page.token, page.form, page.verdict, page.named], [page.feedback_status, page.form, page.verdict, page.named,
-                                                                               page.comment], api_name="feedback")
+    send.click(
+        record,
+        [page.token, page.form, page.verdict, page.named],
+        [page.feedback_status, page.form, page.verdict, page.named, page.comment],
+        api_name="feedback",
+    )
 
 
 def _wire_viewer(page: Page, service: ClinicianService) -> None:
@@ -179,7 +254,9 @@ def _wire_viewer(page: Page, service: ClinicianService) -> None:
 
     view_inputs = [page.token, page.series, page.preset, page.slice]
     quiet = {"api_name": False, "show_progress": "hidden"}
-    page.series.input(select_series, [page.token, page.series], [page.viewer, page.preset, page.slice, page.dicom], **quiet)
+    page.series.input(
+        select_series, [page.token, page.series], [page.viewer, page.preset, page.slice, page.dicom], **quiet
+    )
     page.preset.input(redraw, view_inputs, page.viewer, **quiet)
     page.slice.input(redraw, view_inputs, page.viewer, trigger_mode="always_last", **quiet)
 
@@ -193,7 +270,9 @@ def _wire_evidence(page: Page, service: ClinicianService, opacity, zone) -> None
                 return page.evidence(None, None, 0.0, zone_named(zone_name), side)
             try:
                 case = service.get(token)
-                missing = target not in case.explanations or (service.settings.signed_notes and target not in case.signed)
+                missing = target not in case.explanations or (
+                    service.settings.signed_notes and target not in case.signed
+                )
                 if case.stage == "explanations" and missing:
                     progress(0.2, desc="Computing explanations")
                     case = service.explain(token, target)
@@ -201,8 +280,13 @@ def _wire_evidence(page: Page, service: ClinicianService, opacity, zone) -> None
             except Exception as err:  # noqa: BLE001
                 return {page.sides[side]["notes"]: message_html(error_text(err), "error")}
 
-        chooser.input(show, [page.token, chooser, opacity, zone], views, api_name="explain" if side == "a" else "compare",
-                      show_progress_on=[page.sides[side]["notes"]])
+        chooser.input(
+            show,
+            [page.token, chooser, opacity, zone],
+            views,
+            api_name="explain" if side == "a" else "compare",
+            show_progress_on=[page.sides[side]["notes"]],
+        )
 
     overlays = [page.sides[s][k] for s in SIDES for k in ("attention", "gradcam")]
 
@@ -217,5 +301,11 @@ def _wire_evidence(page: Page, service: ClinicianService, opacity, zone) -> None
             out[page.sides[side]["attention"]], out[page.sides[side]["gradcam"]] = attention, gradcam
         return out
 
-    opacity.input(reopacify, [page.token, page.target, page.compare, opacity], overlays, api_name=False, show_progress="hidden",
-                  trigger_mode="always_last")
+    opacity.input(
+        reopacify,
+        [page.token, page.target, page.compare, opacity],
+        overlays,
+        api_name=False,
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )

@@ -44,7 +44,9 @@ def model_series_index(study: Study) -> int | None:
     return next((i for i, s in enumerate(study.images) if s is series), None)
 
 
-def overlay_payloads(case: Case, target: str, opacity: float, markers: tuple[dict | None, str] = (None, "")) -> tuple[str, str]:
+def overlay_payloads(
+    case: Case, target: str, opacity: float, markers: tuple[dict | None, str] = (None, "")
+) -> tuple[str, str]:
     """(attention, Grad-CAM) viewer payloads of `target` over the radiograph the model read; "" for what was not computed."""
     result = case.explanations.get(target)
     series = model_series(case.study)
@@ -59,12 +61,22 @@ def overlay_payloads(case: Case, target: str, opacity: float, markers: tuple[dic
             continue
         frame = overlay_frame(series, e.image, float(np.clip(opacity, 0.0, 1.0)))
         caption = f"{overlay_caption(target, probability, method, result.display(target))} \u00b7 opacity {opacity:.2f}"
-        out.append(colour_payload(frame, key=f"{case.token}:{target}:{method}", caption=caption, aspect=payload_aspect(series),
-                                  markers=markers[0], note=markers[1]))
+        out.append(
+            colour_payload(
+                frame,
+                key=f"{case.token}:{target}:{method}",
+                caption=caption,
+                aspect=payload_aspect(series),
+                markers=markers[0],
+                note=markers[1],
+            )
+        )
     return out[0], out[1]
 
 
-def side_views(case: Case, target: str, opacity: float, zone: Zone, markers: tuple[dict | None, str] = (None, "")) -> SideViews:
+def side_views(
+    case: Case, target: str, opacity: float, zone: Zone, markers: tuple[dict | None, str] = (None, "")
+) -> SideViews:
     """Every view of `target` for this case (empty views for what was not computed)."""
     result = case.explanations.get(target)
     if result is None:
@@ -78,11 +90,17 @@ def side_views(case: Case, target: str, opacity: float, zone: Zone, markers: tup
         relevance = Relevance(signed.channels, signed.vitals, True, SIGNED_METHOD)
         title = overlay_caption(target, probability, "integrated_gradients", name)
     elif attention is not None and attention.vitals is not None:
-        relevance = Relevance(attention.vitals.channels, attention.vitals.relevance, False, "attention (gradient-weighted)")
+        relevance = Relevance(
+            attention.vitals.channels, attention.vitals.relevance, False, "attention (gradient-weighted)"
+        )
         title = overlay_caption(target, probability, "attention", name)
     else:
         relevance, title = None, f"{name}: vital signs"
     vitals = chart_html(case.study.vitals, relevance, title, name, zone)
-    notes_title = overlay_caption(target, probability, "integrated_gradients" if signed is not None and signed.words else "attention", name)
-    notes = notes_evidence(case.study, zone, name, signed=signed, attention=attention.notes if attention else None, title=notes_title)
+    notes_title = overlay_caption(
+        target, probability, "integrated_gradients" if signed is not None and signed.words else "attention", name
+    )
+    notes = notes_evidence(
+        case.study, zone, name, signed=signed, attention=attention.notes if attention else None, title=notes_title
+    )
     return SideViews(overlays[0], overlays[1], vitals, notes)

@@ -40,7 +40,11 @@ def relative(path: str, folder: Path) -> str:
 def input_files(folder: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
     """(DICOM, FHIR, vitals, other) files under the case folder; ground truth and bookkeeping files left out."""
     found = classify_files(folder)
-    other = [f for f in found.ignored if not (f.name.startswith((".", "truth")) or f.name in ("manifest.csv", "manifest.parquet"))]
+    other = [
+        f
+        for f in found.ignored
+        if not (f.name.startswith((".", "truth")) or f.name in ("manifest.csv", "manifest.parquet"))
+    ]
     return list(found.dicom), list(found.fhir), list(found.vitals), other
 
 
@@ -50,7 +54,9 @@ def file_rows(study: Study, prediction: Prediction | None, folder: Path) -> list
     skipped: dict[str, list[str]] = {}
     for w in study.warnings:
         if w.kind == "skipped" and w.source:
-            skipped.setdefault(relative(w.source, folder), []).append(w.message if not w.where else f"{w.where}: {w.message}")
+            skipped.setdefault(relative(w.source, folder), []).append(
+                w.message if not w.where else f"{w.where}: {w.message}"
+            )
     uses = prediction.inputs if prediction is not None else ()
     read = {relative(ref.path, folder) for ref in study.provenance}
     rows = []
@@ -71,7 +77,14 @@ def file_rows(study: Study, prediction: Prediction | None, folder: Path) -> list
             rows.append(FileRow(name, "vital signs table", NOT_READ, "; ".join(skipped.get(name, ["not read"]))))
         elif vital_use is None:
             status = READ if prediction is None else NOT_USED
-            rows.append(FileRow(name, "vital signs table", status, "readings read" if prediction is None else "no vital signs on the grid"))
+            rows.append(
+                FileRow(
+                    name,
+                    "vital signs table",
+                    status,
+                    "readings read" if prediction is None else "no vital signs on the grid",
+                )
+            )
         else:
             rows.append(FileRow(name, "vital signs table", USED if vital_use.used else NOT_USED, vital_use.reason))
     for f in other:
@@ -93,7 +106,9 @@ def _dicom_row(name: str, study: Study, uses, problems: list[str] | None, folder
     return FileRow(name, "DICOM", USED if use.used else NOT_USED, use.reason)
 
 
-def _record_row(name: str, study: Study, notes: list[InputUse], prediction: Prediction | None, vitals_used: bool) -> FileRow:
+def _record_row(
+    name: str, study: Study, notes: list[InputUse], prediction: Prediction | None, vitals_used: bool
+) -> FileRow:
     count = len(study.notes)
     counts = next((ref.detail for ref in study.provenance if ref.kind == "fhir"), "")
     holds_vitals = "Observation" in counts

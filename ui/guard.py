@@ -116,8 +116,13 @@ def _form_user(scope, body: bytes) -> str:
 
 async def _respond(send, status: int, payload: dict, headers: list[tuple[bytes, bytes]]) -> None:
     body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -141,7 +146,9 @@ class PrivacyGuard:
         if method == "POST" and path in LOGIN_ROUTES and self.throttle is not None:
             await self._login(scope, receive, send, extra)
         elif method == "POST" and path.rstrip("/") == UPLOAD_ROUTE:
-            await self._buffered(scope, receive, send, extra, lambda status, body: self._register(session, status, body))
+            await self._buffered(
+                scope, receive, send, extra, lambda status, body: self._register(session, status, body)
+            )
         elif method in ("GET", "HEAD") and path.startswith(FILE_ROUTES):
             await self._file(scope, receive, send, extra, session, path)
         elif method in ("GET", "HEAD") and self._anonymous(scope, cookies):
@@ -212,16 +219,22 @@ class PrivacyGuard:
         elif b"gradio_api_info" in body:
             body, count = _API_INFO.subn(EMPTY_API_INFO, body)
             if count != 1:  # the page changed shape: withhold it rather than leak the API description
-                await _respond(send, 500, {"detail": "the login page could not be served without the API description"}, extra)
+                await _respond(
+                    send, 500, {"detail": "the login page could not be served without the API description"}, extra
+                )
                 return
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers + extra})
         await send({"type": "http.response.body", "body": body})
 
     async def _file(self, scope, receive, send, extra, session: str, path: str) -> None:
-        target = path[len(next(p for p in FILE_ROUTES if path.startswith(p))):]
+        target = path[len(next(p for p in FILE_ROUTES if path.startswith(p))) :]
         upload_dir = getattr(scope.get("app"), "uploaded_file_dir", None)
-        if upload_dir and not target.startswith(("http://", "https://")) and _inside(os.path.abspath(target), str(upload_dir)):
+        if (
+            upload_dir
+            and not target.startswith(("http://", "https://"))
+            and _inside(os.path.abspath(target), str(upload_dir))
+        ):
             if not self.owners.owned_by(session, target):
                 await _respond(send, 404, {"detail": "Not Found"}, extra)
                 return
@@ -235,8 +248,12 @@ class PrivacyGuard:
         wait = self.throttle.retry_after(user, address)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
-            await _respond(send, 429, {"detail": f"Too many failed sign-ins: try again in {seconds} s."},
-                           [(b"retry-after", str(seconds).encode()), *extra])
+            await _respond(
+                send,
+                429,
+                {"detail": f"Too many failed sign-ins: try again in {seconds} s."},
+                [(b"retry-after", str(seconds).encode()), *extra],
+            )
             return
         status = {}
 

@@ -57,21 +57,28 @@ def files_html(rows: Sequence[FileRow]) -> str:
     )
     counts = {s: sum(r.status == s for r in rows) for s in (USED, NOT_USED, NOT_READ)}
     summary = f"{len(rows)} file{'s' if len(rows) != 1 else ''}: {counts[USED]} used, {counts[NOT_USED]} not used, {counts[NOT_READ]} not read"
-    return (f'<details class="medmm-files" open><summary>{html.escape(summary)}</summary><table>'
-            f"<thead><tr><th>file</th><th>kind</th><th>by the model</th><th>what it held, and why</th></tr></thead>"
-            f"<tbody>{body}</tbody></table></details>")
+    return (
+        f'<details class="medmm-files" open><summary>{html.escape(summary)}</summary><table>'
+        f"<thead><tr><th>file</th><th>kind</th><th>by the model</th><th>what it held, and why</th></tr></thead>"
+        f"<tbody>{body}</tbody></table></details>"
+    )
 
 
 def warnings_block(study: Study, folder: Path, facts: PatientFacts, extra: Sequence[str] = ()) -> str:
     """Everything skipped, dropped or assumed while reading, and record/image disagreements; empty when none."""
-    items = [f"{relative(w.source, folder)}: {w.where + ': ' if w.where else ''}{relative(w.message, folder)}" for w in study.warnings]
+    items = [
+        f"{relative(w.source, folder)}: {w.where + ': ' if w.where else ''}{relative(w.message, folder)}"
+        for w in study.warnings
+    ]
     items = list(facts.conflicts) + items + [w for w in extra if w not in items]
     if not items:
         return ""
     shown = "".join(f"<li>{html.escape(w)}</li>" for w in items[:30])
     more = f"<li>and {len(items) - 30} more</li>" if len(items) > 30 else ""
-    return (f'<div class="medmm-input-warnings" role="note"><strong>{len(items)} input warning{"s" if len(items) != 1 else ""}</strong>'
-            f"<ul>{shown}{more}</ul></div>")
+    return (
+        f'<div class="medmm-input-warnings" role="note"><strong>{len(items)} input warning{"s" if len(items) != 1 else ""}</strong>'
+        f"<ul>{shown}{more}</ul></div>"
+    )
 
 
 def header_html(study: Study, prediction: Prediction | None, folder: Path, zone: Zone) -> str:
@@ -79,13 +86,19 @@ def header_html(study: Study, prediction: Prediction | None, folder: Path, zone:
     facts = patient_facts(study)
     refusal = ""
     if prediction is not None and not prediction.answered:
-        refusal = f'<p class="medmm-no-answer" role="alert"><strong>No answer:</strong> {html.escape(prediction.refusal)}</p>'
-    return (f'<section class="medmm-header" aria-label="Patient and inputs of this result">{facts_html(facts, study, zone)}{refusal}'
-            f"{files_html(file_rows(study, prediction, folder))}{warnings_block(study, folder, facts)}</section>")
+        refusal = (
+            f'<p class="medmm-no-answer" role="alert"><strong>No answer:</strong> {html.escape(prediction.refusal)}</p>'
+        )
+    return (
+        f'<section class="medmm-header" aria-label="Patient and inputs of this result">{facts_html(facts, study, zone)}{refusal}'
+        f"{files_html(file_rows(study, prediction, folder))}{warnings_block(study, folder, facts)}</section>"
+    )
 
 
 def pending_header(names: Sequence[str]) -> str:
     """The header while a new input is being read: the files named, nothing else yet."""
     listed = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    return (f'<section class="medmm-header medmm-pending"><p>Reading {len(names)} file{"s" if len(names) != 1 else ""}: '
-            f"{html.escape(listed)}</p></section>")
+    return (
+        f'<section class="medmm-header medmm-pending"><p>Reading {len(names)} file{"s" if len(names) != 1 else ""}: '
+        f"{html.escape(listed)}</p></section>"
+    )

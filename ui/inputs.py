@@ -56,7 +56,9 @@ class CaseInputs:
         try:
             staged, issues = stage_uploads(paths, folder)
             single = staged[0] if len(staged) == 1 and staged[0].is_file() else None
-            study = load_study(single or folder, patient_id=self._record_patient(folder) or f"upload-{token[:8]}", **self._grid)
+            study = load_study(
+                single or folder, patient_id=self._record_patient(folder) or f"upload-{token[:8]}", **self._grid
+            )
             if issues:
                 study = dataclasses.replace(study, warnings=tuple(issues) + study.warnings)
             if not study.provenance:  # not one file was read (a record with demographics alone is fine)
@@ -104,7 +106,9 @@ class CaseInputs:
 
     @staticmethod
     def _relative(study: Study, folder: Path) -> Study:
-        warnings = tuple(Issue(_strip(w.source, folder), w.where, _strip(w.message, folder), w.kind) for w in study.warnings)
+        warnings = tuple(
+            Issue(_strip(w.source, folder), w.where, _strip(w.message, folder), w.kind) for w in study.warnings
+        )
         return dataclasses.replace(study, warnings=warnings)
 
     def demo_patients(self) -> list[tuple[str, str]]:
@@ -120,7 +124,9 @@ class CaseInputs:
         except MedmmError:
             return []
         order = {"test": 0, "val": 1}
-        entries = sorted(cohort.entries, key=lambda e: (order.get(e.split or "", 2), e.patient_id, e.study_time or _EPOCH, e.key))
+        entries = sorted(
+            cohort.entries, key=lambda e: (order.get(e.split or "", 2), e.patient_id, e.study_time or _EPOCH, e.key)
+        )
 
         def label(e) -> str:
             when = "" if e.sample_id is None or e.study_time is None else f" at {e.study_time:%Y-%m-%d %H:%M}"
@@ -138,7 +144,9 @@ class CaseInputs:
         cohort = Cohort.open(self.settings.cohort_dir)
         index = next((i for i, e in enumerate(cohort.entries) if e.key == key), None)
         if index is None:
-            raise CohortError("no such case in the cohort", path=cohort.root / "manifest.csv", where="patient_id / sample_id")
+            raise CohortError(
+                "no such case in the cohort", path=cohort.root / "manifest.csv", where="patient_id / sample_id"
+            )
         study = cohort.load(index, **self._grid)
         log.info("case opened from the demo cohort: %s", ", ".join(study.modalities) or "no modality")
         return self._open(secrets.token_hex(16), study, "demo", cohort.entries[index].folder, start)

@@ -15,10 +15,10 @@ from typing import Any
 
 import gradio as gr
 
+from medmm.deid.header import DicomHeader
 from medmm.errors import MedmmError
 from medmm.records import MODALITIES
 from ui.audit_card import card_html
-from medmm.deid.header import DicomHeader
 from ui.dicom_header import header_table
 from ui.evidence import EMPTY, SideViews, model_series_index, overlay_payloads, side_views
 from ui.header import header_html, pending_header
@@ -77,9 +77,31 @@ class Page:
     def stage_outputs(self) -> list:
         """Every component a stage may update, in the order the API returns them (States are not returned)."""
         evidence = [self.sides[s][k] for s in SIDES for k in ("attention", "gradcam", "vitals", "notes")]
-        return [self.token, self.form, self.status, self.notice, self.header, self.modalities, self.diagnoses, self.impression, self.card,
-                self.series, self.preset, self.slice, self.viewer, self.dicom, self.target, self.compare, *evidence, self.answer,
-                self.verdict, self.named, self.comment, self.feedback_status, self.summary]
+        return [
+            self.token,
+            self.form,
+            self.status,
+            self.notice,
+            self.header,
+            self.modalities,
+            self.diagnoses,
+            self.impression,
+            self.card,
+            self.series,
+            self.preset,
+            self.slice,
+            self.viewer,
+            self.dicom,
+            self.target,
+            self.compare,
+            *evidence,
+            self.answer,
+            self.verdict,
+            self.named,
+            self.comment,
+            self.feedback_status,
+            self.summary,
+        ]
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -100,7 +122,9 @@ class Page:
             self.form: {"id": secrets.token_hex(8), "recorded": None},
             self.status: message_html(f"Read {counts}. Ranking diagnoses..."),
             self.header: header_html(study, None, case.folder, zone),
-            self.modalities: "".join(f"<p>{MODALITY_LABELS[m]}: {'present' if m in study.modalities else 'missing'}</p>" for m in MODALITIES),
+            self.modalities: "".join(
+                f"<p>{MODALITY_LABELS[m]}: {'present' if m in study.modalities else 'missing'}</p>" for m in MODALITIES
+            ),
             self.card: card_html(case.card) if case.card else "",
             self.series: gr.update(choices=series, value=0 if series else None, visible=bool(series)),
         }
@@ -113,7 +137,11 @@ class Page:
         p = case.prediction
         top = p.scores[0].name if p.scores else None
         choices = [(s.display, s.name) for s in p.scores]
-        message = "Ranked diagnoses ready. Drafting the impression..." if p.answered else "No answer: nothing this model can read."
+        message = (
+            "Ranked diagnoses ready. Drafting the impression..."
+            if p.answered
+            else "No answer: nothing this model can read."
+        )
         return {
             self.status: message_html(message),
             self.header: header_html(case.study, p, case.folder, zone),
@@ -135,12 +163,18 @@ class Page:
     def explained(self, case: Case, target: str, opacity: float, zone: Zone) -> dict:
         """The explanations of `target` (first column) and the total time."""
         total = sum(case.seconds.values())
-        out = {self.status: message_html(f"Done in {total:.1f} s. Research use only: check every finding yourself."), self.summary: summary(case)}
+        out = {
+            self.status: message_html(f"Done in {total:.1f} s. Research use only: check every finding yourself."),
+            self.summary: summary(case),
+        }
         out.update(self.evidence(case, target, opacity, zone, "a"))
         return out
 
     def finished_without_answer(self, case: Case) -> dict:
-        return {self.status: message_html("No answer: nothing this model can read (see the files above)."), self.summary: summary(case)}
+        return {
+            self.status: message_html("No answer: nothing this model can read (see the files above)."),
+            self.summary: summary(case),
+        }
 
     def evidence(self, case: Case | None, target: str | None, opacity: float, zone: Zone, side: str) -> dict:
         """The four evidence views of one column; with no target, the notes plain and the chart unshaded."""
@@ -153,8 +187,12 @@ class Page:
             index = model_series_index(case.study)
             markers = self.markers(case, index) if index is not None else (None, "")
             views = side_views(case, target, opacity, zone, markers)
-        return {components["attention"]: views.attention, components["gradcam"]: views.gradcam,
-                components["vitals"]: views.vitals, components["notes"]: views.notes}
+        return {
+            components["attention"]: views.attention,
+            components["gradcam"]: views.gradcam,
+            components["vitals"]: views.vitals,
+            components["notes"]: views.notes,
+        }
 
     def overlays(self, case: Case, target: str, opacity: float) -> tuple[str, str]:
         """The (attention, Grad-CAM) overlay payloads of `target` at `opacity`."""
@@ -163,23 +201,39 @@ class Page:
 
     def cleared(self, message: str, kind: str = "error") -> dict:
         """Every output emptied and `message` shown (a failed load must not leave the previous patient on the page)."""
-        out: dict[Any, Any] = {c: "" for c in (self.notice, self.header, self.modalities, self.diagnoses, self.impression, self.card,
-                                                 self.viewer, self.dicom, self.answer, self.feedback_status, self.comment)}
+        out: dict[Any, Any] = {
+            c: ""
+            for c in (
+                self.notice,
+                self.header,
+                self.modalities,
+                self.diagnoses,
+                self.impression,
+                self.card,
+                self.viewer,
+                self.dicom,
+                self.answer,
+                self.feedback_status,
+                self.comment,
+            )
+        }
         for side in SIDES:
             out.update({c: "" for c in self.sides[side].values()})
-        out.update({
-            self.token: None,
-            self.form: None,
-            self.summary: None,
-            self.status: message_html(message, kind),
-            self.series: gr.update(choices=[], value=None, visible=False),
-            self.preset: gr.update(choices=[], value=None, visible=False),
-            self.slice: gr.update(visible=False),
-            self.target: gr.update(choices=[], value=None),
-            self.compare: gr.update(choices=[], value=None),
-            self.verdict: gr.update(value=None),
-            self.named: gr.update(value=[]),
-        })
+        out.update(
+            {
+                self.token: None,
+                self.form: None,
+                self.summary: None,
+                self.status: message_html(message, kind),
+                self.series: gr.update(choices=[], value=None, visible=False),
+                self.preset: gr.update(choices=[], value=None, visible=False),
+                self.slice: gr.update(visible=False),
+                self.target: gr.update(choices=[], value=None),
+                self.compare: gr.update(choices=[], value=None),
+                self.verdict: gr.update(value=None),
+                self.named: gr.update(value=[]),
+            }
+        )
         return out
 
     # -- the viewer ----------------------------------------------------------------------------
@@ -203,12 +257,18 @@ class Page:
         header, _ = self.header_of(case, index)
         return orientation_markers(case.study.images[index], header.patient_orientation if header else None)
 
-    def viewer_for(self, case: Case | None, index: int | None, preset: str | None = None, slice_index: int | None = None) -> dict:
+    def viewer_for(
+        self, case: Case | None, index: int | None, preset: str | None = None, slice_index: int | None = None
+    ) -> dict:
         """The viewer on series `index`: its window presets, a slice slider (middle slice first) for a volume, its header."""
         images = case.study.images if case is not None else ()
         if index is None or not images:
-            return {self.viewer: "", self.dicom: "", self.preset: gr.update(choices=[], value=None, visible=False),
-                    self.slice: gr.update(visible=False)}
+            return {
+                self.viewer: "",
+                self.dicom: "",
+                self.preset: gr.update(choices=[], value=None, visible=False),
+                self.slice: gr.update(visible=False),
+            }
         index = int(index) % len(images)
         series = images[index]
         presets = window_presets(series)
@@ -220,7 +280,9 @@ class Page:
             self.viewer: self.viewer_payload(case, index, preset, middle),
             self.dicom: header_table(header, problem),
             self.preset: gr.update(choices=presets, value=preset, visible=True),
-            self.slice: gr.update(minimum=0, maximum=max(count - 1, 1), value=middle, step=1, visible=count > 1, interactive=count > 1),
+            self.slice: gr.update(
+                minimum=0, maximum=max(count - 1, 1), value=middle, step=1, visible=count > 1, interactive=count > 1
+            ),
         }
 
     def viewer_payload(self, case: Case, index: int, preset: str, slice_index: int) -> str:
@@ -232,10 +294,20 @@ class Page:
         caption = f"{series_label(series)}{where} \u00b7 {preset}"
         key = f"{case.token}:{index}"
         if series.is_colour:
-            return colour_payload(viewer_frame(series, preset, slice_index), key=key, caption=caption, markers=markers, note=note)
+            return colour_payload(
+                viewer_frame(series, preset, slice_index), key=key, caption=caption, markers=markers, note=note
+            )
         frame = slice_frame(series, slice_index)
-        return grey_payload(series, frame, preset_window(series, frame, preset), key=key, preset=preset, caption=caption,
-                            markers=markers, note=note)
+        return grey_payload(
+            series,
+            frame,
+            preset_window(series, frame, preset),
+            key=key,
+            preset=preset,
+            caption=caption,
+            markers=markers,
+            note=note,
+        )
 
 
 def series_label(series) -> str:
@@ -247,14 +319,26 @@ def series_label(series) -> str:
 def summary(case: Case) -> dict:
     """What the API returns for a case: the prediction without patient data, stage and timings."""
     p = case.prediction
-    out: dict[str, Any] = {"stage": case.stage, "seconds": {k: round(v, 4) for k, v in case.seconds.items()}, "audit_event": case.event_id}
+    out: dict[str, Any] = {
+        "stage": case.stage,
+        "seconds": {k: round(v, 4) for k, v in case.seconds.items()},
+        "audit_event": case.event_id,
+    }
     if p is not None:
-        out.update({
-            "scores": [{"name": s.name, "probability": s.probability, "in_set": s.in_set} for s in p.scores],
-            "conformal_set": list(p.conformal_set), "coverage_target": p.coverage_target, "calibrated": p.calibrated,
-            "impression": p.impression, "present": list(p.present), "missing": list(p.missing), "model_id": p.model_id,
-            "answered": p.answered, "refusal": p.refusal,
-        })
+        out.update(
+            {
+                "scores": [{"name": s.name, "probability": s.probability, "in_set": s.in_set} for s in p.scores],
+                "conformal_set": list(p.conformal_set),
+                "coverage_target": p.coverage_target,
+                "calibrated": p.calibrated,
+                "impression": p.impression,
+                "present": list(p.present),
+                "missing": list(p.missing),
+                "model_id": p.model_id,
+                "answered": p.answered,
+                "refusal": p.refusal,
+            }
+        )
     return out
 
 

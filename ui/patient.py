@@ -38,7 +38,9 @@ class PatientFacts:
     sex: Fact
     age_years: Fact
     conflicts: tuple[str, ...] = ()
-    image_id: str | None = None  # the images' DICOM PatientID when it differs from the ID shown (e.g. a record's resource id)
+    image_id: str | None = (
+        None  # the images' DICOM PatientID when it differs from the ID shown (e.g. a record's resource id)
+    )
 
 
 def dicom_age_years(age: str | None) -> float | None:
@@ -88,8 +90,9 @@ def patient_facts(study: Study) -> PatientFacts:
     if demo.age_years is not None:
         age = Fact(float(demo.age_years), RECORD)
         if image_age is not None and abs(image_age - demo.age_years) >= 1.0:
-            conflicts.append(f"Age: the {RECORD} gives {format_age(demo.age_years)}, "
-                             f"the DICOM header {format_age(image_age)}.")
+            conflicts.append(
+                f"Age: the {RECORD} gives {format_age(demo.age_years)}, the DICOM header {format_age(image_age)}."
+            )
     else:
         age = Fact(image_age, "DICOM header" if image_age is not None else "")
     image_id = image.patient_id if image is not None and image.patient_id and image.patient_id != pid.value else None
@@ -111,7 +114,7 @@ def _image_age(image: ImagePatient | None, when: datetime | None) -> float | Non
 
 
 def format_age(years: float | None) -> str:
-    """"53 years", "8 months", "12 days"; "not stated" for None."""
+    """ "53 years", "8 months", "12 days"; "not stated" for None."""
     if years is None:
         return "not stated"
     if years >= 2.0:

@@ -58,8 +58,15 @@ def configure_gradio_paths(work_dir: Path) -> None:
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(work_dir / "gradio" / "examples")
 
 
-def launch_options(work_dir: Path, host: str, port: int | None, users: dict[str, str], max_file_size: str | int, *,
-                   throttle: LoginThrottle | None = None) -> dict:
+def launch_options(
+    work_dir: Path,
+    host: str,
+    port: int | None,
+    users: dict[str, str],
+    max_file_size: str | int,
+    *,
+    throttle: LoginThrottle | None = None,
+) -> dict:
     """Keyword arguments for `Blocks.launch` carrying the security settings (`throttle`: the login back-off; a default one when None)."""
     return {
         "server_name": host,
@@ -78,8 +85,13 @@ def launch_options(work_dir: Path, host: str, port: int | None, users: dict[str,
         "footer_links": ["api", "settings"],
         "quiet": True,
         "css": CSS,
-        "theme": gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
-        "app_kwargs": {"openapi_url": None, "middleware": [Middleware(PrivacyGuard, throttle=(throttle or LoginThrottle()) if users else None)]},
+        "theme": gr.themes.Default(
+            font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+        ),
+        "app_kwargs": {
+            "openapi_url": None,
+            "middleware": [Middleware(PrivacyGuard, throttle=(throttle or LoginThrottle()) if users else None)],
+        },
     }
 
 
@@ -127,8 +139,12 @@ def serve(
     work = Path(work_dir) if work_dir is not None else make_work_dir()
     configure_gradio_paths(work)
     settings = Settings(
-        model_dir=model_dir, work_dir=work, audit_dir=Path(audit) if audit else None, audit_store=Path(audit_store) if audit_store else None,
-        cohort_dir=Path(cohort) if cohort else None, pacs_url=pacs_url or os.environ.get(ENV_PACS) or None,
+        model_dir=model_dir,
+        work_dir=work,
+        audit_dir=Path(audit) if audit else None,
+        audit_store=Path(audit_store) if audit_store else None,
+        cohort_dir=Path(cohort) if cohort else None,
+        pacs_url=pacs_url or os.environ.get(ENV_PACS) or None,
     )
     service = ClinicianService(settings)
     app = build_app(service)

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from medmm.audit_store import VERDICTS, AuditStore, InputDigest, default_path, input_digests
+from medmm.deid.header import DicomHeader, read_header
 from medmm.errors import ConfigError, InputError
 from medmm.explain.explainer import StudyExplanation, explain_study
 from medmm.records import Prediction, Study
 from ui.audit_card import GroupCard, group_card, load_audit, model_ids
-from medmm.deid.header import DicomHeader, read_header
 from ui.files import relative
 from ui.inputs import CaseInputs, relative_message  # noqa: F401 - re-exported
 from ui.patient import effective_demographics
@@ -71,7 +71,9 @@ class Case:
     event_id: str | None = None  # audit event of the prediction
     seconds: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds
     card: GroupCard | None = None
-    signed: Mapping[str, SignedEvidence | None] = field(default_factory=dict)  # diagnosis -> signed evidence (None: no notes or vitals)
+    signed: Mapping[str, SignedEvidence | None] = field(
+        default_factory=dict
+    )  # diagnosis -> signed evidence (None: no notes or vitals)
 
 
 def find_audit_dir(model_dir: Path) -> Path | None:
@@ -87,7 +89,11 @@ def find_model_card(model_dir: Path, audit_dir: Path | None) -> Path | None:
     """model_card.md beside the audit (governance/model_card.md for governance/audits/default) or the model."""
     places = [model_dir / "model_card.md", model_dir.parent / "model_card.md"]
     if audit_dir is not None:
-        places = [audit_dir / "model_card.md", audit_dir.parent / "model_card.md", audit_dir.parent.parent / "model_card.md"] + places
+        places = [
+            audit_dir / "model_card.md",
+            audit_dir.parent / "model_card.md",
+            audit_dir.parent.parent / "model_card.md",
+        ] + places
     return next((p for p in places if p.is_file()), None)
 
 
@@ -102,8 +108,14 @@ class ClinicianService(CaseInputs):
         self.cases_dir = self.work_dir / "cases"
         self.cases_dir.mkdir(parents=True, exist_ok=True)
         self.predictor = predictor if predictor is not None else Predictor.from_checkpoint(settings.model_dir)
-        self.store = store if store is not None else AuditStore(settings.audit_store or default_path(Path.home() / ".medmm" / "audit.sqlite"))
-        self.audit_dir = settings.audit_dir if settings.audit_dir is not None else find_audit_dir(Path(settings.model_dir))
+        self.store = (
+            store
+            if store is not None
+            else AuditStore(settings.audit_store or default_path(Path.home() / ".medmm" / "audit.sqlite"))
+        )
+        self.audit_dir = (
+            settings.audit_dir if settings.audit_dir is not None else find_audit_dir(Path(settings.model_dir))
+        )
         self.audit = load_audit(self.audit_dir)
         self.model_card = settings.model_card or find_model_card(Path(settings.model_dir), self.audit_dir)
         self.model_ids = model_ids(settings.model_dir) | {self.predictor.model_id}
@@ -160,7 +172,15 @@ class ClinicianService(CaseInputs):
     def _open(self, token: str, study: Study, origin: str, folder: Path, start: float) -> Case:
         """A new case with its input files hashed for the audit trail and its group card, kept open."""
         card = group_card(self.audit, effective_demographics(study), self.model_ids)
-        case = Case(token, study, origin, folder, input_digests([folder]), card=card, seconds={"load": time.perf_counter() - start})
+        case = Case(
+            token,
+            study,
+            origin,
+            folder,
+            input_digests([folder]),
+            card=card,
+            seconds={"load": time.perf_counter() - start},
+        )
         return self._keep(case)
 
     # -- analysis ------------------------------------------------------------------------------
@@ -193,7 +213,10 @@ class ClinicianService(CaseInputs):
             raise
         times["impression"] = time.perf_counter() - start
         prediction = dataclasses.replace(
-            first, impression=grounded.text, claims=grounded.claims, removed_claims=grounded.removed,
+            first,
+            impression=grounded.text,
+            claims=grounded.claims,
+            removed_claims=grounded.removed,
             seconds=first.seconds + times["impression"],
         )
         event = self._record(prediction, case, user)
@@ -209,7 +232,9 @@ class ClinicianService(CaseInputs):
         yield case
 
     def _record(self, prediction: Prediction, case: Case, user: str | None) -> str:
-        return self.store.record_prediction(prediction, digests=case.digests, model_dir=self.settings.model_dir, user=user, source="ui")
+        return self.store.record_prediction(
+            prediction, digests=case.digests, model_dir=self.settings.model_dir, user=user, source="ui"
+        )
 
     def grounded_impression(self, study: Study):
         """The impression with the claims it kept and withheld (the same generation and check `Predictor.predict` runs)."""
@@ -222,7 +247,9 @@ class ClinicianService(CaseInputs):
         """The impression text as `Predictor.predict` gives it out (grounded)."""
         return self.grounded_impression(study).text
 
-    def _explanation(self, case: Case, diagnosis: str) -> tuple[dict[str, StudyExplanation], dict[str, SignedEvidence | None]]:
+    def _explanation(
+        self, case: Case, diagnosis: str
+    ) -> tuple[dict[str, StudyExplanation], dict[str, SignedEvidence | None]]:
         """Attention and Grad-CAM of `diagnosis`, and its signed evidence (integrated gradients), added to the case's."""
         explained, signed = dict(case.explanations), dict(case.signed)
         if not case.study.modalities:
@@ -230,7 +257,11 @@ class ClinicianService(CaseInputs):
         if diagnosis not in explained:
             with self.predictor.lock:  # hooks on the shared model: one explanation or prediction at a time
                 explained[diagnosis] = explain_study(
-                    self.predictor, case.study, methods=self.settings.explain_methods, diagnoses=[diagnosis], impression=False
+                    self.predictor,
+                    case.study,
+                    methods=self.settings.explain_methods,
+                    diagnoses=[diagnosis],
+                    impression=False,
                 )
         if self.settings.signed_notes and diagnosis not in signed:
             signed[diagnosis] = signed_evidence(self.predictor, case.study, diagnosis)
@@ -271,7 +302,11 @@ class ClinicianService(CaseInputs):
         if len(question) > MAX_QUESTION_CHARS:
             raise InputError(f"questions are limited to {MAX_QUESTION_CHARS} characters", where="question")
         case = self.get(token)
-        readable = case.prediction.answered if case.prediction is not None else any(u.used for u in self.predictor.select(case.study)[1])
+        readable = (
+            case.prediction.answered
+            if case.prediction is not None
+            else any(u.used for u in self.predictor.select(case.study)[1])
+        )
         if not readable:
             return "No answer: this study holds nothing this model can read (see the inputs above)."
         start = time.perf_counter()
@@ -279,8 +314,15 @@ class ClinicianService(CaseInputs):
         log.info("question answered in %.2f s", time.perf_counter() - start)
         return answer.strip()
 
-    def feedback(self, token: str, verdict: str, diagnoses: Sequence[str] = (), *, user: str | None = None,
-                 submission: str | None = None) -> tuple[str, bool]:
+    def feedback(
+        self,
+        token: str,
+        verdict: str,
+        diagnoses: Sequence[str] = (),
+        *,
+        user: str | None = None,
+        submission: str | None = None,
+    ) -> tuple[str, bool]:
         """Record the clinician's verdict on the case's prediction; returns (audit event id, whether it is new).
 
         agree: the diagnoses confirmed (default: the prediction set, else the top diagnosis);
@@ -308,7 +350,12 @@ class ClinicianService(CaseInputs):
             if key is not None and key in self._feedback:
                 return self._feedback[key], False
             event = self.store.record_feedback(
-                case.prediction, verdict=verdict, diagnoses=named, model_dir=self.settings.model_dir, user=user, source="ui",
+                case.prediction,
+                verdict=verdict,
+                diagnoses=named,
+                model_dir=self.settings.model_dir,
+                user=user,
+                source="ui",
                 digests=case.digests,
             )
             if key is not None:

@@ -53,7 +53,9 @@ def signed_evidence(predictor, study: Study, diagnosis: str, *, n_steps: int | N
     readable, _ = predictor.select(study)
     with predictor.lock:
         batch = predictor.batch([study])
-        result = integrated_gradients(model, batch, diagnosis_target(model, diagnosis), n_steps=n_steps or DEFAULT_STEPS)
+        result = integrated_gradients(
+            model, batch, diagnosis_target(model, diagnosis), n_steps=n_steps or DEFAULT_STEPS
+        )
     if result is None:
         return None
     words: list[SignedWord] = []
@@ -69,8 +71,14 @@ def signed_evidence(predictor, study: Study, diagnosis: str, *, n_steps: int | N
             shown.append(where)
             words += _note_words(note.text, result.maps["notes"][slot], offsets[slot], valid[slot], where)
     vitals = result.maps.get("vitals")
-    return SignedEvidence(diagnosis, tuple(words), tuple(shown), None if vitals is None else np.asarray(vitals, dtype=np.float64),
-                          tuple(predictor.task.channel_names), result.delta)
+    return SignedEvidence(
+        diagnosis,
+        tuple(words),
+        tuple(shown),
+        None if vitals is None else np.asarray(vitals, dtype=np.float64),
+        tuple(predictor.task.channel_names),
+        result.delta,
+    )
 
 
 def _note_words(text: str, grid: np.ndarray, offsets: np.ndarray, valid: np.ndarray, note: int) -> list[SignedWord]:

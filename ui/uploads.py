@@ -38,7 +38,9 @@ def _unique(folder: Path, name: str) -> Path:
     return target
 
 
-def stage_uploads(paths: Sequence[str | Path], folder: Path, *, max_unpacked_bytes: int = DEFAULT_MAX_ZIP_BYTES) -> tuple[list[Path], list[Issue]]:
+def stage_uploads(
+    paths: Sequence[str | Path], folder: Path, *, max_unpacked_bytes: int = DEFAULT_MAX_ZIP_BYTES
+) -> tuple[list[Path], list[Issue]]:
     """Copy uploads into `folder` (zips unpacked into a sub-folder named after the archive); returns (top-level entries, issues)."""
     folder.mkdir(parents=True, exist_ok=True)
     staged: list[Path] = []
@@ -91,7 +93,9 @@ def unpack_zip(archive: Path, target: Path, *, display: str, max_bytes: int = DE
                 raise InputError(err.detail, path=display, where=where) from None
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
                 dest.unlink(missing_ok=True)
-                issues.append(Issue(display, where, f"member cannot be unpacked ({type(exc).__name__}); skipped", "skipped"))
+                issues.append(
+                    Issue(display, where, f"member cannot be unpacked ({type(exc).__name__}); skipped", "skipped")
+                )
     return issues
 
 

@@ -32,9 +32,15 @@ _OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "H": "F", "F": "H"}
 def viewer(elem_id: str, *, height: int = 460, elem_classes: list[str] | None = None) -> gr.HTML:
     """An empty viewer component (its value: a payload from `grey_payload` or `colour_payload`, or "")."""
     return gr.HTML(
-        "", html_template='<div class="mv-empty">No image</div>', js_on_load=VIEWER_JS, apply_default_css=False,
-        elem_id=elem_id, elem_classes=["medmm-viewer", *(elem_classes or [])], min_height=height + 60,
-        padding=False, container=False,
+        "",
+        html_template='<div class="mv-empty">No image</div>',
+        js_on_load=VIEWER_JS,
+        apply_default_css=False,
+        elem_id=elem_id,
+        elem_classes=["medmm-viewer", *(elem_classes or [])],
+        min_height=height + 60,
+        padding=False,
+        container=False,
     )
 
 
@@ -45,7 +51,9 @@ def direction_label(vector: tuple[float, float, float], threshold: float = 0.25)
     Components below `threshold` are left out (an oblique view names up to three letters).
     """
     letters = (("L", "R"), ("P", "A"), ("H", "F"))
-    parts = sorted(((abs(v), pos if v > 0 else neg) for v, (pos, neg) in zip(vector, letters) if abs(v) >= threshold), reverse=True)
+    parts = sorted(
+        ((abs(v), pos if v > 0 else neg) for v, (pos, neg) in zip(vector, letters) if abs(v) >= threshold), reverse=True
+    )
     return "".join(letter for _, letter in parts)
 
 
@@ -53,7 +61,9 @@ def _opposite(label: str) -> str:
     return "".join(_OPPOSITE.get(c, "") for c in label)
 
 
-def orientation_markers(series: ImageSeries, patient_orientation: tuple[str, ...] | None = None) -> tuple[dict[str, str] | None, str]:
+def orientation_markers(
+    series: ImageSeries, patient_orientation: tuple[str, ...] | None = None
+) -> tuple[dict[str, str] | None, str]:
     """(markers for the four edges, note): from ImageOrientationPatient, else PatientOrientation, else none.
 
     The row direction (left to right on screen) names the right edge and its opposite the left
@@ -63,11 +73,21 @@ def orientation_markers(series: ImageSeries, patient_orientation: tuple[str, ...
         row, col = series.orientation[:3], series.orientation[3:]
         right, bottom = direction_label(row), direction_label(col)
         if right and bottom:
-            return {"left": _opposite(right), "right": right, "top": _opposite(bottom), "bottom": bottom}, "orientation from ImageOrientationPatient"
+            return {
+                "left": _opposite(right),
+                "right": right,
+                "top": _opposite(bottom),
+                "bottom": bottom,
+            }, "orientation from ImageOrientationPatient"
     if patient_orientation and len(patient_orientation) == 2:
         right, bottom = (str(x).strip().upper() for x in patient_orientation)
         if right and bottom and set(right + bottom) <= set(_OPPOSITE):
-            return {"left": _opposite(right), "right": right, "top": _opposite(bottom), "bottom": bottom}, "orientation from PatientOrientation"
+            return {
+                "left": _opposite(right),
+                "right": right,
+                "top": _opposite(bottom),
+                "bottom": bottom,
+            }, "orientation from PatientOrientation"
     return None, "orientation not stated in the file: no side markers"
 
 
@@ -78,7 +98,9 @@ def _downsample(frame: np.ndarray) -> tuple[np.ndarray, int]:
         return frame, 1
     size = (max(frame.shape[1] // factor, 1), max(frame.shape[0] // factor, 1))
     if frame.ndim == 2:
-        return np.asarray(Image.fromarray(frame.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX)), factor
+        return np.asarray(
+            Image.fromarray(frame.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX)
+        ), factor
     return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX)), factor
 
 
@@ -88,8 +110,17 @@ def _aspect(series: ImageSeries) -> float:
     return row / col if row > 0 and col > 0 and 0.1 < row / col < 10 else 1.0
 
 
-def grey_payload(series: ImageSeries, frame: np.ndarray, window: tuple[float, float], *, key: str, preset: str, caption: str,
-                 markers: dict[str, str] | None, note: str) -> str:
+def grey_payload(
+    series: ImageSeries,
+    frame: np.ndarray,
+    window: tuple[float, float],
+    *,
+    key: str,
+    preset: str,
+    caption: str,
+    markers: dict[str, str] | None,
+    note: str,
+) -> str:
     """A grey frame (H, W) in its real units, to be windowed in the browser starting at `window` (center, width)."""
     values, factor = _downsample(np.asarray(frame, dtype=np.float32))
     finite = np.nan_to_num(values, nan=float(np.nanmin(values)) if np.isfinite(values).any() else 0.0)
@@ -99,25 +130,54 @@ def grey_payload(series: ImageSeries, frame: np.ndarray, window: tuple[float, fl
     quantised = np.round((finite - lo) / (hi - lo) * 65535.0).astype("<u2")
     if factor > 1:
         caption = f"{caption} (shown at 1/{factor} of its {frame.shape[1]} x {frame.shape[0]} pixels)"
-    return json.dumps({
-        "kind": "grey", "key": key, "preset": preset, "w": int(values.shape[1]), "h": int(values.shape[0]),
-        "data": base64.b64encode(quantised.tobytes()).decode("ascii"), "lo": lo, "hi": hi,
-        "center": float(window[0]), "width": float(max(window[1], 1e-6)), "unit": "HU" if series.modality == "CT" else "",
-        "aspect": _aspect(series), "markers": markers, "note": note, "caption": caption,
-    })
+    return json.dumps(
+        {
+            "kind": "grey",
+            "key": key,
+            "preset": preset,
+            "w": int(values.shape[1]),
+            "h": int(values.shape[0]),
+            "data": base64.b64encode(quantised.tobytes()).decode("ascii"),
+            "lo": lo,
+            "hi": hi,
+            "center": float(window[0]),
+            "width": float(max(window[1], 1e-6)),
+            "unit": "HU" if series.modality == "CT" else "",
+            "aspect": _aspect(series),
+            "markers": markers,
+            "note": note,
+            "caption": caption,
+        }
+    )
 
 
-def colour_payload(rgb: np.ndarray, *, key: str, caption: str, aspect: float = 1.0, markers: dict[str, str] | None = None,
-                   note: str = "") -> str:
+def colour_payload(
+    rgb: np.ndarray,
+    *,
+    key: str,
+    caption: str,
+    aspect: float = 1.0,
+    markers: dict[str, str] | None = None,
+    note: str = "",
+) -> str:
     """A colour picture (H, W, 3) uint8 (an overlay): zoom and pan only."""
     picture, _ = _downsample(np.asarray(rgb, dtype=np.uint8))
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
-    return json.dumps({
-        "kind": "rgb", "key": key, "preset": "", "w": int(picture.shape[1]), "h": int(picture.shape[0]),
-        "data": base64.b64encode(buffer.getvalue()).decode("ascii"), "aspect": aspect, "markers": markers, "note": note,
-        "caption": caption,
-    })
+    return json.dumps(
+        {
+            "kind": "rgb",
+            "key": key,
+            "preset": "",
+            "w": int(picture.shape[1]),
+            "h": int(picture.shape[0]),
+            "data": base64.b64encode(buffer.getvalue()).decode("ascii"),
+            "aspect": aspect,
+            "markers": markers,
+            "note": note,
+            "caption": caption,
+        }
+    )
 
 
 def payload_aspect(series: ImageSeries) -> float:

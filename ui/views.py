@@ -17,7 +17,13 @@ from medmm.explain.render import DISCLAIMER, apply_window, caption, display_wind
 from medmm.records import MODALITIES, ImageSeries, Prediction, Study
 
 MODALITY_LABELS = {"image": "Imaging", "notes": "Clinical notes", "vitals": "Vital signs"}
-ATTRIBUTE_LABELS = {"sex": "Sex", "age_band": "Age band", "race": "Race", "ethnicity": "Ethnicity", "birth_sex": "Birth sex"}
+ATTRIBUTE_LABELS = {
+    "sex": "Sex",
+    "age_band": "Age band",
+    "race": "Race",
+    "ethnicity": "Ethnicity",
+    "birth_sex": "Birth sex",
+}
 STORED = "Stored window"
 FULL = "Full range"
 CONTRAST = "High contrast"
@@ -58,19 +64,27 @@ def conformal_sentence(prediction: Prediction) -> str:
     not alternatives to choose between; any number of them may be present together.
     """
     if prediction.coverage_target is None:
-        return "This model has no conformal calibration, so it gives no prediction set; read the probabilities with care."
+        return (
+            "This model has no conformal calibration, so it gives no prediction set; read the probabilities with care."
+        )
     coverage = f"{prediction.coverage_target:.0%}"
     display = {s.name: s.display for s in prediction.scores}
     named = [display.get(n, n) for n in prediction.conformal_set]
     if not named:
-        return (f"Prediction set at {coverage} coverage: empty. The model rules out every diagnosis it knows for this patient "
-                "(it can still be wrong).")
+        return (
+            f"Prediction set at {coverage} coverage: empty. The model rules out every diagnosis it knows for this patient "
+            "(it can still be wrong)."
+        )
     if len(named) == 1:
-        return (f"Prediction set at {coverage} coverage: {named[0]}. The model cannot rule it out; "
-                "it rules out the other diagnoses it knows.")
-    return (f"Prediction set at {coverage} coverage: {names_list(named)}. The model cannot rule out any of these "
-            f"{len(named)} diagnoses; each is judged on its own, so they may be present together. "
-            "It rules out the other diagnoses it knows.")
+        return (
+            f"Prediction set at {coverage} coverage: {named[0]}. The model cannot rule it out; "
+            "it rules out the other diagnoses it knows."
+        )
+    return (
+        f"Prediction set at {coverage} coverage: {names_list(named)}. The model cannot rule out any of these "
+        f"{len(named)} diagnoses; each is judged on its own, so they may be present together. "
+        "It rules out the other diagnoses it knows."
+    )
 
 
 def diagnoses_html(prediction: Prediction) -> str:
@@ -110,9 +124,13 @@ def modalities_html(prediction: Prediction, study: Study) -> str:
         for u in unused
     )
     detail = f'<p>Not used:</p><ul class="medmm-not-used">{listed}</ul>' if unused else ""
-    note = "" if prediction.answered else (
-        '<p class="medmm-no-answer"><strong>No answer:</strong> this study holds nothing this model can read, '
-        "so it gives no diagnosis, no prediction set and no impression.</p>"
+    note = (
+        ""
+        if prediction.answered
+        else (
+            '<p class="medmm-no-answer"><strong>No answer:</strong> this study holds nothing this model can read, '
+            "so it gives no diagnosis, no prediction set and no impression.</p>"
+        )
     )
     return f'<div class="medmm-modalities"><ul>{"".join(items)}</ul>{detail}{note}</div>'
 
@@ -136,10 +154,14 @@ def impression_html(prediction: Prediction) -> str:
         f"<blockquote>{html.escape(text)}</blockquote>",
     ]
     if checked:
-        parts.append(f'<details class="medmm-claims"><summary>{len(kept)} finding(s) stated, each found in the data</summary><ul>{checked}</ul></details>')
+        parts.append(
+            f'<details class="medmm-claims"><summary>{len(kept)} finding(s) stated, each found in the data</summary><ul>{checked}</ul></details>'
+        )
     if withheld:
-        parts.append(f'<details class="medmm-withheld" open><summary>{len(prediction.removed_claims)} finding(s) the model drafted were withheld</summary>'
-                     f"<ul>{withheld}</ul></details>")
+        parts.append(
+            f'<details class="medmm-withheld" open><summary>{len(prediction.removed_claims)} finding(s) the model drafted were withheld</summary>'
+            f"<ul>{withheld}</ul></details>"
+        )
     return "".join(parts) + "</div>"
 
 

@@ -123,33 +123,48 @@ def chart_figure(series: VitalSeries, relevance: Relevance | None, title: str, z
         ax.tick_params(labelsize=8)
         ax.grid(axis="y", color="#e5e7eb", linewidth=0.6)
         normal = range_text(name, unit)
-        ax.text(1.015, 0.5, f"normal\n{normal}" if normal else "no adult\nrange given", transform=ax.transAxes, fontsize=8,
-                va="center", color="#15803d" if normal else "#6b7280")
+        ax.text(
+            1.015,
+            0.5,
+            f"normal\n{normal}" if normal else "no adult\nrange given",
+            transform=ax.transAxes,
+            fontsize=8,
+            va="center",
+            color="#15803d" if normal else "#6b7280",
+        )
     locator = mdates.AutoDateLocator(tz=zone.tz, minticks=3, maxticks=6)
     axes[-1].xaxis.set_major_locator(locator)
     axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=zone.tz))
     axes[-1].set_xlim(times[0], times[-1] + step)
     axes[-1].set_xlabel(f"time ({zone.label(times[-1])})", fontsize=8)
     fig.suptitle(title, fontsize=9.5, x=0.02, ha="left")
-    fig.subplots_adjust(left=0.22, right=0.8, top=1 - 0.5 / fig.get_figheight(), bottom=0.55 / fig.get_figheight(), hspace=0.12)
+    fig.subplots_adjust(
+        left=0.22, right=0.8, top=1 - 0.5 / fig.get_figheight(), bottom=0.55 / fig.get_figheight(), hspace=0.12
+    )
     return fig
 
 
 def legend_html(relevance: Relevance | None, target: str) -> str:
     """What the chart's marks mean, in words."""
-    items = ["<li><span class='sw' style='background:#111827'></span>measured values (mean per step)</li>",
-             "<li><span class='sw' style='background:#16a34a;opacity:.4'></span>green band / dashed lines: adult normal range "
-             "(the clinical reference's thresholds; children need their own)</li>"]
+    items = [
+        "<li><span class='sw' style='background:#111827'></span>measured values (mean per step)</li>",
+        "<li><span class='sw' style='background:#16a34a;opacity:.4'></span>green band / dashed lines: adult normal range "
+        "(the clinical reference's thresholds; children need their own)</li>",
+    ]
     if relevance is None:
         items.append("<li>no relevance computed for this view</li>")
     elif relevance.signed:
-        items.append(f"<li><span class='sw' style='background:{FOR}'></span>hours that support {html.escape(target)} "
-                     f"<span class='sw' style='background:{AGAINST}'></span>hours that argue against it "
-                     f"({html.escape(relevance.method)}; darker = larger share of the largest)</li>")
+        items.append(
+            f"<li><span class='sw' style='background:{FOR}'></span>hours that support {html.escape(target)} "
+            f"<span class='sw' style='background:{AGAINST}'></span>hours that argue against it "
+            f"({html.escape(relevance.method)}; darker = larger share of the largest)</li>"
+        )
     else:
-        items.append(f"<li><span class='sw' style='background:{UNSIGNED}'></span>hours the model attended to for "
-                     f"{html.escape(target)} ({html.escape(relevance.method)}; unsigned: it shows where the model looked, "
-                     "not whether the values speak for or against)</li>")
+        items.append(
+            f"<li><span class='sw' style='background:{UNSIGNED}'></span>hours the model attended to for "
+            f"{html.escape(target)} ({html.escape(relevance.method)}; unsigned: it shows where the model looked, "
+            "not whether the values speak for or against)</li>"
+        )
     return f"<ul class='medmm-legend'>{''.join(items)}</ul>"
 
 
@@ -160,5 +175,7 @@ def chart_html(series: VitalSeries | None, relevance: Relevance | None, title: s
         return '<div class="medmm-vitals"><p>No vital signs in this study.</p></div>'
     data = base64.b64encode(png).decode("ascii")
     alt = f"Vital signs chart: {title}"
-    return (f'<div class="medmm-vitals"><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-            f"{legend_html(relevance, target)}</div>")
+    return (
+        f'<div class="medmm-vitals"><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f"{legend_html(relevance, target)}</div>"
+    )

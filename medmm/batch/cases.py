@@ -80,23 +80,27 @@ class CaseResult:
         data = json.loads(text)
         pred = data["prediction"]
         if pred is not None:
-            pred = Prediction(**{
-                **pred,
-                "scores": tuple(DiagnosisScore(**s) for s in pred["scores"]),
-                **{k: tuple(pred[k]) for k in ("conformal_set", "present", "missing", "warnings")},
-                "inputs": tuple(InputUse(**u) for u in pred["inputs"]),
-                "claims": tuple(Claim(**c) for c in pred.get("claims", ())),
-                "removed_claims": tuple(Claim(**c) for c in pred.get("removed_claims", ())),
-                "study_time": None if pred["study_time"] is None else datetime.fromisoformat(pred["study_time"]),
-            })
-        return cls(**{
-            **data,
-            "prediction": pred,
-            "labels": None if data["labels"] is None else tuple(data["labels"]),
-            "inputs": tuple(CaseInput(**i) for i in data["inputs"]),
-            "study_time": None if data["study_time"] is None else datetime.fromisoformat(data["study_time"]),
-            "predicted_at": datetime.fromisoformat(data["predicted_at"]),
-        })
+            pred = Prediction(
+                **{
+                    **pred,
+                    "scores": tuple(DiagnosisScore(**s) for s in pred["scores"]),
+                    **{k: tuple(pred[k]) for k in ("conformal_set", "present", "missing", "warnings")},
+                    "inputs": tuple(InputUse(**u) for u in pred["inputs"]),
+                    "claims": tuple(Claim(**c) for c in pred.get("claims", ())),
+                    "removed_claims": tuple(Claim(**c) for c in pred.get("removed_claims", ())),
+                    "study_time": None if pred["study_time"] is None else datetime.fromisoformat(pred["study_time"]),
+                }
+            )
+        return cls(
+            **{
+                **data,
+                "prediction": pred,
+                "labels": None if data["labels"] is None else tuple(data["labels"]),
+                "inputs": tuple(CaseInput(**i) for i in data["inputs"]),
+                "study_time": None if data["study_time"] is None else datetime.fromisoformat(data["study_time"]),
+                "predicted_at": datetime.fromisoformat(data["predicted_at"]),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,9 @@ def _unreadable_input(study: Study) -> tuple[str, str] | None:
     return None
 
 
-def load_case(task: CaseTask, options: CaseOptions, grid: Mapping[str, float | int], require: Sequence[str] = ()) -> LoadedCase:
+def load_case(
+    task: CaseTask, options: CaseOptions, grid: Mapping[str, float | int], require: Sequence[str] = ()
+) -> LoadedCase:
     """Hash and read one case; any error becomes the case's recorded failure (never raised).
 
     Beyond read errors a case fails when, under the strict policy, one of its inputs could not
@@ -172,8 +178,9 @@ def load_case(task: CaseTask, options: CaseOptions, grid: Mapping[str, float | i
         if not folder.is_dir():
             raise CohortError("patient folder listed in the manifest does not exist", path=folder)
         inputs = hash_inputs(folder)
-        study = load_study(folder, study_time=task.study_time, time_source="cohort manifest", patient_id=task.patient_id,
-                           **grid)
+        study = load_study(
+            folder, study_time=task.study_time, time_source="cohort manifest", patient_id=task.patient_id, **grid
+        )
         error = _unreadable_input(study) if options.outputs.inputs == "strict" else None
         missing = [m for m in require if m not in study.modalities]
         if error is None and missing:
@@ -181,7 +188,10 @@ def load_case(task: CaseTask, options: CaseOptions, grid: Mapping[str, float | i
     except MedmmError as err:
         error = (type(err).__name__, str(err))
     except Exception as exc:  # a reader bug must not stop the study; its text may quote file content, so it is not kept
-        error = (type(exc).__name__, f"unexpected {type(exc).__name__} while reading the case (`medmm --debug inspect` on it shows the cause)")
+        error = (
+            type(exc).__name__,
+            f"unexpected {type(exc).__name__} while reading the case (`medmm --debug inspect` on it shows the cause)",
+        )
     return LoadedCase(task, None if error else study, inputs, error, time.perf_counter() - start)
 
 
@@ -223,22 +233,26 @@ class CaseRunner:
             if pred is not None and self.options.outputs.explanations:
                 pred, explanation = self._explain(case, pred)
             study = case.study
-            out.append(CaseResult(
-                patient_id=case.task.patient_id,
-                batch=batch.index,
-                status="done" if pred is not None else "failed",
-                split=case.task.split,
-                study_time=(study.time if study is not None else None) or case.task.study_time,
-                labels=None if study is None or study.labels is None else self.predictor.task.positives(study.labels),
-                prediction=pred,
-                error_type=None if pred is not None else error[0],
-                error_message=None if pred is not None else error[1],
-                inputs=case.inputs,
-                load_seconds=case.seconds,
-                predicted_at=_now(),
-                explanation=explanation,
-                sample_id=case.task.sample_id,
-            ))
+            out.append(
+                CaseResult(
+                    patient_id=case.task.patient_id,
+                    batch=batch.index,
+                    status="done" if pred is not None else "failed",
+                    split=case.task.split,
+                    study_time=(study.time if study is not None else None) or case.task.study_time,
+                    labels=None
+                    if study is None or study.labels is None
+                    else self.predictor.task.positives(study.labels),
+                    prediction=pred,
+                    error_type=None if pred is not None else error[0],
+                    error_message=None if pred is not None else error[1],
+                    inputs=case.inputs,
+                    load_seconds=case.seconds,
+                    predicted_at=_now(),
+                    explanation=explanation,
+                    sample_id=case.task.sample_id,
+                )
+            )
         return out
 
     def _predict(self, cases: list[LoadedCase]) -> dict[str, Prediction | tuple[str, str]]:
@@ -257,11 +271,16 @@ class CaseRunner:
     def _predict_one(self, case: LoadedCase) -> Prediction | tuple[str, str]:
         try:
             outputs = self.options.outputs
-            return self.predictor.predict_many([case.study], impression=outputs.impression, max_new_tokens=outputs.max_new_tokens)[0]
+            return self.predictor.predict_many(
+                [case.study], impression=outputs.impression, max_new_tokens=outputs.max_new_tokens
+            )[0]
         except MedmmError as err:
             return type(err).__name__, str(err)
         except Exception as exc:  # the model raised on this case; its text could quote inputs, so only its type is kept
-            return type(exc).__name__, f"unexpected {type(exc).__name__} while predicting (`medmm --debug predict` on the case shows the cause)"
+            return (
+                type(exc).__name__,
+                f"unexpected {type(exc).__name__} while predicting (`medmm --debug predict` on the case shows the cause)",
+            )
 
     def _explain(self, case: LoadedCase, pred: Prediction) -> tuple[Prediction, str | None]:
         """Write the views explaining the most probable diagnosis under <out>/explanations/<case key>/.
@@ -274,10 +293,18 @@ class CaseRunner:
 
         rel = Path("explanations") / _folder_name(case.task.key)
         try:
-            result = explain_study(self.predictor, case.study, methods=(DEFAULT_METHOD,), diagnoses=(pred.scores[0].name,), impression=False)
+            result = explain_study(
+                self.predictor,
+                case.study,
+                methods=(DEFAULT_METHOD,),
+                diagnoses=(pred.scores[0].name,),
+                impression=False,
+            )
             write_views(case.study, result, Path(self.options.out_dir or ".") / rel)
         except Exception as exc:  # the prediction is still good; its text is not kept (it could quote inputs)
-            return dataclasses.replace(pred, warnings=pred.warnings + (f"explanation: not made ({type(exc).__name__})",)), None
+            return dataclasses.replace(
+                pred, warnings=pred.warnings + (f"explanation: not made ({type(exc).__name__})",)
+            ), None
         return pred, rel.as_posix()
 
 

@@ -74,7 +74,10 @@ def risk_assessment(result: CaseResult, run_id: str, task: Task) -> dict:
         "id": resource_id(run_id, result.key, "RiskAssessment"),
         "status": "preliminary",
         "subject": _subject(result.patient_id),
-        "method": {"coding": [{"system": _MODEL_SYSTEM, "code": p.model_id, "display": _model_display(result)}], "text": _model_display(result)},
+        "method": {
+            "coding": [{"system": _MODEL_SYSTEM, "code": p.model_id, "display": _model_display(result)}],
+            "text": _model_display(result),
+        },
         "performer": {"display": _model_display(result)},
         "prediction": predictions,
         "note": [{"text": DISCLAIMER + ("" if p.calibrated else " Probabilities are not calibrated.")}],
@@ -112,17 +115,35 @@ def provenance(result: CaseResult, run_id: str, task: Task) -> dict:
     kinds = ("RiskAssessment", "DiagnosticReport") if p.answered else ("DiagnosticReport",)
     targets = [f"{kind}/{resource_id(run_id, result.key, kind)}" for kind in kinds]
     entities = [
-        {"role": "source", "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:sha256:{i.sha256}"}, "display": f"{i.kind} input, {i.size} bytes"}}
+        {
+            "role": "source",
+            "what": {
+                "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:sha256:{i.sha256}"},
+                "display": f"{i.kind} input, {i.size} bytes",
+            },
+        }
         for i in result.inputs
     ]
-    entities.append({"role": "derivation", "what": {"identifier": {"system": _MODEL_SYSTEM, "value": p.model_id}, "display": _model_display(result)}})
+    entities.append(
+        {
+            "role": "derivation",
+            "what": {"identifier": {"system": _MODEL_SYSTEM, "value": p.model_id}, "display": _model_display(result)},
+        }
+    )
     return {
         "resourceType": "Provenance",
         "id": resource_id(run_id, result.key, "Provenance"),
         "target": [{"reference": t} for t in targets],
         "recorded": _instant(result.predicted_at),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]},
-        "agent": [{"type": {"coding": [{"system": _PARTICIPANT, "code": "assembler"}]}, "who": {"display": _model_display(result)}}],
+        "activity": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]
+        },
+        "agent": [
+            {
+                "type": {"coding": [{"system": _PARTICIPANT, "code": "assembler"}]},
+                "who": {"display": _model_display(result)},
+            }
+        ],
         "entity": entities,
     }
 

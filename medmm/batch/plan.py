@@ -77,7 +77,9 @@ class CohortFilter:
     def __post_init__(self) -> None:
         bad = [m for m in self.require if m not in MODALITIES]
         if bad:
-            raise ConfigError(f"require names unknown modalities (expected {', '.join(MODALITIES)})", where="filter.require")
+            raise ConfigError(
+                f"require names unknown modalities (expected {', '.join(MODALITIES)})", where="filter.require"
+            )
         for name in ("min_age", "max_age"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value < 0):
@@ -103,7 +105,9 @@ class Outputs:
     max_new_tokens: int | None = None  # impression length in tokens; None: the model's default
     fhir: bool = True  # RiskAssessment, DiagnosticReport and Provenance NDJSON
     explanations: bool = False  # write the explanation views of each case's most probable diagnosis
-    inputs: str = "strict"  # strict: a case with an input file that cannot be read at all fails; lenient: it is a warning
+    inputs: str = (
+        "strict"  # strict: a case with an input file that cannot be read at all fails; lenient: it is a warning
+    )
 
     def __post_init__(self) -> None:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -145,7 +149,10 @@ def _yaml_times(data: dict) -> dict:
     """YAML reads unquoted dates as date objects; the protocol keeps them as ISO text."""
     flt = data.get("filter")
     if isinstance(flt, dict):
-        data = {**data, "filter": {k: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v for k, v in flt.items()}}
+        data = {
+            **data,
+            "filter": {k: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v for k, v in flt.items()},
+        }
     return data
 
 
@@ -225,7 +232,12 @@ def select_cases(cohort: Cohort, flt: CohortFilter, *, manifest_path: str | Path
     """The cases of `cohort` that pass `flt`; a filter on a column the manifest lacks is a ConfigError."""
     manifest: pd.DataFrame = cohort.manifest
     where = manifest_path or cohort.root / "manifest.csv"
-    needed = {"sex": flt.sex, "race": flt.race, "ethnicity": flt.ethnicity, "age_years": flt.min_age is not None or flt.max_age is not None}
+    needed = {
+        "sex": flt.sex,
+        "race": flt.race,
+        "ethnicity": flt.ethnicity,
+        "age_years": flt.min_age is not None or flt.max_age is not None,
+    }
     for column, used in needed.items():
         if used and column not in manifest.columns:
             raise ConfigError(f"the filter uses column {column}, which the manifest lacks", path=where)
@@ -250,7 +262,9 @@ def select_cases(cohort: Cohort, flt: CohortFilter, *, manifest_path: str | Path
             reason = "ethnicity"
         elif not _age_ok(_number(row.get("age_years")), flt):
             reason = "age"
-        elif (start or end) and (entry.study_time is None or (start and entry.study_time < start) or (end and entry.study_time >= end)):
+        elif (start or end) and (
+            entry.study_time is None or (start and entry.study_time < start) or (end and entry.study_time >= end)
+        ):
             reason = "study_time"
         elif flt.require and listed is not None and not set(flt.require) <= set(listed):
             reason = "require"
@@ -259,7 +273,11 @@ def select_cases(cohort: Cohort, flt: CohortFilter, *, manifest_path: str | Path
         if reason:
             excluded[reason] = excluded.get(reason, 0) + 1
             continue
-        folder = entry.folder.relative_to(cohort.root).as_posix() if entry.folder.is_relative_to(cohort.root) else str(entry.folder)
+        folder = (
+            entry.folder.relative_to(cohort.root).as_posix()
+            if entry.folder.is_relative_to(cohort.root)
+            else str(entry.folder)
+        )
         cases.append(CaseTask(entry.patient_id, folder, entry.split, entry.study_time, entry.sample_id))
     if not cases:
         raise ConfigError("the cohort filter selects no case", path=where, where="filter")

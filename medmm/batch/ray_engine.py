@@ -24,13 +24,24 @@ from medmm.errors import ConfigError
 
 
 def _task_json(task: CaseTask) -> dict:
-    return {"patient_id": task.patient_id, "folder": task.folder, "split": task.split,
-            "study_time": None if task.study_time is None else task.study_time.isoformat(), "sample_id": task.sample_id}
+    return {
+        "patient_id": task.patient_id,
+        "folder": task.folder,
+        "split": task.split,
+        "study_time": None if task.study_time is None else task.study_time.isoformat(),
+        "sample_id": task.sample_id,
+    }
 
 
 def _task(data: dict) -> CaseTask:
     when = data["study_time"]
-    return CaseTask(data["patient_id"], data["folder"], data["split"], None if when is None else datetime.fromisoformat(when), data.get("sample_id"))
+    return CaseTask(
+        data["patient_id"],
+        data["folder"],
+        data["split"],
+        None if when is None else datetime.fromisoformat(when),
+        data.get("sample_id"),
+    )
 
 
 class BatchActor:
@@ -68,7 +79,13 @@ def run_ray(
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         kwargs = {} if address else {"num_cpus": workers}
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+        ray.init(
+            address=address or None,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            **kwargs,
+        )
         started = True
     try:
         context = ray.data.DataContext.get_current()

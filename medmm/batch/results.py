@@ -17,7 +17,9 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
     """results.parquet of a finished study, one row per case in plan order."""
     path = Path(out_dir) / RESULTS
     if not path.is_file():
-        raise ConfigError("no results.parquet: the study has not finished (run the same command again to resume)", path=out_dir)
+        raise ConfigError(
+            "no results.parquet: the study has not finished (run the same command again to resume)", path=out_dir
+        )
     return pd.read_parquet(path)
 
 
@@ -63,10 +65,20 @@ def split_scores(out_dir: str | Path, split: str, *, cohort_dir: str | Path | No
     samples = kept["sample_id"] if "sample_id" in kept.columns else [None] * len(kept)
     keys = [str(p) if s is None or (isinstance(s, float) and np.isnan(s)) else str(s) for p, s in zip(ids, samples)]
     # the model's task (a study written before tasks were recorded: the default one)
-    task = task_from_dict(resolved["task"], "study.yaml resolved.task") if resolved.get("task") else load_task(DEFAULT_TASK)
+    task = (
+        task_from_dict(resolved["task"], "study.yaml resolved.task")
+        if resolved.get("task")
+        else load_task(DEFAULT_TASK)
+    )
     attributes, missing = cohort_attributes(cohort, keys, task)
     return SplitScores(
-        split, names, tuple(ids), labels, logits, attributes,
-        unreadable=int((frame["status"] == "failed").sum()) + len(done) - len(answered), unlabelled=len(answered) - len(kept),
+        split,
+        names,
+        tuple(ids),
+        labels,
+        logits,
+        attributes,
+        unreadable=int((frame["status"] == "failed").sum()) + len(done) - len(answered),
+        unlabelled=len(answered) - len(kept),
         missing_attributes=missing,
     )

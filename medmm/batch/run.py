@@ -26,13 +26,21 @@ import medmm
 from medmm.audit_store import AuditStore, ModelFingerprint, default_path, model_fingerprint
 from medmm.batch.cases import CaseOptions, CaseResult
 from medmm.batch.fhir_out import case_resources
-from medmm.batch.plan import PlannedBatch, Selection, StudyProtocol, load_protocol, plan_batches, select_cases, with_overrides
+from medmm.batch.plan import (
+    PlannedBatch,
+    Selection,
+    StudyProtocol,
+    load_protocol,
+    plan_batches,
+    select_cases,
+    with_overrides,
+)
 from medmm.batch.store import FHIR_TYPES, ResultStore, atomic_text
 from medmm.checkpoint import stored_task
 from medmm.config import to_dict
-from medmm.tasks import Task, task_to_dict
 from medmm.errors import CheckpointError, ConfigError
 from medmm.io.cohort import Cohort
+from medmm.tasks import Task, task_to_dict
 
 ENGINES = ("local", "ray")
 
@@ -73,7 +81,12 @@ class BatchSummary:
 
     def to_json(self) -> dict:
         data = asdict(self)
-        data.update(out_dir=str(self.out_dir), results=str(self.results), failed_by_type=dict(self.failed_by_type), throughput=self.throughput)
+        data.update(
+            out_dir=str(self.out_dir),
+            results=str(self.results),
+            failed_by_type=dict(self.failed_by_type),
+            throughput=self.throughput,
+        )
         return data
 
     def __str__(self) -> str:
@@ -98,7 +111,11 @@ def model_info(model_dir: str | Path) -> ModelInfo:
     try:
         meta = json.loads((model_dir / "config.json").read_text())
         labels = tuple(meta["labels"])
-        calibration = json.loads((model_dir / "calibration.json").read_text()) if (model_dir / "calibration.json").is_file() else {}
+        calibration = (
+            json.loads((model_dir / "calibration.json").read_text())
+            if (model_dir / "calibration.json").is_file()
+            else {}
+        )
         temperature = float(calibration.get("temperature") or 1.0)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError("config.json or calibration.json is unreadable", path=model_dir) from exc
@@ -121,7 +138,9 @@ def resolve_study(protocol: StudyProtocol, model: ModelInfo, cohort: Cohort, sel
     manifest and the selected cases, so resuming into a folder of another study is refused.
     """
     settings = to_dict(protocol)
-    identity = {k: v for k, v in settings.items() if k not in ("model", "cohort", "model_id")}  # pinned below by checksums
+    identity = {
+        k: v for k, v in settings.items() if k not in ("model", "cohort", "model_id")
+    }  # pinned below by checksums
     cases_sha = _sha256_bytes("\n".join(c.key for c in selection.cases).encode())
     pins = {
         "model_id": model.model_id,
@@ -143,7 +162,9 @@ def resolve_study(protocol: StudyProtocol, model: ModelInfo, cohort: Cohort, sel
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     header = "# medmm batch study: rerun it exactly with `medmm batch --protocol study.yaml --out NEW_FOLDER`\n"
-    return run_id, header + yaml.safe_dump({**settings, "model_id": model.model_id, "resolved": resolved}, sort_keys=False)
+    return run_id, header + yaml.safe_dump(
+        {**settings, "model_id": model.model_id, "resolved": resolved}, sort_keys=False
+    )
 
 
 def _engine(name: str):
@@ -185,20 +206,40 @@ def run_batch(
     proto = with_overrides(proto, model=model_dir, cohort=cohort_dir)
     model = model_info(proto.model)
     if proto.model_id is not None and proto.model_id != model.model_id:
-        raise ConfigError("the checkpoint is not the one the protocol names (model_id differs)", path=proto.model, where="model_id")
+        raise ConfigError(
+            "the checkpoint is not the one the protocol names (model_id differs)", path=proto.model, where="model_id"
+        )
     cohort = Cohort.open(proto.cohort)  # a built cohort's cases are its samples
     selection = select_cases(cohort, proto.filter)
     run_id, study_yaml = resolve_study(proto, model, cohort, selection)
     out = Path(out_dir)
-    store = ResultStore.open(out, run_id=run_id, study_yaml=study_yaml, names=model.labels, model_id=model.model_id, model_version=medmm.__version__)
+    store = ResultStore.open(
+        out,
+        run_id=run_id,
+        study_yaml=study_yaml,
+        names=model.labels,
+        model_id=model.model_id,
+        model_version=medmm.__version__,
+    )
     try:
         return _run(store, proto, model, selection, run_id, engine, workers, progress, audit, user, start)
     finally:
         store.close()
 
 
-def _run(store: ResultStore, proto: StudyProtocol, model: ModelInfo, selection: Selection, run_id: str, engine: str,
-         workers: int, progress: bool, audit: str | Path | None, user: str | None, start: float) -> BatchSummary:
+def _run(
+    store: ResultStore,
+    proto: StudyProtocol,
+    model: ModelInfo,
+    selection: Selection,
+    run_id: str,
+    engine: str,
+    workers: int,
+    progress: bool,
+    audit: str | Path | None,
+    user: str | None,
+    start: float,
+) -> BatchSummary:
     out = store.out
     trail = AuditStore(default_path(out / "audit.sqlite") if audit is None else audit)
     operator = user or _login()
@@ -212,15 +253,21 @@ def _run(store: ResultStore, proto: StudyProtocol, model: ModelInfo, selection: 
     resumed = len(selection.cases) - sum(len(b.cases) for b in pending)
     options = CaseOptions(str(Path(proto.cohort)), proto.outputs, proto.run.torch_threads, str(out.resolve()))
 
-    bar = tqdm(total=len(selection.cases), initial=resumed, desc="batch", unit="case", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(selection.cases), initial=resumed, desc="batch", unit="case", disable=not progress, dynamic_ncols=True
+    )
     processed = 0
     try:
         if pending:
             results = _engine(engine)(pending, proto.model, options, workers=workers, require=proto.filter.require)
             with closing(results):  # stops the engine's readers or Ray even when a write below fails
                 for part, part_results in _whole_parts(results, parts, per_part):
-                    commit = store.write_part(part, part_results, _fhir_lines(part_results, run_id, model.task) if proto.outputs.fhir else {})
-                    predicted = [(r.prediction, [i.digest() for i in r.inputs]) for r in part_results if r.prediction is not None]
+                    commit = store.write_part(
+                        part, part_results, _fhir_lines(part_results, run_id, model.task) if proto.outputs.fhir else {}
+                    )
+                    predicted = [
+                        (r.prediction, [i.digest() for i in r.inputs]) for r in part_results if r.prediction is not None
+                    ]
                     trail.record_many(predicted, model_dir=proto.model, run_id=run_id, user=operator, source="batch")
                     store.commit(commit)
                     processed += len(part_results)
@@ -232,9 +279,19 @@ def _run(store: ResultStore, proto: StudyProtocol, model: ModelInfo, selection: 
     results_path = store.finalize(expected, fhir=proto.outputs.fhir)
     done, failed, failed_by = store.totals()
     summary = BatchSummary(
-        out_dir=out, run_id=run_id, engine=engine, workers=workers, cases=len(selection.cases), excluded=selection.excluded_total,
-        done=done, failed=failed, failed_by_type=failed_by, resumed=resumed, processed=processed,
-        seconds=time.perf_counter() - start, results=results_path,
+        out_dir=out,
+        run_id=run_id,
+        engine=engine,
+        workers=workers,
+        cases=len(selection.cases),
+        excluded=selection.excluded_total,
+        done=done,
+        failed=failed,
+        failed_by_type=failed_by,
+        resumed=resumed,
+        processed=processed,
+        seconds=time.perf_counter() - start,
+        results=results_path,
     )
     atomic_text(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
     return summary

@@ -68,19 +68,45 @@ def _sha256(path: Path) -> str:
 def result_schema(names: Sequence[str]) -> pa.Schema:
     """Columns of results.parquet for a model predicting `names` (prob_<name>, label_<name> per diagnosis)."""
     strings = pa.list_(pa.string())
-    inputs = pa.list_(pa.struct([("path", pa.string()), ("kind", pa.string()), ("sha256", pa.string()), ("size", pa.int64())]))
+    inputs = pa.list_(
+        pa.struct([("path", pa.string()), ("kind", pa.string()), ("sha256", pa.string()), ("size", pa.int64())])
+    )
     return pa.schema(
-        [("patient_id", pa.string()), ("sample_id", pa.string()), ("status", pa.string()), ("split", pa.string()),
-         ("study_time", pa.timestamp("us", tz="UTC"))]
+        [
+            ("patient_id", pa.string()),
+            ("sample_id", pa.string()),
+            ("status", pa.string()),
+            ("split", pa.string()),
+            ("study_time", pa.timestamp("us", tz="UTC")),
+        ]
         + [(f"prob_{n}", pa.float64()) for n in names]
         + [(f"label_{n}", pa.int8()) for n in names]
         + [
-            ("labels_known", pa.bool_()), ("conformal_set", strings), ("coverage_target", pa.float64()), ("calibrated", pa.bool_()),
-            ("impression", pa.string()), ("claims", strings), ("removed_claims", strings), ("answered", pa.bool_()), ("refusal", pa.string()), ("time_source", pa.string()),
-            ("used", strings), ("not_used", strings), ("present", strings), ("missing", strings), ("warnings", strings),
-            ("model_id", pa.string()), ("model_version", pa.string()), ("error_type", pa.string()), ("error_message", pa.string()),
-            ("inputs", inputs), ("explanation", pa.string()), ("batch", pa.int32()),
-            ("seconds_load", pa.float64()), ("seconds_predict", pa.float64()), ("predicted_at", pa.timestamp("us", tz="UTC")),
+            ("labels_known", pa.bool_()),
+            ("conformal_set", strings),
+            ("coverage_target", pa.float64()),
+            ("calibrated", pa.bool_()),
+            ("impression", pa.string()),
+            ("claims", strings),
+            ("removed_claims", strings),
+            ("answered", pa.bool_()),
+            ("refusal", pa.string()),
+            ("time_source", pa.string()),
+            ("used", strings),
+            ("not_used", strings),
+            ("present", strings),
+            ("missing", strings),
+            ("warnings", strings),
+            ("model_id", pa.string()),
+            ("model_version", pa.string()),
+            ("error_type", pa.string()),
+            ("error_message", pa.string()),
+            ("inputs", inputs),
+            ("explanation", pa.string()),
+            ("batch", pa.int32()),
+            ("seconds_load", pa.float64()),
+            ("seconds_predict", pa.float64()),
+            ("predicted_at", pa.timestamp("us", tz="UTC")),
         ]
     )
 
@@ -104,7 +130,11 @@ def result_row(r: CaseResult, names: Sequence[str], model_id: str, model_version
     probs = {s.name: s.probability for s in p.scores} if p else {}
     known = r.labels is not None
     row = {
-        "patient_id": r.patient_id, "sample_id": r.sample_id, "status": r.status, "split": r.split, "study_time": r.study_time,
+        "patient_id": r.patient_id,
+        "sample_id": r.sample_id,
+        "status": r.status,
+        "split": r.split,
+        "study_time": r.study_time,
         **{f"prob_{n}": probs.get(n) for n in names},
         **{f"label_{n}": (int(n in r.labels) if known else None) for n in names},
         "labels_known": known if r.status == "done" else None,
@@ -124,10 +154,14 @@ def result_row(r: CaseResult, names: Sequence[str], model_id: str, model_version
         "warnings": list(p.warnings) if p else None,
         "model_id": p.model_id if p else model_id,
         "model_version": p.model_version if p else model_version,
-        "error_type": r.error_type, "error_message": r.error_message,
+        "error_type": r.error_type,
+        "error_message": r.error_message,
         "inputs": [{"path": i.path, "kind": i.kind, "sha256": i.sha256, "size": i.size} for i in r.inputs],
-        "explanation": r.explanation, "batch": r.batch,
-        "seconds_load": r.load_seconds, "seconds_predict": p.seconds if p else None, "predicted_at": r.predicted_at,
+        "explanation": r.explanation,
+        "batch": r.batch,
+        "seconds_load": r.load_seconds,
+        "seconds_predict": p.seconds if p else None,
+        "predicted_at": r.predicted_at,
     }
     return row
 
@@ -144,8 +178,17 @@ class Commit:
     files: Mapping[str, str]  # file name -> SHA-256
 
     def line(self) -> str:
-        return json.dumps({"part": self.part, "rows": self.rows, "done": self.done, "failed": self.failed,
-                           "failed_by": dict(self.failed_by), "files": dict(self.files)}, sort_keys=True)
+        return json.dumps(
+            {
+                "part": self.part,
+                "rows": self.rows,
+                "done": self.done,
+                "failed": self.failed,
+                "failed_by": dict(self.failed_by),
+                "files": dict(self.files),
+            },
+            sort_keys=True,
+        )
 
 
 @dataclass
@@ -168,7 +211,9 @@ class ResultStore:
         return self.folder / "commits.jsonl"
 
     @classmethod
-    def open(cls, out: str | Path, *, run_id: str, study_yaml: str, names: Sequence[str], model_id: str, model_version: str) -> "ResultStore":
+    def open(
+        cls, out: str | Path, *, run_id: str, study_yaml: str, names: Sequence[str], model_id: str, model_version: str
+    ) -> "ResultStore":
         """Open (or start) the store of study `run_id`; an output folder of another study is refused."""
         out = Path(out)
         study = out / STUDY
@@ -176,11 +221,14 @@ class ResultStore:
             recorded = _recorded_run_id(study)
             if recorded != run_id:
                 raise ConfigError(
-                    "the output folder holds another study (different protocol, model or cohort); choose a new --out", path=study,
+                    "the output folder holds another study (different protocol, model or cohort); choose a new --out",
+                    path=study,
                     where="resolved.run_id",
                 )
         elif out.exists() and (not out.is_dir() or any(not p.name.startswith(f"{STUDY}.tmp-") for p in out.iterdir())):
-            raise ConfigError(f"output folder is not empty and holds no {STUDY}; choose an empty or new folder", path=out)
+            raise ConfigError(
+                f"output folder is not empty and holds no {STUDY}; choose an empty or new folder", path=out
+            )
         out.mkdir(parents=True, exist_ok=True)
         if not study.is_file():  # first, so that a folder with anything else in it always has its study.yaml
             for stale in out.glob(f"{STUDY}.tmp-*"):
@@ -221,15 +269,26 @@ class ResultStore:
                 if not raw.endswith(b"\n"):
                     raise ValueError("torn line")
                 line = json.loads(raw)
-                commit = Commit(int(line["part"]), int(line["rows"]), int(line["done"]), int(line["failed"]), dict(line["failed_by"]), dict(line["files"]))
+                commit = Commit(
+                    int(line["part"]),
+                    int(line["rows"]),
+                    int(line["done"]),
+                    int(line["failed"]),
+                    dict(line["failed_by"]),
+                    dict(line["files"]),
+                )
             except (ValueError, KeyError, TypeError):
                 if good_end + len(raw) < len(data):
-                    raise ConfigError("commit journal is corrupt before its last line", path=self.journal, where=f"byte {good_end}") from None
+                    raise ConfigError(
+                        "commit journal is corrupt before its last line", path=self.journal, where=f"byte {good_end}"
+                    ) from None
                 break
             good_end += len(raw)
             missing = [f for f in commit.files if not (self.folder / f).is_file()]
             if missing:
-                raise ConfigError(f"a committed part's file is missing ({missing[0]})", path=self.folder, where=f"part {commit.part}")
+                raise ConfigError(
+                    f"a committed part's file is missing ({missing[0]})", path=self.folder, where=f"part {commit.part}"
+                )
             commits[commit.part] = commit
         if good_end < len(data):  # a kill during the append: cut the torn line off
             with open(self.journal, "rb+") as fh:
@@ -244,7 +303,9 @@ class ResultStore:
         """Write a part's Parquet and NDJSON files (atomically); returns its commit, not yet journaled."""
         base = self.part_name(part)
         schema = result_schema(self.names)
-        table = pa.Table.from_pylist([result_row(r, self.names, self.model_id, self.model_version) for r in results], schema=schema)
+        table = pa.Table.from_pylist(
+            [result_row(r, self.names, self.model_id, self.model_version) for r in results], schema=schema
+        )
         files = {}
         path = self.folder / f"{base}.parquet"
         atomic_write(path, lambda tmp: pq.write_table(table, tmp))
@@ -280,7 +341,9 @@ class ResultStore:
         """Merge the parts (checked against their checksums and planned cases) into results.parquet and fhir/*.ndjson."""
         missing = sorted(set(expected) - set(self.committed))
         if missing:
-            raise ConfigError(f"{len(missing)} part(s) are not committed yet", path=self.folder, where=f"part {missing[0]}")
+            raise ConfigError(
+                f"{len(missing)} part(s) are not committed yet", path=self.folder, where=f"part {missing[0]}"
+            )
         schema = result_schema(self.names)
         parts = sorted(expected)
 
@@ -289,7 +352,9 @@ class ResultStore:
                 for part in parts:
                     table = pq.read_table(self._checked(part, f"{self.part_name(part)}.parquet"))
                     if case_keys(table) != list(expected[part]):
-                        raise ConfigError("part does not hold exactly its planned cases", path=self.folder, where=f"part {part}")
+                        raise ConfigError(
+                            "part does not hold exactly its planned cases", path=self.folder, where=f"part {part}"
+                        )
                     if "sample_id" not in table.column_names:  # a part from before samples: one row per patient
                         table = table.add_column(1, "sample_id", pa.nulls(len(table), pa.string()))
                     writer.write_table(table.cast(schema))
@@ -298,8 +363,12 @@ class ResultStore:
         if fhir:
             (self.out / "fhir").mkdir(exist_ok=True)
             for kind in FHIR_TYPES:
-                atomic_write(self.out / "fhir" / f"{kind}.ndjson", lambda tmp, kind=kind: _concat(
-                    tmp, (self._checked(p, f"{self.part_name(p)}.{kind}.ndjson") for p in parts)))
+                atomic_write(
+                    self.out / "fhir" / f"{kind}.ndjson",
+                    lambda tmp, kind=kind: _concat(
+                        tmp, (self._checked(p, f"{self.part_name(p)}.{kind}.ndjson") for p in parts)
+                    ),
+                )
         return self.out / RESULTS
 
     def _checked(self, part: int, name: str) -> Path:

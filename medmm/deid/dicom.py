@@ -56,27 +56,72 @@ DEIDENTIFIABLE_SOP_CLASSES: dict[str, str] = {
 BURNED_IN_MODALITIES = frozenset({"US", "IVUS", "SC", "OT", "XC", "ES", "GM", "SM"})
 """Modalities that often carry identifying text or features in the pixels (no pixel rule here)."""
 
-KEEP_UIDS = frozenset({"SOPClassUID", "ReferencedSOPClassUID", "CodingSchemeUID", "ContextUID", "MappingResourceUID",
-                       "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID", "TransferSyntaxUID"})
+KEEP_UIDS = frozenset(
+    {
+        "SOPClassUID",
+        "ReferencedSOPClassUID",
+        "CodingSchemeUID",
+        "ContextUID",
+        "MappingResourceUID",
+        "RelatedGeneralSOPClassUID",
+        "OriginalSpecializedSOPClassUID",
+        "TransferSyntaxUID",
+    }
+)
 """UI elements not in the table that name a class or a coding scheme, never an instance."""
 
-KEEP_TEXT = frozenset({
-    "Manufacturer", "ManufacturerModelName", "SoftwareVersions", "RescaleType", "WindowCenterWidthExplanation",
-    "LUTExplanation", "PositionReferenceIndicator", "ConvolutionKernel", "FilterType", "CodeValue",
-    "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning", "LongCodeValue", "URNCodeValue",
-    "MappingResourceName", "DetectorManufacturerName",
-    "DetectorManufacturerModelName", "PlateType", "PhosphorType", "ReceiveCoilName", "TransmitCoilName",
-    "SequenceName", "PulseSequenceName", "ContrastBolusRoute", "AcquisitionDeviceProcessingCode",
-    "DeidentificationMethod", "SpecificCharacterSet",
-})
+KEEP_TEXT = frozenset(
+    {
+        "Manufacturer",
+        "ManufacturerModelName",
+        "SoftwareVersions",
+        "RescaleType",
+        "WindowCenterWidthExplanation",
+        "LUTExplanation",
+        "PositionReferenceIndicator",
+        "ConvolutionKernel",
+        "FilterType",
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "MappingResourceName",
+        "DetectorManufacturerName",
+        "DetectorManufacturerModelName",
+        "PlateType",
+        "PhosphorType",
+        "ReceiveCoilName",
+        "TransmitCoilName",
+        "SequenceName",
+        "PulseSequenceName",
+        "ContrastBolusRoute",
+        "AcquisitionDeviceProcessingCode",
+        "DeidentificationMethod",
+        "SpecificCharacterSet",
+    }
+)
 """Free-text elements not in the table whose values are technical, never about a person."""
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "UR", "AE"})
-METHOD = ("medmm deid", "Basic Application Confidentiality Profile",
-          "Retain Longitudinal Modified Dates Option", "Retain Patient Characteristics Option")
+METHOD = (
+    "medmm deid",
+    "Basic Application Confidentiality Profile",
+    "Retain Longitudinal Modified Dates Option",
+    "Retain Patient Characteristics Option",
+)
 _PSEUDONYM_KEYWORDS = ("PatientID", "PatientName")
-_ID_KEYWORDS = ("PatientID", "OtherPatientIDs", "AccessionNumber", "AdmissionID", "StudyID", "MedicalRecordLocator",
-                "ClinicalTrialSubjectID", "ServiceEpisodeID")
+_ID_KEYWORDS = (
+    "PatientID",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "AdmissionID",
+    "StudyID",
+    "MedicalRecordLocator",
+    "ClinicalTrialSubjectID",
+    "ServiceEpisodeID",
+)
 _DUMMY_TEXT = "ANONYMIZED"
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
@@ -243,8 +288,14 @@ def _shift(elem: DataElement, days: int, out: DicomOutcome, source: str) -> None
         values = [fn(str(v), days) for v in _values(elem)]
     except ValueError:
         elem.value = ""
-        out.issues.append(Issue(source, f"({elem.tag.group:04X},{elem.tag.element:04X}) {elem.keyword}",
-                                f"{elem.VR} value not readable as a date; emptied instead of shifted", "dropped"))
+        out.issues.append(
+            Issue(
+                source,
+                f"({elem.tag.group:04X},{elem.tag.element:04X}) {elem.keyword}",
+                f"{elem.VR} value not readable as a date; emptied instead of shifted",
+                "dropped",
+            )
+        )
         return
     elem.value = values if len(values) > 1 else (values[0] if values else "")
 

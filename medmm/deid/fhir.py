@@ -28,23 +28,75 @@ from medmm.deid.text import Identifiers
 from medmm.io.charsets import text_encoding
 from medmm.records import Issue
 
-PSEUDONYMIZED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "PSEUDED",
-                 "display": "pseudonymized"}
+PSEUDONYMIZED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "PSEUDED",
+    "display": "pseudonymized",
+}
 """Security label added to every de-identified resource."""
 
 _DROP_KEYS = frozenset({"identifier", "telecom", "address", "photo", "contact", "signature", "authorString", "link"})
 _IDENTIFIER_SUFFIX = "Identifier"  # masterIdentifier, accessionIdentifier, valueIdentifier ...
 _PERSON_TYPES = frozenset({"Patient", "Practitioner", "RelatedPerson", "Person"})
 _PLACE_TYPES = frozenset({"Organization", "Location", "PractitionerRole", "HealthcareService"})
-_PATIENT_KEEP = frozenset({"resourceType", "id", "meta", "extension", "gender", "birthDate", "deceasedBoolean",
-                           "deceasedDateTime", "maritalStatus", "multipleBirthBoolean", "multipleBirthInteger",
-                           "communication", "generalPractitioner", "managingOrganization", "active"})
+_PATIENT_KEEP = frozenset(
+    {
+        "resourceType",
+        "id",
+        "meta",
+        "extension",
+        "gender",
+        "birthDate",
+        "deceasedBoolean",
+        "deceasedDateTime",
+        "maritalStatus",
+        "multipleBirthBoolean",
+        "multipleBirthInteger",
+        "communication",
+        "generalPractitioner",
+        "managingOrganization",
+        "active",
+    }
+)
 _SKELETON_KEEP = frozenset({"resourceType", "id", "meta", "active", "patient", "relationship"})
 _PATIENT_EXTENSIONS = frozenset({US_CORE_RACE, US_CORE_ETHNICITY, US_CORE_BIRTHSEX})
-_DATE_KEYS = frozenset({"date", "issued", "start", "end", "timestamp", "lastUpdated", "created", "recorded", "time",
-                        "authoredOn", "sent", "received", "when", "instant", "creation", "birthDate"})
-_NO_SCRUB_KEYS = frozenset({"resourceType", "system", "url", "code", "unit", "contentType", "status", "use",
-                            "language", "profile", "method", "mode", "type"})
+_DATE_KEYS = frozenset(
+    {
+        "date",
+        "issued",
+        "start",
+        "end",
+        "timestamp",
+        "lastUpdated",
+        "created",
+        "recorded",
+        "time",
+        "authoredOn",
+        "sent",
+        "received",
+        "when",
+        "instant",
+        "creation",
+        "birthDate",
+    }
+)
+_NO_SCRUB_KEYS = frozenset(
+    {
+        "resourceType",
+        "system",
+        "url",
+        "code",
+        "unit",
+        "contentType",
+        "status",
+        "use",
+        "language",
+        "profile",
+        "method",
+        "mode",
+        "type",
+    }
+)
 _UNSCRUBBABLE_VALUES = frozenset({"valueAddress", "valueHumanName", "valueContactPoint", "valueIdentifier"})
 _TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 _TEXT_MEDIA = ("text/", "application/xhtml+xml", "application/json", "application/fhir+json", "application/xml")

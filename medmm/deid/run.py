@@ -68,9 +68,11 @@ class DeidReport:
 
     def __str__(self) -> str:
         handled = sum(self.attributes.values())
-        return (f"patients: {len(self.patients)}\nfiles written: {len(self.files_written)}\n"
-                f"quarantined: {len(self.quarantined)}\nskipped: {len(self.skipped)}\n"
-                f"attributes handled: {handled}\nissues: {len(self.issues)}")
+        return (
+            f"patients: {len(self.patients)}\nfiles written: {len(self.files_written)}\n"
+            f"quarantined: {len(self.quarantined)}\nskipped: {len(self.skipped)}\n"
+            f"attributes handled: {handled}\nissues: {len(self.issues)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -278,8 +280,14 @@ def _patient(unit: _Unit, run: _Run) -> None:
         _record(f, target(f), table.refused, table.counts, table.issues, "table", run)
     for f in files.ignored:
         truth = f.name.lower().startswith("truth")
-        run.skipped.append(RefusedFile(run.rel(f), "synthetic ground truth: not copied" if truth
-                                       else "not a recognised input (DICOM, FHIR, vitals table): not copied"))
+        run.skipped.append(
+            RefusedFile(
+                run.rel(f),
+                "synthetic ground truth: not copied"
+                if truth
+                else "not a recognised input (DICOM, FHIR, vitals table): not copied",
+            )
+        )
     entry = PatientEntry(original, key.pseudonym, key.offset_days, tuple(dicom_ids), tuple(sorted(fhir_ids)))
     run.entries.append(entry)
     if unit.original_id is not None:

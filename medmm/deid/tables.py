@@ -18,8 +18,20 @@ import pandas as pd
 from medmm.deid.dates import shift_iso_datetime
 from medmm.records import Issue
 
-MANIFEST_KEEP = ("patient_id", "folder", "split", "study_time", "sex", "age_years", "race", "ethnicity", "labels",
-                 "has_image", "has_notes", "has_vitals")
+MANIFEST_KEEP = (
+    "patient_id",
+    "folder",
+    "split",
+    "study_time",
+    "sex",
+    "age_years",
+    "race",
+    "ethnicity",
+    "labels",
+    "has_image",
+    "has_notes",
+    "has_vitals",
+)
 """Manifest columns written out (the documented cohort layout); any other column is dropped."""
 
 _LONG_COLUMNS = ("time", "code", "channel", "value", "unit")

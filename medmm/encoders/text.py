@@ -49,7 +49,9 @@ def load_note_tokenizer(config: TextEncoderConfig = TextEncoderConfig()):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"no tokenizer could be loaded ({type(exc).__name__})", path=path, where="model_path") from exc
+        raise ConfigError(
+            f"no tokenizer could be loaded ({type(exc).__name__})", path=path, where="model_path"
+        ) from exc
 
 
 def _load_backbone(config: TextEncoderConfig) -> nn.Module:
@@ -158,15 +160,22 @@ class TextEncoder(nn.Module):
                     where="notes encoder",
                 )
             mask = mask.to(embeddings.device)
-            tokens = torch.where(mask[..., None], embeddings, torch.zeros((), dtype=embeddings.dtype, device=embeddings.device))
+            tokens = torch.where(
+                mask[..., None], embeddings, torch.zeros((), dtype=embeddings.dtype, device=embeddings.device)
+            )
         elif input_ids is None:
             raise ConfigError("either input_ids or embeddings must be given", where="notes encoder")
         else:
             tokens, mask = self.embed_notes(input_ids, mask.long())  # (B, M, L, D), (B, M, L)
         if self.config.lexical_dim:
             if input_ids is None:
-                raise ConfigError("the lexical embedding needs the note token ids beside precomputed embeddings", where="notes encoder")
+                raise ConfigError(
+                    "the lexical embedding needs the note token ids beside precomputed embeddings",
+                    where="notes encoder",
+                )
             ids = input_ids.to(mask.device)
             words = self.lexical_out(self.lexical(ids))  # (B, M, L, D)
-            tokens = tokens + torch.where(mask[..., None], words.to(tokens.dtype), torch.zeros((), dtype=tokens.dtype, device=tokens.device))
+            tokens = tokens + torch.where(
+                mask[..., None], words.to(tokens.dtype), torch.zeros((), dtype=tokens.dtype, device=tokens.device)
+            )
         return tokens.reshape(batch, notes * length, -1), mask.reshape(batch, notes * length)

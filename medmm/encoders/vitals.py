@@ -59,7 +59,9 @@ def channel_summaries(values: Tensor, observed: Tensor) -> Tensor:
     t_mean = (t * obs).sum(dim=1) / n  # (B, C)
     t_centred = (t - t_mean[:, None]) * obs  # (B, T, C)
     slope = (t_centred * centred).sum(dim=1) / t_centred.pow(2).sum(dim=1).clamp(min=1e-6)  # (B, C)
-    last_step = (obs * torch.arange(1, steps + 1, device=values.device, dtype=values.dtype)[None, :, None]).argmax(dim=1)  # (B, C)
+    last_step = (obs * torch.arange(1, steps + 1, device=values.device, dtype=values.dtype)[None, :, None]).argmax(
+        dim=1
+    )  # (B, C)
     last = values.gather(1, last_step[:, None]).squeeze(1)  # (B, C)
     recent = obs.clone()
     recent[:, : steps - max(steps // 4, 1)] = 0.0
@@ -69,7 +71,9 @@ def channel_summaries(values: Tensor, observed: Tensor) -> Tensor:
     r_hi = torch.where(recent.bool(), values, torch.full_like(values, -big)).amax(dim=1)
     seen, r_seen = observed.any(dim=1), r_n > 0  # (B, C)
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
-    feats = [mean, sd, lo, hi, last, slope, obs.mean(dim=1)] + [torch.where(r_seen, f, zero) for f in (r_mean, r_lo, r_hi)]
+    feats = [mean, sd, lo, hi, last, slope, obs.mean(dim=1)] + [
+        torch.where(r_seen, f, zero) for f in (r_mean, r_lo, r_hi)
+    ]
     return torch.stack([torch.where(seen, f, zero) for f in feats], dim=-1)  # (B, C, F)
 
 
@@ -100,7 +104,9 @@ class VitalsEncoder(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, num_layers=config.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.dim)
         if config.summary_tokens:
-            self.summary_in = nn.Sequential(nn.Linear(SUMMARY_FEATURES, config.dim), nn.GELU(), nn.Linear(config.dim, config.dim))
+            self.summary_in = nn.Sequential(
+                nn.Linear(SUMMARY_FEATURES, config.dim), nn.GELU(), nn.Linear(config.dim, config.dim)
+            )
             self.summary_embedding = nn.Parameter(torch.zeros(config.dim))  # marks a token as a summary
 
     @property

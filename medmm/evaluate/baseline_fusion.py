@@ -57,7 +57,9 @@ def _stack_inputs(per: dict[str, np.ndarray], subset: Sequence[str], k: int) -> 
     return np.stack(cols, axis=1)
 
 
-def out_of_fold(models: ModalityModels, train: CaseTable, modalities: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
+def out_of_fold(
+    models: ModalityModels, train: CaseTable, modalities: Sequence[str], seed: int = 0
+) -> dict[str, np.ndarray]:
     """Per-modality train probabilities, each case's from models fitted without it (with the choices `models` made on val)."""
     n, k = train.labels.shape
     out = {m: np.full((n, k), np.nan) for m in modalities}
@@ -84,7 +86,9 @@ class EarlyFusion:
             if m == "image":
                 block = np.zeros((len(present), 0))
                 if self.models.image is not None:
-                    block = np.zeros((len(present), self.models.image.transform(np.zeros((1, table.image.shape[1]))).shape[1]))
+                    block = np.zeros(
+                        (len(present), self.models.image.transform(np.zeros((1, table.image.shape[1]))).shape[1])
+                    )
                     if present.any():
                         block[present] = self.models.image.transform(table.image[present])
             elif m == "notes":
@@ -92,9 +96,13 @@ class EarlyFusion:
                 if fit:
                     self.svd = None
                     if len(texts) > 2:
-                        self.tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=min(2, len(texts)), sublinear_tf=True).fit(texts)
+                        self.tfidf = TfidfVectorizer(
+                            ngram_range=(1, 2), min_df=min(2, len(texts)), sublinear_tf=True
+                        ).fit(texts)
                         width = min(100, len(self.tfidf.vocabulary_) - 1, len(texts) - 1)
-                        self.svd = TruncatedSVD(width, random_state=0).fit(self.tfidf.transform(texts)) if width > 0 else None
+                        self.svd = (
+                            TruncatedSVD(width, random_state=0).fit(self.tfidf.transform(texts)) if width > 0 else None
+                        )
                 block = np.zeros((len(present), 0 if self.svd is None else self.svd.n_components))
                 if present.any() and self.svd is not None:
                     block[present] = self.svd.transform(self.tfidf.transform(texts))
@@ -127,7 +135,10 @@ class EarlyFusion:
     def probabilities(self, table: CaseTable) -> np.ndarray:
         x = self._features(table, fit=False)
         prior = self.models.prior
-        return np.stack([np.full(len(x), prior[k]) if m is None else m.predict_proba(x)[:, 1] for k, m in enumerate(self.fitted)], axis=1)
+        return np.stack(
+            [np.full(len(x), prior[k]) if m is None else m.predict_proba(x)[:, 1] for k, m in enumerate(self.fitted)],
+            axis=1,
+        )
 
 
 @dataclass
@@ -149,7 +160,9 @@ class BaselineSuite:
         val_per = {m: self.models.probabilities(val, m) for m in modalities}
         self.stackers, self.early, self.subsets = {}, {}, {}
         for subset in map(tuple, subsets):
-            self.stackers[subset] = [self._stacker(oof, subset, train.labels[:, k], k) for k in range(train.labels.shape[1])]
+            self.stackers[subset] = [
+                self._stacker(oof, subset, train.labels[:, k], k) for k in range(train.labels.shape[1])
+            ]
             self.early[subset] = EarlyFusion(self.models, subset).fit(train, val)
             scores = {v: macro_auroc(val.labels, self._variant(v, val, val_per, subset)) for v in VARIANTS}
             chosen = max(VARIANTS, key=lambda v: -1.0 if scores[v] is None else scores[v])
@@ -162,7 +175,9 @@ class BaselineSuite:
             return None
         return LogisticRegression(C=1.0, max_iter=3000).fit(_stack_inputs(oof, subset, k), y)
 
-    def _variant(self, variant: str, table: CaseTable, per: dict[str, np.ndarray], subset: tuple[str, ...]) -> np.ndarray:
+    def _variant(
+        self, variant: str, table: CaseTable, per: dict[str, np.ndarray], subset: tuple[str, ...]
+    ) -> np.ndarray:
         prior = self.models.prior
         if variant == "late":
             return late_fusion(per, subset, prior)
@@ -170,7 +185,11 @@ class BaselineSuite:
             return self.early[subset].probabilities(table)
         cols = []
         for k, model in enumerate(self.stackers[subset]):
-            cols.append(np.full(len(table.patient_ids), prior[k]) if model is None else model.predict_proba(_stack_inputs(per, subset, k))[:, 1])
+            cols.append(
+                np.full(len(table.patient_ids), prior[k])
+                if model is None
+                else model.predict_proba(_stack_inputs(per, subset, k))[:, 1]
+            )
         return np.stack(cols, axis=1)
 
     def probabilities(self, table: CaseTable, subset: Sequence[str], variant: str | None = None) -> np.ndarray:

@@ -40,7 +40,18 @@ from medmm.transforms.study import grey_2d, model_window, primary_radiograph
 
 IMAGE_SIDE = 32
 RECENT_HOURS = 12.0
-VITAL_STATS = ("mean", "sd", "min", "max", "last", "slope_per_hour", "observed", "recent_mean", "recent_min", "recent_max")
+VITAL_STATS = (
+    "mean",
+    "sd",
+    "min",
+    "max",
+    "last",
+    "slope_per_hour",
+    "observed",
+    "recent_mean",
+    "recent_min",
+    "recent_max",
+)
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 BASELINE_MODALITIES = (*MODALITIES, "demographics")
 
@@ -59,8 +70,15 @@ class CaseTable:
 
     def subset(self, rows: np.ndarray) -> "CaseTable":
         """The cases at `rows`, in that order."""
-        return CaseTable([self.patient_ids[i] for i in rows], self.labels[rows], [self.notes[i] for i in rows], self.vitals[rows],
-                         self.image[rows], self.demographics.iloc[rows].reset_index(drop=True), {m: p[rows] for m, p in self.present.items()})
+        return CaseTable(
+            [self.patient_ids[i] for i in rows],
+            self.labels[rows],
+            [self.notes[i] for i in rows],
+            self.vitals[rows],
+            self.image[rows],
+            self.demographics.iloc[rows].reset_index(drop=True),
+            {m: p[rows] for m, p in self.present.items()},
+        )
 
 
 def vitals_summary(study: Study, channels: Sequence[str], steps: int) -> np.ndarray | None:
@@ -84,8 +102,16 @@ def vitals_summary(study: Study, channels: Sequence[str], steps: int) -> np.ndar
             continue
         slope = float(np.polyfit(t, x, 1)[0]) if x.size > 1 and np.ptp(t) > 0 else np.nan
         r = v.values[seen & recent, c].astype(np.float64)
-        out += [x.mean(), x.std(), x.min(), x.max(), x[-1], slope, seen.mean(),
-                *((r.mean(), r.min(), r.max()) if r.size else (np.nan,) * 3)]
+        out += [
+            x.mean(),
+            x.std(),
+            x.min(),
+            x.max(),
+            x[-1],
+            slope,
+            seen.mean(),
+            *((r.mean(), r.min(), r.max()) if r.size else (np.nan,) * 3),
+        ]
     return np.asarray(out, dtype=np.float64)
 
 
@@ -101,7 +127,9 @@ def image_vector(study: Study) -> np.ndarray | None:
     return small.numpy().astype(np.float64).ravel()
 
 
-def case_table(studies: Sequence[Study], names: Sequence[str], channels: Sequence[str], steps: int, task: Task | None = None) -> CaseTable:
+def case_table(
+    studies: Sequence[Study], names: Sequence[str], channels: Sequence[str], steps: int, task: Task | None = None
+) -> CaseTable:
     """Features and labels of `studies` (already restricted to what the model may read); `task` (the
     model's) makes the labels from each study's Conditions, as the model's preprocessing does."""
     n = len(studies)
@@ -119,8 +147,14 @@ def case_table(studies: Sequence[Study], names: Sequence[str], channels: Sequenc
         notes.append(text)
         present["notes"][i] = bool(text)
         d = s.demographics
-        demo.append({"age": d.age_years if d else None, "sex": (d.sex if d else None) or "unknown",
-                     "race": (d.race if d else None) or "unknown", "ethnicity": (d.ethnicity if d else None) or "unknown"})
+        demo.append(
+            {
+                "age": d.age_years if d else None,
+                "sex": (d.sex if d else None) or "unknown",
+                "race": (d.race if d else None) or "unknown",
+                "ethnicity": (d.ethnicity if d else None) or "unknown",
+            }
+        )
         present["demographics"][i] = d is not None and (d.age_years is not None or d.sex is not None)
         positive = set(task.positives(s.labels)) if task is not None else set(s.label_names)
         labels[i] = [int(name in positive) for name in names]
@@ -166,16 +200,36 @@ def _candidates(modality: str) -> list:
     if modality == "notes":
         return [make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), m) for m in lr]
     if modality == "vitals":
-        linear = [make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler(), m) for m in lr]
-        boosted = [HistGradientBoostingClassifier(max_iter=150, learning_rate=rate, max_leaf_nodes=15, l2_regularization=1.0, random_state=0)
-                   for rate in (0.03, 0.1)]
+        linear = [
+            make_pipeline(
+                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler(), m
+            )
+            for m in lr
+        ]
+        boosted = [
+            HistGradientBoostingClassifier(
+                max_iter=150, learning_rate=rate, max_leaf_nodes=15, l2_regularization=1.0, random_state=0
+            )
+            for rate in (0.03, 0.1)
+        ]
         return linear + boosted
     if modality == "demographics":
         encode = OneHotEncoder(handle_unknown="ignore")
         from sklearn.compose import ColumnTransformer
 
-        return [make_pipeline(ColumnTransformer([("age", SimpleImputer(strategy="median", keep_empty_features=True), ["age"]),
-                                                 ("cat", encode, ["sex", "race", "ethnicity"])]), StandardScaler(with_mean=False), m) for m in lr]
+        return [
+            make_pipeline(
+                ColumnTransformer(
+                    [
+                        ("age", SimpleImputer(strategy="median", keep_empty_features=True), ["age"]),
+                        ("cat", encode, ["sex", "race", "ethnicity"]),
+                    ]
+                ),
+                StandardScaler(with_mean=False),
+                m,
+            )
+            for m in lr
+        ]
     return [make_pipeline(StandardScaler(), m) for m in lr]  # image, on ImageFeatures
 
 
@@ -190,7 +244,9 @@ class ModalityModels:
         """The same choices (classifier and hyperparameter per modality and diagnosis) fitted again on `train`."""
         other = ModalityModels()
         other.k, other.prior = self.k, train.labels.mean(axis=0).astype(np.float64)
-        other.image = ImageFeatures().fit(train.image[train.present["image"]]) if train.present["image"].sum() > 2 else None
+        other.image = (
+            ImageFeatures().fit(train.image[train.present["image"]]) if train.present["image"].sum() > 2 else None
+        )
         other.vital_columns = self.vital_columns
         other.models, other.choice = {}, {}
         for m in modalities:
@@ -206,13 +262,19 @@ class ModalityModels:
             other.models[m], other.choice[m] = fitted, list(self.choice[m])
         return other
 
-    def fit(self, train: CaseTable, val: CaseTable, modalities: Sequence[str] = BASELINE_MODALITIES) -> "ModalityModels":
+    def fit(
+        self, train: CaseTable, val: CaseTable, modalities: Sequence[str] = BASELINE_MODALITIES
+    ) -> "ModalityModels":
         self.k = train.labels.shape[1]
         self.prior = train.labels.mean(axis=0).astype(np.float64)  # (K,)
         self.models: dict[str, list] = {}
         self.choice: dict[str, list[str]] = {}
-        self.image = ImageFeatures().fit(train.image[train.present["image"]]) if train.present["image"].sum() > 2 else None
-        self.vital_columns = np.isfinite(train.vitals[train.present["vitals"]]).any(axis=0)  # a channel never seen is left out
+        self.image = (
+            ImageFeatures().fit(train.image[train.present["image"]]) if train.present["image"].sum() > 2 else None
+        )
+        self.vital_columns = np.isfinite(train.vitals[train.present["vitals"]]).any(
+            axis=0
+        )  # a channel never seen is left out
         for m in modalities:
             rows, vrows = np.flatnonzero(train.present[m]), np.flatnonzero(val.present[m])
             if m == "image" and self.image is None:

@@ -24,7 +24,14 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, logit
 from sklearn.metrics import brier_score_loss
 
-from medmm.evaluate.arrays import EvaluationError, diagnosis_names, json_safe, label_matrix, labels_and_probs, score_matrix
+from medmm.evaluate.arrays import (
+    EvaluationError,
+    diagnosis_names,
+    json_safe,
+    label_matrix,
+    labels_and_probs,
+    score_matrix,
+)
 from medmm.evaluate.bootstrap import bin_index
 
 LOG_T_BOUNDS = (-5.0, 5.0)  # T searched in [e^-5, e^5], about [0.0067, 148]
@@ -90,7 +97,10 @@ def reliability_bins(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = 10) -
         rate = np.where(counts > 0, sum_y / np.maximum(counts, 1), np.nan)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     return ReliabilityBins(
-        tuple(float(e) for e in edges), tuple(int(c) for c in counts), tuple(float(v) for v in mean_p), tuple(float(v) for v in rate)
+        tuple(float(e) for e in edges),
+        tuple(int(c) for c in counts),
+        tuple(float(v) for v in mean_p),
+        tuple(float(v) for v in rate),
     )
 
 
@@ -153,7 +163,9 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     if labels.min() == labels.max():
         raise EvaluationError("expected both classes among the labels to fit a temperature", where="y")
     yf = labels.astype(np.float64)
-    res = minimize_scalar(lambda u: _bce_with_logits(z * np.exp(-u), yf), bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-6})
+    res = minimize_scalar(
+        lambda u: _bce_with_logits(z * np.exp(-u), yf), bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-6}
+    )
     return float(np.exp(res.x))
 
 

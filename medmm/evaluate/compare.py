@@ -41,8 +41,13 @@ def split_table(predictor, part: Cohort, *, progress: bool = False, desc: str = 
 
 def table_of(predictor, studies: Sequence[Study]) -> CaseTable:
     config = predictor.model.config
-    return case_table([predictor.select(s)[0] for s in studies], config.diagnoses, predictor.task.channel_names, config.preprocess.vitals_steps,
-                      predictor.task)
+    return case_table(
+        [predictor.select(s)[0] for s in studies],
+        config.diagnoses,
+        predictor.task.channel_names,
+        config.preprocess.vitals_steps,
+        predictor.task,
+    )
 
 
 def baseline_comparison(
@@ -75,32 +80,54 @@ def baseline_comparison(
     for subset in subsets:
         chosen = suite.subsets[subset]
         base = suite.probabilities(test, subset)
-        paired = paired_auroc_difference(y, model_probs[subset], base, names, test_scores.patient_ids, n_boot=n_boot, seed=seed,
-                                         confidence=confidence)
-        rows.append({
-            "inputs": "all" if len(subset) == len(predictor.model.config.modalities) else "+".join(subset),
-            "modalities": list(subset),
-            "model": paired["macro"]["first"],
-            "baseline": paired["macro"]["second"],
-            "difference": {k: paired["macro"][k] for k in ("difference", "low", "high")},
-            "baseline_variant": chosen.chosen,
-            "baseline_val_macro": chosen.val_macro,
-            "baseline_test_macro_by_variant": {v: macro_auroc(y, suite.probabilities(test, subset, v)) for v in VARIANTS},
-            "by_diagnosis": paired["by_diagnosis"],
-        })
+        paired = paired_auroc_difference(
+            y,
+            model_probs[subset],
+            base,
+            names,
+            test_scores.patient_ids,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+        )
+        rows.append(
+            {
+                "inputs": "all" if len(subset) == len(predictor.model.config.modalities) else "+".join(subset),
+                "modalities": list(subset),
+                "model": paired["macro"]["first"],
+                "baseline": paired["macro"]["second"],
+                "difference": {k: paired["macro"][k] for k in ("difference", "low", "high")},
+                "baseline_variant": chosen.chosen,
+                "baseline_val_macro": chosen.val_macro,
+                "baseline_test_macro_by_variant": {
+                    v: macro_auroc(y, suite.probabilities(test, subset, v)) for v in VARIANTS
+                },
+                "by_diagnosis": paired["by_diagnosis"],
+            }
+        )
     demographics = suite.models.probabilities(test, "demographics")
     seen = np.isfinite(demographics).all(axis=1)
     return {
         "method": "HAIM-style classical baselines fitted on the train split; hyperparameters and the fusion variant chosen on the "
-                  "validation split; scored on the test split. Difference = model - baseline macro AUROC with a paired "
-                  f"patient-bootstrap {confidence:.0%} interval ({n_boot} resamples).",
-        "features": {"notes": "TF-IDF of words and word pairs", "vitals": "per-channel window statistics",
-                     "image": "32 x 32 pixels: PCA, 4 x 4 and 8 x 8 grid means, left-right differences",
-                     "demographics": "age, sex, race, ethnicity (reference only: the model does not read them)"},
+        "validation split; scored on the test split. Difference = model - baseline macro AUROC with a paired "
+        f"patient-bootstrap {confidence:.0%} interval ({n_boot} resamples).",
+        "features": {
+            "notes": "TF-IDF of words and word pairs",
+            "vitals": "per-channel window statistics",
+            "image": "32 x 32 pixels: PCA, 4 x 4 and 8 x 8 grid means, left-right differences",
+            "demographics": "age, sex, race, ethnicity (reference only: the model does not read them)",
+        },
         "classifiers": suite.models.choice,
         "rows": rows,
-        "demographics_only": {"macro_auroc": macro_auroc(y[seen], demographics[seen]) if seen.sum() > 1 else None, "cases": int(seen.sum())},
-        "cases": {"train": len(train.patient_ids), "val": len(val.patient_ids), "test": len(test.patient_ids),
-                  "positives_test": {n: int(y[:, k].sum()) for k, n in enumerate(names)}},
+        "demographics_only": {
+            "macro_auroc": macro_auroc(y[seen], demographics[seen]) if seen.sum() > 1 else None,
+            "cases": int(seen.sum()),
+        },
+        "cases": {
+            "train": len(train.patient_ids),
+            "val": len(val.patient_ids),
+            "test": len(test.patient_ids),
+            "positives_test": {n: int(y[:, k].sum()) for k, n in enumerate(names)},
+        },
         "seconds": round(time.perf_counter() - start, 1),
     }

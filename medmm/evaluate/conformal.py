@@ -19,7 +19,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from medmm.errors import CheckpointError
-from medmm.evaluate.arrays import EvaluationError, check_fraction, diagnosis_names, json_safe, labels_and_probs, score_matrix
+from medmm.evaluate.arrays import (
+    EvaluationError,
+    check_fraction,
+    diagnosis_names,
+    json_safe,
+    labels_and_probs,
+    score_matrix,
+)
 
 FORMAT = "medmm.conformal/1"
 
@@ -88,7 +95,9 @@ class ConformalCalibrator:
 
     def _fitted(self) -> tuple[float, tuple[str, ...]]:
         if self.threshold is None or self.names is None:
-            raise EvaluationError("calibrator is not fitted; call fit on calibration data first", where="ConformalCalibrator")
+            raise EvaluationError(
+                "calibrator is not fitted; call fit on calibration data first", where="ConformalCalibrator"
+            )
         return self.threshold, self.names
 
     def predict_sets(self, y_prob: np.ndarray) -> np.ndarray:
@@ -114,14 +123,26 @@ class ConformalCalibrator:
         covered = np.all(mask | (y == 0), axis=1)  # (N,)
         size = mask.sum(axis=1)
         return ConformalReport(
-            self.alpha, self.target_coverage, float(covered.mean()), float(size.mean()), float((size == 0).mean()),
-            int(y.shape[0]), tuple(float(v) for v in mask.mean(axis=0)), names,
+            self.alpha,
+            self.target_coverage,
+            float(covered.mean()),
+            float(size.mean()),
+            float((size == 0).mean()),
+            int(y.shape[0]),
+            tuple(float(v) for v in mask.mean(axis=0)),
+            names,
         )
 
     def to_dict(self) -> dict:
         """JSON-able state, saved beside a checkpoint."""
         q, names = self._fitted()
-        return {"format": FORMAT, "alpha": self.alpha, "threshold": q, "n_calibration": self.n_calibration, "names": list(names)}
+        return {
+            "format": FORMAT,
+            "alpha": self.alpha,
+            "threshold": q,
+            "n_calibration": self.n_calibration,
+            "names": list(names),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object], source: str = "conformal state") -> "ConformalCalibrator":
@@ -141,7 +162,9 @@ class ConformalCalibrator:
             q = float(data["threshold"])  # type: ignore[arg-type]
             n_cal = int(data["n_calibration"])  # type: ignore[call-overload]
         except (EvaluationError, TypeError, ValueError) as exc:
-            raise CheckpointError("expected alpha in (0, 1) and numeric threshold and n_calibration", path=source) from exc
+            raise CheckpointError(
+                "expected alpha in (0, 1) and numeric threshold and n_calibration", path=source
+            ) from exc
         if not 0.0 <= q <= 1.0 or n_cal < 1:
             raise CheckpointError("expected threshold in [0, 1] and n_calibration >= 1", path=source, where="threshold")
         out = cls(alpha, names)

@@ -10,16 +10,32 @@ from medmm.io.cohort import Cohort
 
 SYNTH_MARKER = ".medmm-synth.json"  # written by `medmm synth` beside the manifest
 SYNTH_KEYS = (
-    "patients", "seed", "image_size", "missing_image", "missing_notes", "missing_vitals", "evidence_rate",
-    "bias_attribute", "bias_value", "bias_kind", "bias_strength", "train_fraction", "val_fraction", "test_fraction",
+    "patients",
+    "seed",
+    "image_size",
+    "missing_image",
+    "missing_notes",
+    "missing_vitals",
+    "evidence_rate",
+    "bias_attribute",
+    "bias_value",
+    "bias_kind",
+    "bias_strength",
+    "train_fraction",
+    "val_fraction",
+    "test_fraction",
 )
 
 
 def describe_cohort(cohort: Cohort) -> dict:
     """Name, size, split counts and, for a synthetic cohort, the generator settings that matter to readers."""
     splits = Counter(e.split or "none" for e in cohort.entries)  # rows: patients, or a built cohort's samples
-    out = {"name": cohort.root.name, "patients": len({e.patient_id for e in cohort.entries}), "splits": dict(sorted(splits.items())),
-           "synthetic": None}
+    out = {
+        "name": cohort.root.name,
+        "patients": len({e.patient_id for e in cohort.entries}),
+        "splits": dict(sorted(splits.items())),
+        "synthetic": None,
+    }
     if any(e.sample_id is not None for e in cohort.entries):
         out["samples"] = len(cohort)
     marker = cohort.root / SYNTH_MARKER

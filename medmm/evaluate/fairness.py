@@ -39,7 +39,14 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame
 
 from medmm.errors import ConfigError
-from medmm.evaluate.arrays import EvaluationError, check_fraction, diagnosis_names, json_safe, labels_and_probs, patient_codes
+from medmm.evaluate.arrays import (
+    EvaluationError,
+    check_fraction,
+    diagnosis_names,
+    json_safe,
+    labels_and_probs,
+    patient_codes,
+)
 from medmm.evaluate.bootstrap import bootstrap_weights, percentile_interval
 from medmm.evaluate.group_metrics import AUDIT_METRICS, both_classes, metric_functions, resampled_group_metrics
 from medmm.evaluate.metrics import OperatingPoints
@@ -156,7 +163,9 @@ def _audit_columns(groups: pd.DataFrame, n: int, intersections: bool) -> list[tu
     return out
 
 
-def _choose_reference(attribute: str, sizes: pd.Series, scored: list[str], reference: str | Mapping[str, str]) -> str | None:
+def _choose_reference(
+    attribute: str, sizes: pd.Series, scored: list[str], reference: str | Mapping[str, str]
+) -> str | None:
     """The named reference group of `attribute`, else its largest scored group (ties: first label)."""
     named = reference.get(attribute) if isinstance(reference, Mapping) else None
     if named is not None:
@@ -182,7 +191,12 @@ def _thresholds(thresholds: float | Sequence[float] | OperatingPoints, k: int) -
 
 
 def _flag_reason(
-    metric: str, ratio_ci: tuple[float, float], diff_ci: tuple[float, float], band: tuple[float, float], bound: float, confidence: float,
+    metric: str,
+    ratio_ci: tuple[float, float],
+    diff_ci: tuple[float, float],
+    band: tuple[float, float],
+    bound: float,
+    confidence: float,
     events: tuple[int | None, int | None] = (None, None),
 ) -> str:
     """Why a metric is flagged ('' when it is not); `events`: the group's and the reference's counts behind a pooled rate."""
@@ -247,7 +261,9 @@ def audit_subgroups(
     if not (isinstance(reference, Mapping) or reference == "largest"):
         raise ConfigError("expected 'largest' or a mapping attribute -> reference group", where="reference")
     if int(min_group_size) < 1 or not bound_difference > 0 or not 0 < ratio_band[0] < 1 < ratio_band[1]:
-        raise ConfigError("expected min_group_size >= 1, bound_difference > 0 and ratio_band (low < 1 < high)", where="audit settings")
+        raise ConfigError(
+            "expected min_group_size >= 1, bound_difference > 0 and ratio_band (low < 1 < high)", where="audit settings"
+        )
     columns = _audit_columns(groups, y.shape[0], intersections)
     if isinstance(reference, Mapping) and set(reference) - {a for a, _ in columns}:
         raise ConfigError("reference names an attribute that is not audited", where="reference")
@@ -257,14 +273,22 @@ def audit_subgroups(
     scores: list[_AttributeScores] = []
     issues: list[Issue] = []
     for attribute, series in columns:
-        frame = MetricFrame(metrics=funcs, y_true=row_index, y_pred=row_index, sensitive_features=series.rename(attribute)).by_group
+        frame = MetricFrame(
+            metrics=funcs, y_true=row_index, y_pred=row_index, sensitive_features=series.rename(attribute)
+        ).by_group
         frame.index = frame.index.astype(str)
         frame["n"] = series.value_counts().reindex(frame.index)
         frame["n_patients"] = pd.Series(codes).groupby(series).nunique().reindex(frame.index)
         scored = [g for g in frame.index if frame.loc[g, "n_patients"] >= min_group_size]
         ref = _choose_reference(attribute, frame["n_patients"], scored, reference)
         if ref is None:
-            issues.append(Issue("fairness audit", f"attribute {attribute}", f"no group has {min_group_size} patients; nothing scored"))
+            issues.append(
+                Issue(
+                    "fairness audit",
+                    f"attribute {attribute}",
+                    f"no group has {min_group_size} patients; nothing scored",
+                )
+            )
         scores.append(_AttributeScores(attribute, frame, ref, {g: (series == g).to_numpy() for g in scored}))
 
     boot = _bootstrap(scores, y, p, pred, codes, int(n_boot), seed, n_bins)
@@ -281,10 +305,23 @@ def audit_subgroups(
             counts, ref_counts = _events(y, pred, a.masks[g]), _events(y, pred, a.masks[ref])
             for m in AUDIT_METRICS:
                 samples, ref_samples = boot[(a.attribute, g)][m], boot[(a.attribute, ref)][m]
-                gm = _compare(m, float(frame.loc[g, m]), float(frame.loc[ref, m]), samples, ref_samples, confidence, counts.get(m))
+                gm = _compare(
+                    m, float(frame.loc[g, m]), float(frame.loc[ref, m]), samples, ref_samples, confidence, counts.get(m)
+                )
                 metrics.append(gm)
-                reason = "" if g == ref else _flag_reason(
-                    m, gm.ratio_ci, gm.difference_ci, ratio_band, bound_difference, confidence, (counts.get(m), ref_counts.get(m)))
+                reason = (
+                    ""
+                    if g == ref
+                    else _flag_reason(
+                        m,
+                        gm.ratio_ci,
+                        gm.difference_ci,
+                        ratio_band,
+                        bound_difference,
+                        confidence,
+                        (counts.get(m), ref_counts.get(m)),
+                    )
+                )
                 if reason:
                     values = (gm.value, gm.reference_value, gm.ratio, gm.ratio_ci, gm.difference, gm.difference_ci)
                     flags.append(Flag(a.attribute, g, m, *values, reason=reason))
@@ -307,7 +344,14 @@ def audit_subgroups(
 
 
 def _bootstrap(
-    scores: list[_AttributeScores], y: np.ndarray, p: np.ndarray, pred: np.ndarray, codes: np.ndarray, n_boot: int, seed: int, n_bins: int
+    scores: list[_AttributeScores],
+    y: np.ndarray,
+    p: np.ndarray,
+    pred: np.ndarray,
+    codes: np.ndarray,
+    n_boot: int,
+    seed: int,
+    n_bins: int,
 ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
     """(attribute, group) -> metric -> (n_boot,) values; every group sees the same patient resamples."""
     chunks: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
@@ -315,7 +359,9 @@ def _bootstrap(
     for w in bootstrap_weights(codes, n_boot, seed):  # (b, N)
         for a in scores:
             for g, mask in a.masks.items():
-                values = resampled_group_metrics(y[mask], p[mask], pred[mask], w[:, mask], auroc_over[(a.attribute, g)], n_bins)
+                values = resampled_group_metrics(
+                    y[mask], p[mask], pred[mask], w[:, mask], auroc_over[(a.attribute, g)], n_bins
+                )
                 store = chunks.setdefault((a.attribute, g), {m: [] for m in AUDIT_METRICS})
                 for m in AUDIT_METRICS:
                     store[m].append(values[m])
@@ -330,14 +376,22 @@ def _events(y: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> dict[str, int]
 
 
 def _compare(
-    metric: str, value: float, ref_value: float, samples: np.ndarray, ref_samples: np.ndarray, confidence: float, events: int | None = None
+    metric: str,
+    value: float,
+    ref_value: float,
+    samples: np.ndarray,
+    ref_samples: np.ndarray,
+    confidence: float,
+    events: int | None = None,
 ) -> GroupMetric:
     """Point and bootstrap difference/ratio of a group's metric to the reference's."""
     usable = np.isfinite(samples) & np.isfinite(ref_samples)
     diff = np.where(usable, samples - ref_samples, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(usable & (ref_samples != 0), samples / np.where(ref_samples != 0, ref_samples, 1.0), np.nan)
-    point_ratio = value / ref_value if math.isfinite(value) and math.isfinite(ref_value) and ref_value != 0 else math.nan
+    point_ratio = (
+        value / ref_value if math.isfinite(value) and math.isfinite(ref_value) and ref_value != 0 else math.nan
+    )
     return GroupMetric(
         metric=metric,
         value=value,

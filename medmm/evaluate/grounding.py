@@ -19,7 +19,13 @@ import torch
 
 from medmm.data import collate, to_device
 from medmm.evaluate.verifier import (
-    CONTRADICTED, UNSUPPORTED, UNVERIFIED, PredictionView, verify_answer, verify_free_answer, verify_impression,
+    CONTRADICTED,
+    UNSUPPORTED,
+    UNVERIFIED,
+    PredictionView,
+    verify_answer,
+    verify_free_answer,
+    verify_impression,
 )
 from medmm.grounding import GroundedText, PatientFacts, answer_question, ground_impression
 from medmm.grounding.record import VALUE_QUESTIONS, quotes_value, signs_of, value_prompt
@@ -29,25 +35,51 @@ from medmm.tasks import default_vocabulary
 
 # The questions the LM was instruction-tuned on, asked of it as free text for the "before" figure.
 FREE_TEXT_TEMPLATES = ("Is there {d}?", "What supports {d}?")
-DIAGNOSIS_TEMPLATES = ("Is there {d}?", "How likely is {d}?", "Could this be {d}?", "What supports {d}?", "What argues against {d}?")
+DIAGNOSIS_TEMPLATES = (
+    "Is there {d}?",
+    "How likely is {d}?",
+    "Could this be {d}?",
+    "What supports {d}?",
+    "What argues against {d}?",
+)
 OTHER_QUESTIONS = (
-    "What is the patient's temperature?", "What is the heart rate?", "What is the respiratory rate?", "What is the SpO2?",
-    "What is the blood pressure?", "What is the patient's weight?",
-    "Does the patient have a fever?", "Is the patient tachycardic?", "Is there tachypnoea?", "Is the patient hypotensive?",
-    "Is there hypoxaemia?", "Has there been weight gain?",
-    "What do the notes say about productive cough?", "What do the notes say about crackles?",
-    "What do the notes say about orthopnoea?", "What do the notes say about ankle oedema?",
-    "What do the notes say about dullness to percussion?", "What do the notes say about chest pain?",
-    "What do the notes say about rigors?", "What do the notes say about confusion?",
-    "What is the differential?", "List the diagnoses by probability.", "Which inputs were used?", "What does the radiograph show?",
-    "What antibiotic should I give?", "Should we start furosemide?", "What is the weather like today?",
+    "What is the patient's temperature?",
+    "What is the heart rate?",
+    "What is the respiratory rate?",
+    "What is the SpO2?",
+    "What is the blood pressure?",
+    "What is the patient's weight?",
+    "Does the patient have a fever?",
+    "Is the patient tachycardic?",
+    "Is there tachypnoea?",
+    "Is the patient hypotensive?",
+    "Is there hypoxaemia?",
+    "Has there been weight gain?",
+    "What do the notes say about productive cough?",
+    "What do the notes say about crackles?",
+    "What do the notes say about orthopnoea?",
+    "What do the notes say about ankle oedema?",
+    "What do the notes say about dullness to percussion?",
+    "What do the notes say about chest pain?",
+    "What do the notes say about rigors?",
+    "What do the notes say about confusion?",
+    "What is the differential?",
+    "List the diagnoses by probability.",
+    "Which inputs were used?",
+    "What does the radiograph show?",
+    "What antibiotic should I give?",
+    "Should we start furosemide?",
+    "What is the weather like today?",
 )
 
 
 def question_set(names: Sequence[str], displays: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """The fixed questions asked of every test case (diagnosis templates first; `displays`: the model's task's)."""
     table = {n: d.lower() for n, d in (displays if displays is not None else default_vocabulary()).items()}
-    return tuple(t.format(d=table.get(n, n.replace("_", " "))) for n in names for t in DIAGNOSIS_TEMPLATES) + OTHER_QUESTIONS
+    return (
+        tuple(t.format(d=table.get(n, n.replace("_", " "))) for n in names for t in DIAGNOSIS_TEMPLATES)
+        + OTHER_QUESTIONS
+    )
 
 
 FREE_TEXT_CASES = 64  # test cases whose LM free-text answers are drafted and verified (a reference sample)
@@ -76,8 +108,14 @@ class CaseText:
 
 @torch.no_grad()
 def write_case_texts(
-    predictor, items: list[dict], studies: Sequence[Study | None], truths: Sequence[dict | None], batch_size: int = 16,
-    free_questions: Sequence[str] = (), free_tokens: int = 32, free_cases: int | None = FREE_TEXT_CASES,
+    predictor,
+    items: list[dict],
+    studies: Sequence[Study | None],
+    truths: Sequence[dict | None],
+    batch_size: int = 16,
+    free_questions: Sequence[str] = (),
+    free_tokens: int = 32,
+    free_cases: int | None = FREE_TEXT_CASES,
     value_questions: bool = False,
 ) -> list[CaseText]:
     """Draft and ground the impression of every preprocessed case; `studies` and `truths` in the same order as `items`.
@@ -106,14 +144,30 @@ def write_case_texts(
         free = [predictor.model.generate(batch, [qa_prompt(q)] * rows, max_new_tokens=free_tokens) for q in asked]
         readings = [it["meta"].get("vitals_last") or {} for it in chunk]
         sampled = signs if free_cases is None or start < free_cases else ()
-        values = [predictor.model.generate(batch, [value_prompt(VALUE_QUESTIONS[s], r, signs) for r in readings], max_new_tokens=free_tokens)
-                  for s in sampled]
+        values = [
+            predictor.model.generate(
+                batch, [value_prompt(VALUE_QUESTIONS[s], r, signs) for r in readings], max_new_tokens=free_tokens
+            )
+            for s in sampled
+        ]
         for row, (text, f) in enumerate(zip(raw, facts)):
             truth = {names[k] for k in np.flatnonzero(batch["labels"][row].cpu().numpy())}
             answers = tuple(a[row] for a in free)
             said = tuple((sign, v[row]) for sign, v in zip(sampled, values))
-            out.append(CaseText(batch["studies"][row], truths[start + row], frozenset(truth), probs[row], text, ground_impression(text, f), f,
-                                answers, readings[row], said))
+            out.append(
+                CaseText(
+                    batch["studies"][row],
+                    truths[start + row],
+                    frozenset(truth),
+                    probs[row],
+                    text,
+                    ground_impression(text, f),
+                    f,
+                    answers,
+                    readings[row],
+                    said,
+                )
+            )
     return out
 
 
@@ -140,8 +194,13 @@ def impression_scores(cases: Sequence[CaseText], names: Sequence[str], *, raw: b
 
 
 def _view(facts: PatientFacts) -> PredictionView:
-    return PredictionView(dict(facts.probabilities), dict(facts.operating), tuple(facts.conformal_set), dict(facts.displays),
-                          facts.vocabulary.image_terms)
+    return PredictionView(
+        dict(facts.probabilities),
+        dict(facts.operating),
+        tuple(facts.conformal_set),
+        dict(facts.displays),
+        facts.vocabulary.image_terms,
+    )
 
 
 def _tally(verdict_lists: list[list], texts: int) -> dict:
@@ -163,7 +222,9 @@ def _tally(verdict_lists: list[list], texts: int) -> dict:
     }
 
 
-def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], examples: int = 5, free_questions: Sequence[str] = ()) -> dict:
+def grounding_report(
+    cases: Sequence[CaseText], questions: Sequence[str], examples: int = 5, free_questions: Sequence[str] = ()
+) -> dict:
     """Shares of impressions (raw, grounded) and of answers with a contradicted or unsupported claim, by the verifier.
 
     With `free_questions` (the questions behind each case's `free_answers`), the LM's free-text
@@ -182,23 +243,38 @@ def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], exampl
     free = {}
     if free_questions:
         lm = [verify_free_answer(a, c.study, _view(c.facts), c.truth) for c in cases for a in c.free_answers]
-        drafted = [c for c in cases if c.free_answers]  # the sample of cases the LM answered (write_case_texts' free_cases)
-        composed = [verify_answer(answer_question(q, c.facts).text, c.study, _view(c.facts), c.truth) for c in drafted for q in free_questions]
-        sample = [{"question": q, "lm": a, "composed": answer_question(q, c.facts).text.splitlines()[0]}
-                  for c in cases[:1] for q, a in zip(free_questions, c.free_answers)][:4]
-        free = {"free_text": {
-            "questions": list(free_questions),
-            "lm": {k: v for k, v in _tally(lm, len(lm)).items() if k != "texts"},
-            "composed": {k: v for k, v in _tally(composed, len(composed)).items() if k != "texts"},
-            "answers": len(lm),
-            "cases": len(drafted),
-            "examples": sample,
-        }}
+        drafted = [
+            c for c in cases if c.free_answers
+        ]  # the sample of cases the LM answered (write_case_texts' free_cases)
+        composed = [
+            verify_answer(answer_question(q, c.facts).text, c.study, _view(c.facts), c.truth)
+            for c in drafted
+            for q in free_questions
+        ]
+        sample = [
+            {"question": q, "lm": a, "composed": answer_question(q, c.facts).text.splitlines()[0]}
+            for c in cases[:1]
+            for q, a in zip(free_questions, c.free_answers)
+        ][:4]
+        free = {
+            "free_text": {
+                "questions": list(free_questions),
+                "lm": {k: v for k, v in _tally(lm, len(lm)).items() if k != "texts"},
+                "composed": {k: v for k, v in _tally(composed, len(composed)).items() if k != "texts"},
+                "answers": len(lm),
+                "cases": len(drafted),
+                "examples": sample,
+            }
+        }
     values = value_report(cases)
     shown = [
-        {"raw": c.raw, "grounded": c.grounded.text,
-         "removed": [f"{r.text} ({r.kind}): {r.verdict}: {r.reason}" for r in c.grounded.removed][:6]}
-        for c in cases if c.raw != c.grounded.text
+        {
+            "raw": c.raw,
+            "grounded": c.grounded.text,
+            "removed": [f"{r.text} ({r.kind}): {r.verdict}: {r.reason}" for r in c.grounded.removed][:6],
+        }
+        for c in cases
+        if c.raw != c.grounded.text
     ][:examples]
     return {
         "verifier": "medmm.evaluate.verifier (independent of the filter: own grid reading, word lists and negation check)",
@@ -209,7 +285,9 @@ def grounding_report(cases: Sequence[CaseText], questions: Sequence[str], exampl
             "answers": len(answers),
             "declined": declined,
             **{k: v for k, v in _tally(answers, len(answers)).items() if k != "texts"},
-            "with_contradicted_claim_by_kind": {k: _tally(v, len(v))["with_contradicted_claim"] for k, v in sorted(kinds.items())},
+            "with_contradicted_claim_by_kind": {
+                k: _tally(v, len(v))["with_contradicted_claim"] for k, v in sorted(kinds.items())
+            },
             "set": list(questions),
             **free,
             **({"values": values} if values else {}),
@@ -233,10 +311,12 @@ def value_report(cases: Sequence[CaseText], examples: int = 4) -> dict:
         have = [v for _, v in rows if v.has_reading]
         lack = [v for _, v in rows if not v.has_reading]
         return {  # None: no question of that kind
-            "questions": len(rows), "with_reading": len(have),
+            "questions": len(rows),
+            "with_reading": len(have),
             "quotes_value": sum(v.quotes for v in have) / len(have) if have else None,
             "wrong_number": sum(v.wrong_number for v in have) / len(have) if have else None,
-            "without_reading": len(lack), "declines": sum(v.declines for v in lack) / len(lack) if lack else None,
+            "without_reading": len(lack),
+            "declines": sum(v.declines for v in lack) / len(lack) if lack else None,
         }
 
     signs = list(dict.fromkeys(sign for sign, _ in checks))
@@ -244,6 +324,12 @@ def value_report(cases: Sequence[CaseText], examples: int = 4) -> dict:
         "cases": sum(bool(c.value_answers) for c in cases),
         **tally(checks),
         "by_sign": {s: tally([row for row in checks if row[0] == s]) for s in signs},
-        "examples": [{"question": VALUE_QUESTIONS[s], "answer": a, "record": value_prompt(VALUE_QUESTIONS[s], r).split(" Question:")[0]}
-                     for s, a, r in asked[:examples]],
+        "examples": [
+            {
+                "question": VALUE_QUESTIONS[s],
+                "answer": a,
+                "record": value_prompt(VALUE_QUESTIONS[s], r).split(" Question:")[0],
+            }
+            for s, a, r in asked[:examples]
+        ],
     }

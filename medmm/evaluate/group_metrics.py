@@ -50,7 +50,9 @@ def metric_functions(
             # [[tn, fp], [fn, tp]] pooled over the diagnoses (sklearn's multilabel_confusion_matrix would read a
             # single-label task's (n, 1) column as binary classes and pool the matrices of class 0 and class 1)
             truth, calls = y[r].astype(bool), pred[r].astype(bool)
-            counts_cache[key] = np.array([[(~truth & ~calls).sum(), (~truth & calls).sum()], [(truth & ~calls).sum(), (truth & calls).sum()]])
+            counts_cache[key] = np.array(
+                [[(~truth & ~calls).sum(), (~truth & calls).sum()], [(truth & ~calls).sum(), (truth & calls).sum()]]
+            )
         return counts_cache[key]
 
     def tpr(idx: np.ndarray, _: np.ndarray) -> float:

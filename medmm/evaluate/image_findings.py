@@ -24,7 +24,9 @@ MIN_POSITIVES = 3
 @dataclass(frozen=True)
 class ImageFindingFit:
     thresholds: dict[str, float]
-    detail: dict[str, dict]  # per diagnosis: cases, positives, precision and recall on validation, or why the default stands
+    detail: dict[
+        str, dict
+    ]  # per diagnosis: cases, positives, precision and recall on validation, or why the default stands
     target: str  # what the validation target was
 
     def calibration(self) -> dict:
@@ -35,8 +37,12 @@ class ImageFindingFit:
         }
 
     def to_dict(self) -> dict:
-        return {"thresholds": self.thresholds, "target": self.target, "per_diagnosis": self.detail,
-                "rule": "highest recall with no false positive on validation"}
+        return {
+            "thresholds": self.thresholds,
+            "target": self.target,
+            "per_diagnosis": self.detail,
+            "rule": "highest recall with no false positive on validation",
+        }
 
 
 def fit_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float, float]:
@@ -62,10 +68,20 @@ def fit_image_findings(scores: np.ndarray, targets: np.ndarray, names, default: 
         negatives = int((~targets[:, k]).sum())
         if positives < MIN_POSITIVES or negatives == 0:
             thresholds[name] = float(default)
-            detail[name] = {"cases": int(len(targets)), "positives": positives, "kept_default": True,
-                            "why": f"fewer than {MIN_POSITIVES} positives or no negative on validation"}
+            detail[name] = {
+                "cases": int(len(targets)),
+                "positives": positives,
+                "kept_default": True,
+                "why": f"fewer than {MIN_POSITIVES} positives or no negative on validation",
+            }
             continue
         cut, precision, recall = fit_threshold(scores[:, k], targets[:, k])
         thresholds[name] = float(cut)
-        detail[name] = {"cases": int(len(targets)), "positives": positives, "precision": precision, "recall": recall, "kept_default": False}
+        detail[name] = {
+            "cases": int(len(targets)),
+            "positives": positives,
+            "precision": precision,
+            "recall": recall,
+            "kept_default": False,
+        }
     return ImageFindingFit(thresholds, detail, target)

@@ -131,13 +131,21 @@ def choose_operating_points(
     labels = diagnosis_names(names, y.shape[1])
     if rule not in RULES:
         raise EvaluationError(f"unknown operating-point rule; expected one of {', '.join(RULES)}", where="rule")
-    target = check_fraction(target_sensitivity, "target_sensitivity", 0.0, 1.0 + 1e-12) if rule == "sensitivity" else None
+    target = (
+        check_fraction(target_sensitivity, "target_sensitivity", 0.0, 1.0 + 1e-12) if rule == "sensitivity" else None
+    )
     thresholds: list[float] = []
     issues: list[Issue] = []
     for k, name in enumerate(labels):
         if y[:, k].min() == y[:, k].max():
             thresholds.append(FALLBACK_THRESHOLD)
-            issues.append(Issue("validation split", f"diagnosis {name}", f"only one class present; threshold set to {FALLBACK_THRESHOLD}"))
+            issues.append(
+                Issue(
+                    "validation split",
+                    f"diagnosis {name}",
+                    f"only one class present; threshold set to {FALLBACK_THRESHOLD}",
+                )
+            )
             continue
         fpr, tpr, thr = roc_curve(y[:, k], p[:, k], drop_intermediate=False)
         # thr[0] is +inf (nothing called positive); it is never a usable operating point.
@@ -224,7 +232,11 @@ def evaluate_diagnoses(
         skipped = int(np.isnan(boot[k]["auroc"]).sum())  # AUROC is NaN exactly when a class is absent
         estimates = {m: Estimate(point[k][m], *percentile_interval(boot[k][m], confidence)) for m in METRICS}
         n_pos = int(y[:, k].sum())
-        results.append(DiagnosisMetrics(name, points.thresholds[k], n_pos, int(y.shape[0]) - n_pos, skipped_resamples=skipped, **estimates))
+        results.append(
+            DiagnosisMetrics(
+                name, points.thresholds[k], n_pos, int(y.shape[0]) - n_pos, skipped_resamples=skipped, **estimates
+            )
+        )
     macro = _macro(results, boot, point, macro_over, n_boot, confidence, y)
     return MetricsReport(
         diagnoses=tuple(results),
@@ -251,7 +263,9 @@ def _macro(
     """Unweighted mean over `macro_over`, per resample and for the point estimate."""
     nan = Estimate(math.nan, math.nan, math.nan)
     if not macro_over:
-        return DiagnosisMetrics("macro", math.nan, int(y.sum()), int((1 - y).sum()), *([nan] * len(METRICS)), skipped_resamples=n_boot)
+        return DiagnosisMetrics(
+            "macro", math.nan, int(y.sum()), int((1 - y).sum()), *([nan] * len(METRICS)), skipped_resamples=n_boot
+        )
     # a resample counts for the macro only when every averaged diagnosis has both classes in it
     usable = np.all([np.isfinite(boot[k]["auroc"]) for k in macro_over], axis=0)  # (n_boot,)
     estimates = {}
@@ -260,4 +274,6 @@ def _macro(
         per_resample = np.where(usable, stacked.mean(axis=0), np.nan)
         value = float(np.mean([point[k][m] for k in macro_over]))
         estimates[m] = Estimate(value, *percentile_interval(per_resample, confidence))
-    return DiagnosisMetrics("macro", math.nan, int(y.sum()), int((1 - y).sum()), skipped_resamples=int((~usable).sum()), **estimates)
+    return DiagnosisMetrics(
+        "macro", math.nan, int(y.sum()), int((1 - y).sum()), skipped_resamples=int((~usable).sum()), **estimates
+    )

@@ -40,7 +40,9 @@ def paired_auroc_difference(
     y = np.asarray(y, dtype=np.float64)
     first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
     if first.shape != y.shape or second.shape != y.shape:
-        raise EvaluationError(f"labels {y.shape} and scores {first.shape}, {second.shape} differ in shape", where="paired comparison")
+        raise EvaluationError(
+            f"labels {y.shape} and scores {first.shape}, {second.shape} differ in shape", where="paired comparison"
+        )
     codes = patient_codes(patient_ids, len(y))
     ones = np.ones((1, len(y)))
     point_a, point_b = _auroc_columns(y, first, ones)[0], _auroc_columns(y, second, ones)[0]  # (K,)
@@ -60,7 +62,13 @@ def paired_auroc_difference(
     scored = np.isfinite(point_a) & np.isfinite(point_b)
     by = {
         name: entry(float(point_a[k]), float(point_b[k]), diffs[:, k], int(y[:, k].sum()))
-        for k, name in enumerate(names) if scored[k]
+        for k, name in enumerate(names)
+        if scored[k]
     }
     macro_a, macro_b = float(point_a[scored].mean()), float(point_b[scored].mean())
-    return {"macro": entry(macro_a, macro_b, macro, int(y.sum())), "by_diagnosis": by, "n_boot": int(n_boot), "confidence": confidence}
+    return {
+        "macro": entry(macro_a, macro_b, macro, int(y.sum())),
+        "by_diagnosis": by,
+        "n_boot": int(n_boot),
+        "confidence": confidence,
+    }

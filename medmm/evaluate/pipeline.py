@@ -83,24 +83,40 @@ def from_saved(calibration: Mapping[str, object] | None, names: tuple[str, ...],
     """The model's saved calibration; what it lacks falls back to T = 1, threshold 0.5, no conformal sets (each stated)."""
     saved = dict(calibration or {})
     where = "calibration.json"
-    issues = [Issue(where, "", "no validation split: temperature, operating points and conformal threshold come from the model's saved calibration")]
+    issues = [
+        Issue(
+            where,
+            "",
+            "no validation split: temperature, operating points and conformal threshold come from the model's saved calibration",
+        )
+    ]
     temperature = saved.get("temperature")
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         temperature = 1.0
         issues.append(Issue(where, "temperature", "none saved: probabilities are not temperature-scaled (T = 1)"))
     stored = saved.get("operating_thresholds")
     if isinstance(stored, Mapping) and all(isinstance(stored.get(n), (int, float)) for n in names):
-        points = OperatingPoints(names, tuple(float(stored[n]) for n in names), str(saved.get("operating_rule", "saved")))
+        points = OperatingPoints(
+            names, tuple(float(stored[n]) for n in names), str(saved.get("operating_rule", "saved"))
+        )
     else:
         points = OperatingPoints(names, (FALLBACK_THRESHOLD,) * len(names), "fixed")
-        issues.append(Issue(where, "operating_thresholds", f"none saved: every diagnosis is called at probability >= {FALLBACK_THRESHOLD}"))
+        issues.append(
+            Issue(
+                where,
+                "operating_thresholds",
+                f"none saved: every diagnosis is called at probability >= {FALLBACK_THRESHOLD}",
+            )
+        )
     q, target = saved.get("conformal_threshold"), saved.get("coverage_target")
     conformal = None
     if isinstance(q, (int, float)) and isinstance(target, (int, float)) and 0 < target < 1:
         conformal = ConformalCalibrator(1.0 - float(target), names)
         conformal.threshold, conformal.n_calibration = float(q), int(saved.get("n_calibration", 0) or 0)  # type: ignore[arg-type]
         if abs(float(target) - coverage) > 1e-9:
-            message = f"the saved conformal threshold targets {float(target):.0%} coverage, not the {coverage:.0%} asked for"
+            message = (
+                f"the saved conformal threshold targets {float(target):.0%} coverage, not the {coverage:.0%} asked for"
+            )
             issues.append(Issue(where, "coverage_target", message))
     else:
         issues.append(Issue(where, "conformal_threshold", "none saved: no conformal prediction sets"))
@@ -148,16 +164,24 @@ def evaluate_from_scores(
     coverage = check_fraction(coverage, "coverage")
     if val is not None and val.names != test.names:
         raise EvaluationError("validation and test scores name different diagnoses", where="names")
-    fitted = fit_on_validation(val, coverage) if val is not None else from_saved(saved_calibration, test.names, coverage)
+    fitted = (
+        fit_on_validation(val, coverage) if val is not None else from_saved(saved_calibration, test.names, coverage)
+    )
     probs = test.probabilities(fitted.temperature)  # (N, K) what the Predictor returns
-    metrics = evaluate_diagnoses(test.labels, probs, fitted.operating_points, patient_ids=test.patient_ids, n_boot=n_boot, seed=seed)
+    metrics = evaluate_diagnoses(
+        test.labels, probs, fitted.operating_points, patient_ids=test.patient_ids, n_boot=n_boot, seed=seed
+    )
     before = summarise_calibration(test.labels, expit(test.logits), test.names, N_BINS)
     after = summarise_calibration(test.labels, probs, test.names, N_BINS)
     calibration = CalibrationReport(fitted.temperature, before, after, N_BINS)
     conformal = None
     if fitted.conformal is not None:
         report = fitted.conformal.evaluate(test.labels, probs)
-        conformal = {**report.to_dict(), "threshold": fitted.conformal.threshold, "n_calibration": fitted.conformal.n_calibration}
+        conformal = {
+            **report.to_dict(),
+            "threshold": fitted.conformal.threshold,
+            "n_calibration": fitted.conformal.n_calibration,
+        }
     plot_files = _evaluation_plots(out, test, probs, calibration) if plots else {}
     evaluation = {
         "format": EVALUATION_FORMAT,
@@ -166,7 +190,11 @@ def evaluate_from_scores(
         "created": _now(),
         **dict(context or {}),
         "settings": {
-            "coverage": coverage, "n_boot": int(n_boot), "seed": int(seed), "n_bins": N_BINS, "operating_rule": fitted.operating_points.rule,
+            "coverage": coverage,
+            "n_boot": int(n_boot),
+            "seed": int(seed),
+            "n_bins": N_BINS,
+            "operating_rule": fitted.operating_points.rule,
         },
         "fitting": {
             "source": fitted.source,
@@ -175,7 +203,10 @@ def evaluate_from_scores(
             "note": _fitting_note(fitted, val),
         },
         "splits": {"val": describe_split(val) if val is not None else None, "test": describe_split(test)},
-        "operating_points": {"rule": fitted.operating_points.rule, "thresholds": dict(zip(test.names, fitted.operating_points.thresholds))},
+        "operating_points": {
+            "rule": fitted.operating_points.rule,
+            "thresholds": dict(zip(test.names, fitted.operating_points.thresholds)),
+        },
         "metrics": metrics.to_dict(),
         "calibration": calibration.to_dict(),
         "conformal": conformal,
@@ -188,7 +219,9 @@ def evaluate_from_scores(
     return json_safe(evaluation), fitted  # type: ignore[return-value]
 
 
-def _evaluation_plots(out: Path, test: SplitScores, probs: np.ndarray, calibration: CalibrationReport) -> dict[str, str]:
+def _evaluation_plots(
+    out: Path, test: SplitScores, probs: np.ndarray, calibration: CalibrationReport
+) -> dict[str, str]:
     from medmm.evaluate import plots
 
     before, after = calibration.before.bins_pooled, calibration.after.bins_pooled
@@ -201,8 +234,10 @@ def _evaluation_plots(out: Path, test: SplitScores, probs: np.ndarray, calibrati
 
 def _fitting_note(fitted: Fitted, val: SplitScores | None) -> str:
     if val is not None:
-        return (f"Temperature, operating points (Youden) and the conformal threshold were fitted on the {val.split} split "
-                f"({val.n} cases); every reported figure comes from the test split.")
+        return (
+            f"Temperature, operating points (Youden) and the conformal threshold were fitted on the {val.split} split "
+            f"({val.n} cases); every reported figure comes from the test split."
+        )
     return "The cohort has no validation split: the model's saved calibration was applied unchanged to the evaluated cases."
 
 
@@ -252,7 +287,9 @@ def audit_from_scores(
     out = Path(out_dir)
     if test.attributes.shape[1] == 0:
         wanted = ", ".join(test.missing_attributes) or "none asked for"
-        raise EvaluationError(f"the manifest has none of the task's audit attributes ({wanted})", where="manifest columns")
+        raise EvaluationError(
+            f"the manifest has none of the task's audit attributes ({wanted})", where="manifest columns"
+        )
     saved = from_saved(saved_calibration, test.names, 0.9)
     issues = [i for i in saved.issues if i.where in ("temperature",)]
     if val is not None:
@@ -265,8 +302,17 @@ def audit_from_scores(
     issues += [Issue("manifest", a, "attribute not in the manifest; not audited") for a in test.missing_attributes]
     probs = test.probabilities(saved.temperature)
     result = audit_subgroups(
-        test.labels, probs, points, test.attributes, test.patient_ids, names=test.names,
-        min_group_size=min_group_size, bound_difference=bound_difference, n_boot=n_boot, seed=seed, confidence=confidence,
+        test.labels,
+        probs,
+        points,
+        test.attributes,
+        test.patient_ids,
+        names=test.names,
+        min_group_size=min_group_size,
+        bound_difference=bound_difference,
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
     )
     issues += list(result.issues)
     audit = {
@@ -280,8 +326,14 @@ def audit_from_scores(
         "calibrated": not any(i.where == "temperature" for i in saved.issues),
         "thresholds_from": thresholds_from,
         "settings": {
-            "min_group_size": result.min_group_size, "bound_difference": result.bound_difference, "ratio_band": list(result.ratio_band),
-            "n_boot": result.n_boot, "seed": result.seed, "confidence": result.confidence, "n_bins": result.n_bins, "intersections": True,
+            "min_group_size": result.min_group_size,
+            "bound_difference": result.bound_difference,
+            "ratio_band": list(result.ratio_band),
+            "n_boot": result.n_boot,
+            "seed": result.seed,
+            "confidence": result.confidence,
+            "n_bins": result.n_bins,
+            "intersections": True,
         },
         "attributes": list(result.attributes),
         "references": {a: result.reference(a) for a in result.attributes},
@@ -308,20 +360,22 @@ def flag_dicts(result: AuditResult) -> list[dict]:
     out = []
     for f in result.flags:
         group = result.group(f.attribute, f.group)
-        out.append({
-            "attribute": f.attribute,
-            "group": f.group,
-            "metric": f.metric,
-            "value": f.value,
-            "interval": list(group.metric(f.metric).ci),
-            "reference_group": result.reference(f.attribute),
-            "reference_value": f.reference_value,
-            "ratio": f.ratio,
-            "ratio_interval": list(f.ratio_ci),
-            "difference": f.difference,
-            "difference_interval": list(f.difference_ci),
-            "reason": f.reason,
-        })
+        out.append(
+            {
+                "attribute": f.attribute,
+                "group": f.group,
+                "metric": f.metric,
+                "value": f.value,
+                "interval": list(group.metric(f.metric).ci),
+                "reference_group": result.reference(f.attribute),
+                "reference_value": f.reference_value,
+                "ratio": f.ratio,
+                "ratio_interval": list(f.ratio_ci),
+                "difference": f.difference,
+                "difference_interval": list(f.difference_ci),
+                "reason": f.reason,
+            }
+        )
     return out
 
 

@@ -96,7 +96,9 @@ def pr_curves(y_true: np.ndarray, y_prob: np.ndarray, names: Sequence[str] | Non
     return png_bytes(pr_figure(y_true, y_prob, names))
 
 
-def reliability_figure(before: ReliabilityBins, after: ReliabilityBins | None = None, temperature: float | None = None) -> Figure:
+def reliability_figure(
+    before: ReliabilityBins, after: ReliabilityBins | None = None, temperature: float | None = None
+) -> Figure:
     """Observed rate against mean probability per bin, before (and after) temperature scaling, with bin counts below."""
     fig = _new_figure((6.4, 6.4))
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
@@ -113,14 +115,18 @@ def reliability_figure(before: ReliabilityBins, after: ReliabilityBins | None = 
         mean_p, rate = np.asarray(bins.mean_predicted)[full], np.asarray(bins.observed_rate)[full]
         top.plot(mean_p, rate, marker="o", color=colour, linewidth=1.6, label=f"{label} (ECE {bins.ece:.3f})")
         offset = (i - (len(series) - 1) / 2) * width / len(series)
-        bottom.bar(edges[:-1] + width / 2 + offset, counts, width=width / len(series), color=colour, alpha=0.8, label=label)
+        bottom.bar(
+            edges[:-1] + width / 2 + offset, counts, width=width / len(series), color=colour, alpha=0.8, label=label
+        )
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="Observed frequency", title="Reliability diagram (pooled over diagnoses)")
     top.legend(loc="upper left", fontsize=8)
     bottom.set(xlabel="Mean predicted probability", ylabel="Predictions per bin")
     return fig
 
 
-def reliability_diagram(before: ReliabilityBins, after: ReliabilityBins | None = None, temperature: float | None = None) -> bytes:
+def reliability_diagram(
+    before: ReliabilityBins, after: ReliabilityBins | None = None, temperature: float | None = None
+) -> bytes:
     """PNG of reliability_figure."""
     return png_bytes(reliability_figure(before, after, temperature))
 
@@ -145,20 +151,37 @@ def subgroup_figure(audit: AuditResult, metric: str, attribute: str) -> Figure:
         m = g.metric(metric)
         kind = "flagged" if g.group in flagged else g.status
         low, high = m.ci
-        err = None if math.isnan(low) or math.isnan(m.value) else [[max(m.value - low, 0.0)], [max(high - m.value, 0.0)]]
+        err = (
+            None if math.isnan(low) or math.isnan(m.value) else [[max(m.value - low, 0.0)], [max(high - m.value, 0.0)]]
+        )
         is_flagged = kind == "flagged"
         edge = "black" if is_flagged else COLOURS[kind]
-        ax.bar(x, m.value, color=COLOURS[kind], edgecolor=edge, hatch="//" if is_flagged else None, gid=f"bar:{g.group}:{kind}")
+        ax.bar(
+            x,
+            m.value,
+            color=COLOURS[kind],
+            edgecolor=edge,
+            hatch="//" if is_flagged else None,
+            gid=f"bar:{g.group}:{kind}",
+        )
         if err is not None:
             ax.errorbar(x, m.value, yerr=err, color="black", capsize=4, linewidth=1)
         if g.status == "reference":
             ax.axhline(m.value, color=COLOURS["reference"], linestyle="--", linewidth=1)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     crowded = len(groups) > 4
-    ax.set_xticks(range(len(groups)), labels, rotation=30 if crowded else 0, ha="right" if crowded else "center", fontsize=8)
-    ax.set(ylabel=METRIC_LABELS[metric], title=f"{METRIC_LABELS[metric]} by {attribute} ({audit.confidence:.0%} bootstrap CI)")
-    handles = [Patch(color=COLOURS["reference"], label="reference group"), Patch(color=COLOURS["scored"], label="within tolerance"),
-               Patch(facecolor=COLOURS["flagged"], edgecolor="black", hatch="//", label="flagged")]
+    ax.set_xticks(
+        range(len(groups)), labels, rotation=30 if crowded else 0, ha="right" if crowded else "center", fontsize=8
+    )
+    ax.set(
+        ylabel=METRIC_LABELS[metric],
+        title=f"{METRIC_LABELS[metric]} by {attribute} ({audit.confidence:.0%} bootstrap CI)",
+    )
+    handles = [
+        Patch(color=COLOURS["reference"], label="reference group"),
+        Patch(color=COLOURS["scored"], label="within tolerance"),
+        Patch(facecolor=COLOURS["flagged"], edgecolor="black", hatch="//", label="flagged"),
+    ]
     ax.legend(handles=handles, loc="best", fontsize=8)
     return fig
 
@@ -175,7 +198,14 @@ def difference_figure(rows: Sequence[dict]) -> Figure:
     ys = np.arange(len(rows))[::-1]
     for y, r in zip(ys, rows):
         d = r["difference"]
-        ax.errorbar(d["difference"], y, xerr=[[d["difference"] - d["low"]], [d["high"] - d["difference"]]], fmt="o", color="black", capsize=3)
+        ax.errorbar(
+            d["difference"],
+            y,
+            xerr=[[d["difference"] - d["low"]], [d["high"] - d["difference"]]],
+            fmt="o",
+            color="black",
+            capsize=3,
+        )
     ax.axvline(0.0, color="grey", linewidth=1)
     ax.set_yticks(ys, [f"{r['inputs']} (model {r['model']:.3f}, baseline {r['baseline']:.3f})" for r in rows])
     ax.set_xlabel("macro AUROC: model - best classical baseline (paired 95% interval)")

@@ -52,7 +52,13 @@ def run_evaluation(
     and written to out_dir/audit.json (what `run_audit` would write, without scoring again).
     """
     from medmm.checkpoint import checkpoint_id, update_calibration
-    from medmm.evaluate.grounding import free_text_questions, grounding_report, impression_scores, question_set, write_case_texts
+    from medmm.evaluate.grounding import (
+        free_text_questions,
+        grounding_report,
+        impression_scores,
+        question_set,
+        write_case_texts,
+    )
     from medmm.predict import check_calibration
 
     predictor, cohort = _open(model_dir, cohort_dir)
@@ -66,7 +72,14 @@ def run_evaluation(
     }
     out = Path(out_dir)
     evaluation, fitted = evaluate_from_scores(
-        val, test, out, saved_calibration=predictor.calibration, coverage=coverage, n_boot=n_boot, seed=seed, context=context
+        val,
+        test,
+        out,
+        saved_calibration=predictor.calibration,
+        coverage=coverage,
+        n_boot=n_boot,
+        seed=seed,
+        context=context,
     )
     saved = fitted.source == FROM_VALIDATION
     calibration = fitted.calibration_json(cohort.root.name) if saved else predictor.calibration
@@ -94,30 +107,49 @@ def run_evaluation(
     }
     evaluation["grounding"] = {
         **grounding_report(cases, question_set(names, predictor.task.displays), free_questions=free),
-        "image_findings": image_fit.to_dict() if image_fit is not None else "not fitted (no validation split, or no radiograph in it)",
+        "image_findings": image_fit.to_dict()
+        if image_fit is not None
+        else "not fitted (no validation split, or no radiograph in it)",
     }
     evaluation["latency"] = case_latency(predictor, studies)
     if baselines:
         from medmm.evaluate.compare import baseline_comparison
 
         evaluation["baselines"] = baseline_comparison(
-            predictor, cohort, test, studies, by_subset, n_boot=n_boot, seed=seed, confidence=confidence, progress=progress
+            predictor,
+            cohort,
+            test,
+            studies,
+            by_subset,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+            progress=progress,
         )
         if evaluation["baselines"].get("rows"):
             from medmm.evaluate.pipeline import _save_png
             from medmm.evaluate.plots import difference_plot
 
-            evaluation.setdefault("plots", {})["baselines"] = _save_png(out, "baselines", difference_plot(evaluation["baselines"]["rows"]))
+            evaluation.setdefault("plots", {})["baselines"] = _save_png(
+                out, "baselines", difference_plot(evaluation["baselines"]["rows"])
+            )
     evaluation["checkpoint"] = {
         "calibration_saved": saved,
         "file": "calibration.json",
-        "note": "the Predictor now applies this temperature and returns these conformal sets" if saved
+        "note": "the Predictor now applies this temperature and returns these conformal sets"
+        if saved
         else "no validation split: the checkpoint's calibration was left unchanged",
     }
     write_json(out / "evaluation.json", evaluation)
     if audit:
         audit_from_scores(
-            val, test, out, saved_calibration=calibration, n_boot=n_boot, seed=seed, confidence=confidence,
+            val,
+            test,
+            out,
+            saved_calibration=calibration,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
             context={"model": {**info, "calibration_before_run": dict(calibration)}, "cohort": describe_cohort(cohort)},
         )
     return evaluation
@@ -145,8 +177,16 @@ def run_audit(
     (val, _, _), (test, _, _) = _score_splits(predictor, cohort, progress)
     context = {"model": model_info(predictor, model_dir), "cohort": describe_cohort(cohort)}
     return audit_from_scores(
-        val, test, out_dir, saved_calibration=predictor.calibration, min_group_size=min_group_size,
-        bound_difference=bound_difference, n_boot=n_boot, seed=seed, confidence=confidence, context=context,
+        val,
+        test,
+        out_dir,
+        saved_calibration=predictor.calibration,
+        min_group_size=min_group_size,
+        bound_difference=bound_difference,
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        context=context,
     )
 
 
@@ -169,7 +209,11 @@ def evaluation_splits(cohort: Cohort) -> tuple[tuple[str, Cohort] | None, tuple[
         rest = [e.patient_id for e in cohort.entries if e.split not in ("train", "val")]
         test = cohort.select(rest)
         if len(test) == 0:
-            raise CohortError("no test split and no patients outside train/val to evaluate", path=cohort.root, where="manifest split column")
+            raise CohortError(
+                "no test split and no patients outside train/val to evaluate",
+                path=cohort.root,
+                where="manifest split column",
+            )
         return (("val", val) if len(val) else None), ("all", test)
     return (("val", val) if len(val) else None), ("test", test)
 
@@ -182,7 +226,14 @@ def _score_splits(predictor, cohort: Cohort, progress: bool):
     val_part, (test_name, test_part) = evaluation_splits(cohort)
     scored = {}
     for name, part in ([val_part] if val_part else []) + [(test_name, test_part)]:
-        cases = CaseSet(part, predictor.preprocessor, cache_dir=cohort.root / ".cache", note_encoder=notes, progress=progress, desc=name)
+        cases = CaseSet(
+            part,
+            predictor.preprocessor,
+            cache_dir=cohort.root / ".cache",
+            note_encoder=notes,
+            progress=progress,
+            desc=name,
+        )
         scored[name] = (*score_cases(predictor, part, name, cases.items, len(cases.failed)), part)
     val = (scored["val"][0], scored["val"][2], scored["val"][1]) if val_part else (None, None, None)
     test_scores, test_items, _ = scored[test_name]
@@ -209,8 +260,12 @@ def case_latency(predictor, studies: Sequence, cases: int = LATENCY_CASES) -> di
         predictor.predict(study)
         seconds.append(time.perf_counter() - start)
     return {
-        "cases": len(seconds), "median_seconds": float(np.median(seconds)), "mean_seconds": float(np.mean(seconds)),
-        "max_seconds": float(np.max(seconds)), "device": str(predictor.device), "threads": torch.get_num_threads(),
+        "cases": len(seconds),
+        "median_seconds": float(np.median(seconds)),
+        "mean_seconds": float(np.mean(seconds)),
+        "max_seconds": float(np.max(seconds)),
+        "device": str(predictor.device),
+        "threads": torch.get_num_threads(),
         "what": "one Predictor.predict per case, batch of one: preprocessing, diagnoses, impression drafted and grounded",
     }
 
@@ -256,10 +311,17 @@ def fit_image_finding_thresholds(predictor, part: Cohort, items: list[dict], bat
     truths = [load_truth(folders[str(it["meta"]["key"])]) for it in with_image]
     if all(t is not None for t in truths):
         target = "lesion truth (the diagnosis has image evidence in truth.json)"
-        y = np.array([[("image" in ((t.get("evidence") or {}).get(n) or {}).get("modalities", ())) for n in names] for t in truths])
+        y = np.array(
+            [
+                [("image" in ((t.get("evidence") or {}).get(n) or {}).get("modalities", ())) for n in names]
+                for t in truths
+            ]
+        )
     else:
         target = "diagnosis labels (no lesion truth for every case)"
-        y = np.stack([it["labels"].numpy()[label_columns(names, predictor.task.label_names)] > 0.5 for it in with_image])
+        y = np.stack(
+            [it["labels"].numpy()[label_columns(names, predictor.task.label_names)] > 0.5 for it in with_image]
+        )
     return fit_image_findings(np.concatenate(scores), y, names, DEFAULT_IMAGE_FINDING_THRESHOLD, target)
 
 
@@ -279,10 +341,18 @@ def model_info(predictor, model_dir: str | Path) -> dict:
         "channels": list(predictor.task.channel_names),
         "strata": {"attributes": list(predictor.task.audit_attributes), "age_bands": list(predictor.task.age_bands)},
         "modalities": list(cfg.modalities),
-        "backbone": {"source": cfg.backbone.source, "finetune": cfg.backbone.finetune, "hidden_size": cfg.backbone.hidden_size,
-                     "num_layers": cfg.backbone.num_layers},
-        "preprocess": {"image_size": cfg.preprocess.image_size, "window_hours": cfg.preprocess.window_hours,
-                       "step_minutes": cfg.preprocess.step_minutes, "max_notes": cfg.preprocess.max_notes},
+        "backbone": {
+            "source": cfg.backbone.source,
+            "finetune": cfg.backbone.finetune,
+            "hidden_size": cfg.backbone.hidden_size,
+            "num_layers": cfg.backbone.num_layers,
+        },
+        "preprocess": {
+            "image_size": cfg.preprocess.image_size,
+            "window_hours": cfg.preprocess.window_hours,
+            "step_minutes": cfg.preprocess.step_minutes,
+            "max_notes": cfg.preprocess.max_notes,
+        },
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "image_encoder_frozen": bool(cfg.image.frozen) if "image" in cfg.modalities else None,
         "impression_guide": cfg.guide_set if cfg.impression_guide else None,
@@ -296,7 +366,10 @@ def subset_probabilities(predictor, items: list[dict]) -> dict[tuple[str, ...], 
     """The model's probabilities (N, K) given only each modality subset (others treated as absent)."""
     from medmm.ablation import case_probabilities, modality_subsets
 
-    return {tuple(s): case_probabilities(predictor, items, tuple(s)) for s in modality_subsets(tuple(predictor.model.config.modalities))}
+    return {
+        tuple(s): case_probabilities(predictor, items, tuple(s))
+        for s in modality_subsets(tuple(predictor.model.config.modalities))
+    }
 
 
 def modality_ablation(predictor, items: list[dict], scores: SplitScores, by_subset: dict | None = None) -> dict:
@@ -308,15 +381,19 @@ def modality_ablation(predictor, items: list[dict], scores: SplitScores, by_subs
     rows = []
     for subset, probs in (by_subset or subset_probabilities(predictor, items)).items():
         both = [0 < y[:, k].sum() < len(y) for k in range(y.shape[1])]
-        per = {name: float(roc_auc_score(y[:, k], probs[:, k])) if both[k] else None for k, name in enumerate(scores.names)}
+        per = {
+            name: float(roc_auc_score(y[:, k], probs[:, k])) if both[k] else None for k, name in enumerate(scores.names)
+        }
         scored = [v for v in per.values() if v is not None]
-        rows.append({
-            "inputs": subset_name(subset, modalities),
-            "modalities": list(subset),
-            "macro_auroc": float(np.mean(scored)) if scored else None,
-            "auroc": per,
-            "cases_with_input": sum(any(m in it["meta"].get("modalities", ()) for m in subset) for it in items),
-        })
+        rows.append(
+            {
+                "inputs": subset_name(subset, modalities),
+                "modalities": list(subset),
+                "macro_auroc": float(np.mean(scored)) if scored else None,
+                "auroc": per,
+                "cases_with_input": sum(any(m in it["meta"].get("modalities", ()) for m in subset) for it in items),
+            }
+        )
     return {
         "metric": "AUROC on the test split (point estimates)",
         "rows": rows,

@@ -23,7 +23,13 @@ from medmm.io.cohort import Cohort
 from medmm.tasks import Task
 from medmm.tasks.task import age_band_label
 
-_MANIFEST_COLUMN = {"sex": "sex", "age_band": "age_years", "race": "race", "ethnicity": "ethnicity", "birth_sex": "birth_sex"}
+_MANIFEST_COLUMN = {
+    "sex": "sex",
+    "age_band": "age_years",
+    "race": "race",
+    "ethnicity": "ethnicity",
+    "birth_sex": "birth_sex",
+}
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,9 @@ class SplitScores:
         y = label_matrix(self.labels, where=f"{self.split} labels")
         z = score_matrix(self.logits, y.shape, where=f"{self.split} logits", unit=False)
         if len(self.patient_ids) != y.shape[0] or len(self.attributes) != y.shape[0]:
-            raise EvaluationError("expected one patient id and one attribute row per case", where=f"{self.split} scores")
+            raise EvaluationError(
+                "expected one patient id and one attribute row per case", where=f"{self.split} scores"
+            )
         object.__setattr__(self, "names", diagnosis_names(self.names, y.shape[1]))
         object.__setattr__(self, "labels", y)
         object.__setattr__(self, "logits", z)
@@ -59,12 +67,25 @@ class SplitScores:
 
     @classmethod
     def from_probabilities(
-        cls, split: str, names: Sequence[str], patient_ids: Sequence[str], labels: np.ndarray, probs: np.ndarray, attributes: pd.DataFrame
+        cls,
+        split: str,
+        names: Sequence[str],
+        patient_ids: Sequence[str],
+        labels: np.ndarray,
+        probs: np.ndarray,
+        attributes: pd.DataFrame,
     ) -> "SplitScores":
         """Scores from probabilities of any source (their logits are taken, clipped away from 0 and 1)."""
         y = label_matrix(labels, where=f"{split} labels")
         p = score_matrix(probs, y.shape, where=f"{split} probabilities")
-        return cls(split, tuple(names), tuple(str(i) for i in patient_ids), y, probs_to_logits(p), attributes.reset_index(drop=True))
+        return cls(
+            split,
+            tuple(names),
+            tuple(str(i) for i in patient_ids),
+            y,
+            probs_to_logits(p),
+            attributes.reset_index(drop=True),
+        )
 
 
 def cohort_attributes(cohort: Cohort, keys: Sequence[str], task: Task) -> tuple[pd.DataFrame, tuple[str, ...]]:
@@ -99,7 +120,9 @@ def label_columns(names: Sequence[str], vector: Sequence[str]) -> list[int]:
     """Columns of the preprocessed label vector (whose entries are the task's labels `vector`) for the model's `names`."""
     unknown = [n for n in names if n not in vector]
     if unknown:
-        raise EvaluationError(f"the model predicts labels its task does not define ({len(unknown)})", where="model diagnoses")
+        raise EvaluationError(
+            f"the model predicts labels its task does not define ({len(unknown)})", where="model diagnoses"
+        )
     return [list(vector).index(n) for n in names]
 
 
@@ -116,7 +139,9 @@ def case_logits(predictor, items: list[dict], batch_size: int = 32) -> np.ndarra
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, k))
 
 
-def score_cases(predictor, cohort: Cohort, split: str, items: list[dict], unreadable: int = 0) -> tuple[SplitScores, list[dict]]:
+def score_cases(
+    predictor, cohort: Cohort, split: str, items: list[dict], unreadable: int = 0
+) -> tuple[SplitScores, list[dict]]:
     """SplitScores of preprocessed `items` of `cohort` (cases with unknown labels left out), and the items kept."""
     kept = [it for it in items if bool(it.get("labels_known", torch.tensor(True)))]
     names = tuple(predictor.model.config.diagnoses)
@@ -128,7 +153,14 @@ def score_cases(predictor, cohort: Cohort, split: str, items: list[dict], unread
     keys = [str(it["meta"].get("key", it["meta"]["patient_id"])) for it in kept]
     attributes, missing = cohort_attributes(cohort, keys, predictor.task)
     scores = SplitScores(
-        split, names, tuple(ids), labels, case_logits(predictor, kept), attributes,
-        unreadable=unreadable, unlabelled=len(items) - len(kept), missing_attributes=missing,
+        split,
+        names,
+        tuple(ids),
+        labels,
+        case_logits(predictor, kept),
+        attributes,
+        unreadable=unreadable,
+        unlabelled=len(items) - len(kept),
+        missing_attributes=missing,
     )
     return scores, kept

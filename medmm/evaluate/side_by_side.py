@@ -32,8 +32,13 @@ def _load(folder: Path) -> dict:
 
 def _same_test_split(cohort: dict) -> dict:
     test = cohort.get("test") or {}
-    return {"name": cohort.get("name"), "splits": cohort.get("splits"), "synthetic": cohort.get("synthetic"),
-            "cases": test.get("cases"), "positives": test.get("positives")}
+    return {
+        "name": cohort.get("name"),
+        "splits": cohort.get("splits"),
+        "synthetic": cohort.get("synthetic"),
+        "cases": test.get("cases"),
+        "positives": test.get("positives"),
+    }
 
 
 def _get(doc: dict, *keys, default=None):
@@ -63,17 +68,24 @@ def model_column(name: str, e: dict) -> dict:
         "model_id": _get(e, "model", "id"),
         "backbone": _backbone(e.get("model") or {}),
         "parameters": _get(e, "model", "parameters"),
-        "macro_auroc": macro.get("value"), "macro_auroc_low": macro.get("low"), "macro_auroc_high": macro.get("high"),
+        "macro_auroc": macro.get("value"),
+        "macro_auroc_low": macro.get("low"),
+        "macro_auroc_high": macro.get("high"),
         "subsets": subsets,
-        "names_true_top": imp.get("names_true_top"), "names_all_true": imp.get("names_all_true"),
+        "names_true_top": imp.get("names_true_top"),
+        "names_all_true": imp.get("names_all_true"),
         "contradicts_none": imp.get("contradicts_none"),
         "raw_names_true_top": _get(imp, "raw", "names_true_top"),
         "raw_contradicted": _get(e, "grounding", "impressions", "raw", "with_contradicted_claim"),
         "grounded_contradicted": _get(e, "grounding", "impressions", "grounded", "with_contradicted_claim"),
-        "value_questions": values.get("questions"), "value_with_reading": values.get("with_reading"),
-        "quotes_value": values.get("quotes_value"), "wrong_number": values.get("wrong_number"), "declines": values.get("declines"),
+        "value_questions": values.get("questions"),
+        "value_with_reading": values.get("with_reading"),
+        "quotes_value": values.get("quotes_value"),
+        "wrong_number": values.get("wrong_number"),
+        "declines": values.get("declines"),
         "free_text_contradicted": free.get("with_contradicted_claim"),
-        "latency_median_seconds": latency.get("median_seconds"), "latency_device": latency.get("device"),
+        "latency_median_seconds": latency.get("median_seconds"),
+        "latency_device": latency.get("device"),
         "latency_threads": latency.get("threads"),
     }
 
@@ -107,9 +119,9 @@ def compare_evaluations(folders: Sequence[str | Path], names: Sequence[str] | No
 
 def side_by_side_figure(doc: dict):
     """Bars per model: macro AUROC per modality subset, and the text figures (impression, values) as shares."""
-    from medmm.evaluate.plots import _new_figure
-
     import numpy as np
+
+    from medmm.evaluate.plots import _new_figure
 
     fig = _new_figure((9.0, 4.2))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -123,7 +135,11 @@ def side_by_side_figure(doc: dict):
     left.set_ylim(0.5, 1.0)
     left.set_ylabel("test macro AUROC")
     left.legend(fontsize=8)
-    texts = [("names true top", "names_true_top"), ("contradicts none", "contradicts_none"), ("quotes value", "quotes_value")]
+    texts = [
+        ("names true top", "names_true_top"),
+        ("contradicts none", "contradicts_none"),
+        ("quotes value", "quotes_value"),
+    ]
     x = np.arange(len(texts))
     for i, m in enumerate(models):
         right.bar(x + i * width, [m[k] if m[k] is not None else np.nan for _, k in texts], width, label=m["name"])

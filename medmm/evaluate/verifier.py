@@ -70,8 +70,12 @@ class PredictionView:
     probabilities: Mapping[str, float]
     operating: Mapping[str, float]
     conformal_set: tuple[str, ...]
-    displays: Mapping[str, str] | None = None  # label -> lower-case display from the model's task (None: the default task's)
-    image_terms: tuple[tuple[str, str], ...] | None = None  # (term, label) of radiograph claims (None: the default task's)
+    displays: Mapping[str, str] | None = (
+        None  # label -> lower-case display from the model's task (None: the default task's)
+    )
+    image_terms: tuple[tuple[str, str], ...] | None = (
+        None  # (term, label) of radiograph claims (None: the default task's)
+    )
 
     @property
     def names(self) -> Mapping[str, str]:
@@ -113,8 +117,16 @@ def _is_adult(study: Study) -> bool:
 
 def vital_holds(study: Study, finding: str) -> bool | None:
     """Whether an adult vital-sign finding holds on the study's grid (None: no reading of its channel)."""
-    channel = {"fever": "temperature", "hypothermia": "temperature", "tachycardia": "heart_rate", "bradycardia": "heart_rate",
-               "tachypnoea": "resp_rate", "hypotension": "sbp", "desaturation": "spo2", "weight gain": "weight"}[finding]
+    channel = {
+        "fever": "temperature",
+        "hypothermia": "temperature",
+        "tachycardia": "heart_rate",
+        "bradycardia": "heart_rate",
+        "tachypnoea": "resp_rate",
+        "hypotension": "sbp",
+        "desaturation": "spo2",
+        "weight gain": "weight",
+    }[finding]
     x, _ = _channel(study, channel)
     if x.size == 0 or (finding == "weight gain" and x.size < 2):
         return None
@@ -176,7 +188,12 @@ def verify_vital(study: Study, finding: str, stated_present: bool, text: str) ->
     if holds is None:
         return Verdict(text, "vitals", UNSUPPORTED, "channel not observed")
     ok = holds == stated_present
-    return Verdict(text, "vitals", SUPPORTED if ok else CONTRADICTED, f"{finding} {'holds' if holds else 'does not hold'} on the grid")
+    return Verdict(
+        text,
+        "vitals",
+        SUPPORTED if ok else CONTRADICTED,
+        f"{finding} {'holds' if holds else 'does not hold'} on the grid",
+    )
 
 
 def verify_note(study: Study, term: str, stated: str, text: str) -> Verdict:
@@ -202,7 +219,9 @@ def verify_image(study: Study, diagnosis: str, truth: dict | None, text: str) ->
         return Verdict(text, "image", UNVERIFIED, "no lesion truth for this case")
     evidence = (truth.get("evidence") or {}).get(diagnosis) or {}
     has = "image" in evidence.get("modalities", ())
-    return Verdict(text, "image", SUPPORTED if has else CONTRADICTED, "lesion truth " + ("has" if has else "lacks") + " it")
+    return Verdict(
+        text, "image", SUPPORTED if has else CONTRADICTED, "lesion truth " + ("has" if has else "lacks") + " it"
+    )
 
 
 def _not_ruled_out(view: PredictionView, diagnosis: str) -> bool:
@@ -219,20 +238,37 @@ def verify_impression(text: str, study: Study, view: PredictionView, truth: dict
     low = text.lower()
     out = []
     hedged = re.search(r"not ruled out[^.]*", low)
-    body = low[: hedged.start()] + low[hedged.end():] if hedged else low
+    body = low[: hedged.start()] + low[hedged.end() :] if hedged else low
     if hedged:
         for d, display in view.names.items():
             if display in hedged.group(0) and not _not_ruled_out(view, d):
-                out.append(Verdict(display, "prediction", CONTRADICTED, "listed as not ruled out but the prediction rules it out"))
+                out.append(
+                    Verdict(
+                        display, "prediction", CONTRADICTED, "listed as not ruled out but the prediction rules it out"
+                    )
+                )
     if "no acute cardiopulmonary" in body:
         live = [d for d in view.probabilities if _not_ruled_out(view, d)]
-        out.append(Verdict("no acute cardiopulmonary diagnosis", "prediction", CONTRADICTED if live else SUPPORTED,
-                           f"not ruled out: {', '.join(live)}" if live else "nothing suspected, empty set"))
+        out.append(
+            Verdict(
+                "no acute cardiopulmonary diagnosis",
+                "prediction",
+                CONTRADICTED if live else SUPPORTED,
+                f"not ruled out: {', '.join(live)}" if live else "nothing suspected, empty set",
+            )
+        )
     for d, display in view.names.items():
         for m in re.finditer(rf"\b{re.escape(display)}\b", body):
             if not _negated_in(body, m.start()):
                 ok = _not_ruled_out(view, d)
-                out.append(Verdict(display, "prediction", SUPPORTED if ok else CONTRADICTED, f"probability {view.probabilities[d]:.3f}"))
+                out.append(
+                    Verdict(
+                        display,
+                        "prediction",
+                        SUPPORTED if ok else CONTRADICTED,
+                        f"probability {view.probabilities[d]:.3f}",
+                    )
+                )
     for pattern, finding in _VITAL_TERMS:
         for m in re.finditer(f"(?:{pattern})\\w*", body):
             out.append(verify_vital(study, finding, not _negated_in(body, m.start()), m.group(0)))
@@ -248,13 +284,25 @@ def verify_impression(text: str, study: Study, view: PredictionView, truth: dict
 
 # -- answers ------------------------------------------------------------------------------------------
 
-_SIGN_CHANNEL = {"temperature": "temperature", "heart rate": "heart_rate", "respiratory rate": "resp_rate", "spo2": "spo2",
-                 "blood pressure (systolic)": "sbp", "blood pressure (diastolic)": "dbp", "weight": "weight"}
+_SIGN_CHANNEL = {
+    "temperature": "temperature",
+    "heart rate": "heart_rate",
+    "respiratory rate": "resp_rate",
+    "spo2": "spo2",
+    "blood pressure (systolic)": "sbp",
+    "blood pressure (diastolic)": "dbp",
+    "weight": "weight",
+}
 _VALUE_LINE = re.compile(
     r"^(?P<sign>[a-z0-9 ()]+?) in the .*?: \d+ step\(s\) with a reading; min (?P<min>[-\d.]+)\S* ?\S* at (?P<tmin>\S+ \S+)"
     r".*?; max (?P<max>[-\d.]+)\S* ?\S* at (?P<tmax>\S+ \S+).*?; last (?P<last>[-\d.]+)\S* ?\S* at (?P<tlast>\S+ \S+)"
 )
-_EXTRA_NOTE_TERMS = (("shortness of breath", "shortness of breath"), ("chest pain", "chest pain"), ("cough", "cough"), ("fever", "fever"))
+_EXTRA_NOTE_TERMS = (
+    ("shortness of breath", "shortness of breath"),
+    ("chest pain", "chest pain"),
+    ("cough", "cough"),
+    ("fever", "fever"),
+)
 
 
 def _term(words: str, table) -> str | None:
@@ -274,7 +322,12 @@ def _likelihood(view: PredictionView, name: str, word: str, line: str) -> Verdic
         return Verdict(line, "prediction", UNVERIFIED, "unknown diagnosis")
     p, cut = view.probabilities[d], view.operating[d]
     expected = "likely" if p >= cut else ("possible" if d in view.conformal_set else "unlikely")
-    return Verdict(line, "prediction", SUPPORTED if word == expected else CONTRADICTED, f"expected {expected} (p={p:.3f}, cut={cut:.3f})")
+    return Verdict(
+        line,
+        "prediction",
+        SUPPORTED if word == expected else CONTRADICTED,
+        f"expected {expected} (p={p:.3f}, cut={cut:.3f})",
+    )
 
 
 def _values(study: Study, m: re.Match, line: str) -> Verdict:
@@ -291,7 +344,9 @@ def _values(study: Study, m: re.Match, line: str) -> Verdict:
     for key, (value, at) in wanted.items():
         stated, stated_at = float(m.group(key)), m.group("t" + key)
         if abs(stated - value) > 0.006 or stated_at != at:
-            return Verdict(line, "values", CONTRADICTED, f"{key} is {value:.2f} at {at}, stated {stated} at {stated_at}")
+            return Verdict(
+                line, "values", CONTRADICTED, f"{key} is {value:.2f} at {at}, stated {stated} at {stated_at}"
+            )
     return Verdict(line, "values", SUPPORTED, "min, max and last match the grid")
 
 
@@ -341,7 +396,9 @@ def verify_answer(text: str, study: Study, view: PredictionView, truth: dict | N
         if m:
             listed = [] if m.group(1) == "empty" else [s.strip() for s in m.group(1).split(",")]
             expected = [view.names.get(d, d) for d in view.conformal_set]
-            out.append(Verdict(line, "prediction", SUPPORTED if listed == expected else CONTRADICTED, f"set {expected}"))
+            out.append(
+                Verdict(line, "prediction", SUPPORTED if listed == expected else CONTRADICTED, f"set {expected}")
+            )
             continue
         m = _VALUE_LINE.match(low)
         if m:
@@ -362,7 +419,9 @@ def verify_answer(text: str, study: Study, view: PredictionView, truth: dict | N
         if section == "notes" and quoted and notes_term:
             stated, seen = quoted.group(1), sentence_polarity(quoted.group(2), notes_term)
             flipped = {stated, seen} == {"affirmed", "negated"}
-            out.append(Verdict(line, "notes", CONTRADICTED if flipped else SUPPORTED, f"the verifier reads it as {seen}"))
+            out.append(
+                Verdict(line, "notes", CONTRADICTED if flipped else SUPPORTED, f"the verifier reads it as {seen}")
+            )
             continue
         verdict = _item(section, body, study, truth, view.image_table)
         if verdict is not None:
@@ -381,5 +440,5 @@ def verify_free_answer(text: str, study: Study, view: PredictionView, truth: dic
     m = re.match(r"^(yes|no),? ([a-z ]+?) is (likely|unlikely|possible)\b", low)
     if m:
         out.append(_likelihood(view, m.group(2), m.group(3), text))
-        low = low[m.end():]
+        low = low[m.end() :]
     return out + verify_impression(low, study, view, truth)

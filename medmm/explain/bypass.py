@@ -44,7 +44,11 @@ class PathRelevance:
 
     def __add__(self, other: PathRelevance) -> PathRelevance:
         """Relevance summed over passes (an impression's clauses)."""
-        return PathRelevance(self.positive_path + other.positive_path, self.positive_attention + other.positive_attention, self.tokens + other.tokens)
+        return PathRelevance(
+            self.positive_path + other.positive_path,
+            self.positive_attention + other.positive_attention,
+            self.tokens + other.tokens,
+        )
 
     @property
     def share(self) -> float:
@@ -79,7 +83,9 @@ class PathCapture:
 
     def __enter__(self) -> PathCapture:
         for m in self.modalities:
-            self._handles.append(self.model.resamplers[m].register_forward_hook(self._keep(self.latents, m, tuple_output=True)))
+            self._handles.append(
+                self.model.resamplers[m].register_forward_hook(self._keep(self.latents, m, tuple_output=True))
+            )
             self._handles.append(getattr(self.model, BYPASSES[m]).register_forward_hook(self._keep(self.vectors, m)))
         return self
 
@@ -138,7 +144,9 @@ def spread(model, batch: dict, modality: str, g_s: Tensor) -> np.ndarray:
             return np.zeros(tuple(x.shape[1:]))
         # sd's square root has no finite gradient at 0 (a constant channel): such terms give no credit
         grad = torch.nan_to_num(grad.float(), nan=0.0, posinf=0.0, neginf=0.0)
-        cells = torch.where(observed, x.detach().float() * grad, torch.zeros((), device=x.device))[0]  # (T, C); unobserved may hold NaN
+        cells = torch.where(observed, x.detach().float() * grad, torch.zeros((), device=x.device))[
+            0
+        ]  # (T, C); unobserved may hold NaN
         return cells.cpu().numpy().astype(np.float64)
     note_present = batch["notes_present"].bool() & present["notes"][:, None]  # (1, M)
     read = batch["notes_attention"].bool() & note_present[..., None]  # (1, M, L)

@@ -114,7 +114,9 @@ class AttentionCapture:
         return recorded[0]
 
     def resampler_layers(self, modality: str) -> list[AttentionSite]:
-        return sorted((s for s in self.sites if s.kind == "resampler" and s.modality == modality), key=lambda s: s.layer)
+        return sorted(
+            (s for s in self.sites if s.kind == "resampler" and s.modality == modality), key=lambda s: s.layer
+        )
 
     def cross_layers(self) -> list[AttentionSite]:
         return sorted((s for s in self.sites if s.kind == "cross"), key=lambda s: s.layer)
@@ -156,7 +158,9 @@ def impression_target(
         raise ConfigError("an impression needs at least one prompt", where="explain target")
     eos = model.tokenizer.eos_token_id
     clauses = []
-    for text, new in zip(prompts, model.generate_ids(expand(batch, len(prompts)), prompts, max_new_tokens=max_new_tokens).tolist()):
+    for text, new in zip(
+        prompts, model.generate_ids(expand(batch, len(prompts)), prompts, max_new_tokens=max_new_tokens).tolist()
+    ):
         if eos in new:
             new = new[: new.index(eos) + 1]
         clauses.append(Clause(text, tuple(int(t) for t in new)))
@@ -184,7 +188,9 @@ def diagnosis_logits(model, batch: dict) -> Tensor:
     return model(batch, ids, attn, pool).diagnosis_logits  # (B, K)
 
 
-def impression_log_likelihood(model, batch: dict, new_ids: Sequence[int], prompt_text: str = IMPRESSION_PROMPT) -> Tensor:
+def impression_log_likelihood(
+    model, batch: dict, new_ids: Sequence[int], prompt_text: str = IMPRESSION_PROMPT
+) -> Tensor:
     """Sum over the generated tokens of log p(token | prompt, earlier tokens, context), per row (B,)."""
     if not new_ids:
         raise ConfigError("the impression target has no generated tokens", where="explain target")

@@ -70,7 +70,12 @@ def token_relevances(
 
 
 def map_relevance(
-    study: Study, batch: dict, relevance: TokenRelevance, probability: float | None, max_notes: int, channels: Sequence[str]
+    study: Study,
+    batch: dict,
+    relevance: TokenRelevance,
+    probability: float | None,
+    max_notes: int,
+    channels: Sequence[str],
 ) -> Explanation:
     """Token relevance of one case mapped onto the study's pixels, time axis and words (`channels`: the model's vitals columns)."""
     maps = relevance.maps
@@ -109,15 +114,28 @@ def explain_study(
     targets = [diagnosis_target(model, d) for d in chosen]
     text = ""
     if impression:
-        target = impression_target(model, batch, prompt=predictor.impression_prompts(probs[None])[0])  # as Predictor writes it
+        target = impression_target(
+            model, batch, prompt=predictor.impression_prompts(probs[None])[0]
+        )  # as Predictor writes it
         targets.append(target)
-        draft = model.impression_from([model.decode(torch.tensor([list(c.ids)], dtype=torch.long))[0] for c in target.clauses])
-        text = predictor.ground(batch, probs[None], [draft])[0].text  # the words shown are the grounded ones, as predict gives
+        draft = model.impression_from(
+            [model.decode(torch.tensor([list(c.ids)], dtype=torch.long))[0] for c in target.clauses]
+        )
+        text = predictor.ground(batch, probs[None], [draft])[
+            0
+        ].text  # the words shown are the grounded ones, as predict gives
     probability = {d: float(p) for d, p in zip(names, np.asarray(probs, dtype=np.float64))}
     present = tuple(m for m in MODALITIES if m in token_validity(model, batch))
     max_notes = model.config.preprocess.max_notes
     explanations = tuple(
-        map_relevance(study, batch, r, None if r.target == IMPRESSION else probability[r.target], max_notes, predictor.task.channel_names)
+        map_relevance(
+            study,
+            batch,
+            r,
+            None if r.target == IMPRESSION else probability[r.target],
+            max_notes,
+            predictor.task.channel_names,
+        )
         for r in token_relevances(model, batch, targets, methods, n_steps=n_steps)
     )
     return StudyExplanation(study.study_id, probability, text, present, explanations, predictor.task.displays)

@@ -108,7 +108,11 @@ def summarise_distinctness(pairs: Sequence[PairFigure], methods: Sequence[str]) 
         for modality in ("image", "vitals", "notes"):
             values = [p.distinctness for p in pairs if p.method == method and p.modality == modality]
             if values:
-                out[method][modality] = {"median": float(np.median(values)), "mean": float(np.mean(values)), "n": len(values)}
+                out[method][modality] = {
+                    "median": float(np.median(values)),
+                    "mean": float(np.mean(values)),
+                    "n": len(values),
+                }
     return out
 
 
@@ -123,7 +127,9 @@ def tolerance_pixels(shape: Sequence[int]) -> float:
 def pointing_hit(relevance: np.ndarray, lesion: np.ndarray, tolerance: float | None = None) -> bool:
     """Whether the map's first maximum lies within `tolerance` pixels (Euclidean) of the lesion mask (a constant map misses)."""
     if relevance.shape != lesion.shape:
-        raise EvaluationError(f"map {relevance.shape} and lesion mask {lesion.shape} differ in shape", where="pointing game")
+        raise EvaluationError(
+            f"map {relevance.shape} and lesion mask {lesion.shape} differ in shape", where="pointing game"
+        )
     if relevance.size == 0 or relevance.max() == relevance.min():
         return False
     tolerance = tolerance_pixels(relevance.shape) if tolerance is None else tolerance
@@ -143,7 +149,13 @@ def top_patches(grid: np.ndarray, fraction: float = DELETE_FRACTION) -> np.ndarr
 
 @torch.no_grad()
 def deletion_drops(
-    model, batch: dict, index: int, grids: Mapping[str, np.ndarray], rng: np.random.Generator, *, draws: int = RANDOM_DRAWS
+    model,
+    batch: dict,
+    index: int,
+    grids: Mapping[str, np.ndarray],
+    rng: np.random.Generator,
+    *,
+    draws: int = RANDOM_DRAWS,
 ) -> tuple[dict[str, float], float]:
     """Probability drop of diagnosis `index` when each method's top patches are set to the image mean, and the mean drop over random draws."""
     check_single(batch)
@@ -176,7 +188,9 @@ def deletion_drops(
 
 def window_cells(vitals: VitalsMap, window: PlantedWindow) -> np.ndarray:
     """(T, C) bool: observed cells whose step overlaps the window and whose channel carries the planted signal."""
-    starts = np.array([(t - window.start).total_seconds() for t in vitals.times])  # step starts, seconds from the window start
+    starts = np.array(
+        [(t - window.start).total_seconds() for t in vitals.times]
+    )  # step starts, seconds from the window start
     length = (window.end - window.start).total_seconds()
     overlaps = (starts < length) & (starts + vitals.step_seconds > 0)  # (T,)
     channels = np.array([c in window.channels for c in vitals.channels])  # (C,)
@@ -208,7 +222,9 @@ def top_ranked(scores: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray
 def phrase_in_top(notes: NotesMap, spans: Sequence[PlantedSpan], fraction: float = TOP_FRACTION) -> bool | None:
     """Whether a word read inside `spans` ranks in the top `fraction` of the words read; None if none was read."""
     read = [w for w in notes.words if w.read]
-    inside = np.array([any(w.note == s.note and w.start < s.end and w.end > s.start for s in spans) for w in read], dtype=bool)
+    inside = np.array(
+        [any(w.note == s.note and w.start < s.end and w.end > s.start for s in spans) for w in read], dtype=bool
+    )
     if not inside.any():
         return None
     top = top_ranked(np.array([w.relevance for w in read]), fraction)
@@ -238,7 +254,12 @@ def _figure(name: str, rows: list[CaseFigures]) -> dict:
         if not pairs:
             return {"value": None, "n": 0}
         m, u = np.array(pairs).T
-        return {"value": float(m.sum() / u.sum()), "n": len(pairs), "median_case_ratio": float(np.median(m / u)), "best_possible": float(len(u) / u.sum())}
+        return {
+            "value": float(m.sum() / u.sum()),
+            "n": len(pairs),
+            "median_case_ratio": float(np.median(m / u)),
+            "best_possible": float(len(u) / u.sum()),
+        }
     pairs = [(r.drop_top, r.drop_random) for r in rows if r.drop_top is not None]
     if not pairs:
         return {"value": None, "n": 0}

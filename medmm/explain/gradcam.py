@@ -42,7 +42,9 @@ class ImageScore(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         model = self._model[0]
         rows = image.shape[0]
-        batch = {k: v.expand(rows, *v.shape[1:]).contiguous() if isinstance(v, Tensor) else v for k, v in self.batch.items()}
+        batch = {
+            k: v.expand(rows, *v.shape[1:]).contiguous() if isinstance(v, Tensor) else v for k, v in self.batch.items()
+        }
         batch["image"] = image.detach().requires_grad_(True)  # same values; makes the activations need a gradient
         handle = model.encoders["image"].act.register_forward_hook(lambda module, args, out: self.tap(out))
         try:

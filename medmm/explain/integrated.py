@@ -70,7 +70,11 @@ def integrated_gradients(model, batch: dict, target: Target, *, n_steps: int = D
     ig = IntegratedGradients(forward)
     with torch.enable_grad():
         attributions, delta = ig.attribute(
-            tuple(inputs), baselines=baselines, n_steps=n_steps, internal_batch_size=n_steps, return_convergence_delta=True
+            tuple(inputs),
+            baselines=baselines,
+            n_steps=n_steps,
+            internal_batch_size=n_steps,
+            return_convergence_delta=True,
         )
         with torch.no_grad():
             score = float(forward(*inputs)[0])

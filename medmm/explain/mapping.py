@@ -150,8 +150,14 @@ def vitals_map(study: Study, grid: np.ndarray, observed: np.ndarray, channels: S
     vitals = study.vitals
     if vitals is None or vitals.values.shape[0] != grid.shape[0]:
         raise ConfigError("the study's vital-sign grid does not match the model's", where="vitals relevance")
-    return VitalsMap(vitals.start, float(vitals.step_seconds), tuple(channels), np.asarray(grid, dtype=np.float64), observed.astype(bool),
-                     vitals.step_times)
+    return VitalsMap(
+        vitals.start,
+        float(vitals.step_seconds),
+        tuple(channels),
+        np.asarray(grid, dtype=np.float64),
+        observed.astype(bool),
+        vitals.step_times,
+    )
 
 
 # -- notes -------------------------------------------------------------------------------------
@@ -168,7 +174,9 @@ def kept_notes(study: Study, max_notes: int) -> tuple[int, ...]:
     return tuple(range(max(0, n - max_notes), n))
 
 
-def word_scores(text: str, grid: np.ndarray, offsets: np.ndarray, valid: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray, int]:
+def word_scores(
+    text: str, grid: np.ndarray, offsets: np.ndarray, valid: np.ndarray
+) -> tuple[list[tuple[int, int]], np.ndarray, int]:
     """(word spans, each word's summed token relevance, end of the text read) of one note, from its token
     relevance `grid` (L,), character `offsets` (L, 2) and `valid` (L,); special tokens (empty spans) skipped."""
     spans = word_spans(text)

@@ -80,7 +80,9 @@ def read_ground_truth(folder: str | Path, study: Study) -> GroundTruth | None:
         evidence_in = data["evidence"]
         notes_in = data.get("notes") or []
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CohortError("expected a JSON truth record with labels, evidence and notes", path=path, where="top level") from exc
+        raise CohortError(
+            "expected a JSON truth record with labels, evidence and notes", path=path, where="top level"
+        ) from exc
     by_reference = {n.source_id: i for i, n in enumerate(study.notes) if n.source_id}
     note_index = {int(n["index"]): by_reference.get(n.get("reference")) for n in notes_in}
     unmatched = 0
@@ -94,7 +96,11 @@ def read_ground_truth(folder: str | Path, study: Study) -> GroundTruth | None:
             if note is None:
                 unmatched += 1
                 continue
-            out.append(PlantedSpan(note, int(s["start"]), int(s["end"]), diagnosis or str(s["diagnosis"]), kind or str(s["kind"])))
+            out.append(
+                PlantedSpan(
+                    note, int(s["start"]), int(s["end"]), diagnosis or str(s["diagnosis"]), kind or str(s["kind"])
+                )
+            )
         return tuple(out)
 
     evidence = {}
@@ -131,7 +137,9 @@ def read_lesions(folder: str | Path) -> dict[str, np.ndarray]:
         images = {str(name): entry["image"] for name, entry in evidence.items() if entry.get("image")}
         keys = {name: (str(image["mask_file"]), str(image["mask_key"])) for name, image in images.items()}
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise CohortError("expected a JSON truth record whose image evidence names a mask file and key", path=path, where="evidence") from exc
+        raise CohortError(
+            "expected a JSON truth record whose image evidence names a mask file and key", path=path, where="evidence"
+        ) from exc
     masks: dict[str, dict[str, np.ndarray]] = {}
     return {name: _mask(folder, file, key, masks, f"evidence.{name}.image") for name, (file, key) in keys.items()}
 

@@ -178,7 +178,9 @@ def attention_relevance(
     check_single(batch)
     unknown = [m for m in methods if m not in ATTENTION_METHODS]
     if unknown:
-        raise ConfigError(f"unknown attention method(s) {unknown}; known: {', '.join(ATTENTION_METHODS)}", where="explain")
+        raise ConfigError(
+            f"unknown attention method(s) {unknown}; known: {', '.join(ATTENTION_METHODS)}", where="explain"
+        )
     out: list[TokenRelevance] = []
     diagnoses = [t for t in targets if t.index is not None]
     graded = "attention" in methods  # plain rollout needs no gradient
@@ -189,7 +191,15 @@ def attention_relevance(
             score = logits[:, target.index]
             bypass = _paths(model, batch, paths, score) if graded else {}
             grads = capture.gradients(score, retain_graph=i < len(diagnoses) - 1) if graded else None
-            out += _relevances(model, batch, target, float(score[0].detach()), [_composed(model, capture, target, grads, methods)], methods, [bypass])
+            out += _relevances(
+                model,
+                batch,
+                target,
+                float(score[0].detach()),
+                [_composed(model, capture, target, grads, methods)],
+                methods,
+                [bypass],
+            )
     for target in (t for t in targets if t.index is None):
         # an impression written in clauses: one pass per clause, relevance summed over the passes
         parts, bypasses, total = [], [], 0.0
@@ -215,13 +225,21 @@ def _paths(model, batch: dict, paths: PathCapture, score: Tensor) -> dict[str, P
 def _composed(model, capture, target: Target, grads, methods, clause: int = 0) -> dict[str, tuple[dict, dict]]:
     """(token relevance, latent mass) per method for one captured pass (see compose)."""
     return {
-        method: compose(model, capture, grads, None) if method == "attention" else compose(model, capture, None, query_rows(model, target, clause))
+        method: compose(model, capture, grads, None)
+        if method == "attention"
+        else compose(model, capture, None, query_rows(model, target, clause))
         for method in methods
     }
 
 
 def _relevances(
-    model, batch, target: Target, score: float, parts: Sequence[Mapping], methods, bypasses: Sequence[Mapping[str, PathRelevance]]
+    model,
+    batch,
+    target: Target,
+    score: float,
+    parts: Sequence[Mapping],
+    methods,
+    bypasses: Sequence[Mapping[str, PathRelevance]],
 ) -> list[TokenRelevance]:
     """One TokenRelevance per method from the sum of the passes' token relevance, latent mass and (attention) paths."""
     out = []

@@ -119,7 +119,16 @@ def render_vitals(series: VitalSeries, vitals: VitalsMap, text: str, path: str |
     ax = fig.add_subplot(1, 1, 1)
     if rows:
         # band i covers y in [i, i + 1); step t covers x in [t * step, (t + 1) * step)
-        ax.imshow(heat[:, rows].T, extent=(0.0, end, len(rows), 0.0), aspect="auto", cmap=HEAT, vmin=0.0, vmax=1.0, alpha=0.75, interpolation="nearest")
+        ax.imshow(
+            heat[:, rows].T,
+            extent=(0.0, end, len(rows), 0.0),
+            aspect="auto",
+            cmap=HEAT,
+            vmin=0.0,
+            vmax=1.0,
+            alpha=0.75,
+            interpolation="nearest",
+        )
     for i, c in enumerate(rows):
         src = series.channels.index(vitals.channels[c])
         observed = series.mask[:, src]
@@ -132,8 +141,12 @@ def render_vitals(series: VitalSeries, vitals: VitalsMap, text: str, path: str |
     ax.set_yticks([i + 0.5 for i in range(len(rows))], [vitals.channels[c] for c in rows], fontsize=8)
     ax.set_ylim(max(len(rows), 1), 0)
     ax.set_xlim(0.0, end if end > 0 else 1.0)
-    ax.set_xlabel(f"encounters from {vitals.start.date().isoformat()} (oldest first)" if per_encounter
-                  else f"hours from {vitals.start.isoformat()}", fontsize=8)
+    ax.set_xlabel(
+        f"encounters from {vitals.start.date().isoformat()} (oldest first)"
+        if per_encounter
+        else f"hours from {vitals.start.isoformat()}",
+        fontsize=8,
+    )
     ax.tick_params(axis="x", labelsize=7)
     fig.subplots_adjust(left=0.14, right=0.70, top=0.85, bottom=0.2)
     bar = fig.add_axes((0.88, 0.2, 0.02, 0.65))
@@ -160,7 +173,9 @@ def notes_html(study: Study, notes: NotesMap, text: str) -> str:
     ]
     for index in notes.notes:
         note = study.notes[index]
-        title = " ".join(x for x in (note.type_display or note.type_code or "note", note.time.isoformat() if note.time else "") if x)
+        title = " ".join(
+            x for x in (note.type_display or note.type_code or "note", note.time.isoformat() if note.time else "") if x
+        )
         parts.append(f'<section class="note" data-note="{index}"><h3>{html.escape(title)}</h3><pre>')
         parts.append(highlight(note.text, notes.for_note(index), top))
         parts.append("</pre></section>")
@@ -179,7 +194,9 @@ def highlight(text: str, words, top: float) -> str:
         elif top > 0 and w.relevance / top >= MIN_SHADE:
             alpha = w.relevance / top
             r, g, b = _NOTE_RGB
-            out.append(f'<mark style="background-color: rgba({r}, {g}, {b}, {alpha:.3f})" title="relevance {w.relevance:.4f}">{word}</mark>')
+            out.append(
+                f'<mark style="background-color: rgba({r}, {g}, {b}, {alpha:.3f})" title="relevance {w.relevance:.4f}">{word}</mark>'
+            )
         else:
             out.append(word)
         pos = w.end

@@ -88,7 +88,9 @@ def _peaks(e: Explanation) -> dict:
     """Where each map peaks: a pixel index, a time step and channel, a note and character range."""
     peaks: dict = {}
     if e.image is not None:
-        peaks["image_peak"] = [int(i) for i in np.unravel_index(int(np.argmax(e.image.relevance)), e.image.relevance.shape)]
+        peaks["image_peak"] = [
+            int(i) for i in np.unravel_index(int(np.argmax(e.image.relevance)), e.image.relevance.shape)
+        ]
     if e.vitals is not None:
         step, channel = np.unravel_index(int(np.argmax(e.vitals.relevance)), e.vitals.relevance.shape)
         peaks["vitals_peak"] = {"time": e.vitals.times[step].isoformat(), "channel": e.vitals.channels[channel]}
@@ -98,7 +100,9 @@ def _peaks(e: Explanation) -> dict:
     return peaks
 
 
-def explain_patient(model_dir: str | Path, patient: str | Path, out_dir: str | Path, *, methods: Sequence[str] = METHODS, predictor=None) -> dict:
+def explain_patient(
+    model_dir: str | Path, patient: str | Path, out_dir: str | Path, *, methods: Sequence[str] = METHODS, predictor=None
+) -> dict:
     """Explain one patient (folder or file) with the checkpoint in `model_dir`; write every view and explanation.json.
 
     A `predictor` already loaded (the UI's, a test's) is used instead of loading `model_dir`.
@@ -128,7 +132,13 @@ def explain_patient(model_dir: str | Path, patient: str | Path, out_dir: str | P
 
 
 def case_figures(
-    predictor, study: Study, truth: GroundTruth, methods: Sequence[str], rng: np.random.Generator, *, n_steps: int = DEFAULT_STEPS
+    predictor,
+    study: Study,
+    truth: GroundTruth,
+    methods: Sequence[str],
+    rng: np.random.Generator,
+    *,
+    n_steps: int = DEFAULT_STEPS,
 ) -> tuple[list[CaseFigures], list[PairFigure]]:
     """The per-method quantities of every scorable diagnosis of one case, and how the maps of
     its two most probable diagnoses differ (see faithfulness.py)."""
@@ -142,7 +152,15 @@ def case_figures(
     plan: dict[str, set[str]] = {}
     for d in (d for d in truth.labels if d in names and d in truth.evidence):
         ev = truth.evidence[d]
-        wanted = {m for m, has in (("image", ev.lesion is not None), ("vitals", ev.window is not None), ("notes", bool(ev.spans))) if has and m in read}
+        wanted = {
+            m
+            for m, has in (
+                ("image", ev.lesion is not None),
+                ("vitals", ev.window is not None),
+                ("notes", bool(ev.spans)),
+            )
+            if has and m in read
+        }
         if wanted:
             plan[d] = wanted
     negated: dict[str, list] = {}
@@ -151,7 +169,9 @@ def case_figures(
             if s.kind == "negated" and s.diagnosis in names:
                 negated.setdefault(s.diagnosis, []).append(s)
     explained = [d for d in names if d in plan or d in negated or d in top_two]
-    relevances = token_relevances(model, batch, [diagnosis_target(model, d) for d in explained], methods, n_steps=n_steps)
+    relevances = token_relevances(
+        model, batch, [diagnosis_target(model, d) for d in explained], methods, n_steps=n_steps
+    )
     pairs = []
     if len(top_two) == 2:
         first, second = ({r.method: r for r in relevances if r.target == d} for d in top_two)
@@ -174,8 +194,13 @@ def case_figures(
             fields: dict = {}
             if "image" in scored and e.image is not None:
                 if e.image.relevance.shape != ev.lesion.shape:
-                    raise CohortError(f"lesion mask {ev.lesion.shape} does not match the image {e.image.relevance.shape}", where=f"evidence.{d}.image")
-                fields.update(pointing=pointing_hit(e.image.relevance, ev.lesion), drop_top=drops[method], drop_random=random_drop)
+                    raise CohortError(
+                        f"lesion mask {ev.lesion.shape} does not match the image {e.image.relevance.shape}",
+                        where=f"evidence.{d}.image",
+                    )
+                fields.update(
+                    pointing=pointing_hit(e.image.relevance, ev.lesion), drop_top=drops[method], drop_random=random_drop
+                )
             if "vitals" in scored and e.vitals is not None:
                 masses = window_masses(e.vitals, ev.window)
                 if masses is not None:

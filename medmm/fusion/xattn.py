@@ -108,9 +108,7 @@ class GatedCrossAttentionBlock(nn.Module):
         """Keys and values (B, H, K, Dh) for `context` (B, K, Dc) with mask (B, K)."""
         return self.attn.keys_values(context, mask)
 
-    def forward(
-        self, hidden: Tensor, context: Tensor, mask: Tensor, kv: tuple[Tensor, Tensor] | None = None
-    ) -> Tensor:
+    def forward(self, hidden: Tensor, context: Tensor, mask: Tensor, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Update hidden (B, T, D) from context (B, K, Dc) with mask (B, K); `kv` reuses cached keys/values."""
         if kv is None:
             kv = self.keys_values(context, mask)

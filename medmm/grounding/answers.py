@@ -16,21 +16,42 @@ from medmm.grounding.findings import NOTE_FINDINGS, NOTE_WORDS, VITAL_RULES, VIT
 from medmm.grounding.impression import prediction_reason
 from medmm.grounding.notes import AFFIRMED, NEGATED
 from medmm.grounding.questions import (
-    ADVICE, AGAINST, DIFFERENTIAL, IMAGE, INPUTS, LIKELIHOOD, NOTES, SUPPORT, UNKNOWN, VITAL, VITAL_CHANNELS, Question, recognise,
+    ADVICE,
+    AGAINST,
+    DIFFERENTIAL,
+    IMAGE,
+    INPUTS,
+    LIKELIHOOD,
+    NOTES,
+    SUPPORT,
+    UNKNOWN,
+    VITAL,
+    VITAL_CHANNELS,
+    Question,
+    recognise,
 )
 from medmm.grounding.vitals import value_text, when
 from medmm.records import Answer, Claim
 
 RESEARCH_NOTE = "Research use only; not a clinical recommendation."
 CAN_ANSWER = (
-    "It can answer: whether a diagnosis the model predicts is likely (\"Is there <diagnosis>?\"), what supports or argues against it, "
+    'It can answer: whether a diagnosis the model predicts is likely ("Is there <diagnosis>?"), what supports or argues against it, '
     "the differential, a vital sign's values (temperature, heart rate, respiratory rate, SpO2, blood pressure, weight), "
     "what the notes say about a finding, what the radiograph shows, and which inputs were used."
 )
-_SIGN_TITLE = {"temperature": "Temperature", "heart_rate": "Heart rate", "resp_rate": "Respiratory rate", "spo2": "SpO2",
-               "blood_pressure": "Blood pressure", "weight": "Weight"}
+_SIGN_TITLE = {
+    "temperature": "Temperature",
+    "heart_rate": "Heart rate",
+    "resp_rate": "Respiratory rate",
+    "spo2": "SpO2",
+    "blood_pressure": "Blood pressure",
+    "weight": "Weight",
+}
 _CHANNEL_TITLE = {"sbp": "systolic", "dbp": "diastolic"}
-_SIGN_RULES = {sign: tuple(r for r, rule in VITAL_RULES.items() if set(rule.channels) & set(channels)) for sign, channels in VITAL_CHANNELS.items()}
+_SIGN_RULES = {
+    sign: tuple(r for r, rule in VITAL_RULES.items() if set(rule.channels) & set(channels))
+    for sign, channels in VITAL_CHANNELS.items()
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,12 @@ def evidence(facts: PatientFacts, diagnosis: str) -> Evidence:
             supports.append((f"{name}: the notes say so: {reason}", Claim(name, "notes", diagnosis, SUPPORTED, reason)))
         for m in negated[:2]:
             reason = f'"{m.sentence}" ({m.note})'
-            against.append((f"{name} negated in the notes: {reason}", Claim(f"{name} negated", "notes", diagnosis, SUPPORTED, reason)))
+            against.append(
+                (
+                    f"{name} negated in the notes: {reason}",
+                    Claim(f"{name} negated", "notes", diagnosis, SUPPORTED, reason),
+                )
+            )
         if not facts.notes:
             unassessed.append(f"{name}: no note was read for this study")
         elif not affirmed and not negated:
@@ -230,16 +256,24 @@ def answer_question(question: str, facts: PatientFacts | None) -> Answer:
     """
     q = recognise(question, facts.vocabulary if facts is not None else None)
     if q.kind == ADVICE:
-        return Answer(question, q.kind, f"This research tool does not give treatment advice. {CAN_ANSWER}", answered=False)
+        return Answer(
+            question, q.kind, f"This research tool does not give treatment advice. {CAN_ANSWER}", answered=False
+        )
     if q.kind == UNKNOWN:
-        return Answer(question, q.kind, f"This tool cannot answer that from this patient's data. {CAN_ANSWER}", answered=False)
+        return Answer(
+            question, q.kind, f"This tool cannot answer that from this patient's data. {CAN_ANSWER}", answered=False
+        )
     if facts is None:
         raise ValueError(f"a {q.kind} question needs the study's facts")
     claims: tuple[Claim, ...] = ()
     if q.kind in (LIKELIHOOD, SUPPORT, AGAINST) and q.diagnosis not in facts.probabilities:
         known = ", ".join(facts.display(d) for d in facts.probabilities)
-        return Answer(question, UNKNOWN, f"This model does not predict {(q.diagnosis or 'that').replace('_', ' ')}; it predicts {known}. {CAN_ANSWER}",
-                      answered=False)
+        return Answer(
+            question,
+            UNKNOWN,
+            f"This model does not predict {(q.diagnosis or 'that').replace('_', ' ')}; it predicts {known}. {CAN_ANSWER}",
+            answered=False,
+        )
     if q.kind in (LIKELIHOOD, SUPPORT, AGAINST):
         text, claims = _diagnosis_answer(facts, q)
     elif q.kind == DIFFERENTIAL:

@@ -36,8 +36,12 @@ class PatientFacts:
     calibrated: bool  # operating thresholds were fitted on validation data
     conformal_set: tuple[str, ...]
     coverage: float | None
-    adult: tuple[bool, str] = field(default=(False, "the patient's age is unknown"))  # adult thresholds apply, or why not
-    displays: Mapping[str, str] = field(default_factory=lambda: default_vocabulary().lower)  # label -> lower-case display (the model's task)
+    adult: tuple[bool, str] = field(
+        default=(False, "the patient's age is unknown")
+    )  # adult thresholds apply, or why not
+    displays: Mapping[str, str] = field(
+        default_factory=lambda: default_vocabulary().lower
+    )  # label -> lower-case display (the model's task)
     vocabulary: Vocabulary = field(default_factory=default_vocabulary)  # the model's task's labels and their words
 
     def display(self, diagnosis: str) -> str:

@@ -44,15 +44,31 @@ VITAL_RULES: dict[str, VitalRule] = {
 
 # Words an impression or answer uses -> the rule that must hold.
 VITAL_WORDS: dict[str, str] = {
-    "fever": "fever", "febrile": "fever", "pyrexia": "fever", "pyrexial": "fever",
-    "hypothermia": "hypothermia", "hypothermic": "hypothermia",
-    "tachycardia": "tachycardia", "tachycardic": "tachycardia",
-    "bradycardia": "bradycardia", "bradycardic": "bradycardia",
-    "tachypnoea": "tachypnoea", "tachypnea": "tachypnoea", "tachypnoeic": "tachypnoea", "tachypneic": "tachypnoea",
-    "hypotension": "hypotension", "hypotensive": "hypotension",
-    "hypoxaemia": "hypoxaemia", "hypoxemia": "hypoxaemia", "hypoxic": "hypoxaemia", "desaturation": "hypoxaemia",
-    "sudden desaturation": "hypoxaemia", "falling oxygen saturation": "hypoxaemia", "low oxygen saturation": "hypoxaemia",
-    "falling saturation": "hypoxaemia", "low saturation": "hypoxaemia",
+    "fever": "fever",
+    "febrile": "fever",
+    "pyrexia": "fever",
+    "pyrexial": "fever",
+    "hypothermia": "hypothermia",
+    "hypothermic": "hypothermia",
+    "tachycardia": "tachycardia",
+    "tachycardic": "tachycardia",
+    "bradycardia": "bradycardia",
+    "bradycardic": "bradycardia",
+    "tachypnoea": "tachypnoea",
+    "tachypnea": "tachypnoea",
+    "tachypnoeic": "tachypnoea",
+    "tachypneic": "tachypnoea",
+    "hypotension": "hypotension",
+    "hypotensive": "hypotension",
+    "hypoxaemia": "hypoxaemia",
+    "hypoxemia": "hypoxaemia",
+    "hypoxic": "hypoxaemia",
+    "desaturation": "hypoxaemia",
+    "sudden desaturation": "hypoxaemia",
+    "falling oxygen saturation": "hypoxaemia",
+    "low oxygen saturation": "hypoxaemia",
+    "falling saturation": "hypoxaemia",
+    "low saturation": "hypoxaemia",
     "weight gain": "weight gain",
 }
 
@@ -74,18 +90,34 @@ def _p(pattern: str) -> re.Pattern:
 NOTE_FINDINGS: dict[str, NoteFinding] = {
     f.name: f
     for f in (
-        NoteFinding("productive cough", _p(r"\bproductive cough|\bcough\w* productive|\bsputum\b|\bpurulent\b"), _p(r"\bcough|\bsputum\b")),
-        NoteFinding("crackles", _p(r"\bcrackles\b|\bcrepitations\b|\brales\b"), _p(r"\bcrackles\b|\bcrepitations\b|\brales\b")),
+        NoteFinding(
+            "productive cough",
+            _p(r"\bproductive cough|\bcough\w* productive|\bsputum\b|\bpurulent\b"),
+            _p(r"\bcough|\bsputum\b"),
+        ),
+        NoteFinding(
+            "crackles", _p(r"\bcrackles\b|\bcrepitations\b|\brales\b"), _p(r"\bcrackles\b|\bcrepitations\b|\brales\b")
+        ),
         NoteFinding("orthopnoea", _p(r"\borthopno?ea\b|\bthree pillows\b|\b\w+ pillows\b"), _p(r"\borthopno?ea\b")),
         NoteFinding(
             "ankle oedema",
             _p(r"\bankle (o?edema|swelling)|\b(pitting|pedal|peripheral|leg) o?edema\b|\bankle swelling\b"),
             _p(r"\b(ankle|pitting|pedal|peripheral|leg) (o?edema|swelling)\b|\bo?edema\b"),
         ),
-        NoteFinding("dullness to percussion", _p(r"\bdull(ness)? (to|on) percussion\b|\bstony dullness\b"), _p(r"\bdullness\b")),
-        NoteFinding("sudden pleuritic chest pain", _p(r"\b(sudden|abrupt)\w*\b[^.;]*\bpain\b"), _p(r"\bchest pain\b|\bpleuritic\b")),
+        NoteFinding(
+            "dullness to percussion", _p(r"\bdull(ness)? (to|on) percussion\b|\bstony dullness\b"), _p(r"\bdullness\b")
+        ),
+        NoteFinding(
+            "sudden pleuritic chest pain",
+            _p(r"\b(sudden|abrupt)\w*\b[^.;]*\bpain\b"),
+            _p(r"\bchest pain\b|\bpleuritic\b"),
+        ),
         NoteFinding("rigors", _p(r"\brigou?rs\b|\bshaking chills\b"), _p(r"\brigou?rs\b")),
-        NoteFinding("confusion", _p(r"\bconfus(ion|ed)\b|\bdisorient(at)?ed\b|\bdelirium\b"), _p(r"\bconfus(ion|ed)\b|\bdisorient")),
+        NoteFinding(
+            "confusion",
+            _p(r"\bconfus(ion|ed)\b|\bdisorient(at)?ed\b|\bdelirium\b"),
+            _p(r"\bconfus(ion|ed)\b|\bdisorient"),
+        ),
         # asked about, never written as note evidence by the impression
         NoteFinding("fever", _p(r"\bfevers?\b|\bfebrile\b|\bpyrexi\w*"), _p(r"\bfevers?\b|\bfebrile\b|\bpyrexi\w*")),
         NoteFinding("cough", _p(r"\bcough\w*"), _p(r"\bcough\w*")),
@@ -99,12 +131,24 @@ NOTE_FINDINGS: dict[str, NoteFinding] = {
 }
 NOTE_WORDS: dict[str, str] = {
     **{name: name for name in NOTE_FINDINGS},
-    "orthopnea": "orthopnoea", "ankle edema": "ankle oedema", "ankle swelling": "ankle oedema", "oedema": "ankle oedema",
-    "edema": "ankle oedema", "leg swelling": "ankle oedema", "dullness": "dullness to percussion", "rigours": "rigors",
-    "pleuritic chest pain": "sudden pleuritic chest pain", "sputum": "productive cough", "crepitations": "crackles",
-    "dyspnoea": "shortness of breath", "dyspnea": "shortness of breath", "breathlessness": "shortness of breath",
-    "confused": "confusion", "disorientation": "confusion",
+    "orthopnea": "orthopnoea",
+    "ankle edema": "ankle oedema",
+    "ankle swelling": "ankle oedema",
+    "oedema": "ankle oedema",
+    "edema": "ankle oedema",
+    "leg swelling": "ankle oedema",
+    "dullness": "dullness to percussion",
+    "rigours": "rigors",
+    "pleuritic chest pain": "sudden pleuritic chest pain",
+    "sputum": "productive cough",
+    "crepitations": "crackles",
+    "dyspnoea": "shortness of breath",
+    "dyspnea": "shortness of breath",
+    "breathlessness": "shortness of breath",
+    "confused": "confusion",
+    "disorientation": "confusion",
 }
+
 
 @dataclass(frozen=True)
 class Finding:

@@ -70,7 +70,11 @@ def not_ruled_out_sentence(facts: PatientFacts) -> str:
     names = facts.not_ruled_out
     if not names:
         return ""
-    basis = f"prediction set at {facts.coverage:.0%} coverage" if facts.coverage is not None else "at or above the operating threshold"
+    basis = (
+        f"prediction set at {facts.coverage:.0%} coverage"
+        if facts.coverage is not None
+        else "at or above the operating threshold"
+    )
     listed = ", ".join(f"{facts.display(d)} ({percent(facts.probabilities[d])})" for d in names)
     return f"{NOT_RULED_OUT} ({basis}): {listed}."
 
@@ -108,7 +112,15 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
         if negated and negated.group("name") in by_display and not m.group("evidence"):
             diagnosis = by_display[negated.group("name")]
             if diagnosis in facts.not_ruled_out:
-                removed.append(Claim(name, "statement", diagnosis, CONTRADICTED, f"not ruled out: {prediction_reason(facts, diagnosis)}"))
+                removed.append(
+                    Claim(
+                        name,
+                        "statement",
+                        diagnosis,
+                        CONTRADICTED,
+                        f"not ruled out: {prediction_reason(facts, diagnosis)}",
+                    )
+                )
             else:
                 kept.append(Claim(name, "statement", diagnosis, SUPPORTED, prediction_reason(facts, diagnosis)))
                 pieces.append(name)
@@ -122,10 +134,16 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
         if diagnosis not in facts.not_ruled_out:
             why = f"the prediction does not support it: {prediction_reason(facts, diagnosis)}"
             removed.append(Claim(facts.display(diagnosis), "diagnosis", diagnosis, CONTRADICTED, why))
-            removed.extend(Claim(w, "text", diagnosis, UNSUPPORTED, f"stated for {facts.display(diagnosis)}, which was removed") for g in groups for w in g)
+            removed.extend(
+                Claim(w, "text", diagnosis, UNSUPPORTED, f"stated for {facts.display(diagnosis)}, which was removed")
+                for g in groups
+                for w in g
+            )
             continue
         if diagnosis not in named:
-            kept.append(Claim(facts.display(diagnosis), "diagnosis", diagnosis, SUPPORTED, prediction_reason(facts, diagnosis)))
+            kept.append(
+                Claim(facts.display(diagnosis), "diagnosis", diagnosis, SUPPORTED, prediction_reason(facts, diagnosis))
+            )
         kept_groups = []
         checked = stated.setdefault(diagnosis, set())
         for group in groups:
@@ -162,7 +180,9 @@ def ground_impression(text: str, facts: PatientFacts) -> GroundedText:
     out = ", ".join(pieces) + "." if pieces else ""
     if not named and facts.not_ruled_out:
         sentence = not_ruled_out_sentence(facts)
-        kept.append(Claim(sentence.rstrip("."), "statement", None, SUPPORTED, "the prediction set and operating thresholds"))
+        kept.append(
+            Claim(sentence.rstrip("."), "statement", None, SUPPORTED, "the prediction set and operating thresholds")
+        )
         out = f"{out} {sentence}".strip()
     return GroundedText(out, tuple(kept), tuple(removed))
 

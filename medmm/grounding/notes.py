@@ -28,7 +28,9 @@ _HEDGE = re.compile(
     r"query|questionable|borderline|may (be|represent)|likely atelectasis|if febrile|equivocal)\b|\?",
     re.IGNORECASE,
 )
-_NEGATION = re.compile(r"\b(no|not|without|denies|denied|negative for|free of|nil|absence of|resolved)\b", re.IGNORECASE)
+_NEGATION = re.compile(
+    r"\b(no|not|without|denies|denied|negative for|free of|nil|absence of|resolved)\b", re.IGNORECASE
+)
 _CLAUSE_BREAK = re.compile(r"[,;:]|\bbut\b|\bhowever\b", re.IGNORECASE)
 _SELF_NEGATING = re.compile(r"\bafebrile\b|\bapyrexial\b", re.IGNORECASE)
 _HEADING = re.compile(r"^[A-Z][A-Z ]+:\s*")  # "EXAMINATION: " before the sentence proper

@@ -17,7 +17,16 @@ from medmm.grounding.findings import NOTE_WORDS, VITAL_RULES, VITAL_WORDS
 from medmm.tasks import Vocabulary, default_vocabulary
 
 LIKELIHOOD, SUPPORT, AGAINST, DIFFERENTIAL, VITAL, NOTES, IMAGE, INPUTS, ADVICE, UNKNOWN = (
-    "likelihood", "support", "against", "differential", "vital", "notes", "image", "inputs", "advice", "unknown",
+    "likelihood",
+    "support",
+    "against",
+    "differential",
+    "vital",
+    "notes",
+    "image",
+    "inputs",
+    "advice",
+    "unknown",
 )
 
 # vital sign asked about -> grid channels shown (blood pressure shows both of its channels)
@@ -30,21 +39,41 @@ VITAL_SIGN_WORDS: dict[str, tuple[str, ...]] = {
     "weight": ("weight",),
 }
 VITAL_CHANNELS: dict[str, tuple[str, ...]] = {
-    "temperature": ("temperature",), "heart_rate": ("heart_rate",), "resp_rate": ("resp_rate",), "spo2": ("spo2",),
-    "blood_pressure": ("sbp", "dbp"), "weight": ("weight",),
+    "temperature": ("temperature",),
+    "heart_rate": ("heart_rate",),
+    "resp_rate": ("resp_rate",),
+    "spo2": ("spo2",),
+    "blood_pressure": ("sbp", "dbp"),
+    "weight": ("weight",),
 }
-_RULE_SIGN = {"fever": "temperature", "hypothermia": "temperature", "tachycardia": "heart_rate", "bradycardia": "heart_rate",
-              "tachypnoea": "resp_rate", "hypotension": "blood_pressure", "hypoxaemia": "spo2", "weight gain": "weight"}
+_RULE_SIGN = {
+    "fever": "temperature",
+    "hypothermia": "temperature",
+    "tachycardia": "heart_rate",
+    "bradycardia": "heart_rate",
+    "tachypnoea": "resp_rate",
+    "hypotension": "blood_pressure",
+    "hypoxaemia": "spo2",
+    "weight gain": "weight",
+}
 assert set(_RULE_SIGN) == set(VITAL_RULES)
 
 _ADVICE = re.compile(
     r"\b(treat|treatment|treated|therapy|manage|management|prescribe|prescription|doses?|dosage|antibiotics?|diuretics?|"
     r"furosemide|chest drain|intubate|should (i|we|they)|recommend\w*|medications?|medicines?|drugs?|surgery|what to do|next steps?)\b"
 )
-_SUPPORT = re.compile(r"\b(support\w*|evidence for|in favou?r|points? to|suggest\w*|why (do|does|is|would)|what makes|based on what)\b")
-_AGAINST = re.compile(r"\b(against|argues?|rule[sd]? (it )?out|exclude\w*|evidence against|why not|contradict\w*|speaks? against)\b")
-_DIFFERENTIAL = re.compile(r"\b(differential|ddx|ranked|rank|ranking|list|which diagnos\w*|what diagnos\w*|diagnoses|most likely|top diagnos\w*|what (is|could) (it|this) be)\b")
-_INPUTS = re.compile(r"\b(inputs?|which (data|images?|notes|files)|what (data|was used|did (you|it|the model) (use|read))|used|modalit\w*|read)\b")
+_SUPPORT = re.compile(
+    r"\b(support\w*|evidence for|in favou?r|points? to|suggest\w*|why (do|does|is|would)|what makes|based on what)\b"
+)
+_AGAINST = re.compile(
+    r"\b(against|argues?|rule[sd]? (it )?out|exclude\w*|evidence against|why not|contradict\w*|speaks? against)\b"
+)
+_DIFFERENTIAL = re.compile(
+    r"\b(differential|ddx|ranked|rank|ranking|list|which diagnos\w*|what diagnos\w*|diagnoses|most likely|top diagnos\w*|what (is|could) (it|this) be)\b"
+)
+_INPUTS = re.compile(
+    r"\b(inputs?|which (data|images?|notes|files)|what (data|was used|did (you|it|the model) (use|read))|used|modalit\w*|read)\b"
+)
 _NOTES = re.compile(r"\b(notes?|documented|documentation|record|charted|written)\b")
 _IMAGE = re.compile(r"\b(radiograph|x ray|xray|cxr|chest film|image|imaging|film)\b")
 

@@ -21,12 +21,21 @@ from medmm.prompts import qa_prompt
 RECORD_PREFIX = "Record, last vital signs:"
 # the question asked about each vital sign (the wording of the evaluation's question set)
 VALUE_QUESTIONS: dict[str, str] = {
-    "temperature": "What is the patient's temperature?", "heart_rate": "What is the heart rate?",
-    "resp_rate": "What is the respiratory rate?", "spo2": "What is the SpO2?", "blood_pressure": "What is the blood pressure?",
+    "temperature": "What is the patient's temperature?",
+    "heart_rate": "What is the heart rate?",
+    "resp_rate": "What is the respiratory rate?",
+    "spo2": "What is the SpO2?",
+    "blood_pressure": "What is the blood pressure?",
     "weight": "What is the patient's weight?",
 }
-_SIGN_TEXT = {"temperature": "temperature", "heart_rate": "heart rate", "resp_rate": "respiratory rate", "spo2": "SpO2",
-              "blood_pressure": "blood pressure", "weight": "weight"}
+_SIGN_TEXT = {
+    "temperature": "temperature",
+    "heart_rate": "heart rate",
+    "resp_rate": "respiratory rate",
+    "spo2": "SpO2",
+    "blood_pressure": "blood pressure",
+    "weight": "weight",
+}
 _CHANNEL_TEXT = {v.name: v.display.lower() for v in VITAL_SIGNS}
 # decimals a chart gives each channel (the record rounds to them; the rest are whole numbers)
 DECIMALS = {"temperature": 1, "weight": 1}

@@ -89,9 +89,16 @@ def summarise(series: VitalSeries | None) -> dict[str, ChannelSummary]:
         j = int(np.argmax(drops))
         i = int(np.argmax(values[: j + 1]))
         out[channel] = ChannelSummary(
-            channel, series.units[c] if c < len(series.units) else _UNIT.get(channel, ""), int(steps.size),
-            reading[0], reading[-1], reading[int(np.argmin(values))], reading[int(np.argmax(values))],
-            float(drops[j]), reading[i], reading[j],
+            channel,
+            series.units[c] if c < len(series.units) else _UNIT.get(channel, ""),
+            int(steps.size),
+            reading[0],
+            reading[-1],
+            reading[int(np.argmin(values))],
+            reading[int(np.argmax(values))],
+            float(drops[j]),
+            reading[i],
+            reading[j],
         )
     return out
 
@@ -106,9 +113,15 @@ def adult_thresholds_apply(study: Study) -> tuple[bool, str]:
     """(whether adult thresholds apply to this patient, why not when they do not)."""
     age = study.demographics.age_years if study.demographics is not None else None
     if age is None:
-        return False, "the patient's age is unknown, and the thresholds are for adults (children need age-specific ranges)"
+        return (
+            False,
+            "the patient's age is unknown, and the thresholds are for adults (children need age-specific ranges)",
+        )
     if age < ADULT_YEARS:
-        return False, f"the patient is {age_text(age)}; the thresholds are for adults (children need age-specific ranges)"
+        return (
+            False,
+            f"the patient is {age_text(age)}; the thresholds are for adults (children need age-specific ranges)",
+        )
     return True, ""
 
 
@@ -138,10 +151,14 @@ def check_rule(name: str, summaries: dict[str, ChannelSummary]) -> RuleCheck:
     if name == "hypoxaemia":
         low, fall = s.low.value < 92.0, s.largest_fall >= 4.0
         fell = f"largest fall {s.largest_fall:.1f} points, from {at(s.fall_from)} to {at(s.fall_to)}"
-        return RuleCheck(low or fall, f"min SpO2 {at(s.low)}; {fell} (low or falling saturation: < 92% or a fall of >= 4 points)")
+        return RuleCheck(
+            low or fall, f"min SpO2 {at(s.low)}; {fell} (low or falling saturation: < 92% or a fall of >= 4 points)"
+        )
     if name == "weight gain":
         if s.count < 2:
             return RuleCheck(None, f"one weight reading inside the window ({at(s.first)}): no change can be read")
         gain = s.last.value - s.first.value
-        return RuleCheck(gain >= 2.0, f"weight {at(s.first)}, then {at(s.last)}: change {gain:+.1f} kg (weight gain: >= 2 kg)")
+        return RuleCheck(
+            gain >= 2.0, f"weight {at(s.first)}, then {at(s.last)}: change {gain:+.1f} kg (weight gain: >= 2 kg)"
+        )
     raise KeyError(name)

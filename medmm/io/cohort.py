@@ -83,7 +83,10 @@ class Cohort:
         ids = [str(v) for v in manifest[key]]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
-            raise CohortError(f"{key} appears more than once (first repeat at row {ids.index(dup, ids.index(dup) + 1) + 2})", path=root / "manifest.csv")
+            raise CohortError(
+                f"{key} appears more than once (first repeat at row {ids.index(dup, ids.index(dup) + 1) + 2})",
+                path=root / "manifest.csv",
+            )
         return cls(root, entries, manifest.reset_index(drop=True))
 
     def __len__(self) -> int:
@@ -111,7 +114,9 @@ class Cohort:
         if not entry.folder.exists():
             raise CohortError("patient folder listed in the manifest does not exist", path=entry.folder)
         source = "cohort manifest" if entry.study_time is not None else "given"
-        return load_study(entry.folder, study_time=entry.study_time, time_source=source, patient_id=entry.patient_id, **kwargs)
+        return load_study(
+            entry.folder, study_time=entry.study_time, time_source=source, patient_id=entry.patient_id, **kwargs
+        )
 
     def __iter__(self) -> Iterator[Study]:
         for i in range(len(self)):
@@ -197,7 +202,10 @@ class CohortDataset(torch.utils.data.Dataset):
         entry = self.cohort.entries[index]
         if self.cache_dir is None:
             return dict(self.preprocess(self.cohort.load(index, **self.load_kwargs)))
-        key = content_hash(entry.folder, f"{self.preprocess_key}|{entry.patient_id}|{entry.study_time}|{sorted(self.load_kwargs.items())}")
+        key = content_hash(
+            entry.folder,
+            f"{self.preprocess_key}|{entry.patient_id}|{entry.study_time}|{sorted(self.load_kwargs.items())}",
+        )
         path = self.cache_dir / f"{key}.safetensors"
         if path.exists():
             tensors = load_file(str(path))

@@ -23,7 +23,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Sequence, Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -44,7 +44,16 @@ from medmm.io.dicom_pixels import (
 )
 from medmm.records import ImageSeries, Issue
 
-__all__ = ["CT_WINDOWS", "DicomRead", "NonImageObject", "default_window", "is_dicom_file", "read_dicom", "read_dicom_files", "slice_order"]
+__all__ = [
+    "CT_WINDOWS",
+    "DicomRead",
+    "NonImageObject",
+    "default_window",
+    "is_dicom_file",
+    "read_dicom",
+    "read_dicom_files",
+    "slice_order",
+]
 
 DEFAULT_MAX_ZIP_BYTES = 2 * 1024**3
 """Largest total uncompressed size read from one archive (a guard against zip bombs)."""
@@ -54,6 +63,7 @@ VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})
 
 CT_WINDOWS: dict[str, tuple[float, float]] = {"soft_tissue": (40.0, 400.0), "lung": (-600.0, 1500.0)}
 """(center, width) in HU. CT without a stored window gets the soft-tissue (mediastinal) window."""
+
 
 def quiet_pydicom_logging() -> None:
     """Keep pydicom's own log quiet: it logs decoder failures with tracebacks that can quote element
@@ -212,8 +222,14 @@ def _assemble(files: list[DecodedFile], issues: list[Issue]) -> list[ImageSeries
     first_seen: dict[str, str] = {}
     for f in files:
         if f.sop_uid and f.sop_uid in first_seen:
-            issues.append(Issue(f.source, tag_label("SOPInstanceUID"),
-                                f"same instance as {first_seen[f.sop_uid]}; duplicate skipped", "skipped"))
+            issues.append(
+                Issue(
+                    f.source,
+                    tag_label("SOPInstanceUID"),
+                    f"same instance as {first_seen[f.sop_uid]}; duplicate skipped",
+                    "skipped",
+                )
+            )
             continue
         first_seen.setdefault(f.sop_uid, f.source)
         if not f.series_uid:
@@ -229,8 +245,13 @@ def _assemble(files: list[DecodedFile], issues: list[Issue]) -> list[ImageSeries
             else:
                 series.append(_from_multiframe(f, issues) if f.frames.shape[0] > 1 else _series([f], None, issues))
         if len(stacks) > 1:
-            issues.append(Issue(members[0].source, tag_label("SeriesInstanceUID"),
-                                f"series holds {len(stacks)} stacks of different size or orientation; read apart"))
+            issues.append(
+                Issue(
+                    members[0].source,
+                    tag_label("SeriesInstanceUID"),
+                    f"series holds {len(stacks)} stacks of different size or orientation; read apart",
+                )
+            )
         series.extend(_from_slices(stack, issues) for stack in stacks.values())
     return sorted(series, key=lambda s: (s.study_uid, s.series_uid, s.source_files[0]))
 
@@ -244,8 +265,13 @@ def _from_slices(stack: list[DecodedFile], issues: list[Issue]) -> ImageSeries:
     ordered = [stack[i] for i in order]
     if distances is None:
         how = "InstanceNumber" if all(f.instance_number is not None for f in stack) else "file name"
-        issues.append(Issue(stack[0].source, tag_label("ImagePositionPatient"),
-                            f"positions or orientation missing in {len(stack)}-slice series; ordered by {how}"))
+        issues.append(
+            Issue(
+                stack[0].source,
+                tag_label("ImagePositionPatient"),
+                f"positions or orientation missing in {len(stack)}-slice series; ordered by {how}",
+            )
+        )
     pixels = np.stack([f.frames[0] for f in ordered])  # (S, H, W)
     spacing = _slice_spacing(distances, ordered[0], issues)
     return _series(ordered, (pixels, spacing, ordered[0].positions[0] if ordered[0].positions else None), issues)
@@ -294,13 +320,23 @@ def _slice_spacing(distances: np.ndarray | None, f: DecodedFile, issues: list[Is
         steps = np.diff(distances)  # (S-1,) sorted, so >= 0
         apart = steps[steps > _SAME_POSITION_MM]
         if apart.size < steps.size:
-            issues.append(Issue(f.source, tag_label("ImagePositionPatient"),
-                                f"{steps.size - apart.size} slice(s) share a position with a neighbour"))
+            issues.append(
+                Issue(
+                    f.source,
+                    tag_label("ImagePositionPatient"),
+                    f"{steps.size - apart.size} slice(s) share a position with a neighbour",
+                )
+            )
         if apart.size:
             spacing = float(np.median(apart))
             if float(apart.max() - apart.min()) > max(0.01 * spacing, 0.01):
-                issues.append(Issue(f.source, tag_label("ImagePositionPatient"),
-                                    f"uneven slice spacing ({apart.min():.3f} to {apart.max():.3f} mm); median used"))
+                issues.append(
+                    Issue(
+                        f.source,
+                        tag_label("ImagePositionPatient"),
+                        f"uneven slice spacing ({apart.min():.3f} to {apart.max():.3f} mm); median used",
+                    )
+                )
             return spacing
     if f.slice_spacing is not None:
         return f.slice_spacing
@@ -319,8 +355,11 @@ def _series(
     spacing_assumed = row_col is None
     if row_col is None:
         row_col = (1.0, 1.0)
-        issues.append(Issue(first.source, tag_label("PixelSpacing"),
-                            "PixelSpacing and ImagerPixelSpacing missing; 1.0 mm assumed"))
+        issues.append(
+            Issue(
+                first.source, tag_label("PixelSpacing"), "PixelSpacing and ImagerPixelSpacing missing; 1.0 mm assumed"
+            )
+        )
     if stacked is None:
         pixels, spacing = first.frames[0], tuple(row_col)  # (H, W[, 3])
         origin = first.positions[0] if first.positions else None
@@ -372,5 +411,7 @@ def _merge_repeats(issues: list[Issue]) -> list[Issue]:
             merged.append(issue)
         elif first[key] is issue:
             extra = len(sources[key]) - 1
-            merged.append(issue if extra == 0 else replace(issue, message=f"{issue.message} (and {extra} more file(s))"))
+            merged.append(
+                issue if extra == 0 else replace(issue, message=f"{issue.message} (and {extra} more file(s))")
+            )
     return merged

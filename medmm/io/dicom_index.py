@@ -19,9 +19,23 @@ from pydicom.errors import InvalidDicomError
 from medmm.io.dicom_pixels import _acquired
 from medmm.records import Issue
 
-_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "AccessionNumber", "TimezoneOffsetFromUTC",
-         "AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime", "ContentDate", "ContentTime", "SeriesDate", "SeriesTime",
-         "StudyDate", "StudyTime")
+_TAGS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "PatientID",
+    "AccessionNumber",
+    "TimezoneOffsetFromUTC",
+    "AcquisitionDateTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "ContentDate",
+    "ContentTime",
+    "SeriesDate",
+    "SeriesTime",
+    "StudyDate",
+    "StudyTime",
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,16 @@ def read_header(path: str | Path) -> DicomHeader | Issue:
     path = Path(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_TAGS))
-    except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+    except (
+        InvalidDicomError,
+        OSError,
+        ValueError,
+        EOFError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+    ) as exc:
         return Issue(str(path), "", f"not a readable DICOM file ({type(exc).__name__}); not indexed", "skipped")
     uid = _text(ds, "StudyInstanceUID")
     if uid is None:
@@ -61,8 +84,15 @@ def read_header(path: str | Path) -> DicomHeader | Issue:
         when, _ = _acquired(ds, str(path), issues)
     except Exception:  # a malformed date element: no time, the file stays indexed
         when = None
-    return DicomHeader(path, uid, _text(ds, "SeriesInstanceUID"), _text(ds, "SOPInstanceUID"), _text(ds, "PatientID"),
-                       _text(ds, "AccessionNumber"), when)
+    return DicomHeader(
+        path,
+        uid,
+        _text(ds, "SeriesInstanceUID"),
+        _text(ds, "SOPInstanceUID"),
+        _text(ds, "PatientID"),
+        _text(ds, "AccessionNumber"),
+        when,
+    )
 
 
 def scan_headers(root: str | Path) -> Iterator[DicomHeader | Issue]:

@@ -77,22 +77,41 @@ _NON_IMAGE_PREFIX = (
     ("1.2.840.10008.5.1.4.1.1.9.", "WAVEFORM"),
     ("1.2.840.10008.5.1.4.1.1.481.", "RT"),  # RT Image (.481.1) is a picture and excluded
 )
-_NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "SEG", "REG",
-                                   "FID", "DOC", "ECG", "HD"})
+_NON_IMAGE_MODALITIES = frozenset(
+    {"SR", "KO", "PR", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "SEG", "REG", "FID", "DOC", "ECG", "HD"}
+)
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422",
-                           "YBR_ICT", "YBR_RCT"})
+_PHOTOMETRICS = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"}
+)
 _ONE_SAMPLE = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"})
-_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN "
-                 b"UR US UT UV".split())
+_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
+)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _RLE_MAX_RATIO = 64
-_CODESTREAM_STARTS = {**dict.fromkeys(JPEGTransferSyntaxes + JPEGLSTransferSyntaxes, (b"\xff\xd8",)),  # SOI
-                      **dict.fromkeys(JPEG2000TransferSyntaxes, (b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  "))}
-_PIXEL_INTEGERS = ("SamplesPerPixel", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
-                   "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames")
-_TIME_SOURCES = (("AcquisitionDateTime", None), ("AcquisitionDate", "AcquisitionTime"),
-                 ("ContentDate", "ContentTime"), ("SeriesDate", "SeriesTime"), ("StudyDate", "StudyTime"))
+_CODESTREAM_STARTS = {
+    **dict.fromkeys(JPEGTransferSyntaxes + JPEGLSTransferSyntaxes, (b"\xff\xd8",)),  # SOI
+    **dict.fromkeys(JPEG2000TransferSyntaxes, (b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")),
+}
+_PIXEL_INTEGERS = (
+    "SamplesPerPixel",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+)
+_TIME_SOURCES = (
+    ("AcquisitionDateTime", None),
+    ("AcquisitionDate", "AcquisitionTime"),
+    ("ContentDate", "ContentTime"),
+    ("SeriesDate", "SeriesTime"),
+    ("StudyDate", "StudyTime"),
+)
 _DT = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?([+-]\d{4})?")
 
 
@@ -216,13 +235,13 @@ def _check_complete(ds: Dataset, size: int, source: str) -> None:
             continue
         value = getattr(elem, "value", None)
         if isinstance(value, (bytes, bytearray)) and len(value) < length or not deflated and tell + length > size:
-            raise DicomError(f"{TRUNCATED}: value shorter than its declared length", path=source,
-                             where=tag_label(tag))
+            raise DicomError(f"{TRUNCATED}: value shorter than its declared length", path=source, where=tag_label(tag))
         if tell + length > end:
             end, last = tell + length, tag
     if not deflated and last is not None and 0 < size - end < 8:
-        raise DicomError(f"{TRUNCATED}: file ends inside an element header", path=source,
-                         where=f"after {tag_label(last)}")
+        raise DicomError(
+            f"{TRUNCATED}: file ends inside an element header", path=source, where=f"after {tag_label(last)}"
+        )
 
 
 def _classify(ds: Dataset, source: str) -> NonImageObject | None:
@@ -237,8 +256,9 @@ def _classify(ds: Dataset, source: str) -> NonImageObject | None:
         kind = next((k for prefix, k in _NON_IMAGE_PREFIX if sop.startswith(prefix)), None)
     if kind is None and not any(k in ds for k in _PIXEL_KEYWORDS):
         if modality not in _NON_IMAGE_MODALITIES:
-            raise DicomError(f"{NO_PIXELS}, and not a known non-image object", path=source,
-                             where=tag_label("PixelData"))
+            raise DicomError(
+                f"{NO_PIXELS}, and not a known non-image object", path=source, where=tag_label("PixelData")
+            )
         kind = modality
     return None if kind is None else NonImageObject(source, kind, sop, modality)
 
@@ -252,8 +272,11 @@ def _decode_image(ds: Dataset, source: str, issues: list[Issue]) -> DecodedFile:
         issues.append(Issue(source, tag_label("PhotometricInterpretation"), f"missing; {photometric} assumed"))
         ds.PhotometricInterpretation = photometric
     if photometric not in _PHOTOMETRICS or samples != (1 if photometric in _ONE_SAMPLE else 3):
-        raise UnsupportedDicomError(f"{UNSUPPORTED}: photometric interpretation not handled with this many "
-                                    "samples per pixel", path=source, where=tag_label("PhotometricInterpretation"))
+        raise UnsupportedDicomError(
+            f"{UNSUPPORTED}: photometric interpretation not handled with this many samples per pixel",
+            path=source,
+            where=tag_label("PhotometricInterpretation"),
+        )
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         if _int(ds, keyword, source, 0) <= 0:
             raise DicomError(f"{INVALID}: missing or not a positive integer", path=source, where=tag_label(keyword))
@@ -265,13 +288,18 @@ def _decode_image(ds: Dataset, source: str, issues: list[Issue]) -> DecodedFile:
         arr, decoded_as = apply_color_lut(arr, ds), "RGB"
     colour = samples == 3 or photometric == "PALETTE COLOR"
     frames = arr[None] if arr.ndim == (3 if colour else 2) else arr  # (F, H, W[, 3])
-    common: dict[str, Any] = dict(source=source, photometric=photometric, transfer_syntax=syntax,
-                                  **_attributes(ds, source, frames.shape[0], issues))
+    common: dict[str, Any] = dict(
+        source=source,
+        photometric=photometric,
+        transfer_syntax=syntax,
+        **_attributes(ds, source, frames.shape[0], issues),
+    )
     if colour:
         if decoded_as in ("YBR_FULL", "YBR_FULL_422"):
             if frames.dtype != np.uint8:
-                raise UnsupportedDicomError(f"{UNSUPPORTED}: YBR colour above 8 bits", path=source,
-                                            where=tag_label("PhotometricInterpretation"))
+                raise UnsupportedDicomError(
+                    f"{UNSUPPORTED}: YBR colour above 8 bits", path=source, where=tag_label("PhotometricInterpretation")
+                )
             frames = convert_color_space(frames, decoded_as, "RGB")
         return DecodedFile(frames=frames.astype(np.float32), inverted=False, window=None, rescale=(1.0, 0.0), **common)
     values, rescale, ranges = _modality_lut(frames, ds, source, issues)  # (F, H, W) float64, (F, 2)
@@ -306,8 +334,9 @@ def _transfer_syntax(ds: Dataset, source: str, issues: list[Issue]) -> str:
     pixel = next((ds.get_item(k) for k in _PIXEL_KEYWORDS if k in ds), None)
     implicit, little = ds.original_encoding
     if getattr(pixel, "length", 0) == _UNDEFINED_LENGTH or implicit is None:
-        raise DicomError(f"{INVALID}: missing, and the pixel data is encapsulated", path=source,
-                         where=tag_label("TransferSyntaxUID"))
+        raise DicomError(
+            f"{INVALID}: missing, and the pixel data is encapsulated", path=source, where=tag_label("TransferSyntaxUID")
+        )
     syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
     issues.append(Issue(source, tag_label("TransferSyntaxUID"), f"missing; {syntax.name} inferred from the encoding"))
     ds.file_meta = meta if meta is not None else FileMetaDataset()
@@ -322,25 +351,35 @@ def _pixels(ds: Dataset, syntax: str, source: str) -> tuple[np.ndarray, str]:
     try:
         decoder = get_decoder(UID(syntax))
     except NotImplementedError:
-        raise UnsupportedDicomError(f"{UNSUPPORTED}: no pixel decoder for transfer syntax {UID(syntax).name}",
-                                    path=source, where=tag_label("TransferSyntaxUID")) from None
+        raise UnsupportedDicomError(
+            f"{UNSUPPORTED}: no pixel decoder for transfer syntax {UID(syntax).name}",
+            path=source,
+            where=tag_label("TransferSyntaxUID"),
+        ) from None
     if not decoder.is_available:
-        raise UnsupportedDicomError(f"{UNSUPPORTED}: no installed plugin decodes {UID(syntax).name}",
-                                    path=source, where=tag_label("TransferSyntaxUID"))
+        raise UnsupportedDicomError(
+            f"{UNSUPPORTED}: no installed plugin decodes {UID(syntax).name}",
+            path=source,
+            where=tag_label("TransferSyntaxUID"),
+        )
     try:
         if decoder.is_native:
             have, need = len(ds[keyword].value), get_expected_length(ds)
             if have < need:
-                raise DicomError(f"{TRUNCATED}: {have} bytes of pixel data, the image attributes need {need}",
-                                 path=source, where=where)
+                raise DicomError(
+                    f"{TRUNCATED}: {have} bytes of pixel data, the image attributes need {need}",
+                    path=source,
+                    where=where,
+                )
         else:
             _check_encapsulated(ds, keyword, syntax, source)
         arr, props = decoder.as_array(ds, **as_pixel_options(ds))
     except MedmmError:
         raise
     except Exception as exc:
-        raise DicomError(f"{UNDECODABLE} ({UID(syntax).name}, {type(exc).__name__})", path=source,
-                         where=where) from None
+        raise DicomError(
+            f"{UNDECODABLE} ({UID(syntax).name}, {type(exc).__name__})", path=source, where=where
+        ) from None
     return arr, str(props.get("photometric_interpretation", ds.PhotometricInterpretation))
 
 
@@ -356,21 +395,32 @@ def _check_encapsulated(ds: Dataset, keyword: str, syntax: str, source: str) -> 
     items, offsets = parse_fragments(data)  # the Basic Offset Table item, then the fragments
     frames = _int(ds, "NumberOfFrames", source, 1)
     if frames > items - 1:
-        raise DicomError(f"{TRUNCATED}: {frames} frame(s) declared, the encapsulated pixel data holds "
-                         f"{max(items - 1, 0)} fragment(s)", path=source, where=tag_label("NumberOfFrames"))
+        raise DicomError(
+            f"{TRUNCATED}: {frames} frame(s) declared, the encapsulated pixel data holds "
+            f"{max(items - 1, 0)} fragment(s)",
+            path=source,
+            where=tag_label("NumberOfFrames"),
+        )
     need = get_expected_length(ds)
     if syntax == RLELossless and need > _RLE_MAX_RATIO * len(data):
-        raise DicomError(f"{TRUNCATED}: the image attributes need {need} bytes, more than {len(data)} bytes of "
-                         "RLE data can hold", path=source, where=tag_label(keyword))
+        raise DicomError(
+            f"{TRUNCATED}: the image attributes need {need} bytes, more than {len(data)} bytes of RLE data can hold",
+            path=source,
+            where=tag_label(keyword),
+        )
     first = bytes(data[offsets[1] + 8 : offsets[1] + 8 + 65536])  # the start of frame 0's codestream
     starts = _CODESTREAM_STARTS.get(syntax)
     if starts is not None and not first.startswith(starts):
-        raise DicomError(f"{UNDECODABLE}: frame 0 does not start as {UID(syntax).name} data", path=source,
-                         where=tag_label(keyword))
+        raise DicomError(
+            f"{UNDECODABLE}: frame 0 does not start as {UID(syntax).name} data", path=source, where=tag_label(keyword)
+        )
     size = _codestream_size(first, syntax)
     if size is not None and size != (_int(ds, "Rows", source, 0), _int(ds, "Columns", source, 0)):
-        raise DicomError(f"{INVALID}: Rows and Columns differ from the size in the compressed image",
-                         path=source, where=tag_label("Rows"))
+        raise DicomError(
+            f"{INVALID}: Rows and Columns differ from the size in the compressed image",
+            path=source,
+            where=tag_label("Rows"),
+        )
 
 
 def _codestream_size(stream: bytes, syntax: str) -> tuple[int, int] | None:
@@ -458,9 +508,11 @@ def _attributes(ds: Dataset, source: str, n_frames: int, issues: list[Issue]) ->
         found = [_numbers(ds, "ImagePositionPatient", 3, source, issues) if n_frames == 1 else None]
     measures = _group_item(ds, 0, "PixelMeasuresSequence") or ds
     spacing = _numbers(measures, "PixelSpacing", 2, source, issues, positive=True) or _numbers(
-        ds, "ImagerPixelSpacing", 2, source, issues, positive=True)
+        ds, "ImagerPixelSpacing", 2, source, issues, positive=True
+    )
     between = _numbers(measures, "SpacingBetweenSlices", 1, source, issues, positive=True) or _numbers(
-        measures, "SliceThickness", 1, source, issues, positive=True)
+        measures, "SliceThickness", 1, source, issues, positive=True
+    )
     number = _numbers(ds, "InstanceNumber", 1, source, issues)
     acquired, assumed = _acquired(ds, source, issues)
     return dict(
@@ -468,10 +520,12 @@ def _attributes(ds: Dataset, source: str, n_frames: int, issues: list[Issue]) ->
         series_uid=_text(ds, "SeriesInstanceUID", source, issues),
         study_uid=_text(ds, "StudyInstanceUID", source, issues) or "",
         sop_uid=_text(ds, "SOPInstanceUID", source, issues)
-        or (_text(meta, "MediaStorageSOPInstanceUID", source, issues) if meta is not None else None) or "",
+        or (_text(meta, "MediaStorageSOPInstanceUID", source, issues) if meta is not None else None)
+        or "",
         instance_number=None if number is None else int(number[0]),
-        orientation=_numbers(_group_item(ds, 0, "PlaneOrientationSequence") or ds, "ImageOrientationPatient", 6,
-                             source, issues),
+        orientation=_numbers(
+            _group_item(ds, 0, "PlaneOrientationSequence") or ds, "ImageOrientationPatient", 6, source, issues
+        ),
         positions=tuple(found) if all(p is not None for p in found) else None,
         pixel_spacing=spacing,
         slice_spacing=None if between is None else between[0],
@@ -520,16 +574,28 @@ def _acquired(ds: Dataset, source: str, issues: list[Issue]) -> tuple[datetime |
         m = _DT.fullmatch(text)
         try:
             y, mo, d, h, mi, s, frac, off = m.groups() if m else ()
-            naive = datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), min(int(s or 0), 59),
-                             int((frac or "0").ljust(6, "0")))
+            naive = datetime(
+                int(y),
+                int(mo or 1),
+                int(d or 1),
+                int(h or 0),
+                int(mi or 0),
+                min(int(s or 0), 59),
+                int((frac or "0").ljust(6, "0")),
+            )
             zone = _utc_offset(off) if off else offset
             when = naive.replace(tzinfo=zone or timezone.utc).astimezone(timezone.utc)
         except (ValueError, OverflowError):  # OverflowError: year 1 with a positive offset
             issues.append(Issue(source, tag_label(date_kw), "not a valid DICOM date/time; next source used"))
             continue
         if not plausible_time(when):
-            issues.append(Issue(source, tag_label(date_kw),
-                                f"implausible date (before {PLAUSIBLE_FROM_YEAR} or in the future); next source used"))
+            issues.append(
+                Issue(
+                    source,
+                    tag_label(date_kw),
+                    f"implausible date (before {PLAUSIBLE_FROM_YEAR} or in the future); next source used",
+                )
+            )
             continue
         if time_kw and not clock:
             issues.append(Issue(source, tag_label(time_kw), "missing; 00:00 used"))
@@ -558,8 +624,9 @@ def _get(item: Dataset, keyword: str, source: str) -> Any:
     try:
         return item.get(keyword)
     except Exception as exc:
-        raise DicomError(f"{INVALID}: value cannot be read ({type(exc).__name__})", path=source,
-                         where=tag_label(keyword)) from None
+        raise DicomError(
+            f"{INVALID}: value cannot be read ({type(exc).__name__})", path=source, where=tag_label(keyword)
+        ) from None
 
 
 def _text(item: Dataset | None, keyword: str, source: str, issues: list[Issue]) -> str | None:
@@ -586,8 +653,9 @@ def _int(ds: Dataset, keyword: str, source: str, default: int) -> int:
         raise DicomError(f"{INVALID}: expected an integer", path=source, where=tag_label(keyword)) from None
 
 
-def _numbers(item: Dataset, keyword: str, count: int | None, source: str, issues: list[Issue] | None, *,
-             positive: bool = False) -> tuple[float, ...] | None:
+def _numbers(
+    item: Dataset, keyword: str, count: int | None, source: str, issues: list[Issue] | None, *, positive: bool = False
+) -> tuple[float, ...] | None:
     """`count` finite numbers (the first when count is None); None when absent or invalid.
 
     An invalid value becomes an Issue, or a DicomError when `issues` is None (strict).

@@ -214,7 +214,11 @@ def _select_patient(entries: list[Entry], patient_id: str | None, files: list[Pa
 def _patient_keys(entry: Entry) -> tuple[str, ...]:
     """A Patient's id and identifier values: what DICOM PatientID or a cohort key may match."""
     idents = entry.raw.get("identifier")
-    values = [entry.raw.get("id")] + [i.get("value") for i in idents if isinstance(i, dict)] if isinstance(idents, list) else [entry.raw.get("id")]
+    values = (
+        [entry.raw.get("id")] + [i.get("value") for i in idents if isinstance(i, dict)]
+        if isinstance(idents, list)
+        else [entry.raw.get("id")]
+    )
     return tuple(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
 
 

@@ -54,7 +54,9 @@ def is_vital(m: Any, signs: Sequence[VitalSign] | None = None) -> bool:
     return _vital_of(m.code, signs) is not None or any(_vital_of(c.code, signs) for c in m.component or [])
 
 
-def read_vitals(entry: Entry, when: datetime | None, out: Vitals, log: Log, signs: Sequence[VitalSign] | None = None) -> None:
+def read_vitals(
+    entry: Entry, when: datetime | None, out: Vitals, log: Log, signs: Sequence[VitalSign] | None = None
+) -> None:
     """Add the readings (or dropped values) of one vital-sign Observation taken at `when` to `out`."""
     m = entry.model
     if m.status in WITHDRAWN:

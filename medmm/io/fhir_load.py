@@ -31,10 +31,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-import fhir.resources.R4B.fhirtypes as _r4b_types
 import fhir.resources.fhirtypes as _r5_types
+import fhir.resources.R4B.fhirtypes as _r4b_types
 from fhir.resources import get_fhir_model_class as _r5_model
 from fhir.resources.R4B import get_fhir_model_class as _r4b_model
+
 from medmm.codes import LOINC, VitalSign, vital_for_code
 from medmm.errors import FhirError
 from medmm.io.fhir_messages import describe_failure
@@ -43,7 +44,13 @@ from medmm.records import Issue
 # Resource types medmm reads and therefore validates; others are only counted.
 READ_TYPES = frozenset(
     {
-        "Patient", "Observation", "Condition", "DocumentReference", "DiagnosticReport", "Composition", "Encounter",
+        "Patient",
+        "Observation",
+        "Condition",
+        "DocumentReference",
+        "DiagnosticReport",
+        "Composition",
+        "Encounter",
         "Binary",
     }
 )
@@ -347,7 +354,7 @@ def _expand(obj: dict[str, Any], source: str, where: str, hint: str | None, out:
 
 
 def version_hint(obj: dict[str, Any]) -> str | None:
-    """"R5" or "R4B" when the resource declares its FHIR version, else None."""
+    """ "R5" or "R4B" when the resource declares its FHIR version, else None."""
     declared = obj.get("fhirVersion")
     codes = [declared] if isinstance(declared, str) else []
     meta = obj.get("meta")

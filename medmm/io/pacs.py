@@ -76,7 +76,9 @@ def search_studies(
         where = f"QIDO-RS studies result {i + 1}"
         uid = _first(item, STUDY_UID)
         if not isinstance(uid, str) or not _UID.match(uid):
-            raise DicomError("expected a StudyInstanceUID (0020,000D) made of digits and dots", path=_safe(base_url), where=where)
+            raise DicomError(
+                "expected a StudyInstanceUID (0020,000D) made of digits and dots", path=_safe(base_url), where=where
+            )
         if _first(item, PATIENT_ID) != patient_id:
             continue  # servers may match loosely (case, fuzzy names); keep the exact patient only
         studies.append(
@@ -106,13 +108,19 @@ def retrieve_study(
     if not _UID.match(study_uid) or len(study_uid) > 64:
         raise InputError("expected a StudyInstanceUID of digits and dots, at most 64 characters", where="study uid")
     root = _root(base_url)
-    listing = _json(_get(f"{root}/studies/{study_uid}/series", _DICOM_JSON, base_url, "QIDO-RS series", timeout, auth), base_url, "QIDO-RS series")
+    listing = _json(
+        _get(f"{root}/studies/{study_uid}/series", _DICOM_JSON, base_url, "QIDO-RS series", timeout, auth),
+        base_url,
+        "QIDO-RS series",
+    )
     series = []
     for i, item in enumerate(listing):
         uid = _first(item, SERIES_UID)
         if not isinstance(uid, str) or not _UID.match(uid) or len(uid) > 64:
             where = f"QIDO-RS series result {i + 1}"
-            raise DicomError("expected a SeriesInstanceUID (0020,000E) made of digits and dots", path=_safe(base_url), where=where)
+            raise DicomError(
+                "expected a SeriesInstanceUID (0020,000E) made of digits and dots", path=_safe(base_url), where=where
+            )
         series.append(uid)
     if not series:
         raise InputError("the server lists no series for this study", path=_safe(base_url), where="QIDO-RS series")
@@ -120,13 +128,19 @@ def retrieve_study(
     written: list[Path] = []
     for s, uid in enumerate(series):
         where = f"WADO-RS series {s + 1} of {len(series)}"
-        content_type, body = _get_multipart(f"{root}/studies/{study_uid}/series/{uid}", base_url, where, timeout, auth, max_bytes)
+        content_type, body = _get_multipart(
+            f"{root}/studies/{study_uid}/series/{uid}", base_url, where, timeout, auth, max_bytes
+        )
         parts = split_multipart(body, content_type, source=_safe(base_url), where=where)
         folder = dest / f"series-{s + 1:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         for p, part in enumerate(parts):
             if len(part) < 132 or part[128:132] != b"DICM":
-                raise DicomError("expected a DICOM Part-10 object (preamble and 'DICM')", path=_safe(base_url), where=f"{where}, part {p + 1}")
+                raise DicomError(
+                    "expected a DICOM Part-10 object (preamble and 'DICM')",
+                    path=_safe(base_url),
+                    where=f"{where}, part {p + 1}",
+                )
             path = folder / f"instance-{p + 1:05d}.dcm"
             path.write_bytes(part)
             written.append(path)
@@ -137,7 +151,9 @@ def split_multipart(body: bytes, content_type: str, *, source: str = "", where: 
     """The bodies of the parts of a multipart/related message (RFC 2046), headers dropped."""
     boundary = _boundary(content_type)
     if boundary is None:
-        raise DicomError("expected a multipart/related answer with a boundary parameter", path=source or None, where=where)
+        raise DicomError(
+            "expected a multipart/related answer with a boundary parameter", path=source or None, where=where
+        )
     delimiter = b"\r\n--" + boundary.encode("latin-1")
     chunks = (b"\r\n" + body).split(delimiter)  # the first delimiter may start the body without a CRLF
     parts = []
@@ -165,7 +181,11 @@ def split_multipart(body: bytes, content_type: str, *, source: str = "", where: 
 def _root(base_url: str) -> str:
     parsed = urllib.parse.urlsplit(base_url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
-        raise InputError("expected an http(s) DICOMweb root URL without query or fragment", path=_safe(base_url), where="DICOMweb URL")
+        raise InputError(
+            "expected an http(s) DICOMweb root URL without query or fragment",
+            path=_safe(base_url),
+            where="DICOMweb URL",
+        )
     return base_url.rstrip("/")
 
 
@@ -189,9 +209,13 @@ def _open(url: str, accept: str, base_url: str, where: str, timeout: float, auth
         return urllib.request.urlopen(_request(url, accept, auth), timeout=timeout)  # noqa: S310 (scheme checked in _root)
     except urllib.error.HTTPError as exc:
         exc.close()
-        raise InputError(f"the DICOMweb server answered HTTP {exc.code} (expected 200)", path=_safe(base_url), where=where) from None
+        raise InputError(
+            f"the DICOMweb server answered HTTP {exc.code} (expected 200)", path=_safe(base_url), where=where
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise InputError(f"the DICOMweb server could not be reached ({type(exc).__name__})", path=_safe(base_url), where=where) from None
+        raise InputError(
+            f"the DICOMweb server could not be reached ({type(exc).__name__})", path=_safe(base_url), where=where
+        ) from None
 
 
 def _read(response, base_url: str, where: str, max_bytes: int) -> bytes:

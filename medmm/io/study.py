@@ -95,7 +95,9 @@ def load_study(
     files = classify_files(root)
     single = root.is_file()
     if single and files.ignored:
-        raise InputError("not a recognised input (expected DICOM, FHIR JSON/NDJSON or a CSV/Parquet vitals table)", path=root)
+        raise InputError(
+            "not a recognised input (expected DICOM, FHIR JSON/NDJSON or a CSV/Parquet vitals table)", path=root
+        )
     warnings: list[Issue] = []
     provenance: list[SourceRef] = []
 
@@ -105,7 +107,9 @@ def load_study(
         except MedmmError as err:
             if single:
                 raise
-            warnings.append(Issue(err.path or str(source), err.where or "", f"{type(err).__name__}: {err.detail}", "skipped"))
+            warnings.append(
+                Issue(err.path or str(source), err.where or "", f"{type(err).__name__}: {err.detail}", "skipped")
+            )
             return None
 
     images = []
@@ -126,11 +130,19 @@ def load_study(
         for obj in read.non_images:
             warnings.append(Issue(obj.path, obj.kind, "non-image DICOM object recognised and not used", "skipped"))
         for s in read.series:
-            provenance.append(SourceRef(s.source_files[0] if s.source_files else str(f), "dicom", f"series {s.series_uid} ({len(s.source_files)} files)"))
+            provenance.append(
+                SourceRef(
+                    s.source_files[0] if s.source_files else str(f),
+                    "dicom",
+                    f"series {s.series_uid} ({len(s.source_files)} files)",
+                )
+            )
 
     record = None
     if files.fhir:
-        record = guarded(lambda: read_fhir(list(files.fhir), patient_id=patient_id, vital_signs=vital_signs), files.fhir[0])
+        record = guarded(
+            lambda: read_fhir(list(files.fhir), patient_id=patient_id, vital_signs=vital_signs), files.fhir[0]
+        )
         if record is not None:
             warnings.extend(record.issues)
             counts = ", ".join(f"{k} {v}" for k, v in sorted(record.resource_counts.items()))
@@ -148,7 +160,9 @@ def load_study(
         provenance.append(SourceRef(str(f), "vitals", f"{len(table.readings)} readings"))
     for f in files.ignored:
         if not _is_bookkeeping(f):
-            warnings.append(Issue(str(f), "", "not a recognised input (DICOM, FHIR JSON/NDJSON, CSV/Parquet)", "skipped"))
+            warnings.append(
+                Issue(str(f), "", "not a recognised input (DICOM, FHIR JSON/NDJSON, CSV/Parquet)", "skipped")
+            )
 
     images, skipped = one_patient(images, record, patient_id, root)
     warnings.extend(skipped)
@@ -156,7 +170,11 @@ def load_study(
     if study_time is not None:
         when = study_time if study_time.tzinfo is not None else study_time.replace(tzinfo=timezone.utc)
         if not plausible_time(when):
-            raise InputError(f"study time {when.isoformat()} is implausible (before 1900 or in the future)", path=root, where="study_time")
+            raise InputError(
+                f"study time {when.isoformat()} is implausible (before 1900 or in the future)",
+                path=root,
+                where="study_time",
+            )
         source = time_source
     else:
         when, source = _infer_time(images, record, readings, step_minutes, root, warnings)
@@ -165,14 +183,28 @@ def load_study(
     vitals = None
     if readings or dropped:
         if when is None:
-            warnings.append(Issue(str(root), "vitals", "no study time known: vital signs cannot be placed on a grid", "skipped"))
+            warnings.append(
+                Issue(str(root), "vitals", "no study time known: vital signs cannot be placed on a grid", "skipped")
+            )
         else:
             if encounter_steps > 0:
-                vitals = build_encounter_grid(readings, end=when, window_hours=window_hours, max_steps=encounter_steps, dropped=dropped,
-                                              channels=channels)
+                vitals = build_encounter_grid(
+                    readings,
+                    end=when,
+                    window_hours=window_hours,
+                    max_steps=encounter_steps,
+                    dropped=dropped,
+                    channels=channels,
+                )
             else:
-                vitals = build_grid(readings, end=when, window_hours=window_hours, step_minutes=step_minutes, dropped=dropped,
-                                    channels=channels)
+                vitals = build_grid(
+                    readings,
+                    end=when,
+                    window_hours=window_hours,
+                    step_minutes=step_minutes,
+                    dropped=dropped,
+                    channels=channels,
+                )
             outside = _outside_window(readings, vitals, when)
             if outside is not None:
                 warnings.append(outside)
@@ -190,7 +222,11 @@ def load_study(
         except (ValueError, MedmmError):
             warnings.append(Issue(str(root), "Patient.birthDate", "birth date not usable for an age", "warning"))
 
-    notes = tuple(sorted(record.notes, key=lambda n: (n.time is None, n.time or datetime.min.replace(tzinfo=timezone.utc)))) if record else ()
+    notes = (
+        tuple(sorted(record.notes, key=lambda n: (n.time is None, n.time or datetime.min.replace(tzinfo=timezone.utc))))
+        if record
+        else ()
+    )
     return Study(
         study_id=pid,
         demographics=demographics,
@@ -210,7 +246,9 @@ def _is_bookkeeping(f: Path) -> bool:
     return name.startswith(".") or name in _IGNORED_NAMES or (name.startswith("truth") and f.suffix.lower() == ".npz")
 
 
-def _infer_time(images, record, readings, step_minutes: float, root: Path, warnings: list[Issue]) -> tuple[datetime | None, str | None]:
+def _infer_time(
+    images, record, readings, step_minutes: float, root: Path, warnings: list[Issue]
+) -> tuple[datetime | None, str | None]:
     """The study time when none is given, and how it was chosen.
 
     Image acquisitions first (the readers already refuse implausible ones); else the latest
@@ -224,8 +262,14 @@ def _infer_time(images, record, readings, step_minutes: float, root: Path, warni
     times = [(t, "note") for t in notes] + [(r.time, "vital-sign reading") for r in readings]
     plausible = [(_utc(t), kind) for t, kind in times if plausible_time(_utc(t))]
     if len(plausible) < len(times):
-        warnings.append(Issue(str(root), "time", f"{len(times) - len(plausible)} note or reading time(s) before 1900 or in "
-                              "the future: not used to choose the study time"))
+        warnings.append(
+            Issue(
+                str(root),
+                "time",
+                f"{len(times) - len(plausible)} note or reading time(s) before 1900 or in "
+                "the future: not used to choose the study time",
+            )
+        )
     if not plausible:
         return None, None
     last, kind = max(plausible, key=lambda p: p[0])
@@ -252,7 +296,10 @@ def _from_images(pid: str, images) -> Demographics:
     if stated.age and not stated.birth_date:
         age = int(stated.age[:3]) * _AGE_UNIT_YEARS[stated.age[3]]
     return Demographics(
-        patient_id=pid, sex=_SEX.get(stated.sex or ""), birth_date=stated.birth_date, age_years=age,
+        patient_id=pid,
+        sex=_SEX.get(stated.sex or ""),
+        birth_date=stated.birth_date,
+        age_years=age,
         extra={"demographics_source": "DICOM header"},
     )
 
@@ -275,8 +322,13 @@ def _outside_window(readings, vitals, end: datetime) -> Issue | None:
     if not before and not after:
         return None
     hours = (end - start).total_seconds() / 3600.0
-    return Issue("vital signs", "window", f"{before + after} reading(s) outside the {hours:g}-hour window before the study "
-                 f"time ({before} before it, {after} at or after it): not on the grid", "dropped")
+    return Issue(
+        "vital signs",
+        "window",
+        f"{before + after} reading(s) outside the {hours:g}-hour window before the study "
+        f"time ({before} before it, {after} at or after it): not on the grid",
+        "dropped",
+    )
 
 
 def _image_patient(series) -> str | None:
@@ -301,11 +353,20 @@ def one_patient(images, record, patient_id: str | None, root: Path) -> tuple[lis
         wanted = keys if patient_id in keys else {patient_id}
         kept = [s for s in images if _image_patient(s) in (None, *wanted)]
         skipped = [
-            Issue(s.source_files[0] if s.source_files else str(root), "(0010,0020) PatientID", "image of another patient: not used", "skipped")
-            for s in images if _image_patient(s) not in (None, *wanted)
+            Issue(
+                s.source_files[0] if s.source_files else str(root),
+                "(0010,0020) PatientID",
+                "image of another patient: not used",
+                "skipped",
+            )
+            for s in images
+            if _image_patient(s) not in (None, *wanted)
         ]
         return kept, skipped
     raise InputError(
-        "files of more than one patient: " + ", ".join(found) + "; give one patient's files, or name the patient to use",
-        path=root, where="PatientID",
+        "files of more than one patient: "
+        + ", ".join(found)
+        + "; give one patient's files, or name the patient to use",
+        path=root,
+        where="PatientID",
     )

@@ -244,7 +244,11 @@ def readings_frame(series: VitalSeries) -> pd.DataFrame:
     n_steps, n_channels = series.values.shape
     steps = np.repeat(np.arange(n_steps), n_channels)  # (T*C,)
     chans = np.tile(np.arange(n_channels), n_steps)  # (T*C,)
-    step_times = pd.DatetimeIndex([pd.Timestamp(t).tz_convert("UTC") for t in series.times]) if n_steps else pd.DatetimeIndex([], tz="UTC")
+    step_times = (
+        pd.DatetimeIndex([pd.Timestamp(t).tz_convert("UTC") for t in series.times])
+        if n_steps
+        else pd.DatetimeIndex([], tz="UTC")
+    )
     times = step_times[steps] if n_steps else step_times
     return pd.DataFrame(
         {
@@ -311,7 +315,14 @@ class _Collector:
         return time
 
     def add(
-        self, sign: VitalSign, time: datetime, cell: object, unit: str | None, row: int, col: str, step: datetime | None = None
+        self,
+        sign: VitalSign,
+        time: datetime,
+        cell: object,
+        unit: str | None,
+        row: int,
+        col: str,
+        step: datetime | None = None,
     ) -> None:
         """Convert one value cell to a reading, or record why it was dropped."""
         where = f"row {row}, column '{col}'"
@@ -347,7 +358,9 @@ def _read_frame(path: Path) -> pd.DataFrame:
         if is_parquet:
             table = pq.read_table(path)
             table.validate(full=True)  # bad UTF-8 in a text column would otherwise fail later, when cells are read
-            return table.to_pandas(ignore_metadata=True)  # the columns alone: pandas' index metadata is not needed and may be corrupt
+            return table.to_pandas(
+                ignore_metadata=True
+            )  # the columns alone: pandas' index metadata is not needed and may be corrupt
         return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise VitalsError("file is empty (expected a header row with a 'time' column)", path=path) from None
@@ -382,7 +395,10 @@ def _read_long(frame: pd.DataFrame, columns: dict[str, object], out: _Collector)
         if step_cell is not None and str(step_cell).strip():
             step, _ = _parse_time(step_cell)
             if step is None:
-                out.skip(f"row {row}, column '{columns['step']}'", "step is not an ISO 8601 date-time; the reading keeps its own time as its step")
+                out.skip(
+                    f"row {row}, column '{columns['step']}'",
+                    "step is not an ISO 8601 date-time; the reading keeps its own time as its step",
+                )
         out.add(sign, time, value_cell, unit, row, headers["value"], step)
 
 

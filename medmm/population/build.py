@@ -61,8 +61,20 @@ BUILD_INFO = "build.json"
 REPORT_FORMAT = "medmm-cohort-build/1"
 SPLIT_NAMES = ("train", "val", "test")
 MANIFEST_COLUMNS = (
-    "patient_id", "folder", "sample_id", "split", "study_time", "sex", "age_years", "race", "ethnicity", "birth_sex",
-    "labels", "has_image", "has_notes", "has_vitals",
+    "patient_id",
+    "folder",
+    "sample_id",
+    "split",
+    "study_time",
+    "sex",
+    "age_years",
+    "race",
+    "ethnicity",
+    "birth_sex",
+    "labels",
+    "has_image",
+    "has_notes",
+    "has_vitals",
 )
 _FOLDER_HEX = 20
 _CHUNK = 1 << 20
@@ -96,15 +108,19 @@ class _SampleRows:
 
     def __init__(self, folder: Path):
         self._db = sqlite3.connect(folder / "rows.sqlite")
-        self._db.execute("CREATE TABLE rows (folder TEXT PRIMARY KEY, patient_id TEXT, study_time TEXT, sample_id TEXT, row TEXT)")
+        self._db.execute(
+            "CREATE TABLE rows (folder TEXT PRIMARY KEY, patient_id TEXT, study_time TEXT, sample_id TEXT, row TEXT)"
+        )
         self.count = 0
 
     def has_folder(self, folder: str) -> bool:
         return self._db.execute("SELECT 1 FROM rows WHERE folder = ?", (folder,)).fetchone() is not None
 
     def add(self, row: Mapping[str, Any]) -> None:
-        self._db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
-                         (row["folder"], row["patient_id"], row["study_time"], row["sample_id"], json.dumps(row)))
+        self._db.execute(
+            "INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
+            (row["folder"], row["patient_id"], row["study_time"], row["sample_id"], json.dumps(row)),
+        )
         self.count += 1
 
     def sorted_rows(self) -> Iterator[dict[str, Any]]:
@@ -182,13 +198,17 @@ def build_cohort(
         try:
             for n, record in enumerate(_records(found, report), start=1):
                 if record.patient_id in seen_patients:
-                    report.add("exclusion: patient already read from an earlier source; later copy skipped", record.source)
+                    report.add(
+                        "exclusion: patient already read from an earlier source; later copy skipped", record.source
+                    )
                     continue
                 seen_patients.add(record.patient_id)
                 patient = clean_patient(record, task.channels, report)
                 row_in = (table or {}).get(record.patient_id)
                 if table is not None and row_in is None and task.index.kind == "manifest_column":
-                    report.add("exclusion: patient not in the index table", record.source, f"Patient/{record.patient_id}")
+                    report.add(
+                        "exclusion: patient not in the index table", record.source, f"Patient/{record.patient_id}"
+                    )
                     continue
                 for when, where in index_times(task, patient, report, row_in):
                     sample = _sample(task, patient, when, where, report)
@@ -196,7 +216,11 @@ def build_cohort(
                     sample_id = sample.sample_id
                     if rows.has_folder(_folder_name(key)):  # two index resources at the same time
                         key, sample_id = f"{key}|{where}", f"{sample_id}#{where}"
-                        report.add("index: more than one index at the same time; each kept as its own sample", record.source, where)
+                        report.add(
+                            "index: more than one index at the same time; each kept as its own sample",
+                            record.source,
+                            where,
+                        )
                     folder = _folder_name(key)
                     readings = grid_readings(task, patient, when)
                     write_sample(root / folder, record, sample, readings, task.channels)
@@ -226,9 +250,20 @@ def build_cohort(
             if source is not None:
                 source.close()
     (root / TASK_COPY).write_bytes(task_text)
-    result = _report(task, task_text, found, table_hash=_table_hash(index_table), tally=tally, patients=seen_patients,
-                     split_of=split_of, fractions=fractions, seed=seed, population=report, warnings=warnings,
-                     images_in_window=images_in_window)
+    result = _report(
+        task,
+        task_text,
+        found,
+        table_hash=_table_hash(index_table),
+        tally=tally,
+        patients=seen_patients,
+        split_of=split_of,
+        fractions=fractions,
+        seed=seed,
+        population=report,
+        warnings=warnings,
+        images_in_window=images_in_window,
+    )
     (root / REPORT_JSON).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (root / REPORT_MD).write_text(render_report(result), encoding="utf-8")
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -239,14 +274,19 @@ def build_cohort(
     return CohortBuild(out=root, patients=len(seen_patients), samples=tally.samples, per_split=per_split, report=result)
 
 
-def record_samples(path: str | Path, task: Task | str | Path, out: str | Path, *, latest: bool = True) -> list[tuple[Sample, Path]]:
+def record_samples(
+    path: str | Path, task: Task | str | Path, out: str | Path, *, latest: bool = True
+) -> list[tuple[Sample, Path]]:
     """A raw record's samples under `task`, each written to a folder under `out` (the cohort layout),
     with the folder: what `medmm predict --task` reads. `path` is a Bundle file, a folder of Bundles
     or a Bulk Data export; with `latest`, only each patient's latest sample. A task whose index is a
     manifest column has no index in a raw record (ConfigError)."""
     task = task if isinstance(task, Task) else load_task(task)
     if task.index.kind == "manifest_column":
-        raise ConfigError(f"task {task.name!r} takes its index times from a manifest column, which a raw record has none of", where="--task")
+        raise ConfigError(
+            f"task {task.name!r} takes its index times from a manifest column, which a raw record has none of",
+            where="--task",
+        )
     root, out = Path(path), Path(out)
     with tempfile.TemporaryDirectory(prefix="medmm-record-") as scratch:
         if root.is_file():  # one Bundle: a folder of one
@@ -257,7 +297,7 @@ def record_samples(path: str | Path, task: Task | str | Path, out: str | Path, *
         for record in _records([detect_source(root)], report):
             patient = clean_patient(record, task.channels, report)
             times = index_times(task, patient, report)
-            for when, where in (times[-1:] if latest else times):
+            for when, where in times[-1:] if latest else times:
                 sample = _sample(task, patient, when, where, report)
                 folder = out / _folder_name(f"{sample.patient_id}|{sample.index_time.isoformat()}|{where}")
                 write_sample(folder, record, sample, grid_readings(task, patient, when), task.channels)
@@ -276,7 +316,9 @@ def detect_source(path: str | Path) -> Source:
     """
     root = Path(path)
     if not root.is_dir():
-        raise FhirError("source not found or not a folder (expected a Bulk Data export or a folder of Bundles)", path=root)
+        raise FhirError(
+            "source not found or not a folder (expected a Bulk Data export or a folder of Bundles)", path=root
+        )
     if any(p.is_file() and p.name.lower().endswith(NDJSON_SUFFIXES) for p in root.rglob("*")):
         return Source(root, "bulk", tuple(export_files(root)))
     if any(p.is_file() and p.name.lower().endswith(".json") for p in root.iterdir()):
@@ -408,9 +450,7 @@ def _row(sample: Sample, sample_id: str, folder: str, readings: Sequence[Reading
 # splits
 
 
-def assign_splits(
-    patients: Sequence[str], positive: set[str], fractions: Sequence[float], seed: int
-) -> dict[str, str]:
+def assign_splits(patients: Sequence[str], positive: set[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
     """Patient -> split: stratified by 'any positive label', seeded, order-independent (module docstring)."""
     out: dict[str, str] = {}
     for stratum in (sorted(p for p in patients if p in positive), sorted(p for p in patients if p not in positive)):
@@ -474,8 +514,12 @@ def _report(
             "images": _share(tally.coverage["has_image"], n),
             "imaging_studies_in_window_not_joined": _share(images_in_window, n),
         },
-        "exclusions": [{"reason": k, "count": c} for k, c in sorted(population.counts.items(), key=lambda kv: (-kv[1], kv[0]))],
-        "sample_warnings": [{"reason": k, "count": c} for k, c in sorted(warnings.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "exclusions": [
+            {"reason": k, "count": c} for k, c in sorted(population.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        "sample_warnings": [
+            {"reason": k, "count": c} for k, c in sorted(warnings.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
     }
 
 

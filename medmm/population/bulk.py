@@ -170,7 +170,9 @@ def _resources(
         yield res
 
 
-def _read_at(handles: dict[int, IO[bytes]], files: list[Path], file_no: int, offset: int, length: int) -> dict[str, Any]:
+def _read_at(
+    handles: dict[int, IO[bytes]], files: list[Path], file_no: int, offset: int, length: int
+) -> dict[str, Any]:
     handle = handles.get(file_no)
     if handle is None:
         handle = handles[file_no] = _open(files[file_no])

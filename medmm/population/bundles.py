@@ -57,7 +57,11 @@ def _bundle_resources(path: Path, report: PopulationReport) -> list[dict[str, An
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         report.add("bundle: file is not readable JSON; skipped", str(path))
         return None
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or not isinstance(bundle.get("entry"), list):
+    if (
+        not isinstance(bundle, dict)
+        or bundle.get("resourceType") != "Bundle"
+        or not isinstance(bundle.get("entry"), list)
+    ):
         report.add("bundle: file is not a FHIR Bundle with a list of entries; skipped", str(path))
         return None
     if bundle.get("type") not in BUNDLE_TYPES:

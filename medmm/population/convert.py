@@ -71,7 +71,11 @@ def _bundle_resources(path: Path) -> list[dict[str, Any]]:
         bundle = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FhirError(f"not readable JSON ({type(exc).__name__})", path=path) from None
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or not isinstance(bundle.get("entry"), list):
+    if (
+        not isinstance(bundle, dict)
+        or bundle.get("resourceType") != "Bundle"
+        or not isinstance(bundle.get("entry"), list)
+    ):
         raise FhirError("expected a FHIR Bundle with a list of entries", path=path)
     url_map: dict[str, str] = {}
     resources = []

@@ -36,7 +36,9 @@ def grid_readings(task: Task, patient: CleanPatient, index: datetime) -> tuple[R
     return tuple(r for r in in_time if r.encounter in steps)
 
 
-def write_sample(folder: Path, record: PatientRecord, sample: Sample, readings: Sequence[Reading], signs: Sequence[VitalSign]) -> None:
+def write_sample(
+    folder: Path, record: PatientRecord, sample: Sample, readings: Sequence[Reading], signs: Sequence[VitalSign]
+) -> None:
     folder.mkdir(parents=True, exist_ok=False)
     bundle = sample_bundle(record, sample)
     (folder / "record.json").write_text(json.dumps(bundle, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -56,10 +58,14 @@ def sample_bundle(record: PatientRecord, sample: Sample) -> dict[str, Any]:
             "id": "note-" + hashlib.sha256((note.source_id or note.text).encode("utf-8")).hexdigest()[:24],
             "status": "current",
             "subject": {"reference": patient_ref},
-            "content": [{"attachment": {
-                "contentType": "text/plain",
-                "data": _b64(note.text),
-            }}],
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "text/plain",
+                        "data": _b64(note.text),
+                    }
+                }
+            ],
         }
         if note.type_code or note.type_display:
             concept: dict[str, Any] = {}

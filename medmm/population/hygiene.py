@@ -140,7 +140,9 @@ def _note(res: Mapping[str, Any], source: str, report: PopulationReport) -> Clin
         if not attachments:
             return None  # a lab or panel report, not a note
         period = res.get("effectivePeriod") if isinstance(res.get("effectivePeriod"), dict) else {}
-        when = parse_time(res.get("effectiveDateTime")) or parse_time(period.get("start")) or parse_time(res.get("issued"))
+        when = (
+            parse_time(res.get("effectiveDateTime")) or parse_time(period.get("start")) or parse_time(res.get("issued"))
+        )
         concept = res.get("code")
     if res.get("status") in WITHDRAWN:
         report.add(f"note: status {res.get('status')}; not read", source, rid)
@@ -161,7 +163,9 @@ def _attachment_text(attachments: list[Mapping[str, Any]]) -> str | None:
         media, _, params = str(att.get("contentType") or "").partition(";")
         media = media.strip().lower()
         if media in ("text/plain", "text/html") and isinstance(att.get("data"), str):
-            charset = next((p.split("=", 1)[1].strip().strip('"') for p in params.split(";") if "charset=" in p.lower()), None)
+            charset = next(
+                (p.split("=", 1)[1].strip().strip('"') for p in params.split(";") if "charset=" in p.lower()), None
+            )
             ranked.append((media != "text/plain", att["data"], media, charset))
     for _, data, media, charset in sorted(ranked, key=lambda item: item[0]):
         try:
@@ -203,7 +207,11 @@ def vital_readings(
             continue
         separate_bp = any(s == LOINC and c in _BP_PARTS for s, c in codings(obs.get("code")))
         if separate_bp and (when, encounter) in panel_times:
-            report.add("blood pressure: separate systolic/diastolic at a panel's time; the panel's value used", record.source, rid)
+            report.add(
+                "blood pressure: separate systolic/diastolic at a panel's time; the panel's value used",
+                record.source,
+                rid,
+            )
             continue
         if when is None:
             report.add("observation: no time (effective[x] or issued); not used", record.source, rid)
@@ -226,7 +234,11 @@ def _unique_observations(record: PatientRecord, report: PopulationReport) -> lis
             report.add(f"observation: status {obs.get('status')}; not used", record.source, rid)
             continue
         if not _has_value(obs):
-            why = "a dataAbsentReason" if isinstance(obs.get("dataAbsentReason"), dict) else "no value and no dataAbsentReason"
+            why = (
+                "a dataAbsentReason"
+                if isinstance(obs.get("dataAbsentReason"), dict)
+                else "no value and no dataAbsentReason"
+            )
             report.add(f"observation: {why}; not used", record.source, rid)
             continue
         key = (tuple(sorted(codings(obs.get("code")))), _obs_time(obs), _encounter_ref(obs))
@@ -306,7 +318,9 @@ def _status(concept: Any) -> str | None:
 
 def _condition(res: Mapping[str, Any]) -> ConditionFact:
     period = res.get("onsetPeriod") if isinstance(res.get("onsetPeriod"), dict) else {}
-    onset = parse_time(res.get("onsetDateTime")) or parse_time(period.get("start")) or parse_time(res.get("recordedDate"))
+    onset = (
+        parse_time(res.get("onsetDateTime")) or parse_time(period.get("start")) or parse_time(res.get("recordedDate"))
+    )
     return ConditionFact(
         id=f"Condition/{res.get('id')}",
         codes=tuple(codings(res.get("code"))),
@@ -320,7 +334,9 @@ def _condition(res: Mapping[str, Any]) -> ConditionFact:
 def _encounter(res: Mapping[str, Any]) -> EncounterFact:
     period = res.get("period") if isinstance(res.get("period"), dict) else {}
     klass = res.get("class") if isinstance(res.get("class"), dict) else {}
-    types = [t for concept in res.get("type") or [] for t in codings(concept)] if isinstance(res.get("type"), list) else []
+    types = (
+        [t for concept in res.get("type") or [] for t in codings(concept)] if isinstance(res.get("type"), list) else []
+    )
     return EncounterFact(
         id=f"Encounter/{res.get('id')}",
         start=parse_time(period.get("start")),
@@ -360,7 +376,7 @@ def _study_uid(res: Mapping[str, Any]) -> str | None:
         value = ident.get("value")
         if ident.get("system") == "urn:dicom:uid" and isinstance(value, str) and value.strip():
             value = value.strip()
-            return value[len("urn:oid:"):] if value.startswith("urn:oid:") else value
+            return value[len("urn:oid:") :] if value.startswith("urn:oid:") else value
     uid = res.get("uid")
     return uid.strip() if isinstance(uid, str) and uid.strip() else None
 

@@ -39,7 +39,11 @@ from medmm.population.samples import _in_window
 from medmm.records import Issue
 from medmm.tasks import Task
 
-BY_UID, BY_ACCESSION, BY_PATIENT_TIME = "Study Instance UID", "PatientID and AccessionNumber", "PatientID and study time"
+BY_UID, BY_ACCESSION, BY_PATIENT_TIME = (
+    "Study Instance UID",
+    "PatientID and AccessionNumber",
+    "PatientID and study time",
+)
 
 
 @dataclass(frozen=True)
@@ -63,14 +67,25 @@ class FolderImages:
     def __init__(self, root: str | Path, scratch: str | Path, report: PopulationReport):
         self.root = Path(root)
         self.db = sqlite3.connect(Path(scratch) / "images.sqlite")
-        self.db.execute("CREATE TABLE files (path TEXT, study TEXT, series TEXT, sop TEXT, patient TEXT, accession TEXT, time TEXT)")
+        self.db.execute(
+            "CREATE TABLE files (path TEXT, study TEXT, series TEXT, sop TEXT, patient TEXT, accession TEXT, time TEXT)"
+        )
         rows = []
         for item in scan_headers(self.root):
             if isinstance(item, Issue):
                 report.add(f"imaging source: {item.message}", item.source, item.where)
                 continue
-            rows.append((str(item.path), item.study_uid, item.series_uid, item.sop_uid, item.patient_id, item.accession,
-                         None if item.time is None else item.time.isoformat()))
+            rows.append(
+                (
+                    str(item.path),
+                    item.study_uid,
+                    item.series_uid,
+                    item.sop_uid,
+                    item.patient_id,
+                    item.accession,
+                    None if item.time is None else item.time.isoformat(),
+                )
+            )
             if len(rows) >= 1000:
                 self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 rows.clear()
@@ -80,14 +95,22 @@ class FolderImages:
 
     def study(self, uid: str) -> list[DicomHeader]:
         found = self.db.execute("SELECT * FROM files WHERE study = ? ORDER BY path", (uid,)).fetchall()
-        return [DicomHeader(Path(p), s, se, so, pa, ac, None if t is None else datetime.fromisoformat(t)) for p, s, se, so, pa, ac, t in found]
+        return [
+            DicomHeader(Path(p), s, se, so, pa, ac, None if t is None else datetime.fromisoformat(t))
+            for p, s, se, so, pa, ac, t in found
+        ]
 
     def patient_studies(self, keys: Iterable[str]) -> list[str]:
         keys = sorted(set(keys))
         if not keys:
             return []
         marks = ",".join("?" * len(keys))
-        return [r[0] for r in self.db.execute(f"SELECT DISTINCT study FROM files WHERE patient IN ({marks}) ORDER BY study", keys)]
+        return [
+            r[0]
+            for r in self.db.execute(
+                f"SELECT DISTINCT study FROM files WHERE patient IN ({marks}) ORDER BY study", keys
+            )
+        ]
 
     def close(self) -> None:
         self.db.close()
@@ -138,7 +161,9 @@ def open_images(source: str | Path, scratch: str | Path, report: PopulationRepor
         return DicomWebImages(text, scratch, report)
     root = Path(source)
     if not root.is_dir():
-        raise CohortError("image source not found (expected a DICOM folder or a DICOMweb URL)", path=root, where="--images")
+        raise CohortError(
+            "image source not found (expected a DICOM folder or a DICOMweb URL)", path=root, where="--images"
+        )
     return FolderImages(root, scratch, report)
 
 
@@ -153,7 +178,12 @@ def patient_keys(patient: CleanPatient) -> set[str]:
 
 
 def join_images(
-    source: ImageSource, task: Task, patient: CleanPatient, index: datetime, in_window: Sequence[ImagingFact], report: PopulationReport
+    source: ImageSource,
+    task: Task,
+    patient: CleanPatient,
+    index: datetime,
+    in_window: Sequence[ImagingFact],
+    report: PopulationReport,
 ) -> list[JoinedStudy]:
     """The studies of one sample (see the module docstring), each counted in `report` by how it was joined."""
     keys = patient_keys(patient)
@@ -180,7 +210,9 @@ def join_images(
                 report.add("imaging: study without an acquisition time; not joined by PatientID", where)
                 continue
             when = min(times)
-            if (task.images.include_index and when == index) or _in_window(when, index, span, task.images.include_index):
+            if (task.images.include_index and when == index) or _in_window(
+                when, index, span, task.images.include_index
+            ):
                 joined += _checked(headers, BY_PATIENT_TIME, keys, report, where, "")
     seen: set[str] = set()
     out = []
@@ -191,7 +223,9 @@ def join_images(
     return out
 
 
-def _checked(headers: list[DicomHeader], how: str, keys: set[str], report: PopulationReport, source: str, where: str) -> list[JoinedStudy]:
+def _checked(
+    headers: list[DicomHeader], how: str, keys: set[str], report: PopulationReport, source: str, where: str
+) -> list[JoinedStudy]:
     others = {h.patient_id for h in headers if h.patient_id is not None and h.patient_id not in keys}
     uid = headers[0].study_uid
     if others:

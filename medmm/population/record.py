@@ -20,7 +20,15 @@ from medmm.io.fhir_models import r4b_validate
 from medmm.records import Issue
 
 # Resource types a sample is built from; a reader groups these by patient and counts the others.
-PATIENT_TYPES = ("Patient", "Encounter", "Condition", "Observation", "DocumentReference", "DiagnosticReport", "ImagingStudy")
+PATIENT_TYPES = (
+    "Patient",
+    "Encounter",
+    "Condition",
+    "Observation",
+    "DocumentReference",
+    "DiagnosticReport",
+    "ImagingStudy",
+)
 _EXAMPLES_PER_KIND = 20
 _TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]{0,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
 _PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?")

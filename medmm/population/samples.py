@@ -116,7 +116,9 @@ def index_times(
     return sorted(t for t in (_usable(when, where, patient, report) for when, where in found) if t is not None)
 
 
-def _usable(when: datetime | None, where: str, patient: CleanPatient, report: PopulationReport) -> tuple[datetime, str] | None:
+def _usable(
+    when: datetime | None, where: str, patient: CleanPatient, report: PopulationReport
+) -> tuple[datetime, str] | None:
     source = patient.record.source
     if when is None:
         report.add("exclusion: index has no usable time", source, where)
@@ -136,7 +138,9 @@ def _sample(task: Task, patient: CleanPatient, index: datetime, where: str, repo
     warnings: list[Issue] = []
     labels, evidence = sample_labels(task, patient, index, where, report)
     demographics = sample_demographics(patient.record, index, warnings)
-    vitals = per_encounter_grid(task, patient, index) if task.vitals.per_encounter else hourly_grid(task, patient, index)
+    vitals = (
+        per_encounter_grid(task, patient, index) if task.vitals.per_encounter else hourly_grid(task, patient, index)
+    )
     if vitals.outside_window:
         report.add("vitals: readings outside the window (summed over samples)", n=vitals.outside_window)
     return Sample(
@@ -195,7 +199,9 @@ def sample_labels(
 # notes and images
 
 
-def window_notes(task: Task, patient: CleanPatient, index: datetime, report: PopulationReport) -> tuple[ClinicalNote, ...]:
+def window_notes(
+    task: Task, patient: CleanPatient, index: datetime, report: PopulationReport
+) -> tuple[ClinicalNote, ...]:
     """The patient's (deduplicated) notes dated within the notes window."""
     window = task.notes
     if window.days is None:
@@ -204,7 +210,9 @@ def window_notes(task: Task, patient: CleanPatient, index: datetime, report: Pop
     untimed = sum(1 for n in patient.notes if n.time is None)
     if untimed:
         report.add("note: no date; never in a window", patient.record.source, n=untimed)
-    return tuple(n for n in patient.notes if n.time is not None and _in_window(n.time, index, span, window.include_index))
+    return tuple(
+        n for n in patient.notes if n.time is not None and _in_window(n.time, index, span, window.include_index)
+    )
 
 
 def window_images(task: Task, patient: CleanPatient, index: datetime) -> tuple[ImagingFact, ...]:
@@ -313,7 +321,11 @@ def sample_demographics(record: PatientRecord, index: datetime, warnings: list[I
     races = _omb(p, US_CORE_RACE)
     ethnicities = _omb(p, US_CORE_ETHNICITY)
     birth_sex = next(
-        (e.get("valueCode") for e in p.get("extension") or [] if isinstance(e, dict) and e.get("url") == US_CORE_BIRTHSEX),
+        (
+            e.get("valueCode")
+            for e in p.get("extension") or []
+            if isinstance(e, dict) and e.get("url") == US_CORE_BIRTHSEX
+        ),
         None,
     )
     return Demographics(

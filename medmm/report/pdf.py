@@ -11,8 +11,15 @@ from medmm.errors import ConfigError, MedmmError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-pdf-header-footer",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-pdf-header-footer",
 )
 
 
@@ -21,7 +28,9 @@ def find_chromium() -> str | None:
     return next((path for path in map(shutil.which, BROWSERS) if path), None)
 
 
-def export_pdf(html_path: str | Path, pdf_path: str | Path | None = None, *, browser: str | None = None, timeout: float = 120.0) -> Path:
+def export_pdf(
+    html_path: str | Path, pdf_path: str | Path | None = None, *, browser: str | None = None, timeout: float = 120.0
+) -> Path:
     """Print `html_path` to PDF (default: beside it, .pdf) with headless Chromium; returns the PDF's path."""
     html = Path(html_path).resolve()
     if not html.is_file():

@@ -14,9 +14,9 @@ from typing import Iterator
 from tqdm import tqdm
 
 import medmm
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import ConfigError
 from medmm.synth.config import SynthConfig, SynthSummary
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth.patient import PatientResult, write_patient
 from medmm.synth.plan import assign_splits
 

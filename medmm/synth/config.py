@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medmm.codes import ETHNICITIES, RACES
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import ConfigError
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 
 DEFAULT_PREVALENCE: Mapping[str, float] = {
     "pneumonia": 0.22,
@@ -41,7 +41,9 @@ class SynthConfig:
     missing_notes: float = 0.1  # probability that a patient has no notes
     missing_vitals: float = 0.1  # probability that a patient has no vital signs
     prevalence: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))  # per diagnosis
-    pair_fraction: float = 0.4  # share of the rarer partner's cases that come as pneumonia+sepsis / heart_failure+effusion
+    pair_fraction: float = (
+        0.4  # share of the rarer partner's cases that come as pneumonia+sepsis / heart_failure+effusion
+    )
     evidence_rate: float = 0.65  # probability that each capable, present modality carries a diagnosis's evidence
     monochrome1_fraction: float = 0.3  # radiographs stored as MONOCHROME1 (inverted)
     compressed_fraction: float = 0.3  # radiographs stored compressed (RLE Lossless / JPEG 2000 Lossless)
@@ -107,12 +109,16 @@ def _check(c: SynthConfig) -> None:
         _fraction(name, getattr(c, name))
     unknown = sorted(set(c.prevalence) - set(DIAGNOSIS_NAMES))
     if unknown:
-        raise ConfigError(f"prevalence names unknown diagnoses (expected {', '.join(DIAGNOSIS_NAMES)})", where="prevalence")
+        raise ConfigError(
+            f"prevalence names unknown diagnoses (expected {', '.join(DIAGNOSIS_NAMES)})", where="prevalence"
+        )
     for name in DIAGNOSIS_NAMES:
         _fraction(f"prevalence[{name}]", c.prevalence.get(name, 0.0))
     c.prevalence.update({name: float(c.prevalence.get(name, 0.0)) for name in DIAGNOSIS_NAMES})
     if sum(label_set_probabilities(c).values()) > 1.0 + 1e-9:
-        raise ConfigError("prevalences are too high: the label sets they imply exceed probability 1", where="prevalence")
+        raise ConfigError(
+            "prevalences are too high: the label sets they imply exceed probability 1", where="prevalence"
+        )
     if abs(c.train_fraction + c.val_fraction + c.test_fraction - 1.0) > 1e-6:
         raise ConfigError("train_fraction + val_fraction + test_fraction must be 1", where="split fractions")
     if not isinstance(c.workers, int) or c.workers < 1:

@@ -56,7 +56,11 @@ def render_ct(rng: np.random.Generator, slices: int, size: int, image_evidence: 
     hf = image_evidence.get("heart_failure")
     if hf is not None:  # cardiomegaly: a wider, deeper heart
         grow = 1.0 + 0.35 * hf
-        heart = (((x - (cx + 0.06)) / (0.13 * grow)) ** 2 + ((y - (cy - 0.07)) / (0.11 * grow)) ** 2 < 1) & (z > 0.12) & (z < 0.65)
+        heart = (
+            (((x - (cx + 0.06)) / (0.13 * grow)) ** 2 + ((y - (cy - 0.07)) / (0.11 * grow)) ** 2 < 1)
+            & (z > 0.12)
+            & (z < 0.65)
+        )
     lungs &= ~heart
     for side in SIDES:
         lung_side[side] &= ~heart
@@ -104,7 +108,9 @@ def render_ct(rng: np.random.Generator, slices: int, size: int, image_evidence: 
     for name, mask in lesions.items():
         if mask.any():
             zs = np.flatnonzero(mask.any(axis=(1, 2)))
-            findings.setdefault(name, {}).update({"slice_min": int(zs[0]), "slice_max": int(zs[-1]), "bbox": bbox(mask)})
+            findings.setdefault(name, {}).update(
+                {"slice_min": int(zs[0]), "slice_max": int(zs[-1]), "bbox": bbox(mask)}
+            )
     hu = hu + rng.normal(0, 12.0, hu.shape)
     volume = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
     pixel_mm = round(float(rng.uniform(340, 400)) / n, 4)

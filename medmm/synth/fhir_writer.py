@@ -13,7 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from medmm.codes import BP_PANEL_LOINC, ETHNICITIES, ICD10, LOINC, NOTE_TYPES, OBS_CATEGORY, OMB_RACE, RACES, SNOMED, UCUM, US_CORE_BIRTHSEX, US_CORE_ETHNICITY, US_CORE_RACE, VITAL_SIGNS
+from medmm.codes import (
+    BP_PANEL_LOINC,
+    ETHNICITIES,
+    ICD10,
+    LOINC,
+    NOTE_TYPES,
+    OBS_CATEGORY,
+    OMB_RACE,
+    RACES,
+    SNOMED,
+    UCUM,
+    US_CORE_BIRTHSEX,
+    US_CORE_ETHNICITY,
+    US_CORE_RACE,
+    VITAL_SIGNS,
+)
 from medmm.synth.diagnoses import DIAGNOSES
 from medmm.synth.notes import NoteDraft
 from medmm.synth.plan import PatientPlan
@@ -127,7 +142,18 @@ def _observations(plan: PatientPlan, vitals: VitalsDraft, ids: _Ids, subject: di
             value, unit = round(value * 9 / 5 + 32, 1), "[degF]"
         elif channel == "weight" and plan.weight_in_lb:
             value, unit = round(value / 0.45359237, 1), "[lb_av]"
-        out.append(_obs(ids.next(), category, LOINC_OF[channel], _DISPLAY[channel], when, subject, encounter, _quantity(value, unit)))
+        out.append(
+            _obs(
+                ids.next(),
+                category,
+                LOINC_OF[channel],
+                _DISPLAY[channel],
+                when,
+                subject,
+                encounter,
+                _quantity(value, unit),
+            )
+        )
     for when, bp in pending_bp.items():
         components = [
             {"code": _codeable(LOINC, LOINC_OF[c], _DISPLAY[c]), "valueQuantity": _quantity(bp[c], "mm[Hg]")}
@@ -220,5 +246,11 @@ def build_bundle(
         if kind == "transaction":
             entry["request"] = {"method": "POST", "url": res["resourceType"]}
         entries.append(entry)
-    bundle = {"resourceType": "Bundle", "id": bundle_id, "type": kind, "timestamp": instant(t + timedelta(days=3)), "entry": entries}
+    bundle = {
+        "resourceType": "Bundle",
+        "id": bundle_id,
+        "type": kind,
+        "timestamp": instant(t + timedelta(days=3)),
+        "entry": entries,
+    }
     return bundle, note_refs

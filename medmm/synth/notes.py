@@ -12,9 +12,19 @@ from medmm.synth.phrases import EVIDENCE, FILLERS, HEDGES, HISTORY, NEGATIONS, T
 from medmm.synth.plan import PatientPlan
 
 HP, PROGRESS, DISCHARGE, IMAGING = "34117-2", "11506-3", "18842-5", "18748-4"
-TITLES = {HP: "HISTORY AND PHYSICAL", PROGRESS: "PROGRESS NOTE", DISCHARGE: "TRANSFER SUMMARY", IMAGING: "CHEST RADIOGRAPH REPORT"}
+TITLES = {
+    HP: "HISTORY AND PHYSICAL",
+    PROGRESS: "PROGRESS NOTE",
+    DISCHARGE: "TRANSFER SUMMARY",
+    IMAGING: "CHEST RADIOGRAPH REPORT",
+}
 # Section title per phrase section, by note kind.
-CLINICAL_SECTIONS = (("HISTORY", "symptom"), ("EXAMINATION", "exam"), ("RESULTS", "imaging"), ("ASSESSMENT AND PLAN", "assessment"))
+CLINICAL_SECTIONS = (
+    ("HISTORY", "symptom"),
+    ("EXAMINATION", "exam"),
+    ("RESULTS", "imaging"),
+    ("ASSESSMENT AND PLAN", "assessment"),
+)
 IMAGING_SECTIONS = (("FINDINGS", "imaging"),)
 NEGATION_RATE, HEDGE_RATE, HISTORY_RATE = 0.25, 0.08, 0.12
 

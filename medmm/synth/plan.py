@@ -12,8 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth.config import SynthConfig, label_set_probabilities
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 
 MODALITY_NAMES = ("image", "notes", "vitals")
 # Which modalities can carry each diagnosis's evidence (see the clinical reference).

@@ -137,10 +137,14 @@ def render_radiograph(
 
     if hf is not None:
         if rng.random() < 0.5:  # bilateral basal haze (interstitial oedema)
-            haze = 0.09 * hf * np.clip((v - 0.5) / 0.22, 0, 1) * np.clip(1 + 0.5 * smooth_noise(rng, (n, n), 8), 0.3, 1.5)
+            haze = (
+                0.09 * hf * np.clip((v - 0.5) / 0.22, 0, 1) * np.clip(1 + 0.5 * smooth_noise(rng, (n, n), 8), 0.3, 1.5)
+            )
             img[lungs] += haze[lungs]
         lesions["heart_failure"] = heart
-        findings.append(Finding("heart_failure", "heart_failure", bbox(heart), None, None, {"ctr_target": round(ctr_target, 4)}))
+        findings.append(
+            Finding("heart_failure", "heart_failure", bbox(heart), None, None, {"ctr_target": round(ctr_target, 4)})
+        )
 
     if "pneumonia" in image_evidence:
         mask, opacity, finding = _consolidation(rng, u, v, lungs, lung_env, image_evidence["pneumonia"], n)
@@ -165,7 +169,9 @@ def render_radiograph(
         img[cover] = (img * (1 - edge) + FLUID * edge)[cover]
         lesions["pleural_effusion"] = effusion
         fraction = round((bottom - level) / height, 4)
-        findings.append(Finding("pleural_effusion", "pleural_effusion", bbox(effusion), side, None, {"fluid_fraction": fraction}))
+        findings.append(
+            Finding("pleural_effusion", "pleural_effusion", bbox(effusion), side, None, {"fluid_fraction": fraction})
+        )
 
     img += _bones(u, v, cx, half_w, body, rng)
     img = gaussian_blur(img, max(0.5, n / 400))

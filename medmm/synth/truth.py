@@ -82,10 +82,17 @@ def build_truth(
             w = vitals.windows[d]
             entry["vitals"] = {"start_hour": w.start_hour, "end_hour": w.end_hour, "channels": list(w.channels)}
         if notes and "notes" in entry["modalities"]:
-            entry["notes"] = {"spans": [_span(s) for n in notes for s in n.spans if s.diagnosis == d and s.kind == "evidence"]}
+            entry["notes"] = {
+                "spans": [_span(s) for n in notes for s in n.spans if s.diagnosis == d and s.kind == "evidence"]
+            }
         evidence[d] = entry
     distractors = {
-        "notes": [_span(s) | {"kind": s.kind, "diagnosis": s.diagnosis} for n in notes for s in n.spans if s.kind != "evidence"],
+        "notes": [
+            _span(s) | {"kind": s.kind, "diagnosis": s.diagnosis}
+            for n in notes
+            for s in n.spans
+            if s.kind != "evidence"
+        ],
         "vitals": [{"channel": c, "hour": h} for c, h in (vitals.outliers if vitals else ())],
     }
     image_info = None
@@ -121,7 +128,9 @@ def build_truth(
         "evidence": evidence,
         "distractors": distractors,
         "image": image_info,
-        "ct": None if ct is None else {
+        "ct": None
+        if ct is None
+        else {
             "files": list(files["ct"]),
             "slices": int(ct.hu.shape[0]),
             "mask_file": CT_FILE,
@@ -131,7 +140,9 @@ def build_truth(
             {"index": i, "reference": ref, "type": n.type_code, "time": n.time.isoformat(), "characters": len(n.text)}
             for i, (n, ref) in enumerate(zip(notes, note_refs))
         ],
-        "vitals": None if vitals is None else {
+        "vitals": None
+        if vitals is None
+        else {
             "source": "fhir" if plan.vitals_in_fhir else "csv",
             "grid_hours": 48,
             "grid_start": (plan.study_time - timedelta(hours=48)).isoformat(),

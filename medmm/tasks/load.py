@@ -38,8 +38,18 @@ DEFAULT_TASK = "synthetic-cxr"  # the task of `medmm synth` cohorts, and of chec
 DEFAULT_AUDIT = ("sex", "age_band", "race", "ethnicity")
 DEFAULT_AGE_BANDS = (18.0, 40.0, 65.0, 80.0)  # 0-17, 18-39, 40-64, 65-79, 80+
 _TOP_KEYS = {
-    "name", "description", "index", "notes", "vitals", "images", "labels", "horizon",
-    "inactive_conditions", "channels", "audit_attributes", "age_bands",
+    "name",
+    "description",
+    "index",
+    "notes",
+    "vitals",
+    "images",
+    "labels",
+    "horizon",
+    "inactive_conditions",
+    "channels",
+    "audit_attributes",
+    "age_bands",
 }
 
 
@@ -87,12 +97,14 @@ def task_from_dict(data: Any, source: str = "") -> Task:
     if not labels:
         raise r.error("labels", "expected at least one label")
     r.unique([spec.name for spec in labels], "labels", "label name")
-    audit = tuple(r.choice(a, f"audit_attributes[{i}]", AUDIT_ATTRIBUTES) for i, a in enumerate(
-        r.items(top.get("audit_attributes", list(DEFAULT_AUDIT)), "audit_attributes")
-    ))
-    bands = tuple(r.number(b, f"age_bands[{i}]", low=0.0) for i, b in enumerate(
-        r.items(top.get("age_bands", list(DEFAULT_AGE_BANDS)), "age_bands")
-    ))
+    audit = tuple(
+        r.choice(a, f"audit_attributes[{i}]", AUDIT_ATTRIBUTES)
+        for i, a in enumerate(r.items(top.get("audit_attributes", list(DEFAULT_AUDIT)), "audit_attributes"))
+    )
+    bands = tuple(
+        r.number(b, f"age_bands[{i}]", low=0.0)
+        for i, b in enumerate(r.items(top.get("age_bands", list(DEFAULT_AGE_BANDS)), "age_bands"))
+    )
     if list(bands) != sorted(set(bands)) or any(b <= 0 for b in bands):
         raise r.error("age_bands", "expected increasing positive ages in years")
     return Task(
@@ -114,6 +126,7 @@ def task_from_dict(data: Any, source: str = "") -> Task:
 
 def task_to_dict(task: Task) -> dict[str, Any]:
     """The mapping `task_from_dict` reads back as an equal Task (what checkpoints and cohorts store)."""
+
     def present(values: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in values.items() if v is not None}
 
@@ -130,23 +143,54 @@ def task_to_dict(task: Task) -> dict[str, Any]:
     else:
         vitals = None
     h = task.horizon
-    return present({
-        "name": task.name,
-        "description": task.description,
-        "index": index,
-        "notes": {"days": task.notes.days, "include_index": task.notes.include_index} if task.notes.days is not None else None,
-        "vitals": vitals,
-        "images": {"days": task.images.days, "include_index": task.images.include_index} if task.images.days is not None else None,
-        "labels": [present({"name": s.name, "display": s.display, "snomed": list(s.snomed), "icd10": list(s.icd10), "words": _words_dict(s.words)})
-                   for s in task.labels],
-        "horizon": present({"before_days": h.before_days, "after_days": h.after_days, "calendar_days": h.calendar_days,
-                            "encounter_diagnosis": h.encounter_diagnosis}),
-        "inactive_conditions": task.inactive_conditions,
-        "channels": [{"name": c.name, "display": c.display, "loinc": list(c.loinc), "unit": c.unit, "low": c.low, "high": c.high}
-                     for c in task.channels],
-        "audit_attributes": list(task.audit_attributes),
-        "age_bands": list(task.age_bands),
-    })
+    return present(
+        {
+            "name": task.name,
+            "description": task.description,
+            "index": index,
+            "notes": {"days": task.notes.days, "include_index": task.notes.include_index}
+            if task.notes.days is not None
+            else None,
+            "vitals": vitals,
+            "images": {"days": task.images.days, "include_index": task.images.include_index}
+            if task.images.days is not None
+            else None,
+            "labels": [
+                present(
+                    {
+                        "name": s.name,
+                        "display": s.display,
+                        "snomed": list(s.snomed),
+                        "icd10": list(s.icd10),
+                        "words": _words_dict(s.words),
+                    }
+                )
+                for s in task.labels
+            ],
+            "horizon": present(
+                {
+                    "before_days": h.before_days,
+                    "after_days": h.after_days,
+                    "calendar_days": h.calendar_days,
+                    "encounter_diagnosis": h.encounter_diagnosis,
+                }
+            ),
+            "inactive_conditions": task.inactive_conditions,
+            "channels": [
+                {
+                    "name": c.name,
+                    "display": c.display,
+                    "loinc": list(c.loinc),
+                    "unit": c.unit,
+                    "low": c.low,
+                    "high": c.high,
+                }
+                for c in task.channels
+            ],
+            "audit_attributes": list(task.audit_attributes),
+            "age_bands": list(task.age_bands),
+        }
+    )
 
 
 class _Reader:
@@ -278,7 +322,9 @@ def _label(r: _Reader, value: Any, where: str) -> LabelSpec:
     if not snomed and not icd10:
         raise r.error(where, "expected at least one code in snomed or icd10")
     display = r.text(m.get("display", name), f"{where}.display")
-    return LabelSpec(name=name, display=display, snomed=snomed, icd10=icd10, words=_words(r, m.get("words"), f"{where}.words"))
+    return LabelSpec(
+        name=name, display=display, snomed=snomed, icd10=icd10, words=_words(r, m.get("words"), f"{where}.words")
+    )
 
 
 def _words_dict(words: LabelWords) -> dict[str, Any] | None:
@@ -294,9 +340,21 @@ def _words(r: _Reader, value: Any, where: str) -> LabelWords:
         return LabelWords()
     m = r.mapping(value, where, {"synonyms", "evidence", "image_findings", "image_terms"})
     evidence = r.mapping(m.get("evidence", {}), f"{where}.evidence", {"image", "vitals", "notes"})
-    lists = {k: tuple(t.lower() for t in r.texts(m.get(k, []), f"{where}.{k}")) for k in ("synonyms", "image_findings", "image_terms")}
-    pairs = tuple((mod, r.text(evidence[mod], f"{where}.evidence.{mod}")) for mod in ("image", "vitals", "notes") if mod in evidence)
-    return LabelWords(synonyms=lists["synonyms"], evidence=pairs, image_findings=lists["image_findings"], image_terms=lists["image_terms"])
+    lists = {
+        k: tuple(t.lower() for t in r.texts(m.get(k, []), f"{where}.{k}"))
+        for k in ("synonyms", "image_findings", "image_terms")
+    }
+    pairs = tuple(
+        (mod, r.text(evidence[mod], f"{where}.evidence.{mod}"))
+        for mod in ("image", "vitals", "notes")
+        if mod in evidence
+    )
+    return LabelWords(
+        synonyms=lists["synonyms"],
+        evidence=pairs,
+        image_findings=lists["image_findings"],
+        image_terms=lists["image_terms"],
+    )
 
 
 def _horizon(r: _Reader, value: Any) -> Horizon:
@@ -333,7 +391,9 @@ def _channels(r: _Reader, value: Any) -> tuple[VitalSign, ...]:
         if known is not None and known != unit:
             raise r.error(f"{where}.unit", f"expected the UCUM spelling {known!r}")
         if known is None and not _UCUM_TEXT.fullmatch(unit):
-            raise r.error(f"{where}.unit", "expected a UCUM unit (e.g. /min, %, Cel, mm[Hg], kg, mg/dL, {score}), without spaces")
+            raise r.error(
+                f"{where}.unit", "expected a UCUM unit (e.g. /min, %, Cel, mm[Hg], kg, mg/dL, {score}), without spaces"
+            )
         low = r.number(m.get("low"), f"{where}.low", low=-math.inf)
         high = r.number(m.get("high"), f"{where}.high", low=-math.inf)
         if not low < high:

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from medmm.data import collate, lm_inputs
 from medmm.errors import MedmmError
-from medmm.io.cohort import Cohort, CohortDataset
 from medmm.grounding.record import signs_of, value_pairs
+from medmm.io.cohort import Cohort, CohortDataset
 from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
 from medmm.train.targets import case_text, guided_pair, load_truth
 
@@ -30,9 +30,21 @@ log = logging.getLogger(__name__)
 class CaseSet(torch.utils.data.Dataset):
     """Preprocessed cases of one cohort (split) in memory, each with its text targets."""
 
-    def __init__(self, cohort: Cohort, preprocessor, *, cache_dir: str | Path | None = None, note_encoder=None, progress: bool = True, desc: str = "cases"):
+    def __init__(
+        self,
+        cohort: Cohort,
+        preprocessor,
+        *,
+        cache_dir: str | Path | None = None,
+        note_encoder=None,
+        progress: bool = True,
+        desc: str = "cases",
+    ):
         dataset = CohortDataset(
-            cohort, preprocessor, cache_dir, preprocessor.key,
+            cohort,
+            preprocessor,
+            cache_dir,
+            preprocessor.key,
             load_kwargs=preprocessor.grid_kwargs,
         )
         self.items: list[dict] = []
@@ -50,13 +62,19 @@ class CaseSet(torch.utils.data.Dataset):
             labels = [names[k] for k in item["labels"].nonzero().flatten().tolist()]
             text = case_text(labels, set(item["meta"]["modalities"]), load_truth(entry.folder), displays)
             item["meta"] = {
-                **item["meta"], "patient_id": entry.patient_id, "key": entry.key, "text": text, "impression": text.impression,
+                **item["meta"],
+                "patient_id": entry.patient_id,
+                "key": entry.key,
+                "text": text,
+                "impression": text.impression,
                 "qa": [(q.question, q.answer) for q in text.qa],
                 "value_qa": value_pairs(item["meta"].get("vitals_last") or {}, signs),
             }
             self.items.append(item)
         if self.failed:
-            log.warning("%d case(s) could not be read and are left out (first: %s)", len(self.failed), self.failed[0][1])
+            log.warning(
+                "%d case(s) could not be read and are left out (first: %s)", len(self.failed), self.failed[0][1]
+            )
         if note_encoder is not None and getattr(note_encoder.config, "frozen", False):
             store = Path(cache_dir) / f"notes-{encoder_fingerprint(note_encoder)}.safetensors" if cache_dir else None
             self._embed_notes(note_encoder, progress, store)
@@ -66,7 +84,9 @@ class CaseSet(torch.utils.data.Dataset):
         known = load_file(str(store)) if store is not None and store.is_file() else {}
         keys = [_notes_key(it) for it in self.items]
         todo = [it for it, key in zip(self.items, keys) if key not in known]
-        for start in tqdm(range(0, len(todo), chunk), desc="embed notes", disable=not progress or not todo, leave=False):
+        for start in tqdm(
+            range(0, len(todo), chunk), desc="embed notes", disable=not progress or not todo, leave=False
+        ):
             items = todo[start : start + chunk]
             ids = torch.stack([it["notes_ids"] for it in items])  # (b, M, L)
             attn = torch.stack([_note_mask(it) for it in items])  # (b, M, L)
@@ -77,7 +97,9 @@ class CaseSet(torch.utils.data.Dataset):
                 known[_notes_key(it)] = emb[:, :own].to(torch.float16).contiguous()  # (M, own, D): no padding on disk
         for it, key in zip(self.items, keys):
             emb = known[key]  # (M, own, D)
-            it["notes_embeddings"] = torch.nn.functional.pad(emb, (0, 0, 0, it["notes_ids"].shape[-1] - emb.shape[1]))  # (M, L, D)
+            it["notes_embeddings"] = torch.nn.functional.pad(
+                emb, (0, 0, 0, it["notes_ids"].shape[-1] - emb.shape[1])
+            )  # (M, L, D)
         if store is not None and todo:
             tmp = store.with_name(store.name + ".tmp")
             save_file(known, str(tmp))
@@ -168,6 +190,8 @@ class TextBatcher:
         # impression rows pool at the end of "Impression:", before any guide; QA rows at their prompt's end
         pools = [IMPRESSION_PROMPT if imp else p for p, imp in zip(prompts, is_impression)]
         lm = lm_inputs(self.tokenizer, prompts, targets, self.max_length, pool_prefixes=pools)
-        batch.update(input_ids=lm.input_ids, attention_mask=lm.attention_mask, pool_index=lm.pool_index, lm_labels=lm.labels)
+        batch.update(
+            input_ids=lm.input_ids, attention_mask=lm.attention_mask, pool_index=lm.pool_index, lm_labels=lm.labels
+        )
         batch["diagnosis_rows"] = torch.tensor(is_impression)
         return batch

@@ -84,7 +84,9 @@ def finding_logits(token_logits: Tensor) -> Tensor:
     return torch.logsumexp(token_logits, dim=1) - math.log(token_logits.shape[1])
 
 
-def pretrain_loss(token_logits: Tensor, finding: Tensor, cover: Tensor, cover_known: Tensor, cover_weight: float = 1.0) -> Tensor:
+def pretrain_loss(
+    token_logits: Tensor, finding: Tensor, cover: Tensor, cover_known: Tensor, cover_weight: float = 1.0
+) -> Tensor:
     """Finding BCE over rows, plus `cover_weight` x token BCE against the lesion cover where known.
 
     token_logits (B, N, K); finding (B, K); cover (B, K, *grid); cover_known (B,) bool.
@@ -148,7 +150,11 @@ def save_image_encoder(encoder: ImageEncoder, directory: str | Path, extra: dict
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(weights))
-    meta = {"config": dataclasses.asdict(encoder.config), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), **(extra or {})}
+    meta = {
+        "config": dataclasses.asdict(encoder.config),
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        **(extra or {}),
+    }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
     return directory
 
@@ -158,7 +164,9 @@ def load_image_encoder(encoder: ImageEncoder, directory: str | Path) -> dict:
     directory = Path(directory)
     weights, meta_path = directory / WEIGHTS_FILE, directory / META_FILE
     if not weights.is_file() or not meta_path.is_file():
-        raise CheckpointError(f"not a pretrained image encoder ({WEIGHTS_FILE} and {META_FILE} expected)", path=directory)
+        raise CheckpointError(
+            f"not a pretrained image encoder ({WEIGHTS_FILE} and {META_FILE} expected)", path=directory
+        )
     meta = json.loads(meta_path.read_text())
     if hashlib.sha256(weights.read_bytes()).hexdigest() != meta.get("sha256"):
         raise CheckpointError("the weights do not match their recorded SHA-256", path=weights)
@@ -166,6 +174,8 @@ def load_image_encoder(encoder: ImageEncoder, directory: str | Path) -> dict:
     theirs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.get("config", {}).items() if k != "frozen"}
     if mine != theirs:
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        raise CheckpointError(f"pretrained with another image encoder config ({', '.join(differ)} differ)", path=meta_path)
+        raise CheckpointError(
+            f"pretrained with another image encoder config ({', '.join(differ)} differ)", path=meta_path
+        )
     encoder.load_state_dict(load_file(str(weights)))
     return meta

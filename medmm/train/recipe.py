@@ -82,7 +82,9 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_recipe_config(path: str | Path | None, overrides: Sequence[str] = (), base: RecipeConfig | None = None) -> RecipeConfig:
+def load_recipe_config(
+    path: str | Path | None, overrides: Sequence[str] = (), base: RecipeConfig | None = None
+) -> RecipeConfig:
     """Read a recipe YAML (safely), apply key=value overrides, check every key."""
     data = to_dict(base) if base is not None else {}
     if path is not None:
@@ -111,7 +113,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     gate_ids = {id(p) for p in gates}
     encoder_ids = set()
     if cfg.encoder_lr is not None:
-        encoder_ids = {id(p) for part in (model.encoders, model.resamplers) for p in part.parameters() if p.requires_grad}
+        encoder_ids = {
+            id(p) for part in (model.encoders, model.resamplers) for p in part.parameters() if p.requires_grad
+        }
     encoder_params = [p for p in model.parameters() if id(p) in encoder_ids]
     other = [p for p in model.parameters() if p.requires_grad and id(p) not in lm_ids | gate_ids | encoder_ids]
     gate_group = {"params": gates, "lr": cfg.gate_lr if cfg.gate_lr is not None else cfg.lr, "weight_decay": 0.0}
@@ -121,8 +125,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
         # peft applies `loraplus_weight_decay` to the adapter groups (its default is none at all)
         optimizer = create_loraplus_optimizer(
-            model.lm, torch.optim.AdamW, lr=cfg.lr_lm, loraplus_lr_ratio=cfg.loraplus_lr_ratio,
-            weight_decay=cfg.weight_decay, loraplus_weight_decay=cfg.weight_decay,
+            model.lm,
+            torch.optim.AdamW,
+            lr=cfg.lr_lm,
+            loraplus_lr_ratio=cfg.loraplus_lr_ratio,
+            weight_decay=cfg.weight_decay,
+            loraplus_weight_decay=cfg.weight_decay,
         )
         if other:
             optimizer.add_param_group({"params": other, "lr": cfg.lr, "weight_decay": cfg.weight_decay})
@@ -161,7 +169,9 @@ def macro_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean AUROC over diagnoses that have both classes (scikit-learn); NaN when none has."""
     from sklearn.metrics import roc_auc_score
 
-    scores = [roc_auc_score(labels[:, k], probs[:, k]) for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < len(labels)]
+    scores = [
+        roc_auc_score(labels[:, k], probs[:, k]) for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < len(labels)
+    ]
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -180,7 +190,9 @@ def replace_model(cfg: RecipeConfig, **changes) -> RecipeConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
 
 
-def recipe_main(name: str, run: Callable[[RecipeConfig], dict], description: str, argv: list[str] | None = None) -> None:
+def recipe_main(
+    name: str, run: Callable[[RecipeConfig], dict], description: str, argv: list[str] | None = None
+) -> None:
     """The command line of a recipe module (`python -m training.NAME --config FILE [key=value ...]`).
 
     Prints the result as one JSON line (`{"recipe": NAME, ...}`) from the main process only.

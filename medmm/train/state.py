@@ -26,14 +26,18 @@ def state_tensor_names(model) -> list[str]:
     return sorted(n for n in model.state_dict() if n in stored or n in trainable)
 
 
-def save_state(directory: str | Path, model, optimizer, scheduler, progress: dict, rngs: dict[str, random.Random] | None = None) -> None:
+def save_state(
+    directory: str | Path, model, optimizer, scheduler, progress: dict, rngs: dict[str, random.Random] | None = None
+) -> None:
     """Write the run state to `directory` atomically (a temp folder renamed into place)."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     state = model.state_dict()
-    save_file({n: state[n].detach().cpu().contiguous() for n in state_tensor_names(model)}, str(tmp / "model.safetensors"))
+    save_file(
+        {n: state[n].detach().cpu().contiguous() for n in state_tensor_names(model)}, str(tmp / "model.safetensors")
+    )
     opt = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, per_param in opt["state"].items():
@@ -58,7 +62,9 @@ def save_state(directory: str | Path, model, optimizer, scheduler, progress: dic
     tmp.rename(directory)
 
 
-def load_state(directory: str | Path, model, optimizer, scheduler, rngs: dict[str, random.Random] | None = None) -> dict:
+def load_state(
+    directory: str | Path, model, optimizer, scheduler, rngs: dict[str, random.Random] | None = None
+) -> dict:
     """Restore what save_state wrote; returns the saved progress dict."""
     directory = Path(directory)
     if not (directory / "state.json").is_file():
@@ -67,7 +73,9 @@ def load_state(directory: str | Path, model, optimizer, scheduler, rngs: dict[st
     tensors = load_file(str(directory / "model.safetensors"))
     expected = set(state_tensor_names(model))
     if set(tensors) != expected:
-        raise CheckpointError("saved state does not fit this model (different trainable parameters)", path=directory / "model.safetensors")
+        raise CheckpointError(
+            "saved state does not fit this model (different trainable parameters)", path=directory / "model.safetensors"
+        )
     state = model.state_dict()
     for name, value in tensors.items():
         if value.shape != state[name].shape:
@@ -137,7 +145,13 @@ class JsonlLogger:
                 self.writer = None
 
     def log(self, step: int, **metrics) -> None:
-        record = {"step": step, **{k: (float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v) for k, v in metrics.items()}}
+        record = {
+            "step": step,
+            **{
+                k: (float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v)
+                for k, v in metrics.items()
+            },
+        }
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.writer is not None:

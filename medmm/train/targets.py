@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
-from medmm.tasks import default_vocabulary
 from medmm.prompts import QA, guided_prompt, impression_text, qa_pairs
+from medmm.tasks import default_vocabulary
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,9 @@ class CaseText:
     impression: str
     qa: tuple[QA, ...]
     labels: tuple[str, ...] = ()
-    evidence: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # diagnosis -> present modalities with its evidence
+    evidence: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict
+    )  # diagnosis -> present modalities with its evidence
     displays: Mapping[str, str] | None = None  # the task's label name -> display (None: the synthetic five)
 
 
@@ -34,18 +36,27 @@ def load_truth(folder: str | Path) -> dict | None:
     return json.loads(path.read_text())
 
 
-def case_text(labels: list[str], present: set[str], truth: dict | None, displays: Mapping[str, str] | None = None) -> CaseText:
+def case_text(
+    labels: list[str], present: set[str], truth: dict | None, displays: Mapping[str, str] | None = None
+) -> CaseText:
     """Targets for a case with these diagnosis names and present modalities (`displays`: the task's labels)."""
     evidence = {}
     if truth is not None:
         for name, entry in (truth.get("evidence") or {}).items():
             evidence[name] = [m for m in entry.get("modalities", ()) if m in present]
     evidence = {name: tuple(mods) for name, mods in evidence.items()}
-    return CaseText(impression_text(labels, evidence, displays=displays), tuple(qa_pairs(labels, evidence, displays=displays)),
-                    tuple(labels), evidence, displays)
+    return CaseText(
+        impression_text(labels, evidence, displays=displays),
+        tuple(qa_pairs(labels, evidence, displays=displays)),
+        tuple(labels),
+        evidence,
+        displays,
+    )
 
 
-def noisy_guide(labels: Collection[str], rng: random.Random, drop: float, add: float, names: Sequence[str] | None = None) -> list[str]:
+def noisy_guide(
+    labels: Collection[str], rng: random.Random, drop: float, add: float, names: Sequence[str] | None = None
+) -> list[str]:
     """The true diagnoses, each dropped with chance `drop`, plus each false one with chance `add`, in a random order.
 
     One draw per label in `names` order (the task's labels), then a shuffle, so a seeded `rng` gives the
@@ -70,4 +81,6 @@ def guided_pair(text: CaseText, rng: random.Random, drop: float, add: float) -> 
     nearest name most reliably).
     """
     names = noisy_guide(text.labels, rng, drop, add, tuple(text.displays) if text.displays is not None else None)
-    return guided_prompt(names, text.displays), impression_text(text.labels, text.evidence, order=names[::-1], displays=text.displays)
+    return guided_prompt(names, text.displays), impression_text(
+        text.labels, text.evidence, order=names[::-1], displays=text.displays
+    )

@@ -54,7 +54,11 @@ class NormalizeVitalsd(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection, channels: Sequence[str], observed_key: str = "vitals_observed", allow_missing_keys: bool = False,
+        self,
+        keys: KeysCollection,
+        channels: Sequence[str],
+        observed_key: str = "vitals_observed",
+        allow_missing_keys: bool = False,
         reference: Mapping[str, tuple[float, float]] | None = None,
     ):
         """`reference` adds (mean, SD) for channels VITAL_REFERENCE does not have (a task's own channels)."""
@@ -83,7 +87,14 @@ class TokenizeNotesd(MapTransform):
     so that token relevance can be mapped back to words of the original text.
     """
 
-    def __init__(self, keys: KeysCollection, tokenizer, max_notes: int = 3, max_tokens: int = 128, allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection,
+        tokenizer,
+        max_notes: int = 3,
+        max_tokens: int = 128,
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, allow_missing_keys)
         self.tokenizer = tokenizer
         self.max_notes = max_notes

@@ -42,7 +42,11 @@ class PreprocessConfig:
     @property
     def grid_kwargs(self) -> dict[str, float | int]:
         """The vital-sign grid as `medmm.io.load_study` takes it."""
-        return {"window_hours": self.window_hours, "step_minutes": self.step_minutes, "encounter_steps": self.encounter_steps}
+        return {
+            "window_hours": self.window_hours,
+            "step_minutes": self.step_minutes,
+            "encounter_steps": self.encounter_steps,
+        }
 
 
 def primary_radiograph(study: Study) -> ImageSeries | None:
@@ -50,7 +54,9 @@ def primary_radiograph(study: Study) -> ImageSeries | None:
     candidates = [s for s in study.images if not _is_volume(s)]
     if not candidates:
         return None
-    ranked = sorted(candidates, key=lambda s: (s.modality not in PROJECTION_MODALITIES, s.view_position not in ("PA", "AP")))
+    ranked = sorted(
+        candidates, key=lambda s: (s.modality not in PROJECTION_MODALITIES, s.view_position not in ("PA", "AP"))
+    )
     return ranked[0]
 
 
@@ -103,7 +109,9 @@ def last_readings(series, channels) -> dict[str, list]:
 def channel_reference(task: Task) -> dict[str, tuple[float, float]]:
     """(mean, SD) to z-score each task channel medmm has no reference statistics for: the middle of
     its plausible range, and a sixth of the range (the range as +-3 SD)."""
-    return {c.name: ((c.low + c.high) / 2.0, (c.high - c.low) / 6.0) for c in task.channels if c.name not in VITAL_REFERENCE}
+    return {
+        c.name: ((c.low + c.high) / 2.0, (c.high - c.low) / 6.0) for c in task.channels if c.name not in VITAL_REFERENCE
+    }
 
 
 class StudyPreprocessor:
@@ -137,9 +145,23 @@ class StudyPreprocessor:
                 Resized(keys="volume", spatial_size=config.volume_size, mode="trilinear"),
             ]
         )
-        self.notes_tf = TokenizeNotesd(keys="notes", tokenizer=note_tokenizer, max_notes=config.max_notes, max_tokens=config.max_note_tokens)
+        self.notes_tf = TokenizeNotesd(
+            keys="notes", tokenizer=note_tokenizer, max_notes=config.max_notes, max_tokens=config.max_note_tokens
+        )
         self.vitals_tf = NormalizeVitalsd(keys="vitals", channels=self.channels, reference=channel_reference(self.task))
-        self.to_torch = ToTorchd(keys=["image", "volume", "notes_ids", "notes_attention", "notes_offsets", "notes_present", "vitals", "vitals_observed"], allow_missing_keys=True)
+        self.to_torch = ToTorchd(
+            keys=[
+                "image",
+                "volume",
+                "notes_ids",
+                "notes_attention",
+                "notes_offsets",
+                "notes_present",
+                "vitals",
+                "vitals_observed",
+            ],
+            allow_missing_keys=True,
+        )
 
     @property
     def grid_kwargs(self) -> dict:
@@ -152,8 +174,15 @@ class StudyPreprocessor:
         """A string naming these settings and tokenizer, for cache keys."""
         vocab = getattr(self.note_tokenizer, "vocab_size", 0)
         name = getattr(self.note_tokenizer, "name_or_path", type(self.note_tokenizer).__name__)
-        task = {"labels": task_to_dict(self.task)["labels"], "inactive": self.task.inactive_conditions, "channels": list(self.channels)}
-        blob = json.dumps({"config": asdict(self.config), "tokenizer": [str(name).rsplit("/", 1)[-1], vocab], "task": task, "v": 2}, sort_keys=True)
+        task = {
+            "labels": task_to_dict(self.task)["labels"],
+            "inactive": self.task.inactive_conditions,
+            "channels": list(self.channels),
+        }
+        blob = json.dumps(
+            {"config": asdict(self.config), "tokenizer": [str(name).rsplit("/", 1)[-1], vocab], "task": task, "v": 2},
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def __call__(self, study: Study) -> dict:
@@ -169,7 +198,12 @@ class StudyPreprocessor:
         if cfg.use_volume:
             volume = primary_volume(study)
             if volume is not None:
-                d = self.volume_tf({"volume": volume.pixels.astype(np.float32), "volume_window": CT_WINDOW if volume.modality == "CT" else model_window(volume, volume.pixels)})
+                d = self.volume_tf(
+                    {
+                        "volume": volume.pixels.astype(np.float32),
+                        "volume_window": CT_WINDOW if volume.modality == "CT" else model_window(volume, volume.pixels),
+                    }
+                )
                 out["volume"], out["volume_present"] = d["volume"], torch.tensor(True)
             else:
                 out["volume"], out["volume_present"] = torch.zeros(1, *cfg.volume_size), torch.tensor(False)

@@ -32,5 +32,7 @@ def finished_study(tiny_checkpoint, small_cohort, study_protocol, tmp_path_facto
     from medmm.batch.run import run_batch
 
     out = tmp_path_factory.mktemp("batch-study") / "out"
-    summary = run_batch(tiny_checkpoint, small_cohort, out, protocol=study_protocol, progress=False, user="research-operator")
+    summary = run_batch(
+        tiny_checkpoint, small_cohort, out, protocol=study_protocol, progress=False, user="research-operator"
+    )
     return out, summary

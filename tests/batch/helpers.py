@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -31,8 +30,12 @@ def save_tiny_bert(folder: Path) -> Path:
     """A one-layer BERT and its word-level tokenizer saved as a Hugging Face folder (the notes encoder)."""
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(NOTE_WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=16,
+        vocab_size=len(NOTE_WORDS),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
     )
     BertModel(config).eval().save_pretrained(folder)
     BertTokenizerFast(vocab={w: i for i, w in enumerate(NOTE_WORDS)}, do_lower_case=True).save_pretrained(folder)
@@ -44,7 +47,9 @@ def save_tiny_checkpoint(folder: Path, *, seed: int = 0, task=None) -> Path:
     (for `task`, a medmm.tasks.Task, with that task's labels and channels; default: the default task)."""
     bert = save_tiny_bert(folder.parent / f"{folder.name}-notes-encoder")
     config = ModelConfig(
-        image=ImageEncoderConfig(dim=16, init_features=8, growth_rate=4, block_config=(1, 1), bn_size=2, norm="instance"),
+        image=ImageEncoderConfig(
+            dim=16, init_features=8, growth_rate=4, block_config=(1, 1), bn_size=2, norm="instance"
+        ),
         notes=TextEncoderConfig(model_path=str(bert), frozen=True),
         vitals=VitalsEncoderConfig(dim=16, depth=1, heads=2, max_steps=8),
         resampler=ResamplerConfig(num_latents=4, depth=1, heads=2),

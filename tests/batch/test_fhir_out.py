@@ -12,8 +12,8 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from medmm.batch.fhir_out import check_resource, resource_id, validate_ndjson
 from medmm.batch.results import load_results
-from medmm.synth.diagnoses import DIAGNOSES
 from medmm.errors import FhirError
+from medmm.synth.diagnoses import DIAGNOSES
 
 MODELS = {"RiskAssessment": RiskAssessment, "DiagnosticReport": DiagnosticReport, "Provenance": Provenance}
 SNOMED_OF = {d.name: d.snomed for d in DIAGNOSES}
@@ -58,7 +58,11 @@ def test_reports_hold_the_impression_and_provenance_the_input_hashes(finished_st
         pid = next(p for p in reports if dr_ref == f"DiagnosticReport/{reports[p]['id']}")
         assert ra_ref == f"RiskAssessment/{resource_id(summary.run_id, pid, 'RiskAssessment')}"
         sources = sorted(e["what"]["identifier"]["value"] for e in prov["entity"] if e["role"] == "source")
-        files = [p for p in (small_cohort / pid).rglob("*") if p.is_file() and p.suffix in (".dcm", ".json", ".csv") and not p.name.startswith("truth")]
+        files = [
+            p
+            for p in (small_cohort / pid).rglob("*")
+            if p.is_file() and p.suffix in (".dcm", ".json", ".csv") and not p.name.startswith("truth")
+        ]
         assert sources == sorted(f"urn:sha256:{hashlib.sha256(f.read_bytes()).hexdigest()}" for f in files)
         model = [e for e in prov["entity"] if e["role"] == "derivation"][0]
         assert model["what"]["identifier"]["value"] == results.loc[pid, "model_id"]

@@ -20,7 +20,11 @@ from medmm.batch.run import run_batch
 from medmm.batch.store import TIMING_COLUMNS
 
 RUN = "import sys; from medmm.batch.run import run_batch; run_batch(sys.argv[1], sys.argv[2], sys.argv[3], protocol=sys.argv[4], progress=False)"
-PROTOCOL = {"name": "kill test", "outputs": {"impression": True, "max_new_tokens": 2}, "run": {"batch_size": 4, "part_size": 12}}
+PROTOCOL = {
+    "name": "kill test",
+    "outputs": {"impression": True, "max_new_tokens": 2},
+    "run": {"batch_size": 4, "part_size": 12},
+}
 
 
 def _commits(out: Path) -> int:
@@ -64,12 +68,18 @@ def test_five_kills_and_a_resume_give_exactly_the_uninterrupted_output(tiny_chec
     rng = random.Random(20240601)
     progress = []
     for _ in range(5):
-        progress.append(_kill_at_random_point([str(tiny_checkpoint), str(cohort300), str(killed), str(protocol)], killed, rng, tmp_path / "child.log"))
+        progress.append(
+            _kill_at_random_point(
+                [str(tiny_checkpoint), str(cohort300), str(killed), str(protocol)], killed, rng, tmp_path / "child.log"
+            )
+        )
         assert not (killed / "results.parquet").exists()  # never finished, never merged
     assert progress == sorted(progress) and progress[-1] < 25  # 25 parts in all: some work was left to resume
 
     resumed = run_batch(tiny_checkpoint, cohort300, killed, protocol=protocol, progress=False)
-    run_batch(tiny_checkpoint, cohort300, tmp_path / "baseline", protocol=protocol, progress=False)  # the same study, never killed
+    run_batch(
+        tiny_checkpoint, cohort300, tmp_path / "baseline", protocol=protocol, progress=False
+    )  # the same study, never killed
     assert resumed.resumed == 12 * progress[-1] and resumed.processed == 300 - resumed.resumed
     assert (resumed.cases, resumed.done + resumed.failed) == (300, 300)
 
@@ -78,6 +88,8 @@ def test_five_kills_and_a_resume_give_exactly_the_uninterrupted_output(tiny_chec
     manifest = pd.read_csv(cohort300 / "manifest.csv", dtype=str, keep_default_na=False)
     assert len(a) == 300 and a["patient_id"].is_unique and a["patient_id"].tolist() == manifest["patient_id"].tolist()
     pd.testing.assert_frame_equal(a.sort_values("patient_id"), b.sort_values("patient_id"), check_exact=True)
-    assert (killed / "fhir" / "RiskAssessment.ndjson").read_bytes() == (tmp_path / "baseline" / "fhir" / "RiskAssessment.ndjson").read_bytes()
+    assert (killed / "fhir" / "RiskAssessment.ndjson").read_bytes() == (
+        tmp_path / "baseline" / "fhir" / "RiskAssessment.ndjson"
+    ).read_bytes()
     events = AuditStore(killed / "audit.sqlite").events(run_id=resumed.run_id)
     assert len(events) == resumed.done and len({e.subject_hash for e in events}) == resumed.done

@@ -37,7 +37,10 @@ def test_protocol_yaml_with_unquoted_dates_and_every_section(tmp_path):
     assert p.name == "female adults" and p.model == "m" and p.cohort == "c"
     assert p.filter.splits == ("test", "val") and p.filter.sex == ("female",) and p.filter.min_age == 18.0
     assert p.filter.require == ("image", "notes")
-    assert p.filter.time_range == (datetime(2020, 1, 1, tzinfo=timezone.utc), datetime(2031, 6, 1, 12, tzinfo=timezone.utc))
+    assert p.filter.time_range == (
+        datetime(2020, 1, 1, tzinfo=timezone.utc),
+        datetime(2031, 6, 1, 12, tzinfo=timezone.utc),
+    )
     assert not p.outputs.impression and p.outputs.max_new_tokens == 4 and p.outputs.inputs == "lenient"
     assert p.outputs.fhir and p.run == RunOptions(batch_size=4, part_size=12, torch_threads=1)
 
@@ -87,7 +90,9 @@ def test_filter_by_study_time_is_half_open_and_keeps_manifest_order(small_cohort
     m = _manifest(small_cohort)
     times = pd.to_datetime(m["study_time"], utc=True).sort_values()
     start, end = times.iloc[3], times.iloc[10]  # the 4th earliest is in, the 11th is out
-    expected = m[(pd.to_datetime(m["study_time"], utc=True) >= start) & (pd.to_datetime(m["study_time"], utc=True) < end)]
+    expected = m[
+        (pd.to_datetime(m["study_time"], utc=True) >= start) & (pd.to_datetime(m["study_time"], utc=True) < end)
+    ]
     flt = CohortFilter(from_time=start.isoformat(), to_time=end.isoformat())
     selection = select_cases(cohort, flt)
     assert [c.patient_id for c in selection.cases] == expected["patient_id"].tolist()
@@ -139,6 +144,8 @@ def test_batches_are_fixed_slices_of_the_selection(small_cohort):
 def test_command_line_folders_override_the_protocol_and_are_required(tmp_path):
     p = StudyProtocol(model="from-protocol", cohort="c")
     resolved = with_overrides(p, model=tmp_path / "m", cohort=None)
-    assert resolved.model == str((tmp_path / "m").resolve()) and resolved.cohort == str((tmp_path.cwd() / "c").resolve())
+    assert resolved.model == str((tmp_path / "m").resolve()) and resolved.cohort == str(
+        (tmp_path.cwd() / "c").resolve()
+    )
     with pytest.raises(ConfigError, match="no model"):
         with_overrides(StudyProtocol(), model=None, cohort="c")

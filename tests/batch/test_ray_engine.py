@@ -16,12 +16,16 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs the optional ray[d
 def test_local_and_ray_engines_give_identical_results(tiny_checkpoint, cohort300, tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     protocol = StudyProtocol(
-        filter=CohortFilter(splits=("test",)), outputs=Outputs(max_new_tokens=3), run=RunOptions(batch_size=4, part_size=8)
+        filter=CohortFilter(splits=("test",)),
+        outputs=Outputs(max_new_tokens=3),
+        run=RunOptions(batch_size=4, part_size=8),
     )
     local = run_batch(tiny_checkpoint, cohort300, tmp_path / "local", protocol=protocol, progress=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        distributed = run_batch(tiny_checkpoint, cohort300, tmp_path / "ray", engine="ray", workers=2, protocol=protocol, progress=False)
+        distributed = run_batch(
+            tiny_checkpoint, cohort300, tmp_path / "ray", engine="ray", workers=2, protocol=protocol, progress=False
+        )
         assert ray.is_initialized()  # a Ray the caller started is left running
     finally:
         ray.shutdown()
@@ -32,4 +36,6 @@ def test_local_and_ray_engines_give_identical_results(tiny_checkpoint, cohort300
     assert a[probs].notna().all().all()
     assert a[probs].equals(b[probs])  # exactly equal floats
     assert a.equals(b)
-    assert (tmp_path / "local" / "fhir" / "RiskAssessment.ndjson").read_bytes() == (tmp_path / "ray" / "fhir" / "RiskAssessment.ndjson").read_bytes()
+    assert (tmp_path / "local" / "fhir" / "RiskAssessment.ndjson").read_bytes() == (
+        tmp_path / "ray" / "fhir" / "RiskAssessment.ndjson"
+    ).read_bytes()

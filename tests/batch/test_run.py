@@ -43,7 +43,13 @@ def test_results_equal_the_predictor_run_directly_on_the_same_batches(finished_s
         expected = []
         for start in range(0, len(cohort), 4):  # the protocol's batch_size
             studies = [
-                load_study(e.folder, study_time=e.study_time, patient_id=e.patient_id, window_hours=pre.window_hours, step_minutes=pre.step_minutes)
+                load_study(
+                    e.folder,
+                    study_time=e.study_time,
+                    patient_id=e.patient_id,
+                    window_hours=pre.window_hours,
+                    step_minutes=pre.step_minutes,
+                )
                 for e in cohort.entries[start : start + 4]
             ]
             expected += predictor.predict_many(studies, impression=False)
@@ -65,14 +71,26 @@ def test_labels_inputs_and_study_file_are_recorded(finished_study, small_cohort,
     m = _manifest(small_cohort).set_index("patient_id")
     for _, row in results.iterrows():
         truth = {x for x in m.loc[row["patient_id"], "labels"].split(";") if x}
-        assert {n for n in ("pneumonia", "heart_failure", "pleural_effusion", "pneumothorax", "sepsis") if row[f"label_{n}"] == 1} == truth
+        assert {
+            n
+            for n in ("pneumonia", "heart_failure", "pleural_effusion", "pneumothorax", "sepsis")
+            if row[f"label_{n}"] == 1
+        } == truth
         for item in row["inputs"]:
             path = small_cohort / row["patient_id"] / item["path"]
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"] and item["size"] == path.stat().st_size
+            assert (
+                hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"] and item["size"] == path.stat().st_size
+            )
     study = yaml.safe_load((out / "study.yaml").read_text())
     assert study["resolved"]["run_id"] == summary.run_id and study["resolved"]["cases"] == 16
-    assert study["resolved"]["model_checksum"] == hashlib.sha256((tiny_checkpoint / "checksums.json").read_bytes()).hexdigest()
-    assert study["run"] == {"batch_size": 4, "part_size": 8, "torch_threads": 1} and study["outputs"]["max_new_tokens"] == 3
+    assert (
+        study["resolved"]["model_checksum"]
+        == hashlib.sha256((tiny_checkpoint / "checksums.json").read_bytes()).hexdigest()
+    )
+    assert (
+        study["run"] == {"batch_size": 4, "part_size": 8, "torch_threads": 1}
+        and study["outputs"]["max_new_tokens"] == 3
+    )
     assert json.loads((out / "summary.json").read_text())["done"] == 16
 
 
@@ -91,7 +109,9 @@ def test_the_batch_writes_one_audit_record_per_prediction(finished_study):
         assert sorted(d.sha256 for d in e.inputs) == by_hash[e.subject_hash]
 
 
-def test_the_same_command_again_computes_nothing_and_keeps_the_results(finished_study, tiny_checkpoint, small_cohort, study_protocol):
+def test_the_same_command_again_computes_nothing_and_keeps_the_results(
+    finished_study, tiny_checkpoint, small_cohort, study_protocol
+):
     out, first = finished_study
     before = (out / "results.parquet").read_bytes()
     again = run_batch(tiny_checkpoint, small_cohort, out, protocol=study_protocol, progress=False)
@@ -100,7 +120,9 @@ def test_the_same_command_again_computes_nothing_and_keeps_the_results(finished_
     assert len(AuditStore(out / "audit.sqlite").events()) == 16
 
 
-def test_a_changed_protocol_cannot_resume_into_the_same_folder(finished_study, tiny_checkpoint, small_cohort, study_protocol):
+def test_a_changed_protocol_cannot_resume_into_the_same_folder(
+    finished_study, tiny_checkpoint, small_cohort, study_protocol
+):
     out, _ = finished_study
     changed = StudyProtocol(name=study_protocol.name, outputs=Outputs(max_new_tokens=4), run=study_protocol.run)
     with pytest.raises(ConfigError, match="another study"):
@@ -134,7 +156,9 @@ def _single_dicom_patients(root) -> list[str]:
     return [p for p in m["patient_id"] if len(list((root / p).rglob("*.dcm"))) == 1]
 
 
-def test_a_case_with_a_corrupt_file_fails_with_its_error_and_the_study_completes(tiny_checkpoint, small_cohort, study_protocol, tmp_path):
+def test_a_case_with_a_corrupt_file_fails_with_its_error_and_the_study_completes(
+    tiny_checkpoint, small_cohort, study_protocol, tmp_path
+):
     chosen = _single_dicom_patients(small_cohort)[:3]
     others = [p for p in _manifest(small_cohort)["patient_id"] if p not in chosen][:5]
     root = sub_cohort(small_cohort, tmp_path / "cohort", chosen + others)
@@ -148,8 +172,13 @@ def test_a_case_with_a_corrupt_file_fails_with_its_error_and_the_study_completes
     assert dict(summary.failed_by_type) == {"DicomError": 1, "FhirError": 1, "CohortError": 1}
     results = load_results(tmp_path / "out").set_index("patient_id")
     assert len(results) == 8
-    assert results.loc[bad_dicom, "error_type"] == "DicomError" and "no usable DICOM object" in results.loc[bad_dicom, "error_message"]
-    assert results.loc[bad_fhir, "error_type"] == "FhirError" and "record.json" in results.loc[bad_fhir, "error_message"]
+    assert (
+        results.loc[bad_dicom, "error_type"] == "DicomError"
+        and "no usable DICOM object" in results.loc[bad_dicom, "error_message"]
+    )
+    assert (
+        results.loc[bad_fhir, "error_type"] == "FhirError" and "record.json" in results.loc[bad_fhir, "error_message"]
+    )
     assert results.loc[gone, "error_type"] == "CohortError" and "does not exist" in results.loc[gone, "error_message"]
     assert results.loc[bad_dicom, ["prob_pneumonia", "impression"]].isna().all()
     assert (results.loc[others, "status"] == "done").all()
@@ -170,12 +199,21 @@ def test_required_modalities_exclude_by_manifest_and_fail_when_unreadable(tiny_c
     for p in single:
         dcm = next((root / p).rglob("*.dcm"))
         dcm.write_bytes(b"\x00" * 200)
-    protocol = StudyProtocol(filter=CohortFilter(require=("image",)), outputs=Outputs(impression=False, inputs="lenient"), run=RunOptions(4, 8))
+    protocol = StudyProtocol(
+        filter=CohortFilter(require=("image",)),
+        outputs=Outputs(impression=False, inputs="lenient"),
+        run=RunOptions(4, 8),
+    )
     summary = run_batch(tiny_checkpoint, root, tmp_path / "out", protocol=protocol, progress=False)
     sub = _manifest(root)
-    assert summary.cases == int((sub["has_image"] == "1").sum()) and summary.excluded == int((sub["has_image"] != "1").sum())
+    assert summary.cases == int((sub["has_image"] == "1").sum()) and summary.excluded == int(
+        (sub["has_image"] != "1").sum()
+    )
     results = load_results(tmp_path / "out").set_index("patient_id")
-    assert results.loc[single[0], "error_type"] == "InputError" and "required modality image" in results.loc[single[0], "error_message"]
+    assert (
+        results.loc[single[0], "error_type"] == "InputError"
+        and "required modality image" in results.loc[single[0], "error_message"]
+    )
     assert results["impression"].dropna().eq("").all()  # impressions off
 
 
@@ -185,14 +223,20 @@ def test_bad_arguments_are_config_errors(tiny_checkpoint, small_cohort, tmp_path
     with pytest.raises(ConfigError, match="positive"):
         run_batch(tiny_checkpoint, small_cohort, tmp_path / "o", workers=0, progress=False)
     with pytest.raises(ConfigError, match="model_id"):
-        run_batch(tiny_checkpoint, small_cohort, tmp_path / "o", protocol=StudyProtocol(model_id="0" * 16), progress=False)
+        run_batch(
+            tiny_checkpoint, small_cohort, tmp_path / "o", protocol=StudyProtocol(model_id="0" * 16), progress=False
+        )
     assert not os.path.exists(tmp_path / "o")
 
 
 def test_explanation_views_are_written_per_case_when_asked(tiny_checkpoint, small_cohort, tmp_path):
     m = _manifest(small_cohort)
     chosen = m[(m["has_image"] == "1") & (m["has_notes"] == "1")]["patient_id"].tolist()[:2]
-    protocol = StudyProtocol(filter=CohortFilter(patients=tuple(chosen)), outputs=Outputs(impression=False, explanations=True), run=RunOptions(2, 2))
+    protocol = StudyProtocol(
+        filter=CohortFilter(patients=tuple(chosen)),
+        outputs=Outputs(impression=False, explanations=True),
+        run=RunOptions(2, 2),
+    )
     run_batch(tiny_checkpoint, small_cohort, tmp_path / "out", protocol=protocol, progress=False)
     results = load_results(tmp_path / "out")
     assert results["explanation"].tolist() == [f"explanations/{p}" for p in chosen]

@@ -19,38 +19,90 @@ T0 = datetime(2024, 3, 1, 8, 30, tzinfo=timezone.utc)
 
 def _prediction(pid: str, p_pneumonia: float, p_sepsis: float) -> Prediction:
     scores = sorted(
-        [DiagnosisScore("pneumonia", "Pneumonia", p_pneumonia, p_pneumonia >= 0.5), DiagnosisScore("sepsis", "Sepsis", p_sepsis, p_sepsis >= 0.5)],
+        [
+            DiagnosisScore("pneumonia", "Pneumonia", p_pneumonia, p_pneumonia >= 0.5),
+            DiagnosisScore("sepsis", "Sepsis", p_sepsis, p_sepsis >= 0.5),
+        ],
         key=lambda s: -s.probability,
     )
     return Prediction(
-        study_id=pid, scores=tuple(scores), conformal_set=tuple(s.name for s in scores if s.in_set), coverage_target=0.9,
-        impression="sepsis (tachycardia).", present=("image", "notes"), missing=("vitals",), model_id="abc123",
-        model_version="0.1.0", calibrated=True, seconds=0.25, warnings=("vitals: none in the window",),
-        inputs=(InputUse("image", "images/a.dcm (series 1.2)", True, "DX CHEST PA"), InputUse("notes", "DocumentReference/x", False, "no text")),
-        study_time=T0, time_source="cohort manifest",
-        claims=(Claim("tachycardia", "vitals", "sepsis", "supported", "max heart rate 118 /min at 2024-03-01 07:00 UTC (tachycardia: > 100 /min)"),),
-        removed_claims=(Claim("rigors", "notes", "sepsis", "contradicted", 'the notes say otherwise: "No rigors." (progress note)'),),
+        study_id=pid,
+        scores=tuple(scores),
+        conformal_set=tuple(s.name for s in scores if s.in_set),
+        coverage_target=0.9,
+        impression="sepsis (tachycardia).",
+        present=("image", "notes"),
+        missing=("vitals",),
+        model_id="abc123",
+        model_version="0.1.0",
+        calibrated=True,
+        seconds=0.25,
+        warnings=("vitals: none in the window",),
+        inputs=(
+            InputUse("image", "images/a.dcm (series 1.2)", True, "DX CHEST PA"),
+            InputUse("notes", "DocumentReference/x", False, "no text"),
+        ),
+        study_time=T0,
+        time_source="cohort manifest",
+        claims=(
+            Claim(
+                "tachycardia",
+                "vitals",
+                "sepsis",
+                "supported",
+                "max heart rate 118 /min at 2024-03-01 07:00 UTC (tachycardia: > 100 /min)",
+            ),
+        ),
+        removed_claims=(
+            Claim("rigors", "notes", "sepsis", "contradicted", 'the notes say otherwise: "No rigors." (progress note)'),
+        ),
     )
 
 
 def _done(pid: str, batch: int, p1: float = 0.1 + 1e-13, p2: float = 0.7) -> CaseResult:
     return CaseResult(
-        patient_id=pid, batch=batch, status="done", split="test", study_time=T0, labels=("sepsis",),
-        prediction=_prediction(pid, p1, p2), error_type=None, error_message=None,
-        inputs=(CaseInput("images/a.dcm", "dicom", "ab" * 32, 1234),), load_seconds=0.5, predicted_at=T0,
+        patient_id=pid,
+        batch=batch,
+        status="done",
+        split="test",
+        study_time=T0,
+        labels=("sepsis",),
+        prediction=_prediction(pid, p1, p2),
+        error_type=None,
+        error_message=None,
+        inputs=(CaseInput("images/a.dcm", "dicom", "ab" * 32, 1234),),
+        load_seconds=0.5,
+        predicted_at=T0,
     )
 
 
 def _failed(pid: str, batch: int) -> CaseResult:
     return CaseResult(
-        patient_id=pid, batch=batch, status="failed", split="val", study_time=None, labels=None, prediction=None,
-        error_type="DicomError", error_message="x/images/a.dcm: no usable DICOM object", inputs=(), load_seconds=0.1, predicted_at=T0,
+        patient_id=pid,
+        batch=batch,
+        status="failed",
+        split="val",
+        study_time=None,
+        labels=None,
+        prediction=None,
+        error_type="DicomError",
+        error_message="x/images/a.dcm: no usable DICOM object",
+        inputs=(),
+        load_seconds=0.1,
+        predicted_at=T0,
     )
 
 
 def _open(out, run_id="run1"):
     """Open a store and release its lock at once (these tests reopen the same folder)."""
-    store = ResultStore.open(out, run_id=run_id, study_yaml=f"resolved:\n  run_id: {run_id}\n", names=NAMES, model_id="abc123", model_version="0.1.0")
+    store = ResultStore.open(
+        out,
+        run_id=run_id,
+        study_yaml=f"resolved:\n  run_id: {run_id}\n",
+        names=NAMES,
+        model_id="abc123",
+        model_version="0.1.0",
+    )
     store.close()
     return store
 
@@ -67,11 +119,17 @@ def test_result_row_orders_probabilities_by_name_and_one_hot_labels():
     assert row["prob_pneumonia"] == 0.2 and row["prob_sepsis"] == 0.9
     assert row["label_pneumonia"] == 0 and row["label_sepsis"] == 1 and row["labels_known"] is True
     assert row["conformal_set"] == ["sepsis"] and row["seconds_predict"] == 0.25
-    assert row["used"] == ["image images/a.dcm (series 1.2): DX CHEST PA"] and row["not_used"] == ["notes DocumentReference/x: no text"]
+    assert row["used"] == ["image images/a.dcm (series 1.2): DX CHEST PA"] and row["not_used"] == [
+        "notes DocumentReference/x: no text"
+    ]
     assert row["answered"] is True and row["refusal"] is None and row["time_source"] == "cohort manifest"
     assert row["impression"] == "sepsis (tachycardia)."
-    assert row["claims"] == ["tachycardia (vitals, sepsis): supported: max heart rate 118 /min at 2024-03-01 07:00 UTC (tachycardia: > 100 /min)"]
-    assert row["removed_claims"] == ['rigors (notes, sepsis): contradicted: the notes say otherwise: "No rigors." (progress note)']
+    assert row["claims"] == [
+        "tachycardia (vitals, sepsis): supported: max heart rate 118 /min at 2024-03-01 07:00 UTC (tachycardia: > 100 /min)"
+    ]
+    assert row["removed_claims"] == [
+        'rigors (notes, sepsis): contradicted: the notes say otherwise: "No rigors." (progress note)'
+    ]
     failed = result_row(_failed("P2", 1), NAMES, "abc123", "0.1.0")
     assert failed["prob_sepsis"] is None and failed["label_sepsis"] is None and failed["model_id"] == "abc123"
     assert set(TIMING_COLUMNS) <= set(row)
@@ -151,7 +209,14 @@ def test_merging_checks_checksums_and_planned_cases(tmp_path):
 
 def test_a_second_run_cannot_write_while_the_first_holds_the_store(tmp_path):
     def hold():
-        return ResultStore.open(tmp_path / "out", run_id="r", study_yaml="resolved:\n  run_id: r\n", names=NAMES, model_id="m", model_version="v")
+        return ResultStore.open(
+            tmp_path / "out",
+            run_id="r",
+            study_yaml="resolved:\n  run_id: r\n",
+            names=NAMES,
+            model_id="m",
+            model_version="v",
+        )
 
     first = hold()
     with pytest.raises(ConfigError, match="another run"):

@@ -58,8 +58,15 @@ def _study(model: Path, cohort: Path, out: Path, engine: str, workers: int, limi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: medmm-demo/model, else an untrained default)")
-    parser.add_argument("--cohort", type=Path, default=None, help="a cohort with at least 10x --cases patients (else synthesized)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="checkpoint folder (default: medmm-demo/model, else an untrained default)",
+    )
+    parser.add_argument(
+        "--cohort", type=Path, default=None, help="a cohort with at least 10x --cases patients (else synthesized)"
+    )
     parser.add_argument("--cases", type=int, default=30, help="the small study; the large one has 10x as many")
     parser.add_argument("--no-impression", action="store_true", help="time the diagnosis head only")
     parser.add_argument("--skip-ray", action="store_true")
@@ -76,21 +83,29 @@ def main() -> None:
             synthesize(cohort, SynthConfig(patients=10 * args.cases, seed=0, missing_image=0.0), progress=False)
         small, large = args.cases, 10 * args.cases
         runs = {}
-        plan = [("local small", "local", 1, small), ("local large", "local", 1, large)] + ([] if args.skip_ray else [("ray large", "ray", 2, large)])
+        plan = [("local small", "local", 1, small), ("local large", "local", 1, large)] + (
+            [] if args.skip_ray else [("ray large", "ray", 2, large)]
+        )
         for name, engine, workers, limit in plan:
             runs[name] = r = _study(model, cohort, tmp / name.replace(" ", "-"), engine, workers, limit, impression)
-            print(f"{name:<12} {r['cases']:>5} cases  wall {r['seconds']:7.1f} s  steady {r['steady']:7.2f} cases/s over {r['span']:6.1f} s  "
-                  f"peak {r['peak_mib']:6.0f} MiB  failed {r['failed']}")
+            print(
+                f"{name:<12} {r['cases']:>5} cases  wall {r['seconds']:7.1f} s  steady {r['steady']:7.2f} cases/s over {r['span']:6.1f} s  "
+                f"peak {r['peak_mib']:6.0f} MiB  failed {r['failed']}"
+            )
 
     a, b = runs["local small"], runs["local large"]
     work = (b["cases"] - 8) / (a["cases"] - 8)
     time_ratio = b["span"] / a["span"]
     print(f"\nthroughput, local engine, 1 worker: {b['steady']:.2f} cases/s")
-    print(f"10x the cases: time x{time_ratio:.2f} for x{work:.2f} the work ({time_ratio / work - 1:+.1%}, target within 15%)")
+    print(
+        f"10x the cases: time x{time_ratio:.2f} for x{work:.2f} the work ({time_ratio / work - 1:+.1%}, target within 15%)"
+    )
     memory = b["peak_mib"] / a["peak_mib"]
     print(f"10x the cases: peak memory x{memory:.2f} ({memory - 1:+.1%}, target within 20%)")
     if not args.skip_ray:
-        print(f"Ray 2 workers vs local 1 worker: {runs['ray large']['steady']:.2f} vs {b['steady']:.2f} cases/s, ratio {runs['ray large']['steady'] / b['steady']:.2f}")
+        print(
+            f"Ray 2 workers vs local 1 worker: {runs['ray large']['steady']:.2f} vs {b['steady']:.2f} cases/s, ratio {runs['ray large']['steady'] / b['steady']:.2f}"
+        )
 
 
 if __name__ == "__main__":

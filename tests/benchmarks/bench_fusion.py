@@ -91,12 +91,16 @@ def main() -> None:
             seconds = min(seconds, s)
         results.append((label, seconds, len(projections), out))
 
-    print(f"device={args.device} hidden={args.hidden} layers={args.layers} blocks={len(fusion.blocks)} "
-          f"latents={args.latents} batch={args.batch} prompt={args.prompt} new_tokens={args.new_tokens}")
+    print(
+        f"device={args.device} hidden={args.hidden} layers={args.layers} blocks={len(fusion.blocks)} "
+        f"latents={args.latents} batch={args.batch} prompt={args.prompt} new_tokens={args.new_tokens}"
+    )
     print(f"{'run':<24}{'seconds':>10}{'ms/token':>10}{'x base':>8}{'k/v proj':>10}")
     print(f"{'base LM':<24}{base_s:>10.3f}{1000 * base_s / args.new_tokens:>10.2f}{1.0:>8.2f}{0:>10}")
     for label, seconds, count, _ in results:
-        print(f"{label:<24}{seconds:>10.3f}{1000 * seconds / args.new_tokens:>10.2f}{seconds / base_s:>8.2f}{count:>10}")
+        print(
+            f"{label:<24}{seconds:>10.3f}{1000 * seconds / args.new_tokens:>10.2f}{seconds / base_s:>8.2f}{count:>10}"
+        )
     same = torch.equal(results[0][3], results[1][3])
     print(f"cached vs recomputed: {results[0][1] / results[1][1]:.2f}x faster; identical tokens: {same}")
 

@@ -53,7 +53,11 @@ def count(module: torch.nn.Module) -> tuple[int, int]:
 def parameter_table(model: MedMM) -> list[tuple[str, int, int]]:
     rows = [(f"encoder: {name}", *count(enc)) for name, enc in model.encoders.items()]
     rows += [(f"resampler: {name}", *count(r)) for name, r in model.resamplers.items()]
-    rows += [("fusion (gated cross-attention)", *count(model.fusion)), ("diagnosis head", *count(model.head)), ("language model", *count(model.lm))]
+    rows += [
+        ("fusion (gated cross-attention)", *count(model.fusion)),
+        ("diagnosis head", *count(model.head)),
+        ("language model", *count(model.lm)),
+    ]
     return rows
 
 
@@ -78,7 +82,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = dataclasses.replace(ModelConfig(), resampler=dataclasses.replace(ResamplerConfig(), num_latents=args.latents))
+    config = dataclasses.replace(
+        ModelConfig(), resampler=dataclasses.replace(ResamplerConfig(), num_latents=args.latents)
+    )
     start = time.perf_counter()
     model = build_model(config).eval()
     build_seconds = time.perf_counter() - start
@@ -89,8 +95,12 @@ def main() -> None:
     batch = case_batch(config)
     latents = args.latents * len(model.encoders)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"model built in {build_seconds:.1f} s; {latents} multimodal latents ({args.latents} x {len(model.encoders)} modalities)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"model built in {build_seconds:.1f} s; {latents} multimodal latents ({args.latents} x {len(model.encoders)} modalities)"
+    )
     print(f"\n{'part':34s} {'parameters':>12s} {'trainable':>12s}")
     table = parameter_table(model)
     for name, total, trainable in table:
@@ -110,17 +120,27 @@ def main() -> None:
 
     forward_s, _ = timed(forward, args.repeats)
     encode_s, _ = timed(encode, args.repeats)
-    print(f"\none-case forward (encode + LM + head): {forward_s * 1000:.1f} ms, of which encoders + resamplers {encode_s * 1000:.1f} ms")
+    print(
+        f"\none-case forward (encode + LM + head): {forward_s * 1000:.1f} ms, of which encoders + resamplers {encode_s * 1000:.1f} ms"
+    )
 
     settings = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
-    cached_s, cached = timed(lambda: model.generate_ids(batch, [IMPRESSION_PROMPT], reuse_context=True, **settings), args.repeats)
+    cached_s, cached = timed(
+        lambda: model.generate_ids(batch, [IMPRESSION_PROMPT], reuse_context=True, **settings), args.repeats
+    )
     reference_s, reference = timed(  # already warm from the cached runs; one 64-step run is long enough
-        lambda: model.generate_ids(batch, [IMPRESSION_PROMPT], reuse_context=False, **settings), max(1, args.repeats - 2), warm_up=False
+        lambda: model.generate_ids(batch, [IMPRESSION_PROMPT], reuse_context=False, **settings),
+        max(1, args.repeats - 2),
+        warm_up=False,
     )
     same = torch.equal(cached, reference)
     print(f"\ngreedy generation of {cached.shape[1]} tokens, one case:")
-    print(f"  reuse context (cached encoders and keys/values): {cached_s:8.2f} s  ({cached_s / args.tokens * 1000:.1f} ms/token)")
-    print(f"  recompute everything at every step:              {reference_s:8.2f} s  ({reference_s / args.tokens * 1000:.1f} ms/token)")
+    print(
+        f"  reuse context (cached encoders and keys/values): {cached_s:8.2f} s  ({cached_s / args.tokens * 1000:.1f} ms/token)"
+    )
+    print(
+        f"  recompute everything at every step:              {reference_s:8.2f} s  ({reference_s / args.tokens * 1000:.1f} ms/token)"
+    )
     print(f"  speed-up: {reference_s / cached_s:.1f}x   identical tokens: {same}")
     if not same:
         raise SystemExit("cached and recomputed generation differ")

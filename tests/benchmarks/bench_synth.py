@@ -1,6 +1,6 @@
 """Benchmark `medmm synth`: patients written per second (target: 1,000 patients in <= 60 s on 2 cores).
 
-    python benchmarks/bench_synth.py --patients 1000
+python benchmarks/bench_synth.py --patients 1000
 """
 
 from __future__ import annotations
@@ -50,10 +50,14 @@ def main() -> None:
     print(f"megabytes     {size / 1e6:.1f}")
     print(f"cpu seconds   {cpu:.1f} (all processes; {1000 * cpu / summary.patients:.0f} ms per patient)")
     projected = seconds * 1000 / summary.patients
-    print(f"target        1000 patients in <= 60 s: {'met' if projected <= 60 else 'missed'} (projected {projected:.0f} s)")
+    print(
+        f"target        1000 patients in <= 60 s: {'met' if projected <= 60 else 'missed'} (projected {projected:.0f} s)"
+    )
     # On a shared machine wall time includes other processes' load; CPU time does not.
-    print(f"cpu-bound     {cpu * 1000 / summary.patients / max(1, min(args.workers, os.cpu_count() or 1)):.0f} s "
-          f"for 1000 patients if the workers had their cores to themselves")
+    print(
+        f"cpu-bound     {cpu * 1000 / summary.patients / max(1, min(args.workers, os.cpu_count() or 1)):.0f} s "
+        f"for 1000 patients if the workers had their cores to themselves"
+    )
 
 
 def _cpu_seconds() -> float:

@@ -35,7 +35,10 @@ def patients(cohort: Path, count: int) -> list[list[Path]]:
     manifest["full"] = (manifest[["has_image", "has_notes", "has_vitals"]] == "1").all(axis=1)
     manifest["order"] = manifest["split"].map({"test": 0, "val": 1}).fillna(2)
     chosen = manifest.sort_values(["order", "full"], ascending=[True, False]).head(count)
-    return [sorted(p for p in (cohort / f).rglob("*") if p.is_file() and not p.name.startswith("truth")) for f in chosen["folder"]]
+    return [
+        sorted(p for p in (cohort / f).rglob("*") if p.is_file() and not p.name.startswith("truth"))
+        for f in chosen["folder"]
+    ]
 
 
 def one_request(client, files: list[Path]) -> dict:
@@ -65,7 +68,12 @@ def quantiles(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the embedded default, trained once if needed)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="checkpoint folder (default: the embedded default, trained once if needed)",
+    )
     parser.add_argument("--cohort", type=Path, default=None, help="cohort to take patients from")
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
@@ -102,11 +110,15 @@ def main() -> None:
             service.close()
 
     cfg = service.predictor.model.config
-    print(f"model: {model} (image {cfg.preprocess.image_size} px, LM {cfg.backbone.hidden_size}x{cfg.backbone.num_layers}); "
-          f"cohort: {cohort}; {args.requests} requests after {args.warmup} warm-up; torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} cores")
-    print(f"first result (ranked diagnoses)  {quantiles([r['first'] for r in runs])}   target p50 <= 2 s: "
-          f"{'met' if np.percentile([r['first'] for r in runs], 50) <= 2.0 else 'NOT met'}")
+    print(
+        f"model: {model} (image {cfg.preprocess.image_size} px, LM {cfg.backbone.hidden_size}x{cfg.backbone.num_layers}); "
+        f"cohort: {cohort}; {args.requests} requests after {args.warmup} warm-up; torch threads {torch.get_num_threads()}, "
+        f"{os.cpu_count()} cores"
+    )
+    print(
+        f"first result (ranked diagnoses)  {quantiles([r['first'] for r in runs])}   target p50 <= 2 s: "
+        f"{'met' if np.percentile([r['first'] for r in runs], 50) <= 2.0 else 'NOT met'}"
+    )
     print(f"complete (impression, explanations) {quantiles([r['complete'] for r in runs])}")
     for stage in ("load", "diagnoses", "impression", "explanations"):
         key = f"server {stage}"

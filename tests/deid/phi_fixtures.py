@@ -38,13 +38,48 @@ A_VITALS_TIMES = ("2023-03-16T10:00:00+00:00", "2023-03-16T11:00:00+00:00")
 MANIFEST_STUDY_TIME = "2023-03-17T12:00:00+00:00"
 
 PLANTED_A = (
-    "ZELWEGGER", "QUIXOTICA", "Zelwegger^Quixotica^Q", A_ID, "884211", "XK-55-ALT-ID", "ROEBUCKLE",
-    "19610412", A_BIRTH_FHIR, "42 Wallaby Way", "Sydneyville", "02115-7788", "617-555-0199",
-    "quixotica.z@example.org", "123-45-6789", "St Elsewhere General", "1 Hospital Plaza Boston",
-    "HOUSINGTON", "RATCHEDLY", "SN-ZX-99812", "CTSTATION-7B", "ACC77123", "STU-5521", "RP-3344",
-    "SPS-8890", "VN-0042-1177", "DOC-ID-5511", "jane_zelwegger", "Gregory", "private-phi-value",
-    A_STUDY_DATE, A_ACQ_DATE, "2023-03-14", "2023-03-16", "03/16/2023",
-    A_STUDY, A_SERIES, A_FRAME, A_CT1, A_CT2, A_CR, A_CR_SERIES,
+    "ZELWEGGER",
+    "QUIXOTICA",
+    "Zelwegger^Quixotica^Q",
+    A_ID,
+    "884211",
+    "XK-55-ALT-ID",
+    "ROEBUCKLE",
+    "19610412",
+    A_BIRTH_FHIR,
+    "42 Wallaby Way",
+    "Sydneyville",
+    "02115-7788",
+    "617-555-0199",
+    "quixotica.z@example.org",
+    "123-45-6789",
+    "St Elsewhere General",
+    "1 Hospital Plaza Boston",
+    "HOUSINGTON",
+    "RATCHEDLY",
+    "SN-ZX-99812",
+    "CTSTATION-7B",
+    "ACC77123",
+    "STU-5521",
+    "RP-3344",
+    "SPS-8890",
+    "VN-0042-1177",
+    "DOC-ID-5511",
+    "jane_zelwegger",
+    "Gregory",
+    "private-phi-value",
+    A_STUDY_DATE,
+    A_ACQ_DATE,
+    "2023-03-14",
+    "2023-03-16",
+    "03/16/2023",
+    A_STUDY,
+    A_SERIES,
+    A_FRAME,
+    A_CT1,
+    A_CT2,
+    A_CR,
+    A_CR_SERIES,
 )
 PLANTED_B = ("PLONKETT", "ARCHIBALD", B_ID, "220077", "20220101", B_STUDY, B_SERIES, B_CT)
 LABEL = "pneumonia"
@@ -141,9 +176,11 @@ def write_dicom_a(folder: Path) -> dict[str, Path]:
             ds.ReferencedImageSequence = Sequence([ref])
         paths[role] = images / name
         ds.save_as(paths[role], enforce_file_format=True)
-    for role, sop_class, sop_uid, modality, burned in (("cr", CR_SOP, A_CR, "CR", "NO"),
-                                                       ("us", US_SOP, A_US, "US", None),
-                                                       ("burned", CR_SOP, A_BURNED, "CR", "YES")):
+    for role, sop_class, sop_uid, modality, burned in (
+        ("cr", CR_SOP, A_CR, "CR", "NO"),
+        ("us", US_SOP, A_US, "US", None),
+        ("burned", CR_SOP, A_BURNED, "CR", "YES"),
+    ):
         ds = _dataset(sop_class, sop_uid, modality, A_STUDY, A_CR_SERIES, pixels[::-1])
         _plant_patient_a(ds)
         if burned is not None:
@@ -157,9 +194,11 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-NOTE_A = ("Progress note 2023-03-16. Quixotica Zelwegger (MRN 884211, SSN 123-45-6789) reports productive "
-          "cough and fever. Phone 617-555-0199, mail quixotica.z@example.org. Seen by Dr Gregory Housington. "
-          "Follow-up on 03/16/2023.")
+NOTE_A = (
+    "Progress note 2023-03-16. Quixotica Zelwegger (MRN 884211, SSN 123-45-6789) reports productive "
+    "cough and fever. Phone 617-555-0199, mail quixotica.z@example.org. Seen by Dr Gregory Housington. "
+    "Follow-up on 03/16/2023."
+)
 NOTE_A_CLINICAL = "reports productive cough and fever."
 
 
@@ -168,55 +207,136 @@ def bundle_a() -> dict:
     pid, enc, prac = "pat-884211", "enc-1", "prac-1"
     subject = {"reference": f"Patient/{pid}", "display": "Quixotica Zelwegger"}
     resources = [
-        {"resourceType": "Patient", "id": pid,
-         "text": {"status": "generated", "div": "<div>Quixotica Zelwegger, 42 Wallaby Way</div>"},
-         "identifier": [{"system": "http://hospital.example.org/mrn", "value": A_ID},
-                        {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789"}],
-         "name": [{"use": "official", "family": "Zelwegger", "given": ["Quixotica", "Q"]}],
-         "telecom": [{"system": "phone", "value": "617-555-0199"}, {"system": "email", "value": "quixotica.z@example.org"}],
-         "address": [{"line": ["42 Wallaby Way"], "city": "Sydneyville", "postalCode": "02115-7788"}],
-         "gender": "female", "birthDate": A_BIRTH_FHIR,
-         "extension": [{"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex", "valueCode": "F"},
-                       {"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": "ROEBUCKLE"}],
-         "contact": [{"name": {"family": "Roebuckle"}, "telecom": [{"system": "phone", "value": "617-555-0199"}]}]},
-        {"resourceType": "Practitioner", "id": prac, "name": [{"family": "Housington", "given": ["Gregory"]}],
-         "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "DOC-ID-5511"}]},
-        {"resourceType": "Encounter", "id": enc, "status": "finished", "subject": subject,
-         "identifier": [{"value": "VN-0042-1177"}],
-         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-         "period": {"start": A_ENCOUNTER_START, "end": "2023-03-18T10:00:00-05:00"},
-         "participant": [{"individual": {"reference": f"Practitioner/{prac}", "display": "Dr Gregory Housington"}}]},
-        {"resourceType": "Condition", "id": "cond-1", "subject": subject, "encounter": {"reference": f"Encounter/{enc}"},
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "233604007", "display": "Pneumonia"}]},
-         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-         "onsetDateTime": "2023-03-14T09:00:00-05:00",
-         "note": [{"authorString": "Gregory Housington", "text": "Quixotica says cough began 2023-03-14"}]},
-        {"resourceType": "Observation", "id": "obs-hr", "status": "final", "subject": subject,
-         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
-         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-         "effectiveDateTime": "2023-03-15T12:00:00+00:00",
-         "valueQuantity": {"value": 96, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}},
-        {"resourceType": "DocumentReference", "id": "doc-1", "status": "current", "subject": subject,
-         "masterIdentifier": {"value": "DOC-ID-5511"}, "date": A_NOTE_DATE,
-         "author": [{"reference": f"Practitioner/{prac}", "display": "Gregory Housington"}],
-         "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
-         "content": [{"attachment": {"contentType": "text/plain; charset=utf-8", "data": _b64(NOTE_A),
-                                     "hash": "deadbeef", "size": len(NOTE_A)}},
-                     {"attachment": {"contentType": "application/pdf", "data": _b64("%PDF Zelwegger")}}]},
+        {
+            "resourceType": "Patient",
+            "id": pid,
+            "text": {"status": "generated", "div": "<div>Quixotica Zelwegger, 42 Wallaby Way</div>"},
+            "identifier": [
+                {"system": "http://hospital.example.org/mrn", "value": A_ID},
+                {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789"},
+            ],
+            "name": [{"use": "official", "family": "Zelwegger", "given": ["Quixotica", "Q"]}],
+            "telecom": [
+                {"system": "phone", "value": "617-555-0199"},
+                {"system": "email", "value": "quixotica.z@example.org"},
+            ],
+            "address": [{"line": ["42 Wallaby Way"], "city": "Sydneyville", "postalCode": "02115-7788"}],
+            "gender": "female",
+            "birthDate": A_BIRTH_FHIR,
+            "extension": [
+                {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex", "valueCode": "F"},
+                {
+                    "url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+                    "valueString": "ROEBUCKLE",
+                },
+            ],
+            "contact": [{"name": {"family": "Roebuckle"}, "telecom": [{"system": "phone", "value": "617-555-0199"}]}],
+        },
+        {
+            "resourceType": "Practitioner",
+            "id": prac,
+            "name": [{"family": "Housington", "given": ["Gregory"]}],
+            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "DOC-ID-5511"}],
+        },
+        {
+            "resourceType": "Encounter",
+            "id": enc,
+            "status": "finished",
+            "subject": subject,
+            "identifier": [{"value": "VN-0042-1177"}],
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "period": {"start": A_ENCOUNTER_START, "end": "2023-03-18T10:00:00-05:00"},
+            "participant": [{"individual": {"reference": f"Practitioner/{prac}", "display": "Dr Gregory Housington"}}],
+        },
+        {
+            "resourceType": "Condition",
+            "id": "cond-1",
+            "subject": subject,
+            "encounter": {"reference": f"Encounter/{enc}"},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "233604007", "display": "Pneumonia"}]},
+            "clinicalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+            },
+            "onsetDateTime": "2023-03-14T09:00:00-05:00",
+            "note": [{"authorString": "Gregory Housington", "text": "Quixotica says cough began 2023-03-14"}],
+        },
+        {
+            "resourceType": "Observation",
+            "id": "obs-hr",
+            "status": "final",
+            "subject": subject,
+            "category": [
+                {
+                    "coding": [
+                        {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}
+                    ]
+                }
+            ],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "effectiveDateTime": "2023-03-15T12:00:00+00:00",
+            "valueQuantity": {"value": 96, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+        },
+        {
+            "resourceType": "DocumentReference",
+            "id": "doc-1",
+            "status": "current",
+            "subject": subject,
+            "masterIdentifier": {"value": "DOC-ID-5511"},
+            "date": A_NOTE_DATE,
+            "author": [{"reference": f"Practitioner/{prac}", "display": "Gregory Housington"}],
+            "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "text/plain; charset=utf-8",
+                        "data": _b64(NOTE_A),
+                        "hash": "deadbeef",
+                        "size": len(NOTE_A),
+                    }
+                },
+                {"attachment": {"contentType": "application/pdf", "data": _b64("%PDF Zelwegger")}},
+            ],
+        },
     ]
-    entries = [{"fullUrl": f"http://ehr.example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r} for r in resources]
-    return {"resourceType": "Bundle", "id": "bundle-884211", "type": "collection",
-            "identifier": {"value": "VN-0042-1177"}, "timestamp": "2023-03-18T10:00:00-05:00", "entry": entries}
+    entries = [
+        {"fullUrl": f"http://ehr.example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
+    ]
+    return {
+        "resourceType": "Bundle",
+        "id": "bundle-884211",
+        "type": "collection",
+        "identifier": {"value": "VN-0042-1177"},
+        "timestamp": "2023-03-18T10:00:00-05:00",
+        "entry": entries,
+    }
 
 
 def bundle_b() -> dict:
     pid = "pat-220077"
-    patient = {"resourceType": "Patient", "id": pid, "identifier": [{"value": B_ID}],
-               "name": [{"family": "Plonkett", "given": ["Archibald"]}], "gender": "male", "birthDate": "1950-06-01"}
-    encounter = {"resourceType": "Encounter", "id": "enc-b", "status": "finished", "subject": {"reference": f"urn:uuid:{pid}"},
-                 "class": {"code": "IMP"}, "period": {"start": "2022-01-01T08:00:00Z", "end": "2022-01-02T08:00:00Z"}}
-    return {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"fullUrl": f"urn:uuid:{pid}", "resource": patient}, {"fullUrl": "urn:uuid:enc-b", "resource": encounter}]}
+    patient = {
+        "resourceType": "Patient",
+        "id": pid,
+        "identifier": [{"value": B_ID}],
+        "name": [{"family": "Plonkett", "given": ["Archibald"]}],
+        "gender": "male",
+        "birthDate": "1950-06-01",
+    }
+    encounter = {
+        "resourceType": "Encounter",
+        "id": "enc-b",
+        "status": "finished",
+        "subject": {"reference": f"urn:uuid:{pid}"},
+        "class": {"code": "IMP"},
+        "period": {"start": "2022-01-01T08:00:00Z", "end": "2022-01-02T08:00:00Z"},
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": f"urn:uuid:{pid}", "resource": patient},
+            {"fullUrl": "urn:uuid:enc-b", "resource": encounter},
+        ],
+    }
 
 
 def build_phi_cohort(root: Path) -> PhiCohort:
@@ -224,8 +344,11 @@ def build_phi_cohort(root: Path) -> PhiCohort:
     a, b = root / A_FOLDER, root / "b_220077"
     write_dicom_a(a)
     (a / "record.json").write_text(json.dumps(bundle_a()), encoding="utf-8")
-    (a / "vitals.csv").write_text("time,code,value,unit,mrn\n" + "".join(
-        f"{t},8867-4,{90 + i},/min,{A_ID}\n" for i, t in enumerate(A_VITALS_TIMES)), encoding="utf-8")
+    (a / "vitals.csv").write_text(
+        "time,code,value,unit,mrn\n"
+        + "".join(f"{t},8867-4,{90 + i},/min,{A_ID}\n" for i, t in enumerate(A_VITALS_TIMES)),
+        encoding="utf-8",
+    )
     (a / "truth.json").write_text(json.dumps({"patient_id": A_ID}), encoding="utf-8")
     ds = _dataset(CT_SOP, B_CT, "CT", B_STUDY, B_SERIES, np.full((4, 4), 1000, np.uint16))
     ds.PatientName, ds.PatientID, ds.StudyDate = "PLONKETT^ARCHIBALD", B_ID, "20220101"
@@ -235,5 +358,7 @@ def build_phi_cohort(root: Path) -> PhiCohort:
     (root / "manifest.csv").write_text(
         "patient_id,folder,split,study_time,sex,age_years,race,ethnicity,labels,has_image,has_notes,has_vitals,comment\n"
         f"{A_ID},{A_FOLDER},train,{MANIFEST_STUDY_TIME},female,61,2106-3,2186-5,{LABEL},1,1,1,call 617-555-0199\n"
-        f"{B_ID},b_220077,test,2022-01-02T00:00:00+00:00,male,71,2106-3,2186-5,,1,0,0,\n", encoding="utf-8")
+        f"{B_ID},b_220077,test,2022-01-02T00:00:00+00:00,male,71,2106-3,2186-5,,1,0,0,\n",
+        encoding="utf-8",
+    )
     return PhiCohort(root, a, b)

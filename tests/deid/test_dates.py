@@ -16,7 +16,12 @@ from medmm.deid.dates import (
 
 @pytest.mark.parametrize(
     ("value", "days", "expected"),
-    [("20200301", -1, "20200229"), ("20210301", -1, "20210228"), ("19991231", 1, "20000101"), ("2020.03.01", -366, "20190301")],
+    [
+        ("20200301", -1, "20200229"),
+        ("20210301", -1, "20210228"),
+        ("19991231", 1, "20000101"),
+        ("2020.03.01", -366, "20190301"),
+    ],
 )
 def test_dicom_da(value, days, expected):
     assert shift_dicom_date(value, days) == expected
@@ -70,7 +75,11 @@ def test_fhir_non_dates_raise(value):
 
 
 def test_full_datetime_needs_a_time():
-    assert is_full_datetime("2020-03-01T10:00:00Z") and not is_full_datetime("2020-03-01") and not is_full_datetime("8867-4")
+    assert (
+        is_full_datetime("2020-03-01T10:00:00Z")
+        and not is_full_datetime("2020-03-01")
+        and not is_full_datetime("8867-4")
+    )
 
 
 def test_iso_table_times():

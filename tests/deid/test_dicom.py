@@ -56,11 +56,21 @@ def run(tmp_path: Path, src: Path, ctx: PatientContext | None = None):
 
 
 def test_table_actions_dummy_empty_remove_and_keep(tmp_path):
-    src = write(tmp_path / "a.dcm", ProtocolName="CHEST ZELWEGGER", DetectorID="DET-77", AccessionNumber="A123",
-                StudyDescription="for ZELWEGGER", PatientSex="F", PatientWeight="61.5", DeviceSerialNumber="SN-1",
-                OperatorsName="RATCHEDLY^M")
+    src = write(
+        tmp_path / "a.dcm",
+        ProtocolName="CHEST ZELWEGGER",
+        DetectorID="DET-77",
+        AccessionNumber="A123",
+        StudyDescription="for ZELWEGGER",
+        PatientSex="F",
+        PatientWeight="61.5",
+        DeviceSerialNumber="SN-1",
+        OperatorsName="RATCHEDLY^M",
+    )
     outcome, ds = run(tmp_path, src)
-    assert ds.ProtocolName == ds.DetectorID == ds.DeviceSerialNumber == ds.OperatorsName == "ANONYMIZED"  # X/D, X/Z/D -> D
+    assert (
+        ds.ProtocolName == ds.DetectorID == ds.DeviceSerialNumber == ds.OperatorsName == "ANONYMIZED"
+    )  # X/D, X/Z/D -> D
     assert ds.AccessionNumber == ""  # Z
     assert "StudyDescription" not in ds  # X
     assert ds.PatientSex == "F" and ds.PatientWeight == 61.5  # K under Retain Patient Characteristics
@@ -68,9 +78,18 @@ def test_table_actions_dummy_empty_remove_and_keep(tmp_path):
 
 
 def test_unlisted_elements_follow_the_stricter_rules(tmp_path):
-    src = write(tmp_path / "a.dcm", HumanPerformerName="PERFORMER^ANNA", DateOfSecondaryCapture="20200301",
-                DetectorDescription="bought by ZELWEGGER", ManufacturerModelName="Scanner 9", BodyPartExamined="CHEST",
-                PyramidUID="1.2.3.4.5.6", SOPClassesInStudy=[CT, SR], KVP="120", GPSLatitude=["42", "21", "7"])
+    src = write(
+        tmp_path / "a.dcm",
+        HumanPerformerName="PERFORMER^ANNA",
+        DateOfSecondaryCapture="20200301",
+        DetectorDescription="bought by ZELWEGGER",
+        ManufacturerModelName="Scanner 9",
+        BodyPartExamined="CHEST",
+        PyramidUID="1.2.3.4.5.6",
+        SOPClassesInStudy=[CT, SR],
+        KVP="120",
+        GPSLatitude=["42", "21", "7"],
+    )
     _, ds = run(tmp_path, src, context(-1))
     assert "HumanPerformerName" not in ds and "DetectorDescription" not in ds  # PN and free text: removed
     assert "GPSLatitude" not in ds  # photographic (EXIF) group: removed whatever the VR
@@ -103,8 +122,14 @@ def test_private_elements_removed_at_every_depth_and_overlays_and_curves(tmp_pat
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
 def test_dates_shift_multi_valued_and_unreadable_ones_are_emptied(tmp_path):
-    src = write(tmp_path / "a.dcm", DateOfLastCalibration=["20200101", "20200301"], StudyDate="2020.03.01",
-                AcquisitionDateTime="2020030112", ContentDate="not-a-date", StudyTime="235959")
+    src = write(
+        tmp_path / "a.dcm",
+        DateOfLastCalibration=["20200101", "20200301"],
+        StudyDate="2020.03.01",
+        AcquisitionDateTime="2020030112",
+        ContentDate="not-a-date",
+        StudyTime="235959",
+    )
     outcome, ds = run(tmp_path, src, context(-1))
     assert list(ds.DateOfLastCalibration) == ["20191231", "20200229"]
     assert ds.StudyDate == "20200229"  # the old YYYY.MM.DD form is read too
@@ -163,20 +188,48 @@ def test_archives_and_broken_files_are_refused(tmp_path):
 def test_identifiers_collected_from_every_depth(tmp_path):
     item = Dataset()
     item.PersonName = "Housington^Gregory"
-    src = write(tmp_path / "a.dcm", PatientName="Zelwegger^Quixotica", PatientID="MRN-884211",
-                AccessionNumber="ACC77123", PatientAddress="42 Wallaby Way",
-                ContentCreatorIdentificationCodeSequence=Sequence([item]))
+    src = write(
+        tmp_path / "a.dcm",
+        PatientName="Zelwegger^Quixotica",
+        PatientID="MRN-884211",
+        AccessionNumber="ACC77123",
+        PatientAddress="42 Wallaby Way",
+        ContentCreatorIdentificationCodeSequence=Sequence([item]),
+    )
     found = Identifiers()
     assert collect_identifiers(src, found) == ("MRN-884211",)
     assert {"Zelwegger", "Quixotica", "Housington", "Gregory"} <= found.names
     assert {"MRN-884211", "884211", "ACC77123", "77123"} <= found.ids and found.addresses == {"42 Wallaby Way"}
 
 
-PLANTED_BY_VR = {"PN": "PLANTED^NAME", "LO": "PLANTED-LO", "SH": "PLANTED-SH", "ST": "PLANTED ST", "LT": "PLANTED LT",
-                 "UT": "PLANTED UT", "UC": "PLANTED UC", "UR": "http://planted.example", "AE": "PLANTEDAE",
-                 "CS": "PLANTED", "DA": "20200301", "DT": "20200301101010", "TM": "101010", "UI": "1.2.3.4.5.999",
-                 "IS": "4242", "DS": "4242.5", "AS": "042Y", "US": 4242, "SS": 4242, "UL": 4242, "SL": 4242,
-                 "FL": 4242.5, "FD": 4242.5, "OB": b"PLANTED!", "OW": b"PLANTED!", "UN": b"PLANTED!"}
+PLANTED_BY_VR = {
+    "PN": "PLANTED^NAME",
+    "LO": "PLANTED-LO",
+    "SH": "PLANTED-SH",
+    "ST": "PLANTED ST",
+    "LT": "PLANTED LT",
+    "UT": "PLANTED UT",
+    "UC": "PLANTED UC",
+    "UR": "http://planted.example",
+    "AE": "PLANTEDAE",
+    "CS": "PLANTED",
+    "DA": "20200301",
+    "DT": "20200301101010",
+    "TM": "101010",
+    "UI": "1.2.3.4.5.999",
+    "IS": "4242",
+    "DS": "4242.5",
+    "AS": "042Y",
+    "US": 4242,
+    "SS": 4242,
+    "UL": 4242,
+    "SL": 4242,
+    "FL": 4242.5,
+    "FD": 4242.5,
+    "OB": b"PLANTED!",
+    "OW": b"PLANTED!",
+    "UN": b"PLANTED!",
+}
 
 
 def test_every_row_of_the_table_is_applied_as_written(tmp_path):
@@ -215,7 +268,9 @@ def test_every_row_of_the_table_is_applied_as_written(tmp_path):
             items = out[tag].value
             assert len(items) == (0 if action == "Z" else 1), where
             for item in items:
-                assert "HumanPerformerName" not in item and item.ReferencedSOPInstanceUID == ctx.keys.uid("1.2.3.4.5.999"), where
+                assert "HumanPerformerName" not in item and item.ReferencedSOPInstanceUID == ctx.keys.uid(
+                    "1.2.3.4.5.999"
+                ), where
         elif action == "Z":
             assert out[tag].value in ("", b"", None), where
         elif action == "D":

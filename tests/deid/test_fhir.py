@@ -56,28 +56,58 @@ def test_synthea_bundle_reads_the_same_after_deidentification(variant, tmp_path)
     for field in ("sex", "race", "ethnicity", "birth_sex"):
         assert getattr(after.demographics, field) == getattr(before.demographics, field)
     assert after.demographics.age_years == pytest.approx(before.demographics.age_years, abs=0.01)
-    assert [(r.channel, r.value, r.time) for r in after.readings] == [(r.channel, r.value, r.time + shift) for r in before.readings]
+    assert [(r.channel, r.value, r.time) for r in after.readings] == [
+        (r.channel, r.value, r.time + shift) for r in before.readings
+    ]
     assert [(lab.code, lab.onset) for lab in after.labels] == [(lab.code, lab.onset + shift) for lab in before.labels]
     assert [(n.text, n.time) for n in after.notes] == [(n.text, n.time + shift) for n in before.notes]
     text = "\n".join(p.read_text() for p in written)
-    for value in (planted.mrn, planted.family_name, "Jacinda412", "555-201-3344", "12 Elm Street", "Zulauf375", PATIENT):
+    for value in (
+        planted.mrn,
+        planted.family_name,
+        "Jacinda412",
+        "555-201-3344",
+        "12 Elm Street",
+        "Zulauf375",
+        PATIENT,
+    ):
         assert value not in text
 
 
 def test_references_are_replaced_consistently(tmp_path):
     pid = "3f2b3c1e-1111-4a4a-8b8b-123456789abc"
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": f"urn:uuid:{pid}", "resource": {"resourceType": "Patient", "id": pid},
-         "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=x|MRN-1"}},
-        {"fullUrl": "http://ehr.example.org/fhir/Observation/o1", "resource": {
-            "resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
-            "subject": {"reference": f"urn:uuid:{pid}", "display": "Quixotica Zelwegger"},
-            "hasMember": [{"reference": "Observation/o2"}, {"reference": "http://ehr.example.org/fhir/Observation/o2"}],
-            "performer": [{"reference": "Practitioner?identifier=npi|123"}, {"reference": "Patient?identifier=mrn|MRN-1"}],
-            "specimen": {"reference": "#s1"},
-            "contained": [{"resourceType": "Specimen", "id": "s1"}]},
-         "request": {"method": "PUT", "url": "Observation/o1"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{pid}",
+                "resource": {"resourceType": "Patient", "id": pid},
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=x|MRN-1"},
+            },
+            {
+                "fullUrl": "http://ehr.example.org/fhir/Observation/o1",
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "o1",
+                    "status": "final",
+                    "code": {"text": "x"},
+                    "subject": {"reference": f"urn:uuid:{pid}", "display": "Quixotica Zelwegger"},
+                    "hasMember": [
+                        {"reference": "Observation/o2"},
+                        {"reference": "http://ehr.example.org/fhir/Observation/o2"},
+                    ],
+                    "performer": [
+                        {"reference": "Practitioner?identifier=npi|123"},
+                        {"reference": "Patient?identifier=mrn|MRN-1"},
+                    ],
+                    "specimen": {"reference": "#s1"},
+                    "contained": [{"resourceType": "Specimen", "id": "s1"}],
+                },
+                "request": {"method": "PUT", "url": "Observation/o1"},
+            },
+        ],
+    }
     src = write_json(tmp_path / "b.json", bundle)
     ctx = context()
     outcome = deidentify_fhir(src, tmp_path / "o.json", ctx, {pid})
@@ -97,16 +127,32 @@ def test_references_are_replaced_consistently(tmp_path):
 
 
 def test_patient_people_and_places_are_cut_down(tmp_path):
-    patient = {"resourceType": "Patient", "id": "p", "gender": "female", "birthDate": "1961",
-               "name": [{"family": "Zelwegger"}], "photo": [{"data": b64("img")}], "maritalStatus": {"text": "M"},
-               "extension": [{"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex", "valueCode": "F"},
-                             {"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
-                              "valueAddress": {"city": "Sydneyville"}}],
-               "meta": {"source": "http://ehr.example.org/node7", "lastUpdated": "2023-03-01T00:00:00Z",
-                        "security": [{"code": "PSEUDED"}]}}
+    patient = {
+        "resourceType": "Patient",
+        "id": "p",
+        "gender": "female",
+        "birthDate": "1961",
+        "name": [{"family": "Zelwegger"}],
+        "photo": [{"data": b64("img")}],
+        "maritalStatus": {"text": "M"},
+        "extension": [
+            {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex", "valueCode": "F"},
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+                "valueAddress": {"city": "Sydneyville"},
+            },
+        ],
+        "meta": {
+            "source": "http://ehr.example.org/node7",
+            "lastUpdated": "2023-03-01T00:00:00Z",
+            "security": [{"code": "PSEUDED"}],
+        },
+    }
     org = {"resourceType": "Organization", "id": "org", "name": "St Elsewhere General", "telecom": [{"value": "1"}]}
-    src = write_json(tmp_path / "b.json", {"resourceType": "Bundle", "type": "collection",
-                                           "entry": [{"resource": patient}, {"resource": org}]})
+    src = write_json(
+        tmp_path / "b.json",
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient}, {"resource": org}]},
+    )
     deidentify_fhir(src, tmp_path / "o.json", context(), {"p"})
     p, o = (e["resource"] for e in json.loads((tmp_path / "o.json").read_text())["entry"])
     assert p["birthDate"] == "1958"  # 1961-01-01 less 1000 days is in 1958; a year stays a year
@@ -114,7 +160,11 @@ def test_patient_people_and_places_are_cut_down(tmp_path):
     assert [e["url"].rsplit("/", 1)[-1] for e in p["extension"]] == ["us-core-birthsex"]
     assert "name" not in p and "photo" not in p and p["maritalStatus"] == {"text": "M"}
     assert p["meta"] == {"lastUpdated": "2020-06-04T00:00:00Z", "security": [PSEUDONYMIZED]}
-    assert o == {"resourceType": "Organization", "id": Keys("fhir-test").fhir_id("org"), "meta": {"security": [PSEUDONYMIZED]}}
+    assert o == {
+        "resourceType": "Organization",
+        "id": Keys("fhir-test").fhir_id("org"),
+        "meta": {"security": [PSEUDONYMIZED]},
+    }
 
 
 def test_free_text_scrubbed_attachments_rewritten_narrative_dropped(tmp_path):
@@ -122,17 +172,35 @@ def test_free_text_scrubbed_attachments_rewritten_narrative_dropped(tmp_path):
     found.add_name("Quixotica Zelwegger")
     found.add_id("MRN-884211")
     note = "Quixotica seen 2023-03-16, MRN 884211."
-    composition = {"resourceType": "Composition", "id": "c", "status": "final", "type": {"text": "note"},
-                   "date": "2023-03-16", "title": "Note about Zelwegger",
-                   "text": {"status": "generated", "div": "<div>Quixotica Zelwegger</div>"},
-                   "section": [{"text": {"status": "additional", "div": "<div>Zelwegger has cough</div>"}}]}
-    doc = {"resourceType": "DocumentReference", "id": "d", "status": "current", "content": [
-        {"attachment": {"contentType": "text/plain", "data": b64(note), "hash": "abc", "size": 3}},
-        {"attachment": {"contentType": "image/png", "data": b64("png"), "url": "https://ehr.example.org/doc.png"}},
-        {"attachment": {"contentType": "text/plain", "url": "Binary/b1"}}]}
+    composition = {
+        "resourceType": "Composition",
+        "id": "c",
+        "status": "final",
+        "type": {"text": "note"},
+        "date": "2023-03-16",
+        "title": "Note about Zelwegger",
+        "text": {"status": "generated", "div": "<div>Quixotica Zelwegger</div>"},
+        "section": [{"text": {"status": "additional", "div": "<div>Zelwegger has cough</div>"}}],
+    }
+    doc = {
+        "resourceType": "DocumentReference",
+        "id": "d",
+        "status": "current",
+        "content": [
+            {"attachment": {"contentType": "text/plain", "data": b64(note), "hash": "abc", "size": 3}},
+            {"attachment": {"contentType": "image/png", "data": b64("png"), "url": "https://ehr.example.org/doc.png"}},
+            {"attachment": {"contentType": "text/plain", "url": "Binary/b1"}},
+        ],
+    }
     binary = {"resourceType": "Binary", "id": "b1", "contentType": "text/plain", "data": b64("for Zelwegger")}
-    src = write_json(tmp_path / "b.json", {"resourceType": "Bundle", "type": "collection",
-                                           "entry": [{"resource": r} for r in (composition, doc, binary)]})
+    src = write_json(
+        tmp_path / "b.json",
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": r} for r in (composition, doc, binary)],
+        },
+    )
     outcome = deidentify_fhir(src, tmp_path / "o.json", context(found), set())
     c, d, b = (e["resource"] for e in json.loads((tmp_path / "o.json").read_text())["entry"])
     assert "text" not in c and c["title"] == "Note about [NAME]" and c["date"] == "2020-06-19"
@@ -148,10 +216,17 @@ def test_free_text_scrubbed_attachments_rewritten_narrative_dropped(tmp_path):
 
 
 def test_dates_in_any_form_and_unreadable_ones(tmp_path):
-    obs = {"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"},
-           "effectivePeriod": {"start": "2023-03-16T10:00:00+01:00", "end": "2023-03"},
-           "issued": "2023-03-16T10:00:00.123Z", "note": [{"time": "2023-03-16T10:00:00Z", "text": "ok"}],
-           "valueString": "2023-03-16T10:00:00Z", "extension": [{"url": "x", "valueDate": "sometime"}]}
+    obs = {
+        "resourceType": "Observation",
+        "id": "o",
+        "status": "final",
+        "code": {"text": "x"},
+        "effectivePeriod": {"start": "2023-03-16T10:00:00+01:00", "end": "2023-03"},
+        "issued": "2023-03-16T10:00:00.123Z",
+        "note": [{"time": "2023-03-16T10:00:00Z", "text": "ok"}],
+        "valueString": "2023-03-16T10:00:00Z",
+        "extension": [{"url": "x", "valueDate": "sometime"}],
+    }
     src = write_json(tmp_path / "o.json", obs)
     outcome = deidentify_fhir(src, tmp_path / "out.json", context(), set())
     out = json.loads((tmp_path / "out.json").read_text())
@@ -165,21 +240,33 @@ def test_dates_in_any_form_and_unreadable_ones(tmp_path):
 def test_files_that_are_not_fhir_are_refused(tmp_path):
     (tmp_path / "a.json").write_text("{not json")
     (tmp_path / "b.json").write_text(json.dumps({"name": "Zelwegger"}))
-    assert deidentify_fhir(tmp_path / "a.json", tmp_path / "o1.json", context(), set()).refused.startswith("not readable")
+    assert deidentify_fhir(tmp_path / "a.json", tmp_path / "o1.json", context(), set()).refused.startswith(
+        "not readable"
+    )
     assert "no resourceType" in deidentify_fhir(tmp_path / "b.json", tmp_path / "o2.json", context(), set()).refused
     assert not (tmp_path / "o1.json").exists() and not (tmp_path / "o2.json").exists()
 
 
 def test_identifiers_collected_from_the_record(tmp_path):
-    patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"value": "MRN-884211"}],
-               "name": [{"family": "Zelwegger", "given": ["Quixotica"], "text": "Quixotica Zelwegger"}],
-               "telecom": [{"value": "617-555-0199"}], "address": [{"line": ["42 Wallaby Way"], "city": "Sydneyville"}],
-               "contact": [{"name": {"family": "Roebuckle"}}]}
-    enc = {"resourceType": "Encounter", "id": "e", "participant": [
-        {"individual": {"reference": "Practitioner/x", "display": "Dr Gregory Housington"}}]}
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [{"value": "MRN-884211"}],
+        "name": [{"family": "Zelwegger", "given": ["Quixotica"], "text": "Quixotica Zelwegger"}],
+        "telecom": [{"value": "617-555-0199"}],
+        "address": [{"line": ["42 Wallaby Way"], "city": "Sydneyville"}],
+        "contact": [{"name": {"family": "Roebuckle"}}],
+    }
+    enc = {
+        "resourceType": "Encounter",
+        "id": "e",
+        "participant": [{"individual": {"reference": "Practitioner/x", "display": "Dr Gregory Housington"}}],
+    }
     org = {"resourceType": "Organization", "id": "o", "name": "St Elsewhere General"}
-    src = write_json(tmp_path / "b.json", {"resourceType": "Bundle", "type": "collection",
-                                           "entry": [{"resource": r} for r in (patient, enc, org)]})
+    src = write_json(
+        tmp_path / "b.json",
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in (patient, enc, org)]},
+    )
     found = Identifiers()
     assert collect_identifiers(src, found) == {"p1"}
     assert found.names == {"Zelwegger", "Quixotica", "Roebuckle", "Gregory", "Housington"}
@@ -188,11 +275,19 @@ def test_identifiers_collected_from_the_record(tmp_path):
 
 
 def test_every_kind_of_identifier_element_is_removed(tmp_path):
-    doc = {"resourceType": "DocumentReference", "id": "d", "status": "current", "masterIdentifier": {"value": "DOC-1"},
-           "identifier": [{"value": "DOC-2"}], "context": {"related": [{"identifier": {"value": "DOC-3"}}]}}
+    doc = {
+        "resourceType": "DocumentReference",
+        "id": "d",
+        "status": "current",
+        "masterIdentifier": {"value": "DOC-1"},
+        "identifier": [{"value": "DOC-2"}],
+        "context": {"related": [{"identifier": {"value": "DOC-3"}}]},
+    }
     specimen = {"resourceType": "Specimen", "id": "s", "accessionIdentifier": {"value": "ACC-4"}}
-    src = write_json(tmp_path / "b.json", {"resourceType": "Bundle", "type": "collection",
-                                           "entry": [{"resource": doc}, {"resource": specimen}]})
+    src = write_json(
+        tmp_path / "b.json",
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": doc}, {"resource": specimen}]},
+    )
     deidentify_fhir(src, tmp_path / "o.json", context(), set())
     text = (tmp_path / "o.json").read_text()
     assert not any(value in text for value in ("DOC-1", "DOC-2", "DOC-3", "ACC-4"))
@@ -208,9 +303,15 @@ def test_a_shape_fhir_does_not_allow_is_refused_not_written(tmp_path):
 @pytest.mark.parametrize("charset", ["rot13", "hex", "zlib", "punycode", "unicode_escape"])
 def test_an_attachment_whose_charset_is_a_codec_is_removed_not_decoded(charset, tmp_path):
     # found by the ingest fuzzer: bytes.decode refuses such codecs with LookupError or UnicodeError
-    doc = {"resourceType": "DocumentReference", "id": "d", "status": "current", "content": [
-        {"attachment": {"contentType": f"text/plain; charset={charset}", "data": b64("Zelwegger")}},
-        {"attachment": {"contentType": "text/plain; charset=utf-8", "data": b64("cough")}}]}
+    doc = {
+        "resourceType": "DocumentReference",
+        "id": "d",
+        "status": "current",
+        "content": [
+            {"attachment": {"contentType": f"text/plain; charset={charset}", "data": b64("Zelwegger")}},
+            {"attachment": {"contentType": "text/plain; charset=utf-8", "data": b64("cough")}},
+        ],
+    }
     outcome = deidentify_fhir(write_json(tmp_path / "d.json", doc), tmp_path / "o.json", context(), set())
     coded, plain = (c["attachment"] for c in json.loads((tmp_path / "o.json").read_text())["content"])
     assert "data" not in coded and base64.b64decode(plain["data"]).decode() == "cough"

@@ -19,8 +19,10 @@ def test_rows_are_well_formed_and_match_the_dictionary():
             assert keyword_for_tag(int(e.tag.replace(",", ""), 16)) == e.keyword
 
 
-@pytest.mark.parametrize(("basic", "action"), [("X/Z/U*", "U*"), ("X/Z/D", "D"), ("X/D", "D"), ("Z/D", "D"),
-                                               ("X/Z", "Z"), ("X", "X"), ("U", "U")])
+@pytest.mark.parametrize(
+    ("basic", "action"),
+    [("X/Z/U*", "U*"), ("X/Z/D", "D"), ("X/D", "D"), ("Z/D", "D"), ("X/Z", "Z"), ("X", "X"), ("U", "U")],
+)
 def test_combined_actions_resolve_to_one_valid_for_any_type(basic, action):
     assert resolve(basic) == action
 

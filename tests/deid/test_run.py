@@ -27,8 +27,13 @@ SECRET = "test-secret"
 def done(tmp_path_factory):
     base = tmp_path_factory.mktemp("deid")
     cohort = fx.build_phi_cohort(base / "in")
-    report = deidentify(cohort.root, base / "out", mapping_path=base / "keys" / "map.json", secret=SECRET,
-                        quarantine=base / "quarantine")
+    report = deidentify(
+        cohort.root,
+        base / "out",
+        mapping_path=base / "keys" / "map.json",
+        secret=SECRET,
+        quarantine=base / "quarantine",
+    )
     return base, cohort, report, load_mapping(base / "keys" / "map.json")
 
 
@@ -89,8 +94,15 @@ def test_files_written_refused_and_skipped(done):
     a, b = _pseudonym(mapping, fx.A_ID), _pseudonym(mapping, fx.B_ID)
     uid_name = f"{mapping.uids[fx.A_CT2]}.dcm"  # a file named by its SOP Instance UID gets the new UID
     assert set(report.files_written) == {
-        "manifest.csv", f"{a}/images/slice1.dcm", f"{a}/images/{uid_name}", f"{a}/images/cr.dcm",
-        f"{a}/record.json", f"{a}/vitals.csv", f"{b}/images/ct.dcm", f"{b}/record.json"}
+        "manifest.csv",
+        f"{a}/images/slice1.dcm",
+        f"{a}/images/{uid_name}",
+        f"{a}/images/cr.dcm",
+        f"{a}/record.json",
+        f"{a}/vitals.csv",
+        f"{b}/images/ct.dcm",
+        f"{b}/record.json",
+    }
     reasons = {q.source: q.reason for q in report.quarantined}
     assert set(reasons) == {f"{fx.A_FOLDER}/images/us.dcm", f"{fx.A_FOLDER}/images/burned.dcm"}
     assert "Burned In Annotation is YES" in reasons[f"{fx.A_FOLDER}/images/burned.dcm"]
@@ -139,7 +151,8 @@ def test_dates_shifted_by_one_offset_per_patient(done):
     vitals = (base / "out" / entry.pseudonym / "vitals.csv").read_text().splitlines()
     assert vitals[0] == "time,code,value,unit"  # the mrn column is gone
     assert [datetime.fromisoformat(line.split(",")[0]) for line in vitals[1:]] == [
-        datetime.fromisoformat(t) + shift for t in fx.A_VITALS_TIMES]
+        datetime.fromisoformat(t) + shift for t in fx.A_VITALS_TIMES
+    ]
     other = next(p for p in mapping.patients if p.original_id == fx.B_ID)
     assert other.offset_days != entry.offset_days
 
@@ -168,7 +181,10 @@ def test_mapping_reidentifies_and_is_private(done):
     entry = next(p for p in mapping.patients if p.pseudonym == a)
     assert entry.dicom_patient_ids == (fx.A_ID,) and entry.fhir_patient_ids == ("pat-884211",)
     manifest = (base / "out" / "manifest.csv").read_text().splitlines()
-    assert manifest[0] == "patient_id,folder,split,study_time,sex,age_years,race,ethnicity,labels,has_image,has_notes,has_vitals"
+    assert (
+        manifest[0]
+        == "patient_id,folder,split,study_time,sex,age_years,race,ethnicity,labels,has_image,has_notes,has_vitals"
+    )
     row = manifest[1].split(",")
     assert row[:3] == [a, a, "train"] and row[4:9] == ["female", "61", "2106-3", "2186-5", fx.LABEL]
     shifted = datetime.fromisoformat(fx.MANIFEST_STUDY_TIME) + timedelta(days=entry.offset_days)
@@ -231,8 +247,11 @@ def test_no_secret_makes_one_and_a_rerun_reuses_it(tmp_path):
 def test_keys_or_quarantine_inside_the_output_are_refused(tmp_path, where):
     cohort = fx.build_phi_cohort(tmp_path / "in")
     out = tmp_path / "out"
-    kwargs = {"mapping_path": out / "map.json"} if where == "mapping" else {
-        "mapping_path": tmp_path / "map.json", "quarantine": out / "q"}
+    kwargs = (
+        {"mapping_path": out / "map.json"}
+        if where == "mapping"
+        else {"mapping_path": tmp_path / "map.json", "quarantine": out / "q"}
+    )
     with pytest.raises(ConfigError):
         deidentify(cohort.root, out, **kwargs)
     assert not out.exists() and not (tmp_path / "map.json").exists()
@@ -255,8 +274,9 @@ def test_output_inside_input_or_occupied_is_refused(tmp_path):
 def test_single_file_and_single_patient_folder(tmp_path):
     cohort = fx.build_phi_cohort(tmp_path / "in")
     keys = Keys(SECRET).patient(fx.A_ID)
-    report = deidentify(cohort.a_folder / "images" / "slice1.dcm", tmp_path / "one", mapping_path=tmp_path / "m1.json",
-                        secret=SECRET)
+    report = deidentify(
+        cohort.a_folder / "images" / "slice1.dcm", tmp_path / "one", mapping_path=tmp_path / "m1.json", secret=SECRET
+    )
     assert report.files_written == ("slice1.dcm",) and report.patients == (keys.pseudonym,)
     assert pydicom.dcmread(tmp_path / "one" / "slice1.dcm").PatientID == keys.pseudonym
     report = deidentify(cohort.a_folder, tmp_path / "folder", mapping_path=tmp_path / "m2.json", secret=SECRET)
@@ -286,8 +306,11 @@ def test_a_bundle_with_two_patients_is_refused(tmp_path):
 def test_synthetic_cohort_round_trip(tmp_path):
     from medmm.synth import SynthConfig, synthesize
 
-    synthesize(tmp_path / "syn", SynthConfig(patients=3, image_size=32, ct_fraction=0.5, ct_slices=4, ct_size=32,
-                                             workers=1), progress=False)
+    synthesize(
+        tmp_path / "syn",
+        SynthConfig(patients=3, image_size=32, ct_fraction=0.5, ct_slices=4, ct_size=32, workers=1),
+        progress=False,
+    )
     report = deidentify(tmp_path / "syn", tmp_path / "out", mapping_path=tmp_path / "m.json", secret=SECRET)
     assert not report.quarantined and len(report.patients) == 3
     before, after = Cohort.open(tmp_path / "syn"), Cohort.open(tmp_path / "out")

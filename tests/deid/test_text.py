@@ -19,7 +19,10 @@ def scrubber(offset: int = 0) -> Scrubber:
 
 def test_names_as_whole_words_in_any_case():
     s = scrubber()
-    assert s.known("QUIXOTICA zelwegger's annual review with Ann and Lee")[0] == "[NAME] [NAME]'s annual review with [NAME] and [NAME]"
+    assert (
+        s.known("QUIXOTICA zelwegger's annual review with Ann and Lee")[0]
+        == "[NAME] [NAME]'s annual review with [NAME] and [NAME]"
+    )
     assert s.known("Dr. visit, Quixoticas")[0] == "Dr. visit, Quixoticas"  # honorifics and longer words stay
 
 

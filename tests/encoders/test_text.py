@@ -62,7 +62,9 @@ def test_absent_notes_never_reach_the_encoder():
     ids, attention, present = batch()
     enc = TextEncoder(TextEncoderConfig(frozen=True), backbone=tiny_bert())
     seen = []
-    enc.backbone.register_forward_hook(lambda mod, args, kwargs, out: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    enc.backbone.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     enc(ids, attention, present)
     # present notes with at least one token: (0, 0), (0, 1), (1, 0)
     assert seen == [3]

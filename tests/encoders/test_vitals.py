@@ -142,7 +142,9 @@ def test_summary_tokens_follow_the_step_tokens_and_keep_the_mask_honest():
     np.testing.assert_array_equal(mask[:, 6 * C :].numpy(), observed.any(dim=1).numpy())  # one per observed channel
     assert not mask[2].any() and not tokens[2].any()
     changed = values.clone()
-    changed[~observed] = torch.randn(int((~observed).sum())) * 1e3  # unobserved values reach no token, summaries included
+    changed[~observed] = (
+        torch.randn(int((~observed).sum())) * 1e3
+    )  # unobserved values reach no token, summaries included
     other, _ = enc(changed, observed)
     assert torch.equal(tokens[mask], other[mask])
 

@@ -15,16 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.evaluate.scores import SplitScores, cohort_attributes
-from medmm.tasks import DEFAULT_TASK, load_task
 from medmm.io.cohort import Cohort
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
+from medmm.tasks import DEFAULT_TASK, load_task
 
 SEPARATION = 2.5
 NOISE = 1.5
 
 
-def oracle_scores(root: Path, split: str, seed: int = 0, separation: float = SEPARATION, noise: float = NOISE) -> SplitScores:
+def oracle_scores(
+    root: Path, split: str, seed: int = 0, separation: float = SEPARATION, noise: float = NOISE
+) -> SplitScores:
     """SplitScores of `split` of the synthetic cohort at `root`, from the oracle described above."""
     cohort = Cohort.open(root).split(split)
     ids, labels, logits = [], [], []
@@ -35,6 +37,11 @@ def oracle_scores(root: Path, split: str, seed: int = 0, separation: float = SEP
         rng = np.random.default_rng([seed, int(entry.patient_id[3:])])
         ids.append(entry.patient_id)
         labels.append([int(d in recorded) for d in DIAGNOSIS_NAMES])
-        logits.append([separation if d in planted else -separation for d in DIAGNOSIS_NAMES] + rng.normal(0.0, noise, len(DIAGNOSIS_NAMES)))
+        logits.append(
+            [separation if d in planted else -separation for d in DIAGNOSIS_NAMES]
+            + rng.normal(0.0, noise, len(DIAGNOSIS_NAMES))
+        )
     attributes, missing = cohort_attributes(cohort, ids, load_task(DEFAULT_TASK))
-    return SplitScores(split, DIAGNOSIS_NAMES, tuple(ids), np.array(labels), np.array(logits), attributes, missing_attributes=missing)
+    return SplitScores(
+        split, DIAGNOSIS_NAMES, tuple(ids), np.array(labels), np.array(logits), attributes, missing_attributes=missing
+    )

@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import MedmmError
 from medmm.evaluate.arrays import (
     EvaluationError,
@@ -13,6 +12,7 @@ from medmm.evaluate.arrays import (
     labels_and_probs,
     patient_codes,
 )
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 
 
 def test_label_matrix_promotes_vector_and_bool():
@@ -21,7 +21,9 @@ def test_label_matrix_promotes_vector_and_bool():
     assert out.dtype == np.int8 and out.tolist() == [[1, 0]]
 
 
-@pytest.mark.parametrize("bad", [np.array([[0, 2]]), np.array([[0.0, np.nan]]), np.zeros((0, 3)), np.array([["a", "b"]])])
+@pytest.mark.parametrize(
+    "bad", [np.array([[0, 2]]), np.array([[0.0, np.nan]]), np.zeros((0, 3)), np.array([["a", "b"]])]
+)
 def test_label_matrix_rejects_non_binary(bad):
     with pytest.raises(EvaluationError) as info:
         label_matrix(bad)

@@ -24,8 +24,14 @@ NAMES = ("pneumonia", "heart_failure")
 
 
 def grid(values: np.ndarray, mask: np.ndarray) -> VitalSeries:
-    return VitalSeries(start=T0, step_seconds=3600.0, channels=CHANNELS, units=tuple(v.unit for v in VITAL_SIGNS),
-                       values=np.where(mask, values, np.nan).astype(np.float32), mask=mask)
+    return VitalSeries(
+        start=T0,
+        step_seconds=3600.0,
+        channels=CHANNELS,
+        units=tuple(v.unit for v in VITAL_SIGNS),
+        values=np.where(mask, values, np.nan).astype(np.float32),
+        mask=mask,
+    )
 
 
 def test_vitals_summary_by_hand():
@@ -60,7 +66,9 @@ def toy_studies(n: int, seed: int) -> list[Study]:
     out = []
     for i in range(n):
         pn, hf = rng.uniform() < 0.4, rng.uniform() < 0.35
-        words = ["patient", "seen", "today"] + (["crackles", "productive", "cough"] if pn and rng.uniform() < 0.8 else ["clear", "chest"])
+        words = ["patient", "seen", "today"] + (
+            ["crackles", "productive", "cough"] if pn and rng.uniform() < 0.8 else ["clear", "chest"]
+        )
         rng.shuffle(words)
         values = np.zeros((24, len(CHANNELS)))
         for c, sign in enumerate(VITAL_SIGNS):
@@ -71,11 +79,22 @@ def toy_studies(n: int, seed: int) -> list[Study]:
         pixels = rng.normal(0.3, 0.05, size=(64, 64))
         if hf:
             pixels[20:50, 16:48] += 0.4  # a big heart
-        image = ImageSeries(pixels=pixels.astype(np.float32), spacing=(6.0, 6.0), modality="DX", series_uid=str(i), window=(0.5, 1.0))
+        image = ImageSeries(
+            pixels=pixels.astype(np.float32), spacing=(6.0, 6.0), modality="DX", series_uid=str(i), window=(0.5, 1.0)
+        )
         labels = tuple(Label("x", "y", name=n) for n, has in (("pneumonia", pn), ("heart_failure", hf)) if has)
         demo = Demographics(f"P{i}", sex="female" if i % 2 else "male", age_years=float(30 + i % 50), race="2106-3")
         has_image = i % 5 != 0  # some cases lack the image
-        out.append(Study(f"P{seed}-{i}", demo, (image,) if has_image else (), (ClinicalNote(" ".join(words)),), grid(values, mask), labels))
+        out.append(
+            Study(
+                f"P{seed}-{i}",
+                demo,
+                (image,) if has_image else (),
+                (ClinicalNote(" ".join(words)),),
+                grid(values, mask),
+                labels,
+            )
+        )
     return out
 
 
@@ -89,14 +108,23 @@ def test_the_notes_model_equals_scikit_learn_fitted_by_hand(tables):
     models = ModalityModels().fit(train, val, ("notes",))
     for k, name in enumerate(NAMES):
         c = float(models.choice["notes"][k].split("C=")[1].rstrip(")"))
-        by_hand = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), LogisticRegression(C=c, max_iter=3000))
+        by_hand = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), LogisticRegression(C=c, max_iter=3000)
+        )
         by_hand.fit(train.notes, train.labels[:, k])
-        np.testing.assert_allclose(models.probabilities(test, "notes")[:, k], by_hand.predict_proba(test.notes)[:, 1], atol=1e-12)
+        np.testing.assert_allclose(
+            models.probabilities(test, "notes")[:, k], by_hand.predict_proba(test.notes)[:, 1], atol=1e-12
+        )
         # and that C was the best on val among the grid
         val_scores = {}
         for grid_c in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0):
-            m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), LogisticRegression(C=grid_c, max_iter=3000))
-            val_scores[grid_c] = roc_auc_score(val.labels[:, k], m.fit(train.notes, train.labels[:, k]).predict_proba(val.notes)[:, 1])
+            m = make_pipeline(
+                TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+                LogisticRegression(C=grid_c, max_iter=3000),
+            )
+            val_scores[grid_c] = roc_auc_score(
+                val.labels[:, k], m.fit(train.notes, train.labels[:, k]).predict_proba(val.notes)[:, 1]
+            )
         assert val_scores[c] == max(val_scores.values())
 
 
@@ -143,4 +171,6 @@ def test_paired_bootstrap_against_a_worked_example():
             if 0 < y[rows, 0].sum() < 6:
                 diffs.append(roc_auc_score(y[rows, 0], a[rows, 0]) - roc_auc_score(y[rows, 0], b[rows, 0]))
     low, high = np.quantile(diffs, [0.025, 0.975])
-    assert out["by_diagnosis"]["x"]["low"] == pytest.approx(low) and out["by_diagnosis"]["x"]["high"] == pytest.approx(high)
+    assert out["by_diagnosis"]["x"]["low"] == pytest.approx(low) and out["by_diagnosis"]["x"]["high"] == pytest.approx(
+        high
+    )

@@ -65,7 +65,10 @@ def test_group_metrics_equal_independent_computation(unbiased):
     # ECE by hand: 10 equal-width bins, upper edges closed
     flat_y, flat_p = yb.ravel(), pb.ravel()
     b = np.clip(np.ceil(flat_p * 10).astype(int) - 1, 0, 9)
-    ece = sum(abs(flat_y[b == i].mean() - flat_p[b == i].mean()) * (b == i).sum() for i in range(10) if (b == i).any()) / flat_y.size
+    ece = (
+        sum(abs(flat_y[b == i].mean() - flat_p[b == i].mean()) * (b == i).sum() for i in range(10) if (b == i).any())
+        / flat_y.size
+    )
     expected = {"auroc": auroc, "tpr": tp / (tp + fn), "fpr": fp / (fp + tn), "ppv": tp / (tp + fp), "ece": ece}
     ref = audit.group("race", "A")
     assert ref.status == "reference" and audit.reference("race") == "A"  # A is the largest race group
@@ -110,7 +113,9 @@ def test_named_reference_patients_and_operating_points():
     y, p, groups, ids = make_audit_data(seed=3, n=600, tiny=0)
     ids = [f"pt{i // 2}" for i in range(600)]  # two studies per patient
     points = OperatingPoints(("a", "b", "c"), (0.2, 0.3, 0.4), "given")
-    audit = audit_subgroups(y, p, points, groups[["race"]], ids, reference={"race": "B"}, n_boot=30, seed=0, min_group_size=40)
+    audit = audit_subgroups(
+        y, p, points, groups[["race"]], ids, reference={"race": "B"}, n_boot=30, seed=0, min_group_size=40
+    )
     assert audit.reference("race") == "B" and audit.thresholds == (0.2, 0.3, 0.4) and audit.names == ("a", "b", "c")
     g = audit.group("race", "A")
     assert g.n_patients == len({ids[i] for i in np.flatnonzero(groups["race"] == "A")})
@@ -164,7 +169,12 @@ def test_a_ratio_of_rare_events_is_judged_by_the_difference_rule_alone():
     fpr = metrics["fpr"]
     rows = (groups["race"] == "B").to_numpy()
     tn, fp, fn, tp = confusion_matrix(y[rows, 0], p[rows, 0] >= 0.5).ravel()  # a single-label task's rates
-    assert (fpr.events, fpr.value, metrics["tpr"].value, metrics["ppv"].value) == (fp, fp / (fp + tn), tp / (tp + fn), tp / (tp + fp))
+    assert (fpr.events, fpr.value, metrics["tpr"].value, metrics["ppv"].value) == (
+        fp,
+        fp / (fp + tn),
+        tp / (tp + fn),
+        tp / (tp + fp),
+    )
     assert (fp, fpr.value) == (2, 2 / 300)
     assert fpr.ratio_ci[1] < 0.8  # the bootstrap interval alone would flag it
     assert audit.flags == ()
@@ -172,4 +182,10 @@ def test_a_ratio_of_rare_events_is_judged_by_the_difference_rule_alone():
     y, p, groups, ids = rare_false_positives(8, n=1200)
     audit = audit_subgroups(y, p, 0.5, groups, ids, intersections=False, reference={"race": "A"}, n_boot=N_BOOT, seed=0)
     assert [(f.group, f.metric) for f in audit.flags] == [("B", "fpr")] and "ratio" in audit.flags[0].reason
-    assert {m.metric: m.events for m in audit.group("race", "B").metrics} == {"auroc": None, "tpr": 40, "fpr": 8, "ppv": 40, "ece": None}
+    assert {m.metric: m.events for m in audit.group("race", "B").metrics} == {
+        "auroc": None,
+        "tpr": 40,
+        "fpr": 8,
+        "ppv": 40,
+        "ece": None,
+    }

@@ -11,7 +11,9 @@ from medmm.evaluate.image_findings import fit_image_findings, fit_threshold
 def test_separated_scores_put_the_threshold_at_the_lowest_positive_above_the_gap():
     cut, precision, recall = fit_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1], bool))
     assert cut == pytest.approx(0.8) and (precision, recall) == (1.0, 1.0)
-    assert 0.2 < cut and (np.array([0.8, 0.9]) >= cut).all()  # every validation positive still stated, the negative margin widest
+    assert (
+        0.2 < cut and (np.array([0.8, 0.9]) >= cut).all()
+    )  # every validation positive still stated, the negative margin widest
 
 
 def test_overlapping_scores_take_the_cut_with_no_false_positive():
@@ -19,7 +21,9 @@ def test_overlapping_scores_take_the_cut_with_no_false_positive():
     cut, precision, recall = fit_threshold(np.array([0.1, 0.6, 0.7, 0.9]), np.array([0, 1, 0, 1], bool))
     assert cut == pytest.approx(0.9) and (precision, recall) == (1.0, 0.5)
     # F0.5 would take the cut above 0.1 (P 4/5, R 1: 0.833 against 0.625); no false positive is the rule
-    cut, precision, recall = fit_threshold(np.array([0.1, 0.5, 0.55, 0.6, 0.65, 0.9]), np.array([0, 1, 1, 1, 0, 1], bool))
+    cut, precision, recall = fit_threshold(
+        np.array([0.1, 0.5, 0.55, 0.6, 0.65, 0.9]), np.array([0, 1, 1, 1, 0, 1], bool)
+    )
     assert cut == pytest.approx(0.9) and (precision, recall) == (1.0, 0.25)
     # a positive tied with the top negative is not stated
     cut, _, recall = fit_threshold(np.array([0.3, 0.6, 0.6, 0.8]), np.array([0, 1, 0, 1], bool))

@@ -1,10 +1,10 @@
 import io
 
 import matplotlib.image as mpimg
-from matplotlib.colors import to_rgb
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 from sklearn.metrics import roc_curve
 
 from medmm.evaluate.arrays import EvaluationError

@@ -34,7 +34,6 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import CohortError, EvaluationError
 from medmm.evaluate.fairness import audit_subgroups
 from medmm.evaluate.pipeline import FROM_SAVED, FROM_VALIDATION, audit_from_scores, evaluate_from_scores
@@ -42,6 +41,7 @@ from medmm.evaluate.run import evaluation_splits
 from medmm.evaluate.scores import SplitScores, cohort_attributes
 from medmm.io.cohort import Cohort, CohortEntry
 from medmm.synth import SynthConfig, synthesize
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.tasks import DEFAULT_TASK, load_task, task_from_dict, task_to_dict
 from tests.evaluate.oracle import oracle_scores
 
@@ -65,7 +65,9 @@ def oracle_runs(tmp_path_factory):
         test = oracle_scores(root / name, "test", seed=ORACLE_SEED, separation=SEPARATION)
         out = root / f"run-{name}"
         evaluation, fitted = evaluate_from_scores(val, test, out, n_boot=N_BOOT, seed=0, plots=False)
-        audit = audit_from_scores(val, test, out, saved_calibration=fitted.calibration_json(name), n_boot=N_BOOT, seed=0, plots=False)
+        audit = audit_from_scores(
+            val, test, out, saved_calibration=fitted.calibration_json(name), n_boot=N_BOOT, seed=0, plots=False
+        )
         runs[name] = SimpleNamespace(val=val, test=test, evaluation=evaluation, fitted=fitted, audit=audit, out=out)
     return runs
 
@@ -132,9 +134,14 @@ def test_evaluation_auroc_equals_sklearn_on_the_same_probabilities(oracle_runs):
     for k, d in enumerate(saved["metrics"]["diagnoses"]):
         assert d["name"] == DIAGNOSIS_NAMES[k]
         assert d["auroc"]["value"] == pytest.approx(roc_auc_score(run.test.labels[:, k], p[:, k]), abs=1e-12)
-        assert d["auroc"]["value"] == pytest.approx(roc_auc_score(run.test.labels[:, k], run.test.logits[:, k]), abs=1e-12)
+        assert d["auroc"]["value"] == pytest.approx(
+            roc_auc_score(run.test.labels[:, k], run.test.logits[:, k]), abs=1e-12
+        )
         assert d["auroc"]["low"] <= d["auroc"]["value"] <= d["auroc"]["high"]
-    assert saved["fitting"]["source"] == FROM_VALIDATION and saved["summary"]["macro_auroc"] == saved["metrics"]["macro"]["auroc"]["value"]
+    assert (
+        saved["fitting"]["source"] == FROM_VALIDATION
+        and saved["summary"]["macro_auroc"] == saved["metrics"]["macro"]["auroc"]["value"]
+    )
 
 
 @pytest.mark.slow
@@ -152,7 +159,14 @@ def test_fitting_uses_the_validation_split_only(oracle_runs, tmp_path):
     for k, thr in enumerate(run.fitted.operating_points.thresholds):  # Youden's J is maximal at the chosen threshold
         j = lambda c: (p_val[y[:, k] == 1, k] >= c).mean() - (p_val[y[:, k] == 0, k] >= c).mean()  # noqa: E731
         assert j(thr) == pytest.approx(max(j(c) for c in np.unique(p_val[:, k])))
-    shuffled = SplitScores(run.test.split, run.test.names, run.test.patient_ids, run.test.labels[::-1], run.test.logits, run.test.attributes)
+    shuffled = SplitScores(
+        run.test.split,
+        run.test.names,
+        run.test.patient_ids,
+        run.test.labels[::-1],
+        run.test.logits,
+        run.test.attributes,
+    )
     again, fitted = evaluate_from_scores(run.val, shuffled, tmp_path, n_boot=10, plots=False)
     assert fitted.temperature == t and fitted.operating_points.thresholds == run.fitted.operating_points.thresholds
     assert again["conformal"]["threshold"] == run.evaluation["conformal"]["threshold"]
@@ -164,13 +178,20 @@ def random_scores(n: int = 240, seed: int = 0, split: str = "test") -> SplitScor
     y = (rng.random((n, 3)) < 0.3).astype(int)
     z = 2.0 * (2 * y - 1) + rng.normal(0, 1.5, (n, 3))
     attributes = pd.DataFrame({"sex": rng.choice(["female", "male"], n), "race": rng.choice(["2106-3", "2054-5"], n)})
-    return SplitScores(split, ("pneumonia", "sepsis", "heart_failure"), tuple(f"p{seed}-{i}" for i in range(n)), y, z, attributes)
+    return SplitScores(
+        split, ("pneumonia", "sepsis", "heart_failure"), tuple(f"p{seed}-{i}" for i in range(n)), y, z, attributes
+    )
 
 
 def test_without_a_validation_split_the_saved_calibration_is_applied(tmp_path):
     test = random_scores()
-    saved = {"temperature": 2.0, "operating_thresholds": {"pneumonia": 0.3, "sepsis": 0.4, "heart_failure": 0.6},
-             "conformal_threshold": 0.55, "coverage_target": 0.9, "n_calibration": 123}
+    saved = {
+        "temperature": 2.0,
+        "operating_thresholds": {"pneumonia": 0.3, "sepsis": 0.4, "heart_failure": 0.6},
+        "conformal_threshold": 0.55,
+        "coverage_target": 0.9,
+        "n_calibration": 123,
+    }
     evaluation, fitted = evaluate_from_scores(None, test, tmp_path, saved_calibration=saved, n_boot=20, plots=False)
     assert evaluation["fitting"]["source"] == FROM_SAVED and fitted.temperature == 2.0
     p = expit(test.logits / 2.0)
@@ -178,26 +199,37 @@ def test_without_a_validation_split_the_saved_calibration_is_applied(tmp_path):
     sens = (called & (test.labels[:, 0] == 1)).sum() / test.labels[:, 0].sum()
     assert evaluation["metrics"]["diagnoses"][0]["sensitivity"]["value"] == pytest.approx(sens)
     covered = np.all((p >= 0.45) | (test.labels == 0), axis=1).mean()
-    assert evaluation["conformal"]["coverage"] == pytest.approx(covered) and evaluation["conformal"]["n_calibration"] == 123
+    assert (
+        evaluation["conformal"]["coverage"] == pytest.approx(covered)
+        and evaluation["conformal"]["n_calibration"] == 123
+    )
     assert any("no validation split" in i["message"] for i in evaluation["issues"])
     assert "no validation split" in evaluation["fitting"]["note"]
 
 
 def test_without_any_calibration_every_fallback_is_stated(tmp_path):
-    evaluation, fitted = evaluate_from_scores(None, random_scores(), tmp_path, saved_calibration={}, n_boot=20, plots=False)
+    evaluation, fitted = evaluate_from_scores(
+        None, random_scores(), tmp_path, saved_calibration={}, n_boot=20, plots=False
+    )
     assert fitted.temperature == 1.0 and fitted.operating_points.thresholds == (0.5, 0.5, 0.5)
     assert evaluation["conformal"] is None and evaluation["summary"]["coverage"] is None
     where = {i["where"] for i in evaluation["issues"]}
     assert {"temperature", "operating_thresholds", "conformal_threshold"} <= where
-    audit = audit_from_scores(None, random_scores(), tmp_path, saved_calibration={}, n_boot=20, plots=False, min_group_size=20)
+    audit = audit_from_scores(
+        None, random_scores(), tmp_path, saved_calibration={}, n_boot=20, plots=False, min_group_size=20
+    )
     assert audit["calibrated"] is False and audit["thresholds_from"] == FROM_SAVED
 
 
 def test_coverage_and_diagnoses_are_checked(tmp_path):
     with pytest.raises(EvaluationError, match="coverage"):
-        evaluate_from_scores(random_scores(split="val"), random_scores(seed=1), tmp_path, coverage=1.2, n_boot=10, plots=False)
+        evaluate_from_scores(
+            random_scores(split="val"), random_scores(seed=1), tmp_path, coverage=1.2, n_boot=10, plots=False
+        )
     other = random_scores(split="val")
-    renamed = SplitScores("val", ("pneumonia", "sepsis", "pneumothorax"), other.patient_ids, other.labels, other.logits, other.attributes)
+    renamed = SplitScores(
+        "val", ("pneumonia", "sepsis", "pneumothorax"), other.patient_ids, other.labels, other.logits, other.attributes
+    )
     with pytest.raises(EvaluationError, match="different diagnoses"):
         evaluate_from_scores(renamed, random_scores(seed=1), tmp_path, n_boot=10, plots=False)
     with pytest.raises(EvaluationError, match="one patient id"):
@@ -220,11 +252,22 @@ def test_a_group_without_any_event_is_not_flagged_on_a_ratio():
 
 
 def test_cohort_attributes_band_ages_and_name_what_is_missing():
-    manifest = pd.DataFrame({"patient_id": ["a", "b", "c"], "folder": ["a", "b", "c"], "sex": ["female", "", "male"],
-                             "age_years": ["17", "40", "n/a"], "race": ["2054-5", "2106-3", ""]})
+    manifest = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c"],
+            "folder": ["a", "b", "c"],
+            "sex": ["female", "", "male"],
+            "age_years": ["17", "40", "n/a"],
+            "race": ["2054-5", "2106-3", ""],
+        }
+    )
     cohort = Cohort("cohort", [CohortEntry(i, manifest.folder[k]) for k, i in enumerate(manifest.patient_id)], manifest)
     attributes, missing = cohort_attributes(cohort, ["c", "a"], load_task(DEFAULT_TASK))
-    assert attributes.to_dict("list") == {"sex": ["male", "female"], "age_band": ["unknown", "0-17"], "race": ["unknown", "2054-5"]}
+    assert attributes.to_dict("list") == {
+        "sex": ["male", "female"],
+        "age_band": ["unknown", "0-17"],
+        "race": ["unknown", "2054-5"],
+    }
     assert missing == ("ethnicity",)
 
 
@@ -233,11 +276,22 @@ def test_cohort_attributes_follow_the_tasks_strata(tmp_path):
     data = task_to_dict(load_task(DEFAULT_TASK))
     data.update(name="strata", audit_attributes=["age_band", "birth_sex"], age_bands=[50, 70])
     task = task_from_dict(data, "test")
-    manifest = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "folder": list("abcd"), "sex": ["female", "male", "male", "female"],
-                             "age_years": ["17", "50", "69.9", "88"], "birth_sex": ["F", "M", "", "F"], "race": ["2054-5"] * 4})
+    manifest = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c", "d"],
+            "folder": list("abcd"),
+            "sex": ["female", "male", "male", "female"],
+            "age_years": ["17", "50", "69.9", "88"],
+            "birth_sex": ["F", "M", "", "F"],
+            "race": ["2054-5"] * 4,
+        }
+    )
     cohort = Cohort("cohort", [CohortEntry(i, i) for i in manifest.patient_id], manifest)
     attributes, missing = cohort_attributes(cohort, ["a", "b", "c", "d"], task)
-    assert attributes.to_dict("list") == {"age_band": ["0-49", "50-69", "50-69", "70+"], "birth_sex": ["F", "M", "unknown", "F"]}
+    assert attributes.to_dict("list") == {
+        "age_band": ["0-49", "50-69", "50-69", "70+"],
+        "birth_sex": ["F", "M", "unknown", "F"],
+    }
     assert missing == ()
 
 
@@ -250,7 +304,9 @@ def test_evaluation_splits_fall_back_to_the_whole_cohort_without_a_test_split():
     cohort = Cohort("x", [entry(p, s) for p, s in splits.items()], pd.DataFrame({"patient_id": list(splits)}))
     (val_name, val), (test_name, test) = evaluation_splits(cohort)
     assert (val_name, val.patient_ids, test_name, test.patient_ids) == ("val", ["b"], "test", ["c", "d"])
-    batch = Cohort("x", [entry("a", "train"), entry("e", None), entry("f", None)], pd.DataFrame({"patient_id": ["a", "e", "f"]}))
+    batch = Cohort(
+        "x", [entry("a", "train"), entry("e", None), entry("f", None)], pd.DataFrame({"patient_id": ["a", "e", "f"]})
+    )
     val_part, (name, part) = evaluation_splits(batch)
     assert val_part is None and name == "all" and part.patient_ids == ["e", "f"]
     with pytest.raises(CohortError, match="no test split"):
@@ -280,13 +336,23 @@ def test_run_evaluation_saves_calibration_that_the_predictor_then_uses(tiny, tmp
     assert evaluation["checkpoint"]["calibration_saved"] is True
     calibration = json.loads((model_dir / "calibration.json").read_text())
     assert calibration["temperature"] == evaluation["calibration"]["temperature"]
-    assert calibration["conformal_threshold"] == evaluation["conformal"]["threshold"] and calibration["coverage_target"] == 0.8
+    assert (
+        calibration["conformal_threshold"] == evaluation["conformal"]["threshold"]
+        and calibration["coverage_target"] == 0.8
+    )
     assert sorted(calibration["operating_thresholds"]) == sorted(DIAGNOSIS_NAMES)
 
     predictor = Predictor.from_checkpoint(model_dir)  # reads the new calibration.json (checksums refreshed)
     assert predictor.temperature == evaluation["calibration"]["temperature"]
-    assert evaluation["model"]["id"] == predictor.model_id != evaluation["model"]["id_before_calibration"]  # the id it is served by
-    test = CaseSet(Cohort.open(cohort_dir).split("test"), predictor.preprocessor, note_encoder=predictor.model.encoders["notes"], progress=False)
+    assert (
+        evaluation["model"]["id"] == predictor.model_id != evaluation["model"]["id_before_calibration"]
+    )  # the id it is served by
+    test = CaseSet(
+        Cohort.open(cohort_dir).split("test"),
+        predictor.preprocessor,
+        note_encoder=predictor.model.encoders["notes"],
+        progress=False,
+    )
     p = case_probabilities(predictor, test.items)
     y = np.stack([it["labels"].numpy() for it in test.items]).astype(int)
     for k, d in enumerate(evaluation["metrics"]["diagnoses"]):
@@ -295,13 +361,25 @@ def test_run_evaluation_saves_calibration_that_the_predictor_then_uses(tiny, tmp
     sets = [set(predictor.conformal_set(row)) for row in p]  # the Predictor's own conformal sets
     covered = np.mean([{DIAGNOSIS_NAMES[k] for k in np.flatnonzero(t)} <= s for t, s in zip(y, sets)])
     assert evaluation["conformal"]["coverage"] == pytest.approx(covered)
-    assert [r["inputs"] for r in evaluation["ablation"]["rows"]] == ["image", "notes", "vitals", "image+notes", "image+vitals", "notes+vitals", "all"]
+    assert [r["inputs"] for r in evaluation["ablation"]["rows"]] == [
+        "image",
+        "notes",
+        "vitals",
+        "image+notes",
+        "image+vitals",
+        "notes+vitals",
+        "all",
+    ]
     assert evaluation["impression"]["cases"] == len(test.items) == evaluation["summary"]["test_cases"]
     assert evaluation["impression"]["raw"]["cases"] == len(test.items)
     grounding = evaluation["grounding"]
     assert grounding["impressions"]["grounded"]["texts"] == len(test.items)
     assert grounding["impressions"]["grounded"]["with_contradicted_claim"] == 0.0
-    assert grounding["questions"]["answers"] == len(test.items) * grounding["questions"]["questions"] >= 50 * len(test.items)
+    assert (
+        grounding["questions"]["answers"]
+        == len(test.items) * grounding["questions"]["questions"]
+        >= 50 * len(test.items)
+    )
     # radiograph-finding thresholds fitted on the validation split and saved where the Predictor reads them
     assert calibration["image_finding_thresholds"] == grounding["image_findings"]["thresholds"]
     assert sorted(calibration["image_finding_thresholds"]) == sorted(DIAGNOSIS_NAMES)
@@ -334,9 +412,13 @@ def test_run_audit_and_a_cohort_without_val_split(tiny, tmp_path):
     batch = tmp_path / "batch"
     batch.mkdir()
     # a batch of new cases: no splits, patient folders left where they are (absolute folder paths)
-    rows = manifest[manifest.split == "test"].assign(split="", folder=lambda m: [str((cohort_dir / f).resolve()) for f in m.folder])
+    rows = manifest[manifest.split == "test"].assign(
+        split="", folder=lambda m: [str((cohort_dir / f).resolve()) for f in m.folder]
+    )
     rows.to_csv(batch / "manifest.csv", index=False)
     sums = (model_dir / "checksums.json").read_bytes()
     evaluation = run_evaluation(model_dir, batch, tmp_path / "eval", n_boot=20, progress=False)
     assert evaluation["fitting"]["source"] == FROM_SAVED and evaluation["splits"]["test"]["split"] == "all"
-    assert evaluation["checkpoint"]["calibration_saved"] is False and (model_dir / "checksums.json").read_bytes() == sums
+    assert (
+        evaluation["checkpoint"]["calibration_saved"] is False and (model_dir / "checksums.json").read_bytes() == sums
+    )

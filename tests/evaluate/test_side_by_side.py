@@ -11,8 +11,13 @@ from medmm.errors import EvaluationError
 from medmm.evaluate.side_by_side import compare_evaluations
 from medmm.report.html import write_side_by_side
 
-COHORT = {"name": "cohort", "patients": 10, "splits": {"test": 4, "train": 6}, "synthetic": {"seed": 0},
-          "test": {"cases": 4, "positives": {"pneumonia": 2}}}
+COHORT = {
+    "name": "cohort",
+    "patients": 10,
+    "splits": {"test": 4, "train": 6},
+    "synthetic": {"seed": 0},
+    "test": {"cases": 4, "positives": {"pneumonia": 2}},
+}
 
 
 def evaluation(auroc: float, source: str | None, quotes: float, seconds: float) -> dict:
@@ -20,11 +25,28 @@ def evaluation(auroc: float, source: str | None, quotes: float, seconds: float) 
         "cohort": COHORT,
         "model": {"id": f"id-{source}", "parameters": 1000, "backbone": {"source": source}},
         "metrics": {"macro": {"auroc": {"value": auroc, "low": auroc - 0.05, "high": auroc + 0.02}}},
-        "ablation": {"rows": [{"inputs": "image", "macro_auroc": auroc - 0.1}, {"inputs": "all", "macro_auroc": auroc}]},
-        "impression": {"names_true_top": 0.9, "names_all_true": 0.8, "contradicts_none": 0.95, "raw": {"names_true_top": 0.85}},
-        "grounding": {"impressions": {"raw": {"with_contradicted_claim": 0.3}, "grounded": {"with_contradicted_claim": 0.0}},
-                      "questions": {"values": {"questions": 12, "with_reading": 10, "quotes_value": quotes, "wrong_number": 0.1, "declines": 1.0},
-                                    "free_text": {"lm": {"with_contradicted_claim": 0.4}}}},
+        "ablation": {
+            "rows": [{"inputs": "image", "macro_auroc": auroc - 0.1}, {"inputs": "all", "macro_auroc": auroc}]
+        },
+        "impression": {
+            "names_true_top": 0.9,
+            "names_all_true": 0.8,
+            "contradicts_none": 0.95,
+            "raw": {"names_true_top": 0.85},
+        },
+        "grounding": {
+            "impressions": {"raw": {"with_contradicted_claim": 0.3}, "grounded": {"with_contradicted_claim": 0.0}},
+            "questions": {
+                "values": {
+                    "questions": 12,
+                    "with_reading": 10,
+                    "quotes_value": quotes,
+                    "wrong_number": 0.1,
+                    "declines": 1.0,
+                },
+                "free_text": {"lm": {"with_contradicted_claim": 0.4}},
+            },
+        },
         "latency": {"median_seconds": seconds, "device": "cpu", "threads": 2},
     }
 
@@ -42,7 +64,11 @@ def test_each_model_is_a_column_of_its_own_figures(tmp_path):
     assert [m["name"] for m in doc["models"]] == ["embedded", "smollm2"]  # an evaluation folder is named by its parent
     first, second = doc["models"]
     assert (first["backbone"], second["backbone"]) == ("embedded", "smollm2-135m")
-    assert (first["macro_auroc"], first["macro_auroc_low"], second["subsets"]["image"]) == (0.97, 0.97 - 0.05, 0.95 - 0.1)
+    assert (first["macro_auroc"], first["macro_auroc_low"], second["subsets"]["image"]) == (
+        0.97,
+        0.97 - 0.05,
+        0.95 - 0.1,
+    )
     assert (first["quotes_value"], second["quotes_value"], second["latency_median_seconds"]) == (0.2, 0.9, 2.5)
     assert doc["subsets"] == ["image", "all"]
     page = write_side_by_side(tmp_path / "out", doc)
@@ -72,9 +98,13 @@ def test_the_compare_command_writes_the_page_and_refuses_other_splits(tmp_path, 
 
     a = write(tmp_path / "a", evaluation(0.97, None, 0.2, 0.5))
     b = write(tmp_path / "b", evaluation(0.95, "smollm2-135m", 0.9, 2.5))
-    main(["compare", str(a), str(b), "--name", "embedded", "--name", "smollm2", "--out", str(tmp_path / "out"), "--json"])
+    main(
+        ["compare", str(a), str(b), "--name", "embedded", "--name", "smollm2", "--out", str(tmp_path / "out"), "--json"]
+    )
     doc = json.loads(capsys.readouterr().out)
-    assert [m["name"] for m in doc["models"]] == ["embedded", "smollm2"] and (tmp_path / "out" / "side_by_side.html").is_file()
+    assert [m["name"] for m in doc["models"]] == ["embedded", "smollm2"] and (
+        tmp_path / "out" / "side_by_side.html"
+    ).is_file()
     other = evaluation(0.9, None, 0.1, 0.1)
     other["cohort"] = {**COHORT, "name": "another"}
     c = write(tmp_path / "c", other)

@@ -20,7 +20,9 @@ from medmm.model import build_model
 from medmm.synth import SynthConfig, synthesize
 from tests.test_model import tiny_config
 
-COHORT = SynthConfig(patients=60, seed=5, image_size=32, workers=1, train_fraction=0.2, val_fraction=0.4, test_fraction=0.4)
+COHORT = SynthConfig(
+    patients=60, seed=5, image_size=32, workers=1, train_fraction=0.2, val_fraction=0.4, test_fraction=0.4
+)
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,14 +27,19 @@ def make_study(*, image: bool = True, notes: bool = True, vitals: bool = True, s
     if image:
         pixels = rng.uniform(0, 1000, size=shape).astype(np.float32)
         # 8 mm pixels: the 320 x 400 mm of a chest radiograph, inside the default input scope
-        images = (ImageSeries(pixels=pixels, spacing=(8.0, 8.0), modality="DX", series_uid="1.2.3.4", window=(500.0, 1000.0)),)
+        images = (
+            ImageSeries(pixels=pixels, spacing=(8.0, 8.0), modality="DX", series_uid="1.2.3.4", window=(500.0, 1000.0)),
+        )
     texts = NOTE_TEXTS if notes else ()
     note_records = tuple(
-        ClinicalNote(text=t, time=STUDY_TIME - timedelta(hours=10 - i), source_id=f"DocumentReference/n{i}") for i, t in enumerate(texts)
+        ClinicalNote(text=t, time=STUDY_TIME - timedelta(hours=10 - i), source_id=f"DocumentReference/n{i}")
+        for i, t in enumerate(texts)
     )
     series = None
     if vitals:
-        values = rng.normal(0, 1, size=(4, len(VITAL_NAMES))).astype(np.float32) + np.array([80, 16, 96, 37, 120, 75, 70], dtype=np.float32)
+        values = rng.normal(0, 1, size=(4, len(VITAL_NAMES))).astype(np.float32) + np.array(
+            [80, 16, 96, 37, 120, 75, 70], dtype=np.float32
+        )
         mask = np.ones_like(values, dtype=bool)
         mask[0, 1] = mask[2, 6] = mask[3, 6] = False
         values[~mask] = np.nan

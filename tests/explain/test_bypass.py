@@ -21,7 +21,9 @@ from tests.test_model import note_tokenizer, open_gates, tiny_config, tiny_model
 def model():
     config = tiny_config()
     config = dataclasses.replace(
-        config, vitals=dataclasses.replace(config.vitals, summary_tokens=True), notes=dataclasses.replace(config.notes, lexical_dim=4)
+        config,
+        vitals=dataclasses.replace(config.vitals, summary_tokens=True),
+        notes=dataclasses.replace(config.notes, lexical_dim=4),
     )
     m = tiny_model(config).eval()
     open_gates(m, 0.5)
@@ -158,7 +160,9 @@ def test_the_attention_view_mixes_in_the_paths_and_rollout_does_not(model, batch
                 expected = (1 - path.share) * attention_map + path.share * spread_map / spread_map.sum()
             np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
             assert got.sum() == pytest.approx(1.0)
-            np.testing.assert_array_equal(mixed[target, "rollout"].maps[modality], plain[target, "rollout"].maps[modality])
+            np.testing.assert_array_equal(
+                mixed[target, "rollout"].maps[modality], plain[target, "rollout"].maps[modality]
+            )
     assert next(calls, None) is None
     for modality, values in shares.items():  # each path carries evidence for some diagnosis, so the mixing is exercised
         assert any(0.0 < f for f in values), (modality, values)
@@ -173,7 +177,9 @@ def test_the_vitals_spread_adds_up_to_the_paths_value_statistics(model, batch):
     cells = spread(model, batch, "vitals", g_s)
     observed = batch["vitals_observed"].bool() & batch["vitals_present"].bool()[:, None, None]
     f = model.encoders["vitals"].summary_features(batch["vitals"], observed)[0]  # (C * (F + 1),)
-    value_columns = torch.tensor([(j % features) not in (6, SUMMARY_FEATURES) for j in range(f.shape[0])])  # 6: observed share
+    value_columns = torch.tensor(
+        [(j % features) not in (6, SUMMARY_FEATURES) for j in range(f.shape[0])]
+    )  # 6: observed share
     expected = float(((g_s @ model.summary_skip.weight.detach()) * f * value_columns).sum())
     assert cells.sum() == pytest.approx(expected, rel=1e-4)
     assert (cells[~observed[0].numpy()] == 0).all()

@@ -117,8 +117,15 @@ def test_gradients_match_finite_differences_and_leave_parameter_grads_alone(mode
     module = attention_sites(model)[site]
 
     def bumped(delta):
-        handle = module.register_forward_hook(lambda m, i, o: o + delta * torch.nn.functional.one_hot(
-            torch.tensor(h * o.shape[2] * o.shape[3] + q * o.shape[3] + k), o.numel()).reshape(o.shape).to(o.dtype))
+        handle = module.register_forward_hook(
+            lambda m, i, o: (
+                o
+                + delta
+                * torch.nn.functional.one_hot(torch.tensor(h * o.shape[2] * o.shape[3] + q * o.shape[3] + k), o.numel())
+                .reshape(o.shape)
+                .to(o.dtype)
+            )
+        )
         try:
             with torch.no_grad():
                 return float(diagnosis_logits(model, batch)[0, 0])
@@ -154,7 +161,9 @@ def test_a_guided_impression_target_is_written_and_scored_after_its_prompt(model
     eos = model.tokenizer.eos_token_id
     assert list(imp.impression_ids) == (new[: new.index(eos) + 1] if eos in new else new)
     tok = model.tokenizer
-    prompt = torch.tensor([[tok.bos_token_id] + tok.encode("Impression: [suspected: pneumonia; sepsis]", add_special_tokens=False)])
+    prompt = torch.tensor(
+        [[tok.bos_token_id] + tok.encode("Impression: [suspected: pneumonia; sepsis]", add_special_tokens=False)]
+    )
     expected = stepwise_log_likelihood(model, batch, prompt, imp.impression_ids)
     with torch.no_grad():
         got = float(target_score(model, batch, imp)[0])

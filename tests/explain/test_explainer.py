@@ -29,14 +29,20 @@ def _present(e) -> set[str]:
 def test_every_target_and_method_on_the_inputs(predictor, study):
     result = explain_study(predictor, study, n_steps=8)
     names = predictor.model.config.diagnoses
-    assert {(e.target, e.method) for e in result.explanations} == {(t, m) for t in (*names, "impression") for m in METHODS}
+    assert {(e.target, e.method) for e in result.explanations} == {
+        (t, m) for t in (*names, "impression") for m in METHODS
+    }
     assert result.present == ("image", "notes", "vitals")
     with torch.no_grad():
         probs = predictor.probabilities(predictor.batch([study]))[0]
     assert result.probabilities == pytest.approx(dict(zip(names, probs.tolist())))
     batch = predictor.batch([study])
     draft = predictor.model.generate(batch, ["Impression:"])[0]
-    assert result.impression == predictor.ground(batch, probs[None], [draft])[0].text == predictor.predict(study).impression
+    assert (
+        result.impression
+        == predictor.ground(batch, probs[None], [draft])[0].text
+        == predictor.predict(study).impression
+    )
     for e in result.explanations:
         assert _present(e) == MODALITIES_BY_METHOD[e.method]
         assert e.probability == (None if e.target == "impression" else pytest.approx(result.probabilities[e.target]))
@@ -55,9 +61,19 @@ def test_every_target_and_method_on_the_inputs(predictor, study):
 
 def test_absent_modalities_are_absent_not_zero(predictor):
     study = make_study(image=False, vitals=False)
-    result = explain_study(predictor, study, methods=("attention", "gradcam", "integrated_gradients"), diagnoses=["sepsis"], impression=False, n_steps=4)
+    result = explain_study(
+        predictor,
+        study,
+        methods=("attention", "gradcam", "integrated_gradients"),
+        diagnoses=["sepsis"],
+        impression=False,
+        n_steps=4,
+    )
     assert result.present == ("notes",)
-    assert {(e.target, e.method) for e in result.explanations} == {("sepsis", "attention"), ("sepsis", "integrated_gradients")}
+    assert {(e.target, e.method) for e in result.explanations} == {
+        ("sepsis", "attention"),
+        ("sepsis", "integrated_gradients"),
+    }
     for e in result.explanations:
         assert e.image is None and e.vitals is None and e.notes is not None
     assert result.get("sepsis", "attention").share == {"notes": 1.0}
@@ -85,9 +101,13 @@ def test_qlora_model_explains_and_stays_unchanged(study, cpu_4bit_kernel):
     predictor = Predictor(model, note_tokenizer=note_tokenizer())
     with torch.no_grad():
         before = predictor.probabilities(predictor.batch([study]))
-    result = explain_study(predictor, study, methods=("attention", "gradcam", "integrated_gradients"), diagnoses=["pneumonia"], n_steps=4)
+    result = explain_study(
+        predictor, study, methods=("attention", "gradcam", "integrated_gradients"), diagnoses=["pneumonia"], n_steps=4
+    )
     e = result.get("pneumonia", "attention")
-    assert e.image.relevance.sum() == pytest.approx(1.0) and not np.allclose(e.image.grid, 1 / 16)  # gradients flow through the 4-bit base
+    assert e.image.relevance.sum() == pytest.approx(1.0) and not np.allclose(
+        e.image.grid, 1 / 16
+    )  # gradients flow through the 4-bit base
     assert result.get("impression", "integrated_gradients").vitals is not None
     with torch.no_grad():
         np.testing.assert_array_equal(predictor.probabilities(predictor.batch([study])), before)
@@ -105,7 +125,9 @@ def test_a_guided_impression_is_explained_as_the_predictor_writes_it(study):
         probs = predictor.probabilities(predictor.batch([study]))[0]  # (K,)
     threshold = float(np.median(probs))
     model.config = dataclasses.replace(model.config, guide_threshold=threshold)
-    named = [model.config.diagnoses[k] for k in np.argsort(-probs, kind="stable") if probs[k] >= threshold]  # most probable first
+    named = [
+        model.config.diagnoses[k] for k in np.argsort(-probs, kind="stable") if probs[k] >= threshold
+    ]  # most probable first
     assert len(named) >= 2
     result = explain_study(predictor, study, methods=("rollout",), diagnoses=["sepsis"])
     clauses = [model.generate(predictor.batch([study]), [guided_prompt([d])])[0] for d in named]  # one clause each
@@ -113,7 +135,11 @@ def test_a_guided_impression_is_explained_as_the_predictor_writes_it(study):
     expected = ", ".join(p for p in parts if p) + "."
     batch = predictor.batch([study])
     assert predictor.draft_impressions(batch, probs[None]) == [expected]  # the draft the relevance explains
-    assert result.impression == predictor.ground(batch, probs[None], [expected])[0].text == predictor.predict(study).impression
+    assert (
+        result.impression
+        == predictor.ground(batch, probs[None], [expected])[0].text
+        == predictor.predict(study).impression
+    )
     assert result.get("impression", "rollout") is not None
     # the explained score is the sum of the clauses' log-likelihoods, each after its own guide
     target = impression_target(model, predictor.batch([study]), prompt=[guided_prompt([d]) for d in named])

@@ -84,7 +84,9 @@ def test_phrase_in_top():
 
 
 def _vitals(relevance, observed):
-    return VitalsMap(T0, 3600.0, ("heart_rate", "spo2", "weight"), np.asarray(relevance, float), np.asarray(observed, bool))
+    return VitalsMap(
+        T0, 3600.0, ("heart_rate", "spo2", "weight"), np.asarray(relevance, float), np.asarray(observed, bool)
+    )
 
 
 def test_window_cells_and_masses():
@@ -125,7 +127,11 @@ def test_deletion_drops_by_hand(model, batch):
             x[(0, 0, *encoder.token_region(c, image.shape[2:]))] = mean
         with torch.no_grad():
             ids, attn = model.prompt_ids(["Impression:"], "cpu")
-            return float(torch.sigmoid(model({**batch, "image": x}, ids, attn, torch.tensor([ids.shape[1] - 1])).diagnosis_logits[0, index]))
+            return float(
+                torch.sigmoid(
+                    model({**batch, "image": x}, ids, attn, torch.tensor([ids.shape[1] - 1])).diagnosis_logits[0, index]
+                )
+            )
 
     base = prob([])
     assert drops["attention"] == pytest.approx(base - prob([6, 12]), abs=1e-5)
@@ -136,10 +142,31 @@ def test_deletion_drops_by_hand(model, batch):
 
 def test_summarise_per_method():
     rows = [
-        CaseFigures("pneumonia", "attention", pointing=True, window_mass=0.5, window_uniform=0.2, note_hit=True, drop_top=0.3, drop_random=0.1),
-        CaseFigures("heart_failure", "attention", pointing=False, window_mass=0.6, window_uniform=0.5, note_hit=False, negated_hit=True, drop_top=0.1, drop_random=0.1),
+        CaseFigures(
+            "pneumonia",
+            "attention",
+            pointing=True,
+            window_mass=0.5,
+            window_uniform=0.2,
+            note_hit=True,
+            drop_top=0.3,
+            drop_random=0.1,
+        ),
+        CaseFigures(
+            "heart_failure",
+            "attention",
+            pointing=False,
+            window_mass=0.6,
+            window_uniform=0.5,
+            note_hit=False,
+            negated_hit=True,
+            drop_top=0.1,
+            drop_random=0.1,
+        ),
         CaseFigures("pneumonia", "gradcam", pointing=True, drop_top=0.0, drop_random=0.1),
-        CaseFigures("pneumonia", "integrated_gradients", window_mass=0.1, window_uniform=0.2, note_hit=True, negated_hit=False),
+        CaseFigures(
+            "pneumonia", "integrated_gradients", window_mass=0.1, window_uniform=0.2, note_hit=True, negated_hit=False
+        ),
     ]
     out = summarise(rows, ("attention", "gradcam", "integrated_gradients"))
     att = out["pointing_game"]["attention"]
@@ -150,7 +177,11 @@ def test_summarise_per_method():
     assert win["best_possible"] == pytest.approx(2 / 0.7) and win["meets_target"] is False
     assert out["vitals_window_ratio"]["gradcam"]["value"] is None and out["vitals_window_ratio"]["gradcam"]["n"] == 0
     assert out["note_evidence_top10"]["integrated_gradients"]["value"] == 1.0
-    assert out["negated_top10"]["attention"] == {"value": 1.0, "n": 1, "by_diagnosis": {"heart_failure": {"value": 1.0, "n": 1}}}
+    assert out["negated_top10"]["attention"] == {
+        "value": 1.0,
+        "n": 1,
+        "by_diagnosis": {"heart_failure": {"value": 1.0, "n": 1}},
+    }
     dele = out["deletion_ratio"]["attention"]
     assert dele["value"] == pytest.approx(2.0) and dele["meets_target"] is True
     assert out["deletion_ratio"]["gradcam"]["value"] == pytest.approx(0.0)
@@ -164,8 +195,13 @@ def test_distinctness_is_one_minus_the_cosine_of_the_two_maps():
     c = np.array([[0.6, 0.4], [0.0, 0.0]])
     assert distinctness(a, c) == pytest.approx(1 - 0.6 / np.sqrt(0.6**2 + 0.4**2))
     assert distinctness(a, np.zeros((2, 2))) is None
-    pairs = [PairFigure("attention", "image", 0.2), PairFigure("attention", "image", 0.6), PairFigure("attention", "image", 0.4),
-             PairFigure("attention", "vitals", 0.01), PairFigure("rollout", "image", 0.0)]
+    pairs = [
+        PairFigure("attention", "image", 0.2),
+        PairFigure("attention", "image", 0.6),
+        PairFigure("attention", "image", 0.4),
+        PairFigure("attention", "vitals", 0.01),
+        PairFigure("rollout", "image", 0.0),
+    ]
     out = summarise_distinctness(pairs, ("attention", "rollout", "gradcam"))
     assert out["attention"]["image"] == {"median": pytest.approx(0.4), "mean": pytest.approx(0.4), "n": 3}
     assert out["attention"]["vitals"]["n"] == 1 and out["rollout"]["image"]["median"] == 0.0 and out["gradcam"] == {}

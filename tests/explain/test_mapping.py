@@ -67,8 +67,16 @@ def test_notes_map_sums_token_relevance_into_words(predictor, study, batch):
     # The word-level tokenizer gives [CLS] w1 w2 ... [SEP]; punctuation is its own token and belongs to no word.
     # Note 0 "patient reports cough." -> tokens [CLS] patient reports cough . [SEP] (values 1..6)
     # Note 1 is cut at 8 tokens: [CLS] crackles right lower lobe , denies [SEP] (values 7..14)
-    word_values = {(0, "patient"): 2, (0, "reports"): 3, (0, "cough"): 4,
-                   (1, "crackles"): 8, (1, "right"): 9, (1, "lower"): 10, (1, "lobe"): 11, (1, "denies"): 13}
+    word_values = {
+        (0, "patient"): 2,
+        (0, "reports"): 3,
+        (0, "cough"): 4,
+        (1, "crackles"): 8,
+        (1, "right"): 9,
+        (1, "lower"): 10,
+        (1, "lobe"): 11,
+        (1, "denies"): 13,
+    }
     total = valid.sum() * (valid.sum() + 1) / 2
     got = {(w.note, NOTE_TEXTS[w.note][w.start : w.end]): w for w in m.words}
     for key, value in word_values.items():

@@ -26,11 +26,24 @@ def _truth(tmp_path, **changes):
                 "modalities": ["image", "vitals", "notes"],
                 "image": {"mask_file": "truth-lesions.npz", "mask_key": "pneumonia"},
                 "vitals": {"start_hour": 30.5, "end_hour": 48.0, "channels": ["heart_rate", "spo2"]},
-                "notes": {"spans": [{"note": 0, "start": 4, "end": 9, "text": "cough"}, {"note": 2, "start": 0, "end": 3, "text": "x"}]},
+                "notes": {
+                    "spans": [
+                        {"note": 0, "start": 4, "end": 9, "text": "cough"},
+                        {"note": 2, "start": 0, "end": 3, "text": "x"},
+                    ]
+                },
             }
         },
-        "distractors": {"notes": [{"note": 1, "start": 0, "end": 12, "text": "denies fever", "kind": "negated", "diagnosis": "sepsis"}]},
-        "notes": [{"index": 0, "reference": "DocumentReference/a"}, {"index": 1, "reference": "DocumentReference/b"}, {"index": 2, "reference": "DocumentReference/zzz"}],
+        "distractors": {
+            "notes": [
+                {"note": 1, "start": 0, "end": 12, "text": "denies fever", "kind": "negated", "diagnosis": "sepsis"}
+            ]
+        },
+        "notes": [
+            {"index": 0, "reference": "DocumentReference/a"},
+            {"index": 1, "reference": "DocumentReference/b"},
+            {"index": 2, "reference": "DocumentReference/zzz"},
+        ],
         "vitals": {"grid_start": (T0 - timedelta(hours=48)).isoformat()},
     }
     data.update(changes)
@@ -40,7 +53,10 @@ def _truth(tmp_path, **changes):
 
 def _study():
     # the study lists the notes in the other order: matching goes through the references
-    notes = (ClinicalNote("denies fever.", source_id="DocumentReference/b"), ClinicalNote("dry cough", source_id="DocumentReference/a"))
+    notes = (
+        ClinicalNote("denies fever.", source_id="DocumentReference/b"),
+        ClinicalNote("dry cough", source_id="DocumentReference/a"),
+    )
     return Study(study_id="p", notes=notes, time=T0)
 
 

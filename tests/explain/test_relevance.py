@@ -43,9 +43,14 @@ def test_latent_spans_follow_the_context_order(model, batch):
 
 def test_maps_have_the_token_grid_shapes_and_sum_to_one(model, batch):
     cfg = model.config.preprocess
-    relevances = attention_relevance(model, batch, [diagnosis_target(model, "pneumonia"), impression_target(model, batch, max_new_tokens=4)])
+    relevances = attention_relevance(
+        model, batch, [diagnosis_target(model, "pneumonia"), impression_target(model, batch, max_new_tokens=4)]
+    )
     assert [(r.target, r.method) for r in relevances] == [
-        ("pneumonia", "attention"), ("pneumonia", "rollout"), ("impression", "attention"), ("impression", "rollout")
+        ("pneumonia", "attention"),
+        ("pneumonia", "rollout"),
+        ("impression", "attention"),
+        ("impression", "rollout"),
     ]
     observed = batch["vitals_observed"][0].numpy()
     read = (batch["notes_attention"][0].bool() & batch["notes_present"][0][:, None]).numpy()
@@ -88,7 +93,10 @@ def test_rollout_is_class_agnostic_and_gradient_weighting_is_not(model, batch):
     by = {(r.target, r.method): r for r in attention_relevance(model, batch, targets)}
     for m in ("image", "notes", "vitals"):
         np.testing.assert_array_equal(by["pneumonia", "rollout"].maps[m], by["sepsis", "rollout"].maps[m])
-    assert any(not np.allclose(by["pneumonia", "attention"].maps[m], by["sepsis", "attention"].maps[m]) for m in ("image", "notes", "vitals"))
+    assert any(
+        not np.allclose(by["pneumonia", "attention"].maps[m], by["sepsis", "attention"].maps[m])
+        for m in ("image", "notes", "vitals")
+    )
 
 
 @pytest.mark.parametrize("present", [{"notes", "vitals"}, {"image"}, {"image", "vitals"}])

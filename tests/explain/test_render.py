@@ -29,8 +29,14 @@ from tests.explain.conftest import make_study
 
 
 def test_caption():
-    assert caption("pneumonia", 0.834, "attention", "Pneumonia") == "Pneumonia (probability 83%): attention (gradient-weighted)"
-    assert caption("acute_bronchitis", 0.5, "attention") == "acute_bronchitis (probability 50%): attention (gradient-weighted)"
+    assert (
+        caption("pneumonia", 0.834, "attention", "Pneumonia")
+        == "Pneumonia (probability 83%): attention (gradient-weighted)"
+    )
+    assert (
+        caption("acute_bronchitis", 0.5, "attention")
+        == "acute_bronchitis (probability 50%): attention (gradient-weighted)"
+    )
     assert caption("impression", None, "gradcam") == "Impression: Grad-CAM"
 
 
@@ -65,7 +71,9 @@ def test_png_files(tmp_path):
     path = render_image(study.images[0], image, caption("pneumonia", 0.5, "attention"), tmp_path / "a" / "image.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and imread(path).shape == (640, 600, 4)
     observed = study.vitals.mask
-    vitals = VitalsMap(study.vitals.start, 3600.0, tuple(VITAL_NAMES), np.where(observed, 1.0, 0) / observed.sum(), observed)
+    vitals = VitalsMap(
+        study.vitals.start, 3600.0, tuple(VITAL_NAMES), np.where(observed, 1.0, 0) / observed.sum(), observed
+    )
     path = render_vitals(study.vitals, vitals, "x", tmp_path / "vitals.png")
     shown = sum(observed[:, c].any() for c in range(observed.shape[1]))
     assert imread(path).shape == (int(round(100 * (0.6 * shown + 1.6))), 800, 4)

@@ -20,8 +20,14 @@ def test_explain_patient_writes_every_view(small_cohort, predictor, tmp_path):
     assert json.loads((out / "explanation.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["present"] == ["image", "notes", "vitals"] and summary["missing"] == []
     names = predictor.model.config.diagnoses
-    assert {(e["target"], e["method"]) for e in summary["explanations"]} == {(t, m) for t in (*names, "impression") for m in methods}
-    expected = {"attention": {"image", "vitals", "notes"}, "gradcam": {"image"}, "integrated_gradients": {"vitals", "notes"}}
+    assert {(e["target"], e["method"]) for e in summary["explanations"]} == {
+        (t, m) for t in (*names, "impression") for m in methods
+    }
+    expected = {
+        "attention": {"image", "vitals", "notes"},
+        "gradcam": {"image"},
+        "integrated_gradients": {"vitals", "notes"},
+    }
     for e in summary["explanations"]:
         assert set(e["files"]) == expected[e["method"]]
         for modality, rel in e["files"].items():
@@ -45,7 +51,10 @@ def test_explain_cohort_scores_the_planted_truth(small_cohort, predictor, tmp_pa
     test = manifest[manifest.split == "test"]
     assert doc["cases"]["patients"] == len(test) and doc["split"] == "test"
     lesions = sum(
-        1 for folder in test.folder for name, ev in _truth(small_cohort / folder)["evidence"].items() if ev["image"] is not None
+        1
+        for folder in test.folder
+        for name, ev in _truth(small_cohort / folder)["evidence"].items()
+        if ev["image"] is not None
     )
     for figure in ("pointing_game", "vitals_window_ratio", "note_evidence_top10", "negated_top10", "deletion_ratio"):
         assert set(doc[figure]) == set(METHODS)
@@ -61,5 +70,14 @@ def test_explain_cohort_scores_the_planted_truth(small_cohort, predictor, tmp_pa
     assert distinct["attention"]["image"]["n"] == doc["cases"]["patients"] - doc["cases"]["unreadable"]
     assert "image" not in distinct["integrated_gradients"] and set(distinct["gradcam"]) == {"image"}
     assert all(0.0 <= v["median"] <= 1.0 for per in distinct.values() for v in per.values())
-    limited = explain_cohort(None, small_cohort, tmp_path / "one", limit=1, split=None, methods=("attention",), predictor=predictor, progress=False)
+    limited = explain_cohort(
+        None,
+        small_cohort,
+        tmp_path / "one",
+        limit=1,
+        split=None,
+        methods=("attention",),
+        predictor=predictor,
+        progress=False,
+    )
     assert limited["cases"]["patients"] == 1 and limited["split"] == "all" and limited["methods"] == ["attention"]

@@ -62,8 +62,17 @@ def test_repeat_interleave_matches_generate_expansion():
 
 def fused_llama():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     lm = AutoModelForCausalLM.from_config(config).eval()
     fusion = CrossAttentionFusion.for_lm(lm, FusionConfig(every_n=2, heads=2))
     fusion.attach(lm)

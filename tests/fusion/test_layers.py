@@ -63,20 +63,39 @@ CONFIGS = {
     "phi3": lambda: Phi3Config(**{k: v for k, v in DECODER.items() if k != "head_dim"}),
     "gpt2": lambda: GPT2Config(vocab_size=VOCAB, n_embd=WIDTH, n_layer=LAYERS, n_head=4, **IDS),
     "gpt_neox": lambda: GPTNeoXConfig(
-        vocab_size=VOCAB, hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=4, **IDS
+        vocab_size=VOCAB,
+        hidden_size=WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        **IDS,
     ),
     "opt": lambda: OPTConfig(
-        vocab_size=VOCAB, hidden_size=WIDTH, ffn_dim=64, num_hidden_layers=LAYERS, num_attention_heads=4,
-        word_embed_proj_dim=WIDTH, **IDS,
+        vocab_size=VOCAB,
+        hidden_size=WIDTH,
+        ffn_dim=64,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        word_embed_proj_dim=WIDTH,
+        **IDS,
     ),
-    "falcon": lambda: FalconConfig(vocab_size=VOCAB, hidden_size=WIDTH, num_hidden_layers=LAYERS, num_attention_heads=4, **IDS),
+    "falcon": lambda: FalconConfig(
+        vocab_size=VOCAB, hidden_size=WIDTH, num_hidden_layers=LAYERS, num_attention_heads=4, **IDS
+    ),
 }
 
 
 def build(kind: str) -> nn.Module:
     torch.manual_seed(0)
     if kind == "gemma3":
-        vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)
+        vision = dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        )
         config = Gemma3Config(text_config=DECODER, vision_config=vision, mm_tokens_per_image=4)
         return Gemma3ForConditionalGeneration(config).eval()
     return AutoModelForCausalLM.from_config(CONFIGS[kind]()).eval()
@@ -287,8 +306,24 @@ def test_fusion_state_dict_holds_only_its_blocks():
     fusion = CrossAttentionFusion.for_lm(lm, FusionConfig(heads=4))
     fusion.attach(lm)
     assert all(name.startswith("blocks.") for name in fusion.state_dict())
-    lora_targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj",
-                    "c_fc", "dense", "fc1", "fc2", "query", "key", "value"}
+    lora_targets = {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "c_attn",
+        "c_proj",
+        "c_fc",
+        "dense",
+        "fc1",
+        "fc2",
+        "query",
+        "key",
+        "value",
+    }
     leaf_names = {name.rsplit(".", 1)[-1] for name, _ in fusion.named_modules()}
     assert not leaf_names & lora_targets
 
@@ -329,7 +364,10 @@ def test_qlora_lm_with_gradient_checkpointing(tmp_path, cpu_4bit_kernel):
     config = LlamaConfig(**{**DECODER, "hidden_size": 64, "intermediate_size": 128, "head_dim": 16})
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     quant = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
     )
     lm = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=quant, device_map="cpu")
     assert use_cpu_kernel(lm) == cpu_4bit_kernel

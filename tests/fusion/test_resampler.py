@@ -16,9 +16,7 @@ def tiny(depth: int = 2) -> PerceiverResampler:
 def inputs():
     g = torch.Generator().manual_seed(1)
     tokens = torch.randn(3, 7, D_IN, generator=g)
-    mask = torch.tensor(
-        [[1, 1, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool
-    )
+    mask = torch.tensor([[1, 1, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)
     return tokens, mask
 
 

@@ -220,8 +220,15 @@ class _Worker:
 class FuzzRunner:
     """A pool of worker processes that read fuzz cases under a per-input time and memory limit."""
 
-    def __init__(self, *, workers: int = 2, timeout_s: float = 10.0, memory_mib: int = 2048,
-                 target: Callable[[Case, Path], str] = ingest, warm_up: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        timeout_s: float = 10.0,
+        memory_mib: int = 2048,
+        target: Callable[[Case, Path], str] = ingest,
+        warm_up: bool = True,
+    ) -> None:
         """`target` reads one case (a module-level function: workers import it); `memory_mib` is the
         address space a worker may add after warming up (0: unbounded)."""
         self.timeout_s, self.memory_mib, self.target, self.warm_up = timeout_s, memory_mib, target, warm_up
@@ -371,8 +378,16 @@ class Summary:
         return out
 
 
-def run_pass(seed: int, *, count: int | None = None, seconds: float | None = None, workers: int = 2,
-             timeout_s: float = 10.0, memory_mib: int = 2048, save_dir: Path | None = None) -> Summary:
+def run_pass(
+    seed: int,
+    *,
+    count: int | None = None,
+    seconds: float | None = None,
+    workers: int = 2,
+    timeout_s: float = 10.0,
+    memory_mib: int = 2048,
+    save_dir: Path | None = None,
+) -> Summary:
     """Run a fuzz pass and sum it up; failing inputs are written to `save_dir` when given."""
     summary = Summary(seed)
     start = time.monotonic()

@@ -23,8 +23,9 @@ from pydicom.datadict import dictionary_has_tag
 from tests.fuzz.mutators_text import mutate_fhir, mutate_ndjson, mutate_parquet, mutate_table
 from tests.fuzz.seeds import DICOM, FHIR, NDJSON, PARQUET, SUFFIX, VITALS, ZIP, Seed, all_seeds, zip_bytes
 
-VRS = tuple(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT "
-            b"UV".split())
+VRS = tuple(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
+)
 LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())  # 2 reserved bytes, 4-byte length
 TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2",  # implicit VR little endian
@@ -157,8 +158,23 @@ def corrupt_length(data: bytes, rng: random.Random) -> bytes:
     old = int.from_bytes(data[h.length_at : h.length_at + h.length_size], h.byteorder)
     rest = len(data) - h.length_at - h.length_size
     top = (1 << (8 * h.length_size)) - 1
-    new = rng.choice((0, 1, 3, old + 1, max(old - 1, 0), old * 2, old + 2, rest, rest + 2, top, top - 1, top >> 1,
-                      rng.randrange(top + 1)))
+    new = rng.choice(
+        (
+            0,
+            1,
+            3,
+            old + 1,
+            max(old - 1, 0),
+            old * 2,
+            old + 2,
+            rest,
+            rest + 2,
+            top,
+            top - 1,
+            top >> 1,
+            rng.randrange(top + 1),
+        )
+    )
     return data[: h.length_at] + (new & top).to_bytes(h.length_size, h.byteorder) + data[h.length_at + h.length_size :]
 
 
@@ -180,7 +196,7 @@ def swap_transfer_syntax(data: bytes, rng: random.Random) -> bytes:
     (length,) = struct.unpack("<H", data[at + 6 : at + 8])
     uid = rng.choice(TRANSFER_SYNTAXES).encode()
     uid += b"\x00" * (len(uid) % 2)
-    return data[:at + 6] + struct.pack("<H", len(uid)) + uid + data[at + 8 + length :]
+    return data[: at + 6] + struct.pack("<H", len(uid)) + uid + data[at + 8 + length :]
 
 
 def duplicate_element(data: bytes, rng: random.Random) -> bytes:
@@ -196,8 +212,16 @@ def duplicate_element(data: bytes, rng: random.Random) -> bytes:
     return data[:at] + element + data[at:]
 
 
-_IMAGE_US = {0x0002: "SamplesPerPixel", 0x0006: "PlanarConfiguration", 0x0010: "Rows", 0x0011: "Columns",
-             0x0100: "BitsAllocated", 0x0101: "BitsStored", 0x0102: "HighBit", 0x0103: "PixelRepresentation"}
+_IMAGE_US = {
+    0x0002: "SamplesPerPixel",
+    0x0006: "PlanarConfiguration",
+    0x0010: "Rows",
+    0x0011: "Columns",
+    0x0100: "BitsAllocated",
+    0x0101: "BitsStored",
+    0x0102: "HighBit",
+    0x0103: "PixelRepresentation",
+}
 _ODD_US = (0, 1, 2, 3, 7, 8, 12, 16, 17, 32, 33, 64, 0x7FFF, 0x8000, 0xFFFF)
 _ODD_FRAMES = (b"0 ", b"-1", b"65535 ", b"2147483647", b"1e9 ", b"3.5 ", b"", b"abcd")
 
@@ -229,11 +253,31 @@ def odd_image_attribute(data: bytes, rng: random.Random) -> bytes:
     return data[:value_at] + rng.choice(_ODD_US).to_bytes(2, h.byteorder) + data[value_at + 2 :]
 
 
-DATE_KEYWORDS = ("AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime", "ContentDate", "SeriesDate", "StudyDate",
-                  "StudyTime", "TimezoneOffsetFromUTC", "PatientBirthDate", "PatientAge")
+DATE_KEYWORDS = (
+    "AcquisitionDateTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "ContentDate",
+    "SeriesDate",
+    "StudyDate",
+    "StudyTime",
+    "TimezoneOffsetFromUTC",
+    "PatientBirthDate",
+    "PatientAge",
+)
 ODD_DICOM_DATES = {
-    "AcquisitionDateTime": ("00010101000000+1400", "00010101000000", "99991231235959-1200", "18991231235959+1400",
-                            "29990101", "20240230120000", "2024", "20241301", "20240310081500.123456789", "-20240310"),
+    "AcquisitionDateTime": (
+        "00010101000000+1400",
+        "00010101000000",
+        "99991231235959-1200",
+        "18991231235959+1400",
+        "29990101",
+        "20240230120000",
+        "2024",
+        "20241301",
+        "20240310081500.123456789",
+        "-20240310",
+    ),
     "TimezoneOffsetFromUTC": ("+1400", "-1200", "+9999", "1400", "+14", "-0000", "abcd"),
     "PatientAge": ("000Y", "999Y", "012M", "-01Y", "12Y", "ABCD"),
     "PatientBirthDate": ("00010101", "99991231", "20240230", "19000101", "2024"),
@@ -277,14 +321,29 @@ def other_patient(data: bytes, rng: random.Random) -> bytes:
     def edit(ds) -> None:
         ds.PatientID = rng.choice(("OTHER-1", "OTHER-2", "x" * 64, " ", "1CT1"))
         if rng.random() < 0.5:
-            ds.PatientSex, ds.PatientBirthDate = rng.choice(("M", "F", "O", "")), rng.choice(("19500101", "20200101", ""))
+            ds.PatientSex, ds.PatientBirthDate = (
+                rng.choice(("M", "F", "O", "")),
+                rng.choice(("19500101", "20200101", "")),
+            )
 
     return _edit_dicom(data, edit, rng)
 
 
 DICOM_MUTATORS: tuple[Callable[[bytes, random.Random], bytes], ...] = (
-    flip_bytes, truncate, corrupt_length, corrupt_length, swap_vr, swap_vr, insert_garbage, delete_chunk,
-    swap_transfer_syntax, duplicate_element, odd_image_attribute, odd_image_attribute, odd_dicom_date, odd_dicom_date,
+    flip_bytes,
+    truncate,
+    corrupt_length,
+    corrupt_length,
+    swap_vr,
+    swap_vr,
+    insert_garbage,
+    delete_chunk,
+    swap_transfer_syntax,
+    duplicate_element,
+    odd_image_attribute,
+    odd_image_attribute,
+    odd_dicom_date,
+    odd_dicom_date,
     other_patient,
 )
 BYTE_MUTATORS = (flip_bytes, truncate, insert_garbage, delete_chunk)

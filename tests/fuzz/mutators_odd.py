@@ -22,25 +22,98 @@ from tests.fuzz.json_paths import slots
 RAW = "\x00raw:"  # a string starting so is written into the JSON text as what follows, unquoted
 _RAW_JSON = re.compile(re.escape(json.dumps(RAW)[:-1]) + r'([-+.eE0-9]*)"')
 
-CODEC_CHARSETS = ("rot13", "hex", "base64", "zlib", "bz2", "uu", "quopri", "punycode", "idna", "unicode_escape",
-                  "raw_unicode_escape", "undefined", "charmap", "utf-7", "utf-16", "utf-32-be", "cp037", "x-unknown",
-                  "utf\x008", "", '"utf-8"')
-HUGE_LITERALS = ("1" * 4_300, "1" * 4_301, "-" + "9" * 10_000, "7" * 100_000, "1e999999", "-1e-999999",
-                 "0." + "0" * 5_000 + "1", "12345678901234567890" * 300 + ".5", "1" * 50_000 + "e-49999")
+CODEC_CHARSETS = (
+    "rot13",
+    "hex",
+    "base64",
+    "zlib",
+    "bz2",
+    "uu",
+    "quopri",
+    "punycode",
+    "idna",
+    "unicode_escape",
+    "raw_unicode_escape",
+    "undefined",
+    "charmap",
+    "utf-7",
+    "utf-16",
+    "utf-32-be",
+    "cp037",
+    "x-unknown",
+    "utf\x008",
+    "",
+    '"utf-8"',
+)
+HUGE_LITERALS = (
+    "1" * 4_300,
+    "1" * 4_301,
+    "-" + "9" * 10_000,
+    "7" * 100_000,
+    "1e999999",
+    "-1e-999999",
+    "0." + "0" * 5_000 + "1",
+    "12345678901234567890" * 300 + ".5",
+    "1" * 50_000 + "e-49999",
+)
 LONG_LENGTHS = (1_000, 32_000, 300_000, 1_000_000)
 # Keys whose strings are read as more than text: references, units, codes, times, types, markup.
-LONG_KEYS = ("reference", "fullUrl", "url", "unit", "code", "system", "display", "contentType", "div", "id",
-             "value", "text", "title", "family", "birthDate", "effectiveDateTime", "issued", "date", "type")
-ODD_DATES = (
-    "0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00Z", "0001-01-01", "0001", "0001-01",
-    "9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59.999999-12:00", "9999-12-31T23:59:59Z", "9999-12-31", "9999",
-    "1899-12-31T23:59:59+14:00", "1850-06-01T12:00:00-12:00", "1752-09-03", "1900-01-01T00:00:00-12:00",
-    "2999-01-01T00:00:00Z", "5000-06-15T12:00:00+14:00", "2100-02-29", "2096-02-29T00:00:00-12:00",
-    "2024-03-10T08:00:00+14:00", "2024-03-10T08:00:00-12:00", "2024-03-10T08:00:00+13:59", "2024-03-10T08:00:00-00:00",
-    "2024-03-10T23:59:60Z", "2024-03-10T24:00:00Z", "2024-03-10T08:00:00.000000001+14:00",
+LONG_KEYS = (
+    "reference",
+    "fullUrl",
+    "url",
+    "unit",
+    "code",
+    "system",
+    "display",
+    "contentType",
+    "div",
+    "id",
+    "value",
+    "text",
+    "title",
+    "family",
+    "birthDate",
+    "effectiveDateTime",
+    "issued",
+    "date",
+    "type",
 )
-ODD_TABLE_TIMES = ODD_DATES + ("0001-01-01 00:00:00+14:00", "9999-12-31 23:59:59-12:00", "1899-12-31T23:00",
-                               "2024-03-09T20:10:00+23:59", "2024-03-09T20:10:00-23:59", "00010101T000000")
+ODD_DATES = (
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00Z",
+    "0001-01-01",
+    "0001",
+    "0001-01",
+    "9999-12-31T23:59:59-12:00",
+    "9999-12-31T23:59:59.999999-12:00",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31",
+    "9999",
+    "1899-12-31T23:59:59+14:00",
+    "1850-06-01T12:00:00-12:00",
+    "1752-09-03",
+    "1900-01-01T00:00:00-12:00",
+    "2999-01-01T00:00:00Z",
+    "5000-06-15T12:00:00+14:00",
+    "2100-02-29",
+    "2096-02-29T00:00:00-12:00",
+    "2024-03-10T08:00:00+14:00",
+    "2024-03-10T08:00:00-12:00",
+    "2024-03-10T08:00:00+13:59",
+    "2024-03-10T08:00:00-00:00",
+    "2024-03-10T23:59:60Z",
+    "2024-03-10T24:00:00Z",
+    "2024-03-10T08:00:00.000000001+14:00",
+)
+ODD_TABLE_TIMES = ODD_DATES + (
+    "0001-01-01 00:00:00+14:00",
+    "9999-12-31 23:59:59-12:00",
+    "1899-12-31T23:00",
+    "2024-03-09T20:10:00+23:59",
+    "2024-03-09T20:10:00-23:59",
+    "00010101T000000",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,8 +124,29 @@ def long_string(rng: random.Random, length: int | None = None, cell_safe: bool =
     """A long unstructured string of one of the shapes that trip parsers: runs of one character,
     repeated fragments of references, units, markup or references to characters."""
     n = length or rng.choice(LONG_LENGTHS)
-    fragments = ("A", "Ab", " ", "{a}", "{", "}{", "/", "Patient/", "<a", "</", "&#1", "[", "0", "-", ":", "\t",
-                 "a b", "urn:uuid:", "%", "T", "+14:00")
+    fragments = (
+        "A",
+        "Ab",
+        " ",
+        "{a}",
+        "{",
+        "}{",
+        "/",
+        "Patient/",
+        "<a",
+        "</",
+        "&#1",
+        "[",
+        "0",
+        "-",
+        ":",
+        "\t",
+        "a b",
+        "urn:uuid:",
+        "%",
+        "T",
+        "+14:00",
+    )
     if rng.random() < 0.2:
         alphabet = string.ascii_letters + string.digits + " /{}[]<>&#:;.-_+%"
         text = "".join(rng.choice(alphabet) for _ in range(min(n, 5_000)))
@@ -137,7 +231,13 @@ def odd_fhir_date(doc: Any, rng: random.Random) -> None:
 
 
 FHIR_FAMILIES: tuple[Callable[[Any, random.Random], None], ...] = (
-    codec_charset, huge_literal, wrong_type, wrong_type, long_fhir_string, long_fhir_string, odd_fhir_date,
+    codec_charset,
+    huge_literal,
+    wrong_type,
+    wrong_type,
+    long_fhir_string,
+    long_fhir_string,
+    odd_fhir_date,
 )
 
 

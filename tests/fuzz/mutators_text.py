@@ -28,27 +28,110 @@ from tests.fuzz.seeds import parquet_bytes, table_text
 
 _NEST = "\x00nest\x00"  # placeholder replaced by deeply nested JSON text after serialising
 ODD_VALUES: tuple[Any, ...] = (None, True, 0, -1, 1.5, "", "x", [], {}, [1, "a"], {"a": {}}, "\u00e9\u2028\U0001f600")
-HUGE_NUMBERS: tuple[Any, ...] = (1e308, -1e308, 10**30, 2**64, -0.0, 5e-324, float("inf"), float("-inf"),
-                                 float("nan"), 10**400)
+HUGE_NUMBERS: tuple[Any, ...] = (
+    1e308,
+    -1e308,
+    10**30,
+    2**64,
+    -0.0,
+    5e-324,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    10**400,
+)
 NAN_STRINGS = ("NaN", "nan", "Infinity", "-Infinity", "1e999", "", " ", "0x1F", "1,5", "12abc")
 BAD_CODES: tuple[Any, ...] = ("", "0000-0", " 8867-4", "85354-9", "8310-5", "2708-6", "UNK", 42, None, "\u00e9")
 BAD_SYSTEMS = ("", "http://loinc.org/", "urn:oid:", "http://snomed.info/sct", "http://unitsofmeasure.org")
-BAD_REFERENCES: tuple[Any, ...] = ("", "Patient/", "Patient/does-not-exist", "urn:uuid:00000000", "#missing",
-                                   "Practitioner/1", "Patient/1/_history/x", "http://other.example/Patient/1",
-                                   "Patient?identifier=|", "Patient/" + "9" * 300, 7, None, {"reference": {}})
-BAD_BASE64 = ("!!!!", "abc", "YQ", "====", "\u00fc\u00fc", "YWJj\nZGVm", "",
-              base64.b64encode(b"\xff\xfe\x00\xc3(").decode(), base64.b64encode(b"x" * 300_000).decode())
-BAD_DATES = ("2024-13-45T25:61:00Z", "0000-01-01", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00",
-             "2024-02-30", "2024-03-10T08:00:00", "2024", "2024-03", "2024-03-10T08:00", "yesterday", "",
-             "2024-03-10T08:00:00+25:00", "1900-01-01T00:00:00.123456789Z")
-BAD_TIMES = ("", "yesterday", "2024-02-30T00:00:00Z", "9999-12-31T23:59:59", "0001-01-01T00:00:00+14:00",
-             "1700000000", "2024-03-10T08:00:00+25:00", "2024-03-10 08:00", "NaT", "2024-W10", "T08:00",
-             "2024-03-10T08:00:00.1234567Z", "\u0662\u0660\u0662\u0664-03-10")
-BAD_VALUES = ("abc", "1,5", "1e999", "nan", "NaN", "inf", "-inf", "0x10", "  ", "1_000", "1e-400", "-0", "+5",
-              "9" * 400, "\u0661\u0662", "True")
+BAD_REFERENCES: tuple[Any, ...] = (
+    "",
+    "Patient/",
+    "Patient/does-not-exist",
+    "urn:uuid:00000000",
+    "#missing",
+    "Practitioner/1",
+    "Patient/1/_history/x",
+    "http://other.example/Patient/1",
+    "Patient?identifier=|",
+    "Patient/" + "9" * 300,
+    7,
+    None,
+    {"reference": {}},
+)
+BAD_BASE64 = (
+    "!!!!",
+    "abc",
+    "YQ",
+    "====",
+    "\u00fc\u00fc",
+    "YWJj\nZGVm",
+    "",
+    base64.b64encode(b"\xff\xfe\x00\xc3(").decode(),
+    base64.b64encode(b"x" * 300_000).decode(),
+)
+BAD_DATES = (
+    "2024-13-45T25:61:00Z",
+    "0000-01-01",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-12:00",
+    "2024-02-30",
+    "2024-03-10T08:00:00",
+    "2024",
+    "2024-03",
+    "2024-03-10T08:00",
+    "yesterday",
+    "",
+    "2024-03-10T08:00:00+25:00",
+    "1900-01-01T00:00:00.123456789Z",
+)
+BAD_TIMES = (
+    "",
+    "yesterday",
+    "2024-02-30T00:00:00Z",
+    "9999-12-31T23:59:59",
+    "0001-01-01T00:00:00+14:00",
+    "1700000000",
+    "2024-03-10T08:00:00+25:00",
+    "2024-03-10 08:00",
+    "NaT",
+    "2024-W10",
+    "T08:00",
+    "2024-03-10T08:00:00.1234567Z",
+    "\u0662\u0660\u0662\u0664-03-10",
+)
+BAD_VALUES = (
+    "abc",
+    "1,5",
+    "1e999",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "0x10",
+    "  ",
+    "1_000",
+    "1e-400",
+    "-0",
+    "+5",
+    "9" * 400,
+    "\u0661\u0662",
+    "True",
+)
 BAD_UNITS = ("K", "mmHg2", "", "{x}", "{", "}{", "[degF", "kg{", "{beats}/min{", "/MIN", "\u00b0C", "%%", "1/s")
-BAD_HEADERS = ("", "Time", " time ", "value", "code", "heart_rate [", "[/min]", "heart_rate [K]",
-               "heart_rate [[/min]]", "x [/min]", "time.1", "\ufefftime")
+BAD_HEADERS = (
+    "",
+    "Time",
+    " time ",
+    "value",
+    "code",
+    "heart_rate [",
+    "[/min]",
+    "heart_rate [K]",
+    "heart_rate [[/min]]",
+    "x [/min]",
+    "time.1",
+    "\ufefftime",
+)
 
 
 def delete_key(doc: Any, rng: random.Random) -> None:
@@ -116,8 +199,20 @@ def odd_resource_type(doc: Any, rng: random.Random) -> None:
 
 
 JSON_MUTATORS: tuple[Callable[[Any, random.Random], None], ...] = (
-    delete_key, delete_key, change_type, change_type, wrong_code, huge_number, nan_string, deep_nesting,
-    bad_reference, bad_base64, bad_date, repeat_entry, odd_resource_type, *FHIR_FAMILIES,
+    delete_key,
+    delete_key,
+    change_type,
+    change_type,
+    wrong_code,
+    huge_number,
+    nan_string,
+    deep_nesting,
+    bad_reference,
+    bad_base64,
+    bad_date,
+    repeat_entry,
+    odd_resource_type,
+    *FHIR_FAMILIES,
 )
 
 
@@ -267,8 +362,18 @@ def blow_up(rows: list[list[str]], rng: random.Random) -> None:
 
 
 TABLE_MUTATORS: tuple[Callable[[list[list[str]], random.Random], None], ...] = (
-    bad_time, bad_time, bad_value, bad_value, bad_unit, bad_code, drop_column, rename_header, ragged_row,
-    quote_cell, blow_up, *TABLE_FAMILIES,
+    bad_time,
+    bad_time,
+    bad_value,
+    bad_value,
+    bad_unit,
+    bad_code,
+    drop_column,
+    rename_header,
+    ragged_row,
+    quote_cell,
+    blow_up,
+    *TABLE_FAMILIES,
 )
 
 

@@ -30,14 +30,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="fuzz seed: case i is the same on every run")
     parser.add_argument("--workers", type=int, default=cpu_workers(), help="worker processes (default: cores)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-input time limit in seconds")
-    parser.add_argument("--memory-mib", type=int, default=2048,
-                        help="address space a worker may add while reading an input (0: unbounded)")
+    parser.add_argument(
+        "--memory-mib",
+        type=int,
+        default=2048,
+        help="address space a worker may add while reading an input (0: unbounded)",
+    )
     parser.add_argument("--save", type=Path, default=None, help="folder to write failing inputs to")
     parser.add_argument("--json", type=Path, default=None, help="file to write the figures to as JSON")
     args = parser.parse_args(argv)
 
-    summary = run_pass(args.seed, count=args.count, seconds=None if args.count else args.seconds,
-                       workers=args.workers, timeout_s=args.timeout, memory_mib=args.memory_mib, save_dir=args.save)
+    summary = run_pass(
+        args.seed,
+        count=args.count,
+        seconds=None if args.count else args.seconds,
+        workers=args.workers,
+        timeout_s=args.timeout,
+        memory_mib=args.memory_mib,
+        save_dir=args.save,
+    )
     print("\n".join(summary.lines()))
     if args.json is not None:
         args.json.write_text(json.dumps(summary.as_dict(), indent=2))

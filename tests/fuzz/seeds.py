@@ -82,36 +82,82 @@ def _part10(ds: Dataset, sop_class: str, syntax: str, instance: str) -> bytes:
 
 def radiograph_bytes() -> bytes:
     """A 12-bit MONOCHROME1 chest radiograph (CR), 24x20, with a stored window and a UTC offset."""
-    ds = _item(Modality="CR", Rows=24, Columns=20, SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME1",
-               BitsAllocated=16, BitsStored=12, HighBit=11, PixelRepresentation=0, ImagerPixelSpacing=[0.2, 0.2],
-               ViewPosition="PA", BodyPartExamined="CHEST", WindowCenter=[2048, 1500], WindowWidth=[4096, 2000],
-               AcquisitionDate="20240310", AcquisitionTime="081500.25", TimezoneOffsetFromUTC="-0500")
+    ds = _item(
+        Modality="CR",
+        Rows=24,
+        Columns=20,
+        SamplesPerPixel=1,
+        PhotometricInterpretation="MONOCHROME1",
+        BitsAllocated=16,
+        BitsStored=12,
+        HighBit=11,
+        PixelRepresentation=0,
+        ImagerPixelSpacing=[0.2, 0.2],
+        ViewPosition="PA",
+        BodyPartExamined="CHEST",
+        WindowCenter=[2048, 1500],
+        WindowWidth=[4096, 2000],
+        AcquisitionDate="20240310",
+        AcquisitionTime="081500.25",
+        TimezoneOffsetFromUTC="-0500",
+    )
     ds.PixelData = (np.arange(24 * 20, dtype=np.uint16).reshape(24, 20) * 8).tobytes()
     return _part10(ds, _CR_SOP, ExplicitVRLittleEndian, "2.25.1.1.1")
 
 
 def enhanced_ct_bytes() -> bytes:
     """A 3-frame enhanced CT with per-frame positions and rescale, frames stored out of order."""
-    per_frame = [_item(PlanePositionSequence=[_item(ImagePositionPatient=[0, 0, z])],
-                       PixelValueTransformationSequence=[_item(RescaleSlope=1, RescaleIntercept=-1024)])
-                 for z in (20.0, 10.0, 15.0)]
-    shared = _item(PlaneOrientationSequence=[_item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])],
-                   PixelMeasuresSequence=[_item(PixelSpacing=[0.8, 0.8], SliceThickness=5)])
-    ds = _item(Modality="CT", Rows=8, Columns=6, NumberOfFrames=3, SamplesPerPixel=1,
-               PhotometricInterpretation="MONOCHROME2", BitsAllocated=16, BitsStored=16, HighBit=15,
-               PixelRepresentation=1, SharedFunctionalGroupsSequence=[shared],
-               PerFrameFunctionalGroupsSequence=per_frame, AcquisitionDateTime="20240310081500+0100")
+    per_frame = [
+        _item(
+            PlanePositionSequence=[_item(ImagePositionPatient=[0, 0, z])],
+            PixelValueTransformationSequence=[_item(RescaleSlope=1, RescaleIntercept=-1024)],
+        )
+        for z in (20.0, 10.0, 15.0)
+    ]
+    shared = _item(
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])],
+        PixelMeasuresSequence=[_item(PixelSpacing=[0.8, 0.8], SliceThickness=5)],
+    )
+    ds = _item(
+        Modality="CT",
+        Rows=8,
+        Columns=6,
+        NumberOfFrames=3,
+        SamplesPerPixel=1,
+        PhotometricInterpretation="MONOCHROME2",
+        BitsAllocated=16,
+        BitsStored=16,
+        HighBit=15,
+        PixelRepresentation=1,
+        SharedFunctionalGroupsSequence=[shared],
+        PerFrameFunctionalGroupsSequence=per_frame,
+        AcquisitionDateTime="20240310081500+0100",
+    )
     ds.PixelData = (np.arange(3 * 8 * 6, dtype=np.int16) - 50).tobytes()
     return _part10(ds, _ENHANCED_CT_SOP, ExplicitVRLittleEndian, "2.25.1.1.2")
 
 
 def implicit_ct_bytes(z: float = 0.0) -> bytes:
     """A 16x16 implicit-VR CT slice with geometry and rescale (a member of a small volume)."""
-    ds = _item(Modality="CT", Rows=16, Columns=16, SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2",
-               BitsAllocated=16, BitsStored=12, HighBit=11, PixelRepresentation=0, RescaleSlope=1,
-               RescaleIntercept=-1024, PixelSpacing=[0.7, 0.7], ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
-               ImagePositionPatient=[0, 0, z], InstanceNumber=int(z) + 1, StudyDate="20240310",
-               StudyTime="0800")
+    ds = _item(
+        Modality="CT",
+        Rows=16,
+        Columns=16,
+        SamplesPerPixel=1,
+        PhotometricInterpretation="MONOCHROME2",
+        BitsAllocated=16,
+        BitsStored=12,
+        HighBit=11,
+        PixelRepresentation=0,
+        RescaleSlope=1,
+        RescaleIntercept=-1024,
+        PixelSpacing=[0.7, 0.7],
+        ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+        ImagePositionPatient=[0, 0, z],
+        InstanceNumber=int(z) + 1,
+        StudyDate="20240310",
+        StudyTime="0800",
+    )
     ds.PixelData = np.full((16, 16), 1000 + int(z), np.uint16).tobytes()
     return _part10(ds, _CT_SOP, ImplicitVRLittleEndian, f"2.25.1.1.3.{int(z)}")
 
@@ -135,9 +181,11 @@ def dicom_seeds() -> list[Seed]:
             raise FileNotFoundError(f"pydicom test file {name} is not installed")
         with open(path, "rb") as fh:
             seeds.append(Seed(DICOM, name, fh.read()))
-    seeds += [Seed(DICOM, "cr_monochrome1.dcm", radiograph_bytes()),
-              Seed(DICOM, "enhanced_ct.dcm", enhanced_ct_bytes()),
-              Seed(DICOM, "implicit_ct.dcm", implicit_ct_bytes())]
+    seeds += [
+        Seed(DICOM, "cr_monochrome1.dcm", radiograph_bytes()),
+        Seed(DICOM, "enhanced_ct.dcm", enhanced_ct_bytes()),
+        Seed(DICOM, "implicit_ct.dcm", implicit_ct_bytes()),
+    ]
     volume = {f"ct/s{k}.dcm": implicit_ct_bytes(float(k)) for k in range(3)}
     seeds.append(Seed(ZIP, "volume.zip", zip_bytes(volume)))
     return seeds

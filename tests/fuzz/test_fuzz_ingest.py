@@ -168,6 +168,7 @@ def test_a_repacked_zip_case_is_the_same_bytes_at_any_time():
     with zipfile.ZipFile(io.BytesIO(case.data)) as archive:
         assert {m.date_time for m in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
+
 def test_cases_that_broke_their_mutators_are_built():
     # a transfer syntax element cut off by a truncation: swapping it must not raise, whatever was cut
     seed = next(s for s in all_seeds() if s.name == "SC_rgb_jpeg_dcmtk.dcm")
@@ -209,8 +210,11 @@ def test_harness_reports_hangs_crashes_memory_and_dead_workers():
 
 def test_summary_figures():
     summary = Summary(seed=1)
-    for r in (Result(0, DICOM, "a", "loaded", "", 0.5), Result(1, FHIR, "b", "rejected", "read_fhir: FhirError", 1.25),
-              Result(2, FHIR, "c", "crash", "KeyError at medmm/io/x.py:1", 0.1)):
+    for r in (
+        Result(0, DICOM, "a", "loaded", "", 0.5),
+        Result(1, FHIR, "b", "rejected", "read_fhir: FhirError", 1.25),
+        Result(2, FHIR, "c", "crash", "KeyError at medmm/io/x.py:1", 0.1),
+    ):
         summary.add(r)
     d = summary.as_dict()
     assert d["inputs"] == 3 and d["outcomes"]["loaded"] == 1 and d["outcomes"]["crash"] == 1
@@ -239,8 +243,14 @@ def test_a_medmm_error_hiding_a_memory_error_counts_as_memory(tmp_path, monkeypa
 @pytest.mark.slow
 def test_seeded_quick_pass(tmp_path):
     """About 2,000 mutated inputs: each loads or raises a MedmmError subtype; none hangs or runs away."""
-    summary = run_pass(1, count=QUICK_PASS_INPUTS, workers=min(2, cpu_workers()), timeout_s=10.0,
-                       memory_mib=2048, save_dir=tmp_path / "failures")
+    summary = run_pass(
+        1,
+        count=QUICK_PASS_INPUTS,
+        workers=min(2, cpu_workers()),
+        timeout_s=10.0,
+        memory_mib=2048,
+        save_dir=tmp_path / "failures",
+    )
     figures = summary.as_dict()
     (tmp_path / "fuzz_summary.json").write_text(json.dumps(figures, indent=2))
     print("\n" + "\n".join(summary.lines()) + f"\nfigures written to {tmp_path / 'fuzz_summary.json'}")
@@ -339,7 +349,6 @@ def test_harness_reports_a_lost_neighbour_as_a_failure():
     summary = Summary(seed=5)
     summary.add(Result(1, FHIR, "x", "lost", "1 of 2 notes of the intact record.json", 0.1))
     assert summary.failed == 1 and summary.as_dict()["outcomes"]["lost"] == 1
-
 
 
 def test_dicom_dates_and_patients_are_changed_where_the_reader_looks():

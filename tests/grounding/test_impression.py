@@ -5,9 +5,14 @@ from __future__ import annotations
 from medmm.grounding import ground_impression
 from medmm.grounding.impression import clauses
 from medmm.prompts import diagnoses_named
-from tests.grounding.helpers import grid, study, facts
+from tests.grounding.helpers import facts, grid, study
 
-NORMAL = dict(temperature=[36.2, 37.1, 36.8], resp_rate=[11.5, 16.5, 14.0], heart_rate=[80.0, 85.0, 90.0], sbp=[120.0, 118.0, 121.0])
+NORMAL = dict(
+    temperature=[36.2, 37.1, 36.8],
+    resp_rate=[11.5, 16.5, 14.0],
+    heart_rate=[80.0, 85.0, 90.0],
+    sbp=[120.0, 118.0, 121.0],
+)
 
 
 def by_text(claims):
@@ -15,7 +20,9 @@ def by_text(claims):
 
 
 def test_fever_and_tachypnoea_against_a_normal_grid_are_removed_and_the_diagnosis_stays():
-    f = facts(study(vitals=grid(**NORMAL)), {"pneumonia": 0.78}, conformal_set=("pneumonia",), image_scores={"pneumonia": 0.9})
+    f = facts(
+        study(vitals=grid(**NORMAL)), {"pneumonia": 0.78}, conformal_set=("pneumonia",), image_scores={"pneumonia": 0.9}
+    )
     g = ground_impression("pneumonia (focal consolidation; fever and tachypnoea).", f)
     assert g.text == "pneumonia (focal consolidation)."
     removed = by_text(g.removed)
@@ -30,19 +37,31 @@ def test_fever_and_tachypnoea_against_a_normal_grid_are_removed_and_the_diagnosi
 
 
 def test_a_grid_that_shows_the_finding_keeps_it():
-    f = facts(study(vitals=grid(temperature=[37.0, 38.4], resp_rate=[18.0, 24.0])), {"pneumonia": 0.9}, conformal_set=("pneumonia",))
+    f = facts(
+        study(vitals=grid(temperature=[37.0, 38.4], resp_rate=[18.0, 24.0])),
+        {"pneumonia": 0.9},
+        conformal_set=("pneumonia",),
+    )
     g = ground_impression("pneumonia (fever and tachypnoea).", f)
     assert g.text == "pneumonia (fever and tachypnoea)." and g.removed == ()
 
 
 def test_a_negated_note_removes_the_finding_and_an_unmentioned_one_is_unsupported():
-    f = facts(study(notes=("EXAMINATION: No ankle oedema. Reports orthopnoea, now sleeping on three pillows.",)), {"heart_failure": 0.8})
+    f = facts(
+        study(notes=("EXAMINATION: No ankle oedema. Reports orthopnoea, now sleeping on three pillows.",)),
+        {"heart_failure": 0.8},
+    )
     g = ground_impression("heart failure (orthopnoea and ankle oedema; cardiomegaly).", f)
     assert g.text == "heart failure (orthopnoea)."
     removed = by_text(g.removed)
     assert removed["ankle oedema"].verdict == "contradicted" and '"No ankle oedema."' in removed["ankle oedema"].reason
-    assert removed["cardiomegaly"].verdict == "unsupported" and removed["cardiomegaly"].reason == "no radiograph was read for this study"
-    g = ground_impression("heart failure (ankle oedema).", facts(study(notes=("Abdomen soft.",)), {"heart_failure": 0.8}))
+    assert (
+        removed["cardiomegaly"].verdict == "unsupported"
+        and removed["cardiomegaly"].reason == "no radiograph was read for this study"
+    )
+    g = ground_impression(
+        "heart failure (ankle oedema).", facts(study(notes=("Abdomen soft.",)), {"heart_failure": 0.8})
+    )
     assert g.text == "heart failure." and g.removed[0].reason == "no note the model read mentions ankle oedema"
 
 
@@ -59,16 +78,29 @@ def test_a_child_gets_no_vital_sign_finding_and_the_reason_says_why():
 
 def test_an_image_only_study_keeps_only_radiograph_findings():
     f = facts(study(), {"sepsis": 0.6, "pneumonia": 0.7}, image_scores={"pneumonia": 0.8, "sepsis": 0.2})
-    g = ground_impression("pneumonia (focal consolidation; productive cough and crackles), sepsis (fever, tachycardia and hypotension; rigors and confusion).", f)
+    g = ground_impression(
+        "pneumonia (focal consolidation; productive cough and crackles), sepsis (fever, tachycardia and hypotension; rigors and confusion).",
+        f,
+    )
     assert g.text == "pneumonia (focal consolidation), sepsis."
     reasons = {c.text: c.reason for c in g.removed}
-    assert reasons["rigors"] == "no note was read for this study" and reasons["fever"] == "no vital sign was read for this study"
-    low = ground_impression("pneumonia (focal consolidation).", facts(study(), {"pneumonia": 0.7}, image_scores={"pneumonia": 0.3}))
+    assert (
+        reasons["rigors"] == "no note was read for this study"
+        and reasons["fever"] == "no vital sign was read for this study"
+    )
+    low = ground_impression(
+        "pneumonia (focal consolidation).", facts(study(), {"pneumonia": 0.7}, image_scores={"pneumonia": 0.3})
+    )
     assert low.text == "pneumonia." and low.removed[0].reason == "image-only head for pneumonia: 30% (threshold 50%)"
 
 
 def test_no_acute_diagnosis_never_stands_beside_a_non_empty_prediction_set():
-    f = facts(study(), {"heart_failure": 0.3, "pleural_effusion": 0.2}, operating=0.5, conformal_set=("heart_failure", "pleural_effusion"))
+    f = facts(
+        study(),
+        {"heart_failure": 0.3, "pleural_effusion": 0.2},
+        operating=0.5,
+        conformal_set=("heart_failure", "pleural_effusion"),
+    )
     g = ground_impression("no acute cardiopulmonary diagnosis.", f)
     assert g.text == "not ruled out (prediction set at 90% coverage): heart failure (30%), pleural effusion (20%)."
     assert g.removed[0].text == "no acute cardiopulmonary diagnosis" and g.removed[0].verdict == "contradicted"
@@ -95,10 +127,16 @@ def test_unreadable_words_are_removed_and_a_qualified_name_keeps_the_diagnosis()
 
 
 def test_a_finding_the_draft_repeats_is_stated_and_withheld_once():
-    f = facts(study(notes=("Abdomen soft.",)), {"pleural_effusion": 0.99, "heart_failure": 0.9},
-              conformal_set=("pleural_effusion", "heart_failure"), image_scores={"pleural_effusion": 0.99, "heart_failure": 0.2})
-    draft = ("pleural effusion (blunted costophrenic angle; dullness to percussion), heart failure (cardiomegaly), "
-             "pleural effusion (blunted costophrenic angle; dullness to percussion).")
+    f = facts(
+        study(notes=("Abdomen soft.",)),
+        {"pleural_effusion": 0.99, "heart_failure": 0.9},
+        conformal_set=("pleural_effusion", "heart_failure"),
+        image_scores={"pleural_effusion": 0.99, "heart_failure": 0.2},
+    )
+    draft = (
+        "pleural effusion (blunted costophrenic angle; dullness to percussion), heart failure (cardiomegaly), "
+        "pleural effusion (blunted costophrenic angle; dullness to percussion)."
+    )
     g = ground_impression(draft, f)
     assert g.text == "pleural effusion (blunted costophrenic angle), heart failure."
     assert [c.text for c in g.removed] == ["dullness to percussion", "cardiomegaly"]

@@ -24,7 +24,11 @@ def note(text: str, read: int | None = None) -> tuple[NoteText, ...]:
         ("Afebrile.", "fever", NEGATED),
         ("Radiology comment: query early sepsis, to be reviewed if febrile.", "fever", HEDGED),
         ("Past history: history of pneumonia in 2019 with rigors.", "rigors", HISTORICAL),
-        ("Radiology comment: cannot exclude a small effusion with dullness to percussion.", "dullness to percussion", HEDGED),
+        (
+            "Radiology comment: cannot exclude a small effusion with dullness to percussion.",
+            "dullness to percussion",
+            HEDGED,
+        ),
         ("Reports sudden onset sharp chest pain while at rest.", "sudden pleuritic chest pain", AFFIRMED),
         ("Reports pleuritic chest pain on deep inspiration.", "chest pain", AFFIRMED),
         ("No chest pain.", "sudden pleuritic chest pain", NEGATED),

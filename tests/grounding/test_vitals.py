@@ -64,7 +64,13 @@ def test_the_reason_quotes_the_value_and_its_step_time_without_rounding_across_t
 
 @pytest.mark.parametrize(
     ("age", "applies", "words"),
-    [(60.0, True, ""), (18.0, True, ""), (17.9, False, "17 years old"), (0.67, False, "8 months old"), (None, False, "age is unknown")],
+    [
+        (60.0, True, ""),
+        (18.0, True, ""),
+        (17.9, False, "17 years old"),
+        (0.67, False, "8 months old"),
+        (None, False, "age is unknown"),
+    ],
 )
 def test_adult_thresholds_apply_from_18_and_never_to_an_unknown_age(age, applies, words):
     ok, why = adult_thresholds_apply(study(age=age))

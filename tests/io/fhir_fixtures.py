@@ -102,9 +102,7 @@ def _observation(name: str, codes: list[tuple[str, str]], t: datetime, category:
         "id": uid(name),
         **meta,
         "status": "final",
-        "category": [
-            {"coding": [_coding(f"{TERMINOLOGY}observation-category", category, category)]}
-        ],
+        "category": [{"coding": [_coding(f"{TERMINOLOGY}observation-category", category, category)]}],
         "code": {"coding": [_coding(LOINC, c, d) for c, d in codes], "text": codes[0][1]},
         "subject": {"reference": f"urn:uuid:{PATIENT}"},
         "encounter": {"reference": f"urn:uuid:{ENCOUNTER}"},

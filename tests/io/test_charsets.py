@@ -26,8 +26,22 @@ def test_character_sets_are_used_by_their_python_name(name, expected):
 
 @pytest.mark.parametrize(
     "name",
-    ["rot13", "rot_13", "hex", "base64", "zlib", "bz2", "uu", "quopri", "quoted-printable", "punycode", "idna",
-     "unicode_escape", "raw_unicode_escape", "undefined"],
+    [
+        "rot13",
+        "rot_13",
+        "hex",
+        "base64",
+        "zlib",
+        "bz2",
+        "uu",
+        "quopri",
+        "quoted-printable",
+        "punycode",
+        "idna",
+        "unicode_escape",
+        "raw_unicode_escape",
+        "undefined",
+    ],
 )
 def test_codecs_that_are_no_character_set_are_refused(name):
     assert text_encoding(name) is None and is_codec_name(name)

@@ -61,7 +61,11 @@ def test_cached_dataset_returns_identical_tensors_and_skips_decoding(small_cohor
 
     def preprocess(study):
         calls.append(study.study_id)
-        return {"n_notes": torch.tensor(len(study.notes)), "has_image": torch.tensor(bool(study.images)), "meta": {"id": study.study_id}}
+        return {
+            "n_notes": torch.tensor(len(study.notes)),
+            "has_image": torch.tensor(bool(study.images)),
+            "meta": {"id": study.study_id},
+        }
 
     cohort = Cohort.open(small_cohort)
     dataset = CohortDataset(cohort, preprocess, tmp_path / "cache", preprocess_key="v1")

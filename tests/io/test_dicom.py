@@ -27,9 +27,19 @@ SC_SOP = "1.2.840.10008.5.1.4.1.1.7"
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def write_image(path: Path, pixels: np.ndarray, *, modality: str = "CT", sop_class: str = CT_SOP,
-                series_uid: str = "1.2.3.4", photometric: str = "MONOCHROME2", bits_stored: int = 12,
-                signed: bool = False, syntax: str = ExplicitVRLittleEndian, **attrs: object) -> Path:
+def write_image(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    modality: str = "CT",
+    sop_class: str = CT_SOP,
+    series_uid: str = "1.2.3.4",
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    signed: bool = False,
+    syntax: str = ExplicitVRLittleEndian,
+    **attrs: object,
+) -> Path:
     """Write a Part-10 image; `pixels` is (H, W), (F, H, W) or (..., 3) for colour; attrs set any keyword."""
     colour = photometric not in ("MONOCHROME1", "MONOCHROME2")
     ds = Dataset()
@@ -70,8 +80,15 @@ def ct_slices(folder: Path, zs: list[float], *, iop=AXIAL, names=None, **attrs) 
         name = names[k] if names else f"s{k}.dcm"
         extra = dict(ImageOrientationPatient=list(iop), ImagePositionPatient=[0.0, 0.0, z]) if iop else {}
         extra.update(attrs)
-        paths.append(write_image(folder / name, np.full((2, 3), k * 10, np.uint16), PixelSpacing=[0.5, 0.7],
-                                 InstanceNumber=k + 1, **extra))
+        paths.append(
+            write_image(
+                folder / name,
+                np.full((2, 3), k * 10, np.uint16),
+                PixelSpacing=[0.5, 0.7],
+                InstanceNumber=k + 1,
+                **extra,
+            )
+        )
     return paths
 
 
@@ -90,15 +107,29 @@ def test_ct_rescale_slope_intercept_gives_hounsfield_units(tmp_path):
 
 
 def test_stored_window_is_kept_and_first_of_several_used(tmp_path):
-    path = write_image(tmp_path / "ct.dcm", np.zeros((2, 2), np.uint16), WindowCenter=[-600, 40],
-                       WindowWidth=[1500, 400], RescaleSlope=1, RescaleIntercept=-1024)
+    path = write_image(
+        tmp_path / "ct.dcm",
+        np.zeros((2, 2), np.uint16),
+        WindowCenter=[-600, 40],
+        WindowWidth=[1500, 400],
+        RescaleSlope=1,
+        RescaleIntercept=-1024,
+    )
     assert read_dicom(path).series[0].window == (-600.0, 1500.0)
 
 
 def test_monochrome1_is_inverted_with_its_window(tmp_path):
     stored = np.array([[0, 100], [4000, 4095]], np.uint16)
-    path = write_image(tmp_path / "cr.dcm", stored, modality="CR", sop_class=CR_SOP, photometric="MONOCHROME1",
-                       WindowCenter=1000, WindowWidth=500, ImagerPixelSpacing=[0.2, 0.2])
+    path = write_image(
+        tmp_path / "cr.dcm",
+        stored,
+        modality="CR",
+        sop_class=CR_SOP,
+        photometric="MONOCHROME1",
+        WindowCenter=1000,
+        WindowWidth=500,
+        ImagerPixelSpacing=[0.2, 0.2],
+    )
     (s,) = read_dicom(path).series
     np.testing.assert_array_equal(s.pixels, [[4095, 3995], [95, 0]])  # 12 bits: 4095 - v
     assert s.inverted and s.photometric == "MONOCHROME1"
@@ -108,8 +139,17 @@ def test_monochrome1_is_inverted_with_its_window(tmp_path):
 
 def test_monochrome1_inversion_spans_the_rescaled_range(tmp_path):
     stored = np.array([[0, 10]], np.uint16)
-    path = write_image(tmp_path / "cr.dcm", stored, modality="CR", sop_class=CR_SOP, photometric="MONOCHROME1",
-                       bits_stored=10, RescaleSlope=1, RescaleIntercept=100, PixelSpacing=[1, 1])
+    path = write_image(
+        tmp_path / "cr.dcm",
+        stored,
+        modality="CR",
+        sop_class=CR_SOP,
+        photometric="MONOCHROME1",
+        bits_stored=10,
+        RescaleSlope=1,
+        RescaleIntercept=100,
+        PixelSpacing=[1, 1],
+    )
     (s,) = read_dicom(path).series
     # output range [100, 1123] for 10 bits; inverted = 100 + 1123 - (v + 100)
     np.testing.assert_array_equal(s.pixels, [[1123, 1113]])
@@ -128,8 +168,9 @@ def test_ybr_full_converted_to_rgb(tmp_path):
     rgb = np.stack([red, green, np.full((4, 6), 128.0)], -1)
     rgb = rgb.astype(np.uint8)  # (4, 6, 3)
     ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
-    path = write_image(tmp_path / "ybr.dcm", ybr, modality="OT", sop_class=SC_SOP, photometric="YBR_FULL",
-                       bits_stored=8)
+    path = write_image(
+        tmp_path / "ybr.dcm", ybr, modality="OT", sop_class=SC_SOP, photometric="YBR_FULL", bits_stored=8
+    )
     (s,) = read_dicom(path).series
     assert s.photometric == "YBR_FULL" and s.is_colour
     assert np.abs(s.pixels - rgb).max() <= 2  # 8-bit round trip through YCbCr
@@ -137,8 +178,9 @@ def test_ybr_full_converted_to_rgb(tmp_path):
 
 def test_multiframe_without_positions_keeps_frame_order(tmp_path):
     frames = np.arange(3 * 2 * 2, dtype=np.uint16).reshape(3, 2, 2)
-    path = write_image(tmp_path / "xa.dcm", frames, modality="XA", sop_class="1.2.840.10008.5.1.4.1.1.12.1",
-                       PixelSpacing=[0.3, 0.3])
+    path = write_image(
+        tmp_path / "xa.dcm", frames, modality="XA", sop_class="1.2.840.10008.5.1.4.1.1.12.1", PixelSpacing=[0.3, 0.3]
+    )
     read = read_dicom(path)
     (s,) = read.series
     np.testing.assert_array_equal(s.pixels, frames)
@@ -157,13 +199,26 @@ def test_enhanced_multiframe_sorted_by_frame_positions_with_per_frame_rescale(tm
             setattr(ds, key, value)
         return ds
 
-    shared = item(PlaneOrientationSequence=[item(ImageOrientationPatient=list(AXIAL))],
-                  PixelMeasuresSequence=[item(PixelSpacing=[0.8, 0.8], SliceThickness=5)])
-    per_frame = [item(PlanePositionSequence=[item(ImagePositionPatient=[0, 0, z[k]])],
-                      PixelValueTransformationSequence=[item(RescaleSlope=slopes[k], RescaleIntercept=intercepts[k],
-                                                             RescaleType="HU")]) for k in range(3)]
-    path = write_image(tmp_path / "ect.dcm", frames, sop_class="1.2.840.10008.5.1.4.1.1.2.1",
-                       SharedFunctionalGroupsSequence=[shared], PerFrameFunctionalGroupsSequence=per_frame)
+    shared = item(
+        PlaneOrientationSequence=[item(ImageOrientationPatient=list(AXIAL))],
+        PixelMeasuresSequence=[item(PixelSpacing=[0.8, 0.8], SliceThickness=5)],
+    )
+    per_frame = [
+        item(
+            PlanePositionSequence=[item(ImagePositionPatient=[0, 0, z[k]])],
+            PixelValueTransformationSequence=[
+                item(RescaleSlope=slopes[k], RescaleIntercept=intercepts[k], RescaleType="HU")
+            ],
+        )
+        for k in range(3)
+    ]
+    path = write_image(
+        tmp_path / "ect.dcm",
+        frames,
+        sop_class="1.2.840.10008.5.1.4.1.1.2.1",
+        SharedFunctionalGroupsSequence=[shared],
+        PerFrameFunctionalGroupsSequence=per_frame,
+    )
     (s,) = read_dicom(path).series
     # by z: frame 1 (z=10, 2*2-1024), frame 2 (z=15, 3*1+0), frame 0 (z=20, 1*1-1000)
     np.testing.assert_array_equal(s.pixels[:, 0, 0], [-1020.0, 3.0, -999.0])
@@ -193,9 +248,14 @@ def test_tilted_slices_sorted_along_the_normal(tmp_path):
     assert list(np.argsort([p[2] for p in positions])) != [0, 1, 2, 3, 4]
     shuffled = [3, 0, 4, 1, 2]
     for k in shuffled:
-        write_image(tmp_path / f"{k}.dcm", np.full((2, 2), k, np.uint16), PixelSpacing=[1, 1],
-                    ImageOrientationPatient=list(row) + list(col), ImagePositionPatient=list(positions[k]),
-                    InstanceNumber=10 - k)
+        write_image(
+            tmp_path / f"{k}.dcm",
+            np.full((2, 2), k, np.uint16),
+            PixelSpacing=[1, 1],
+            ImageOrientationPatient=list(row) + list(col),
+            ImagePositionPatient=list(positions[k]),
+            InstanceNumber=10 - k,
+        )
     (s,) = read_dicom(tmp_path).series
     np.testing.assert_array_equal(s.pixels[:, 0, 0], [0, 1, 2, 3, 4])
     assert s.spacing[0] == pytest.approx(3.0)
@@ -204,8 +264,13 @@ def test_tilted_slices_sorted_along_the_normal(tmp_path):
 
 def test_instance_number_fallback_without_positions(tmp_path):
     for k, number in enumerate([3, 1, 2]):
-        write_image(tmp_path / f"{k}.dcm", np.full((2, 2), number, np.uint16), PixelSpacing=[1, 1],
-                    InstanceNumber=number, SliceThickness=2.5)
+        write_image(
+            tmp_path / f"{k}.dcm",
+            np.full((2, 2), number, np.uint16),
+            PixelSpacing=[1, 1],
+            InstanceNumber=number,
+            SliceThickness=2.5,
+        )
     read = read_dicom(tmp_path)
     (s,) = read.series
     np.testing.assert_array_equal(s.pixels[:, 0, 0], [1, 2, 3])
@@ -217,15 +282,20 @@ def test_two_series_in_one_folder_grouped_apart(tmp_path):
     ct_slices(tmp_path / "one", [0.0, 1.0, 2.0], series_uid="1.2.3.4.1")
     ct_slices(tmp_path / "two", [5.0, 7.0], series_uid="1.2.3.4.2")
     read = read_dicom(tmp_path)
-    assert [(s.series_uid, s.pixels.shape) for s in read.series] == [("1.2.3.4.1", (3, 2, 3)),
-                                                                     ("1.2.3.4.2", (2, 2, 3))]
+    assert [(s.series_uid, s.pixels.shape) for s in read.series] == [("1.2.3.4.1", (3, 2, 3)), ("1.2.3.4.2", (2, 2, 3))]
     assert [s.spacing[0] for s in read.series] == [1.0, 2.0]
 
 
 def test_radiographs_of_one_series_stay_separate_2d_images(tmp_path):
     for k in range(2):
-        write_image(tmp_path / f"{k}.dcm", np.full((3, 3), k, np.uint16), modality="DX",
-                    sop_class="1.2.840.10008.5.1.4.1.1.1.1", PixelSpacing=[0.1, 0.1], ViewPosition=["PA", "LL"][k])
+        write_image(
+            tmp_path / f"{k}.dcm",
+            np.full((3, 3), k, np.uint16),
+            modality="DX",
+            sop_class="1.2.840.10008.5.1.4.1.1.1.1",
+            PixelSpacing=[0.1, 0.1],
+            ViewPosition=["PA", "LL"][k],
+        )
     read = read_dicom(tmp_path)
     assert [(s.pixels.shape, s.view_position) for s in read.series] == [((3, 3), "PA"), ((3, 3), "LL")]
 
@@ -256,16 +326,28 @@ def test_missing_pixel_spacing_defaults_to_1mm_with_issue(tmp_path):
 
 
 def test_acquisition_datetime_with_offset_converted_to_utc(tmp_path):
-    path = write_image(tmp_path / "x.dcm", np.zeros((2, 2), np.uint16), PixelSpacing=[1, 1],
-                       AcquisitionDateTime="20240301103000.5+0200", StudyDate="20200101", StudyTime="000000")
+    path = write_image(
+        tmp_path / "x.dcm",
+        np.zeros((2, 2), np.uint16),
+        PixelSpacing=[1, 1],
+        AcquisitionDateTime="20240301103000.5+0200",
+        StudyDate="20200101",
+        StudyTime="000000",
+    )
     read = read_dicom(path)
     assert read.series[0].acquired == datetime(2024, 3, 1, 8, 30, 0, 500000, tzinfo=timezone.utc)
     assert not any("UTC" in i.message for i in read.issues)
 
 
 def test_date_and_time_with_timezone_offset_attribute(tmp_path):
-    path = write_image(tmp_path / "x.dcm", np.zeros((2, 2), np.uint16), PixelSpacing=[1, 1],
-                       SeriesDate="20240301", SeriesTime="233000", TimezoneOffsetFromUTC="-0500")
+    path = write_image(
+        tmp_path / "x.dcm",
+        np.zeros((2, 2), np.uint16),
+        PixelSpacing=[1, 1],
+        SeriesDate="20240301",
+        SeriesTime="233000",
+        TimezoneOffsetFromUTC="-0500",
+    )
     assert read_dicom(path).series[0].acquired == datetime(2024, 3, 2, 4, 30, tzinfo=timezone.utc)
 
 
@@ -375,8 +457,9 @@ def test_missing_pixel_data_names_the_element(tmp_path):
 
 def test_unsupported_transfer_syntax_is_a_typed_error(tmp_path):
     mpeg2 = "1.2.840.10008.1.2.4.100"
-    path = write_image(tmp_path / "x.dcm", np.zeros((2, 2), np.uint8), bits_stored=8, syntax=mpeg2,
-                       PixelData=encapsulate([b"\0" * 16]))
+    path = write_image(
+        tmp_path / "x.dcm", np.zeros((2, 2), np.uint8), bits_stored=8, syntax=mpeg2, PixelData=encapsulate([b"\0" * 16])
+    )
     with pytest.raises(UnsupportedDicomError) as err:
         read_dicom(path)
     assert err.value.where == "(0002,0010) TransferSyntaxUID" and str(path) in str(err.value)
@@ -384,8 +467,13 @@ def test_unsupported_transfer_syntax_is_a_typed_error(tmp_path):
 
 def test_invalid_attribute_named_without_patient_values(tmp_path):
     with pytest.warns(UserWarning, match="VR DA"):  # pydicom warns while writing the malformed date
-        path = write_image(tmp_path / "x.dcm", np.zeros((2, 2), np.uint16), PixelSpacing=[1, 1],
-                           ImagePositionPatient=[0, 0], SeriesDate="2024-03-01")
+        path = write_image(
+            tmp_path / "x.dcm",
+            np.zeros((2, 2), np.uint16),
+            PixelSpacing=[1, 1],
+            ImagePositionPatient=[0, 0],
+            SeriesDate="2024-03-01",
+        )
     read = read_dicom(path)
     assert {i.where for i in read.issues} >= {"(0020,0032) ImagePositionPatient", "(0008,0021) SeriesDate"}
     assert not any("Doe" in str(i) or "SECRET" in str(i) or "2024-03-01" in str(i) for i in read.issues)
@@ -490,8 +578,9 @@ def test_rle_image_larger_than_its_data_can_hold_is_refused_before_decoding(tmp_
     assert f"need {65535 * 65535 * 2} bytes" in err.value.detail
 
 
-@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm",
-                                  "JPEGLSNearLossless_08.dcm"])
+@pytest.mark.parametrize(
+    "name", ["MR_small_RLE.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEGLSNearLossless_08.dcm"]
+)
 def test_more_frames_than_fragments_are_refused_before_decoding(tmp_path, name):
     path = pydicom_file_with(tmp_path, name, NumberOfFrames=100_000)
     with pytest.raises(DicomError) as err:
@@ -500,8 +589,10 @@ def test_more_frames_than_fragments_are_refused_before_decoding(tmp_path, name):
     assert "100000 frame(s) declared, the encapsulated pixel data holds 1 fragment(s)" in err.value.detail
 
 
-@pytest.mark.parametrize("name, size", [("JPEG2000.dcm", (1024, 256)), ("SC_rgb_jpeg_dcmtk.dcm", (100, 100)),
-                                        ("JPEGLSNearLossless_08.dcm", (45, 10))])
+@pytest.mark.parametrize(
+    "name, size",
+    [("JPEG2000.dcm", (1024, 256)), ("SC_rgb_jpeg_dcmtk.dcm", (100, 100)), ("JPEGLSNearLossless_08.dcm", (45, 10))],
+)
 def test_rows_and_columns_must_match_the_compressed_image(tmp_path, name, size):
     (s,) = read_dicom(get_testdata_file(name)).series  # as stored: attributes and codestream agree
     assert s.pixels.shape[:2] == size
@@ -519,8 +610,10 @@ def test_compressed_data_of_another_codec_than_the_transfer_syntax_is_refused(tm
     with pytest.raises(DicomError) as err:
         read_dicom(path)
     assert err.value.where == "(7FE0,0010) PixelData"
-    assert err.value.detail == "pixel data could not be decoded: frame 0 does not start as JPEG-LS Lossless " \
-                               "Image Compression data"
+    assert (
+        err.value.detail == "pixel data could not be decoded: frame 0 does not start as JPEG-LS Lossless "
+        "Image Compression data"
+    )
 
 
 def test_pixel_module_numbers_stored_as_text_are_read_as_numbers(tmp_path):

@@ -20,13 +20,23 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut
 from medmm.errors import DicomError, MedmmError
 from medmm.io.dicom import DicomRead, read_dicom
 
-
 # --- values, compared with pydicom's decoding ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
-                                  "MR_small_jpeg_ls_lossless.dcm", "MR_small_bigendian.dcm", "JPGExtended.dcm",
-                                  "693_J2KI.dcm", "image_dfl.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_bigendian.dcm",
+        "JPGExtended.dcm",
+        "693_J2KI.dcm",
+        "image_dfl.dcm",
+    ],
+)
 def test_greyscale_matches_pydicom_with_modality_lut(name):
     path = get_testdata_file(name)
     ds = pydicom.dcmread(path)
@@ -48,8 +58,17 @@ def test_ct_small_values_in_hounsfield_units():
     assert s.rescale == (float(ds.RescaleSlope), float(ds.RescaleIntercept)) and s.modality == "CT"
 
 
-@pytest.mark.parametrize("name", ["SC_rgb_rle.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_ybr_full_422_uncompressed.dcm",
-                                  "SC_rgb_rle_2frame.dcm", "examples_ybr_color.dcm", "GDCMJ2K_TextGBR.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SC_rgb_rle.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "SC_ybr_full_422_uncompressed.dcm",
+        "SC_rgb_rle_2frame.dcm",
+        "examples_ybr_color.dcm",
+        "GDCMJ2K_TextGBR.dcm",
+    ],
+)
 def test_colour_matches_pydicom_rgb(name):
     ds = pydicom.dcmread(get_testdata_file(name))
     (s,) = read_dicom(get_testdata_file(name)).series
@@ -86,15 +105,21 @@ def test_pydicom_truncated_file_is_a_dicom_error():
 # --- non-image objects and the whole-corpus sweep -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, kind", [("rtplan.dcm", "RTPLAN"), ("rtstruct.dcm", "RTSTRUCT"),
-                                        ("rtdose.dcm", "RTDOSE"), ("liver_1frame.dcm", "SEG"),
-                                        ("test-SR.dcm", "SR"), ("waveform_ecg.dcm", "WAVEFORM"),
-                                        ("DICOMDIR", "DICOMDIR")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("rtplan.dcm", "RTPLAN"),
+        ("rtstruct.dcm", "RTSTRUCT"),
+        ("rtdose.dcm", "RTDOSE"),
+        ("liver_1frame.dcm", "SEG"),
+        ("test-SR.dcm", "SR"),
+        ("waveform_ecg.dcm", "WAVEFORM"),
+        ("DICOMDIR", "DICOMDIR"),
+    ],
+)
 def test_pydicom_non_image_files_recognised(name, kind):
     read = read_dicom(get_testdata_file(name))
     assert read.series == () and [n.kind for n in read.non_images] == [kind]
-
-
 
 
 def pydicom_decodes(path: str) -> bool:
@@ -138,8 +163,10 @@ def test_every_corpus_entry_is_read_or_raises_a_typed_error():
         assert isinstance(read, DicomRead)
         if decodes and not (read.series or read.non_images):
             failures.append(f"{path}: pydicom decodes it but read_dicom found nothing")
-    print(f"\ncorpus: {len(entries)} entries, pydicom decodes {decodable}; read_dicom: "
-          + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    print(
+        f"\ncorpus: {len(entries)} entries, pydicom decodes {decodable}; read_dicom: "
+        + ", ".join(f"{n} {k}" for k, n in counts.items())
+    )
     assert not failures, "\n".join(failures)
     assert counts["other"] == 0 and counts["ok"] >= decodable
     assert not leaked, "warnings escaped read_dicom:\n" + "\n".join(leaked)

@@ -94,8 +94,13 @@ def test_synthea_bundle_every_value(variant, synthea, tmp_path):
     assert weights[0][1] == pytest.approx(69.853, abs=5e-4)  # 154 lb
     assert len(record.readings) == 6 * HOURS + 3
     assert {r.channel: r.unit for r in record.readings} == {
-        "heart_rate": "/min", "resp_rate": "/min", "spo2": "%", "temperature": "Cel",
-        "sbp": "mm[Hg]", "dbp": "mm[Hg]", "weight": "kg",
+        "heart_rate": "/min",
+        "resp_rate": "/min",
+        "spo2": "%",
+        "temperature": "Cel",
+        "sbp": "mm[Hg]",
+        "dbp": "mm[Hg]",
+        "weight": "kg",
     }
     assert times[0] == datetime(2024, 3, 8, 12, 10, tzinfo=UTC)  # written as 07:10-05:00
 
@@ -203,7 +208,12 @@ def test_non_json_names_file_and_line(content, name, where, tmp_path):
 
 def test_a_bad_ndjson_line_is_skipped_and_the_other_lines_read(tmp_path):
     path = tmp_path / "Observation.ndjson"
-    lines = [patient_resource("1", "M1"), '{"resourceType": "Observation", oops}', [], heart_rate({"reference": "Patient/1"}, 4)]
+    lines = [
+        patient_resource("1", "M1"),
+        '{"resourceType": "Observation", oops}',
+        [],
+        heart_rate({"reference": "Patient/1"}, 4),
+    ]
     path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
     record = read_fhir(path)
     assert record.patient_id == "1" and [(r.time.minute, r.value) for r in record.readings] == [(4, 80.0)]

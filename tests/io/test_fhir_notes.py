@@ -123,7 +123,9 @@ def test_a_charset_that_names_a_codec_skips_the_note_and_says_so(codec, tmp_path
 
 @pytest.mark.parametrize("charset", ["x-no-such-charset", "utf\x008"])
 def test_an_unknown_charset_is_reported_and_the_text_read_as_utf8(charset, tmp_path):
-    bundle = collection(patient_resource("1", "M1"), document_reference(f"text/plain; charset={charset}", b"caf\xc3\xa9"))
+    bundle = collection(
+        patient_resource("1", "M1"), document_reference(f"text/plain; charset={charset}", b"caf\xc3\xa9")
+    )
     record = read_fhir(write_json(tmp_path / "b.json", bundle))
     assert [n.text for n in record.notes] == ["caf\u00e9"]
     assert [(i.where, i.message) for i in record.issues] == [

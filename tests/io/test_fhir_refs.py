@@ -60,7 +60,9 @@ def test_an_ambiguous_reference_resolves_within_the_referring_file(tmp_path):
     subject = {"reference": full_url}
     record = write_json(
         tmp_path / "record.json",
-        collection(patient_resource("1", "M1"), heart_rate(subject, 1), heart_rate(subject, 2), full_urls={0: full_url}),
+        collection(
+            patient_resource("1", "M1"), heart_rate(subject, 1), heart_rate(subject, 2), full_urls={0: full_url}
+        ),
     )
     other = write_json(
         tmp_path / "other.json",
@@ -69,8 +71,12 @@ def test_an_ambiguous_reference_resolves_within_the_referring_file(tmp_path):
     read = read_fhir([other, record], patient_id="1")
     assert [r.time.minute for r in read.readings] == [1, 2]
     assert [(i.source, i.message) for i in read.issues] == [(str(other), "1 resource(s) about other patients not used")]
-    both = collection(patient_resource("1", "M1"), patient_resource("2", "M1"), heart_rate(subject, 4),
-                      full_urls={0: full_url, 1: full_url})
+    both = collection(
+        patient_resource("1", "M1"),
+        patient_resource("2", "M1"),
+        heart_rate(subject, 4),
+        full_urls={0: full_url, 1: full_url},
+    )
     alone = read_fhir(write_json(tmp_path / "both.json", both), patient_id="1")  # ambiguous in its own file
     assert alone.readings == ()
     assert [i.message for i in alone.issues] == [

@@ -31,7 +31,7 @@ def test_html_to_text(html, text):
     assert html_to_text(html) == text
 
 
-@pytest.mark.parametrize("unit", ["<a", "</", "<!", "<a b='", "<a =\"", "&#1", "<p>x</p>"])
+@pytest.mark.parametrize("unit", ["<a", "</", "<!", "<a b='", '<a ="', "&#1", "<p>x</p>"])
 def test_time_is_linear_in_the_length_of_the_html(unit):
     # html.parser took time quadratic in the length of `<a<a<a...` (minutes at 1 MB)
     assert growth(lambda n: html_to_text(unit * (n // len(unit)))) < LINEAR_BOUND

@@ -29,7 +29,9 @@ from medmm.io.pacs import retrieve_study, search_studies, split_multipart
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-needs_orthanc = pytest.mark.skipif(not (ORTHANC.is_file() and PLUGIN.is_file()), reason="Orthanc and its DICOMweb plugin are not installed")
+needs_orthanc = pytest.mark.skipif(
+    not (ORTHANC.is_file() and PLUGIN.is_file()), reason="Orthanc and its DICOMweb plugin are not installed"
+)
 
 
 def free_port() -> int:
@@ -44,9 +46,15 @@ def running_orthanc(folder: Path) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {
-        "Name": "medmm-test", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "storage"),
-        "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "Plugins": [str(PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "Name": "medmm-test",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "storage"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [str(PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")
@@ -77,7 +85,9 @@ def running_orthanc(folder: Path) -> Iterator[str]:
 def store(url: str, files: list[Path]) -> None:
     """Send files to Orthanc through its own REST API (POST /instances)."""
     for f in files:
-        request = urllib.request.Request(f"{url}/instances", data=f.read_bytes(), method="POST", headers={"Content-Type": "application/dicom"})
+        request = urllib.request.Request(
+            f"{url}/instances", data=f.read_bytes(), method="POST", headers={"Content-Type": "application/dicom"}
+        )
         with urllib.request.urlopen(request, timeout=30) as r:
             assert r.status == 200
 
@@ -154,7 +164,10 @@ def test_an_unreachable_server_names_the_server_and_the_request_but_not_the_pati
     with pytest.raises(InputError) as err:
         search_studies(url, "PATIENT-7731")
     message = str(err.value)
-    assert message.startswith(f"{url}: QIDO-RS studies: the DICOMweb server could not be reached") and "PATIENT-7731" not in message
+    assert (
+        message.startswith(f"{url}: QIDO-RS studies: the DICOMweb server could not be reached")
+        and "PATIENT-7731" not in message
+    )
     with pytest.raises(InputError, match="http\\(s\\) DICOMweb root URL"):
         search_studies("file:///etc", "x")
     with pytest.raises(InputError, match="http\\(s\\) DICOMweb root URL"):
@@ -192,12 +205,23 @@ def stub(answer: tuple[int, str, bytes]) -> Iterator[str]:
 
 
 def test_malformed_answers_are_dicom_errors_naming_the_request():
-    with stub((200, "application/dicom+json", b"<html>")) as url, pytest.raises(DicomError, match="QIDO-RS studies: expected DICOM JSON"):
+    with (
+        stub((200, "application/dicom+json", b"<html>")) as url,
+        pytest.raises(DicomError, match="QIDO-RS studies: expected DICOM JSON"),
+    ):
         search_studies(url, "P1")
-    with stub((200, "application/dicom+json", b'{"a": 1}')) as url, pytest.raises(DicomError, match="expected a JSON array"):
+    with (
+        stub((200, "application/dicom+json", b'{"a": 1}')) as url,
+        pytest.raises(DicomError, match="expected a JSON array"),
+    ):
         search_studies(url, "P1")
-    bad_uid = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.x"]}, "00100020": {"vr": "LO", "Value": ["P1"]}}]).encode()
-    with stub((200, "application/dicom+json", bad_uid)) as url, pytest.raises(DicomError, match="result 1: expected a StudyInstanceUID"):
+    bad_uid = json.dumps(
+        [{"0020000D": {"vr": "UI", "Value": ["1.2.x"]}, "00100020": {"vr": "LO", "Value": ["P1"]}}]
+    ).encode()
+    with (
+        stub((200, "application/dicom+json", bad_uid)) as url,
+        pytest.raises(DicomError, match="result 1: expected a StudyInstanceUID"),
+    ):
         search_studies(url, "P1")
     with stub((204, "application/dicom+json", b"")) as url:
         assert search_studies(url, "P1") == []
@@ -206,8 +230,11 @@ def test_malformed_answers_are_dicom_errors_naming_the_request():
 
 
 def test_multipart_bodies_split_into_their_parts():
-    body = (b"preamble\r\n--b1\r\nContent-Type: application/dicom\r\n\r\nfirst\r\n--b1 \r\n\r\nsecond\r\nwith lines\r\n--b1--\r\nepilogue")
-    assert split_multipart(body, 'multipart/related; type="application/dicom"; boundary=b1') == [b"first", b"second\r\nwith lines"]
+    body = b"preamble\r\n--b1\r\nContent-Type: application/dicom\r\n\r\nfirst\r\n--b1 \r\n\r\nsecond\r\nwith lines\r\n--b1--\r\nepilogue"
+    assert split_multipart(body, 'multipart/related; type="application/dicom"; boundary=b1') == [
+        b"first",
+        b"second\r\nwith lines",
+    ]
     quoted = b'--"a;b"\r\nX: y\r\n\r\nbody\r\n--"a;b"--'
     assert split_multipart(quoted.replace(b'"', b""), 'multipart/related; boundary="a;b"') == [b"body"]
     with pytest.raises(DicomError, match="truncated"):

@@ -19,7 +19,11 @@ def _planted_notes(bundle: dict) -> list[str]:
     texts = []
     for entry in bundle["entry"]:
         res = entry["resource"]
-        forms = res.get("presentedForm", []) if res["resourceType"] == "DiagnosticReport" else [c["attachment"] for c in res.get("content", [])]
+        forms = (
+            res.get("presentedForm", [])
+            if res["resourceType"] == "DiagnosticReport"
+            else [c["attachment"] for c in res.get("content", [])]
+        )
         texts += [base64.b64decode(f["data"]).decode("utf-8") for f in forms if "data" in f]
     return texts
 
@@ -118,11 +122,17 @@ def test_fhir_borne_vitals_land_on_the_grid(small_cohort):
     assert with_obs, "the fixture's seed plants FHIR-borne vitals for some patients"
     index, bundle = with_obs[0]
     study = cohort.load(index)
-    hr = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation" and e["resource"]["code"]["coding"][0]["code"] == "8867-4"]
+    hr = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation" and e["resource"]["code"]["coding"][0]["code"] == "8867-4"
+    ]
     assert hr
     start = study.time - timedelta(hours=48)
     for obs in hr:
         t = datetime.fromisoformat(obs["effectiveDateTime"])
         step = int((t - start).total_seconds() // 3600)
         if 0 <= step < 48:
-            assert study.vitals.values[step, VITAL_NAMES.index("heart_rate")] == np.float32(obs["valueQuantity"]["value"])
+            assert study.vitals.values[step, VITAL_NAMES.index("heart_rate")] == np.float32(
+                obs["valueQuantity"]["value"]
+            )

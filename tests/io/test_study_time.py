@@ -52,8 +52,19 @@ def imageless(tmp_path_factory) -> Path:
     from medmm.synth import SynthConfig, synthesize
 
     root = tmp_path_factory.mktemp("imageless") / "c"
-    synthesize(root, SynthConfig(patients=12, seed=3, image_size=32, missing_image=1.0, missing_vitals=0.0,
-                                 fhir_vitals_fraction=0.4, workers=1), progress=False)
+    synthesize(
+        root,
+        SynthConfig(
+            patients=12,
+            seed=3,
+            image_size=32,
+            missing_image=1.0,
+            missing_vitals=0.0,
+            fhir_vitals_fraction=0.4,
+            workers=1,
+        ),
+        progress=False,
+    )
     return root
 
 
@@ -75,7 +86,10 @@ def test_an_imageless_study_time_comes_from_its_latest_note_or_reading(imageless
         if last_note is not None and last_note > last_reading:
             assert (study.time, study.time_source) == (last_note, "latest note")
         else:
-            assert (study.time, study.time_source) == (last_reading + timedelta(hours=1), "latest vital-sign reading (plus one step)")
+            assert (study.time, study.time_source) == (
+                last_reading + timedelta(hours=1),
+                "latest vital-sign reading (plus one step)",
+            )
         v = study.vitals
         inside = [(t, code) for t, code in readings if v.start <= t < study.time]
         assert inside and v.mask.sum() > 0
@@ -149,7 +163,10 @@ def test_readings_outside_the_window_are_counted(tmp_path):
     study = load_study(path, study_time=datetime(2024, 1, 3, 12, tzinfo=UTC))
     assert int(study.vitals.mask.sum()) == 2
     [warning] = [w for w in study.warnings if w.where == "window"]
-    assert warning.message == "3 reading(s) outside the 48-hour window before the study time (1 before it, 2 at or after it): not on the grid"
+    assert (
+        warning.message
+        == "3 reading(s) outside the 48-hour window before the study time (1 before it, 2 at or after it): not on the grid"
+    )
 
 
 # -- one patient per input -----------------------------------------------------------------------
@@ -166,8 +183,12 @@ def two_patients(small_cohort, tmp_path) -> tuple[Path, str, str]:
         if f.suffix in (".json", ".csv") and not f.name.startswith("truth"):
             shutil.copy(f, folder / f.name)
     pid_a = pydicom.dcmread(folder / "a.dcm", stop_before_pixels=True).PatientID
-    identifiers = [i["value"] for e in json.loads((folder / "record.json").read_text())["entry"]
-                   if e["resource"]["resourceType"] == "Patient" for i in e["resource"].get("identifier", [])]
+    identifiers = [
+        i["value"]
+        for e in json.loads((folder / "record.json").read_text())["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+        for i in e["resource"].get("identifier", [])
+    ]
     return folder, pid_a, identifiers[0]
 
 
@@ -176,7 +197,11 @@ def test_files_of_two_patients_are_refused_naming_both(small_cohort, tmp_path):
     assert a != b
     with pytest.raises(InputError) as info:
         load_study(folder)
-    assert f"DICOM PatientID {a!r}" in str(info.value) and repr(b) in str(info.value) and "more than one patient" in str(info.value)
+    assert (
+        f"DICOM PatientID {a!r}" in str(info.value)
+        and repr(b) in str(info.value)
+        and "more than one patient" in str(info.value)
+    )
 
 
 def test_naming_the_patient_splits_the_folder(small_cohort, tmp_path):

@@ -22,8 +22,22 @@ STUDY = datetime(2024, 5, 2, 12, 0, tzinfo=UTC)
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 PAIN = {"name": "pain", "display": "Pain severity", "loinc": ["72514-3"], "unit": "{score}", "low": 0, "high": 10}
-GLUCOSE = {"name": "glucose", "display": "Glucose", "loinc": ["2339-0", "2345-7"], "unit": "mg/dL", "low": 10, "high": 1500}
-HEART_RATE = {"name": "heart_rate", "display": "Heart rate", "loinc": ["8867-4"], "unit": "/min", "low": 20, "high": 300}
+GLUCOSE = {
+    "name": "glucose",
+    "display": "Glucose",
+    "loinc": ["2339-0", "2345-7"],
+    "unit": "mg/dL",
+    "low": 10,
+    "high": 1500,
+}
+HEART_RATE = {
+    "name": "heart_rate",
+    "display": "Heart rate",
+    "loinc": ["8867-4"],
+    "unit": "/min",
+    "low": 20,
+    "high": 300,
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +50,9 @@ def task():
 def observation(i: int, code: str, hours_before: float, value: float, unit: str) -> dict:
     when = STUDY - timedelta(hours=hours_before)
     return {
-        "resourceType": "Observation", "id": f"o{i}", "status": "final",
+        "resourceType": "Observation",
+        "id": f"o{i}",
+        "status": "final",
         "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": "Patient/p1"},
         "effectiveDateTime": when.isoformat(),
@@ -60,8 +76,11 @@ def folder(tmp_path):
         entries.append(observation(i, code, before, value, unit))
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in entries]}
     (tmp_path / "record.json").write_text(json.dumps(bundle))
-    lines = ["time,code,value,unit", f"{(STUDY - timedelta(hours=2.5)).isoformat()},8867-4,80,/min",
-             f"{(STUDY - timedelta(hours=2.4)).isoformat()},pain,2,{{score}}"]
+    lines = [
+        "time,code,value,unit",
+        f"{(STUDY - timedelta(hours=2.5)).isoformat()},8867-4,80,/min",
+        f"{(STUDY - timedelta(hours=2.4)).isoformat()},pain,2,{{score}}",
+    ]
     (tmp_path / "vitals.csv").write_text("\n".join(lines) + "\n")
     return tmp_path
 
@@ -95,7 +114,10 @@ def test_a_wide_table_names_a_task_channel_by_loinc_with_its_unit(tmp_path, task
     path = tmp_path / "wide.csv"
     path.write_text(f"time,72514-3 [{{score}}],2339-0 [mg/dL]\n{STUDY.isoformat()},4,95\n")
     table = read_vitals_table(path, task.channels)
-    assert sorted((r.channel, r.value, r.unit) for r in table.readings) == [("glucose", 95.0, "mg/dL"), ("pain", 4.0, "{score}")]
+    assert sorted((r.channel, r.value, r.unit) for r in table.readings) == [
+        ("glucose", 95.0, "mg/dL"),
+        ("pain", 4.0, "{score}"),
+    ]
     assert not table.issues
 
 

@@ -169,7 +169,9 @@ def test_a_table_with_a_huge_unit_cell_reads_in_linear_time_and_drops_that_value
 
     def read(n: int) -> VitalsTable:
         unit = "{a}" * (n // 3)
-        path.write_text(f"time,code,value,unit\n2024-03-01T10:00:00Z,8867-4,72,{unit}\n2024-03-01T11:00:00Z,8867-4,75,/min\n")
+        path.write_text(
+            f"time,code,value,unit\n2024-03-01T10:00:00Z,8867-4,72,{unit}\n2024-03-01T11:00:00Z,8867-4,75,/min\n"
+        )
         return read_vitals_table(path)
 
     assert growth(read) < LINEAR_BOUND

@@ -381,19 +381,33 @@ def grids(draw):
         VitalReading(start + timedelta(microseconds=off), name, value, vital_for_code(name).unit)
         for name, off, value in raw
     ]
-    readings = [r if i % 2 else VitalReading(r.time.astimezone(draw(OFFSETS)), r.channel, r.value, r.unit)
-                for i, r in enumerate(readings)]
+    readings = [
+        r if i % 2 else VitalReading(r.time.astimezone(draw(OFFSETS)), r.channel, r.value, r.unit)
+        for i, r in enumerate(readings)
+    ]
     order = draw(st.permutations(range(len(readings))))
-    return dict(end=end, step_minutes=step_minutes, n_steps=n_steps, channels=tuple(channels),
-                step_us=step_us, raw=raw, readings=[readings[i] for i in order])
+    return dict(
+        end=end,
+        step_minutes=step_minutes,
+        n_steps=n_steps,
+        channels=tuple(channels),
+        step_us=step_us,
+        raw=raw,
+        readings=[readings[i] for i in order],
+    )
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(grids())
 def test_grid_cells_are_means_of_their_plausible_readings(case) -> None:
     n_steps, step_us, channels = case["n_steps"], case["step_us"], case["channels"]
-    series = build_grid(case["readings"], end=case["end"], window_hours=n_steps * case["step_minutes"] / 60,
-                        step_minutes=case["step_minutes"], channels=channels)
+    series = build_grid(
+        case["readings"],
+        end=case["end"],
+        window_hours=n_steps * case["step_minutes"] / 60,
+        step_minutes=case["step_minutes"],
+        channels=channels,
+    )
     # independent expectation in plain Python
     cells: dict[tuple[int, int], list[float]] = {}
     implausible = 0
@@ -428,14 +442,22 @@ def test_times_whose_offset_leaves_years_1_to_9999_are_skipped(tmp_path: Path) -
     )
     table = read_vitals_table(write(tmp_path, "v.csv", text))
     assert [(r.time, r.value) for r in table.readings] == [(at(10), 72.0)]
-    assert [(i.where, i.kind) for i in table.issues] == [("row 1, column 'time'", "skipped"),
-                                                        ("row 2, column 'time'", "skipped")]
+    assert [(i.where, i.kind) for i in table.issues] == [
+        ("row 1, column 'time'", "skipped"),
+        ("row 2, column 'time'", "skipped"),
+    ]
 
 
 def test_parquet_timestamps_before_year_1_are_skipped(tmp_path: Path) -> None:
     times = np.array(["0000-06-01T00:00:00", "2024-03-01T10:00:00"], dtype="datetime64[s]")
-    frame = pd.DataFrame({"time": pd.Series(times).dt.tz_localize("UTC"), "code": ["8867-4"] * 2,
-                          "value": [70.0, 72.0], "unit": ["/min"] * 2})
+    frame = pd.DataFrame(
+        {
+            "time": pd.Series(times).dt.tz_localize("UTC"),
+            "code": ["8867-4"] * 2,
+            "value": [70.0, 72.0],
+            "unit": ["/min"] * 2,
+        }
+    )
     frame.to_parquet(tmp_path / "v.parquet")
     table = read_vitals_table(tmp_path / "v.parquet")
     assert [(r.time, r.value) for r in table.readings] == [(at(10), 72.0)]
@@ -535,7 +557,11 @@ def test_encounter_grid_groups_by_step_keeps_the_latest_and_the_window() -> None
     assert (grid.values[0, hr_], grid.values[1, rr], grid.values[2, hr_]) == (100.0, 20.0, 70.0)
     assert [d.channel for d in grid.dropped] == ["heart_rate"] and "implausible" in grid.dropped[0].reason
     wide = build_encounter_grid(readings, end=END, window_hours=30 * 24, max_steps=16)
-    assert wide.times[0] == visit(1) and wide.values[0, hr_] == 85.0 and wide.values[0, grid.channels.index("spo2")] == 97.0
+    assert (
+        wide.times[0] == visit(1)
+        and wide.values[0, hr_] == 85.0
+        and wide.values[0, grid.channels.index("spo2")] == 97.0
+    )
     np.testing.assert_allclose(wide.hours, [(w - visit(1)).total_seconds() / 3600 for w in wide.times])
     empty = build_encounter_grid([], end=END, window_hours=24, max_steps=4)
     assert empty.values.shape == (0, len(VITAL_NAMES)) and empty.times == ()
@@ -544,10 +570,14 @@ def test_encounter_grid_groups_by_step_keeps_the_latest_and_the_window() -> None
 
 
 def test_long_table_step_column(tmp_path: Path) -> None:
-    path = write(tmp_path, "v.csv", "time,code,value,unit,step\n"
-                 "2024-02-01T09:30:00Z,8867-4,80,/min,2024-02-01T09:00:00Z\n"
-                 "2024-02-01T09:40:00Z,8867-4,90,/min,not a time\n"
-                 "2024-02-01T09:50:00Z,8867-4,70,/min,\n")
+    path = write(
+        tmp_path,
+        "v.csv",
+        "time,code,value,unit,step\n"
+        "2024-02-01T09:30:00Z,8867-4,80,/min,2024-02-01T09:00:00Z\n"
+        "2024-02-01T09:40:00Z,8867-4,90,/min,not a time\n"
+        "2024-02-01T09:50:00Z,8867-4,70,/min,\n",
+    )
     table = read_vitals_table(path)
     assert [r.step for r in table.readings] == [visit(1), None, None]
     assert len(table.issues) == 1 and "row 2" in table.issues[0].where and "step" in table.issues[0].message

@@ -19,7 +19,9 @@ def synthea_bundles(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthea")
     subprocess.run(
         command + ["-p", "5", "-s", "7", "-r", "20250101", "-o", str(out)],
-        check=True, capture_output=True, timeout=600,
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     folder = out / "fhir"
     assert sorted(folder.glob("*.json")), "the generator wrote no Bundle"

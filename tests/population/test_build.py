@@ -34,8 +34,13 @@ from tests.population.test_samples_synthea import (
 pytestmark = pytest.mark.slow  # generates a population and builds cohorts from it
 
 ARI = "acute-respiratory-infection"
-CXR_SNOMED = {"233604007": "pneumonia", "84114007": "heart_failure", "60046008": "pleural_effusion",
-              "36118008": "pneumothorax", "91302008": "sepsis"}
+CXR_SNOMED = {
+    "233604007": "pneumonia",
+    "84114007": "heart_failure",
+    "60046008": "pleural_effusion",
+    "36118008": "pneumothorax",
+    "91302008": "sepsis",
+}
 YEAR = timedelta(days=365)
 
 
@@ -91,8 +96,10 @@ def ari_out(synthea_bundles, tmp_path_factory):
 
 
 def by_sample(rows):
-    return sorted((r["patient_id"], datetime.fromisoformat(r["study_time"]), tuple(r["labels"].split(";")) if r["labels"] else ())
-                  for r in rows)
+    return sorted(
+        (r["patient_id"], datetime.fromisoformat(r["study_time"]), tuple(r["labels"].split(";")) if r["labels"] else ())
+        for r in rows
+    )
 
 
 def test_manifest_rows_are_the_samples_worked_out_from_the_raw_json(ari_out, raw):
@@ -101,7 +108,9 @@ def test_manifest_rows_are_the_samples_worked_out_from_the_raw_json(ari_out, raw
     expected = expected_ari(raw)
     assert by_sample(rows) == sorted((pid, index, labels) for pid, index, labels, _, _ in expected)
     assert built.samples == len(rows) == len(expected) > 20
-    have = Counter((r["patient_id"], datetime.fromisoformat(r["study_time"]), r["has_notes"], r["has_vitals"]) for r in rows)
+    have = Counter(
+        (r["patient_id"], datetime.fromisoformat(r["study_time"]), r["has_notes"], r["has_vitals"]) for r in rows
+    )
     assert have == Counter((pid, index, str(int(bool(n))), str(int(bool(v)))) for pid, index, _, n, v in expected)
     assert {r["has_image"] for r in rows} == {"0"}
     assert len({r["folder"] for r in rows}) == len(rows) == len({r["sample_id"] for r in rows})
@@ -137,7 +146,9 @@ def test_a_batch_study_runs_every_sample_and_keys_its_outputs_by_sample(ari_out,
     rows = read_manifest(out)
     assert len({r["patient_id"] for r in rows}) < len(rows)  # the population has repeat visits
     model = save_tiny_checkpoint(tmp_path / "model", task=load_task(out / "task.yaml"))
-    protocol = StudyProtocol(name="samples", outputs=Outputs(impression=False), run=RunOptions(batch_size=8, part_size=16))
+    protocol = StudyProtocol(
+        name="samples", outputs=Outputs(impression=False), run=RunOptions(batch_size=8, part_size=16)
+    )
     study = tmp_path / "study"
     run_batch(model, out, study, protocol=protocol, progress=False, user="research-operator")
     results = load_results(study)
@@ -157,13 +168,16 @@ def test_a_batch_study_runs_every_sample_and_keys_its_outputs_by_sample(ari_out,
     answered = results[results["answered"].astype(bool)]
     assert len({r["id"] for r in risks}) == len(risks) == len(answered) > 0  # a sample with nothing to read has none
     assert sorted(r["occurrenceDateTime"] for r in risks) == sorted(
-        t.isoformat(timespec="milliseconds").replace("+00:00", "Z") for t in answered["study_time"])
+        t.isoformat(timespec="milliseconds").replace("+00:00", "Z") for t in answered["study_time"]
+    )
     read = set(answered["sample_id"])
     test = [r for r in rows if r["split"] == "test" and r["sample_id"] in read]
     scores = split_scores(study, "test")
     assert list(scores.patient_ids) == [r["patient_id"] for r in test]
     assert scores.unreadable == sum(r["split"] == "test" and r["sample_id"] not in read for r in rows)
-    assert scores.attributes["age_band"].tolist() == [load_task(out / "task.yaml").age_band(float(r["age_years"])) for r in test]
+    assert scores.attributes["age_band"].tolist() == [
+        load_task(out / "task.yaml").age_band(float(r["age_years"])) for r in test
+    ]
 
 
 def test_the_interface_lists_and_opens_each_sample(ari_out, tmp_path):
@@ -210,8 +224,13 @@ def test_cohort_reader_reads_each_sample_notes_and_vitals(ari_out, raw):
             assert [(w, c) for w, c, _ in got] == [(w, c) for w, c, _ in vitals]
             np.testing.assert_allclose([v for *_, v in got], [v for *_, v in vitals], rtol=1e-9)
             # load_study's grid over the whole year holds the same values (hourly means)
-            grid = load_study(entry.folder, study_time=entry.study_time, patient_id=entry.patient_id,
-                              window_hours=365 * 24, step_minutes=60).vitals
+            grid = load_study(
+                entry.folder,
+                study_time=entry.study_time,
+                patient_id=entry.patient_id,
+                window_hours=365 * 24,
+                step_minutes=60,
+            ).vitals
             sums = defaultdict(list)
             for w, c, v in vitals:
                 sums[((w - grid.start) // timedelta(hours=1), c)].append(v)
@@ -301,7 +320,9 @@ def test_repeated_build_is_identical(ari_out, synthea_bundles):
     assert after.pop("notes.txt") == b"kept"
     (out / "notes.txt").unlink()
     assert set(after) == set(before)
-    assert {k: v for k, v in after.items() if k != "build.json"} == {k: v for k, v in before.items() if k != "build.json"}
+    assert {k: v for k, v in after.items() if k != "build.json"} == {
+        k: v for k, v in before.items() if k != "build.json"
+    }
     assert "created" in json.loads(after["build.json"])
 
 
@@ -332,8 +353,13 @@ def test_synthetic_cxr_task_with_an_index_table(synthea_bundles, raw, tmp_path):
     for i, entry in enumerate(cohort.entries):
         pid, when = entry.patient_id, entry.study_time
         res = raw[pid]
-        labels = sorted({CXR_SNOMED[c["code"]["coding"][0]["code"]] for c in res["Condition"]
-                         if c["code"]["coding"][0]["code"] in CXR_SNOMED and not skipped(c)})
+        labels = sorted(
+            {
+                CXR_SNOMED[c["code"]["coding"][0]["code"]]
+                for c in res["Condition"]
+                if c["code"]["coding"][0]["code"] in CXR_SNOMED and not skipped(c)
+            }
+        )
         row = rows[i]
         assert sorted(row["labels"].split(";") if row["labels"] else []) == labels
         study = cohort.load(i)
@@ -417,7 +443,9 @@ def test_the_audit_groups_by_the_models_task(ari_out, tmp_path):
     audit = run_audit(model, out, tmp_path / "audit", n_boot=20, min_group_size=1, progress=False)
     assert audit["model"]["strata"] == {"attributes": ["age_band", "birth_sex"], "age_bands": [30.0, 60.0]}
     rows = [r for r in read_manifest(out) if r["split"] == "test"]
-    bands = Counter("0-29" if float(r["age_years"]) < 30 else "30-59" if float(r["age_years"]) < 60 else "60+" for r in rows)
+    bands = Counter(
+        "0-29" if float(r["age_years"]) < 30 else "30-59" if float(r["age_years"]) < 60 else "60+" for r in rows
+    )
     births = Counter(r["birth_sex"] or "unknown" for r in rows)
     assert births and set(births) <= {"F", "M"}  # every test patient has a US Core birth sex
     sizes = {(g["attribute"], g["group"]): g["n"] for g in audit["groups"]}
@@ -436,17 +464,54 @@ def test_predict_with_a_task_reads_a_raw_record_at_its_latest_index(synthea_bund
 
     model = save_tiny_checkpoint(tmp_path / "model", task=load_task(ARI))
     bundle = sorted(synthea_bundles.glob("*.json"))[0]
-    pid = next(e["resource"]["id"] for e in json.loads(bundle.read_text())["entry"] if e["resource"]["resourceType"] == "Patient")
+    pid = next(
+        e["resource"]["id"]
+        for e in json.loads(bundle.read_text())["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+    )
     latest = max(t(e["period"]["start"]) for e in raw[pid]["Encounter"] if e["class"]["code"] in ("AMB", "EMER"))
-    proc = subprocess.run([sys.executable, "-m", "medmm.cli", "predict", "--model", str(model), "--task", ARI, "--json",
-                           "--no-impression", "--audit", str(tmp_path / "audit.sqlite"), str(bundle)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmm.cli",
+            "predict",
+            "--model",
+            str(model),
+            "--task",
+            ARI,
+            "--json",
+            "--no-impression",
+            "--audit",
+            str(tmp_path / "audit.sqlite"),
+            str(bundle),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.splitlines()[0])
     assert line["status"] == "ok" and datetime.fromisoformat(line["index_time"]) == latest
     assert [s["name"] for s in sorted(line["scores"], key=lambda s: s["name"])] == sorted(load_task(ARI).label_names)
-    wrong = subprocess.run([sys.executable, "-m", "medmm.cli", "predict", "--model", str(model), "--task", "synthetic-cxr",
-                            "--audit", str(tmp_path / "audit.sqlite"), str(bundle)], capture_output=True, text=True, timeout=300)
+    wrong = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmm.cli",
+            "predict",
+            "--model",
+            str(model),
+            "--task",
+            "synthetic-cxr",
+            "--audit",
+            str(tmp_path / "audit.sqlite"),
+            str(bundle),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert wrong.returncode != 0 and "--task" in wrong.stderr + wrong.stdout
 
 
@@ -459,11 +524,21 @@ def test_a_tasks_own_channels_are_built_read_and_gridded_from_the_raw_json(synth
     from medmm.tasks import task_to_dict
 
     data = task_to_dict(load_task(ARI))
-    data.update(name="ari-pain", channels=[
-        {"name": "pain", "display": "Pain severity", "loinc": ["72514-3"], "unit": "{score}", "low": 0, "high": 10},
-        {"name": "heart_rate", "display": "Heart rate", "loinc": ["8867-4"], "unit": "/min", "low": 20, "high": 300},
-        {"name": "bmi", "display": "Body mass index", "loinc": ["39156-5"], "unit": "kg/m2", "low": 10, "high": 80},
-    ])
+    data.update(
+        name="ari-pain",
+        channels=[
+            {"name": "pain", "display": "Pain severity", "loinc": ["72514-3"], "unit": "{score}", "low": 0, "high": 10},
+            {
+                "name": "heart_rate",
+                "display": "Heart rate",
+                "loinc": ["8867-4"],
+                "unit": "/min",
+                "low": 20,
+                "high": 300,
+            },
+            {"name": "bmi", "display": "Body mass index", "loinc": ["39156-5"], "unit": "kg/m2", "low": 10, "high": 80},
+        ],
+    )
     path = tmp_path / "ari-pain.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     task = load_task(path)

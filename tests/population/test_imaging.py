@@ -20,8 +20,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from medmm.io.cohort import Cohort
 from medmm.population.build import REPORT_JSON, build_cohort
 from medmm.tasks import load_task, task_to_dict
-from tests.population.test_build import read_manifest
 from tests.io.test_pacs import needs_orthanc, running_orthanc, store
+from tests.population.test_build import read_manifest
 from tests.population.test_samples_synthea import raw_patients, t
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,11 @@ DX = "1.2.840.10008.5.1.4.1.1.1.1"
 def write_dx(path: Path, *, study: str, series: str, sop: str, patient: str, when: datetime) -> None:
     """A small DX radiograph with the given join keys."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = DX, sop, ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = (
+        DX,
+        sop,
+        ExplicitVRLittleEndian,
+    )
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = DX, sop, study, series
@@ -79,8 +83,14 @@ def imaging_archive(raw, archive: Path) -> tuple[list, dict[str, set[str]]]:
         sops = set()
         for series in s["series"]:
             for inst in series["instance"]:
-                write_dx(archive / owner / f"{inst['uid']}.dcm", study=study_uid(s), series=series["uid"], sop=inst["uid"],
-                         patient=owner, when=t(s["started"]))
+                write_dx(
+                    archive / owner / f"{inst['uid']}.dcm",
+                    study=study_uid(s),
+                    series=series["uid"],
+                    sop=inst["uid"],
+                    patient=owner,
+                    when=t(s["started"]),
+                )
                 sops.add(inst["uid"])
         if owner == pid:
             written[s["id"]] = sops
@@ -136,7 +146,9 @@ def test_a_record_without_imaging_studies_joins_by_patient_id_and_time(synthea_b
         bundle = json.loads(path.read_text())
         bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "ImagingStudy"]
         (bundles / path.name).write_text(json.dumps(bundle))
-    pid, res = next((p, r) for p, r in raw.items() if sum(e["class"]["code"] in ("AMB", "EMER") for e in r["Encounter"]) >= 3)
+    pid, res = next(
+        (p, r) for p, r in raw.items() if sum(e["class"]["code"] in ("AMB", "EMER") for e in r["Encounter"]) >= 3
+    )
     visits = sorted(t(e["period"]["start"]) for e in res["Encounter"] if e["class"]["code"] in ("AMB", "EMER"))
     target = visits[-1]
     archive = tmp_path / "archive"
@@ -171,7 +183,9 @@ def test_a_dicomweb_server_joins_what_the_folder_joins(synthea_bundles, raw, tmp
     build_cohort([synthea_bundles], task, tmp_path / "from-folder", seed=1, progress=False, images=archive)
     with running_orthanc(tmp_path / "orthanc") as url:
         store(url, sorted(archive.rglob("*.dcm")))
-        build_cohort([synthea_bundles], task, tmp_path / "from-server", seed=1, progress=False, images=f"{url}/dicom-web")
+        build_cohort(
+            [synthea_bundles], task, tmp_path / "from-server", seed=1, progress=False, images=f"{url}/dicom-web"
+        )
     folder_rows, server_rows = read_manifest(tmp_path / "from-folder"), read_manifest(tmp_path / "from-server")
     assert [r["sample_id"] for r in folder_rows] == [r["sample_id"] for r in server_rows]
     assert any(r["has_image"] == "1" for r in server_rows)
@@ -189,18 +203,34 @@ def test_an_imaging_study_the_source_lacks_by_uid_joins_by_accession_number(tmp_
 
     when = datetime(2024, 1, 5, 9, 30, tzinfo=timezone.utc)
     patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:mrn", "value": "MRN-7"}]}
-    imaging = {"resourceType": "ImagingStudy", "id": "i1", "status": "available", "subject": {"reference": "Patient/p1"},
-               "started": when.isoformat(),
-               "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3.4"},
-                              {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
-                               "value": "ACC-42"}]}
+    imaging = {
+        "resourceType": "ImagingStudy",
+        "id": "i1",
+        "status": "available",
+        "subject": {"reference": "Patient/p1"},
+        "started": when.isoformat(),
+        "identifier": [
+            {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3.4"},
+            {
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+                "value": "ACC-42",
+            },
+        ],
+    }
     record = PatientRecord("p1", patient, {"Patient": (patient,), "ImagingStudy": (imaging,)}, "p1.json")
     report = PopulationReport()
     clean = clean_patient(record, (), report)
     assert clean.imaging[0].study_uid == "1.2.3.4" and clean.imaging[0].accession == "ACC-42"
     archive = tmp_path / "archive"
     for name, accession in (("right", "ACC-42"), ("wrong", "ACC-43")):
-        write_dx(archive / f"{name}.dcm", study=generate_uid(), series=generate_uid(), sop=f"1.9.{len(name)}", patient="MRN-7", when=when)
+        write_dx(
+            archive / f"{name}.dcm",
+            study=generate_uid(),
+            series=generate_uid(),
+            sop=f"1.9.{len(name)}",
+            patient="MRN-7",
+            when=when,
+        )
         ds = pydicom.dcmread(archive / f"{name}.dcm")
         ds.AccessionNumber = accession
         ds.save_as(archive / f"{name}.dcm")

@@ -19,13 +19,32 @@ from medmm.tasks import load_task, task_from_dict
 
 pytestmark = pytest.mark.slow  # generates a population (about 10 s) and reads it several times
 
-ARI_SNOMED = {"10509002": "acute_bronchitis", "233604007": "pneumonia", "444814009": "viral_sinusitis",
-              "195662009": "acute_viral_pharyngitis"}
-CHANNEL_OF = {"8867-4": "heart_rate", "9279-1": "resp_rate", "59408-5": "spo2", "2708-6": "spo2",
-              "8310-5": "temperature", "8480-6": "sbp", "8462-4": "dbp", "29463-7": "weight"}
+ARI_SNOMED = {
+    "10509002": "acute_bronchitis",
+    "233604007": "pneumonia",
+    "444814009": "viral_sinusitis",
+    "195662009": "acute_viral_pharyngitis",
+}
+CHANNEL_OF = {
+    "8867-4": "heart_rate",
+    "9279-1": "resp_rate",
+    "59408-5": "spo2",
+    "2708-6": "spo2",
+    "8310-5": "temperature",
+    "8480-6": "sbp",
+    "8462-4": "dbp",
+    "29463-7": "weight",
+}
 CHANNELS = ["heart_rate", "resp_rate", "spo2", "temperature", "sbp", "dbp", "weight"]
-RANGES = {"heart_rate": (20, 300), "resp_rate": (4, 80), "spo2": (50, 100), "temperature": (30, 45),
-          "sbp": (40, 300), "dbp": (20, 200), "weight": (0.3, 400)}
+RANGES = {
+    "heart_rate": (20, 300),
+    "resp_rate": (4, 80),
+    "spo2": (50, 100),
+    "temperature": (30, 45),
+    "sbp": (40, 300),
+    "dbp": (20, 200),
+    "weight": (0.3, 400),
+}
 
 
 def t(text):
@@ -59,8 +78,11 @@ def expected_readings(res):
         has_value = "valueQuantity" in obs or any("valueQuantity" in c for c in obs.get("component", []))
         if not has_value and not any(k.startswith("value") for k in obs):
             continue
-        key = (tuple(sorted((c.get("system"), c["code"]) for c in obs["code"]["coding"])),
-               t(obs["effectiveDateTime"]), ref_id(obs.get("encounter")))
+        key = (
+            tuple(sorted((c.get("system"), c["code"]) for c in obs["code"]["coding"])),
+            t(obs["effectiveDateTime"]),
+            ref_id(obs.get("encounter")),
+        )
         if key in seen:
             continue
         seen.add(key)
@@ -72,7 +94,9 @@ def expected_readings(res):
         codes = [c["code"] for c in obs["code"]["coding"]]
         if any(c in ("8480-6", "8462-4") for c in codes) and (when, enc) in panels:
             continue
-        parts = [(codes, obs)] + [([c["code"] for c in comp["code"]["coding"]], comp) for comp in obs.get("component", [])]
+        parts = [(codes, obs)] + [
+            ([c["code"] for c in comp["code"]["coding"]], comp) for comp in obs.get("component", [])
+        ]
         for part_codes, holder in parts:
             channel = next((CHANNEL_OF[c] for c in part_codes if c in CHANNEL_OF), None)
             if channel is None or "valueQuantity" not in holder:
@@ -109,14 +133,22 @@ def raw(synthea_bundles):
 @pytest.fixture(scope="module")
 def ari_samples(synthea_bundles):
     report = PopulationReport()
-    samples = list(population_samples(load_task("acute-respiratory-infection"), iter_bundle_folder(synthea_bundles, report), report))
+    samples = list(
+        population_samples(
+            load_task("acute-respiratory-infection"), iter_bundle_folder(synthea_bundles, report), report
+        )
+    )
     return samples, report
 
 
 def test_index_times_are_every_ambulatory_or_emergency_encounter(ari_samples, raw):
     samples, _ = ari_samples
-    expected = sorted((pid, t(e["period"]["start"])) for pid, res in raw.items() for e in res["Encounter"]
-                      if e["class"]["code"] in ("AMB", "EMER"))
+    expected = sorted(
+        (pid, t(e["period"]["start"]))
+        for pid, res in raw.items()
+        for e in res["Encounter"]
+        if e["class"]["code"] in ("AMB", "EMER")
+    )
     assert sorted((s.patient_id, s.index_time) for s in samples) == expected
     assert len(expected) > 20
 
@@ -129,7 +161,10 @@ def test_labels_match_conditions_diagnosed_that_day(ari_samples, raw):
         expected = {name: False for name in ARI_SNOMED.values()}
         for cond in raw[s.patient_id]["Condition"]:
             name = ARI_SNOMED.get(cond["code"]["coding"][0]["code"])
-            if name is None or cond.get("verificationStatus", {}).get("coding", [{}])[0].get("code") in ("refuted", "entered-in-error"):
+            if name is None or cond.get("verificationStatus", {}).get("coding", [{}])[0].get("code") in (
+                "refuted",
+                "entered-in-error",
+            ):
                 continue
             onset = t(cond.get("onsetDateTime") or cond["recordedDate"])
             if onset.date() == s.index_time.date() or ref_id(cond.get("encounter")) == encounter:
@@ -143,8 +178,9 @@ def test_notes_in_the_year_before_each_index(ari_samples, raw):
     samples, _ = ari_samples
     for s in samples:
         texts = note_texts(raw[s.patient_id])
-        expected = sorted(text for text, when in texts.items()
-                          if s.index_time - timedelta(days=365) <= when < s.index_time)
+        expected = sorted(
+            text for text, when in texts.items() if s.index_time - timedelta(days=365) <= when < s.index_time
+        )
         assert sorted(n.text for n in s.notes) == expected, s.sample_id
         assert all(n.time < s.index_time for n in s.notes)  # nothing at the index leaks in
     assert any(s.notes for s in samples)
@@ -155,8 +191,11 @@ def test_vitals_one_step_per_earlier_encounter(ari_samples, raw):
     observed = 0
     for s in samples:
         res = raw[s.patient_id]
-        steps = sorted((t(e["period"]["start"]), e["id"]) for e in res["Encounter"]
-                       if s.index_time - timedelta(days=365) <= t(e["period"]["start"]) < s.index_time)
+        steps = sorted(
+            (t(e["period"]["start"]), e["id"])
+            for e in res["Encounter"]
+            if s.index_time - timedelta(days=365) <= t(e["period"]["start"]) < s.index_time
+        )
         assert [tm for tm, _ in steps] == list(s.vitals.step_times)
         position = {eid: i for i, (_, eid) in enumerate(steps)}
         sums = defaultdict(list)
@@ -174,11 +213,14 @@ def test_vitals_one_step_per_earlier_encounter(ari_samples, raw):
 
 def test_hourly_grid_including_the_index(synthea_bundles, raw):
     """A 24 h grid of 60 min steps that includes the index: the encounter's own vitals land in the last step."""
-    task = task_from_dict({
-        "name": "last-visit", "index": {"kind": "last_encounter", "classes": ["AMB"]},
-        "vitals": {"hours": 24, "step_minutes": 60, "include_index": True},
-        "labels": [{"name": "pneumonia", "snomed": ["233604007"]}],
-    })
+    task = task_from_dict(
+        {
+            "name": "last-visit",
+            "index": {"kind": "last_encounter", "classes": ["AMB"]},
+            "vitals": {"hours": 24, "step_minutes": 60, "include_index": True},
+            "labels": [{"name": "pneumonia", "snomed": ["233604007"]}],
+        }
+    )
     report = PopulationReport()
     samples = list(population_samples(task, iter_bundle_folder(synthea_bundles, report), report))
     assert len(samples) == len(raw)
@@ -226,6 +268,12 @@ def test_bundles_and_bulk_export_give_identical_samples(synthea_bundles, synthea
     from_bulk = list(population_samples(task, iter_bulk_export(synthea_bulk), PopulationReport()))
     assert [s.sample_id for s in from_bundles] == [s.sample_id for s in from_bulk]
     for a, b in zip(from_bundles, from_bulk):
-        assert (a.labels, a.notes, a.images, a.demographics, a.audit) == (b.labels, b.notes, b.images, b.demographics, b.audit)
+        assert (a.labels, a.notes, a.images, a.demographics, a.audit) == (
+            b.labels,
+            b.notes,
+            b.images,
+            b.demographics,
+            b.audit,
+        )
         assert a.vitals.step_times == b.vitals.step_times
         np.testing.assert_array_equal(a.vitals.values, b.vitals.values)

@@ -16,7 +16,9 @@ from medmm.report.pdf import export_pdf, find_chromium
 
 CHROMIUM = find_chromium()
 DRIVER = shutil.which("chromedriver")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="chromium and chromedriver are not installed")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None, reason="chromium and chromedriver are not installed"
+)
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
@@ -28,8 +30,18 @@ def test_report_renders_every_section_with_its_images_in_headless_chromium(repor
     report = write_report(report_run.out, report_run.evaluation, report_run.audit, report_run.explanations)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,900",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
@@ -41,7 +53,8 @@ def test_report_renders_every_section_with_its_images_in_headless_chromium(repor
             height = driver.execute_script(f"return document.getElementById('{sid}').getBoundingClientRect().height")
             assert height > 40, sid
         images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.closest('section').id])")
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.closest('section').id])"
+        )
         assert len(images) >= 5
         assert all(done and width > 0 and height > 0 for done, width, height, _ in images), images
         assert {"curves", "calibration", "fairness", "explanations"} <= {section for *_, section in images}

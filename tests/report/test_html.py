@@ -86,7 +86,9 @@ def test_tables_show_the_figures_of_evaluation_json(rendered, report_run):
     g = e["grounding"]
     assert f"raw LM draft <b>{pct(g['impressions']['raw']['with_contradicted_claim'])}</b>" in html
     assert f"grounded (as given out) <b>{pct(g['impressions']['grounded']['with_contradicted_claim'])}</b>" in html
-    assert "Answers to 52 fixed questions" in html and f"<b>{pct(g['questions']['with_contradicted_claim'])}</b>" in html
+    assert (
+        "Answers to 52 fixed questions" in html and f"<b>{pct(g['questions']['with_contradicted_claim'])}</b>" in html
+    )
     assert "free-text answers to 2 of these questions" in html and f"<b>{pct(0.49)}</b> of 800" in html
 
 
@@ -105,7 +107,7 @@ def test_fairness_section_names_the_flagged_group_with_its_interval(rendered, re
 def test_tripod_section_lists_every_item_with_a_status(rendered):
     _, html = rendered
     tripod = html.split('<section id="tripod">')[1]
-    rows = re.findall(r'<tr><td>([0-9]+[a-g]?)</td>', tripod)
+    rows = re.findall(r"<tr><td>([0-9]+[a-g]?)</td>", tripod)
     assert len(rows) == 52 and rows[0] == "1" and rows[-1] == "27c"
     assert 'class="badge reported"' in tripod and 'class="badge authors"' in tripod
 
@@ -139,7 +141,9 @@ def test_explanation_examples_from_explain_output_or_any_png(report_run, tmp_pat
         ("Pneumonia: integrated_gradients (image)", "second"),
     ]
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b_map.png").write_bytes((report_run.explanations / "pneumonia" / "gradcam-image.png").read_bytes())
+    (tmp_path / "sub" / "b_map.png").write_bytes(
+        (report_run.explanations / "pneumonia" / "gradcam-image.png").read_bytes()
+    )
     (tmp_path / "a_map.png").write_bytes((report_run.explanations / "pneumonia" / "gradcam-image.png").read_bytes())
     (tmp_path / "c_map.png").write_bytes(b"not a png")
     assert [x["title"] for x in explanation_examples(tmp_path)] == ["a map", "b map"]

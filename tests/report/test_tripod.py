@@ -16,7 +16,15 @@ def test_every_tripod_ai_item_is_listed_once_in_order(report_run):
     items = tripod_checklist(report_run.evaluation, report_run.audit)
     ids = [i.item for i in items]
     assert ids == [x[0] for x in ITEMS] and len(set(ids)) == len(ids) == 52
-    assert {i.section for i in items} == {"Title", "Abstract", "Introduction", "Methods", "Open science", "Results", "Discussion"}
+    assert {i.section for i in items} == {
+        "Title",
+        "Abstract",
+        "Introduction",
+        "Methods",
+        "Open science",
+        "Results",
+        "Discussion",
+    }
     assert all(i.status in (REPORTED, DRAFT, AUTHORS) for i in items)
     assert all(i.anchor in {sid for sid, _ in SECTIONS} for i in items if i.anchor)
 
@@ -25,7 +33,11 @@ def test_filled_items_carry_the_run_figures(report_run):
     e, audit = report_run.evaluation, report_run.audit
     items = by_item(tripod_checklist(e, audit))
     s = e["summary"]
-    assert items["24"].status == REPORTED and num(s["ece_before"]) in items["24"].answer and num(s["ece_after"]) in items["24"].answer
+    assert (
+        items["24"].status == REPORTED
+        and num(s["ece_before"]) in items["24"].answer
+        and num(s["ece_after"]) in items["24"].answer
+    )
     assert num(s["macro_auroc"]) in items["23a"].answer and "subgroup" in items["23a"].answer
     assert num(e["calibration"]["temperature"]) in items["12f"].answer
     assert "0123456789abcdef" in items["12g"].answer and "0123456789abcdef" in items["22"].answer

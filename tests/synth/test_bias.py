@@ -47,7 +47,9 @@ def test_label_noise_strips_all_evidence_from_the_groups_positives_only(runs):
         else:
             assert not t["bias"]["member"] and not t["bias"]["applied"]
             assert t["evidence"] == plain[pid]["evidence"]  # other groups unaffected
-            assert (runs["noise"] / pid / "record.json").read_bytes() == (runs["plain"] / pid / "record.json").read_bytes()
+            assert (runs["noise"] / pid / "record.json").read_bytes() == (
+                runs["plain"] / pid / "record.json"
+            ).read_bytes()
     assert members > 0 and positives > 0
 
 

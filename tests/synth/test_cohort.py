@@ -14,7 +14,6 @@ from medmm.codes import vital_for_code
 from medmm.errors import ConfigError
 from medmm.synth import MARKER, SynthConfig, synthesize
 from medmm.synth.cohort import MANIFEST_COLUMNS
-
 from tests.synth.conftest import SMALL
 
 
@@ -86,7 +85,11 @@ def test_truth_masks_load_without_pickle_and_match_the_truth_boxes(cohort, manif
             rows, cols = np.nonzero(mask)
             box = ev["image"]["bbox"]
             assert (rows.min(), cols.min(), rows.max(), cols.max()) == (
-                box["row_min"], box["col_min"], box["row_max"], box["col_max"])
+                box["row_min"],
+                box["col_min"],
+                box["row_max"],
+                box["col_max"],
+            )
             if d != "heart_failure":
                 assert not (mask & ~lungs).any()
             checked += 1
@@ -103,7 +106,11 @@ def test_vitals_windows_and_note_spans_in_the_written_files(cohort, manifest):
         texts = []
         for note in truth["notes"]:
             res = by_ref[note["reference"]]
-            att = res["presentedForm"][0] if res["resourceType"] == "DiagnosticReport" else res["content"][0]["attachment"]
+            att = (
+                res["presentedForm"][0]
+                if res["resourceType"] == "DiagnosticReport"
+                else res["content"][0]["attachment"]
+            )
             texts.append(base64.b64decode(att["data"]).decode("utf-8"))
         spans = [s for ev in truth["evidence"].values() if ev["notes"] for s in ev["notes"]["spans"]]
         for s in spans + truth["distractors"]["notes"]:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import ConfigError
 from medmm.synth import SynthConfig
 from medmm.synth.config import DEFAULT_PREVALENCE, label_set_probabilities
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 
 
 def test_defaults_follow_the_brief():

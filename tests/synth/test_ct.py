@@ -31,7 +31,9 @@ def test_normal_ct_has_aerated_lungs_and_apex_at_the_top():
     hu = ct.hu.astype(float)
     assert hu[ct.lungs].mean() == pytest.approx(-850, abs=30)
     area = ct.lungs.sum(axis=(1, 2))
-    assert area[0] < 0.1 * area.max() and area.argmax() < 12 and area[-1] < 0.5 * area.max()  # diaphragm below, apex above
+    assert (
+        area[0] < 0.1 * area.max() and area.argmax() < 12 and area[-1] < 0.5 * area.max()
+    )  # diaphragm below, apex above
     assert dict(ct.lesions) == {}
 
 

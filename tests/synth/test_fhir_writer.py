@@ -3,9 +3,19 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from medmm.codes import BP_PANEL_LOINC, ICD10, NOTE_TYPES, OBS_CATEGORY, SNOMED, US_CORE_BIRTHSEX, US_CORE_ETHNICITY, US_CORE_RACE, vital_for_code
-from medmm.synth.diagnoses import DIAGNOSES
+from medmm.codes import (
+    BP_PANEL_LOINC,
+    ICD10,
+    NOTE_TYPES,
+    OBS_CATEGORY,
+    SNOMED,
+    US_CORE_BIRTHSEX,
+    US_CORE_ETHNICITY,
+    US_CORE_RACE,
+    vital_for_code,
+)
 from medmm.io.units import implausible_reason, to_canonical
+from medmm.synth.diagnoses import DIAGNOSES
 
 
 def resources(raw, kind):
@@ -86,7 +96,11 @@ def test_fhir_vitals_are_plausible_after_unit_conversion(bundles):
         patients += 1
         assert truth["vitals"]["source"] == "fhir"
         for o in obs:
-            assert o["category"][0]["coding"][0] == {"system": OBS_CATEGORY, "code": "vital-signs", "display": "Vital Signs"}
+            assert o["category"][0]["coding"][0] == {
+                "system": OBS_CATEGORY,
+                "code": "vital-signs",
+                "display": "Vital Signs",
+            }
             code = o["code"]["coding"][0]["code"]
             if code == BP_PANEL_LOINC:
                 parts = [(c["code"]["coding"][0]["code"], c["valueQuantity"]) for c in o["component"]]

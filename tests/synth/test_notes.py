@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from medmm.codes import NOTE_TYPES, RACES
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth import SynthConfig
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth.notes import compose_notes
 from medmm.synth.phrases import EVIDENCE, HEDGES, HISTORY, NEGATIONS
 from medmm.synth.plan import draw_plan

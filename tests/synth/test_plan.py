@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from medmm.codes import ETHNICITIES, RACES
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth import SynthConfig
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.synth.plan import CAPABLE, assign_splits, draw_plan
 
 
@@ -118,8 +118,15 @@ def test_label_noise_rate_follows_the_strength():
 
 
 def test_image_quality_bias_marks_only_the_group():
-    c = SynthConfig(patients=200, seed=6, workers=1, bias_attribute="ethnicity", bias_value="2135-2",
-                    bias_kind="image_quality", bias_strength=0.8)
+    c = SynthConfig(
+        patients=200,
+        seed=6,
+        workers=1,
+        bias_attribute="ethnicity",
+        bias_value="2135-2",
+        bias_kind="image_quality",
+        bias_strength=0.8,
+    )
     for p in plans(c):
         assert p.image_degradation == (0.8 if p.ethnicity == "2135-2" else 0.0)
         assert p.evidence_removed == ()

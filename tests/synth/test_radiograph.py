@@ -57,7 +57,12 @@ def test_lesion_masks_lie_inside_the_lungs(seed, finding):
     assert not (mask & ~img.lungs).any()
     rows, cols = np.nonzero(mask)
     box = img.findings[0].bbox
-    assert (box["row_min"], box["row_max"], box["col_min"], box["col_max"]) == (rows.min(), rows.max(), cols.min(), cols.max())
+    assert (box["row_min"], box["row_max"], box["col_min"], box["col_max"]) == (
+        rows.min(),
+        rows.max(),
+        cols.min(),
+        cols.max(),
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)

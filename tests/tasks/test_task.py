@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from medmm.codes import ICD10, SNOMED, VITAL_SIGNS
-from medmm.synth.diagnoses import DIAGNOSES, diagnosis_for_code
 from medmm.errors import ConfigError
+from medmm.synth.diagnoses import DIAGNOSES, diagnosis_for_code
 from medmm.tasks import Horizon, LabelSpec, load_task, shipped_tasks, task_from_dict, task_to_dict
 from medmm.tasks.task import age_band_label
 
@@ -78,7 +78,17 @@ def test_horizon_bounds_and_calendar_days():
 def test_age_bands():
     task = load_task("synthetic-cxr")
     assert [task.age_band(a) for a in (0, 17.9, 18, 39.99, 40, 64.5, 65, 79.5, 80, 101, None)] == [
-        "0-17", "0-17", "18-39", "18-39", "40-64", "40-64", "65-79", "65-79", "80+", "80+", None
+        "0-17",
+        "0-17",
+        "18-39",
+        "18-39",
+        "40-64",
+        "40-64",
+        "65-79",
+        "65-79",
+        "80+",
+        "80+",
+        None,
     ]
 
 
@@ -88,7 +98,13 @@ def test_an_unknown_or_impossible_age_has_no_band(age):
 
 
 def test_age_bands_of_a_task():
-    assert [age_band_label(a, (50.0, 70.0)) for a in (0, 49.9, 50, "69.5", 70)] == ["0-49", "0-49", "50-69", "50-69", "70+"]
+    assert [age_band_label(a, (50.0, 70.0)) for a in (0, 49.9, 50, "69.5", 70)] == [
+        "0-49",
+        "0-49",
+        "50-69",
+        "50-69",
+        "70+",
+    ]
 
 
 def _write(tmp_path, data) -> Path:
@@ -116,12 +132,20 @@ def _valid() -> dict:
         (lambda d: d.update(horizon={"before_days": 0, "after": 1}), "horizon"),
         (lambda d: d.update(inactive_conditions="sometimes"), "inactive_conditions"),
         (lambda d: d.update(audit_attributes=["sex", "income"]), "audit_attributes[1]"),
-        (lambda d: d.update(channels=[{"name": "hr", "loinc": ["8867-4"], "unit": "bpm", "low": 1, "high": 2}]),
-         "channels[0].unit"),
-        (lambda d: d.update(channels=[{"name": "hr", "loinc": ["8867-4"], "unit": "beats per min", "low": 1, "high": 2}]),
-         "channels[0].unit"),
-        (lambda d: d.update(channels=[{"name": "hr", "loinc": ["8867-4"], "unit": "/min", "low": 9, "high": 2}]),
-         "channels[0].high"),
+        (
+            lambda d: d.update(channels=[{"name": "hr", "loinc": ["8867-4"], "unit": "bpm", "low": 1, "high": 2}]),
+            "channels[0].unit",
+        ),
+        (
+            lambda d: d.update(
+                channels=[{"name": "hr", "loinc": ["8867-4"], "unit": "beats per min", "low": 1, "high": 2}]
+            ),
+            "channels[0].unit",
+        ),
+        (
+            lambda d: d.update(channels=[{"name": "hr", "loinc": ["8867-4"], "unit": "/min", "low": 9, "high": 2}]),
+            "channels[0].high",
+        ),
         (lambda d: d.update(index={"kind": "manifest_column"}), "index.column"),
         (lambda d: d.update(lables=[]), "task"),
     ],

@@ -65,7 +65,12 @@ def expected_labels(folder: Path) -> set[str]:
             continue
         for coding in (res.get("code") or {}).get("coding", []):
             code = str(coding.get("code", "")).upper().replace(".", "")
-            if coding.get("system") == SNOMED and code == "233604007" or coding.get("system") == ICD10 and code.startswith("J18"):
+            if (
+                coding.get("system") == SNOMED
+                and code == "233604007"
+                or coding.get("system") == ICD10
+                and code.startswith("J18")
+            ):
                 found.add("lung_infection")
             if coding.get("system") == ICD10 and code.startswith("I50"):
                 found.add("cardiac_failure")
@@ -108,11 +113,18 @@ def test_labels_and_channels_follow_the_task(checkpoint, small_cohort):
 
 def test_predict_json_names_the_tasks_labels(checkpoint, small_cohort):
     patient = sorted(p for p in small_cohort.iterdir() if p.is_dir())[0]
-    proc = subprocess.run(MEDMM + ["predict", "--model", str(checkpoint), "--json", "--no-impression", str(patient)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        MEDMM + ["predict", "--model", str(checkpoint), "--json", "--no-impression", str(patient)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.splitlines()[0])
-    assert {(s["name"], s["display"]) for s in line["scores"]} == {("lung_infection", "Lung infection"), ("cardiac_failure", "Cardiac failure")}
+    assert {(s["name"], s["display"]) for s in line["scores"]} == {
+        ("lung_infection", "Lung infection"),
+        ("cardiac_failure", "Cardiac failure"),
+    }
 
 
 def test_risk_assessments_carry_the_tasks_codes(checkpoint, small_cohort, tmp_path):
@@ -126,8 +138,10 @@ def test_risk_assessments_carry_the_tasks_codes(checkpoint, small_cohort, tmp_pa
     for line in lines:
         outcomes = {p["outcome"]["text"]: p["outcome"]["coding"] for p in json.loads(line)["prediction"]}
         assert outcomes == {
-            "Lung infection": [{"system": SNOMED, "code": "233604007", "display": "Lung infection"},
-                               {"system": ICD10, "code": "J18", "display": "Lung infection"}],
+            "Lung infection": [
+                {"system": SNOMED, "code": "233604007", "display": "Lung infection"},
+                {"system": ICD10, "code": "J18", "display": "Lung infection"},
+            ],
             "Cardiac failure": [{"system": ICD10, "code": "I50", "display": "Cardiac failure"}],
         }
 
@@ -142,12 +156,21 @@ def test_evaluation_report_and_card_use_the_tasks_names(checkpoint, tmp_path):
     from medmm.synth import SynthConfig, synthesize
 
     cohort = tmp_path / "cohort"
-    synthesize(cohort, SynthConfig(patients=40, seed=5, image_size=32, workers=1, train_fraction=0.2, val_fraction=0.4, test_fraction=0.4),
-               progress=False)
+    synthesize(
+        cohort,
+        SynthConfig(
+            patients=40, seed=5, image_size=32, workers=1, train_fraction=0.2, val_fraction=0.4, test_fraction=0.4
+        ),
+        progress=False,
+    )
     model = tmp_path / "model"
     shutil.copytree(checkpoint, model)  # evaluation writes the calibration into the checkpoint
     evaluation = run_evaluation(model, cohort, tmp_path / "eval", n_boot=50, progress=False, baselines=False)
-    assert evaluation["model"]["task"] == "chest-two" and evaluation["model"]["channels"] == ["spo2", "heart_rate", "resp_rate"]
+    assert evaluation["model"]["task"] == "chest-two" and evaluation["model"]["channels"] == [
+        "spo2",
+        "heart_rate",
+        "resp_rate",
+    ]
     assert [d["name"] for d in evaluation["metrics"]["diagnoses"]] == ["lung_infection", "cardiac_failure"]
     html = write_report(tmp_path / "eval", evaluation, None, None).read_text()
     assert "Lung infection" in html and "Cardiac failure" in html
@@ -166,7 +189,10 @@ def test_the_interface_offers_and_accepts_the_tasks_labels(checkpoint, small_coh
     service = make_service(checkpoint, tmp_path / "work")
     app = build_app(service)
     groups = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "medmm-named"]
-    assert [tuple(c) for c in groups[0].choices] == [("Lung infection", "lung_infection"), ("Cardiac failure", "cardiac_failure")]
+    assert [tuple(c) for c in groups[0].choices] == [
+        ("Lung infection", "lung_infection"),
+        ("Cardiac failure", "cardiac_failure"),
+    ]
     case = service.open_uploads(patient_files(full_patient(small_cohort)))
     final = list(service.analyse(case))[-1]
     assert {s.display for s in final.prediction.scores} == {"Lung infection", "Cardiac failure"}

@@ -26,9 +26,17 @@ def lung_task():
     data = task_to_dict(load_task("acute-respiratory-infection"))
     data["name"] = "lung"
     data["labels"] = [
-        {"name": "lung_infection", "display": "Lung infection", "snomed": ["233604007"],
-         "words": {"synonyms": ["chest infection"], "evidence": {"image": "air space shadowing", "vitals": "fever", "notes": "crackles"},
-                   "image_findings": ["air space shadowing"], "image_terms": ["shadowing"]}},
+        {
+            "name": "lung_infection",
+            "display": "Lung infection",
+            "snomed": ["233604007"],
+            "words": {
+                "synonyms": ["chest infection"],
+                "evidence": {"image": "air space shadowing", "vitals": "fever", "notes": "crackles"},
+                "image_findings": ["air space shadowing"],
+                "image_terms": ["shadowing"],
+            },
+        },
         {"name": "asthma", "display": "Asthma", "snomed": ["195967001"]},
     ]
     return task_from_dict(data, "test")
@@ -37,12 +45,22 @@ def lung_task():
 def test_the_default_tasks_words_are_the_synthetic_cohorts():
     v = default_vocabulary()
     assert tuple(v) == CXR_NAMES
-    assert v.evidence["pneumonia"] == {"image": "focal consolidation", "vitals": "fever and tachypnoea", "notes": "productive cough and crackles"}
-    assert "image" not in v.evidence["sepsis"] and v.evidence["sepsis"]["vitals"] == "fever, tachycardia and hypotension"
+    assert v.evidence["pneumonia"] == {
+        "image": "focal consolidation",
+        "vitals": "fever and tachypnoea",
+        "notes": "productive cough and crackles",
+    }
+    assert (
+        "image" not in v.evidence["sepsis"] and v.evidence["sepsis"]["vitals"] == "fever, tachycardia and hypotension"
+    )
     assert v.question_words["heart_failure"] == ("heart failure", "cardiac failure", "chf", "congestive", "hf")
     assert v.image_words["blunted costophrenic angle"] == "pleural_effusion"
-    assert dict(v.image_terms) == {"consolidation": "pneumonia", "cardiomegaly": "heart_failure", "costophrenic": "pleural_effusion",
-                                   "pleural line": "pneumothorax"}
+    assert dict(v.image_terms) == {
+        "consolidation": "pneumonia",
+        "cardiomegaly": "heart_failure",
+        "costophrenic": "pleural_effusion",
+        "pleural line": "pneumothorax",
+    }
 
 
 def test_words_round_trip_and_bad_words_are_refused(tmp_path):
@@ -64,7 +82,9 @@ def test_words_round_trip_and_bad_words_are_refused(tmp_path):
 def test_text_takes_a_tasks_own_words():
     task = lung_task()
     v = task.displays
-    assert evidence_table(v) == {"lung_infection": {"image": "air space shadowing", "vitals": "fever", "notes": "crackles"}}
+    assert evidence_table(v) == {
+        "lung_infection": {"image": "air space shadowing", "vitals": "fever", "notes": "crackles"}
+    }
     text = impression_text(["lung_infection"], {"lung_infection": ("vitals", "notes")}, displays=v)
     assert text == "lung infection (fever; crackles)."
     pairs = {p.question: p.answer for p in qa_pairs(["lung_infection"], {"lung_infection": ("notes",)}, displays=v)}
@@ -85,10 +105,15 @@ def test_the_verifier_reads_radiograph_claims_by_the_tasks_terms():
     p, cut = {"lung_infection": 0.9, "asthma": 0.1}, {"lung_infection": 0.5, "asthma": 0.5}
     view = PredictionView(p, cut, (), task.displays.lower, task.displays.image_terms)
     truth = {"evidence": {"lung_infection": {"modalities": ["image"]}}}
-    found = {v.text: v.verdict for v in verify_impression("lung infection (air space shadowing).", with_image(study()), view, truth)}
+    found = {
+        v.text: v.verdict
+        for v in verify_impression("lung infection (air space shadowing).", with_image(study()), view, truth)
+    }
     assert found == {"lung infection": "supported", "shadowing": "supported"}
     default = PredictionView(p, cut, (), task.displays.lower)  # the default task's terms know no shadowing
-    assert {v.text for v in verify_impression("lung infection (air space shadowing).", with_image(study()), default, truth)} == {"lung infection"}
+    assert {
+        v.text for v in verify_impression("lung infection (air space shadowing).", with_image(study()), default, truth)
+    } == {"lung infection"}
 
 
 def test_a_task_stored_without_words_gets_the_shipped_ones_only_when_it_is_the_shipped_task():
@@ -111,10 +136,17 @@ def _literals(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 docstrings.add(id(first.value))
-    return [(n.lineno, n.value) for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
 
 
 def test_no_module_outside_the_tasks_and_the_synthetic_generator_names_a_diagnosis():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from medmm.backbone_tokenizer import build_tokenizer
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt, impression_text, qa_prompt
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.train.data import TextBatcher
 from medmm.train.targets import CaseText
 
@@ -25,7 +25,11 @@ def item(k: int | list[int], impression: str, qa: list[tuple[str, str]], *, know
         "labels": labels,
         "labels_known": torch.tensor(known),
         "notes_embeddings": torch.full((2, 3, 4), 0.5, dtype=torch.float16),
-        "meta": {"impression": impression, "qa": qa, "text": CaseText(impression, (), tuple(DIAGNOSIS_NAMES[i] for i in ([k] if isinstance(k, int) else k)), {})},
+        "meta": {
+            "impression": impression,
+            "qa": qa,
+            "text": CaseText(impression, (), tuple(DIAGNOSIS_NAMES[i] for i in ([k] if isinstance(k, int) else k)), {}),
+        },
     }
 
 
@@ -89,7 +93,9 @@ def test_choices_follow_the_seed_and_the_fraction(tok):
     batcher = TextBatcher(tok, qa_fraction=1.0, seed=2)
     for _ in range(20):
         for ids in batcher(items)["input_ids"].tolist():
-            asked.add(tok.decode([t for t in ids if t not in (tok.pad_token_id, tok.eos_token_id)], skip_special_tokens=True))
+            asked.add(
+                tok.decode([t for t in ids if t not in (tok.pad_token_id, tok.eos_token_id)], skip_special_tokens=True)
+            )
     assert len(asked) == 3  # every pair gets its turn
 
 
@@ -172,7 +178,9 @@ def test_guided_rows_with_every_true_diagnosis_dropped_say_none(tok):
     check_guided_row(batch, 0, tok, set(), ["heart_failure", "pleural_effusion"])
     check_guided_row(batch, 1, tok, set(), ["pneumothorax"])
     batch = TextBatcher(tok, max_length=64, guide=True, guide_drop=1.0, guide_add=1.0)(items)
-    check_guided_row(batch, 0, tok, {"pneumonia", "pneumothorax", "sepsis"}, ["heart_failure", "pleural_effusion"])  # every false one added
+    check_guided_row(
+        batch, 0, tok, {"pneumonia", "pneumothorax", "sepsis"}, ["heart_failure", "pleural_effusion"]
+    )  # every false one added
 
 
 def test_question_rows_are_unchanged_by_the_guide(tok):
@@ -198,6 +206,8 @@ def test_guide_noise_follows_the_seed_and_its_rates(tok):
         guide = text.split("[suspected: ", 1)[1].split("]", 1)[0]
         for n in DIAGNOSIS_NAMES:
             named[n] += display[n] in guide.split("; ")
-    assert 0.62 < named["pneumonia"] / len(rows) < 0.78 and 0.62 < named["heart_failure"] / len(rows) < 0.78  # kept: 1 - 0.3
+    assert (
+        0.62 < named["pneumonia"] / len(rows) < 0.78 and 0.62 < named["heart_failure"] / len(rows) < 0.78
+    )  # kept: 1 - 0.3
     for n in ("pleural_effusion", "pneumothorax", "sepsis"):
         assert 0.13 < named[n] / len(rows) < 0.27  # added: 0.2

@@ -11,13 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
 from medmm.errors import CheckpointError
 from medmm.io.cohort import Cohort
 from medmm.synth import SynthConfig, synthesize
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.train.image_pretrain import (
-    ImagePretrainer, finding_logits, image_targets, load_image_encoder, mask_background, pointing_rate, pretrain_loss, save_image_encoder,
+    ImagePretrainer,
+    finding_logits,
+    image_targets,
+    load_image_encoder,
+    mask_background,
+    pointing_rate,
+    pretrain_loss,
+    save_image_encoder,
 )
 
 TINY = ImageEncoderConfig(dim=16, init_features=8, growth_rate=8, block_config=(1, 1))
@@ -93,7 +100,9 @@ def test_finding_logits_and_loss_by_hand():
             assert float(pooled[b, k]) == pytest.approx(math.log(sum(math.exp(v) for v in values) / 4), rel=1e-12)
 
     expected_finding = np.mean([_bce(float(pooled[b, k]), float(finding[b, k])) for b in range(2) for k in range(3)])
-    expected_cover = np.mean([_bce(float(logits[0, n, k]), float(cover[0, k].flatten()[n])) for n in range(4) for k in range(3)])
+    expected_cover = np.mean(
+        [_bce(float(logits[0, n, k]), float(cover[0, k].flatten()[n])) for n in range(4) for k in range(3)]
+    )
     loss = pretrain_loss(logits, finding, cover, known, cover_weight=2.0)
     assert float(loss) == pytest.approx(expected_finding + 2.0 * expected_cover, rel=1e-10)
     none_known = pretrain_loss(logits, finding, cover, torch.tensor([False, False]))
@@ -128,7 +137,10 @@ def test_background_masking_blanks_whole_cells_outside_every_lesion():
             changed = []
             for cell in range(9):
                 r, c = divmod(cell, 3)
-                block, original = out[b, 0, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4], pixels[b, 0, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4]
+                block, original = (
+                    out[b, 0, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4],
+                    pixels[b, 0, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4],
+                )
                 if not torch.equal(block, original):
                     assert torch.all(block == pixels[b].mean())  # the whole cell, at the image's own mean
                     changed.append(cell)

@@ -27,9 +27,13 @@ def test_mean_over_diagnoses_then_over_known_rows():
     logits, labels = torch.tensor(LOGITS), torch.tensor(LABELS)
     known = torch.tensor([True, True, False])  # row 2 has no labels: it must not count, however wrong it is
     assert float(diagnosis_loss(logits[:2], labels[:2], known[:2])) == pytest.approx((row(0) + row(1)) / 2, rel=1e-6)
-    assert float(diagnosis_loss(logits[1:], labels[1:], known[1:])) == pytest.approx(row(1), rel=1e-6)  # 2x2, one unknown
+    assert float(diagnosis_loss(logits[1:], labels[1:], known[1:])) == pytest.approx(
+        row(1), rel=1e-6
+    )  # 2x2, one unknown
     assert float(diagnosis_loss(logits, labels, known)) == pytest.approx((row(0) + row(1)) / 2, rel=1e-6)
-    assert float(diagnosis_loss(logits, labels, torch.ones(3, dtype=torch.bool))) == pytest.approx((row(0) + row(1) + row(2)) / 3, rel=1e-6)
+    assert float(diagnosis_loss(logits, labels, torch.ones(3, dtype=torch.bool))) == pytest.approx(
+        (row(0) + row(1) + row(2)) / 3, rel=1e-6
+    )
 
 
 def test_row_weight_leaves_rows_out():

@@ -17,8 +17,8 @@ from medmm.codes import VITAL_NAMES
 from medmm.encoders.vitals import VitalsEncoderConfig
 from medmm.errors import CheckpointError
 from medmm.fusion.layers import FusionConfig
-from medmm.tasks import DEFAULT_TASK, load_task
 from medmm.model import ModelConfig, ResamplerConfig, build_model
+from medmm.tasks import DEFAULT_TASK, load_task
 from medmm.train.losses import diagnosis_loss
 from medmm.train.recipe import TrainConfig, build_optimizer
 from medmm.train.state import JsonlLogger, load_state, save_state
@@ -117,12 +117,19 @@ def test_state_files_are_safetensors_and_json_only(tmp_path):
     model, optimizer, scheduler = setup(0)
     train_step(model, optimizer, scheduler, 0)
     save_state(tmp_path / "last", model, optimizer, scheduler, {"epoch": 1, "step": 1})
-    assert sorted(p.name for p in (tmp_path / "last").iterdir()) == ["model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
+    assert sorted(p.name for p in (tmp_path / "last").iterdir()) == [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "state.json",
+    ]
     assert not (tmp_path / "last.tmp").exists()
     meta = json.loads((tmp_path / "last" / "state.json").read_text())
     assert meta["progress"] == {"epoch": 1, "step": 1}
     names = load_file(str(tmp_path / "last" / "model.safetensors")).keys()
-    assert names == {n for n, p in model.named_parameters() if p.requires_grad} | {n for n in model.state_dict() if "running_" in n}
+    assert names == {n for n, p in model.named_parameters() if p.requires_grad} | {
+        n for n in model.state_dict() if "running_" in n
+    }
     assert not any(n.startswith("lm.") for n in names)  # the frozen base LM is rebuilt, not stored
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+from medmm.prompts import QA, guided_prompt
 from medmm.synth.diagnoses import DIAGNOSIS_NAMES
-from medmm.prompts import QA
-from medmm.prompts import guided_prompt
 from medmm.train.targets import case_text, guided_pair, load_truth, noisy_guide
 
 TRUTH = {
@@ -32,7 +31,10 @@ def test_question_answer_pairs_from_the_truth():
     assert text.qa == (
         QA("Is there pneumonia?", "No, pneumonia is unlikely."),
         QA("Is there heart failure?", "Yes, heart failure is likely."),
-        QA("What supports heart failure?", "Cardiomegaly in the radiograph; weight gain and falling oxygen saturation in the vital signs."),
+        QA(
+            "What supports heart failure?",
+            "Cardiomegaly in the radiograph; weight gain and falling oxygen saturation in the vital signs.",
+        ),
         QA("Is there pleural effusion?", "Yes, pleural effusion is likely."),
         QA("What supports pleural effusion?", "Blunted costophrenic angle in the radiograph."),
         QA("Is there pneumothorax?", "No, pneumothorax is unlikely."),

@@ -80,7 +80,9 @@ def notes_dir(tmp_path_factory) -> Path:
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(NOTE_WORDS)})
     tokenizer.save_pretrained(folder)
     torch.manual_seed(SEED)
-    config = BertConfig(vocab_size=len(NOTE_WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=len(NOTE_WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 

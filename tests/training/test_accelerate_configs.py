@@ -13,7 +13,11 @@ from accelerate.utils import DistributedType
 from medmm.train.recipe import load_recipe_config
 
 FOLDER = Path(__file__).resolve().parents[2] / "training" / "configs" / "accelerate"
-EXPECTED = {"cpu2.yaml": DistributedType.MULTI_CPU, "ddp_gpus.yaml": DistributedType.MULTI_GPU, "fsdp_qlora.yaml": DistributedType.FSDP}
+EXPECTED = {
+    "cpu2.yaml": DistributedType.MULTI_CPU,
+    "ddp_gpus.yaml": DistributedType.MULTI_GPU,
+    "fsdp_qlora.yaml": DistributedType.FSDP,
+}
 
 
 def test_every_launch_config_is_listed():
@@ -35,9 +39,15 @@ def test_launch_config_parses_and_its_command_names_a_recipe(name):
 def test_the_fsdp_overrides_are_backbone_fields_a_recipe_accepts():
     config = load_config_from_file(str(FOLDER / "fsdp_qlora.yaml"))
     assert config.fsdp_config["fsdp_version"] == 2 and config.mixed_precision == "bf16"
-    command = next(line for line in (FOLDER / "fsdp_qlora.yaml").read_text().splitlines() if "accelerate launch" in line)
+    command = next(
+        line for line in (FOLDER / "fsdp_qlora.yaml").read_text().splitlines() if "accelerate launch" in line
+    )
     overrides = [word for word in command.split() if word.startswith("model.backbone.")]
     assert overrides == ["model.backbone.quant_storage=bfloat16", "model.backbone.compute_dtype=bfloat16"]
     recipe = Path(__file__).resolve().parents[2] / "training" / "configs" / "demo_finetune.yaml"
     cfg = load_recipe_config(recipe, overrides)
-    assert (cfg.model.backbone.quant_storage, cfg.model.backbone.compute_dtype, cfg.model.backbone.finetune) == ("bfloat16", "bfloat16", "qlora")
+    assert (cfg.model.backbone.quant_storage, cfg.model.backbone.compute_dtype, cfg.model.backbone.finetune) == (
+        "bfloat16",
+        "bfloat16",
+        "qlora",
+    )

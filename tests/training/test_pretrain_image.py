@@ -24,7 +24,9 @@ def rows(run: Path) -> list[dict]:
 def image_run(tmp_path_factory, recipe_config, one_thread) -> Path:
     out = tmp_path_factory.mktemp("pretrain-image") / "run"
     with one_thread():
-        pretrain_image.run(recipe_config(out, "recipe=pretrain_image", "train.epochs=4", "train.max_steps=null", "train.lr=0.01"))
+        pretrain_image.run(
+            recipe_config(out, "recipe=pretrain_image", "train.epochs=4", "train.max_steps=null", "train.lr=0.01")
+        )
     return out
 
 
@@ -58,7 +60,11 @@ def test_resume_is_exact_for_the_same_schedule(tmp_path, recipe_config, image_ru
 
 def test_stage_one_starts_from_the_encoder_and_keeps_it_frozen(tmp_path, recipe_config, image_run):
     out = tmp_path / "align"
-    align.run(recipe_config(out, f"image_init={image_run / 'best'}", "model.image.frozen=true", "train.max_steps=3", "train.epochs=1"))
+    align.run(
+        recipe_config(
+            out, f"image_init={image_run / 'best'}", "model.image.frozen=true", "train.max_steps=3", "train.epochs=1"
+        )
+    )
     pretrained = load_file(str(image_run / "best" / "image_encoder.safetensors"))
     aligned = load_file(str(out / "best" / "model.safetensors"))
     for name, value in pretrained.items():
@@ -67,7 +73,11 @@ def test_stage_one_starts_from_the_encoder_and_keeps_it_frozen(tmp_path, recipe_
 
 def test_stage_one_refuses_an_encoder_of_another_shape(tmp_path, recipe_config, image_run):
     with pytest.raises(CheckpointError, match="dim differ"):
-        align.run(recipe_config(tmp_path / "align", f"image_init={image_run / 'best'}", "model.image.dim=24", "train.max_steps=1"))
+        align.run(
+            recipe_config(
+                tmp_path / "align", f"image_init={image_run / 'best'}", "model.image.dim=24", "train.max_steps=1"
+            )
+        )
 
 
 def test_the_pretrained_encoder_loads_on_its_own(image_run, recipe_config):

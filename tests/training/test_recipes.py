@@ -18,12 +18,12 @@ from sklearn.metrics import roc_auc_score
 
 from medmm.backbone import load_backbone
 from medmm.checkpoint import load_checkpoint
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.data import lm_inputs
 from medmm.encoders.text import load_note_tokenizer
 from medmm.io.cohort import Cohort
 from medmm.model import build_model
 from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.train.data import CaseSet, TextBatcher
 from medmm.train.recipe import TrainConfig, build_optimizer
 from medmm.transforms.study import StudyPreprocessor
@@ -37,7 +37,13 @@ def metrics_rows(run: Path) -> list[dict]:
 def case_set(cfg, model, split: str) -> CaseSet:
     preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes))
     cohort = Cohort.open(cfg.cohort).split(split)
-    return CaseSet(cohort, preprocessor, cache_dir=Path(cfg.cohort) / ".cache", note_encoder=model.encoders["notes"], progress=False)
+    return CaseSet(
+        cohort,
+        preprocessor,
+        cache_dir=Path(cfg.cohort) / ".cache",
+        note_encoder=model.encoders["notes"],
+        progress=False,
+    )
 
 
 @torch.no_grad()
@@ -58,7 +64,9 @@ def test_align_loss_falls_on_a_fixed_batch(align_run, recipe_config):
     model = build_model(cfg.model)
     trained_lm = load_file(str(align_run / "best" / "lm" / "model.safetensors"))
     lm_state = model.lm.state_dict()
-    assert trained_lm and all(torch.equal(value, lm_state[name]) for name, value in trained_lm.items())  # frozen, same start
+    assert trained_lm and all(
+        torch.equal(value, lm_state[name]) for name, value in trained_lm.items()
+    )  # frozen, same start
 
     train = case_set(cfg, model, "train")
     assert len(train) == 20 and not train.failed
@@ -76,7 +84,9 @@ def test_align_logs_each_epoch_and_ends_the_schedule(align_run):
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["lr"] == 0.0  # the cosine schedule ends exactly at the last step
     for r in rows:  # lm_loss_weight 0.5, unimodal_loss_weight 0.3
-        assert r["unimodal"] > 0 and r["loss"] == pytest.approx(r["diagnosis"] + 0.5 * r["lm"] + 0.3 * r["unimodal"], rel=1e-6)
+        assert r["unimodal"] > 0 and r["loss"] == pytest.approx(
+            r["diagnosis"] + 0.5 * r["lm"] + 0.3 * r["unimodal"], rel=1e-6
+        )
     assert rows[1]["loss"] < rows[0]["loss"]
 
 
@@ -98,7 +108,9 @@ def test_best_checkpoint_loads_and_is_the_model_that_scored_best(align_run, reci
         logits = model(batch, ids, attn, torch.full((len(val),), ids.shape[1] - 1)).diagnosis_logits
     known = batch["labels_known"].bool()
     labels, probs = batch["labels"][known].numpy(), torch.sigmoid(logits[known]).numpy()
-    per_label = [roc_auc_score(labels[:, k], probs[:, k]) for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < len(labels)]
+    per_label = [
+        roc_auc_score(labels[:, k], probs[:, k]) for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < len(labels)
+    ]
     assert per_label and float(np.mean(per_label)) == pytest.approx(meta["val_macro_auroc"], abs=1e-9)
 
 
@@ -108,7 +120,9 @@ def lm_loss(model, tokenizer, pairs: list[tuple[str, str]]) -> float:
     labels = torch.where(batch.attention_mask.bool(), batch.input_ids, torch.full_like(batch.input_ids, -100))
     with torch.no_grad():
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    return float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100))
+    return float(
+        F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    )
 
 
 def test_pretrain_lm_loss_falls(tmp_path, recipe_config, cohort):
@@ -122,7 +136,10 @@ def test_pretrain_lm_loss_falls(tmp_path, recipe_config, cohort):
     set_seed(cfg.train.seed)
     before = load_backbone(full)
     after = load_backbone(full, weights_dir=result["lm_dir"])
-    loss_before, loss_after = lm_loss(before.model, before.tokenizer, pairs), lm_loss(after.model, after.tokenizer, pairs)
+    loss_before, loss_after = (
+        lm_loss(before.model, before.tokenizer, pairs),
+        lm_loss(after.model, after.tokenizer, pairs),
+    )
     assert loss_before == pytest.approx(math.log(before.model.config.vocab_size), rel=0.05)  # untrained: near uniform
     assert loss_after < loss_before - 1.5, (loss_before, loss_after)
 
@@ -142,10 +159,14 @@ def test_pretrain_lm_guided_impression_pairs(cohort):
         order = [] if named == "none" else [display[x] for x in named.split("; ")]
         assert sorted(order) == sorted(ls) and prompt == guided_prompt(order)
         said = [n for n in order if n.replace("_", " ") in target]
-        assert said[::-1] == sorted(said, key=lambda n: target.index(n.replace("_", " ")))  # the impression reads the guide backwards
+        assert said[::-1] == sorted(
+            said, key=lambda n: target.index(n.replace("_", " "))
+        )  # the impression reads the guide backwards
         if len(ls) <= 1:
             assert target == plain[i][1]
-    assert [exact[i] for i in range(len(plain)) if i not in impressions] == [plain[i] for i in range(len(plain)) if i not in impressions]
+    assert [exact[i] for i in range(len(plain)) if i not in impressions] == [
+        plain[i] for i in range(len(plain)) if i not in impressions
+    ]
     noisy = pretrain_lm.target_texts(split, guide=True, guide_drop=0.5, guide_add=0.5, seed=1)
     assert noisy == pretrain_lm.target_texts(split, guide=True, guide_drop=0.5, guide_add=0.5, seed=1)
     assert [noisy[i][0] for i in impressions] != [exact[i][0] for i in impressions]
@@ -163,7 +184,14 @@ def test_align_with_the_guide_trains_on_guided_impressions(tmp_path, recipe_conf
 
     monkeypatch.setattr(align, "TextBatcher", recording)
     out = tmp_path / "guided"
-    cfg = recipe_config(out, "model.impression_guide=true", "train.guide_drop=0.0", "train.guide_add=0.0", "train.max_steps=1", "train.epochs=1")
+    cfg = recipe_config(
+        out,
+        "model.impression_guide=true",
+        "train.guide_drop=0.0",
+        "train.guide_add=0.0",
+        "train.max_steps=1",
+        "train.epochs=1",
+    )
     align.run(cfg)
     train, val = made
     assert (train.guide, train.guide_drop, train.guide_add) == (True, 0.0, 0.0) and not val.guide
@@ -180,7 +208,9 @@ def test_align_with_the_guide_trains_on_guided_impressions(tmp_path, recipe_conf
         assert set(order) == names and len(order) == len(names)
         prompt = [tok.bos_token_id] + tok.encode(guided_prompt(order), add_special_tokens=False)
         assert batch["input_ids"][row, : len(prompt)].tolist() == prompt
-        assert int(batch["pool_index"][row]) == len(tok.encode(IMPRESSION_PROMPT, add_special_tokens=False))  # after BOS
+        assert int(batch["pool_index"][row]) == len(
+            tok.encode(IMPRESSION_PROMPT, add_special_tokens=False)
+        )  # after BOS
 
 
 @pytest.fixture(scope="module")
@@ -281,9 +311,13 @@ def test_note_embeddings_are_kept_on_disk_and_reused_by_the_next_stage(align_run
     cached = case_set(cfg, model, "val")
     assert calls == []  # everything came from the store
     preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes))
-    fresh = CaseSet(Cohort.open(cfg.cohort).split("val"), preprocessor, note_encoder=encoder, progress=False)  # no cache folder
+    fresh = CaseSet(
+        Cohort.open(cfg.cohort).split("val"), preprocessor, note_encoder=encoder, progress=False
+    )  # no cache folder
     assert calls and len(fresh.items) == len(cached.items)
     for a, b in zip(cached.items, fresh.items):
-        assert a["notes_embeddings"].shape == b["notes_embeddings"].shape and a["notes_embeddings"].dtype == torch.float16
+        assert (
+            a["notes_embeddings"].shape == b["notes_embeddings"].shape and a["notes_embeddings"].dtype == torch.float16
+        )
         torch.testing.assert_close(a["notes_embeddings"].float(), b["notes_embeddings"].float(), atol=2e-3, rtol=2e-3)
     encoder.embed_notes = original

@@ -49,7 +49,15 @@ def test_resume_continues_from_the_saved_step_with_identical_state(tmp_path, rec
     assert_same_tensors(align_run / "last" / "rng.safetensors", out / "last" / "rng.safetensors")
     state_a = json.loads((align_run / "last" / "state.json").read_text())
     state_b = json.loads((out / "last" / "state.json").read_text())
-    for key in ("progress", "optimizer_groups", "optimizer_scalars", "scheduler", "python_random", "numpy_random", "rngs"):
+    for key in (
+        "progress",
+        "optimizer_groups",
+        "optimizer_scalars",
+        "scheduler",
+        "python_random",
+        "numpy_random",
+        "rngs",
+    ):
         assert state_a[key] == state_b[key], key
 
     # the best checkpoint is the same one, complete and loadable

@@ -38,7 +38,14 @@ def test_tokenize_notes_pads_keeps_newest_and_offsets(tmp_path):
     # newest two notes, [CLS] ... [SEP] then padding
     ids = out["notes_ids"]
     assert ids[0].tolist() == [2, vocab.index("denies"), vocab.index("fever"), 3, 0, 0]
-    assert ids[1].tolist() == [2, vocab.index("productive"), vocab.index("cough"), vocab.index(","), vocab.index("fever"), 3]
+    assert ids[1].tolist() == [
+        2,
+        vocab.index("productive"),
+        vocab.index("cough"),
+        vocab.index(","),
+        vocab.index("fever"),
+        3,
+    ]
     assert out["notes_attention"][0].tolist() == [1, 1, 1, 1, 0, 0]
     # offsets point back into the original text
     start, end = out["notes_offsets"][1, 2]

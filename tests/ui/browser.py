@@ -18,8 +18,17 @@ MARKS = [
     pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="chromium and chromedriver are not installed"),
 ]
 WAIT = 120  # seconds; the machine may be busy
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--window-size=1280,1000")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
 
 
 def new_driver(profile: Path, zone: str | None = None):
@@ -64,7 +73,9 @@ def save_screenshot(driver, tmp_path: Path, name: str, element_id: str | None = 
 
 
 def text(driver, element_id: str) -> str:
-    return driver.execute_script("const e = document.getElementById(arguments[0]); return e ? e.innerText : '';", element_id)
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.innerText : '';", element_id
+    )
 
 
 def wait_for(driver, condition, what: str, timeout: float = WAIT):
@@ -75,8 +86,10 @@ def wait_for(driver, condition, what: str, timeout: float = WAIT):
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
     except TimeoutException:
-        raise AssertionError(f"timed out waiting for {what}; status: {text(driver, 'medmm-status')!r}; "
-                             f"notice: {text(driver, 'medmm-notice')!r}") from None
+        raise AssertionError(
+            f"timed out waiting for {what}; status: {text(driver, 'medmm-status')!r}; "
+            f"notice: {text(driver, 'medmm-notice')!r}"
+        ) from None
 
 
 def upload(driver, url: str, files: list[Path]) -> None:
@@ -84,9 +97,15 @@ def upload(driver, url: str, files: list[Path]) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(url)
-    field = wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#medmm-upload input[type=file]"), "the upload field")
+    field = wait_for(
+        driver, lambda d: d.find_element(By.CSS_SELECTOR, "#medmm-upload input[type=file]"), "the upload field"
+    )
     field.send_keys("\n".join(str(f) for f in files))
-    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#medmm-upload td.filename")) == len(files), "every file listed")
+    wait_for(
+        driver,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#medmm-upload td.filename")) == len(files),
+        "every file listed",
+    )
 
 
 def done(driver) -> bool:
@@ -102,11 +121,17 @@ def upload_and_analyse(driver, url: str, files: list[Path]) -> None:
 
 def viewer_drawn(driver, element_id: str) -> bool:
     """The in-page viewer has drawn an image (scrolled into view first)."""
-    return bool(driver.execute_script(
-        "const v = document.querySelector('#' + arguments[0] + ' .mv'); if (!v) return false; v.scrollIntoView({block: 'center'});"
-        "const c = v.querySelector('canvas'); return !!c && c.width > 0 && v.dataset.zoom !== undefined;", element_id))
+    return bool(
+        driver.execute_script(
+            "const v = document.querySelector('#' + arguments[0] + ' .mv'); if (!v) return false; v.scrollIntoView({block: 'center'});"
+            "const c = v.querySelector('canvas'); return !!c && c.width > 0 && v.dataset.zoom !== undefined;",
+            element_id,
+        )
+    )
 
 
 def viewer_state(driver, element_id: str) -> dict:
     """The viewer's zoom, pan and window as it reports them on its element."""
-    return driver.execute_script("return Object.assign({}, document.querySelector('#' + arguments[0] + ' .mv').dataset);", element_id)
+    return driver.execute_script(
+        "return Object.assign({}, document.querySelector('#' + arguments[0] + ' .mv').dataset);", element_id
+    )

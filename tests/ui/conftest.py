@@ -19,13 +19,26 @@ FLAG_REASON = "ratio 95% CI [0.40, 0.70] lies below 0.8"
 
 
 def metric(name: str, value: float, low: float, high: float) -> dict:
-    return {"metric": name, "value": value, "ci": [low, high], "reference_value": 0.8, "ratio": 1.0, "ratio_ci": [0.9, 1.1],
-            "difference": 0.0, "difference_ci": [-0.1, 0.1], "skipped_resamples": 0}
+    return {
+        "metric": name,
+        "value": value,
+        "ci": [low, high],
+        "reference_value": 0.8,
+        "ratio": 1.0,
+        "ratio_ci": [0.9, 1.1],
+        "difference": 0.0,
+        "difference_ci": [-0.1, 0.1],
+        "skipped_resamples": 0,
+    }
 
 
 def scored(attribute: str, group: str, n: int, auroc: float, status: str = "scored") -> dict:
-    metrics = [metric("auroc", auroc, auroc - 0.05, auroc + 0.05), metric("tpr", 0.7, 0.6, 0.8), metric("fpr", 0.1, 0.05, 0.15),
-               metric("ppv", 0.6, 0.5, 0.7)]
+    metrics = [
+        metric("auroc", auroc, auroc - 0.05, auroc + 0.05),
+        metric("tpr", 0.7, 0.6, 0.8),
+        metric("fpr", 0.1, 0.05, 0.15),
+        metric("ppv", 0.6, 0.5, 0.7),
+    ]
     return {"attribute": attribute, "group": group, "n": n, "n_patients": n, "status": status, "metrics": metrics}
 
 
@@ -36,9 +49,12 @@ def small(attribute: str, group: str, n: int) -> dict:
 def make_audit(model_id: str) -> dict:
     """Female: reference; male: flagged; age 65-79 scored, 80+ too small; race 1002-5 flagged, 2106-3 scored; no ethnicity groups."""
     groups = [
-        scored("sex", "female", 120, 0.84, "reference"), scored("sex", "male", 100, 0.61),
-        scored("age_band", "65-79", 60, 0.80), small("age_band", "80+", 12),
-        scored("race", "2106-3", 90, 0.83, "reference"), scored("race", "1002-5", 40, 0.55),
+        scored("sex", "female", 120, 0.84, "reference"),
+        scored("sex", "male", 100, 0.61),
+        scored("age_band", "65-79", 60, 0.80),
+        small("age_band", "80+", 12),
+        scored("race", "2106-3", 90, 0.83, "reference"),
+        scored("race", "1002-5", 40, 0.55),
         small("sex x race", "female / 1002-5", 9),
     ]
     flags = [
@@ -46,9 +62,16 @@ def make_audit(model_id: str) -> dict:
         {"attribute": "race", "group": "1002-5", "metric": "auroc", "value": 0.55, "reason": FLAG_REASON},
         {"attribute": "sex x race", "group": "male / 1002-5", "metric": "tpr", "value": 0.3, "reason": FLAG_REASON},
     ]
-    return {"format": 1, "model": {"id": model_id}, "cohort": {"name": "demo"}, "split": {"split": "test"},
-            "settings": {"min_group_size": 30}, "attributes": ["sex", "age_band", "race", "ethnicity", "sex x race"],
-            "groups": groups, "flags": flags}
+    return {
+        "format": 1,
+        "model": {"id": model_id},
+        "cohort": {"name": "demo"},
+        "split": {"split": "test"},
+        "settings": {"min_group_size": 30},
+        "attributes": ["sex", "age_band", "race", "ethnicity", "sex x race"],
+        "groups": groups,
+        "flags": flags,
+    }
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -120,7 +143,12 @@ def full_patient(cohort: Path) -> Path:
     manifest = pd.read_csv(cohort / "manifest.csv", dtype=str)
     for row in manifest.itertuples():
         folder = cohort / row.folder
-        if row.has_image == "1" and row.has_notes == "1" and (folder / "vitals.csv").is_file() and (folder / "images").is_dir():
+        if (
+            row.has_image == "1"
+            and row.has_notes == "1"
+            and (folder / "vitals.csv").is_file()
+            and (folder / "images").is_dir()
+        ):
             return folder
     raise AssertionError("no full patient in the cohort")
 
@@ -150,12 +178,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(service, work: Path, users: dict[str, str] | None = None, max_file_size: str | int = "5mb") -> tuple[object, str]:
+def launch(
+    service, work: Path, users: dict[str, str] | None = None, max_file_size: str | int = "5mb"
+) -> tuple[object, str]:
     """Build the app on `service` and serve it on a free loopback port from a background thread."""
     from ui.app import build_app, launch_options
 
     app = build_app(service)
-    _, url, _ = app.launch(**launch_options(work, "127.0.0.1", free_port(), users or {}, max_file_size), prevent_thread_lock=True)
+    _, url, _ = app.launch(
+        **launch_options(work, "127.0.0.1", free_port(), users or {}, max_file_size), prevent_thread_lock=True
+    )
     return app, url.rstrip("/")
 
 

@@ -15,12 +15,46 @@ import pytest
 from medmm.io import load_study
 from medmm.io.fhir import read_fhir
 from tests.io.test_pacs import ORTHANC, PLUGIN, running_orthanc, store
-from tests.ui.conftest import full_patient, image_files_and_patient_id, launch, make_service, patient_files, store_events
+from tests.ui.conftest import (
+    full_patient,
+    image_files_and_patient_id,
+    launch,
+    make_service,
+    patient_files,
+    store_events,
+)
 
 pytestmark = pytest.mark.slow
-OUTPUTS = ("status", "notice", "header", "modalities", "diagnoses", "impression", "card", "series", "preset", "slice", "viewer", "dicom",
-           "target", "compare", "overlay_attention", "overlay_gradcam", "vitals", "notes", "overlay_attention_b", "overlay_gradcam_b",
-           "vitals_b", "notes_b", "answer", "verdict", "named", "comment", "feedback_status", "summary")
+OUTPUTS = (
+    "status",
+    "notice",
+    "header",
+    "modalities",
+    "diagnoses",
+    "impression",
+    "card",
+    "series",
+    "preset",
+    "slice",
+    "viewer",
+    "dicom",
+    "target",
+    "compare",
+    "overlay_attention",
+    "overlay_gradcam",
+    "vitals",
+    "notes",
+    "overlay_attention_b",
+    "overlay_gradcam_b",
+    "vitals_b",
+    "notes_b",
+    "answer",
+    "verdict",
+    "named",
+    "comment",
+    "feedback_status",
+    "summary",
+)
 
 
 def named(output: tuple) -> dict:
@@ -64,7 +98,9 @@ def test_ten_concurrent_predictions_through_gradio_client(served, ui_predictor, 
     with ThreadPoolExecutor(max_workers=10) as pool:
         results = list(pool.map(one, folders))
     for folder, outputs in zip(folders, results):
-        staged = [named(o) for o in outputs if isinstance(named(o)["summary"], dict) and named(o)["summary"].get("stage")]
+        staged = [
+            named(o) for o in outputs if isinstance(named(o)["summary"], dict) and named(o)["summary"].get("stage")
+        ]
         assert [o["summary"]["stage"] for o in staged] == ["diagnoses", "impression", "explanations"], folder.name
         first = staged[0]
         got = [(s["name"], s["probability"]) for s in first["summary"]["scores"]]
@@ -88,8 +124,14 @@ def test_stages_stream_and_the_session_can_ask_and_give_feedback(served, ui_pred
     assert diagnosed["diagnoses"].count("<tr data-diagnosis=") == 5 and 'data-status="used"' in diagnosed["header"]
     assert "Draft impression" in drafted["impression"] and drafted["summary"]["audit_event"]
     attention, gradcam = json.loads(explained["overlay_attention"]), json.loads(explained["overlay_gradcam"])
-    assert attention["kind"] == gradcam["kind"] == "rgb" and "Grad-CAM" in gradcam["caption"] and "opacity 0.50" in gradcam["caption"]
-    event = next(e for e in store_events(service.work_dir, "predict") if e.event_id == drafted["summary"]["audit_event"])
+    assert (
+        attention["kind"] == gradcam["kind"] == "rgb"
+        and "Grad-CAM" in gradcam["caption"]
+        and "opacity 0.50" in gradcam["caption"]
+    )
+    event = next(
+        e for e in store_events(service.work_dir, "predict") if e.event_id == drafted["summary"]["audit_event"]
+    )
     assert event.user == "anonymous"  # no login: never the account the server runs under
 
     pre = ui_predictor.model.config.preprocess
@@ -98,7 +140,9 @@ def test_stages_stream_and_the_session_can_ask_and_give_feedback(served, ui_pred
     question = "What supports heart failure?"
     assert client.predict(question, api_name="/ask") in (ui_predictor.ask(study, question).strip(),)
     status, verdict, diagnoses, comment = client.predict("disagree", ["sepsis"], api_name="/feedback")
-    assert "Feedback recorded" in status and verdict["value"] is None and diagnoses["value"] == [] and comment == ""  # form reset
+    assert (
+        "Feedback recorded" in status and verdict["value"] is None and diagnoses["value"] == [] and comment == ""
+    )  # form reset
     last = store_events(service.work_dir, "feedback")[-1]
     assert json.loads(last.detail) == {"verdict": "disagree", "diagnoses": ["sepsis"]} and last.user == "anonymous"
 
@@ -118,15 +162,18 @@ def test_a_corrupt_upload_shows_the_error_and_the_app_keeps_serving(served, smal
     assert ok["summary"]["stage"] == "explanations"
 
 
-@pytest.mark.parametrize("target", [
-    "/gradio_api/file=/etc/passwd",
-    "/gradio_api/file=../../../../../../../../etc/passwd",
-    "/gradio_api/file=..%2F..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
-    "/gradio_api/file=%2Fetc%2Fpasswd",
-    "/gradio_api/file/../../../../../../etc/passwd",
-    "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
-    "/file=/etc/passwd",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/gradio_api/file=/etc/passwd",
+        "/gradio_api/file=../../../../../../../../etc/passwd",
+        "/gradio_api/file=..%2F..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/gradio_api/file=%2Fetc%2Fpasswd",
+        "/gradio_api/file/../../../../../../etc/passwd",
+        "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/file=/etc/passwd",
+    ],
+)
 def test_path_traversal_gets_a_4xx(served, target):
     _, url = served
     status, body = raw_get(url, target)
@@ -138,7 +185,11 @@ def test_only_the_public_folder_is_served_not_case_inputs_or_the_audit_store(ser
     service, url = served
     folder = small_cohort / pd.read_csv(small_cohort / "manifest.csv", dtype=str)["folder"][0]
     case = service.open_uploads(patient_files(folder))
-    inside = [case.folder / "record.json", service.work_dir / "audit.sqlite", service.work_dir / "public" / ".." / "audit.sqlite"]
+    inside = [
+        case.folder / "record.json",
+        service.work_dir / "audit.sqlite",
+        service.work_dir / "public" / ".." / "audit.sqlite",
+    ]
     for path in inside:
         status, _ = raw_get(url, f"/gradio_api/file={path}")
         assert status == 403, path
@@ -152,12 +203,23 @@ def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
     big = tmp_path / "big.dcm"
     big.write_bytes(b"\0" * (6 * 1024 * 1024))  # the app was launched with a 5 MB limit
     boundary = "medmmboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.dcm\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + big.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.dcm"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + big.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
-        conn.request("POST", "/gradio_api/upload", body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        conn.request(
+            "POST",
+            "/gradio_api/upload",
+            body=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert conn.getresponse().status == 413
     finally:
         conn.close()
@@ -169,11 +231,20 @@ def test_with_login_configured_anonymous_calls_are_refused(ui_model, ui_predicto
     service = make_service(ui_model, tmp_path, small_cohort, predictor=ui_predictor)
     app, url = launch(service, tmp_path, users={"alice": "wonderland"})
     try:
-        for target in ("/config", "/gradio_api/info", "/gradio_api/file=" + str((tmp_path / "public" / "model_card.md").resolve())):
+        for target in (
+            "/config",
+            "/gradio_api/info",
+            "/gradio_api/file=" + str((tmp_path / "public" / "model_card.md").resolve()),
+        ):
             assert raw_get(url, target)[0] == 401, target
         parts = urllib.parse.urlsplit(url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        conn.request("POST", "/gradio_api/call/analyse", body=json.dumps({"data": [[], 0.6]}), headers={"Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/gradio_api/call/analyse",
+            body=json.dumps({"data": [[], 0.6]}),
+            headers={"Content-Type": "application/json"},
+        )
         assert conn.getresponse().status == 401
         conn.close()
         with pytest.raises(Exception):
@@ -191,7 +262,9 @@ def test_with_login_configured_anonymous_calls_are_refused(ui_model, ui_predicto
         service.close()
 
 
-@pytest.mark.skipif(not (ORTHANC.is_file() and PLUGIN.is_file()), reason="Orthanc and its DICOMweb plugin are not installed")
+@pytest.mark.skipif(
+    not (ORTHANC.is_file() and PLUGIN.is_file()), reason="Orthanc and its DICOMweb plugin are not installed"
+)
 def test_search_and_pull_from_a_dicomweb_server_through_the_app(ui_model, ui_predictor, small_cohort, tmp_path):
     import pydicom
     from gradio_client import Client
@@ -253,22 +326,28 @@ def test_each_stage_reports_its_progress_before_its_result(served, small_cohort)
     assert [m for m in seen if m.startswith("process_")] == ["process_generating"] * 5 + ["process_completed"]
 
 
-def test_without_a_model_card_file_the_card_is_written_from_the_audit_folders_evaluation(ui_model, ui_predictor, tmp_path):
+def test_without_a_model_card_file_the_card_is_written_from_the_audit_folders_evaluation(
+    ui_model, ui_predictor, tmp_path
+):
     import numpy as np
 
-    from medmm.synth.diagnoses import DIAGNOSIS_NAMES
     from medmm.evaluate.pipeline import audit_from_scores, evaluate_from_scores
     from medmm.evaluate.scores import SplitScores
     from medmm.governance import model_card
+    from medmm.synth.diagnoses import DIAGNOSIS_NAMES
     from ui.app import build_app
 
     rng = np.random.default_rng(1)
     scores = []
     for split, n in (("val", 80), ("test", 80)):
         labels = rng.integers(0, 2, size=(n, len(DIAGNOSIS_NAMES)))
-        attributes = pd.DataFrame({"sex": rng.choice(["female", "male"], n), "age_band": rng.choice(["40-64", "65-79"], n)})
+        attributes = pd.DataFrame(
+            {"sex": rng.choice(["female", "male"], n), "age_band": rng.choice(["40-64", "65-79"], n)}
+        )
         logits = labels * 2.0 - 1 + rng.normal(0, 1, labels.shape)
-        scores.append(SplitScores(split, DIAGNOSIS_NAMES, tuple(f"{split}{i}" for i in range(n)), labels, logits, attributes))
+        scores.append(
+            SplitScores(split, DIAGNOSIS_NAMES, tuple(f"{split}{i}" for i in range(n)), labels, logits, attributes)
+        )
     audit_dir = tmp_path / "audit"
     evaluation, _ = evaluate_from_scores(*scores, audit_dir, n_boot=20, plots=False)
     audit = audit_from_scores(*scores, audit_dir, n_boot=20, plots=False)
@@ -280,7 +359,9 @@ def test_without_a_model_card_file_the_card_is_written_from_the_audit_folders_ev
     build_app(service)
     written = (tmp_path / "work" / "public" / "model_card.md").read_text()
     on_disk = json.loads((audit_dir / "evaluation.json").read_text())
-    assert written == model_card(on_disk, json.loads((audit_dir / "audit.json").read_text()), json.loads((model / "config.json").read_text()))
+    assert written == model_card(
+        on_disk, json.loads((audit_dir / "audit.json").read_text()), json.loads((model / "config.json").read_text())
+    )
     assert written.startswith("# Model card") and evaluation["summary"] and audit["groups"]
 
 
@@ -304,11 +385,21 @@ def test_serve_launches_on_loopback_with_the_given_model_and_settings(ui_model, 
     from tests.ui.conftest import free_port
     from ui.app import serve
 
-    for name in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE"):  # serve points them at its own folder; put them back afterwards
+    for name in (
+        "GRADIO_TEMP_DIR",
+        "GRADIO_EXAMPLES_CACHE",
+    ):  # serve points them at its own folder; put them back afterwards
         monkeypatch.setenv(name, os.environ[name])
     monkeypatch.setenv("MEDMM_USERS", "carol:pw")
     port = free_port()
-    app, url = serve(ui_model, port=port, work_dir=tmp_path / "work", audit_store=tmp_path / "audit.sqlite", cohort=small_cohort, block=False)
+    app, url = serve(
+        ui_model,
+        port=port,
+        work_dir=tmp_path / "work",
+        audit_store=tmp_path / "audit.sqlite",
+        cohort=small_cohort,
+        block=False,
+    )
     try:
         assert url.startswith(f"http://127.0.0.1:{port}")
         assert raw_get(url, "/config")[0] == 401  # MEDMM_USERS turned the login on
@@ -348,6 +439,9 @@ def test_launch_options_carry_the_security_settings(tmp_path):
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and not analytics.analytics_enabled()
     open_options = launch_options(tmp_path, "127.0.0.1", None, {}, "10mb")
     assert open_options["share"] is False and open_options["auth"] is None and open_options["max_file_size"] == "10mb"
-    assert open_options["allowed_paths"] == [str((tmp_path / "public").resolve())] and open_options["server_name"] == "127.0.0.1"
+    assert (
+        open_options["allowed_paths"] == [str((tmp_path / "public").resolve())]
+        and open_options["server_name"] == "127.0.0.1"
+    )
     check = launch_options(tmp_path, "127.0.0.1", None, {"dana": "pw"}, "10mb")["auth"]
     assert check("dana", "pw") and not check("dana", "nope")

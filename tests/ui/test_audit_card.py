@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.errors import EvaluationError
 from medmm.evaluate.pipeline import audit_from_scores
 from medmm.evaluate.scores import SplitScores
 from medmm.records import Demographics
+from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from tests.ui.conftest import FLAG_REASON, make_audit
 from ui.audit_card import card_html, group_card, load_audit, patient_groups
 
@@ -30,13 +30,22 @@ def test_the_card_groups_the_patient_in_the_audits_own_strata():
     audit = make_audit(MODEL)
     audit["model"]["strata"] = {"attributes": ["age_band", "birth_sex"], "age_bands": [50, 70]}
     audit["groups"] = [
-        {"attribute": "age_band", "group": "50-69", "n": 80, "status": "scored", "metrics": [{"metric": "auroc", "value": 0.9, "ci": [0.8, 0.95]}]},
+        {
+            "attribute": "age_band",
+            "group": "50-69",
+            "n": 80,
+            "status": "scored",
+            "metrics": [{"metric": "auroc", "value": 0.9, "ci": [0.8, 0.95]}],
+        },
         {"attribute": "birth_sex", "group": "F", "n": 12, "status": "too small", "metrics": []},
     ]
     audit["flags"] = []
     d = Demographics(patient_id="x", sex="female", age_years=69.9, race="1002-5", birth_sex="F")
     card = group_card(audit, d, MODEL)
-    assert [(r.attribute, r.group, r.status, r.n) for r in card.rows] == [("age_band", "50-69", "scored", 80), ("birth_sex", "F", "too small", 12)]
+    assert [(r.attribute, r.group, r.status, r.n) for r in card.rows] == [
+        ("age_band", "50-69", "scored", 80),
+        ("birth_sex", "F", "too small", 12),
+    ]
     assert card.rows[0].metrics == (("auroc", 0.9, (0.8, 0.95)),)
     assert any("Birth sex F" in w for w in card.warnings)
 
@@ -58,17 +67,29 @@ def test_card_reads_the_patients_rows_and_warns_for_flags_small_and_absent_group
     assert "intersection Sex x Race male / American Indian or Alaska Native" in text
     assert "different model" not in text
     page = card_html(card)
-    assert 'role="alert"' in page and "0.61 (0.56-0.66)" in page and "too small to score" in page and "scored, flagged" in page
-    assert card.source == 'test split of cohort "demo"' and "on the test split of cohort &quot;demo&quot;, with 95% intervals" in page
+    assert (
+        'role="alert"' in page
+        and "0.61 (0.56-0.66)" in page
+        and "too small to score" in page
+        and "scored, flagged" in page
+    )
+    assert (
+        card.source == 'test split of cohort "demo"'
+        and "on the test split of cohort &quot;demo&quot;, with 95% intervals" in page
+    )
 
 
 def test_card_for_an_unflagged_patient_has_no_warnings_and_another_models_audit_is_named():
     d = Demographics(patient_id="x", sex="female", age_years=70.0, race="2106-3", ethnicity="2186-5")
     audit = make_audit(MODEL)
-    audit["groups"].append({"attribute": "ethnicity", "group": "2186-5", "n": 150, "n_patients": 150, "status": "reference", "metrics": []})
+    audit["groups"].append(
+        {"attribute": "ethnicity", "group": "2186-5", "n": 150, "n_patients": 150, "status": "reference", "metrics": []}
+    )
     assert group_card(audit, d, MODEL).warnings == ()
     other = group_card(audit, d, "another-model")
-    assert other.warnings == ("This audit was made for a different model version; its figures may not describe the model in use.",)
+    assert other.warnings == (
+        "This audit was made for a different model version; its figures may not describe the model in use.",
+    )
 
 
 def test_no_audit_says_performance_is_unknown(tmp_path):
@@ -84,10 +105,14 @@ def test_card_reads_the_format_medmm_audit_writes(tmp_path):
     """An audit written by the evaluation pipeline itself: the card shows exactly its figures for the patient's groups."""
     rng = np.random.default_rng(0)
     n = 160
-    attributes = pd.DataFrame({
-        "sex": rng.choice(["female", "male"], n), "age_band": rng.choice(["40-64", "65-79"], n),
-        "race": rng.choice(["2106-3", "2054-5"], n), "ethnicity": rng.choice(["2186-5", "2135-2"], n),
-    })
+    attributes = pd.DataFrame(
+        {
+            "sex": rng.choice(["female", "male"], n),
+            "age_band": rng.choice(["40-64", "65-79"], n),
+            "race": rng.choice(["2106-3", "2054-5"], n),
+            "ethnicity": rng.choice(["2186-5", "2135-2"], n),
+        }
+    )
     labels = rng.integers(0, 2, size=(n, len(DIAGNOSIS_NAMES)))
     logits = (labels * 2.0 - 1.0) + rng.normal(0, 1.0, size=labels.shape)
     test = SplitScores("test", DIAGNOSIS_NAMES, tuple(f"P{i}" for i in range(n)), labels, logits, attributes)
@@ -116,7 +141,13 @@ def test_an_audit_made_before_calibration_was_saved_still_names_the_same_weights
     assert before != after and model_ids(model) == {before, after}
     d = Demographics(patient_id="x", sex="female", age_years=70.0, race="2106-3", ethnicity="2186-5")
     audit = make_audit(before)
-    audit["groups"].append({"attribute": "ethnicity", "group": "2186-5", "n": 150, "n_patients": 150, "status": "reference", "metrics": []})
+    audit["groups"].append(
+        {"attribute": "ethnicity", "group": "2186-5", "n": 150, "n_patients": 150, "status": "reference", "metrics": []}
+    )
     assert group_card(audit, d, model_ids(model)).warnings == ()
-    assert group_card(make_audit("0123456789abcdef"), d, model_ids(model)).warnings[0].startswith("This audit was made for a different model")
+    assert (
+        group_card(make_audit("0123456789abcdef"), d, model_ids(model))
+        .warnings[0]
+        .startswith("This audit was made for a different model")
+    )
     assert model_ids(tmp_path / "nowhere") == frozenset()

@@ -30,8 +30,15 @@ def test_pbkdf2_hashes_match_hashlib_and_check_passwords():
     assert make_checker(parse_users(f"erin:{stored}"))("erin", "correct horse")
 
 
-@pytest.mark.parametrize("text, where", [("alice", "entry 1"), ("alice:pw,:pw", "entry 2"), ("alice:pw,alice:other", "entry 2"),
-                                          ("zed:pbkdf2_sha256$x$00$00", "entry 1")])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("alice", "entry 1"),
+        ("alice:pw,:pw", "entry 2"),
+        ("alice:pw,alice:other", "entry 2"),
+        ("zed:pbkdf2_sha256$x$00$00", "entry 1"),
+    ],
+)
 def test_malformed_entries_are_named_by_position_without_their_values(text, where):
     with pytest.raises(ConfigError) as err:
         parse_users(text)
@@ -78,7 +85,9 @@ def test_wrong_passwords_back_off_exponentially_per_user_and_address():
         throttle.failed("alice", "10.0.0.1")
         waits.append(throttle.retry_after("alice", "10.0.0.1"))
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]  # doubling, capped
-    assert throttle.retry_after("alice", "10.0.0.2") == 0.0  # the same user from elsewhere is not locked out by this client
+    assert (
+        throttle.retry_after("alice", "10.0.0.2") == 0.0
+    )  # the same user from elsewhere is not locked out by this client
     now[0] += 8.0
     assert throttle.retry_after("alice", "10.0.0.1") == 0.0
     throttle.succeeded("alice", "10.0.0.1")  # clears the pair's count, not the address's

@@ -14,7 +14,17 @@ from zoneinfo import ZoneInfo
 
 import pydicom
 
-from tests.ui.browser import MARKS, done, save_screenshot, text, upload, upload_and_analyse, viewer_drawn, viewer_state, wait_for
+from tests.ui.browser import (
+    MARKS,
+    done,
+    save_screenshot,
+    text,
+    upload,
+    upload_and_analyse,
+    viewer_drawn,
+    viewer_state,
+    wait_for,
+)
 from tests.ui.conftest import full_patient, patient_files, store_events
 
 pytestmark = MARKS
@@ -30,8 +40,12 @@ def corrupt(tmp_path: Path) -> Path:
 
 def dicom_time(ds) -> datetime:
     """The acquisition time as DICOM states it: the first date/time pair present, at its UTC offset."""
-    for date_kw, time_kw in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime"), ("SeriesDate", "SeriesTime"),
-                             ("StudyDate", "StudyTime")):
+    for date_kw, time_kw in (
+        ("AcquisitionDate", "AcquisitionTime"),
+        ("ContentDate", "ContentTime"),
+        ("SeriesDate", "SeriesTime"),
+        ("StudyDate", "StudyTime"),
+    ):
         if ds.get(date_kw):
             clock = str(ds.get(time_kw) or "000000").split(".")[0].ljust(6, "0")
             offset = str(ds.get("TimezoneOffsetFromUTC") or "+0000")
@@ -52,21 +66,27 @@ def expected_header(folder: Path, zone: str) -> dict[str, str]:
     minutes = int(local.utcoffset().total_seconds()) // 60
     offset = f"UTC{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
     dicom_id = str(pydicom.dcmread(sorted((folder / "images").rglob("*.dcm"))[0], stop_before_pixels=True).PatientID)
-    return {"patient-id": patient["id"], "age": f"{age} years", "sex": patient["gender"],
-            "study-date": f"{local:%Y-%m-%d %H:%M} ({zone}, {offset})",
-            **({"dicom-patient-id": dicom_id} if dicom_id != patient["id"] else {})}
+    return {
+        "patient-id": patient["id"],
+        "age": f"{age} years",
+        "sex": patient["gender"],
+        "study-date": f"{local:%Y-%m-%d %H:%M} ({zone}, {offset})",
+        **({"dicom-patient-id": dicom_id} if dicom_id != patient["id"] else {}),
+    }
 
 
 def facts(driver) -> dict[str, str]:
     return driver.execute_script(
         "const o = {}; document.querySelectorAll('#medmm-header [data-fact]').forEach(f => "
         "{ const dd = f.querySelector('dd').cloneNode(true); dd.querySelectorAll('.medmm-source').forEach(s => s.remove());"
-        " o[f.dataset.fact] = dd.innerText.trim(); }); return o;")
+        " o[f.dataset.fact] = dd.innerText.trim(); }); return o;"
+    )
 
 
 def file_statuses(driver) -> dict[str, str]:
     return driver.execute_script(
-        "const o = {}; document.querySelectorAll('#medmm-header tr[data-file]').forEach(r => o[r.dataset.file] = r.dataset.status); return o;")
+        "const o = {}; document.querySelectorAll('#medmm-header tr[data-file]').forEach(r => o[r.dataset.file] = r.dataset.status); return o;"
+    )
 
 
 def test_the_result_carries_its_header_and_warnings_unfaded(served, browser, small_cohort, tmp_path):
@@ -83,7 +103,9 @@ def test_the_result_carries_its_header_and_warnings_unfaded(served, browser, sma
             "const hosts = Array.from(document.querySelectorAll(arguments[0])).filter(shown)"
             "  .map(e => (e.closest('[id^=medmm-]') || {id: null}).id);"
             "const d = document.getElementById('medmm-diagnoses');"
-            "return [hosts, d && d.querySelector('tr') ? getComputedStyle(d).opacity : '1'];", PROGRESS)
+            "return [hosts, d && d.querySelector('tr') ? getComputedStyle(d).opacity : '1'];",
+            PROGRESS,
+        )
         seen_progress.update(hosts)
         faded += [opacity] if opacity != "1" else []
         assert "medmm-error" not in browser.find_element("id", "medmm-status").get_attribute("innerHTML")
@@ -91,13 +113,22 @@ def test_the_result_carries_its_header_and_warnings_unfaded(served, browser, sma
     assert seen_progress <= {"medmm-status"} and not faded
 
     assert facts(browser) == expected_header(folder, ZONE)
-    assert file_statuses(browser) == {"radiograph.dcm": "used", "record.json": "used", "vitals.csv": "used", "corrupt.dcm": "not read"}
+    assert file_statuses(browser) == {
+        "radiograph.dcm": "used",
+        "record.json": "used",
+        "vitals.csv": "used",
+        "corrupt.dcm": "not read",
+    }
     warnings = text(browser, "medmm-header")
-    assert "input warning" in warnings and "corrupt.dcm: truncated or corrupted" in warnings  # still there on the final page
+    assert (
+        "input warning" in warnings and "corrupt.dcm: truncated or corrupted" in warnings
+    )  # still there on the final page
     rows = browser.find_elements("css selector", "#medmm-diagnoses tr[data-diagnosis]")
     shown = [float(r.find_element("css selector", ".medmm-prob").text.rstrip("%")) for r in rows]
     assert len(shown) == 5 and shown == sorted(shown, reverse=True)
-    assert "Research use only" in text(browser, "medmm-disclaimer") and "Imaging: used" in text(browser, "medmm-modalities")
+    assert "Research use only" in text(browser, "medmm-disclaimer") and "Imaging: used" in text(
+        browser, "medmm-modalities"
+    )
     assert "Sex" in text(browser, "medmm-group-card") and "Draft impression" in text(browser, "medmm-impression")
     wait_for(browser, lambda d: len(store_events(service.work_dir, "predict")) == before + 1, "the audit record")
     assert store_events(service.work_dir, "predict")[-1].user == "anonymous"
@@ -113,8 +144,10 @@ def test_the_viewer_zooms_pans_sets_the_window_and_shows_markers_and_the_header(
     upload_and_analyse(browser, url, patient_files(folder))
     wait_for(browser, done, "the analysis")
     wait_for(browser, lambda d: viewer_drawn(d, "medmm-viewer"), "the image")
-    sides = browser.execute_script("const o = {}; document.querySelectorAll('#medmm-viewer .mv-marker').forEach(m => "
-                                   "o[m.className.split('mv-').pop()] = m.innerText); return o;")
+    sides = browser.execute_script(
+        "const o = {}; document.querySelectorAll('#medmm-viewer .mv-marker').forEach(m => "
+        "o[m.className.split('mv-').pop()] = m.innerText); return o;"
+    )
     assert sides == {"left": "R", "right": "L", "top": "H", "bottom": "F"}  # PatientOrientation L\F of a PA radiograph
     canvas = browser.find_element("css selector", "#medmm-viewer canvas")
     assert browser.execute_script("return getComputedStyle(arguments[0]).imageRendering", canvas) != "pixelated"
@@ -139,7 +172,14 @@ def test_the_viewer_zooms_pans_sets_the_window_and_shows_markers_and_the_header(
     header = wait_for(browser, lambda d: text(d, "medmm-dicom-header") or None, "the DICOM header")
     ds = pydicom.dcmread(sorted((folder / "images").rglob("*.dcm"))[0], stop_before_pixels=True)
     assert "Modality" in header and "PixelSpacing" in header and ds.PatientID in header
-    for hidden in (ds.StudyInstanceUID, ds.SOPInstanceUID, ds.AccessionNumber, ds.StudyDate, "StudyInstanceUID", "AccessionNumber"):
+    for hidden in (
+        ds.StudyInstanceUID,
+        ds.SOPInstanceUID,
+        ds.AccessionNumber,
+        ds.StudyDate,
+        "StudyInstanceUID",
+        "AccessionNumber",
+    ):
         assert hidden not in header
 
 
@@ -148,29 +188,52 @@ def choose(driver, element_id: str, label: str) -> None:
     box = driver.find_element("css selector", f"#{element_id} input")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
     box.click()
-    option = wait_for(driver, lambda d: next((o for o in d.find_elements("css selector", "li.item") if o.text.strip() == label), None),
-                      f"the option {label}")
+    option = wait_for(
+        driver,
+        lambda d: next((o for o in d.find_elements("css selector", "li.item") if o.text.strip() == label), None),
+        f"the option {label}",
+    )
     option.click()
 
 
-def test_two_diagnoses_side_by_side_with_signed_notes_a_legible_chart_and_opacity_typed(served, browser, small_cohort, tmp_path):
+def test_two_diagnoses_side_by_side_with_signed_notes_a_legible_chart_and_opacity_typed(
+    served, browser, small_cohort, tmp_path
+):
     _, url = served
     upload_and_analyse(browser, url, patient_files(full_patient(small_cohort)))
     wait_for(browser, done, "the analysis")
-    ranked = [r.text for r in browser.find_elements("css selector", "#medmm-diagnoses tr[data-diagnosis] td:nth-child(2)")]
+    ranked = [
+        r.text for r in browser.find_elements("css selector", "#medmm-diagnoses tr[data-diagnosis] td:nth-child(2)")
+    ]
     choose(browser, "medmm-compare", ranked[1])
-    for element in ("medmm-overlay-attention", "medmm-overlay-gradcam", "medmm-overlay-attention-b", "medmm-overlay-gradcam-b"):
+    for element in (
+        "medmm-overlay-attention",
+        "medmm-overlay-gradcam",
+        "medmm-overlay-attention-b",
+        "medmm-overlay-gradcam-b",
+    ):
         wait_for(browser, lambda d, e=element: viewer_drawn(d, e), element)
     for side, name in (("", ranked[0]), ("-b", ranked[1])):
         notes = text(browser, f"medmm-notes{side}")
         assert f"argues against {name}" in notes and "supports" in notes  # the legend of signed word evidence
-        assert browser.find_elements("css selector", f"#medmm-notes{side} mark.medmm-for, #medmm-notes{side} mark.medmm-against")
+        assert browser.find_elements(
+            "css selector", f"#medmm-notes{side} mark.medmm-for, #medmm-notes{side} mark.medmm-against"
+        )
         chart = text(browser, f"medmm-vitals{side}")
         assert "adult normal range" in chart and f"support {name}" in chart
-        assert browser.find_element("css selector", f"#medmm-vitals{side} img").get_attribute("src").startswith("data:image/png;base64,")
-    def caption(d, element_id: str = "medmm-overlay-gradcam") -> str:  # read afresh: a new value rebuilds the viewer's elements
-        return d.execute_script("const c = document.querySelector('#' + arguments[0] + ' .mv-caption'); return c ? c.innerText : '';",
-                                element_id)
+        assert (
+            browser.find_element("css selector", f"#medmm-vitals{side} img")
+            .get_attribute("src")
+            .startswith("data:image/png;base64,")
+        )
+
+    def caption(
+        d, element_id: str = "medmm-overlay-gradcam"
+    ) -> str:  # read afresh: a new value rebuilds the viewer's elements
+        return d.execute_script(
+            "const c = document.querySelector('#' + arguments[0] + ' .mv-caption'); return c ? c.innerText : '';",
+            element_id,
+        )
 
     assert "opacity 0.35" in caption(browser)
     box = browser.find_element("css selector", "#medmm-opacity input[type=number]")
@@ -197,7 +260,9 @@ def test_a_second_click_while_running_is_refused_visibly(served, browser, small_
     files = patient_files(full_patient(small_cohort))
     before = len(store_events(service.work_dir, "predict"))
     upload(browser, url, files)
-    browser.execute_script("const b = document.getElementById('medmm-analyse'); b.click(); setTimeout(() => b.click(), 400);")
+    browser.execute_script(
+        "const b = document.getElementById('medmm-analyse'); b.click(); setTimeout(() => b.click(), 400);"
+    )
     wait_for(browser, lambda d: "was not taken" in text(d, "medmm-notice"), "the refusal of the second click")
     wait_for(browser, done, "the first analysis")
     assert "was still running" in text(browser, "medmm-notice")  # still said on the final page
@@ -218,16 +283,25 @@ def test_one_feedback_submission_is_one_event_and_the_form_starts_empty(served, 
     before = len(store_events(service.work_dir, "feedback"))
     send = browser.find_element("id", "medmm-send-feedback")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", send)
-    wait_for(browser, lambda d: "Choose a verdict first" in text(d, "medmm-feedback-status"), "the missing-verdict message")
+    wait_for(
+        browser, lambda d: "Choose a verdict first" in text(d, "medmm-feedback-status"), "the missing-verdict message"
+    )
 
     browser.find_element("xpath", "//*[@id='medmm-verdict']//label[contains(., 'Disagree')]").click()
     browser.find_element("xpath", "//*[@id='medmm-named']//label[contains(., 'Sepsis')]").click()
-    browser.execute_script("arguments[0].click(); arguments[0].click(); setTimeout(() => arguments[0].click(), 150);", send)
-    wait_for(browser, lambda d: "Feedback recorded" in text(d, "medmm-feedback-status"), "the feedback record")  # said again by a late click
+    browser.execute_script(
+        "arguments[0].click(); arguments[0].click(); setTimeout(() => arguments[0].click(), 150);", send
+    )
+    wait_for(
+        browser, lambda d: "Feedback recorded" in text(d, "medmm-feedback-status"), "the feedback record"
+    )  # said again by a late click
     wait_for(browser, lambda d: d.execute_script(checked) == 0, "the form reset")
     time.sleep(1.5)  # any later click would have been recorded by now
     events = store_events(service.work_dir, "feedback")
-    assert len(events) == before + 1 and json.loads(events[-1].detail) == {"verdict": "disagree", "diagnoses": ["sepsis"]}
+    assert len(events) == before + 1 and json.loads(events[-1].detail) == {
+        "verdict": "disagree",
+        "diagnoses": ["sepsis"],
+    }
 
     browser.find_element("xpath", "//*[@id='medmm-verdict']//label[contains(., 'Unsure')]").click()
     browser.execute_script("arguments[0].click();", send)
@@ -241,7 +315,15 @@ def test_a_corrupt_file_shows_its_error_and_the_app_keeps_serving(served, browse
     upload_and_analyse(browser, url, [corrupt(tmp_path)])
     wait_for(browser, lambda d: d.find_elements("css selector", "#medmm-status .medmm-error"), "the error message")
     assert text(browser, "medmm-status").startswith("DicomError: corrupt.dcm: ")
-    assert not browser.find_elements("css selector", "#medmm-diagnoses tr[data-diagnosis]") and not text(browser, "medmm-header")
+    assert not browser.find_elements("css selector", "#medmm-diagnoses tr[data-diagnosis]") and not text(
+        browser, "medmm-header"
+    )
     save_screenshot(browser, tmp_path, "ui-error.png")
-    upload_and_analyse(browser, url, patient_files(full_patient(small_cohort)))  # a fresh page: the server still answers
-    wait_for(browser, lambda d: len(d.find_elements("css selector", "#medmm-diagnoses tr[data-diagnosis]")) == 5, "a later result")
+    upload_and_analyse(
+        browser, url, patient_files(full_patient(small_cohort))
+    )  # a fresh page: the server still answers
+    wait_for(
+        browser,
+        lambda d: len(d.find_elements("css selector", "#medmm-diagnoses tr[data-diagnosis]")) == 5,
+        "a later result",
+    )

@@ -61,7 +61,8 @@ def test_no_share_button_and_nothing_of_the_patient_in_browser_storage(served, b
     shares = browser.execute_script(
         "return Array.from(document.querySelectorAll('button, a, [role=button], [aria-label], [title]'))"
         ".filter(e => /share/i.test((e.getAttribute('aria-label') || '') + ' ' + (e.getAttribute('title') || '') + ' ' + e.className"
-        " + ' ' + (e.tagName === 'BUTTON' || e.tagName === 'A' ? e.innerText : ''))).map(e => e.outerHTML.slice(0, 120));")
+        " + ' ' + (e.tagName === 'BUTTON' || e.tagName === 'A' ? e.innerText : ''))).map(e => e.outerHTML.slice(0, 120));"
+    )
     assert shares == []
     stored = browser.execute_async_script(STORAGE)
     assert not stored.startswith("error"), stored
@@ -72,20 +73,24 @@ def test_no_share_button_and_nothing_of_the_patient_in_browser_storage(served, b
 
 
 def test_with_login_nothing_leaks_before_sign_in_wrong_passwords_wait_and_the_audit_names_the_user(
-        ui_model, ui_predictor, small_cohort, browser, tmp_path):
+    ui_model, ui_predictor, small_cohort, browser, tmp_path
+):
     patients = pd.read_csv(small_cohort / "manifest.csv", dtype=str)["patient_id"].tolist()
     service = make_service(ui_model, tmp_path, small_cohort, predictor=ui_predictor)
     app, url = launch(service, tmp_path, users={"alice": "wonderland"})
     try:
         browser.get(url)
         wait_for(browser, lambda d: d.find_elements("css selector", "input[type=password]"), "the login page")
-        page = browser.page_source + browser.execute_script("return JSON.stringify([window.gradio_config, window.gradio_api_info])")
+        page = browser.page_source + browser.execute_script(
+            "return JSON.stringify([window.gradio_config, window.gradio_api_info])"
+        )
         assert not any(p in page for p in patients) and "analyse" not in page and "SYN" not in page
         statuses = browser.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             "Promise.all(['/config', '/gradio_api/info', '/gradio_api/info?all_endpoints=true', '/gradio_api/openapi.json',"
             " '/openapi.json', '/gradio_api/queue/status'].map(u => fetch(u).then(r => r.text().then(t => [u, r.status, t]))))"
-            ".then(done)")
+            ".then(done)"
+        )
         for target, status, body in statuses:
             assert status in (401, 403, 404) and not any(p in body for p in patients), (target, status)
 
@@ -105,7 +110,8 @@ def test_with_login_nothing_leaks_before_sign_in_wrong_passwords_wait_and_the_au
         throttled = browser.execute_async_script(
             "const done = arguments[arguments.length - 1]; const f = new FormData(); f.append('username', 'alice');"
             "f.append('password', 'wonderland'); fetch('/login', {method: 'POST', body: f})"
-            ".then(r => done([r.status, r.headers.get('retry-after')]));")
+            ".then(r => done([r.status, r.headers.get('retry-after')]));"
+        )
         assert throttled[0] == 429 and int(throttled[1]) >= 1  # even the right password waits, unchecked
         time.sleep(int(throttled[1]) + 0.2)
         sign_in("wonderland")
@@ -132,8 +138,20 @@ def test_the_work_folder_is_deleted_on_sigterm_and_stale_ones_at_start(ui_model,
     env = {**os.environ, "TMPDIR": str(temp), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO)}
     for name in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE", "MEDMM_USERS"):
         env.pop(name, None)
-    command = [sys.executable, "-m", "medmm.cli", "serve", "--model", str(ui_model), "--port", str(port), "--cohort", str(small_cohort),
-               "--audit-store", str(tmp_path / "audit.sqlite")]
+    command = [
+        sys.executable,
+        "-m",
+        "medmm.cli",
+        "serve",
+        "--model",
+        str(ui_model),
+        "--port",
+        str(port),
+        "--cohort",
+        str(small_cohort),
+        "--audit-store",
+        str(tmp_path / "audit.sqlite"),
+    ]
     server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -143,7 +161,9 @@ def test_the_work_folder_is_deleted_on_sigterm_and_stale_ones_at_start(ui_model,
                 urllib.request.urlopen(url, timeout=5).close()
                 break
             except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read().decode(errors="replace")[-3000:]
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read().decode(
+                    errors="replace"
+                )[-3000:]
                 time.sleep(0.5)
         work = [p for p in temp.glob("medmm-ui-*") if p.is_dir()]
         assert not stale.exists() and len(work) == 1  # the dead server's folder went at start; this server made its own

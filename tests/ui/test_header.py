@@ -24,7 +24,11 @@ def service(ui_model, ui_predictor, tmp_path_factory):
 def test_zones_are_the_browsers_when_known_and_named_either_way():
     when = datetime(2023, 11, 11, 16, 6, tzinfo=timezone.utc)
     berlin = zone_named("Europe/Berlin")
-    assert (berlin.source, local_time(when, berlin), berlin.label(when)) == ("browser", "2023-11-11 17:06", "Europe/Berlin, UTC+01:00")
+    assert (berlin.source, local_time(when, berlin), berlin.label(when)) == (
+        "browser",
+        "2023-11-11 17:06",
+        "Europe/Berlin, UTC+01:00",
+    )
     summer = datetime(2023, 7, 1, 12, 0, tzinfo=timezone.utc)
     assert zone_named("America/New_York").label(summer) == "America/New_York, UTC-04:00"
     for bad in ("", None, "Mars/Olympus", "../../etc/passwd"):
@@ -39,13 +43,26 @@ def test_every_file_is_listed_with_what_became_of_it(service, small_cohort, tmp_
     other.write_text("not an input")
     case = service.open_uploads(patient_files(full_patient(small_cohort)) + [bad, other])
     before = {r.name: r.status for r in file_rows(case.study, None, case.folder)}
-    assert before == {"radiograph.dcm": "read", "record.json": "read", "vitals.csv": "read", "broken.dcm": "not read",
-                      "scan-notes.txt": "not read"}
+    assert before == {
+        "radiograph.dcm": "read",
+        "record.json": "read",
+        "vitals.csv": "read",
+        "broken.dcm": "not read",
+        "scan-notes.txt": "not read",
+    }
     final = list(service.analyse(case))[-1]
     rows = {r.name: r for r in file_rows(final.study, final.prediction, final.folder)}
-    assert {n: r.status for n, r in rows.items()} == {"radiograph.dcm": "used", "record.json": "used", "vitals.csv": "used",
-                                                      "broken.dcm": "not read", "scan-notes.txt": "not read"}
-    assert rows["radiograph.dcm"].detail.startswith("CR CHEST PA") and "not a recognised input" in rows["scan-notes.txt"].detail
+    assert {n: r.status for n, r in rows.items()} == {
+        "radiograph.dcm": "used",
+        "record.json": "used",
+        "vitals.csv": "used",
+        "broken.dcm": "not read",
+        "scan-notes.txt": "not read",
+    }
+    assert (
+        rows["radiograph.dcm"].detail.startswith("CR CHEST PA")
+        and "not a recognised input" in rows["scan-notes.txt"].detail
+    )
 
 
 def test_the_header_names_the_patient_date_files_and_keeps_the_warnings(service, small_cohort, tmp_path):
@@ -60,7 +77,10 @@ def test_the_header_names_the_patient_date_files_and_keeps_the_warnings(service,
     page = header_html(final.study, final.prediction, final.folder, zone)
     bundle = json.loads((folder / "record.json").read_text())
     patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    assert f'data-fact="patient-id"><dt>Patient ID</dt><dd>{patient["id"]} <span class="medmm-source">(FHIR record)' in page
+    assert (
+        f'data-fact="patient-id"><dt>Patient ID</dt><dd>{patient["id"]} <span class="medmm-source">(FHIR record)'
+        in page
+    )
     assert f"<dd>{patient['gender']} " in page
     when = final.study.time.astimezone(zone.tz).strftime("%Y-%m-%d %H:%M")
     assert f"{when} (Asia/Tokyo, UTC+09:00)" in page and "study time from image acquisition (latest)" in page
@@ -72,7 +92,9 @@ def test_the_header_names_the_patient_date_files_and_keeps_the_warnings(service,
 def test_a_study_with_nothing_readable_says_no_answer_in_its_header(service, tmp_path):
     from medmm.records import ClinicalNote
 
-    study = Study("s", Demographics("s"), notes=(ClinicalNote("cough", type_code="11488-4", source_id="DocumentReference/x"),))
+    study = Study(
+        "s", Demographics("s"), notes=(ClinicalNote("cough", type_code="11488-4", source_id="DocumentReference/x"),)
+    )
     prediction = service.predictor.predict(study, impression=False)
     page = header_html(study, prediction, tmp_path, zone_named("UTC"))
     assert not prediction.answered and "No answer:" in page and "11488-4" in page

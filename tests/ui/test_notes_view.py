@@ -22,7 +22,10 @@ UTC = zone_named("UTC")
 
 
 def study() -> Study:
-    return Study("P", notes=(ClinicalNote(TEXT, time=datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc), type_display="Progress note"),))
+    return Study(
+        "P",
+        notes=(ClinicalNote(TEXT, time=datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc), type_display="Progress note"),),
+    )
 
 
 def word(text: str, value: float, read: bool = True) -> SignedWord:
@@ -31,11 +34,19 @@ def word(text: str, value: float, read: bool = True) -> SignedWord:
 
 
 def test_signed_words_are_marked_for_and_against_with_a_legend():
-    evidence = SignedEvidence("pneumonia", (word("Crackles", 0.8), word("equal", -0.4), word("left", 0.001)), (0,), None, (), 0.0)
+    evidence = SignedEvidence(
+        "pneumonia", (word("Crackles", 0.8), word("equal", -0.4), word("left", 0.001)), (0,), None, (), 0.0
+    )
     page = notes_evidence(study(), UTC, "Pneumonia", signed=evidence)
     assert "&lt;b&gt;" in page and "<b>" not in page  # note text escaped
-    assert re.search(r'<mark class="medmm-for"[^>]*title="supports Pneumonia \(100% of the strongest word\)"[^>]*>Crackles</mark>', page)
-    assert re.search(r'<mark class="medmm-against"[^>]*title="argues against Pneumonia \(50% of the strongest word\)"[^>]*>equal</mark>', page)
+    assert re.search(
+        r'<mark class="medmm-for"[^>]*title="supports Pneumonia \(100% of the strongest word\)"[^>]*>Crackles</mark>',
+        page,
+    )
+    assert re.search(
+        r'<mark class="medmm-against"[^>]*title="argues against Pneumonia \(50% of the strongest word\)"[^>]*>equal</mark>',
+        page,
+    )
     assert ">left</mark>" not in page  # 0.1% of the strongest: unmarked
     assert "supports</mark>" in page and "argues against</mark>" in page and "signed contribution" in page  # the legend
     assert "Progress note \u00b7 2024-01-02 03:04" in page
@@ -44,8 +55,12 @@ def test_signed_words_are_marked_for_and_against_with_a_legend():
 def test_attention_marks_carry_no_sign_and_the_legend_says_so():
     start = TEXT.index("equal")
     attention = NotesMap((WordRelevance(0, start, start + 5, 1.0, True),), (0,))
-    page = notes_evidence(study(), UTC, "Pneumonia", attention=attention, attention_method="attention (gradient-weighted)")
-    assert 'class="medmm-attended"' in page and "medmm-for" not in page and "medmm-against" not in page.split("</p>", 1)[1]
+    page = notes_evidence(
+        study(), UTC, "Pneumonia", attention=attention, attention_method="attention (gradient-weighted)"
+    )
+    assert (
+        'class="medmm-attended"' in page and "medmm-for" not in page and "medmm-against" not in page.split("</p>", 1)[1]
+    )
     assert "It has no sign" in page
     plain = notes_evidence(study(), UTC, "Pneumonia")
     assert "<mark" not in plain and "No word relevance" in plain
@@ -61,7 +76,9 @@ def test_signed_words_sum_the_signed_token_attributions_of_integrated_gradients(
     target = ui_predictor.model.config.diagnoses[0]
     evidence = signed_evidence(ui_predictor, case, target)
     batch = ui_predictor.batch([case])
-    raw = integrated_gradients(ui_predictor.model, batch, diagnosis_target(ui_predictor.model, target)).maps["notes"]  # (M, L) signed
+    raw = integrated_gradients(ui_predictor.model, batch, diagnosis_target(ui_predictor.model, target)).maps[
+        "notes"
+    ]  # (M, L) signed
     kept = kept_notes(ui_predictor.select(case)[0], pre.max_notes)
     assert evidence.notes_read == kept  # every note is in scope here, so indices agree
     slot, index = 0, kept[0]

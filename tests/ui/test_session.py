@@ -76,7 +76,9 @@ def test_a_corrupt_single_file_raises_its_readers_error_naming_only_the_file(ser
     with pytest.raises(DicomError) as err:
         service.open_uploads([bad])
     message = str(err.value)
-    assert message.startswith("corrupt.dcm: ") and str(service.cases_dir) not in message and str(tmp_path) not in message
+    assert (
+        message.startswith("corrupt.dcm: ") and str(service.cases_dir) not in message and str(tmp_path) not in message
+    )
     assert set(service.cases_dir.iterdir()) == before  # the case folder is removed again
 
 
@@ -86,7 +88,9 @@ def test_several_files_of_which_none_is_readable_are_an_error_naming_the_first(s
     with pytest.raises(InputError) as err:
         service.open_uploads([tmp_path / "a.dcm", tmp_path / "b.txt"])
     message = str(err.value)
-    assert message.startswith("upload: nothing usable was read: a.dcm: ") and "; b.txt: not a recognised input" in message
+    assert (
+        message.startswith("upload: nothing usable was read: a.dcm: ") and "; b.txt: not a recognised input" in message
+    )
     with pytest.raises(InputError, match="no files were uploaded"):
         service.open_uploads([])
 
@@ -116,7 +120,11 @@ def test_the_drafted_impression_follows_the_models_guide(service, ui_predictor, 
         batch = ui_predictor.batch([study])
         assert ui_predictor.draft_impressions(batch, probs[None]) == [draft]
         # what the page shows is the draft grounded against the study, as predict gives it
-        assert drafted == ui_predictor.ground(batch, probs[None], [draft])[0].text == ui_predictor.predict(study).impression
+        assert (
+            drafted
+            == ui_predictor.ground(batch, probs[None], [draft])[0].text
+            == ui_predictor.predict(study).impression
+        )
     finally:
         model.config = plain
 
@@ -128,7 +136,9 @@ def test_analysis_streams_diagnoses_then_impression_then_explanations(service, u
     assert [c.stage for c in stages] == ["diagnoses", "impression", "explanations"]
     first, drafted, explained = stages
     direct = ui_predictor.predict(case.study)  # the same study through the Predictor itself
-    assert [(s.name, s.probability) for s in first.prediction.scores] == [(s.name, s.probability) for s in direct.scores]
+    assert [(s.name, s.probability) for s in first.prediction.scores] == [
+        (s.name, s.probability) for s in direct.scores
+    ]
     assert first.prediction.impression == "" and drafted.prediction.impression == direct.impression
     assert set(drafted.seconds) == {"load", "diagnoses", "impression"}
     assert set(explained.seconds) == {"load", "diagnoses", "impression", "explanations"}
@@ -143,7 +153,9 @@ def test_analysis_streams_diagnoses_then_impression_then_explanations(service, u
     want = explain_study(ui_predictor, case.study, methods=("attention", "gradcam"), diagnoses=[top], impression=False)
     got = explained.explanations[top]
     for method in ("attention", "gradcam"):
-        np.testing.assert_allclose(got.get(top, method).image.relevance, want.get(top, method).image.relevance, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(
+            got.get(top, method).image.relevance, want.get(top, method).image.relevance, rtol=1e-6, atol=1e-12
+        )
     assert service.get(case.token).stage == "explanations"
 
     other = direct.scores[-1].name
@@ -179,7 +191,9 @@ def test_feedback_is_recorded_with_the_verdict_and_named_diagnoses_only(service,
     assert details[unsure] == {"verdict": "unsure", "diagnoses": []}
     stored = (service.work_dir / "audit.sqlite").read_bytes()
     for value in [case.study.study_id, *(n.text[:40] for n in case.study.notes), p.impression]:
-        assert len(value) < 6 or value.encode() not in stored  # no patient id, note text or prediction text in the trail
+        assert (
+            len(value) < 6 or value.encode() not in stored
+        )  # no patient id, note text or prediction text in the trail
     with pytest.raises(ConfigError):
         service.feedback(case.token, "maybe")
     with pytest.raises(ConfigError):
@@ -271,7 +285,9 @@ def test_the_audit_and_model_card_are_found_next_to_the_model(service, ui_model)
     assert ClinicianService(replaced, predictor=service.predictor, store=service.store).audit is None
 
 
-@pytest.mark.skipif(not (ORTHANC.is_file() and PLUGIN.is_file()), reason="Orthanc and its DICOMweb plugin are not installed")
+@pytest.mark.skipif(
+    not (ORTHANC.is_file() and PLUGIN.is_file()), reason="Orthanc and its DICOMweb plugin are not installed"
+)
 def test_a_study_pulled_from_dicomweb_is_read_and_analysed(ui_model, ui_predictor, small_cohort, tmp_path):
     folder = full_patient(small_cohort)
     files, patient_id = image_files_and_patient_id(folder)
@@ -291,10 +307,14 @@ def test_a_study_pulled_from_dicomweb_is_read_and_analysed(ui_model, ui_predicto
     svc.close()
 
 
-def test_a_fhir_bundle_alone_or_a_vitals_table_alone_is_a_case_with_the_rest_missing(service, ui_predictor, small_cohort):
+def test_a_fhir_bundle_alone_or_a_vitals_table_alone_is_a_case_with_the_rest_missing(
+    service, ui_predictor, small_cohort
+):
     folder = full_patient(small_cohort)
     record = service.open_uploads([folder / "record.json"])
-    assert record.study.images == () and [n.text for n in record.study.notes] == [n.text for n in load_study(folder / "record.json").notes]
+    assert record.study.images == () and [n.text for n in record.study.notes] == [
+        n.text for n in load_study(folder / "record.json").notes
+    ]
     final = list(service.analyse(record))[-1].prediction
     assert "image" in final.missing and "image" not in final.present
     vitals = service.open_uploads([folder / "vitals.csv"])
@@ -309,7 +329,11 @@ def test_the_audit_folder_is_looked_for_where_medmm_demo_and_medmm_audit_put_it(
     model = tmp_path / "run" / "model"
     model.mkdir(parents=True)
     assert find_audit_dir(model) is None
-    for folder in (tmp_path / "run" / "audits" / "default", tmp_path / "run" / "audit", tmp_path / "run" / "evaluation"):
+    for folder in (
+        tmp_path / "run" / "audits" / "default",
+        tmp_path / "run" / "audit",
+        tmp_path / "run" / "evaluation",
+    ):
         folder.mkdir(parents=True)
         (folder / "audit.json").write_text("{}")
         assert find_audit_dir(model) == folder  # each later one is preferred

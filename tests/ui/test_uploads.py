@@ -19,7 +19,11 @@ def test_plain_files_are_copied_with_safe_unique_names(tmp_path):
     staged, issues = stage_uploads([a / "scan.dcm", b / "scan.dcm"], tmp_path / "case")
     assert [p.name for p in staged] == ["scan.dcm", "scan-2.dcm"] and issues == []
     assert [p.read_bytes() for p in staged] == [b"one", b"two"]
-    assert safe_name("../../etc/passwd") == "passwd" and safe_name("a;rm -rf *.dcm") == "a_rm -rf _.dcm" and safe_name("..") == "upload"
+    assert (
+        safe_name("../../etc/passwd") == "passwd"
+        and safe_name("a;rm -rf *.dcm") == "a_rm -rf _.dcm"
+        and safe_name("..") == "upload"
+    )
 
 
 def test_a_zipped_folder_is_unpacked_and_unsafe_members_are_skipped(tmp_path):
@@ -36,7 +40,11 @@ def test_a_zipped_folder_is_unpacked_and_unsafe_members_are_skipped(tmp_path):
     assert staged == [tmp_path / "case" / "patient"]
     files = sorted(str(p.relative_to(tmp_path / "case")) for p in (tmp_path / "case").rglob("*") if p.is_file())
     assert files == ["patient/patient/images/radiograph.dcm", "patient/patient/record.json"]
-    assert [(i.where, i.kind) for i in issues] == [("member 3", "skipped"), ("member 4", "skipped"), ("member 5", "skipped")]
+    assert [(i.where, i.kind) for i in issues] == [
+        ("member 3", "skipped"),
+        ("member 4", "skipped"),
+        ("member 5", "skipped"),
+    ]
     assert not (tmp_path / "escape.txt").exists()
 
 

@@ -26,27 +26,48 @@ from ui.views import (
 )
 
 
-def prediction(probs: dict[str, float], in_set: tuple[str, ...], coverage: float | None = 0.9, present=("image",)) -> Prediction:
+def prediction(
+    probs: dict[str, float], in_set: tuple[str, ...], coverage: float | None = 0.9, present=("image",)
+) -> Prediction:
     display = {"pneumonia": "Pneumonia", "heart_failure": "Heart failure", "sepsis": "Sepsis"}
     ranked = sorted(probs, key=lambda n: -probs[n])
     return Prediction(
-        study_id="P", scores=tuple(DiagnosisScore(n, display[n], probs[n], n in in_set) for n in ranked), conformal_set=in_set,
-        coverage_target=coverage, impression="", present=present, missing=tuple(m for m in ("image", "notes", "vitals") if m not in present),
-        model_id="m", model_version="0", calibrated=coverage is not None, seconds=0.1,
+        study_id="P",
+        scores=tuple(DiagnosisScore(n, display[n], probs[n], n in in_set) for n in ranked),
+        conformal_set=in_set,
+        coverage_target=coverage,
+        impression="",
+        present=present,
+        missing=tuple(m for m in ("image", "notes", "vitals") if m not in present),
+        model_id="m",
+        model_version="0",
+        calibrated=coverage is not None,
+        seconds=0.1,
     )
 
 
 def test_the_prediction_set_is_said_as_diagnoses_not_ruled_out_that_may_coexist():
     probs = {"pneumonia": 0.7, "heart_failure": 0.6, "sepsis": 0.1}
     two = conformal_sentence(prediction(probs, ("pneumonia", "heart_failure")))
-    assert two == ("Prediction set at 90% coverage: Pneumonia and Heart failure. The model cannot rule out any of these 2 diagnoses; "
-                   "each is judged on its own, so they may be present together. It rules out the other diagnoses it knows.")
+    assert two == (
+        "Prediction set at 90% coverage: Pneumonia and Heart failure. The model cannot rule out any of these 2 diagnoses; "
+        "each is judged on its own, so they may be present together. It rules out the other diagnoses it knows."
+    )
     three = conformal_sentence(prediction(probs, ("pneumonia", "heart_failure", "sepsis")))
-    assert three.startswith("Prediction set at 90% coverage: Pneumonia, Heart failure and Sepsis.") and "present together" in three
-    for sentence in (two, three):  # a multi-label set lists diagnoses that can coexist, never alternatives to choose between
+    assert (
+        three.startswith("Prediction set at 90% coverage: Pneumonia, Heart failure and Sepsis.")
+        and "present together" in three
+    )
+    for sentence in (
+        two,
+        three,
+    ):  # a multi-label set lists diagnoses that can coexist, never alternatives to choose between
         assert "tell between" not in sentence and "either" not in sentence
     one = conformal_sentence(prediction(probs, ("pneumonia",)))
-    assert one == "Prediction set at 90% coverage: Pneumonia. The model cannot rule it out; it rules out the other diagnoses it knows."
+    assert (
+        one
+        == "Prediction set at 90% coverage: Pneumonia. The model cannot rule it out; it rules out the other diagnoses it knows."
+    )
     assert "empty" in conformal_sentence(prediction(probs, ()))
     assert "no conformal calibration" in conformal_sentence(prediction(probs, (), coverage=None))
     assert names_list(["A"]) == "A" and names_list([]) == ""
@@ -57,7 +78,9 @@ def test_diagnoses_table_is_ranked_with_percentages_and_set_marks():
     assert re.findall(r'data-diagnosis="(\w+)"', page) == ["heart_failure", "pneumonia", "sepsis"]
     assert re.findall(r'class="medmm-prob">([\d.]+)%', page) == ["65.0", "20.0", "5.0"]
     assert page.count("in set</span>") == 1 and "calibrated probability" in page
-    uncalibrated = diagnoses_html(prediction({"pneumonia": 0.2, "heart_failure": 0.65, "sepsis": 0.05}, (), coverage=None))
+    uncalibrated = diagnoses_html(
+        prediction({"pneumonia": 0.2, "heart_failure": 0.65, "sepsis": 0.05}, (), coverage=None)
+    )
     assert "not calibrated" in uncalibrated
 
 
@@ -65,7 +88,10 @@ def test_modalities_say_used_missing_and_present_but_unused():
     study = Study(study_id="P", notes=(ClinicalNote(text="cough"),))
     base = prediction({"pneumonia": 0.5, "heart_failure": 0.4, "sepsis": 0.1}, (), present=())
     unread = dataclasses.replace(
-        base, scores=(), answered=False, refusal="nothing this model can read: ...",
+        base,
+        scores=(),
+        answered=False,
+        refusal="nothing this model can read: ...",
         inputs=(InputUse("notes", "DocumentReference/a", False, "document type 11488-4 is not one the model read"),),
     )
     page = modalities_html(unread, study)
@@ -83,7 +109,9 @@ def test_viewer_applies_the_window_by_hand():
     np.testing.assert_array_equal(frame, expected)
     np.testing.assert_array_equal(viewer_frame(series, FULL), np.round(255 * pixels / 990.0).astype(np.uint8))
     lo, hi = np.percentile(pixels, [5, 95])
-    np.testing.assert_array_equal(viewer_frame(series, CONTRAST), np.round(255 * np.clip((pixels - lo) / (hi - lo), 0, 1)).astype(np.uint8))
+    np.testing.assert_array_equal(
+        viewer_frame(series, CONTRAST), np.round(255 * np.clip((pixels - lo) / (hi - lo), 0, 1)).astype(np.uint8)
+    )
     assert window_presets(series) == [STORED, FULL, CONTRAST]
 
 
@@ -121,8 +149,12 @@ def test_colour_images_get_no_window():
 def test_the_impression_shows_what_it_states_and_what_was_withheld_and_why():
     base = prediction({"pneumonia": 0.8, "heart_failure": 0.1, "sepsis": 0.1}, ("pneumonia",))
     kept = Claim("crackles", "notes", "pneumonia", "supported", "note 1: 'Crackles at the right base.'")
-    fever = Claim("fever", "vitals", "pneumonia", "contradicted", "max temperature 37.1 Cel (2024-05-01 10:00), below 38.0")
-    page = impression_html(dataclasses.replace(base, impression="pneumonia (crackles).", claims=(kept,), removed_claims=(fever,)))
+    fever = Claim(
+        "fever", "vitals", "pneumonia", "contradicted", "max temperature 37.1 Cel (2024-05-01 10:00), below 38.0"
+    )
+    page = impression_html(
+        dataclasses.replace(base, impression="pneumonia (crackles).", claims=(kept,), removed_claims=(fever,))
+    )
     assert "<blockquote>pneumonia (crackles).</blockquote>" in page
     assert "crackles: note 1: &#x27;Crackles at the right base.&#x27;" in page
     assert "fever (contradicted): max temperature 37.1 Cel (2024-05-01 10:00), below 38.0" in page

@@ -32,7 +32,9 @@ def test_a_work_folder_names_its_owner(tmp_path):
 
 def test_only_the_folders_of_gone_processes_are_removed_at_start(tmp_path):
     gone = stale(tmp_path, PREFIX + "gone", dead_pid())
-    reused = stale(tmp_path, PREFIX + "reused", os.getppid(), started="1")  # that id now belongs to a process started later
+    reused = stale(
+        tmp_path, PREFIX + "reused", os.getppid(), started="1"
+    )  # that id now belongs to a process started later
     live = stale(tmp_path, PREFIX + "live", os.getppid(), started=process_start(os.getppid()))
     mine = make_work_dir(tmp_path)
     unowned = tmp_path / (PREFIX + "unowned")
@@ -40,7 +42,14 @@ def test_only_the_folders_of_gone_processes_are_removed_at_start(tmp_path):
     other = stale(tmp_path, "someone-else", dead_pid())
     removed = remove_stale_work_dirs(tmp_path)
     assert sorted(removed) == sorted([gone, reused])
-    assert not gone.exists() and not reused.exists() and live.exists() and mine.exists() and unowned.exists() and other.exists()
+    assert (
+        not gone.exists()
+        and not reused.exists()
+        and live.exists()
+        and mine.exists()
+        and unowned.exists()
+        and other.exists()
+    )
     assert alive(os.getpid(), process_start(os.getpid())) and not alive(dead_pid(), None)
 
 
