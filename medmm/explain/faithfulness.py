@@ -50,7 +50,7 @@ import torch
 from medmm.errors import EvaluationError
 from medmm.explain.capture import check_single, diagnosis_logits, expand
 from medmm.explain.mapping import NotesMap, VitalsMap
-from medmm.explain.planted import PlantedSpan, PlantedWindow
+from medmm.synth.planted import PlantedSpan, PlantedWindow
 
 TOLERANCE_FRACTION = 15.0 / 224.0
 TOP_FRACTION = 0.1

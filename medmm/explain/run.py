@@ -35,10 +35,10 @@ from medmm.explain.faithfulness import (
 )
 from medmm.explain.integrated import DEFAULT_STEPS
 from medmm.explain.mapping import Explanation, model_series
-from medmm.explain.planted import GroundTruth, read_ground_truth
 from medmm.explain.relevance import DEFAULT_METHOD, token_validity
 from medmm.explain.render import caption, render_image, render_notes, render_vitals
 from medmm.records import Study
+from medmm.synth.planted import GroundTruth, read_ground_truth
 
 log = logging.getLogger(__name__)
 FAITHFULNESS_FILE = "faithfulness.json"

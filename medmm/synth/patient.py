@@ -12,6 +12,7 @@ from medmm.synth.dicom_writer import write_ct, write_radiograph
 from medmm.synth.fhir_writer import build_bundle, instant
 from medmm.synth.notes import compose_notes
 from medmm.synth.plan import CT, FHIR, IMAGE, NOTES, VITALS, PatientPlan, draw_plan, patient_rng
+from medmm.synth.planted import TRUTH_FILE
 from medmm.synth.radiograph import render_radiograph
 from medmm.synth.truth import CT_FILE, LESIONS_FILE, build_truth, save_npz, write_json
 from medmm.synth.vitals_gen import LOINC_OF, VitalsDraft, generate_vitals
@@ -82,7 +83,7 @@ def write_patient(root: Path, config: SynthConfig, index: int, split: str) -> Pa
         write_vitals_csv(folder / "vitals.csv", vitals)
         count += 1
     truth = build_truth(config, plan, files, radiograph, ct, notes, note_refs, vitals)
-    write_json(folder / "truth.json", truth)
+    write_json(folder / TRUTH_FILE, truth)
     count += 1
     return PatientResult(
         index=index,

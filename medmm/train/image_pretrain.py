@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
 from medmm.errors import CheckpointError, ConfigError
-from medmm.explain.planted import TRUTH_FILE, read_lesions
+from medmm.synth.planted import TRUTH_FILE, read_lesions
 
 WEIGHTS_FILE = "image_encoder.safetensors"
 META_FILE = "image_encoder.json"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
 from medmm.prompts import QA, guided_prompt, impression_text, qa_pairs
+from medmm.synth.planted import TRUTH_FILE
 from medmm.tasks import default_vocabulary
 
 
@@ -30,7 +31,7 @@ class CaseText:
 
 def load_truth(folder: str | Path) -> dict | None:
     """The parsed truth.json of a synthetic case, or None for real data."""
-    path = Path(folder) / "truth.json"
+    path = Path(folder) / TRUTH_FILE
     if not path.is_file():
         return None
     return json.loads(path.read_text())

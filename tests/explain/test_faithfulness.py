@@ -25,7 +25,7 @@ from medmm.explain.faithfulness import (
     window_masses,
 )
 from medmm.explain.mapping import NotesMap, VitalsMap, WordRelevance
-from medmm.explain.planted import PlantedSpan, PlantedWindow
+from medmm.synth.planted import PlantedSpan, PlantedWindow
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 

@@ -1,4 +1,5 @@
-"""The planted ground truth of a synthetic patient (truth.json and its mask archive), as typed records.
+"""The planted ground truth of a synthetic patient (truth.json and its mask archive), read back as typed records
+(medmm.synth.truth writes them); explanations, image pretraining and training targets read them here.
 
 Positions are put in the study's own terms: lesion masks on the original pixel grid, the vitals
 window as absolute times, note spans as indices into Study.notes (matched through the note's

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from medmm.errors import CohortError
-from medmm.explain.planted import read_ground_truth
 from medmm.records import ClinicalNote, Study
+from medmm.synth.planted import read_ground_truth
 
 T0 = datetime(2024, 5, 2, 8, 0, tzinfo=timezone.utc)
 
