@@ -588,8 +588,24 @@ def _jsonable(obj):
     return obj
 
 
+GLOBAL_FLAGS = (
+    "--debug",
+    "--verbose",
+    "-v",
+)  # options of the command line itself, accepted before or after the command
+
+
+def global_flags_first(argv: list[str]) -> list[str]:
+    """`argv` with the command line's own flags moved before the command (`medmm predict ... --debug` works as
+    `medmm --debug predict ...`); nothing after a `--` is moved."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    return flags + [a for a in argv[:end] if a not in GLOBAL_FLAGS] + argv[end:]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `medmm` console script."""
+    argv = global_flags_first(list(sys.argv[1:] if argv is None else argv))
     try:
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int) and code:

@@ -121,3 +121,23 @@ def test_predict_writes_one_audit_event_per_prediction(tmp_path, small_cohort):
     assert file_digest(bundle).sha256 in {d.sha256 for d in events[0].inputs} | {d.sha256 for d in events[1].inputs}
     raw = store.read_bytes() + "\n".join(sqlite3.connect(store).iterdump()).encode()
     assert patients[0].name.encode() not in raw and patients[1].name.encode() not in raw
+
+
+def test_debug_is_accepted_after_the_command(tmp_path):
+    from medmm.cli import global_flags_first
+
+    assert global_flags_first(["predict", "x", "--debug", "--json"]) == ["--debug", "predict", "x", "--json"]
+    assert global_flags_first(["-v", "synth", "--debug", "--", "--debug"]) == [
+        "-v",
+        "--debug",
+        "synth",
+        "--",
+        "--debug",
+    ]
+    (tmp_path / "keep.txt").write_text("not a cohort")
+    proc = subprocess.run(
+        MEDMM + ["synth", "--out", str(tmp_path), "--patients", "2", "--debug"], capture_output=True, text=True
+    )
+    assert (
+        proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+    )  # the traceback, as asked
