@@ -248,8 +248,8 @@ def predict(
     no_impression: bool = typer.Option(False, "--no-impression", help="Skip generating the impression (faster)."),
     audit: Optional[Path] = typer.Option(
         None,
-        "--audit",
-        help="Audit store (SQLite) for the AuditEvent/Provenance of each prediction [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite].",
+        "--trail",
+        help="Audit trail (SQLite) for the AuditEvent/Provenance of each prediction [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite].",
     ),
     task: Optional[str] = typer.Option(
         None,
@@ -483,7 +483,9 @@ def batch(
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel workers (Ray actors for --engine ray)."),
     protocol: Optional[Path] = typer.Option(None, "--protocol", help="Study protocol YAML (cohort filter, outputs)."),
     audit: Optional[Path] = typer.Option(
-        None, "--audit", help="Audit store (SQLite) [default: $MEDMM_AUDIT_STORE, else OUT/audit.sqlite]."
+        None,
+        "--trail",
+        help="Audit trail (SQLite) of the study's predictions [default: $MEDMM_AUDIT_STORE, else OUT/audit.sqlite].",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -527,8 +529,9 @@ def serve(
     ),
     audit_store: Optional[Path] = typer.Option(
         None,
+        "--trail",
         "--audit-store",
-        help="SQLite audit store of predictions and feedback [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite].",
+        help="Audit trail (SQLite) of predictions and feedback [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite].",
     ),
     auth_file: Optional[Path] = typer.Option(
         None, "--auth-file", help="Users allowed to log in (user:password-hash lines); also $MEDMM_USERS."

@@ -107,7 +107,7 @@ def test_predict_writes_one_audit_event_per_prediction(tmp_path, small_cohort):
     store = tmp_path / "trail" / "audit.sqlite"
     proc = subprocess.run(
         MEDMM
-        + ["predict", "--model", str(model), "--json", "--no-impression", "--audit", str(store), *map(str, patients)],
+        + ["predict", "--model", str(model), "--json", "--no-impression", "--trail", str(store), *map(str, patients)],
         capture_output=True,
         text=True,
         timeout=300,

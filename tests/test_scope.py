@@ -199,7 +199,7 @@ def test_cli_predict_says_no_answer_and_lists_the_inputs(tmp_path):
             "--model",
             str(model),
             "--json",
-            "--audit",
+            "--trail",
             str(tmp_path / "a.sqlite"),
             str(dicom_file("MR_small.dcm")),
         ],
