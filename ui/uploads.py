@@ -1,21 +1,21 @@
 """Uploaded files into one case folder: plain files copied, zip archives (a patient folder) unpacked safely.
 
-Archives are unpacked with every member checked: no absolute paths, no `..`, no links, no
-encrypted members, and a cap on the total unpacked size (a guard against zip bombs). A bad
-member is skipped and reported; an archive that cannot be opened at all raises InputError.
+Archives are unpacked with every member checked by medmm.io.archive's rules (no absolute paths,
+drives or `..`, no links, no encrypted members) and a cap on the total unpacked size (a guard
+against zip bombs). A bad member is skipped and reported; an archive that cannot be opened at
+all raises InputError.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import stat
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Sequence
 
 from medmm.errors import InputError, MedmmError
-from medmm.io.dicom import DEFAULT_MAX_ZIP_BYTES
+from medmm.io.archive import DEFAULT_MAX_ZIP_BYTES, member_parts, refusal
 from medmm.records import Issue
 
 _UNSAFE = re.compile(r"[^\w.\- ]+")
@@ -72,17 +72,11 @@ def unpack_zip(archive: Path, target: Path, *, display: str, max_bytes: int = DE
             where = f"member {number}"
             if info.is_dir():
                 continue
-            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-            mode = info.external_attr >> 16
-            if not parts or info.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-                issues.append(Issue(display, where, "member path leaves the archive's folder; skipped", "skipped"))
+            why = refusal(info)
+            if why is not None:
+                issues.append(Issue(display, where, f"{why}; skipped", "skipped"))
                 continue
-            if stat.S_ISLNK(mode):
-                issues.append(Issue(display, where, "member is a link; skipped", "skipped"))
-                continue
-            if info.flag_bits & 0x1:
-                issues.append(Issue(display, where, "member is encrypted; skipped", "skipped"))
-                continue
+            parts = member_parts(info)
             if total + info.file_size > max_bytes:
                 raise InputError(f"archive unpacks to more than {max_bytes} bytes", path=display, where=where)
             dest = target.joinpath(*(safe_name(x) for x in parts))

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from medmm.errors import DicomError
+from medmm.io.archive import DEFAULT_MAX_ZIP_BYTES, refusal
 from medmm.io.dicom_pixels import (
     INVALID,
     NO_PIXELS,
@@ -55,8 +55,6 @@ __all__ = [
     "slice_order",
 ]
 
-DEFAULT_MAX_ZIP_BYTES = 2 * 1024**3
-"""Largest total uncompressed size read from one archive (a guard against zip bombs)."""
 
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})
 """Modalities whose single-frame slices of one series are stacked into a volume."""
@@ -197,11 +195,9 @@ def _zip_sources(path: Path, max_bytes: int, issues: list[Issue]) -> Iterator[tu
         budget = max_bytes
         for member in members:
             name = member.filename.replace("\\", "/")
-            if name.startswith("/") or ".." in PurePosixPath(name).parts or re.match(r"[A-Za-z]:", name):
-                issues.append(Issue(str(path), name, "unsafe member path (absolute or with '..'); skipped", "skipped"))
-                continue
-            if member.flag_bits & 0x1:
-                issues.append(Issue(str(path), name, "encrypted member; skipped", "skipped"))
+            why = refusal(member)
+            if why is not None:
+                issues.append(Issue(str(path), name, f"{why}; skipped", "skipped"))
                 continue
             try:
                 with archive.open(member) as fh:
