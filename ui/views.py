@@ -13,7 +13,8 @@ import numpy as np
 
 from medmm.codes import ETHNICITIES, RACES
 from medmm.explain.mapping import ImageMap, model_pixels
-from medmm.explain.render import DISCLAIMER, apply_window, caption, display_window, overlay, slice_to_draw
+from medmm.explain.render import DISCLAIMER, caption, overlay, slice_to_draw
+from medmm.io.window import CT_PRESETS, apply_window, series_window
 from medmm.records import MODALITIES, ImageSeries, Prediction, Study
 
 MODALITY_LABELS = {"image": "Imaging", "notes": "Clinical notes", "vitals": "Vital signs"}
@@ -27,12 +28,6 @@ ATTRIBUTE_LABELS = {
 STORED = "Stored window"
 FULL = "Full range"
 CONTRAST = "High contrast"
-CT_PRESETS: dict[str, tuple[float, float]] = {  # (center, width) in HU
-    "Lung": (-600.0, 1500.0),
-    "Mediastinum": (40.0, 400.0),
-    "Bone": (400.0, 1800.0),
-    "Abdomen": (60.0, 400.0),
-}
 
 
 # -- text --------------------------------------------------------------------------------------
@@ -201,7 +196,7 @@ def preset_window(series: ImageSeries, pixels: np.ndarray, preset: str) -> tuple
     if preset == CONTRAST:
         lo, hi = np.percentile(pixels, [5.0, 95.0])
         return float(lo + hi) / 2.0, float(max(hi - lo, 1e-3))
-    return display_window(series, pixels)
+    return series_window(series.window, pixels)
 
 
 def n_slices(series: ImageSeries) -> int:
@@ -236,7 +231,7 @@ def overlay_frame(series: ImageSeries, image: ImageMap, opacity: float) -> np.nd
     if relevance.ndim == 3:
         index = slice_to_draw(relevance)
         pixels, relevance = pixels[index], relevance[index]
-    grey = apply_window(pixels, display_window(series, pixels))
+    grey = apply_window(pixels, series_window(series.window, pixels))
     rgb = overlay(grey, relevance, opacity=float(np.clip(opacity, 0.0, 1.0)))  # (H, W, 3) in [0, 1]
     return np.round(255.0 * rgb).astype(np.uint8)
 

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from medmm.explain.capture import IMPRESSION
 from medmm.explain.explainer import METHOD_LABELS
 from medmm.explain.mapping import ImageMap, NotesMap, VitalsMap, model_pixels
+from medmm.io.window import apply_window, series_window
 from medmm.records import ImageSeries, Study, VitalSeries
 
 DISCLAIMER = "Research use only; not a medical device."
@@ -34,20 +35,6 @@ def caption(target: str, probability: float | None, method: str, display: str | 
     name = "Impression" if target == IMPRESSION else (display or target)
     prob = "" if probability is None else f" (probability {probability:.0%})"
     return f"{name}{prob}: {METHOD_LABELS.get(method, method)}"
-
-
-def display_window(series: ImageSeries, pixels: np.ndarray) -> tuple[float, float]:
-    """(center, width): the series' own window when it has one, else the 0.5-99.5 percentile range."""
-    if series.window is not None and series.window[1] > 0:
-        return float(series.window[0]), float(series.window[1])
-    lo, hi = np.percentile(pixels, [0.5, 99.5]) if pixels.size else (0.0, 1.0)
-    return float(lo + hi) / 2.0, float(max(hi - lo, 1e-3))
-
-
-def apply_window(pixels: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """Pixels through a (center, width) window onto [0, 1]."""
-    center, width = window
-    return np.clip((pixels.astype(np.float64) - (center - width / 2.0)) / max(width, 1e-6), 0.0, 1.0)
 
 
 def heat_fraction(relevance: np.ndarray) -> np.ndarray:
@@ -91,7 +78,7 @@ def render_image(series: ImageSeries, image: ImageMap, text: str, path: str | Pa
         index = slice_to_draw(relevance)
         pixels, relevance = pixels[index], relevance[index]
         text = f"{text} (slice {index + 1} of {image.relevance.shape[0]})"
-    grey = apply_window(pixels, display_window(series, pixels))
+    grey = apply_window(pixels, series_window(series.window, pixels))
     fig = Figure(figsize=(6.0, 6.4))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(overlay(grey, relevance), interpolation="nearest")

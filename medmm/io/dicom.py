@@ -42,10 +42,10 @@ from medmm.io.dicom_pixels import (
     looks_like_dicom,
     tag_label,
 )
+from medmm.io.window import CT_DEFAULT, CT_PRESETS
 from medmm.records import ImageSeries, Issue
 
 __all__ = [
-    "CT_WINDOWS",
     "DicomRead",
     "NonImageObject",
     "default_window",
@@ -58,9 +58,6 @@ __all__ = [
 
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})
 """Modalities whose single-frame slices of one series are stacked into a volume."""
-
-CT_WINDOWS: dict[str, tuple[float, float]] = {"soft_tissue": (40.0, 400.0), "lung": (-600.0, 1500.0)}
-"""(center, width) in HU. CT without a stored window gets the soft-tissue (mediastinal) window."""
 
 
 def quiet_pydicom_logging() -> None:
@@ -102,7 +99,7 @@ def default_window(series_modality: str, pixels: np.ndarray) -> tuple[float, flo
     Percentiles ignore the outliers (collimator edges, burnt-in text) that min/max would follow.
     """
     if series_modality == "CT":
-        return CT_WINDOWS["soft_tissue"]
+        return CT_PRESETS[CT_DEFAULT]
     flat = np.asarray(pixels, dtype=np.float64).ravel()
     flat = flat[:: max(1, flat.size // 1_000_000)]  # a million samples pin the percentiles down
     flat = flat[np.isfinite(flat)]

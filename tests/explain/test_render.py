@@ -13,9 +13,7 @@ from medmm.codes import VITAL_NAMES
 from medmm.explain.mapping import ImageMap, NotesMap, VitalsMap, WordRelevance, notes_map, upsample, word_spans
 from medmm.explain.render import (
     DISCLAIMER,
-    apply_window,
     caption,
-    display_window,
     heat_fraction,
     notes_html,
     overlay,
@@ -40,12 +38,9 @@ def test_caption():
     assert caption("impression", None, "gradcam") == "Impression: Grad-CAM"
 
 
-def test_window_and_heat():
-    np.testing.assert_allclose(apply_window(np.array([0.0, 50.0, 100.0, 200.0]), (100.0, 100.0)), [0.0, 0.0, 0.5, 1.0])
+def test_heat():
     np.testing.assert_allclose(heat_fraction(np.array([0.1, 0.4, 0.2])), [0.25, 1.0, 0.5])
     assert not heat_fraction(np.zeros(3)).any()
-    series = make_study().images[0]
-    assert display_window(series, series.pixels) == (500.0, 1000.0)  # the series' own window
 
 
 def test_overlay_colours_by_hand():

@@ -18,8 +18,9 @@ from pydicom.pixels import convert_color_space
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medmm.errors import DicomError, MedmmError, UnsupportedDicomError
-from medmm.io.dicom import CT_WINDOWS, DicomRead, NonImageObject, default_window, is_dicom_file, read_dicom
+from medmm.io.dicom import DicomRead, NonImageObject, default_window, is_dicom_file, read_dicom
 from medmm.io.dicom_pixels import DecodedFile, decode_file
+from medmm.io.window import CT_PRESETS
 
 CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
 CR_SOP = "1.2.840.10008.5.1.4.1.1.1"
@@ -103,7 +104,7 @@ def test_ct_rescale_slope_intercept_gives_hounsfield_units(tmp_path):
     np.testing.assert_array_equal(s.pixels, expected)
     assert s.pixels.dtype == np.float32 and s.rescale == (2.0, -1024.0)
     assert s.spacing == (0.5, 0.7) and s.modality == "CT" and not s.inverted
-    assert s.window == CT_WINDOWS["soft_tissue"] == (40.0, 400.0)  # no WindowCenter/Width stored
+    assert s.window == CT_PRESETS["Mediastinum"] == (40.0, 400.0)  # no WindowCenter/Width stored
 
 
 def test_stored_window_is_kept_and_first_of_several_used(tmp_path):
