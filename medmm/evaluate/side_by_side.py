@@ -11,23 +11,11 @@ free-text answers' contradicted claims, and latency per case.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 from medmm.errors import EvaluationError
-
-EVALUATION_FILE = "evaluation.json"
-
-
-def _load(folder: Path) -> dict:
-    path = folder / EVALUATION_FILE if folder.is_dir() else folder
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvaluationError(f"no {EVALUATION_FILE} (run `medmm evaluate` first)", path=path) from None
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"unreadable evaluation: {exc}", path=path) from exc
+from medmm.evaluate.document import Evaluation, load_evaluation
 
 
 def _same_test_split(cohort: dict) -> dict:
@@ -55,29 +43,28 @@ def _backbone(model: dict) -> str:
     return str(source) if source else "embedded"
 
 
-def model_column(name: str, e: dict) -> dict:
-    """One model's figures, as its evaluation.json gives them (None where the evaluation has none)."""
-    macro = _get(e, "metrics", "macro", "auroc") or {}
-    subsets = {r["inputs"]: r["macro_auroc"] for r in _get(e, "ablation", "rows", default=[]) or []}
-    imp = e.get("impression") or {}
-    values = _get(e, "grounding", "questions", "values") or {}
-    free = _get(e, "grounding", "questions", "free_text", "lm") or {}
-    latency = e.get("latency") or {}
+def model_column(name: str, e: Evaluation) -> dict:
+    """One model's figures, as its evaluation gives them (None where the evaluation has none)."""
+    macro = e.macro_auroc
+    values = _get(e.grounding or {}, "questions", "values") or {}
+    free = _get(e.grounding or {}, "questions", "free_text", "lm") or {}
+    latency = e.latency or {}
+    imp = e.impression
     return {
         "name": name,
-        "model_id": _get(e, "model", "id"),
-        "backbone": _backbone(e.get("model") or {}),
-        "parameters": _get(e, "model", "parameters"),
-        "macro_auroc": macro.get("value"),
-        "macro_auroc_low": macro.get("low"),
-        "macro_auroc_high": macro.get("high"),
-        "subsets": subsets,
-        "names_true_top": imp.get("names_true_top"),
-        "names_all_true": imp.get("names_all_true"),
-        "contradicts_none": imp.get("contradicts_none"),
-        "raw_names_true_top": _get(imp, "raw", "names_true_top"),
-        "raw_contradicted": _get(e, "grounding", "impressions", "raw", "with_contradicted_claim"),
-        "grounded_contradicted": _get(e, "grounding", "impressions", "grounded", "with_contradicted_claim"),
+        "model_id": e.model.get("id"),
+        "backbone": _backbone(e.model),
+        "parameters": e.model.get("parameters"),
+        "macro_auroc": macro.value,
+        "macro_auroc_low": macro.low,
+        "macro_auroc_high": macro.high,
+        "subsets": e.subset_auroc,
+        "names_true_top": imp.names_true_top if imp else None,
+        "names_all_true": imp.names_all_true if imp else None,
+        "contradicts_none": imp.contradicts_none if imp else None,
+        "raw_names_true_top": _get(e.document, "impression", "raw", "names_true_top"),
+        "raw_contradicted": _get(e.grounding or {}, "impressions", "raw", "with_contradicted_claim"),
+        "grounded_contradicted": _get(e.grounding or {}, "impressions", "grounded", "with_contradicted_claim"),
         "value_questions": values.get("questions"),
         "value_with_reading": values.get("with_reading"),
         "quotes_value": values.get("quotes_value"),
@@ -98,10 +85,10 @@ def compare_evaluations(folders: Sequence[str | Path], names: Sequence[str] | No
     names = list(names) if names else [f.parent.name if f.name == "evaluation" else f.name for f in folders]
     if len(names) != len(folders):
         raise EvaluationError(f"{len(names)} name(s) for {len(folders)} evaluation(s)", where="compare")
-    docs = [_load(f) for f in folders]
-    first = _same_test_split(docs[0].get("cohort") or {})
+    docs = [load_evaluation(f) for f in folders]
+    first = _same_test_split(docs[0].cohort)
     for folder, doc in zip(folders[1:], docs[1:]):
-        mine = _same_test_split(doc.get("cohort") or {})
+        mine = _same_test_split(doc.cohort)
         if mine != first:
             differ = sorted(k for k in first if first[k] != mine.get(k))
             raise EvaluationError(f"not the same test split as {folders[0]} ({', '.join(differ)} differ)", path=folder)

@@ -24,11 +24,15 @@ def evaluation(auroc: float, source: str | None, quotes: float, seconds: float) 
     return {
         "cohort": COHORT,
         "model": {"id": f"id-{source}", "parameters": 1000, "backbone": {"source": source}},
-        "metrics": {"macro": {"auroc": {"value": auroc, "low": auroc - 0.05, "high": auroc + 0.02}}},
+        "summary": {},
+        "splits": {"test": {"split": "test", "cases": 4, "positives": {"pneumonia": 2}}},
+        "metrics": {"macro": {"auroc": {"value": auroc, "low": auroc - 0.05, "high": auroc + 0.02}}, "diagnoses": []},
         "ablation": {
             "rows": [{"inputs": "image", "macro_auroc": auroc - 0.1}, {"inputs": "all", "macro_auroc": auroc}]
         },
         "impression": {
+            "cases": 4,
+            "positives": 2,
             "names_true_top": 0.9,
             "names_all_true": 0.8,
             "contradicts_none": 0.95,
