@@ -365,23 +365,31 @@ def evaluate(
         "--baselines/--no-baselines",
         help="Fit classical per-modality baselines (train split, chosen on val) and report the model beside them with paired intervals.",
     ),
+    save_calibration: bool = typer.Option(
+        False,
+        "--save-calibration/--keep-calibration",
+        help="Write the calibration fitted on the val split into the checkpoint (its calibration.json and id); "
+        "by default the checkpoint is left as it is.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print evaluation.json."),
 ) -> None:
-    """Metrics with bootstrap CIs, calibration (temperature fitted into the checkpoint), conformal sets, ablation, impressions, HTML report."""
-    from medmm.evaluate.run import run_evaluation
-    from medmm.report.html import write_report
+    """Metrics with bootstrap CIs, calibration fitted on val, conformal sets, ablation, impressions, baselines, HTML report."""
+    from medmm.evaluate.run import evaluate_checkpoint
 
-    result = run_evaluation(
-        model, cohort, out, coverage=coverage, n_boot=n_boot, seed=seed, progress=not as_json, baselines=baselines
-    )
-    audit_path = out / "audit.json"
-    audit = json.loads(audit_path.read_text()) if audit_path.exists() else None
-    report = write_report(out, result, audit, out / "explanations" if (out / "explanations").is_dir() else None)
+    result = evaluate_checkpoint(
+        model, cohort, out, save_calibration=save_calibration, coverage=coverage, n_boot=n_boot, seed=seed,
+        progress=not as_json, baselines=baselines,
+    )  # fmt: skip
+    report = out / "report.html"
     if pdf:
         from medmm.report.pdf import export_pdf
 
         export_pdf(report)
-    typer.echo(json.dumps(_jsonable(result)) if as_json else f"evaluation: {out / 'evaluation.json'}\nreport: {report}")
+    typer.echo(
+        json.dumps(_jsonable(result.document))
+        if as_json
+        else f"evaluation: {out / 'evaluation.json'}\nreport: {report}"
+    )
 
 
 @app.command()

@@ -168,22 +168,25 @@ def evaluate_default(model_dir: Path, out: Path, cohort: Path, progress: bool, q
     The temperature and conformal threshold go into the checkpoint (what the interface and
     `medmm predict` then apply); evaluation.json, audit.json and report.html are written.
     """
-    from medmm.evaluate.run import run_evaluation
-    from medmm.report.html import write_report
+    from medmm.evaluate.run import evaluate_checkpoint
 
     folder = out / "evaluation"
-    evaluation = run_evaluation(
-        model_dir, cohort, folder, n_boot=QUICK_BOOT if quick else 1000, progress=progress, audit=True
+    e = evaluate_checkpoint(
+        model_dir,
+        cohort,
+        folder,
+        save_calibration=True,
+        audit=True,
+        n_boot=QUICK_BOOT if quick else 1000,
+        progress=progress,
     )
     audit = json.loads((folder / "audit.json").read_text())
-    write_report(folder, evaluation, audit, None)
-    rows = evaluation["ablation"]["rows"]
     return {
-        "macro_auroc": {r["inputs"]: float("nan") if r["macro_auroc"] is None else r["macro_auroc"] for r in rows},
-        "impression": evaluation["impression"],
-        "grounding": grounding_figures(evaluation["grounding"]),
-        "test_cases": evaluation["cohort"]["test"]["cases"],
-        "unreadable": evaluation["cohort"]["test"]["unreadable"],
+        "macro_auroc": e.subset_auroc,
+        "impression": e.document["impression"],
+        "grounding": grounding_figures(e.grounding),
+        "test_cases": e.test.cases,
+        "unreadable": e.test.unreadable,
         "audit_flags": len(audit.get("flags", [])),
         "report": str((folder / "report.html").relative_to(out)),
     }

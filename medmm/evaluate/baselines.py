@@ -34,9 +34,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from medmm.io.window import series_window
 from medmm.records import MODALITIES, Study
 from medmm.tasks import Task
-from medmm.transforms.study import grey_2d, model_window, primary_radiograph
+from medmm.transforms.study import grey_2d, primary_radiograph
 
 IMAGE_SIDE = 32
 RECENT_HOURS = 12.0
@@ -121,7 +122,7 @@ def image_vector(study: Study) -> np.ndarray | None:
     if series is None:
         return None
     pixels = grey_2d(series)
-    center, width = model_window(series, pixels)
+    center, width = series_window(series.window, pixels)
     scaled = np.clip((pixels - (center - width / 2.0)) / max(width, 1e-6), 0.0, 1.0)
     small = F.adaptive_avg_pool2d(torch.from_numpy(scaled)[None, None].float(), IMAGE_SIDE)[0, 0]
     return small.numpy().astype(np.float64).ravel()

@@ -2,9 +2,11 @@
 
 Both run the Predictor over the cohort's validation and test splits (preprocessed cases are
 cached under <cohort>/.cache, as in training) and hand the per-case scores to
-medmm.evaluate.pipeline. `run_evaluation` also writes the temperature, operating points and
-conformal threshold fitted on the validation split into the checkpoint's calibration.json, so
-that the Predictor returns calibrated probabilities and conformal sets from then on.
+medmm.evaluate.pipeline. The evaluation fits the temperature, operating points and conformal
+threshold on the validation split and reports with them; only with `save_calibration` does it
+write them into the checkpoint's calibration.json (so that the Predictor returns calibrated
+probabilities and conformal sets from then on). `evaluate_checkpoint` is the one path the CLI,
+the demo and the governance documents take: evaluate, audit when asked, render report.html.
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ def run_evaluation(
     audit: bool = False,
     confidence: float = 0.95,
     baselines: bool = True,
+    save_calibration: bool = False,
 ) -> dict:
     """Evaluate a checkpoint on a cohort's test split (fitting on its val split); write out_dir/evaluation.json and plots.
+
+    With `save_calibration`, the calibration fitted on the validation split is written into the
+    checkpoint (its calibration.json, and so its id); without, the checkpoint is left as it is and
+    the figures are those of the model calibrated in memory.
 
     With `baselines` (the default), classical per-modality models are fitted on the train split,
     chosen on val, and reported beside the model for every modality subset, with the paired
@@ -81,13 +88,14 @@ def run_evaluation(
         seed=seed,
         context=context,
     )
-    saved = fitted.source == FROM_VALIDATION
-    calibration = fitted.calibration_json(cohort.root.name) if saved else predictor.calibration
+    fitted_here = fitted.source == FROM_VALIDATION
+    calibration = fitted.calibration_json(cohort.root.name) if fitted_here else predictor.calibration
     image_fit = None
-    if saved and val_part is not None:
+    if fitted_here and val_part is not None:
         image_fit = fit_image_finding_thresholds(predictor, val_part, val_items)
         if image_fit is not None:
             calibration = {**calibration, **image_fit.calibration()}
+    saved = fitted_here and save_calibration
     if saved:
         update_calibration(model_dir, calibration)
         # the new calibration.json changes the checkpoint's id: name the model as it is now served
@@ -138,7 +146,11 @@ def run_evaluation(
         "file": "calibration.json",
         "note": "the Predictor now applies this temperature and returns these conformal sets"
         if saved
-        else "no validation split: the checkpoint's calibration was left unchanged",
+        else (
+            "fitted on the validation split for these figures; the checkpoint's calibration was left unchanged"
+            if fitted_here
+            else "no validation split: the checkpoint's calibration was left unchanged"
+        ),
     }
     write_json(out / "evaluation.json", evaluation)
     if audit:
@@ -238,6 +250,42 @@ def _score_splits(predictor, cohort: Cohort, progress: bool):
     val = (scored["val"][0], scored["val"][2], scored["val"][1]) if val_part else (None, None, None)
     test_scores, test_items, _ = scored[test_name]
     return val, (test_scores, test_part, test_items)
+
+
+def evaluate_checkpoint(
+    model_dir: str | Path,
+    cohort_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    save_calibration: bool = False,
+    audit: bool = False,
+    report: bool = True,
+    coverage: float = 0.9,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    baselines: bool = True,
+    progress: bool = True,
+):
+    """The one evaluation path: evaluate (`run_evaluation`), audit the same scores when asked, render
+    out_dir/report.html (with out_dir/audit.json when there is one, and out_dir/explanations/ when
+    `medmm explain` wrote there); returns the typed Evaluation. Calibration is written into the
+    checkpoint only with `save_calibration`."""
+    import json
+
+    from medmm.evaluate.document import Evaluation
+    from medmm.report.html import write_report
+
+    out = Path(out_dir)
+    document = run_evaluation(
+        model_dir, cohort_dir, out, coverage=coverage, n_boot=n_boot, seed=seed, progress=progress, audit=audit,
+        confidence=confidence, baselines=baselines, save_calibration=save_calibration,
+    )  # fmt: skip
+    if report:
+        audit_path = out / "audit.json"
+        audit_doc = json.loads(audit_path.read_text(encoding="utf-8")) if audit_path.is_file() else None
+        write_report(out, document, audit_doc, out / "explanations" if (out / "explanations").is_dir() else None)
+    return Evaluation.from_dict(document)
 
 
 LATENCY_CASES = 8

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from medmm.codes import ETHNICITIES, RACES
+from medmm.evaluate.document import Evaluation
 from medmm.report.tripod import AUTHORS, DRAFT, REPORTED, tripod_checklist
 from medmm.tasks import DEFAULT_TASK, load_task, task_to_dict
 
@@ -178,8 +179,9 @@ def explanation_examples(
 
 def limitations(evaluation: dict, audit: dict | None) -> list[str]:
     """Limitations of this run, stated plainly (fixed ones first, then those the figures show)."""
-    s = evaluation["summary"]
-    cohort = evaluation.get("cohort", {})
+    record = Evaluation.from_dict(evaluation)
+    s = record.summary
+    cohort = record.cohort
     out = ["medmm is a research tool, not a medical device: nothing here supports a clinical decision."]
     if cohort.get("synthetic"):
         out.append(
@@ -189,7 +191,7 @@ def limitations(evaluation: dict, audit: dict | None) -> list[str]:
         "The evaluation is internal (a held-out split of one cohort); there is no external, temporal or multi-site validation."
     )
     labels = label_table(evaluation)
-    few = [diagnosis(n, labels) for n, k in evaluation["splits"]["test"]["positives"].items() if k < 10]
+    few = [diagnosis(n, labels) for n, k in record.test.positives.items() if k < 10]
     if few:
         out.append(
             f"Fewer than 10 positive test cases for {', '.join(few)}: their intervals are wide and their metrics unstable."
@@ -209,10 +211,10 @@ def limitations(evaluation: dict, audit: dict | None) -> list[str]:
             )
     else:
         out.append("The model has no conformal calibration: no prediction sets were evaluated.")
-    imp = evaluation.get("impression")
+    imp = record.impression
     if imp:
         out.append(
-            f"Impressions are generated text: they named the true top diagnosis in {pct(imp.get('names_true_top'))} of positive cases. "
+            f"Impressions are generated text: they named the true top diagnosis in {pct(imp.names_true_top)} of positive cases. "
             "Their findings are checked against each case's data before they are given out, with word lists, the adult "
             "vital-sign thresholds and a negation rule; findings outside those word lists are withheld rather than checked."
         )

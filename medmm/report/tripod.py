@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medmm.evaluate.document import Evaluation, SplitCounts
+
 REPORTED, DRAFT, AUTHORS = "reported", "draft", "for the authors"
 
 # (item, section, topic, what the item asks for), paraphrased.
@@ -218,12 +220,11 @@ def _cohort(e: dict) -> str:
     return f"Cohort '{c.get('name', 'unknown')}', {kind}: {c.get('patients', 'n/a')} patients (splits: {splits})."
 
 
-def _test_counts(e: dict) -> str:
-    t = e["splits"]["test"]
-    pos = ", ".join(f"{k} {v}" for k, v in t["positives"].items())
+def _test_counts(t: SplitCounts) -> str:
+    pos = ", ".join(f"{k} {v}" for k, v in t.positives.items())
     return (
-        f"Evaluated split '{t['split']}': {t['cases']} cases ({t['unreadable']} unreadable and {t['unlabelled']} unlabelled left out); "
-        f"positives per diagnosis: {pos}; no diagnosis: {t['no_diagnosis']}."
+        f"Evaluated split '{t.split}': {t.cases} cases ({t.unreadable} unreadable and {t.unlabelled} unlabelled left out); "
+        f"positives per diagnosis: {pos}; no diagnosis: {t.no_diagnosis}."
     )
 
 
@@ -231,10 +232,11 @@ def _filled(e: dict, audit: dict | None) -> dict[str, tuple[str, str, str]]:
     """item -> (status, answer, anchor) for every item the run can speak to."""
     m = e.get("model", {})
     pre = m.get("preprocess", {})
-    s = e["summary"]
-    val = e["splits"].get("val")
+    record = Evaluation.from_dict(e)
+    s = record.summary
+    val = record.val
     cohort = e.get("cohort", {})
-    groups = "; ".join(f"{a}: {_counts(g)}" for a, g in e["splits"]["test"]["groups"].items())
+    groups = "; ".join(f"{a}: {_counts(g)}" for a, g in record.test.groups.items())
     subgroups = "; subgroup metrics in the fairness audit." if audit else "; no subgroup audit in this run."
     out: dict[str, tuple[str, str, str]] = {
         "1": (
@@ -330,13 +332,11 @@ def _filled(e: dict, audit: dict | None) -> dict[str, tuple[str, str, str]]:
             "cohort",
         ),
         "18f": (DRAFT, f"Analysis code: medmm {e.get('medmm_version')} (state where it is published).", ""),
-        "20a": (REPORTED, _test_counts(e), "cohort"),
+        "20a": (REPORTED, _test_counts(record.test), "cohort"),
         "20b": (REPORTED, f"Test-split cases per group: {groups}.", "cohort"),
         "20c": (
             DRAFT,
-            ("Validation split: " + _test_counts({"splits": {"test": val}}))
-            if val
-            else "No validation split in this cohort.",
+            ("Validation split: " + _test_counts(val)) if val else "No validation split in this cohort.",
             "cohort",
         ),
         "21": (

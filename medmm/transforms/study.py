@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, Resized
 
+from medmm.io.window import CT_PRESETS, CT_VOLUME, series_window
 from medmm.records import ImageSeries, Study
 from medmm.tasks import DEFAULT_TASK, Task, load_task, task_to_dict
 from medmm.transforms.dictionary import VITAL_REFERENCE, NormalizeVitalsd, TokenizeNotesd, ToTorchd, WindowLeveld
 
 PROJECTION_MODALITIES = ("CR", "DX", "DR", "RG", "MG", "XA", "RF", "PX", "OT", "SC", "US")
-CT_WINDOW = (-600.0, 1600.0)  # a wide lung-to-mediastinum window for CT volumes, in HU
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,6 @@ def grey_2d(series: ImageSeries) -> np.ndarray:
     if pixels.ndim == 3:  # multi-frame projection: the middle frame
         pixels = pixels[pixels.shape[0] // 2]
     return pixels.astype(np.float32)
-
-
-def model_window(series: ImageSeries, pixels: np.ndarray) -> tuple[float, float]:
-    """(center, width) the model windows a radiograph with: the file's window, else the 0.5-99.5 percentiles."""
-    if series.window is not None and series.window[1] > 0:
-        return series.window
-    lo, hi = np.percentile(pixels, [0.5, 99.5]) if pixels.size else (0.0, 1.0)
-    return float(lo + hi) / 2.0, float(max(hi - lo, 1e-3))
 
 
 def _fits(series, steps: int) -> bool:
@@ -191,7 +183,7 @@ class StudyPreprocessor:
         radiograph = primary_radiograph(study)
         if radiograph is not None:
             pixels = grey_2d(radiograph)
-            d = self.image_tf({"image": pixels, "image_window": model_window(radiograph, pixels)})
+            d = self.image_tf({"image": pixels, "image_window": series_window(radiograph.window, pixels)})
             out["image"], out["image_present"] = d["image"], torch.tensor(True)
         else:
             out["image"], out["image_present"] = torch.zeros(1, cfg.image_size, cfg.image_size), torch.tensor(False)
@@ -201,7 +193,9 @@ class StudyPreprocessor:
                 d = self.volume_tf(
                     {
                         "volume": volume.pixels.astype(np.float32),
-                        "volume_window": CT_WINDOW if volume.modality == "CT" else model_window(volume, volume.pixels),
+                        "volume_window": CT_PRESETS[CT_VOLUME]
+                        if volume.modality == "CT"
+                        else series_window(volume.window, volume.pixels),
                     }
                 )
                 out["volume"], out["volume_present"] = d["volume"], torch.tensor(True)

@@ -331,9 +331,21 @@ def test_run_evaluation_saves_calibration_that_the_predictor_then_uses(tiny, tmp
     from medmm.train.data import CaseSet
 
     model_dir, cohort_dir = tiny
-    evaluation = run_evaluation(model_dir, cohort_dir, tmp_path, coverage=0.8, n_boot=50, seed=0, progress=False)
+    before = {
+        f: (model_dir / f).read_bytes() for f in ("calibration.json", "checksums.json") if (model_dir / f).is_file()
+    }
+    kept = run_evaluation(
+        model_dir, cohort_dir, tmp_path / "kept", coverage=0.8, n_boot=50, seed=0, progress=False, baselines=False
+    )
+    # by default the checkpoint is left as it is: the calibration is fitted for the figures only
+    assert kept["checkpoint"]["calibration_saved"] is False and kept["fitting"]["source"] == FROM_VALIDATION
+    assert {f: (model_dir / f).read_bytes() for f in before} == before and "id_before_calibration" not in kept["model"]
+    evaluation = run_evaluation(
+        model_dir, cohort_dir, tmp_path, coverage=0.8, n_boot=50, seed=0, progress=False, save_calibration=True
+    )
     assert evaluation == json.loads((tmp_path / "evaluation.json").read_text())
     assert evaluation["checkpoint"]["calibration_saved"] is True
+    assert evaluation["calibration"]["temperature"] == kept["calibration"]["temperature"]  # the same fit, now saved
     calibration = json.loads((model_dir / "calibration.json").read_text())
     assert calibration["temperature"] == evaluation["calibration"]["temperature"]
     assert (
