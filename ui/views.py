@@ -14,7 +14,7 @@ import numpy as np
 from medmm.codes import ETHNICITIES, RACES
 from medmm.explain.mapping import ImageMap, model_pixels
 from medmm.explain.render import DISCLAIMER, caption, overlay, slice_to_draw
-from medmm.io.window import CT_PRESETS, apply_window, series_window
+from medmm.io.window import CT_PRESETS, apply_window, data_window, series_window
 from medmm.records import MODALITIES, ImageSeries, Prediction, Study
 
 MODALITY_LABELS = {"image": "Imaging", "notes": "Clinical notes", "vitals": "Vital signs"}
@@ -194,8 +194,7 @@ def preset_window(series: ImageSeries, pixels: np.ndarray, preset: str) -> tuple
         lo, hi = float(np.min(pixels)), float(np.max(pixels))
         return (lo + hi) / 2.0, max(hi - lo, 1e-3)
     if preset == CONTRAST:
-        lo, hi = np.percentile(pixels, [5.0, 95.0])
-        return float(lo + hi) / 2.0, float(max(hi - lo, 1e-3))
+        return data_window(pixels, 5.0, 95.0)
     return series_window(series.window, pixels)
 
 

@@ -29,6 +29,7 @@ from medmm.grounding.questions import (
     VITAL_CHANNELS,
     Question,
     recognise,
+    sign_title,
 )
 from medmm.grounding.vitals import value_text, when
 from medmm.records import Answer, Claim
@@ -39,14 +40,6 @@ CAN_ANSWER = (
     "the differential, a vital sign's values (temperature, heart rate, respiratory rate, SpO2, blood pressure, weight), "
     "what the notes say about a finding, what the radiograph shows, and which inputs were used."
 )
-_SIGN_TITLE = {
-    "temperature": "Temperature",
-    "heart_rate": "Heart rate",
-    "resp_rate": "Respiratory rate",
-    "spo2": "SpO2",
-    "blood_pressure": "Blood pressure",
-    "weight": "Weight",
-}
 _CHANNEL_TITLE = {"sbp": "systolic", "dbp": "diastolic"}
 _SIGN_RULES = {
     sign: tuple(r for r, rule in VITAL_RULES.items() if set(rule.channels) & set(channels))
@@ -168,7 +161,7 @@ def _differential(facts: PatientFacts) -> tuple[str, tuple[Claim, ...]]:
 
 def _vital(facts: PatientFacts, q: Question) -> tuple[str, tuple[Claim, ...]]:
     sign = q.sign or ""
-    title = _SIGN_TITLE[sign]
+    title = sign_title(sign)
     if not facts.vitals and facts.study.vitals is None:
         return f"{title}: no vital sign was read for this study.", ()
     series = facts.study.vitals

@@ -46,6 +46,24 @@ VITAL_CHANNELS: dict[str, tuple[str, ...]] = {
     "blood_pressure": ("sbp", "dbp"),
     "weight": ("weight",),
 }
+# vital sign -> its name in a sentence ("heart rate"); capitalise the first letter for a title
+VITAL_SIGN_NAMES: dict[str, str] = {
+    "temperature": "temperature",
+    "heart_rate": "heart rate",
+    "resp_rate": "respiratory rate",
+    "spo2": "SpO2",
+    "blood_pressure": "blood pressure",
+    "weight": "weight",
+}
+assert set(VITAL_SIGN_NAMES) == set(VITAL_CHANNELS)
+
+
+def sign_title(sign: str) -> str:
+    """A vital sign's name as the start of a line: "Heart rate", "SpO2"."""
+    name = VITAL_SIGN_NAMES[sign]
+    return name[0].upper() + name[1:]
+
+
 _RULE_SIGN = {
     "fever": "temperature",
     "hypothermia": "temperature",

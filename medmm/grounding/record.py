@@ -14,8 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from medmm.codes import VITAL_SIGNS
-from medmm.grounding.questions import VITAL_CHANNELS
+from medmm.grounding.questions import VITAL_CHANNELS, VITAL_SIGN_NAMES, sign_title
 from medmm.prompts import qa_prompt
 
 RECORD_PREFIX = "Record, last vital signs:"
@@ -28,15 +27,6 @@ VALUE_QUESTIONS: dict[str, str] = {
     "blood_pressure": "What is the blood pressure?",
     "weight": "What is the patient's weight?",
 }
-_SIGN_TEXT = {
-    "temperature": "temperature",
-    "heart_rate": "heart rate",
-    "resp_rate": "respiratory rate",
-    "spo2": "SpO2",
-    "blood_pressure": "blood pressure",
-    "weight": "weight",
-}
-_CHANNEL_TEXT = {v.name: v.display.lower() for v in VITAL_SIGNS}
 # decimals a chart gives each channel (the record rounds to them; the rest are whole numbers)
 DECIMALS = {"temperature": 1, "weight": 1}
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
@@ -67,7 +57,7 @@ def sign_value(sign: str, readings: Readings) -> str | None:
 
 def record_text(readings: Readings, signs: Sequence[str] = tuple(VALUE_QUESTIONS)) -> str:
     """The record line: each of `signs` with its last reading, in order; the signs without one are left out."""
-    parts = [f"{_SIGN_TEXT[s]} {v}" for s in signs if (v := sign_value(s, readings)) is not None]
+    parts = [f"{VITAL_SIGN_NAMES[s]} {v}" for s in signs if (v := sign_value(s, readings)) is not None]
     return f"{RECORD_PREFIX} {'; '.join(parts)}." if parts else f"{RECORD_PREFIX} none."
 
 
@@ -79,9 +69,9 @@ def value_prompt(question: str, readings: Readings, signs: Sequence[str] = tuple
 def value_answer(sign: str, readings: Readings) -> str:
     """The answer a value question is trained towards."""
     value = sign_value(sign, readings)
-    title = _SIGN_TEXT[sign][0].upper() + _SIGN_TEXT[sign][1:]
+    title = sign_title(sign)
     if value is None:
-        return f"No {_SIGN_TEXT[sign]} reading in the window."
+        return f"No {VITAL_SIGN_NAMES[sign]} reading in the window."
     return f"{title} {value} (last reading)."
 
 
