@@ -53,7 +53,7 @@ class SynthConfig:
     bias_value: str | None = None  # the group that gets it (e.g. race 2054-5, sex female)
     bias_kind: str = "label_noise"  # label_noise | image_quality
     bias_strength: float = 0.0  # 0 = unbiased; label_noise: rate; image_quality: noise/blur amount
-    train_fraction: float = 0.7  # split fractions, assigned by a seeded permutation
+    train_fraction: float = 0.7  # split fractions, stratified by race, sex, ethnicity and age band
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     workers: int = field(default_factory=_default_workers)  # processes; results do not depend on it

@@ -14,6 +14,8 @@ import numpy as np
 
 from medmm.synth.config import SynthConfig, label_set_probabilities
 from medmm.synth.diagnoses import DIAGNOSIS_NAMES
+from medmm.tasks.load import DEFAULT_AGE_BANDS
+from medmm.tasks.task import age_band_label
 
 MODALITY_NAMES = ("image", "notes", "vitals")
 # Which modalities can carry each diagnosis's evidence (see the clinical reference).
@@ -82,13 +84,53 @@ class PatientPlan:
 
 
 def assign_splits(config: SynthConfig) -> list[str]:
-    """Split of every patient: exact counts from the fractions, placed by a seeded permutation."""
+    """Split of every patient: exact counts from the fractions, stratified by the audited attributes.
+
+    Patients are ordered by race, sex, ethnicity and age band (the default audit's attributes, race
+    first as its groups are the smallest), in a seeded random order inside each stratum, and the
+    splits are dealt along that order so that every prefix holds each split in proportion (within
+    one patient). A run of patients of one race therefore holds each split in proportion to within
+    two patients, and so does a sex inside a race: a 35% test split of 90 patients of one race
+    holds 30 to 33 of them rather than whatever an unstratified draw gives."""
     n = config.patients
     n_train = int(round(config.train_fraction * n))
     n_val = min(n - n_train, int(round(config.val_fraction * n)))
-    names = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
-    order = np.random.default_rng([config.seed, 0x5EED]).permutation(n)
-    return [names[int(i)] for i in np.argsort(order)]
+    counts = {"train": n_train, "val": n_val, "test": n - n_train - n_val}
+    shuffle = np.random.default_rng([config.seed, 0x5EED]).permutation(n)
+    keys = [(*stratum_of(config, i), int(shuffle[i])) for i in range(n)]
+    order = sorted(range(n), key=lambda i: keys[i])
+    dealt = deal(counts, n)
+    out = [""] * n
+    for position, index in enumerate(order):
+        out[index] = dealt[position]
+    return out
+
+
+def deal(counts: Mapping[str, int], n: int) -> list[str]:
+    """A sequence of `n` split names holding exactly `counts`, every prefix in proportion.
+
+    Each place goes to the split furthest behind its share of the places so far (ties to the
+    earlier split), so every prefix of length k holds each split within one of k * count / n."""
+    given = dict.fromkeys(counts, 0)
+    out: list[str] = []
+    for k in range(1, n + 1):
+        name = max(counts, key=lambda s: (k * counts[s] / n - given[s], -list(counts).index(s)))
+        given[name] += 1
+        out.append(name)
+    return out
+
+
+def stratum_of(config: SynthConfig, index: int) -> tuple[str, str, str, str]:
+    """(race, sex, ethnicity, age band) of patient `index`: the same draws `draw_plan` makes."""
+    rng = patient_rng(config.seed, index, PLAN)
+    study_time = _draw_study_time(rng, config)
+    sex, _, age, race, ethnicity = _draw_demographics(rng, study_time.date())
+    return race, sex, ethnicity, age_band_label(age, DEFAULT_AGE_BANDS) or ""
+
+
+def _draw_study_time(rng: np.random.Generator, config: SynthConfig) -> datetime:
+    offset_min = int(rng.integers(0, 3 * 365 * 24 * 60))
+    return EPOCH + timedelta(days=config.seed % 997, minutes=offset_min)
 
 
 def _draw_labels(rng: np.random.Generator, config: SynthConfig) -> tuple[str, ...]:
@@ -131,8 +173,7 @@ def _bias_member(config: SynthConfig, sex: str, race: str, ethnicity: str) -> bo
 def draw_plan(config: SynthConfig, index: int, split: str) -> PatientPlan:
     """Draw the plan of patient `index` (deterministic in (config, index))."""
     rng = patient_rng(config.seed, index, PLAN)
-    offset_min = int(rng.integers(0, 3 * 365 * 24 * 60))
-    study_time = EPOCH + timedelta(days=config.seed % 997, minutes=offset_min)
+    study_time = _draw_study_time(rng, config)
     sex, birth, age, race, ethnicity = _draw_demographics(rng, study_time.date())
     labels = _draw_labels(rng, config)
     present = _draw_present(rng, config)

@@ -8,7 +8,7 @@ import pytest
 from medmm.codes import ETHNICITIES, RACES
 from medmm.synth import SynthConfig
 from medmm.synth.diagnoses import DIAGNOSIS_NAMES
-from medmm.synth.plan import CAPABLE, assign_splits, draw_plan
+from medmm.synth.plan import CAPABLE, assign_splits, deal, draw_plan, stratum_of
 
 
 def plans(config: SynthConfig):
@@ -22,6 +22,34 @@ def test_splits_have_exact_counts_and_depend_on_the_seed_only():
     assert Counter(s) == {"train": 140, "val": 30, "test": 30}
     assert s == assign_splits(SynthConfig(patients=200, seed=4, workers=2))
     assert s != assign_splits(SynthConfig(patients=200, seed=5, workers=1))
+
+
+def test_deal_holds_exact_counts_and_every_prefix_in_proportion():
+    counts = {"train": 450, "val": 135, "test": 315}
+    dealt = deal(counts, 900)
+    assert Counter(dealt) == counts
+    for k in range(1, 901):
+        prefix = Counter(dealt[:k])
+        for name, count in counts.items():
+            assert abs(prefix[name] - k * count / 900) <= 1, (k, name)
+    # any run of places: within two of its share
+    run = Counter(dealt[137 : 137 + 90])
+    assert abs(run["test"] - 90 * 315 / 900) <= 2
+
+
+def test_splits_are_stratified_by_the_audited_attributes():
+    c = SynthConfig(patients=600, seed=1, train_fraction=0.5, val_fraction=0.15, test_fraction=0.35, workers=1)
+    splits = assign_splits(c)
+    ps = [draw_plan(c, i, splits[i]) for i in range(c.patients)]
+    for i in range(0, 600, 37):  # the stratum is read from the very draws of the plan
+        assert stratum_of(c, i)[:3] == (ps[i].race, ps[i].sex, ps[i].ethnicity)
+    for race in RACES:
+        members = [p for p in ps if p.race == race]
+        test = sum(p.split == "test" for p in members)
+        assert abs(test - 0.35 * len(members)) <= 2, (race, len(members), test)
+        for sex in ("female", "male"):
+            both = [p for p in members if p.sex == sex]
+            assert abs(sum(p.split == "test" for p in both) - 0.35 * len(both)) <= 2, (race, sex)
 
 
 def test_missing_rates_are_roughly_respected_on_200_patients():
