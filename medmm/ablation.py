@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from medmm.data import collate, to_device
+from medmm.cases import collate, to_device
 from medmm.records import MODALITIES
 
 

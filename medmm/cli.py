@@ -262,9 +262,9 @@ def predict(
     import dataclasses as dc
     import tempfile
 
-    from medmm.audit_store import AuditStore, default_path
     from medmm.io import load_study
     from medmm.predict import Predictor
+    from medmm.trail import AuditStore, default_path
 
     predictor = Predictor.from_checkpoint(model)
     trail = AuditStore(audit if audit is not None else default_path(Path.home() / ".medmm" / "audit.sqlite"))

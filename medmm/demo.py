@@ -4,7 +4,7 @@ DIR/model, DIR/evaluation/ (evaluation.json, audit.json, report.html), DIR/metri
 DIR/summary.md.
 
 With `backbone` a pretrained LM (a GGUF file or a packaged one, e.g. "smollm2-135m"; see
-medmm.backbone_gguf) the same cohort trains on it instead: no stage 0 (the LM already writes
+medmm.lm.gguf) the same cohort trains on it instead: no stage 0 (the LM already writes
 English), longer token rows for its chat frame (PRETRAINED_PROFILE), and bf16 autocast where the
 machine has bf16 arithmetic (CUDA, or a CPU with AVX-512 BF16).
 
@@ -80,7 +80,7 @@ def bf16_available() -> bool:
     """Whether bf16 autocast pays here: a CUDA GPU with bf16, or a CPU with AVX-512 BF16."""
     import torch
 
-    from medmm.fourbit import fused_kernel_available
+    from medmm.lm.fourbit import fused_kernel_available
 
     return (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or fused_kernel_available()
 
@@ -285,7 +285,7 @@ def machine_description() -> dict:
     import torch
     import transformers
 
-    from medmm.fourbit import fused_kernel_available, kernel_in_effect
+    from medmm.lm.fourbit import fused_kernel_available, kernel_in_effect
 
     return {
         "cpu_cores": os.cpu_count(),

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medmm.backbone import Backbone, BackboneConfig, load_backbone
 from medmm.encoders.image import ImageEncoder, ImageEncoderConfig
 from medmm.encoders.text import TextEncoder, TextEncoderConfig
 from medmm.encoders.vitals import SUMMARY_FEATURES, VitalsEncoder, VitalsEncoderConfig
@@ -27,8 +26,9 @@ from medmm.errors import ConfigError
 from medmm.fusion.context import MultimodalContext
 from medmm.fusion.layers import CrossAttentionFusion, FusionConfig
 from medmm.fusion.resampler import PerceiverResampler
-from medmm.lm_text import chat_frame, prompt_token_ids
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.backbone import Backbone, BackboneConfig, load_backbone
+from medmm.lm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.text import chat_frame, prompt_token_ids
 from medmm.records import MODALITIES
 from medmm.scope import InputScope
 from medmm.tasks import DEFAULT_TASK, Task, default_vocabulary, load_task
@@ -293,7 +293,7 @@ class MedMM(nn.Module):
 
     def prompt_ids(self, prompts: list[str], device: torch.device | str) -> tuple[Tensor, Tensor]:
         """Left-padded prompt ids (B, P) and attention mask: each row BOS (when the tokenizer has one) and the
-        prompt, or the prompt as a user turn of the tokenizer's chat template (medmm.lm_text)."""
+        prompt, or the prompt as a user turn of the tokenizer's chat template (medmm.lm.text)."""
         tok = self.tokenizer
         frame = chat_frame(tok)
         rows = [prompt_token_ids(tok, p, frame) for p in prompts]

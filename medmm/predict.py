@@ -20,14 +20,14 @@ import torch
 from scipy.special import expit
 
 import medmm
+from medmm.cases import collate, to_device
 from medmm.codes import NOTE_TYPES
-from medmm.data import collate, to_device
 from medmm.errors import ConfigError
 from medmm.grounding import GroundedText, PatientFacts, answer_question, ground_impression
 from medmm.grounding.notes import NoteText, note_label
 from medmm.grounding.questions import ADVICE, UNKNOWN, recognise
 from medmm.grounding.vitals import adult_thresholds_apply, summarise, when
-from medmm.prompts import IMPRESSION_PROMPT
+from medmm.lm.prompts import IMPRESSION_PROMPT
 from medmm.records import MODALITIES, Answer, DiagnosisScore, InputUse, Prediction, Study
 from medmm.scope import nothing_readable, select_inputs
 from medmm.tasks import DEFAULT_TASK, load_task

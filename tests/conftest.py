@@ -1,6 +1,6 @@
 import pytest
 
-from medmm import fourbit
+from medmm.lm import fourbit
 from medmm.synth import SynthConfig, synthesize
 
 

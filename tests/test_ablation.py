@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from medmm.ablation import impression_quality
+from medmm.lm.prompts import guided_prompt
 from medmm.predict import Predictor
-from medmm.prompts import guided_prompt
 from tests.test_model import note_tokenizer, open_gates, randomize, tiny_config, tiny_model
 from tests.test_predict import make_study
 

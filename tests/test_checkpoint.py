@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
-from medmm.backbone import embedded_config
 from medmm.checkpoint import (
     FORMAT,
     load_checkpoint,
@@ -23,6 +22,7 @@ from medmm.checkpoint import (
     verify,
 )
 from medmm.errors import CheckpointError
+from medmm.lm.backbone import embedded_config
 from tests.test_model import PROMPTS, lm_folder, open_gates, random_batch, randomize, tiny_bert, tiny_config, tiny_model
 
 

@@ -99,7 +99,7 @@ def test_help_lists_commands():
 def test_predict_writes_one_audit_event_per_prediction(tmp_path, small_cohort):
     import sqlite3
 
-    from medmm.audit_store import AuditStore, file_digest
+    from medmm.trail import AuditStore, file_digest
     from tests.batch.helpers import save_tiny_checkpoint
 
     model = save_tiny_checkpoint(tmp_path / "model")

@@ -125,8 +125,8 @@ def test_a_model_of_another_backbone_is_not_reused(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.smollm2
 def test_quick_demo_on_the_packaged_smollm2(tmp_path):
-    from medmm.backbone_gguf import gguf_file
     from medmm.errors import ConfigError
+    from medmm.lm.gguf import gguf_file
 
     try:
         gguf_file("smollm2-135m")

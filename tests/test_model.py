@@ -25,14 +25,14 @@ from transformers import (
     Qwen2Config,
 )
 
-from medmm.backbone import BackboneConfig, embedded_config, load_backbone
-from medmm.backbone_tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
-from medmm.data import lm_inputs
 from medmm.encoders.image import ImageEncoderConfig
 from medmm.encoders.text import TextEncoderConfig
 from medmm.encoders.vitals import VitalsEncoderConfig
 from medmm.errors import ConfigError
 from medmm.fusion.layers import FusionConfig
+from medmm.lm.backbone import BackboneConfig, embedded_config, load_backbone
+from medmm.lm.text import lm_inputs
+from medmm.lm.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 from medmm.model import MedMM, ModelConfig, ResamplerConfig, build_model, join_clauses, select_rows
 from medmm.records import MODALITIES
 from medmm.transforms.study import PreprocessConfig

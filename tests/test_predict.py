@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import medmm
+from medmm.cases import collate
 from medmm.checkpoint import save_checkpoint, update_calibration
 from medmm.codes import VITAL_SIGNS
-from medmm.data import collate
 from medmm.errors import ConfigError
+from medmm.lm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.predict import Predictor
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.records import ClinicalNote, Demographics, ImageSeries, Issue, Study, VitalSeries
 from medmm.synth.diagnoses import DIAGNOSES
 from medmm.transforms.study import StudyPreprocessor

@@ -25,12 +25,13 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from medmm.cases import CaseSet
 from medmm.checkpoint import save_checkpoint
 from medmm.encoders.text import load_note_tokenizer
 from medmm.errors import ConfigError
 from medmm.io.cohort import Cohort
 from medmm.model import build_model
-from medmm.train.data import CaseSet, TextBatcher
+from medmm.train.data import TextBatcher, with_text_targets
 from medmm.train.image_pretrain import load_image_encoder
 from medmm.train.losses import diagnosis_loss, unimodal_loss
 from medmm.train.recipe import (
@@ -49,7 +50,8 @@ log = logging.getLogger("medmm.train")
 
 
 def prepare_data(cfg: RecipeConfig, model, accelerator: Accelerator) -> tuple[CaseSet, CaseSet]:
-    """Train and validation cases (every sample of a built cohort), preprocessed once (cached on disk), with note embeddings."""
+    """Train and validation cases (every sample of a built cohort), preprocessed once (cached on disk), with note
+    embeddings and their text targets."""
     cohort = Cohort.open(cfg.cohort)
     preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes), task=model.task)
     cache = cfg.cache_dir or str(Path(cfg.cohort) / ".cache")
@@ -60,6 +62,8 @@ def prepare_data(cfg: RecipeConfig, model, accelerator: Accelerator) -> tuple[Ca
             cohort.split("train"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="train"
         )
         val = CaseSet(cohort.split("val"), preprocessor, cache_dir=cache, note_encoder=notes, progress=show, desc="val")
+    with_text_targets(train, model.task)
+    with_text_targets(val, model.task)
     if len(train) == 0:
         raise SystemExit(f"no readable training cases in {cfg.cohort}")
     return train, val

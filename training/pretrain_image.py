@@ -20,11 +20,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from medmm.data import collate
+from medmm.cases import CaseSet, collate
 from medmm.encoders.text import load_note_tokenizer
 from medmm.io.cohort import Cohort
 from medmm.tasks import Task
-from medmm.train.data import CaseSet
 from medmm.train.image_pretrain import (
     ImagePretrainer,
     finding_logits,

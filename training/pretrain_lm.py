@@ -22,10 +22,10 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from medmm.backbone import load_backbone
-from medmm.data import lm_inputs
 from medmm.io.cohort import Cohort
-from medmm.prompts import IMPRESSION_PROMPT, qa_prompt
+from medmm.lm.backbone import load_backbone
+from medmm.lm.prompts import IMPRESSION_PROMPT, qa_prompt
+from medmm.lm.text import lm_inputs
 from medmm.tasks import Task, cohort_task
 from medmm.train.recipe import RecipeConfig, recipe_main, recipe_task
 from medmm.train.state import JsonlLogger

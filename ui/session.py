@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from medmm.audit_store import VERDICTS, AuditStore, InputDigest, default_path, input_digests
 from medmm.deid.header import DicomHeader, read_header
 from medmm.errors import ConfigError, InputError
 from medmm.explain.explainer import StudyExplanation, explain_study
 from medmm.records import Prediction, Study
+from medmm.trail import VERDICTS, AuditStore, InputDigest, default_path, input_digests
 from ui.audit_card import GroupCard, group_card, load_audit, model_ids
 from ui.files import relative
 from ui.inputs import CaseInputs, relative_message  # noqa: F401 - re-exported

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from medmm import errors
-from medmm.audit_store import InputDigest, file_digest
 from medmm.batch.plan import CaseTask, Outputs, PlannedBatch
 from medmm.errors import CohortError, InputError, MedmmError
 from medmm.records import Claim, DiagnosisScore, InputUse, Prediction, Study
+from medmm.trail import InputDigest, file_digest
 
 # load_study reports a whole input it could not read as "<ErrorClass>: <detail>"
 _FILE_FAILURE = re.compile(r"^([A-Z][A-Za-z]*Error): (.*)$", re.DOTALL)

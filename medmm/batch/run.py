@@ -23,7 +23,6 @@ import yaml
 from tqdm.auto import tqdm
 
 import medmm
-from medmm.audit_store import AuditStore, ModelFingerprint, default_path, model_fingerprint
 from medmm.batch.cases import CaseOptions, CaseResult
 from medmm.batch.fhir_out import case_resources
 from medmm.batch.plan import (
@@ -41,6 +40,7 @@ from medmm.config import to_dict
 from medmm.errors import CheckpointError, ConfigError
 from medmm.io.cohort import Cohort
 from medmm.tasks import Task, task_to_dict
+from medmm.trail import AuditStore, ModelFingerprint, default_path, model_fingerprint
 
 ENGINES = ("local", "ray")
 

@@ -27,10 +27,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmm.audit_store import file_digest
 from medmm.batch.cases import CaseResult
 from medmm.errors import ConfigError
 from medmm.records import Claim
+from medmm.trail import file_digest
 
 STORE_FORMAT = "medmm-batch-store/1"
 FHIR_TYPES = ("RiskAssessment", "DiagnosticReport", "Provenance")

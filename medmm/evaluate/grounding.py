@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from medmm.data import collate, to_device
+from medmm.cases import collate, to_device
 from medmm.evaluate.verifier import (
     CONTRADICTED,
     UNSUPPORTED,
@@ -29,7 +29,7 @@ from medmm.evaluate.verifier import (
 )
 from medmm.grounding import GroundedText, PatientFacts, answer_question, ground_impression
 from medmm.grounding.record import VALUE_QUESTIONS, quotes_value, signs_of, value_prompt
-from medmm.prompts import diagnoses_named, qa_prompt
+from medmm.lm.prompts import diagnoses_named, qa_prompt
 from medmm.records import Study
 from medmm.tasks import default_vocabulary
 

@@ -232,7 +232,7 @@ def evaluation_splits(cohort: Cohort) -> tuple[tuple[str, Cohort] | None, tuple[
 
 def _score_splits(predictor, cohort: Cohort, progress: bool):
     """((val scores, val part, val items), (test scores, test part, test items)); the val triple is Nones without a val split."""
-    from medmm.train.data import CaseSet
+    from medmm.cases import CaseSet
 
     notes = predictor.model.encoders["notes"] if "notes" in predictor.model.encoders else None
     val_part, (test_name, test_part) = evaluation_splits(cohort)
@@ -338,7 +338,7 @@ def fit_image_finding_thresholds(predictor, part: Cohort, items: list[dict], bat
     """
     import torch
 
-    from medmm.data import collate, to_device
+    from medmm.cases import collate, to_device
     from medmm.evaluate.image_findings import fit_image_findings
     from medmm.predict import DEFAULT_IMAGE_FINDING_THRESHOLD
     from medmm.train.targets import load_truth

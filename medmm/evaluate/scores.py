@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medmm.data import collate, to_device
+from medmm.cases import collate, to_device
 from medmm.evaluate.arrays import EvaluationError, diagnosis_names, label_matrix, score_matrix
 from medmm.evaluate.calibration import apply_temperature, probs_to_logits
 from medmm.evaluate.fairness import UNKNOWN

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from medmm.errors import ConfigError
-from medmm.prompts import IMPRESSION_PROMPT
+from medmm.lm.prompts import IMPRESSION_PROMPT
 
 IMPRESSION = "impression"
 

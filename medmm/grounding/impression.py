@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from medmm.grounding.facts import CONTRADICTED, SUPPORTED, UNSUPPORTED, PatientFacts, check_finding
 from medmm.grounding.findings import finding_for, join_findings, split_findings
-from medmm.prompts import NO_FINDING, NOT_RULED_OUT
+from medmm.lm.prompts import NO_FINDING, NOT_RULED_OUT
 from medmm.records import Claim
 
 _CLAUSE = re.compile(r"^(?P<name>[^()]*?)\s*(?:\((?P<evidence>[^()]*)\))?$")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from medmm.grounding.questions import VITAL_CHANNELS, VITAL_SIGN_NAMES, sign_title
-from medmm.prompts import qa_prompt
+from medmm.lm.prompts import qa_prompt
 
 RECORD_PREFIX = "Record, last vital signs:"
 # the question asked about each vital sign (the wording of the evaluation's question set)

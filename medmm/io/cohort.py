@@ -1,4 +1,4 @@
-"""Cohorts: a folder of patients plus a manifest, read lazily, with a content-hashed cache.
+"""Cohorts: a folder of patients plus a manifest, read lazily.
 
 On-disk layout (what `medmm synth` writes and what `--cohort DIR` accepts everywhere)::
 
@@ -19,16 +19,12 @@ sub-folder.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Iterator
 
 import pandas as pd
-import torch
-from safetensors.torch import load_file, save_file
 
 from medmm.errors import CohortError, MedmmError
 from medmm.records import Study
@@ -157,65 +153,3 @@ def _parse_time(value, root: Path, row: int) -> datetime | None:
     except ValueError as exc:
         raise CohortError("study_time is not ISO 8601", path=root / "manifest.csv", where=f"row {row + 2}") from exc
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def content_hash(folder: Path, salt: str = "") -> str:
-    """SHA-256 over every file's relative path and bytes under `folder`, plus `salt`."""
-    h = hashlib.sha256(salt.encode())
-    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(folder)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-class CohortDataset(torch.utils.data.Dataset):
-    """A torch Dataset over a cohort that caches preprocessed tensors on disk.
-
-    `preprocess(study)` returns a mapping of tensors (and JSON-able extras under "meta").
-    Cache entries are safetensors files keyed by the hash of the patient's files and
-    `preprocess_key` (a string naming the preprocessing settings), so a changed file or
-    changed settings miss the cache and nothing stale is read. Nothing is unpickled.
-    """
-
-    def __init__(
-        self,
-        cohort: Cohort,
-        preprocess: Callable[[Study], Mapping[str, object]],
-        cache_dir: str | Path | None = None,
-        preprocess_key: str = "",
-        load_kwargs: Mapping[str, object] | None = None,
-    ):
-        self.cohort = cohort
-        self.load_kwargs = dict(load_kwargs or {})
-        self.preprocess = preprocess
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.preprocess_key = preprocess_key
-        if self.cache_dir:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-
-    def __len__(self) -> int:
-        return len(self.cohort)
-
-    def __getitem__(self, index: int) -> dict:
-        entry = self.cohort.entries[index]
-        if self.cache_dir is None:
-            return dict(self.preprocess(self.cohort.load(index, **self.load_kwargs)))
-        key = content_hash(
-            entry.folder,
-            f"{self.preprocess_key}|{entry.patient_id}|{entry.study_time}|{sorted(self.load_kwargs.items())}",
-        )
-        path = self.cache_dir / f"{key}.safetensors"
-        if path.exists():
-            tensors = load_file(str(path))
-            meta = json.loads((self.cache_dir / f"{key}.json").read_text())
-            return {**tensors, "meta": meta}
-        item = dict(self.preprocess(self.cohort.load(index, **self.load_kwargs)))
-        tensors = {k: v.contiguous() for k, v in item.items() if isinstance(v, torch.Tensor)}
-        meta = item.get("meta", {})
-        tmp = path.with_suffix(".tmp")
-        (self.cache_dir / f"{key}.json").write_text(json.dumps(meta))
-        save_file(tensors, str(tmp))
-        tmp.replace(path)  # atomic: a half-written entry is never read
-        return item

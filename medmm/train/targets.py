@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
-from medmm.prompts import QA, guided_prompt, impression_text, qa_pairs
+from medmm.lm.prompts import QA, guided_prompt, impression_text, qa_pairs
 from medmm.synth.planted import TRUTH_FILE
 from medmm.tasks import default_vocabulary
 

@@ -11,12 +11,12 @@ import pandas as pd
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from medmm.backbone import BackboneConfig
 from medmm.checkpoint import save_checkpoint
 from medmm.encoders.image import ImageEncoderConfig
 from medmm.encoders.text import TextEncoderConfig
 from medmm.encoders.vitals import VitalsEncoderConfig
 from medmm.fusion.layers import FusionConfig
+from medmm.lm.backbone import BackboneConfig
 from medmm.model import ModelConfig, ResamplerConfig, build_model, config_for_task
 from medmm.transforms.study import PreprocessConfig
 

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from medmm.audit_store import AuditStore
 from medmm.batch.results import load_results
 from medmm.batch.run import run_batch
 from medmm.batch.store import TIMING_COLUMNS
+from medmm.trail import AuditStore
 
 RUN = "import sys; from medmm.batch.run import run_batch; run_batch(sys.argv[1], sys.argv[2], sys.argv[3], protocol=sys.argv[4], progress=False)"
 PROTOCOL = {

@@ -13,7 +13,6 @@ import pytest
 import torch
 import yaml
 
-from medmm.audit_store import AuditStore
 from medmm.batch.plan import CohortFilter, Outputs, RunOptions, StudyProtocol
 from medmm.batch.results import load_results, split_scores
 from medmm.batch.run import run_batch
@@ -21,6 +20,7 @@ from medmm.errors import ConfigError
 from medmm.io.cohort import Cohort
 from medmm.io.study import load_study
 from medmm.predict import Predictor
+from medmm.trail import AuditStore
 from tests.batch.helpers import sub_cohort
 
 

@@ -12,8 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from medmm.cases import CohortDataset
 from medmm.encoders.text import load_note_tokenizer
-from medmm.io.cohort import Cohort, CohortDataset
+from medmm.io.cohort import Cohort
 from medmm.synth import SynthConfig, synthesize
 from medmm.transforms.study import PreprocessConfig, StudyPreprocessor
 

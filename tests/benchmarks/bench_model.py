@@ -23,8 +23,8 @@ import time
 import torch
 
 from medmm.codes import VITAL_NAMES
+from medmm.lm.prompts import IMPRESSION_PROMPT
 from medmm.model import MedMM, ModelConfig, ResamplerConfig, build_model
-from medmm.prompts import IMPRESSION_PROMPT
 
 
 def case_batch(config: ModelConfig, seed: int = 0) -> dict:

@@ -32,10 +32,10 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-from medmm.adapters import apply_finetune
-from medmm.backbone import Backbone, BackboneConfig
-from medmm.backbone_tokenizer import build_tokenizer
 from medmm.fusion.layers import FusionConfig
+from medmm.lm.adapters import apply_finetune
+from medmm.lm.backbone import Backbone, BackboneConfig
+from medmm.lm.tokenizer import build_tokenizer
 from medmm.model import MedMM, ModelConfig
 
 SHAPES = {  # the published shapes of each family (hidden, layers, heads, kv heads, MLP, vocabulary, tied)

@@ -23,8 +23,8 @@ import bitsandbytes as bnb
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from medmm.backbone import BackboneConfig, load_backbone
-from medmm.backbone_tokenizer import build_tokenizer
+from medmm.lm.backbone import BackboneConfig, load_backbone
+from medmm.lm.tokenizer import build_tokenizer
 
 
 def tensor_bytes(t: torch.Tensor | None) -> int:

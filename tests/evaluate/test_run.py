@@ -326,9 +326,9 @@ def tiny(tmp_path_factory):
 @pytest.mark.slow
 def test_run_evaluation_saves_calibration_that_the_predictor_then_uses(tiny, tmp_path):
     from medmm.ablation import case_probabilities
+    from medmm.cases import CaseSet
     from medmm.evaluate.run import run_evaluation
     from medmm.predict import Predictor
-    from medmm.train.data import CaseSet
 
     model_dir, cohort_dir = tiny
     before = {

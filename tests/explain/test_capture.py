@@ -16,7 +16,7 @@ from medmm.explain.capture import (
     query_rows,
     target_score,
 )
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.prompts import IMPRESSION_PROMPT, guided_prompt
 
 
 def _hook_counts(model) -> list[int]:

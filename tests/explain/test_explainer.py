@@ -11,7 +11,7 @@ import torch
 from medmm.explain.capture import impression_log_likelihood, impression_target, target_score
 from medmm.explain.explainer import METHODS, explain_study
 from medmm.explain.relevance import attention_relevance
-from medmm.prompts import guided_prompt
+from medmm.lm.prompts import guided_prompt
 from tests.explain.conftest import make_study
 
 MODALITIES_BY_METHOD = {

@@ -358,7 +358,7 @@ def test_qlora_lm_with_gradient_checkpointing(tmp_path, cpu_4bit_kernel):
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
-    from medmm.fourbit import use_cpu_kernel
+    from medmm.lm.fourbit import use_cpu_kernel
 
     torch.manual_seed(0)
     config = LlamaConfig(**{**DECODER, "hidden_size": 64, "intermediate_size": 128, "head_dim": 16})

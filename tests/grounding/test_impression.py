@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medmm.grounding import ground_impression
 from medmm.grounding.impression import clauses
-from medmm.prompts import diagnoses_named
+from medmm.lm.prompts import diagnoses_named
 from tests.grounding.helpers import facts, grid, study
 
 NORMAL = dict(

@@ -14,7 +14,7 @@ from medmm.errors import ConfigError
 from medmm.evaluate.verifier import PredictionView, verify_impression
 from medmm.grounding.findings import IMAGE, finding_for
 from medmm.grounding.questions import LIKELIHOOD, recognise
-from medmm.prompts import evidence_table, impression_text, qa_pairs
+from medmm.lm.prompts import evidence_table, impression_text, qa_pairs
 from medmm.tasks import LabelWords, default_vocabulary, load_task, task_from_dict, task_to_dict
 from tests.evaluate.test_verifier import with_image
 from tests.grounding.helpers import study

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medmm.backbone_tokenizer import build_tokenizer
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt, impression_text, qa_prompt
+from medmm.lm.prompts import IMPRESSION_PROMPT, guided_prompt, impression_text, qa_prompt
+from medmm.lm.tokenizer import build_tokenizer
 from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.train.data import TextBatcher
 from medmm.train.targets import CaseText

@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import get_cosine_schedule_with_warmup
 
-from medmm.backbone import BackboneConfig
 from medmm.codes import VITAL_NAMES
 from medmm.encoders.vitals import VitalsEncoderConfig
 from medmm.errors import CheckpointError
 from medmm.fusion.layers import FusionConfig
+from medmm.lm.backbone import BackboneConfig
 from medmm.model import ModelConfig, ResamplerConfig, build_model
 from medmm.tasks import DEFAULT_TASK, load_task
 from medmm.train.losses import diagnosis_loss

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from medmm.prompts import QA, guided_prompt
+from medmm.lm.prompts import QA, guided_prompt
 from medmm.synth.diagnoses import DIAGNOSIS_NAMES
 from medmm.train.targets import case_text, guided_pair, load_truth, noisy_guide
 

@@ -16,15 +16,16 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from medmm.backbone import load_backbone
+from medmm.cases import CaseSet
 from medmm.checkpoint import load_checkpoint
-from medmm.data import lm_inputs
 from medmm.encoders.text import load_note_tokenizer
 from medmm.io.cohort import Cohort
+from medmm.lm.backbone import load_backbone
+from medmm.lm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.text import lm_inputs
 from medmm.model import build_model
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
 from medmm.synth.diagnoses import DIAGNOSIS_NAMES
-from medmm.train.data import CaseSet, TextBatcher
+from medmm.train.data import TextBatcher, with_text_targets
 from medmm.train.recipe import TrainConfig, build_optimizer
 from medmm.transforms.study import StudyPreprocessor
 from training import finetune, pretrain_lm
@@ -37,13 +38,14 @@ def metrics_rows(run: Path) -> list[dict]:
 def case_set(cfg, model, split: str) -> CaseSet:
     preprocessor = StudyPreprocessor(cfg.model.preprocess, load_note_tokenizer(cfg.model.notes))
     cohort = Cohort.open(cfg.cohort).split(split)
-    return CaseSet(
+    cases = CaseSet(
         cohort,
         preprocessor,
         cache_dir=Path(cfg.cohort) / ".cache",
         note_encoder=model.encoders["notes"],
         progress=False,
     )
+    return with_text_targets(cases, preprocessor.task)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medmm.audit_store import AuditStore
+from medmm.trail import AuditStore
 from tests.batch.helpers import save_tiny_checkpoint
 
 # A hand-written audit in the format `medmm audit` writes (the fields the group card reads).

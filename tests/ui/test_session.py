@@ -12,12 +12,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from medmm.audit_store import prediction_checksum
 from medmm.errors import ConfigError, DicomError, InputError
 from medmm.explain.explainer import explain_study
 from medmm.io import load_study
 from medmm.io.fhir import read_fhir
-from medmm.prompts import guided_prompt
+from medmm.lm.prompts import guided_prompt
+from medmm.trail import prediction_checksum
 from tests.io.test_pacs import ORTHANC, PLUGIN, running_orthanc, store
 from tests.ui.conftest import full_patient, image_files_and_patient_id, make_service, patient_files, store_events
 from ui.session import ClinicianService

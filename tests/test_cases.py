@@ -1,6 +1,9 @@
-"""Batching: collate and lm_inputs, with every expected id, label and index written out by hand."""
+"""Cases and batches (medmm.cases: the cached dataset, collate) and LM rows (medmm.lm.text.lm_inputs), with
+every expected id, label and index written out by hand."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
@@ -8,10 +11,12 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from medmm.backbone_tokenizer import build_tokenizer
-from medmm.data import collate, lm_inputs, to_device
-from medmm.errors import ConfigError
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.cases import CohortDataset, collate, content_hash, to_device
+from medmm.errors import ConfigError, MedmmError
+from medmm.io.cohort import Cohort
+from medmm.lm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.text import lm_inputs
+from medmm.lm.tokenizer import build_tokenizer
 
 VOCAB = {
     "<pad>": 0,
@@ -171,3 +176,49 @@ def test_to_device_moves_tensors_only():
     moved = to_device(batch, "meta")
     assert all(moved[k].device.type == "meta" for k in ("image", "image_present", "notes_ids"))
     assert moved["meta"] is batch["meta"]
+
+
+def test_content_hash_changes_with_any_byte(tmp_path):
+    (tmp_path / "x.txt").write_bytes(b"abc")
+    first = content_hash(tmp_path)
+    assert content_hash(tmp_path) == first
+    (tmp_path / "x.txt").write_bytes(b"abd")
+    assert content_hash(tmp_path) != first
+    assert content_hash(tmp_path, "salt") != content_hash(tmp_path)
+
+
+def test_cached_dataset_returns_identical_tensors_and_skips_decoding(small_cohort, tmp_path):
+    calls = []
+
+    def preprocess(study):
+        calls.append(study.study_id)
+        return {
+            "n_notes": torch.tensor(len(study.notes)),
+            "has_image": torch.tensor(bool(study.images)),
+            "meta": {"id": study.study_id},
+        }
+
+    cohort = Cohort.open(small_cohort)
+    dataset = CohortDataset(cohort, preprocess, tmp_path / "cache", preprocess_key="v1")
+    first = [dataset[i] for i in range(len(dataset))]
+    assert len(calls) == len(cohort)
+    second = [dataset[i] for i in range(len(dataset))]
+    assert len(calls) == len(cohort)  # served from the cache: no study was read again
+    for a, b in zip(first, second):
+        assert torch.equal(a["n_notes"], b["n_notes"]) and torch.equal(a["has_image"], b["has_image"])
+        assert a["meta"] == b["meta"]
+    # other settings: a different key misses the cache
+    other = CohortDataset(cohort, preprocess, tmp_path / "cache", preprocess_key="v2")
+    other[0]
+    assert len(calls) == len(cohort) + 1
+    assert not list((tmp_path / "cache").glob("*.tmp"))  # no half-written entry left
+
+
+def test_unreadable_patient_raises_medmm_error(small_cohort, tmp_path):
+    copy = tmp_path / "c"
+    shutil.copytree(small_cohort, copy)
+    cohort = Cohort.open(copy)
+    shutil.rmtree(cohort.entries[0].folder)
+    dataset = CohortDataset(cohort, lambda s: {"x": torch.zeros(1)}, tmp_path / "cache")
+    with pytest.raises(MedmmError):
+        dataset[0]

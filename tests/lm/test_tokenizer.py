@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from medmm.backbone_tokenizer import (
+from medmm.codes import VITAL_SIGNS
+from medmm.lm.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -21,7 +22,6 @@ from medmm.backbone_tokenizer import (
     build_tokenizer,
     corpus_lines,
 )
-from medmm.codes import VITAL_SIGNS
 from medmm.synth.diagnoses import DIAGNOSES
 
 SAMPLE = "Impression: right lower lobe pneumonia. SpO2 91 % on room air; denies fever. Température 38,5 °C ✓"
@@ -45,7 +45,7 @@ def test_two_builds_are_identical(tokenizer):
 
 def test_build_in_another_process_is_identical(tokenizer):
     code = (
-        "import hashlib; from medmm.backbone_tokenizer import build_tokenizer; "
+        "import hashlib; from medmm.lm.tokenizer import build_tokenizer; "
         "print(hashlib.sha256(build_tokenizer().backend_tokenizer.to_str().encode()).hexdigest())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)

@@ -14,14 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import medmm.backbone_gguf as backbone_gguf
-from medmm.backbone import BackboneConfig, load_backbone
-from medmm.backbone_gguf import gguf_file, is_gguf_source, resolve_gguf
+import medmm.lm.gguf as backbone_gguf
 from medmm.checkpoint import load_checkpoint, save_checkpoint
-from medmm.data import lm_inputs
 from medmm.errors import CheckpointError, ConfigError
-from medmm.lm_text import chat_frame
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.backbone import BackboneConfig, load_backbone
+from medmm.lm.gguf import gguf_file, is_gguf_source, resolve_gguf
+from medmm.lm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.text import chat_frame, lm_inputs
 from tests.gguf_files import CORPUS, bpe_tokenizer, dequantized_reference, fast_tokenizer, tiny_llama, write_gguf
 from tests.test_checkpoint import outputs, trained_look
 from tests.test_model import open_gates, random_batch, tiny_bert, tiny_config, tiny_model

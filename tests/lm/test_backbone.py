@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaForCausalLM, Qwen2Config
 
-from medmm import backbone as backbone_module
-from medmm.backbone import BackboneConfig, embedded_config, load_backbone, resolve_compute_dtype
-from medmm.backbone_tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, build_tokenizer
 from medmm.errors import CheckpointError, ConfigError
+from medmm.lm import backbone as backbone_module
+from medmm.lm.backbone import BackboneConfig, embedded_config, load_backbone, resolve_compute_dtype
+from medmm.lm.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, build_tokenizer
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
 

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from medmm import fourbit
-from medmm.backbone import BackboneConfig, load_backbone
-from medmm.backbone_tokenizer import build_tokenizer
 from medmm.checkpoint import load_checkpoint, save_checkpoint
 from medmm.errors import ConfigError
+from medmm.lm import fourbit
+from medmm.lm.backbone import BackboneConfig, load_backbone
+from medmm.lm.tokenizer import build_tokenizer
 from tests.test_model import lm_folder, prompt_batch, random_batch, tiny_bert, tiny_config, tiny_model
 
 PATHS = ["plain", "fused"]
@@ -71,9 +71,9 @@ def odd_llama(tmp_path):
 
 def test_layers_a_kernel_cannot_take_stay_full_precision_named_once_before_training(tmp_path, caplog, cpu_4bit_kernel):
     folder = odd_llama(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="medmm.fourbit"):
+    with caplog.at_level(logging.WARNING, logger="medmm.lm.fourbit"):
         bb = load_backbone(BackboneConfig(source=str(folder), finetune="qlora", lora_r=4))
-    lines = [r.getMessage() for r in caplog.records if r.name == "medmm.fourbit"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "medmm.lm.fourbit"]
     assert len(lines) == 1  # said once, at load, before any step
     odd = {f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("gate_proj", "up_proj", "down_proj")}
     for name in odd:
@@ -159,7 +159,7 @@ def test_the_kernel_is_chosen_by_the_environment(monkeypatch, caplog):
     monkeypatch.setenv(fourbit.KERNEL_ENV, "fused")
     monkeypatch.setattr(fourbit, "fused_kernel_available", lambda: False)
     layer = bnb.nn.Linear4bit(128, 64, compute_dtype=torch.float32).to("cpu")
-    with caplog.at_level(logging.WARNING, logger="medmm.fourbit"):
+    with caplog.at_level(logging.WARNING, logger="medmm.lm.fourbit"):
         assert fourbit.use_cpu_kernel(layer) == "plain"
     assert not layer.support_avx512bf16_for_cpu and "lacks" in caplog.text
 
@@ -243,7 +243,7 @@ def test_a_checkpoint_is_the_same_whichever_path_trained_it(tmp_path, monkeypatc
 @pytest.fixture(autouse=True)
 def _cuda_or_fail(request):
     if request.node.get_closest_marker("cuda"):
-        from medmm.adapters import four_bit_available
+        from medmm.lm.adapters import four_bit_available
 
         assert torch.cuda.is_available() and four_bit_available("cuda"), (
             "asked for the CUDA checks on a machine without a usable GPU"

@@ -12,16 +12,16 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
 from transformers.pytorch_utils import Conv1D
 
-from medmm import backbone as backbone_module
-from medmm.adapters import (
+from medmm.errors import ConfigError
+from medmm.lm import backbone as backbone_module
+from medmm.lm.adapters import (
     DEFAULT_TARGET_MODULES,
     expected_trainable,
     resolve_target_modules,
     trainable_parameter_names,
 )
-from medmm.backbone import BackboneConfig, load_backbone
-from medmm.backbone_tokenizer import build_tokenizer
-from medmm.errors import ConfigError
+from medmm.lm.backbone import BackboneConfig, load_backbone
+from medmm.lm.tokenizer import build_tokenizer
 
 # Written out here rather than read from medmm's table, so the test checks the table too.
 TARGETS = {
@@ -242,7 +242,7 @@ def test_qlora_embedded_goes_through_the_4bit_path(cpu_4bit_kernel):
 
 def test_qlora_falls_back_to_lora_when_4bit_is_unavailable(folders, monkeypatch, caplog):
     monkeypatch.setattr(backbone_module, "four_bit_available", lambda device: False)
-    with caplog.at_level(logging.WARNING, logger="medmm.backbone"):
+    with caplog.at_level(logging.WARNING, logger="medmm.lm.backbone"):
         bb = load_backbone(BackboneConfig(source=str(folders["llama"]), finetune="qlora", lora_r=4))
     assert not bb.quantized
     assert any("falling back to LoRA" in r.getMessage() for r in caplog.records)

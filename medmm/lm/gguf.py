@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medmm.audit_store import file_digest
 from medmm.errors import CheckpointError, ConfigError
+from medmm.trail import file_digest
 
 log = logging.getLogger(__name__)
 

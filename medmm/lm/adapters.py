@@ -22,7 +22,7 @@ from transformers.pytorch_utils import Conv1D
 from medmm.errors import ConfigError
 
 if TYPE_CHECKING:
-    from medmm.backbone import BackboneConfig
+    from medmm.lm.backbone import BackboneConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 import pytest
 
 from medmm.errors import ConfigError
-from medmm.prompts import NO_FINDING, diagnoses_named, guided_prompt, impression_text, qa_pairs
+from medmm.lm.prompts import NO_FINDING, diagnoses_named, guided_prompt, impression_text, qa_pairs
 
 
 def test_impression_orders_diagnoses_and_names_evidence():

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from medmm.backbone_tokenizer import BOS_ID, EOS_ID, build_tokenizer
-from medmm.data import lm_inputs
 from medmm.errors import ConfigError
-from medmm.lm_text import CHAT_SYSTEM, chat_frame, prompt_token_ids, split_prompt, target_token_ids
-from medmm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.prompts import IMPRESSION_PROMPT, guided_prompt
+from medmm.lm.text import CHAT_SYSTEM, chat_frame, lm_inputs, prompt_token_ids, split_prompt, target_token_ids
+from medmm.lm.tokenizer import BOS_ID, EOS_ID, build_tokenizer
 from tests.gguf_files import CHAT_TEMPLATE, bpe_tokenizer, fast_tokenizer
 
 GUIDED = guided_prompt(["pneumonia"])

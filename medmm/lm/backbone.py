@@ -29,11 +29,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from medmm.adapters import apply_finetune, default_target_modules, four_bit_available
-from medmm.backbone_gguf import is_gguf_source, resolve_gguf
-from medmm.backbone_tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 from medmm.errors import CheckpointError, ConfigError
-from medmm.fourbit import layers_kept_unquantized, report_unfit, use_cpu_kernel
+from medmm.lm.adapters import apply_finetune, default_target_modules, four_bit_available
+from medmm.lm.fourbit import layers_kept_unquantized, report_unfit, use_cpu_kernel
+from medmm.lm.gguf import is_gguf_source, resolve_gguf
+from medmm.lm.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class BackboneConfig:
 
     source: str = EMBEDDED
     """"embedded" (the package's small Llama), a local folder of a Hugging Face causal LM, a GGUF
-    file, the short name of a packaged GGUF model ("smollm2-135m"; see medmm.backbone_gguf), or a
+    file, the short name of a packaged GGUF model ("smollm2-135m"; see medmm.lm.gguf), or a
     model hub id (hub ids load only where a model hub is reachable)."""
     hidden_size: int = 256
     """Embedded model: width of the residual stream."""

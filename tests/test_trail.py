@@ -16,10 +16,10 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.provenance import Provenance
 
-from medmm.audit_store import AuditStore, InputDigest, prediction_checksum
 from medmm.errors import ConfigError
 from medmm.io.study import load_study
 from medmm.predict import Predictor
+from medmm.trail import AuditStore, InputDigest, prediction_checksum
 from tests.batch.helpers import save_tiny_checkpoint
 
 MRN = "MRN-4471902"
