@@ -108,7 +108,7 @@ def save_checkpoint(
         raise CheckpointError("refusing to replace something that is not a medmm checkpoint", path=directory)
     cfg = model.config
     quantized = bool(getattr(model.backbone_info, "quantized", False))
-    lm_from_model = cfg.backbone.finetune == "full" or (lm_source is None and cfg.backbone.source == "embedded")
+    lm_from_model = cfg.backbone.finetune.method == "full" or (lm_source is None and cfg.backbone.source == "embedded")
     if lm_from_model and quantized:
         raise CheckpointError(
             "a 4-bit base cannot be saved as weights; pass lm_source (the folder it was loaded from)", path=directory
@@ -260,7 +260,8 @@ def load_checkpoint(
         raise CheckpointError(f"config.json does not describe a medmm model ({exc})", path=config_path) from exc
     if finetune is not None:
         try:
-            config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, finetune=finetune))
+            method = dataclasses.replace(config.backbone.finetune, method=finetune)
+            config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, finetune=method))
         except ConfigError as exc:
             raise CheckpointError(f"cannot load with finetune={finetune!r} ({exc})", path=directory) from exc
     lm_dir = directory / "lm" if (directory / "lm").is_dir() else None

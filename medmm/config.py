@@ -37,6 +37,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
         return cls()
     if not isinstance(data, Mapping):
         raise ConfigError(f"expected a mapping for {cls.__name__}", where=where or cls.__name__)
+    upgrade = getattr(cls, "upgrade_dict", None)  # a class may read an older layout of its keys
+    if upgrade is not None:
+        data = upgrade(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

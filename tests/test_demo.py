@@ -81,7 +81,7 @@ def test_quick_demo_trains_evaluates_and_reuses_its_model(tmp_path, cpu_4bit_ker
     assert evaluation["checkpoint"]["calibration_saved"] is True
 
     model = load_checkpoint(out / "model")
-    assert model.config.backbone.finetune == "qlora" and model.config.preprocess.image_size == 64
+    assert model.config.backbone.finetune.method == "qlora" and model.config.preprocess.image_size == 64
 
     # the second run finds the model, trains nothing, and scores the same model the same way
     assert first["model_reused"] is False and second["model_reused"] is True
@@ -147,7 +147,7 @@ def test_quick_demo_on_the_packaged_smollm2(tmp_path):
     assert metrics["backbone"] == "smollm2-135m" and set(metrics["macro_auroc"]) == SUBSETS
     assert not (out / "runs" / "pretrain_lm").exists()  # no stage 0
     model = load_checkpoint(out / "model")
-    assert model.config.backbone.source == "smollm2-135m" and model.config.backbone.finetune == "qlora"
+    assert model.config.backbone.source == "smollm2-135m" and model.config.backbone.finetune.method == "qlora"
     assert model.backbone_info.model_type == "llama" and model.backbone_info.base.config.num_hidden_layers == 30
     assert not (out / "model" / "lm").exists()  # the base is the packaged file, checked by its hash
     assert metrics["grounding"]["impressions_with_contradicted_claim"]["grounded"] == 0.0

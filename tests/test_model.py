@@ -30,6 +30,7 @@ from medmm.encoders.text import TextEncoderConfig
 from medmm.encoders.vitals import VitalsEncoderConfig
 from medmm.errors import ConfigError
 from medmm.fusion.layers import FusionConfig
+from medmm.lm.adapters import FinetuneConfig
 from medmm.lm.backbone import BackboneConfig, embedded_config, load_backbone
 from medmm.lm.text import lm_inputs
 from medmm.lm.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
@@ -79,11 +80,8 @@ def tiny_config(
         fusion=FusionConfig(every_n=1, heads=2, ff_mult=2),
         backbone=BackboneConfig(
             source=source,
-            finetune=finetune,
-            lora_r=4,
-            lora_alpha=8,
-            lora_dropout=0.0,
-            **(TINY_4BIT_LM if finetune == "qlora" else TINY_LM),
+            **TINY_4BIT_LM if finetune == "qlora" else TINY_LM,
+            finetune=FinetuneConfig(method=finetune, lora_r=4, lora_alpha=8, lora_dropout=0.0),
         ),
         preprocess=PreprocessConfig(image_size=32, max_notes=2, max_note_tokens=8, window_hours=4.0, step_minutes=60.0),
         head_hidden=16,

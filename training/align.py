@@ -214,7 +214,13 @@ def setup(cfg: RecipeConfig) -> tuple[Accelerator, str]:
 def run(cfg: RecipeConfig) -> dict:
     """Stage 1: build the model with a frozen LM and align the multimodal parts to it."""
     cfg = dataclasses.replace(
-        cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, finetune="frozen"))
+        cfg,
+        model=dataclasses.replace(
+            cfg.model,
+            backbone=dataclasses.replace(
+                cfg.model.backbone, finetune=dataclasses.replace(cfg.model.backbone.finetune, method="frozen")
+            ),
+        ),
     )
     cfg, task = recipe_task(cfg)
     accelerator, device = setup(cfg)

@@ -42,16 +42,12 @@ def load_stage1(model, checkpoint: Path) -> None:
 
 
 def with_stage1_model(cfg: RecipeConfig, init: Path) -> RecipeConfig:
-    """The stage-1 model config, with this recipe's fine-tuning mode, adapter and dropout settings."""
+    """The stage-1 model config, with this recipe's fine-tuning settings (method, adapters, 4-bit base) and dropout."""
     stage1 = from_dict(ModelConfig, verify(init)["config"], "config")
     mine = cfg.model.backbone
     backbone = dataclasses.replace(
         stage1.backbone,
         finetune=mine.finetune,
-        lora_r=mine.lora_r,
-        lora_alpha=mine.lora_alpha,
-        lora_dropout=mine.lora_dropout,
-        target_modules=mine.target_modules,
         compute_dtype=mine.compute_dtype,
     )
     model = dataclasses.replace(stage1, backbone=backbone, modality_dropout=cfg.model.modality_dropout)
@@ -67,7 +63,7 @@ def run(cfg: RecipeConfig) -> dict:
     accelerator, device = setup(cfg)
     model = build_model(cfg.model, lm_dir=lm_dir, device=device, task=stored_task(verify(init), init / "config.json"))
     load_stage1(model, init)
-    progress = fit(cfg, model, accelerator, lm_source=lm_dir if cfg.model.backbone.finetune != "full" else None)
+    progress = fit(cfg, model, accelerator, lm_source=lm_dir if cfg.model.backbone.finetune.method != "full" else None)
     if accelerator.is_main_process:  # stdout is left to the caller (`medmm train` prints the result)
         log.info("finetune finished (4-bit base: %s): %s", model.backbone_info.quantized, json.dumps(progress))
     return progress

@@ -66,7 +66,9 @@ def run(cfg: RecipeConfig) -> dict:
     set_seed(t.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    backbone_cfg = dataclasses.replace(cfg.model.backbone, finetune="full")
+    backbone_cfg = dataclasses.replace(
+        cfg.model.backbone, finetune=dataclasses.replace(cfg.model.backbone.finetune, method="full")
+    )
     backbone = load_backbone(backbone_cfg, weights_dir=cfg.lm_dir, device=accelerator.device)
     model, tokenizer = backbone.model, backbone.tokenizer
     cfg, task = recipe_task(cfg)

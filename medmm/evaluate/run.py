@@ -391,7 +391,7 @@ def model_info(predictor, model_dir: str | Path) -> dict:
         "modalities": list(cfg.modalities),
         "backbone": {
             "source": cfg.backbone.source,
-            "finetune": cfg.backbone.finetune,
+            "finetune": cfg.backbone.finetune.method,
             "hidden_size": cfg.backbone.hidden_size,
             "num_layers": cfg.backbone.num_layers,
         },

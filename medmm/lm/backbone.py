@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from peft import PeftModel
@@ -30,7 +31,7 @@ from transformers import (
 )
 
 from medmm.errors import CheckpointError, ConfigError
-from medmm.lm.adapters import apply_finetune, default_target_modules, four_bit_available
+from medmm.lm.adapters import FinetuneConfig, apply_finetune, default_target_modules, four_bit_available, nest_finetune
 from medmm.lm.fourbit import layers_kept_unquantized, report_unfit, use_cpu_kernel
 from medmm.lm.gguf import is_gguf_source, resolve_gguf
 from medmm.lm.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
@@ -38,7 +39,6 @@ from medmm.lm.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
-FINETUNE_MODES = ("frozen", "full", "lora", "qlora")
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -65,24 +65,8 @@ class BackboneConfig:
     """Embedded model: longest sequence, in tokens."""
     tie_embeddings: bool = True
     """Embedded model: share the input embedding and the LM head weights."""
-    finetune: str = "frozen"
-    """What trains in the LM: "frozen" (nothing), "full" (all weights), "lora" (adapters over a
-    full-precision base) or "qlora" (adapters over a 4-bit base)."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA scale numerator (the update is scaled by lora_alpha / lora_r)."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA input."""
-    target_modules: tuple[str, ...] | None = None
-    """Names of the linear projections that get LoRA adapters; None uses the per-architecture default."""
-    quant_type: str = "nf4"
-    """4-bit data type for QLoRA base weights: "nf4" or "fp4"."""
-    double_quant: bool = True
-    """Quantize the per-block scales too (QLoRA's double quantization)."""
-    quant_storage: str = "uint8"
-    """Dtype the packed 4-bit weights are stored in: "uint8", or the compute dtype ("bfloat16") so that
-    FSDP can shard them with the 16-bit parameters (training/configs/accelerate/fsdp_qlora.yaml)."""
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """What trains in the LM and how (medmm.lm.adapters.FinetuneConfig: method, LoRA, 4-bit base)."""
     compute_dtype: str = "auto"
     """Dtype of matmuls over 4-bit weights and of the loaded base: "auto" (float32 on CPU,
     bfloat16 on CUDA where supported, else float16), "float32", "bfloat16" or "float16"."""
@@ -94,9 +78,13 @@ class BackboneConfig:
     """Allow a local folder or hub model to run its own Python code; off unless you trust the source."""
 
     def __post_init__(self) -> None:
-        if self.target_modules is not None:
-            object.__setattr__(self, "target_modules", tuple(self.target_modules))  # YAML gives lists
         self._validate()
+
+    @staticmethod
+    def upgrade_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+        """Read by medmm.config.from_dict before the fields: fine-tuning settings written beside the
+        backbone's (older configs and checkpoints) are grouped under "finetune"."""
+        return nest_finetune(data)
 
     def _validate(self) -> None:
         """Raise ConfigError naming the first field that is out of range."""
@@ -113,18 +101,8 @@ class BackboneConfig:
             raise bad("hidden_size", f"a multiple of num_heads ({self.num_heads})")
         if self.num_heads % self.num_kv_heads:
             raise bad("num_kv_heads", f"a divisor of num_heads ({self.num_heads})")
-        if self.finetune not in FINETUNE_MODES:
-            raise bad("finetune", " | ".join(FINETUNE_MODES))
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise bad("lora_dropout", "a probability in [0, 1)")
-        if self.target_modules is not None and (
-            not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules)
-        ):
-            raise bad("target_modules", "None or a non-empty list of module names")
-        if self.quant_type not in ("nf4", "fp4"):
-            raise bad("quant_type", "nf4 | fp4")
-        if self.quant_storage not in ("uint8", *COMPUTE_DTYPES):
-            raise bad("quant_storage", "uint8 | " + " | ".join(COMPUTE_DTYPES))
+        if not isinstance(self.finetune, FinetuneConfig):
+            raise bad("finetune", "a FinetuneConfig")
         if self.compute_dtype != "auto" and self.compute_dtype not in COMPUTE_DTYPES:
             raise bad("compute_dtype", "auto | " + " | ".join(COMPUTE_DTYPES))
 
@@ -180,12 +158,13 @@ def resolve_compute_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def _bnb_config(cfg: BackboneConfig, compute_dtype: torch.dtype, keep: list[str]) -> BitsAndBytesConfig:
+    storage = cfg.finetune.quant_storage
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=cfg.quant_type,
-        bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_quant_type=cfg.finetune.quant_type,
+        bnb_4bit_use_double_quant=cfg.finetune.double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
-        bnb_4bit_quant_storage=torch.uint8 if cfg.quant_storage == "uint8" else COMPUTE_DTYPES[cfg.quant_storage],
+        bnb_4bit_quant_storage=torch.uint8 if storage == "uint8" else COMPUTE_DTYPES[storage],
         llm_int8_skip_modules=[re.escape(name) for name in keep],  # transformers applies it to 4-bit too
     )
 
@@ -290,7 +269,7 @@ def _check_embedded(config: PretrainedConfig, cfg: BackboneConfig, folder: str) 
 def load_backbone(
     cfg: BackboneConfig, *, weights_dir: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> Backbone:
-    """Build or load the LM and its tokenizer on `device`, then set up what trains per `cfg.finetune`.
+    """Build or load the LM and its tokenizer on `device`, then set up what trains per `cfg.finetune` (its method).
 
     Embedded with no `weights_dir`: random initialisation (the demo trains it). Otherwise the
     weights come from `weights_dir` (a Hugging Face folder) or `cfg.source`. Under "qlora",
@@ -300,12 +279,12 @@ def load_backbone(
     device = torch.device(device)
     dtype = resolve_compute_dtype(cfg.compute_dtype, device)
     source_sha256 = None
-    quantize = cfg.finetune == "qlora"
+    quantize = cfg.finetune.method == "qlora"
     if quantize and not four_bit_available(device):
         log.warning("bitsandbytes 4-bit is unavailable on %s; falling back to LoRA over an unquantized base", device)
         quantize = False
     # Full fine-tuning keeps float32 master weights; mixed precision is the trainer's business.
-    load_dtype = torch.float32 if cfg.finetune == "full" else dtype
+    load_dtype = torch.float32 if cfg.finetune.method == "full" else dtype
 
     if cfg.source == EMBEDDED and weights_dir is None:
         tokenizer = build_tokenizer(cfg.max_positions)
@@ -328,7 +307,7 @@ def load_backbone(
         config = _read_config(location, cfg)
         if cfg.source == EMBEDDED:
             _check_embedded(config, cfg, location)
-        if cfg.finetune in ("lora", "qlora") and cfg.target_modules is None:
+        if cfg.finetune.adapters and cfg.finetune.target_modules is None:
             default_target_modules(config.model_type)  # fail before loading any weights
         tokenizer = _load_tokenizer(location, cfg)
         keep = _layers_to_keep(config, cfg) if quantize else None  # checked before any weight loads
@@ -337,7 +316,7 @@ def load_backbone(
     if quantize:
         use_cpu_kernel(model)
     model_type = str(model.config.model_type)
-    model = apply_finetune(model, cfg, quantized=quantize)
+    model = apply_finetune(model, cfg.finetune, quantized=quantize)
     return Backbone(
         model=model, tokenizer=tokenizer, model_type=model_type, quantized=quantize, source_sha256=source_sha256
     )

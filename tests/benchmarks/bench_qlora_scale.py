@@ -33,7 +33,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from medmm.fusion.layers import FusionConfig
-from medmm.lm.adapters import apply_finetune
+from medmm.lm.adapters import FinetuneConfig, apply_finetune
 from medmm.lm.backbone import Backbone, BackboneConfig
 from medmm.lm.tokenizer import build_tokenizer
 from medmm.model import MedMM, ModelConfig
@@ -124,16 +124,18 @@ def fused_model(lm: nn.Module, *, quantized: bool, device: torch.device) -> MedM
     """medmm's model around the decoder: LoRA via apply_finetune, fusion every 4th layer, gradient checkpointing."""
     cfg = BackboneConfig(
         source="benchmark",
-        finetune="qlora" if quantized else "lora",
-        lora_r=16,
-        lora_alpha=32,
-        lora_dropout=0.05,
         compute_dtype="bfloat16",
-        upcast_non_quantized=False,
-        gradient_checkpointing=True,
+        finetune=FinetuneConfig(
+            method="qlora" if quantized else "lora",
+            lora_r=16,
+            lora_alpha=32,
+            lora_dropout=0.05,
+            upcast_non_quantized=False,
+            gradient_checkpointing=True,
+        ),
     )
     backbone = Backbone(
-        model=apply_finetune(lm, cfg, quantized=quantized),
+        model=apply_finetune(lm, cfg.finetune, quantized=quantized),
         tokenizer=build_tokenizer(),
         model_type=lm.config.model_type,
         quantized=quantized,

@@ -23,6 +23,7 @@ import bitsandbytes as bnb
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from medmm.lm.adapters import FinetuneConfig
 from medmm.lm.backbone import BackboneConfig, load_backbone
 from medmm.lm.tokenizer import build_tokenizer
 
@@ -79,7 +80,9 @@ def main() -> None:
         del model
         t1 = time.perf_counter()
         cfg = BackboneConfig(
-            source=folder, finetune="qlora", compute_dtype="bfloat16", upcast_non_quantized=False, lora_r=8
+            source=folder,
+            compute_dtype="bfloat16",
+            finetune=FinetuneConfig(method="qlora", upcast_non_quantized=False, lora_r=8),
         )
         bb = load_backbone(cfg, device=args.device)
         t2 = time.perf_counter()

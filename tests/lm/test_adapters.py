@@ -16,6 +16,7 @@ from medmm.errors import ConfigError
 from medmm.lm import backbone as backbone_module
 from medmm.lm.adapters import (
     DEFAULT_TARGET_MODULES,
+    FinetuneConfig,
     expected_trainable,
     resolve_target_modules,
     trainable_parameter_names,
@@ -100,7 +101,7 @@ def test_default_targets_are_every_projection_but_the_head(model_type):
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
 @pytest.mark.parametrize("finetune", ["frozen", "full", "lora", "qlora"])
 def test_trainable_set_is_exactly_the_configured_one(folders, kind, finetune):
-    cfg = BackboneConfig(source=str(folders[kind]), finetune=finetune, lora_r=4)
+    cfg = BackboneConfig(source=str(folders[kind]), finetune=FinetuneConfig(method=finetune, lora_r=4))
     bb = load_backbone(cfg)
     reference = fresh(folders[kind])
     if finetune == "frozen":
@@ -113,21 +114,24 @@ def test_trainable_set_is_exactly_the_configured_one(folders, kind, finetune):
         assert len(expected) == 2 * per_layer * 2  # 2 layers x targets x (lora_A, lora_B)
     got = trainable_parameter_names(bb.model)
     assert got == expected
-    assert expected_trainable(cfg, bb.model) == expected
+    assert expected_trainable(cfg.finetune, bb.model) == expected
     assert bb.model_type == kind and bb.quantized == (finetune == "qlora")
 
 
 def test_custom_targets_wrap_only_those(folders):
-    cfg = BackboneConfig(source=str(folders["llama"]), finetune="lora", target_modules=["q_proj", "v_proj"], lora_r=4)
+    cfg = BackboneConfig(
+        source=str(folders["llama"]),
+        finetune=FinetuneConfig(method="lora", target_modules=["q_proj", "v_proj"], lora_r=4),
+    )
     bb = load_backbone(cfg)
-    assert cfg.target_modules == ("q_proj", "v_proj")
+    assert cfg.finetune.target_modules == ("q_proj", "v_proj")
     assert trainable_parameter_names(bb.model) == lora_names(fresh(folders["llama"]), ("q_proj", "v_proj"))
     assert len(trainable_parameter_names(bb.model)) == 2 * 2 * 2  # 2 layers x 2 targets x (A, B)
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
 def test_lora_at_init_equals_the_base_model(folders, kind):
-    bb = load_backbone(BackboneConfig(source=str(folders[kind]), finetune="lora", lora_r=4))
+    bb = load_backbone(BackboneConfig(source=str(folders[kind]), finetune=FinetuneConfig(method="lora", lora_r=4)))
     bb.model.eval()
     ids = torch.tensor([[1, 50, 60, 70, 80, 90]])
     with torch.no_grad():
@@ -146,13 +150,15 @@ def test_lora_at_init_equals_the_base_model(folders, kind):
 )
 def test_bad_targets_are_refused(folders, targets, message):
     with pytest.raises(ConfigError, match=message):
-        load_backbone(BackboneConfig(source=str(folders["llama"]), finetune="lora", target_modules=targets))
+        load_backbone(
+            BackboneConfig(source=str(folders["llama"]), finetune=FinetuneConfig(method="lora", target_modules=targets))
+        )
 
 
 def test_unknown_architecture_without_targets_names_the_model_type(tmp_path):
     tiny_config("gpt_neox", 300).save_pretrained(tmp_path)  # config only: must fail before loading weights
     with pytest.raises(ConfigError, match="gpt_neox"):
-        load_backbone(BackboneConfig(source=str(tmp_path), finetune="lora"))
+        load_backbone(BackboneConfig(source=str(tmp_path), finetune=FinetuneConfig(method="lora")))
 
 
 def _step(model, ids):
@@ -165,7 +171,7 @@ def _step(model, ids):
 
 
 def test_qlora_on_cpu_quantizes_trains_adapters_and_freezes_4bit(folders, cpu_4bit_kernel):
-    bb = load_backbone(BackboneConfig(source=str(folders["llama"]), finetune="qlora", lora_r=4))
+    bb = load_backbone(BackboneConfig(source=str(folders["llama"]), finetune=FinetuneConfig(method="qlora", lora_r=4)))
     original = fresh(folders["llama"])
     layers = {n: m for n, m in bb.base.named_modules() if n.endswith("base_layer")}
     assert len(layers) == 2 * 7
@@ -211,7 +217,9 @@ def test_qlora_on_cpu_quantizes_trains_adapters_and_freezes_4bit(folders, cpu_4b
 
 def test_qlora_stores_packed_weights_in_the_dtype_fsdp_shards(folders):
     bb = load_backbone(
-        BackboneConfig(source=str(folders["llama"]), finetune="qlora", lora_r=4, quant_storage="bfloat16")
+        BackboneConfig(
+            source=str(folders["llama"]), finetune=FinetuneConfig(method="qlora", lora_r=4, quant_storage="bfloat16")
+        )
     )
     original = fresh(folders["llama"])
     layers = {n: m for n, m in bb.base.named_modules() if n.endswith("base_layer")}
@@ -228,13 +236,19 @@ def test_qlora_stores_packed_weights_in_the_dtype_fsdp_shards(folders):
 
 
 def test_qlora_embedded_goes_through_the_4bit_path(cpu_4bit_kernel):
-    cfg = BackboneConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, finetune="qlora", lora_r=4)
+    cfg = BackboneConfig(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=128,
+        finetune=FinetuneConfig(method="qlora", lora_r=4),
+    )
     bb = load_backbone(cfg)
     assert bb.quantized and bb.model_type == "llama"
     n4 = sum(isinstance(m, bnb.nn.Linear4bit) for m in bb.base.modules())
     assert n4 == 2 * 7
-    assert trainable_parameter_names(bb.model) == expected_trainable(cfg, bb.model)
-    assert len(expected_trainable(cfg, bb.model)) == 2 * 7 * 2
+    assert trainable_parameter_names(bb.model) == expected_trainable(cfg.finetune, bb.model)
+    assert len(expected_trainable(cfg.finetune, bb.model)) == 2 * 7 * 2
     assert bb.base.lm_head.weight is bb.base.model.embed_tokens.weight  # still tied, still frozen
     bb.model.train()
     assert torch.isfinite(_step(bb.model, torch.tensor([[1, 40, 41, 42, 2]])))
@@ -243,7 +257,9 @@ def test_qlora_embedded_goes_through_the_4bit_path(cpu_4bit_kernel):
 def test_qlora_falls_back_to_lora_when_4bit_is_unavailable(folders, monkeypatch, caplog):
     monkeypatch.setattr(backbone_module, "four_bit_available", lambda device: False)
     with caplog.at_level(logging.WARNING, logger="medmm.lm.backbone"):
-        bb = load_backbone(BackboneConfig(source=str(folders["llama"]), finetune="qlora", lora_r=4))
+        bb = load_backbone(
+            BackboneConfig(source=str(folders["llama"]), finetune=FinetuneConfig(method="qlora", lora_r=4))
+        )
     assert not bb.quantized
     assert any("falling back to LoRA" in r.getMessage() for r in caplog.records)
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in bb.base.modules())
@@ -254,11 +270,8 @@ def test_qlora_falls_back_to_lora_when_4bit_is_unavailable(folders, monkeypatch,
 def test_qlora_upcast_and_checkpointing_follow_the_config(folders, upcast):
     cfg = BackboneConfig(
         source=str(folders["llama"]),
-        finetune="qlora",
         compute_dtype="bfloat16",
-        upcast_non_quantized=upcast,
-        gradient_checkpointing=upcast,
-        lora_r=4,
+        finetune=FinetuneConfig(method="qlora", upcast_non_quantized=upcast, gradient_checkpointing=upcast, lora_r=4),
     )
     bb = load_backbone(cfg)
     norm_dtype = bb.base.model.norm.weight.dtype
@@ -272,7 +285,7 @@ def test_qlora_upcast_and_checkpointing_follow_the_config(folders, upcast):
 
 
 def test_lora_on_gpt2_trains_only_adapters(folders):
-    bb = load_backbone(BackboneConfig(source=str(folders["gpt2"]), finetune="lora", lora_r=4))
+    bb = load_backbone(BackboneConfig(source=str(folders["gpt2"]), finetune=FinetuneConfig(method="lora", lora_r=4)))
     base_before = {n: p.detach().clone() for n, p in bb.model.named_parameters() if not p.requires_grad}
     lora_before = {n: p.detach().clone() for n, p in bb.model.named_parameters() if p.requires_grad}
     ids = torch.tensor([[1, 40, 41, 42, 43, 44, 2]])

@@ -9,8 +9,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaForCausalLM, Qwen2Config
 
+from medmm.config import from_dict, to_dict
 from medmm.errors import CheckpointError, ConfigError
 from medmm.lm import backbone as backbone_module
+from medmm.lm.adapters import FinetuneConfig
 from medmm.lm.backbone import BackboneConfig, embedded_config, load_backbone, resolve_compute_dtype
 from medmm.lm.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, build_tokenizer
 
@@ -19,27 +21,23 @@ TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "
 
 def test_config_defaults_are_the_documented_ones():
     cfg = BackboneConfig()
-    assert (cfg.source, cfg.finetune) == ("embedded", "frozen")
+    ft = cfg.finetune
+    assert (cfg.source, ft.method) == ("embedded", "frozen")
     assert (cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads) == (256, 4, 4, 4)
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules) == (16, 32, 0.05, None)
-    assert (cfg.quant_type, cfg.double_quant, cfg.compute_dtype, cfg.trust_remote_code) == ("nf4", True, "auto", False)
-    assert cfg.quant_storage == "uint8"
+    assert (ft.lora_r, ft.lora_alpha, ft.lora_dropout, ft.target_modules) == (16, 32, 0.05, None)
+    assert (ft.quant_type, ft.double_quant, cfg.compute_dtype, cfg.trust_remote_code) == ("nf4", True, "auto", False)
+    assert (ft.quant_storage, ft.upcast_non_quantized, ft.gradient_checkpointing) == ("uint8", True, False)
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("finetune", "adapters"),
         ("hidden_size", 250),  # not a multiple of the 4 heads
         ("num_layers", 0),
         ("num_kv_heads", 3),  # 4 heads do not group by 3
-        ("lora_r", 0),
-        ("lora_dropout", 1.0),
-        ("quant_type", "int4"),
         ("compute_dtype", "float8"),
-        ("quant_storage", "int4"),
-        ("target_modules", ()),
         ("source", " "),
+        ("finetune", "qlora"),  # the group, not its method
     ],
 )
 def test_config_rejects_out_of_range_fields(field, value):
@@ -48,8 +46,57 @@ def test_config_rejects_out_of_range_fields(field, value):
     assert info.value.where == f"backbone.{field}"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("method", "adapters"),
+        ("lora_r", 0),
+        ("lora_alpha", True),
+        ("lora_dropout", 1.0),
+        ("quant_type", "int4"),
+        ("quant_storage", "int4"),
+        ("target_modules", ()),
+    ],
+)
+def test_finetune_config_rejects_out_of_range_fields(field, value):
+    with pytest.raises(ConfigError) as info:
+        FinetuneConfig(**{field: value})
+    assert info.value.where == f"backbone.finetune.{field}"
+
+
+def test_finetune_settings_written_beside_the_backbone_are_grouped():
+    """Configs and checkpoints from before the grouping (finetune: qlora, lora_r: 8 beside it) read the same."""
+    flat = {"source": "embedded", "finetune": "qlora", "lora_r": 8, "quant_storage": "bfloat16", "hidden_size": 64}
+    grouped = {
+        "source": "embedded",
+        "hidden_size": 64,
+        "finetune": {"method": "qlora", "lora_r": 8, "quant_storage": "bfloat16"},
+    }
+    assert from_dict(BackboneConfig, flat) == from_dict(BackboneConfig, grouped)
+    cfg = from_dict(BackboneConfig, flat)
+    assert (cfg.finetune.method, cfg.finetune.lora_r, cfg.finetune.quant_storage, cfg.finetune.lora_alpha) == (
+        "qlora",
+        8,
+        "bfloat16",
+        32,
+    )
+    assert to_dict(cfg)["finetune"] == {
+        **to_dict(FinetuneConfig()),
+        "method": "qlora",
+        "lora_r": 8,
+        "quant_storage": "bfloat16",
+    }
+    # a flat override over a grouped file joins the group
+    assert from_dict(BackboneConfig, {"finetune": {"method": "lora"}, "lora_r": 4}).finetune == FinetuneConfig(
+        "lora", lora_r=4
+    )
+    with pytest.raises(ConfigError) as info:
+        from_dict(BackboneConfig, {"finetune": {"method": "lora", "rank": 4}})
+    assert "rank" in str(info.value)
+
+
 def test_target_modules_from_yaml_lists_become_tuples():
-    assert BackboneConfig(target_modules=["q_proj", "v_proj"]).target_modules == ("q_proj", "v_proj")
+    assert FinetuneConfig(target_modules=["q_proj", "v_proj"]).target_modules == ("q_proj", "v_proj")
 
 
 def test_compute_dtype_auto_is_float32_on_cpu():

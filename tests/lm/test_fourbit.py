@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from medmm.checkpoint import load_checkpoint, save_checkpoint
 from medmm.errors import ConfigError
 from medmm.lm import fourbit
+from medmm.lm.adapters import FinetuneConfig
 from medmm.lm.backbone import BackboneConfig, load_backbone
 from medmm.lm.tokenizer import build_tokenizer
 from tests.test_model import lm_folder, prompt_batch, random_batch, tiny_bert, tiny_config, tiny_model
@@ -72,7 +73,7 @@ def odd_llama(tmp_path):
 def test_layers_a_kernel_cannot_take_stay_full_precision_named_once_before_training(tmp_path, caplog, cpu_4bit_kernel):
     folder = odd_llama(tmp_path)
     with caplog.at_level(logging.WARNING, logger="medmm.lm.fourbit"):
-        bb = load_backbone(BackboneConfig(source=str(folder), finetune="qlora", lora_r=4))
+        bb = load_backbone(BackboneConfig(source=str(folder), finetune=FinetuneConfig(method="qlora", lora_r=4)))
     lines = [r.getMessage() for r in caplog.records if r.name == "medmm.lm.fourbit"]
     assert len(lines) == 1  # said once, at load, before any step
     odd = {f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("gate_proj", "up_proj", "down_proj")}

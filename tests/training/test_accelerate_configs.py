@@ -43,10 +43,14 @@ def test_the_fsdp_overrides_are_backbone_fields_a_recipe_accepts():
         line for line in (FOLDER / "fsdp_qlora.yaml").read_text().splitlines() if "accelerate launch" in line
     )
     overrides = [word for word in command.split() if word.startswith("model.backbone.")]
-    assert overrides == ["model.backbone.quant_storage=bfloat16", "model.backbone.compute_dtype=bfloat16"]
+    assert overrides == ["model.backbone.finetune.quant_storage=bfloat16", "model.backbone.compute_dtype=bfloat16"]
     recipe = Path(__file__).resolve().parents[2] / "training" / "configs" / "demo_finetune.yaml"
     cfg = load_recipe_config(recipe, overrides)
-    assert (cfg.model.backbone.quant_storage, cfg.model.backbone.compute_dtype, cfg.model.backbone.finetune) == (
+    assert (
+        cfg.model.backbone.finetune.quant_storage,
+        cfg.model.backbone.compute_dtype,
+        cfg.model.backbone.finetune.method,
+    ) == (
         "bfloat16",
         "bfloat16",
         "qlora",

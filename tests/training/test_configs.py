@@ -95,7 +95,7 @@ def test_wrong_type_is_a_config_error_naming_the_field(tmp_path):
         load_recipe_config(CONFIGS[0], ["train.epochs=three"])
     assert err.value.where == "train.epochs"
     with pytest.raises(ConfigError) as err:
-        load_recipe_config(CONFIGS[0], ["model.backbone.finetune=sometimes"])
+        load_recipe_config(CONFIGS[0], ["model.backbone.finetune.method=sometimes"])
     assert "finetune" in str(err.value)
 
 

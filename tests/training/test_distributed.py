@@ -57,4 +57,4 @@ def test_two_process_align_run_completes(tmp_path, tiny_yaml, cohort):
     assert len(cases) == 24 and not list(cache.glob("*.tmp"))  # train + val, each once
     assert len(list(cache.glob("notes-*.safetensors"))) == 1  # the note embeddings, written by the main process only
     model = load_checkpoint(out / "best")
-    assert model.config.backbone.finetune == "frozen"
+    assert model.config.backbone.finetune.method == "frozen"

@@ -134,7 +134,9 @@ def test_pretrain_lm_loss_falls(tmp_path, recipe_config, cohort):
     assert [r["step"] for r in metrics_rows(tmp_path / "lm")] == [12]
 
     pairs = pretrain_lm.target_texts(Cohort.open(cohort).split("train"))[:16]
-    full = dataclasses.replace(cfg.model.backbone, finetune="full")
+    full = dataclasses.replace(
+        cfg.model.backbone, finetune=dataclasses.replace(cfg.model.backbone.finetune, method="full")
+    )
     set_seed(cfg.train.seed)
     before = load_backbone(full)
     after = load_backbone(full, weights_dir=result["lm_dir"])
@@ -223,9 +225,9 @@ def finetune_run(tmp_path_factory, recipe_config, align_run, one_thread) -> Path
         out,
         "recipe=finetune",
         f"init_from={align_run / 'best'}",
-        "model.backbone.finetune=qlora",
-        "model.backbone.lora_r=4",
-        "model.backbone.lora_alpha=8",
+        "model.backbone.finetune.method=qlora",
+        "model.backbone.finetune.lora_r=4",
+        "model.backbone.finetune.lora_alpha=8",
         "train.epochs=1",
         "train.max_steps=3",
         "train.lr_lm=0.001",
@@ -243,7 +245,7 @@ def test_finetune_qlora_checkpoint_reloads_with_a_4bit_base(finetune_run, align_
     from bitsandbytes.functional import dequantize_4bit
 
     model = load_checkpoint(finetune_run / "best")
-    assert model.backbone_info.quantized and model.config.backbone.finetune == "qlora"
+    assert model.backbone_info.quantized and model.config.backbone.finetune.method == "qlora"
     four_bit = {n: m for n, m in model.lm.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
     assert len(four_bit) == 2 * 7  # every attention and MLP projection of both layers
     stage1_lm = load_file(str(align_run / "best" / "lm" / "model.safetensors"))
