@@ -2,9 +2,12 @@
 
 `Predictor.from_checkpoint(dir).predict(study)` preprocesses the study exactly as in training,
 runs the diagnosis head (with the fitted temperature, when the checkpoint has one), forms the
-conformal set, and drafts the impression. Generated words never leave it unchecked: the
-impression is grounded against the study and the prediction (medmm.grounding), and questions
-(`ask`) are answered from the study's data and the prediction, not from free LM text.
+conformal set, and drafts the impression; `predict_stages(study)` gives the same Prediction in
+two steps (the scores first, then the impression written from the same batch) for an interface
+that shows the scores while the impression is written. Generated words never leave it
+unchecked: the impression is grounded against the study and the prediction (medmm.grounding),
+and questions (`ask`) are answered from the study's data and the prediction, not from free LM
+text.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -279,7 +282,21 @@ class Predictor:
         return tuple(names[k] for k in np.argsort(-p, kind="stable") if 1.0 - p[k] <= float(threshold))
 
     def predict(self, study: Study, *, impression: bool = True, max_new_tokens: int | None = None) -> Prediction:
+        """The Prediction of one study (see `predict_many`)."""
         return self.predict_many([study], impression=impression, max_new_tokens=max_new_tokens)[0]
+
+    def predict_stages(self, study: Study, *, max_new_tokens: int | None = None) -> Iterator[Prediction]:
+        """The Prediction of one study in two stages: the ranked diagnoses, then the same with the grounded impression.
+
+        For an interface that shows the scores while the impression is written: the study is
+        preprocessed and scored once, and the impression is drafted and grounded from that same
+        batch and those probabilities, so the last Prediction equals `predict(study)` (timings
+        aside). A study with nothing the model can read yields one Prediction, its refusal. Each
+        stage's `seconds` counts the work done for it and before it, not the time the caller
+        spends between stages; the lock is held only while the model works, never across a yield.
+        """
+        for predictions in self._stages([study], impression=True, max_new_tokens=max_new_tokens):
+            yield predictions[0]
 
     def predict_many(
         self, studies: Sequence[Study], *, impression: bool = True, max_new_tokens: int | None = None
@@ -291,29 +308,48 @@ class Predictor:
         length (None: the model's default). With the model's impression guide, the impression
         is written after the diagnoses whose calibrated probability reaches its threshold.
         """
+        *_, last = self._stages(studies, impression=impression, max_new_tokens=max_new_tokens)
+        return last
+
+    def _stages(
+        self, studies: Sequence[Study], *, impression: bool, max_new_tokens: int | None
+    ) -> Iterator[list[Prediction]]:
+        """The Predictions of `studies` after scoring, then (with `impression`, when any is readable) after drafting.
+
+        The one place a batch of studies is preprocessed, scored and turned into Predictions: the
+        impression stage reuses the scoring stage's batch and probabilities. `seconds` is the time
+        spent on the stages so far, shared out evenly among the studies.
+        """
         start = time.perf_counter()
         chosen = [self.select(s) for s in studies]
         readable = [i for i, (_, uses) in enumerate(chosen) if any(u.used for u in uses)]
+        row_of = {i: row for row, i in enumerate(readable)}
         probs = np.zeros((0, len(self.model.config.diagnoses)))
         used: dict[str, list[bool]] = {}
-        texts: list[GroundedText | None] = []
+        batch: dict = {}
         if readable:
             with self.lock:
                 batch = to_device(collate([self.preprocessor(chosen[i][0]) for i in readable]), self.device)
                 batch["studies"] = [studies[i] for i in readable]
                 probs = self.probabilities(batch)
                 used = {m: v.cpu().tolist() for m, v in self.model.presence(batch).items()}
-                texts = (
-                    self.grounded_impressions(batch, probs, max_new_tokens=max_new_tokens)
-                    if impression
-                    else [None] * len(readable)
-                )
-        seconds = (time.perf_counter() - start) / max(len(studies), 1)
-        row_of = {i: row for row, i in enumerate(readable)}
-        return [
-            self._prediction(study, uses, row_of.get(i), probs, used, texts, seconds)
-            for i, (study, (_, uses)) in enumerate(zip(studies, chosen))
-        ]
+        spent = time.perf_counter() - start
+
+        def predictions(texts: Sequence[GroundedText | None]) -> list[Prediction]:
+            seconds = spent / max(len(studies), 1)
+            return [
+                self._prediction(study, uses, row_of.get(i), probs, used, texts, seconds)
+                for i, (study, (_, uses)) in enumerate(zip(studies, chosen))
+            ]
+
+        yield predictions([None] * len(readable))
+        if not (impression and readable):
+            return
+        start = time.perf_counter()
+        with self.lock:
+            texts = self.grounded_impressions(batch, probs, max_new_tokens=max_new_tokens)
+        spent += time.perf_counter() - start
+        yield predictions(texts)
 
     def _prediction(self, study: Study, uses, row: int | None, probs, used, texts, seconds: float) -> Prediction:
         not_used = tuple(f"{u.modality} {u.source}: not used ({u.reason})" for u in uses if not u.used)

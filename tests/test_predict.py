@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import medmm
+import medmm.predict
 from medmm.cases import collate
 from medmm.checkpoint import save_checkpoint, update_calibration
 from medmm.codes import VITAL_SIGNS
@@ -175,6 +176,54 @@ def test_a_batch_of_studies_equals_each_study_alone(model):
             [s.probability for s in pred.scores], [s.probability for s in alone.scores], atol=1e-5
         )
         assert pred.conformal_set == alone.conformal_set and pred.impression == alone.impression
+
+
+def test_the_staged_prediction_scores_once_and_ends_as_predict_does(model, monkeypatch):
+    calibration = {"temperature": 1.3, "conformal_threshold": 0.5, "coverage_target": 0.9}
+    predictor = Predictor(model, note_tokenizer=note_tokenizer(), calibration=calibration)
+    study = make_study("staged", seed=6)
+    direct = predictor.predict(study)
+    scores_only = predictor.predict(study, impression=False)
+
+    batches, forwards, scored = [], [], []
+    real_collate, real_logits = medmm.predict.collate, predictor.logits
+
+    def counted_collate(items):
+        batches.append(len(items))
+        return real_collate(items)
+
+    def counted_logits(batch, modalities=None):
+        scored.append(modalities)
+        return real_logits(batch, modalities)
+
+    monkeypatch.setattr(medmm.predict, "collate", counted_collate)
+    monkeypatch.setattr(predictor, "logits", counted_logits)
+    hook = model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    try:
+        stages = predictor.predict_stages(study)
+        first = next(stages)
+        assert (batches, len(forwards), scored) == ([1], 1, [None])  # the diagnoses: one batch, one forward
+        assert not predictor.lock.locked()  # nothing is held while the caller shows the first stage
+        final = next(stages)
+        assert next(stages, None) is None
+    finally:
+        hook.remove()
+    # the impression reused the batch and probabilities: no second preprocessing or scoring forward
+    # (the grounding's radiograph-alone score is the only other pass through the diagnosis head)
+    assert batches == [1] and scored.count(None) == 1 and set(scored) <= {None, ("image",)}
+
+    for got, want in ((first, scores_only), (final, direct)):
+        for f in dataclasses.fields(want):
+            if f.name != "seconds":
+                assert getattr(got, f.name) == getattr(want, f.name), f.name
+    assert final.impression and final.removed_claims and not first.removed_claims
+    assert 0 < first.seconds <= final.seconds
+
+    empty = list(predictor.predict_stages(Study(study_id="empty")))  # nothing readable: the refusal alone
+    assert len(empty) == 1 and not empty[0].answered
+    assert dataclasses.replace(empty[0], seconds=0.0) == dataclasses.replace(
+        predictor.predict(Study(study_id="empty")), seconds=0.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -400,7 +449,7 @@ def test_predict_gives_out_only_the_claims_the_study_supports(model, monkeypatch
         kept["focal consolidation"].reason
         == f"diagnosis head given the radiograph alone for pneumonia: {p_image:.0%} (threshold 0%)"
     )
-    # the interface's path (batch, probabilities, impressions) says the same
+    # the batch-level steps (batch, probabilities, impressions) say the same
     batch = predictor.batch([study])
     assert predictor.impressions(batch, predictor.probabilities(batch)) == [pred.impression]
 

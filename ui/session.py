@@ -193,10 +193,16 @@ class ClinicianService(CaseInputs):
         return updated
 
     def analyse(self, case: Case, *, user: str | None = None) -> Iterator[Case]:
-        """Yield the case after each stage: ranked diagnoses, impression (recorded in the audit store), explanations."""
+        """Yield the case after each stage: ranked diagnoses, impression (recorded in the audit store), explanations.
+
+        The first two stages are the Predictor's own (`Predictor.predict_stages`): the study is
+        preprocessed and scored once, and the impression is written from that same batch, so the
+        recorded prediction is the one `Predictor.predict` gives.
+        """
         times = dict(case.seconds)
         start = time.perf_counter()
-        first = self.predictor.predict(case.study, impression=False)
+        stages = self.predictor.predict_stages(case.study, max_new_tokens=self.settings.max_new_tokens)
+        first = next(stages)
         times["diagnoses"] = time.perf_counter() - start
         case = self._update(case, stage="diagnoses", prediction=first, seconds=dict(times))
         yield case
@@ -207,18 +213,11 @@ class ClinicianService(CaseInputs):
 
         start = time.perf_counter()
         try:
-            grounded = self.grounded_impression(case.study)
+            prediction = next(stages)
         except Exception:
             self._record(first, case, user)  # what was shown is recorded even when the draft fails
             raise
         times["impression"] = time.perf_counter() - start
-        prediction = dataclasses.replace(
-            first,
-            impression=grounded.text,
-            claims=grounded.claims,
-            removed_claims=grounded.removed,
-            seconds=first.seconds + times["impression"],
-        )
         event = self._record(prediction, case, user)
         case = self._update(case, stage="impression", prediction=prediction, event_id=event, seconds=dict(times))
         yield case
@@ -235,17 +234,6 @@ class ClinicianService(CaseInputs):
         return self.store.record_prediction(
             prediction, digests=case.digests, model_dir=self.settings.model_dir, user=user, source="ui"
         )
-
-    def grounded_impression(self, study: Study):
-        """The impression with the claims it kept and withheld (the same generation and check `Predictor.predict` runs)."""
-        with self.predictor.lock:
-            batch = self.predictor.batch([study])
-            probs = self.predictor.probabilities(batch)
-            return self.predictor.grounded_impressions(batch, probs, max_new_tokens=self.settings.max_new_tokens)[0]
-
-    def impression(self, study: Study) -> str:
-        """The impression text as `Predictor.predict` gives it out (grounded)."""
-        return self.grounded_impression(study).text
 
     def _explanation(
         self, case: Case, diagnosis: str

@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import medmm.predict
 from medmm.errors import ConfigError, DicomError, InputError
 from medmm.explain.explainer import explain_study
 from medmm.io import load_study
@@ -106,12 +107,16 @@ def test_a_bad_file_beside_good_ones_is_a_warning_with_a_relative_name(service, 
 
 
 def test_the_drafted_impression_follows_the_models_guide(service, ui_predictor, small_cohort):
-    study = service.open_uploads(patient_files(full_patient(small_cohort))).study
+    case = service.open_uploads(patient_files(full_patient(small_cohort)))
+    study = case.study
     model = ui_predictor.model
     plain = model.config
     model.config = dataclasses.replace(plain, impression_guide=True, guide_threshold=0.0)  # every diagnosis is named
     try:
-        drafted = service.impression(study)
+        stages = service.analyse(case)
+        next(stages)  # the ranked diagnoses
+        drafted = next(stages).prediction.impression
+        stages.close()  # the explanations are not needed here
         probs = ui_predictor.probabilities(ui_predictor.batch([study]))[0]
         ranked = [plain.diagnoses[k] for k in np.argsort(-probs, kind="stable")]  # most probable first: a clause each
         clauses = [model.generate(ui_predictor.batch([study]), [guided_prompt([d])])[0] for d in ranked]
@@ -140,6 +145,12 @@ def test_analysis_streams_diagnoses_then_impression_then_explanations(service, u
         (s.name, s.probability) for s in direct.scores
     ]
     assert first.prediction.impression == "" and drafted.prediction.impression == direct.impression
+    # the prediction shown and recorded is the Predictor's own, timings aside
+    assert dataclasses.replace(drafted.prediction, seconds=0.0) == dataclasses.replace(direct, seconds=0.0)
+    assert dataclasses.replace(first.prediction, seconds=0.0) == dataclasses.replace(
+        ui_predictor.predict(case.study, impression=False), seconds=0.0
+    )
+    assert 0 < first.prediction.seconds <= drafted.prediction.seconds
     assert set(drafted.seconds) == {"load", "diagnoses", "impression"}
     assert set(explained.seconds) == {"load", "diagnoses", "impression", "explanations"}
 
@@ -163,6 +174,40 @@ def test_analysis_streams_diagnoses_then_impression_then_explanations(service, u
     assert set(more.explanations) == set(more.signed) == {top, other}
     with pytest.raises(ConfigError):
         service.explain(case.token, "influenza")
+
+
+def test_the_study_is_scored_once_and_what_was_shown_is_recorded_when_the_draft_fails(
+    service, ui_predictor, small_cohort, monkeypatch
+):
+    case = service.open_uploads(patient_files(full_patient(small_cohort)))
+    batches, scored = [], []
+    real_collate, real_logits = medmm.predict.collate, ui_predictor.logits
+
+    def counted_collate(items):
+        batches.append(len(items))
+        return real_collate(items)
+
+    def counted_logits(batch, modalities=None):
+        scored.append(modalities)
+        return real_logits(batch, modalities)
+
+    def failing_draft(batch, probs, *, max_new_tokens=None):
+        raise RuntimeError("the language model failed")
+
+    monkeypatch.setattr(medmm.predict, "collate", counted_collate)
+    monkeypatch.setattr(ui_predictor, "logits", counted_logits)
+    monkeypatch.setattr(ui_predictor, "draft_impressions", failing_draft)
+    before = {e.event_id for e in store_events(service.work_dir, "predict")}
+    stages = service.analyse(case, user="dr-fail")
+    first = next(stages)
+    assert first.stage == "diagnoses" and first.prediction.impression == ""
+    with pytest.raises(RuntimeError, match="the language model failed"):
+        next(stages)
+    assert batches == [1] and scored == [None]  # the study preprocessed once, and one forward for its scores
+    new = [e for e in store_events(service.work_dir, "predict") if e.event_id not in before]
+    assert len(new) == 1 and new[0].user == "dr-fail"
+    assert new[0].output_checksum == prediction_checksum(first.prediction)  # the diagnoses that were shown
+    assert not ui_predictor.lock.locked()
 
 
 def test_questions_are_answered_by_the_predictor_on_the_whole_case(service, ui_predictor, small_cohort):
