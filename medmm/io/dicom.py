@@ -28,7 +28,7 @@ import numpy as np
 
 from medmm.errors import DicomError
 from medmm.io.archive import DEFAULT_MAX_ZIP_BYTES, refusal
-from medmm.io.dicom_pixels import (
+from medmm.io.dicom_elements import (
     INVALID,
     NO_PIXELS,
     NOT_DICOM,
@@ -36,12 +36,9 @@ from medmm.io.dicom_pixels import (
     UNDECODABLE,
     UNREADABLE,
     UNSUPPORTED,
-    DecodedFile,
-    NonImageObject,
-    decode_file,
-    looks_like_dicom,
     tag_label,
 )
+from medmm.io.dicom_file import DecodedFile, NonImageObject, decode_file, looks_like_dicom
 from medmm.io.window import CT_DEFAULT, CT_PRESETS
 from medmm.records import ImageSeries, Issue
 

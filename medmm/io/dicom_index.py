@@ -16,7 +16,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from medmm.io.dicom_pixels import _acquired
+from medmm.io.dicom_attributes import _acquired
 from medmm.records import Issue
 
 _TAGS = (

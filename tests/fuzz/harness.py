@@ -40,7 +40,7 @@ import medmm
 from medmm.errors import MedmmError
 from medmm.io import load_study
 from medmm.io.dicom import read_dicom
-from medmm.io.dicom_pixels import decode_file
+from medmm.io.dicom_file import decode_file
 from medmm.io.fhir import read_fhir
 from medmm.io.vitals import read_vitals_table
 from tests.fuzz.mutators import Case, make_case
