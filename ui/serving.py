@@ -39,7 +39,7 @@ def default_cache_dir() -> Path:
 
 def ensure_default_model(cache_dir: Path | None = None, *, quick: bool = False) -> Path:
     """The embedded default's checkpoint folder, trained by `medmm demo`'s code path first when not cached."""
-    from medmm.cli import TrainingRecipes
+    from medmm.cli.doors import TrainingRecipes
     from medmm.demo import DemoOptions, model_is_cached, run_demo
 
     out = Path(cache_dir) if cache_dir is not None else default_cache_dir()

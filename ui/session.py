@@ -43,17 +43,29 @@ class Settings:
     """Where the service finds its model, audit and data, and where it may write."""
 
     model_dir: Path
-    work_dir: Path  # the app's own folder: case inputs, renders, Gradio's uploads and cache
-    audit_dir: Path | None = None  # folder holding audit.json (the subgroup table); None: look next to the model
-    audit_store: Path | None = None  # SQLite audit trail; None: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite
-    cohort_dir: Path | None = None  # a synthetic cohort whose patients can be picked
-    pacs_url: str | None = None  # DICOMweb root (QIDO-RS / WADO-RS)
-    model_card: Path | None = None  # None: look next to the audit and the model
-    max_cases: int = 16  # open cases kept in memory
-    max_new_tokens: int | None = None  # impression length (None: the model's default)
+    """Checkpoint folder."""
+    work_dir: Path
+    """The interface's own folder: case inputs, renders, Gradio's uploads and cache."""
+    audit_dir: Path | None = None
+    """Audit folder (audit.json, what `medmm audit` writes) for the subgroup card [default: next to the model]."""
+    audit_store: Path | None = None
+    """Audit trail (SQLite) of predictions and feedback [default: $MEDMM_AUDIT_STORE, else ~/.medmm/audit.sqlite]."""
+    cohort_dir: Path | None = None
+    """A cohort whose patients can be picked in the interface."""
+    pacs_url: str | None = None
+    """DICOMweb root (QIDO-RS / WADO-RS) to search and pull studies from [served: default $MEDMM_DICOMWEB_URL]."""
+    model_card: Path | None = None
+    """The model card shown beside the results [default: next to the audit and the model]."""
+    max_cases: int = 16
+    """Open cases kept in memory."""
+    max_new_tokens: int | None = None
+    """Impression length in tokens [default: the model's]."""
     explain_methods: tuple[str, ...] = EXPLAIN_METHODS
-    signed_notes: bool = True  # also compute signed word and hour evidence (integrated gradients)
-    analysis_slots: int = 2  # analyses that run at once; others wait for a slot, and say so
+    """Evidence-map methods computed for the top diagnosis."""
+    signed_notes: bool = True
+    """Also compute signed word and hour evidence (integrated gradients)."""
+    analysis_slots: int = 2
+    """Analyses that run at once; others wait for a slot, and say so."""
 
 
 @dataclass(frozen=True)

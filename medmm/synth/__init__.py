@@ -5,7 +5,17 @@ is saved beside it, and knobs plant missing modalities and subgroup bias. See
 governance/datasheet.md for the generative rules.
 """
 
-from medmm.synth.cohort import MARKER, synthesize
 from medmm.synth.config import SynthConfig, SynthSummary
+
+
+def __getattr__(name: str):
+    """`synthesize` and `MARKER` load the writers (pydicom, images) only when asked for, so reading the
+    config (the command line's help does) stays light."""
+    if name in ("MARKER", "synthesize"):
+        from medmm.synth import cohort
+
+        return getattr(cohort, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["MARKER", "SynthConfig", "SynthSummary", "synthesize"]

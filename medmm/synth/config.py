@@ -31,32 +31,54 @@ def _default_workers() -> int:
 class SynthConfig:
     """Every knob of the synthetic cohort; the same config and seed write identical files."""
 
-    patients: int = 600  # number of patients
-    seed: int = 0  # root seed: every random draw derives from (seed, patient index)
-    image_size: int = 256  # radiograph rows = columns, in pixels
-    ct_fraction: float = 0.0  # fraction of patients who also get a small chest CT volume
-    ct_slices: int = 24  # slices per CT volume
-    ct_size: int = 64  # CT rows = columns, in pixels
-    missing_image: float = 0.1  # probability that a patient has no imaging
-    missing_notes: float = 0.1  # probability that a patient has no notes
-    missing_vitals: float = 0.1  # probability that a patient has no vital signs
-    prevalence: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))  # per diagnosis
-    pair_fraction: float = (
-        0.4  # share of the rarer partner's cases that come as pneumonia+sepsis / heart_failure+effusion
-    )
-    evidence_rate: float = 0.65  # probability that each capable, present modality carries a diagnosis's evidence
-    monochrome1_fraction: float = 0.3  # radiographs stored as MONOCHROME1 (inverted)
-    compressed_fraction: float = 0.3  # radiographs stored compressed (RLE Lossless / JPEG 2000 Lossless)
-    window_fraction: float = 0.6  # radiographs that carry WindowCenter / WindowWidth
-    fhir_vitals_fraction: float = 0.2  # patients whose vitals are FHIR Observations instead of vitals.csv
-    bias_attribute: str | None = None  # demographic attribute of the planted bias: sex | race | ethnicity
-    bias_value: str | None = None  # the group that gets it (e.g. race 2054-5, sex female)
-    bias_kind: str = "label_noise"  # label_noise | image_quality
-    bias_strength: float = 0.0  # 0 = unbiased; label_noise: rate; image_quality: noise/blur amount
-    train_fraction: float = 0.7  # split fractions, stratified by race, sex, ethnicity and age band
+    patients: int = 600
+    """Number of patients."""
+    seed: int = 0
+    """Root seed: every random draw derives from (seed, patient index), so the same seed writes identical files."""
+    image_size: int = 256
+    """Radiograph size (rows = columns), in pixels."""
+    ct_fraction: float = 0.0
+    """Fraction of patients who also get a small chest CT volume."""
+    ct_slices: int = 24
+    """Slices per CT volume."""
+    ct_size: int = 64
+    """CT size (rows = columns), in pixels."""
+    missing_image: float = 0.1
+    """Probability that a patient has no imaging."""
+    missing_notes: float = 0.1
+    """Probability that a patient has no notes."""
+    missing_vitals: float = 0.1
+    """Probability that a patient has no vital signs."""
+    prevalence: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
+    """Prevalence of each diagnosis."""
+    pair_fraction: float = 0.4
+    """Share of the rarer partner's cases that come as pneumonia+sepsis / heart_failure+effusion."""
+    evidence_rate: float = 0.65
+    """Probability that each capable, present modality carries a diagnosis's evidence."""
+    monochrome1_fraction: float = 0.3
+    """Fraction of radiographs stored as MONOCHROME1 (inverted)."""
+    compressed_fraction: float = 0.3
+    """Fraction of radiographs stored compressed (RLE Lossless / JPEG 2000 Lossless)."""
+    window_fraction: float = 0.6
+    """Fraction of radiographs that carry WindowCenter / WindowWidth."""
+    fhir_vitals_fraction: float = 0.2
+    """Fraction of patients whose vitals are FHIR Observations instead of vitals.csv."""
+    bias_attribute: str | None = None
+    """Demographic attribute of the planted bias: sex, race or ethnicity."""
+    bias_value: str | None = None
+    """Group that receives the planted bias (e.g. race 2054-5, sex female)."""
+    bias_kind: str = "label_noise"
+    """Kind of planted bias: label_noise (labels without their evidence) or image_quality (noisy, blurred images)."""
+    bias_strength: float = 0.0
+    """Strength of the planted bias: 0 = none; label_noise: the rate; image_quality: the noise and blur."""
+    train_fraction: float = 0.7
+    """Training fraction of the split (stratified by race, sex, ethnicity and age band)."""
     val_fraction: float = 0.15
+    """Validation fraction of the split."""
     test_fraction: float = 0.15
-    workers: int = field(default_factory=_default_workers)  # processes; results do not depend on it
+    """Test fraction of the split."""
+    workers: int = field(default_factory=_default_workers)
+    """Processes (default: all cores); the files do not depend on it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prevalence", dict(self.prevalence))

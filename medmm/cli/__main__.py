@@ -1,0 +1,5 @@
+"""`python -m medmm.cli`: the command line."""
+
+from medmm.cli import main
+
+main()
