@@ -177,6 +177,7 @@ def evaluate_default(model_dir: Path, out: Path, cohort: Path, progress: bool, q
     The temperature and conformal threshold go into the checkpoint (what the interface and
     `medmm predict` then apply); evaluation.json, audit.json and report.html are written.
     """
+    from medmm.evaluate.audit_document import load_audit
     from medmm.evaluate.run import evaluate_checkpoint
 
     folder = out / "evaluation"
@@ -189,14 +190,14 @@ def evaluate_default(model_dir: Path, out: Path, cohort: Path, progress: bool, q
         n_boot=QUICK_BOOT if quick else 1000,
         progress=progress,
     )
-    audit = json.loads((folder / "audit.json").read_text())
+    audit = load_audit(folder)
     return {
         "macro_auroc": e.subset_auroc,
         "impression": e.document["impression"],
         "grounding": grounding_figures(e.grounding),
         "test_cases": e.test.cases,
         "unreadable": e.test.unreadable,
-        "audit_flags": len(audit.get("flags", [])),
+        "audit_flags": len(audit.flags),
         "report": str((folder / "report.html").relative_to(out)),
     }
 

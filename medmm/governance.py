@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, Mapping
 
 from medmm.config import from_dict
 from medmm.errors import CheckpointError, EvaluationError
+from medmm.evaluate.arrays import json_safe
+from medmm.evaluate.audit_document import AUDIT_FILE, audit_record, load_audit
 from medmm.evaluate.document import Evaluation
+from medmm.evaluate.fairness import AuditResult
 from medmm.report.html import diagnosis, estimate, group_label, interval, label_table, limitations, num, pct
 from medmm.scope import InputScope
 
@@ -58,8 +62,13 @@ def _diagnoses(e: dict) -> list[str]:
     return list((e.get("model") or {}).get("diagnoses") or e["operating_points"]["thresholds"])
 
 
-def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | None = None) -> str:
-    """The model card as Markdown, every section filled from the run or marked for the authors."""
+def model_card(
+    evaluation: dict, audit: AuditResult | Mapping[str, Any] | None, checkpoint_config: dict | None = None
+) -> str:
+    """The model card as Markdown, every section filled from the run or marked for the authors.
+
+    `audit`: the audit (an audit.json document is read into one first), or None when none was run."""
+    audit = audit_record(audit)
     e, m = evaluation, _model(evaluation, checkpoint_config)
     s, c = e["summary"], e.get("cohort") or {}
     names = _diagnoses(e)
@@ -121,7 +130,7 @@ def model_card(evaluation: dict, audit: dict | None, checkpoint_config: dict | N
         "",
         "## Factors",
         "",
-        f"- Audited groups: {', '.join(audit['attributes']) if audit else 'none (no audit was run)'}.",
+        f"- Audited groups: {', '.join(audit.attributes) if audit is not None else 'none (no audit was run)'}.",
         "- Other relevant factors: which modalities a case has (missing inputs are masked), image acquisition (CR/DX, photometric "
         "interpretation, compression), note style and vital-sign sampling; none of these is audited per group.",
         "",
@@ -222,25 +231,25 @@ def _ablation_lines(e: dict) -> list[str]:
     ]
 
 
-def _audit_lines(audit: dict | None) -> list[str]:
+def _audit_lines(audit: AuditResult | None) -> list[str]:
     if audit is None:
         return ["Subgroup analysis: none was run with this evaluation.", ""]
     lines = [
-        f"Subgroup analysis ({audit['summary']['groups_scored']} groups scored, {audit['summary']['groups_too_small']} too small "
-        f"to score at {audit['settings']['min_group_size']} patients): {len(audit['flags'])} flag(s).",
+        f"Subgroup analysis ({audit.groups_scored} groups scored, {audit.groups_too_small} too small "
+        f"to score at {audit.min_group_size} patients): {len(audit.flags)} flag(s).",
         "",
     ]
-    if audit["flags"]:
+    if audit.flags:
         rows = [
             [
-                f["attribute"],
-                group_label(f["group"]),
-                f["metric"],
-                f"{num(f['value'])} ({interval(f['interval'])})",
-                f"{group_label(str(f['reference_group']))}: {num(f['reference_value'])}",
-                f["reason"],
+                f.attribute,
+                group_label(f.group),
+                f.metric,
+                f"{num(f.value)} ({interval(json_safe(f.ci))})",  # an undefined bound as null: no interval
+                f"{group_label(str(f.reference_group))}: {num(f.reference_value)}",
+                f.reason,
             ]
-            for f in audit["flags"]
+            for f in audit.flags
         ]
         lines += _table(["Attribute", "Group", "Metric", "Value (CI)", "Reference", "Why"], rows)
         lines.append("")
@@ -370,19 +379,20 @@ _RISKS: tuple[tuple[str, str, str, str, str], ...] = (
 )
 
 
-def risk_register(evaluation: dict | None, audit: dict | None) -> str:
+def risk_register(evaluation: dict | None, audit: AuditResult | Mapping[str, Any] | None) -> str:
     """The risk register: standing risks with their mitigations, plus risks this run's figures show."""
+    audit = audit_record(audit)
     rows = [
         [f"R{i}", r, cause, effect, mitigation, rating, "open"]
         for i, (r, cause, effect, mitigation, rating) in enumerate(_RISKS, 1)
     ]
     found: list[list[str]] = []
-    for f in (audit or {}).get("flags", []):
+    for f in audit.flags if audit is not None else ():
         found.append(
             [
-                f"{f['metric'].upper()} of {f['attribute']} = {group_label(f['group'])}",
+                f"{f.metric.upper()} of {f.attribute} = {group_label(f.group)}",
                 "audit flag",
-                f"{num(f['value'])} vs {num(f['reference_value'])} for the reference group ({f['reason']})",
+                f"{num(f.value)} vs {num(f.reference_value)} for the reference group ({f.reason})",
                 "investigate data and labels of the group; do not use for this group",
                 "high",
             ]
@@ -429,9 +439,13 @@ def risk_register(evaluation: dict | None, audit: dict | None) -> str:
 
 
 def write_governance(
-    out_dir: str | Path, evaluation: dict, audit: dict | None, checkpoint_config: dict | None = None
+    out_dir: str | Path,
+    evaluation: dict,
+    audit: AuditResult | Mapping[str, Any] | None,
+    checkpoint_config: dict | None = None,
 ) -> list[Path]:
     """Write model_card.md, intended_use.md and risk_register.md into out_dir; returns their paths."""
+    audit = audit_record(audit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     docs = {
@@ -444,18 +458,14 @@ def write_governance(
     return [out / name for name in docs]
 
 
-def load_run(run_dir: str | Path) -> tuple[dict, dict | None]:
-    """evaluation.json (required) and audit.json (optional) of a run folder."""
+def load_run(run_dir: str | Path) -> tuple[dict, AuditResult | None]:
+    """evaluation.json (required) and the audit in audit.json (optional) of a run folder."""
     run = Path(run_dir)
     try:
         evaluation = json.loads((run / "evaluation.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EvaluationError("evaluation.json is missing or not JSON", path=run / "evaluation.json") from exc
-    audit_path = run / "audit.json"
-    try:
-        audit = json.loads(audit_path.read_text(encoding="utf-8")) if audit_path.is_file() else None
-    except ValueError as exc:
-        raise EvaluationError("audit.json is not JSON", path=audit_path) from exc
+    audit = load_audit(run / AUDIT_FILE) if (run / AUDIT_FILE).is_file() else None
     return evaluation, audit
 
 

@@ -94,7 +94,7 @@ def test_intended_use_and_risk_register(report_run):
 
 def test_write_governance_and_load_run(report_run, tmp_path):
     evaluation, audit = load_run(report_run.out)
-    assert evaluation["summary"] == report_run.evaluation["summary"] and audit["flags"] == report_run.audit["flags"]
+    assert evaluation["summary"] == report_run.evaluation["summary"] and audit.to_json() == report_run.audit
     paths = write_governance(tmp_path / "gov", evaluation, audit, CONFIG)
     assert [p.name for p in paths] == ["model_card.md", "intended_use.md", "risk_register.md"]
     assert paths[0].read_text() == model_card(evaluation, audit, CONFIG)
@@ -130,7 +130,7 @@ def test_the_documented_regeneration_command_writes_every_document(tmp_path, cap
     expected = [audit_dir / "report.html"] + [gov / n for n in ("model_card.md", "intended_use.md", "risk_register.md")]
     assert capsys.readouterr().out.split() == [str(p) for p in expected] and all(p.is_file() for p in expected)
     evaluation, audit = load_run(tmp_path / "audit")
-    assert audit is not None and audit["summary"]["groups_scored"] == 0  # 24 test cases: every group below 30 patients
+    assert audit is not None and audit.groups_scored == 0  # 24 test cases: every group below 30 patients
     card = (tmp_path / "gov" / "model_card.md").read_text()
     assert f"`{evaluation['model']['id']}`" in card and "0 groups scored" in card
     assert (

@@ -14,18 +14,19 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
+from typing import Any, Collection, Mapping
 
-from medmm.errors import EvaluationError
-from medmm.evaluate.fairness import UNKNOWN
+from medmm.evaluate.audit_document import AUDIT_FILE, audit_record
+from medmm.evaluate.audit_document import load_audit as read_audit_file
+from medmm.evaluate.fairness import UNKNOWN, AuditResult
 from medmm.records import Demographics
 from medmm.tasks.load import DEFAULT_AGE_BANDS, DEFAULT_AUDIT
 from medmm.tasks.task import age_band_label
 from ui.views import attribute_label, group_label
 
-AUDIT_FILE = "audit.json"
 CARD_METRICS = ("auroc", "tpr", "fpr")
 _METRIC_LABELS = {"auroc": "AUROC", "tpr": "sensitivity (TPR)", "fpr": "false-positive rate"}
 _STATUS = {
@@ -59,28 +60,22 @@ class GroupCard:
     source: str = ""  # what the audit was made on (cohort name and split), for the caption
 
 
-def load_audit(audit_dir: str | Path | None) -> dict | None:
-    """audit.json of an audit folder, or None when there is none."""
+def load_audit(audit_dir: str | Path | None) -> AuditResult | None:
+    """The audit of an audit folder, or None when there is none; EvaluationError names the file and a malformed field."""
     if audit_dir is None:
         return None
     path = Path(audit_dir) / AUDIT_FILE
     if not path.is_file():
         return None
-    try:
-        audit = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EvaluationError("audit file is not JSON", path=path) from exc
-    if not isinstance(audit, dict) or not isinstance(audit.get("groups"), list):
-        raise EvaluationError("expected an audit with a groups list", path=path, where="groups")
-    return audit
+    return read_audit_file(path)
 
 
-def audit_strata(audit: dict | None) -> tuple[tuple[str, ...], tuple[float, ...]]:
+def audit_strata(audit: AuditResult | None) -> tuple[tuple[str, ...], tuple[float, ...]]:
     """The single attributes and age bands an audit grouped by (an audit that does not say: medmm's defaults)."""
-    strata = ((audit or {}).get("model") or {}).get("strata") or {}
-    attributes = tuple(str(a) for a in strata.get("attributes") or DEFAULT_AUDIT)
-    bands = tuple(float(b) for b in strata.get("age_bands") or DEFAULT_AGE_BANDS)
-    return attributes, bands
+    context = audit.context if audit is not None else None
+    attributes = (context.strata_attributes if context else ()) or DEFAULT_AUDIT
+    bands = (context.age_bands if context else ()) or tuple(float(b) for b in DEFAULT_AGE_BANDS)
+    return tuple(attributes), bands
 
 
 def patient_groups(
@@ -121,8 +116,13 @@ def model_ids(model_dir: str | Path) -> frozenset[str]:
     return frozenset(ids)
 
 
-def group_card(audit: dict | None, demographics: Demographics | None, model_id: str | Collection[str]) -> GroupCard:
-    """The card for a patient with these demographics; `model_id`: the id(s) the model in use is known by."""
+def group_card(
+    audit: AuditResult | Mapping[str, Any] | None, demographics: Demographics | None, model_id: str | Collection[str]
+) -> GroupCard:
+    """The card for a patient with these demographics; `model_id`: the id(s) the model in use is known by.
+
+    `audit`: the audit (an audit.json document is read into one first), or None when there is none."""
+    audit = audit_record(audit)
     if audit is None:
         return GroupCard(
             False,
@@ -131,18 +131,17 @@ def group_card(audit: dict | None, demographics: Demographics | None, model_id: 
             ),
         )
     warnings: list[str] = []
-    audited_model = (audit.get("model") or {}).get("id")
+    context = audit.context
+    audited_model = context.model_id if context else None
     known = {model_id} if isinstance(model_id, str) else set(model_id)
     if audited_model and audited_model not in known:
         warnings.append(
             "This audit was made for a different model version; its figures may not describe the model in use."
         )
-    groups = {(g.get("attribute"), g.get("group")): g for g in audit["groups"] if isinstance(g, dict)}
+    groups = {(g.attribute, g.group): g for g in audit.groups}
     flags: dict[tuple[str, str], list[str]] = {}
-    for f in audit.get("flags") or []:
-        flags.setdefault((f.get("attribute"), f.get("group")), []).append(
-            f"{f.get('metric', '').upper()}: {f.get('reason', '')}"
-        )
+    for f in audit.flags:
+        flags.setdefault((f.attribute, f.group), []).append(f"{f.metric.upper()}: {f.reason}")
     attributes, bands = audit_strata(audit)
     mine = patient_groups(demographics, attributes, bands)
     wanted = [(a, mine[a]) for a in attributes]
@@ -153,22 +152,14 @@ def group_card(audit: dict | None, demographics: Demographics | None, model_id: 
             rows.append(GroupRow(attribute, group, None, "absent"))
             continue
         metrics = tuple(
-            (m["metric"], m.get("value"), tuple(m.get("ci") or (None, None)))
-            for m in found.get("metrics") or []
-            if m.get("metric") in CARD_METRICS
+            (m.metric, _defined(m.value), (_defined(m.ci[0]), _defined(m.ci[1])))
+            for m in found.metrics
+            if m.metric in CARD_METRICS
         )
         rows.append(
-            GroupRow(
-                attribute,
-                group,
-                found.get("n"),
-                found.get("status", ""),
-                metrics,
-                tuple(flags.get((attribute, group), ())),
-            )
+            GroupRow(attribute, group, found.n, found.status, metrics, tuple(flags.get((attribute, group), ())))
         )
-    settings = audit.get("settings") or {}
-    minimum = settings.get("min_group_size")
+    minimum = audit.min_group_size
     for row in rows:
         name = f"{attribute_label(row.attribute)} {group_label(row.attribute, row.group)}"
         if row.flags:
@@ -189,10 +180,15 @@ def group_card(audit: dict | None, demographics: Demographics | None, model_id: 
             warnings.append(
                 f"Flagged by the audit for the intersection {attribute_label(attribute)} {group_label(attribute, group)}."
             )
-    split = audit.get("split") or {}
-    cohort = (audit.get("cohort") or {}).get("name")
-    source = f"{split.get('split', 'test')} split" + (f' of cohort "{cohort}"' if cohort else "")
+    split = (context.split_name if context else None) or "test"
+    cohort = context.cohort_name if context else None
+    source = f"{split} split" + (f' of cohort "{cohort}"' if cohort else "")
     return GroupCard(True, tuple(rows), tuple(warnings), minimum, source)
+
+
+def _defined(value: float) -> float | None:
+    """A figure as the card shows it: None where the audit found it undefined."""
+    return value if math.isfinite(value) else None
 
 
 def card_html(card: GroupCard) -> str:

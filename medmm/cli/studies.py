@@ -106,10 +106,12 @@ def audit(
     if as_json:
         typer.echo(json.dumps(jsonable(result)))
     else:
-        flags = result.get("flags", [])
+        from medmm.evaluate.audit_document import audit_record
+
+        flags = audit_record(result).flags
         typer.echo(f"audit: {out / 'audit.json'}  flags: {len(flags)}")
         for f in flags:
-            typer.echo(f"  {f.get('attribute')}={f.get('group')} {f.get('metric')}: {f.get('reason', '')}")
+            typer.echo(f"  {f.attribute}={f.group} {f.metric}: {f.reason}")
 
 
 @app.command()

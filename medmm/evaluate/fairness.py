@@ -32,7 +32,8 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,9 @@ from medmm.evaluate.bootstrap import bootstrap_weights, percentile_interval
 from medmm.evaluate.group_metrics import AUDIT_METRICS, both_classes, metric_functions, resampled_group_metrics
 from medmm.evaluate.metrics import OperatingPoints
 from medmm.records import Issue
+
+if TYPE_CHECKING:
+    from medmm.evaluate.audit_document import AuditContext
 
 RATIO_METRICS: tuple[str, ...] = ("auroc", "tpr", "fpr", "ppv")
 RATIO_BAND = (0.8, 1.25)
@@ -104,6 +108,8 @@ class Flag:
     group: str
     metric: str
     value: float
+    ci: tuple[float, float]  # the group's interval of the metric
+    reference_group: str | None
     reference_value: float
     ratio: float
     ratio_ci: tuple[float, float]
@@ -114,7 +120,11 @@ class Flag:
 
 @dataclass(frozen=True)
 class AuditResult:
-    """Every audited group, the flags raised and the settings that produced them."""
+    """Every audited group, the flags raised and the settings that produced them.
+
+    `to_json` gives the audit.json document and `from_json` reads one back, with the context the
+    document records around the audit (medmm.evaluate.audit_document).
+    """
 
     groups: tuple[GroupResult, ...]
     flags: tuple[Flag, ...]
@@ -129,6 +139,34 @@ class AuditResult:
     confidence: float
     n_bins: int
     issues: tuple[Issue, ...] = ()
+    intersections: bool = True  # pairwise intersections of the attributes audited too
+    context: AuditContext | None = None  # what audit.json records around the audit; None for one just computed
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], path: str | Path | None = None) -> AuditResult:
+        """The audit of an audit.json document (see medmm.evaluate.audit_document); EvaluationError names the file and field."""
+        from medmm.evaluate.audit_document import audit_from_json
+
+        return audit_from_json(data, path)
+
+    def to_json(self) -> dict[str, Any]:
+        """The audit.json document of this audit (NaN as null), with its context where it has one."""
+        from medmm.evaluate.audit_document import audit_to_json
+
+        return audit_to_json(self)
+
+    @property
+    def flagged_groups(self) -> tuple[str, ...]:
+        """Every flagged group as "attribute=group", sorted."""
+        return tuple(sorted({f"{f.attribute}={f.group}" for f in self.flags}))
+
+    @property
+    def groups_scored(self) -> int:
+        return sum(g.status != "too small" for g in self.groups)
+
+    @property
+    def groups_too_small(self) -> int:
+        return sum(g.status == "too small" for g in self.groups)
 
     def group(self, attribute: str, group: str) -> GroupResult:
         """The result of `group` within `attribute`."""
@@ -142,7 +180,7 @@ class AuditResult:
         return next((g.group for g in self.groups if g.attribute == attribute and g.status == "reference"), None)
 
     def to_dict(self) -> dict:
-        """A JSON-able copy (NaN becomes None)."""
+        """A JSON-able copy of every field (NaN becomes None); `to_json` gives the audit.json document."""
         return json_safe(asdict(self))
 
 
@@ -323,8 +361,22 @@ def audit_subgroups(
                     )
                 )
                 if reason:
-                    values = (gm.value, gm.reference_value, gm.ratio, gm.ratio_ci, gm.difference, gm.difference_ci)
-                    flags.append(Flag(a.attribute, g, m, *values, reason=reason))
+                    flags.append(
+                        Flag(
+                            a.attribute,
+                            g,
+                            m,
+                            value=gm.value,
+                            ci=gm.ci,
+                            reference_group=ref,
+                            reference_value=gm.reference_value,
+                            ratio=gm.ratio,
+                            ratio_ci=gm.ratio_ci,
+                            difference=gm.difference,
+                            difference_ci=gm.difference_ci,
+                            reason=reason,
+                        )
+                    )
             results.append(GroupResult(a.attribute, g, n, n_pat, "reference" if g == ref else "scored", tuple(metrics)))
     return AuditResult(
         groups=tuple(results),
@@ -340,6 +392,7 @@ def audit_subgroups(
         confidence=confidence,
         n_bins=int(n_bins),
         issues=tuple(issues),
+        intersections=bool(intersections),
     )
 
 

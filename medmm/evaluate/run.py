@@ -271,8 +271,7 @@ def evaluate_checkpoint(
     out_dir/report.html (with out_dir/audit.json when there is one, and out_dir/explanations/ when
     `medmm explain` wrote there); returns the typed Evaluation. Calibration is written into the
     checkpoint only with `save_calibration`."""
-    import json
-
+    from medmm.evaluate.audit_document import AUDIT_FILE, load_audit
     from medmm.evaluate.document import Evaluation
     from medmm.report.html import write_report
 
@@ -282,9 +281,8 @@ def evaluate_checkpoint(
         confidence=confidence, baselines=baselines, save_calibration=save_calibration,
     )  # fmt: skip
     if report:
-        audit_path = out / "audit.json"
-        audit_doc = json.loads(audit_path.read_text(encoding="utf-8")) if audit_path.is_file() else None
-        write_report(out, document, audit_doc, out / "explanations" if (out / "explanations").is_dir() else None)
+        audit = load_audit(out / AUDIT_FILE) if (out / AUDIT_FILE).is_file() else None
+        write_report(out, document, audit, out / "explanations" if (out / "explanations").is_dir() else None)
     return Evaluation.from_dict(document)
 
 

@@ -1,7 +1,9 @@
 """The evaluation report: one self-contained HTML file rendered from evaluation.json and audit.json.
 
 Plots are read from the PNG files the evaluation wrote under out_dir and embedded as data URIs,
-so report.html can be mailed or archived alone. Templates live in medmm/report/templates.
+so report.html can be mailed or archived alone. Templates live in medmm/report/templates. The
+audit is read as its typed record (medmm.evaluate.audit_document); the templates render its
+audit.json document.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any, Mapping
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from medmm.codes import ETHNICITIES, RACES
+from medmm.evaluate.audit_document import audit_record
 from medmm.evaluate.document import Evaluation
+from medmm.evaluate.fairness import AuditResult
 from medmm.report.tripod import AUTHORS, DRAFT, REPORTED, tripod_checklist
 from medmm.tasks import DEFAULT_TASK, load_task, task_to_dict
 
@@ -177,9 +181,10 @@ def explanation_examples(
     return out
 
 
-def limitations(evaluation: dict, audit: dict | None) -> list[str]:
+def limitations(evaluation: dict, audit: AuditResult | Mapping[str, Any] | None) -> list[str]:
     """Limitations of this run, stated plainly (fixed ones first, then those the figures show)."""
     record = Evaluation.from_dict(evaluation)
+    audit = audit_record(audit)
     s = record.summary
     cohort = record.cohort
     out = ["medmm is a research tool, not a medical device: nothing here supports a clinical decision."]
@@ -221,15 +226,15 @@ def limitations(evaluation: dict, audit: dict | None) -> list[str]:
     if audit is None:
         out.append("No subgroup audit accompanies this evaluation: performance per group is unknown.")
     else:
-        small = audit["summary"]["groups_too_small"]
+        small = audit.groups_too_small
         if small:
             out.append(
-                f"{small} subgroup(s) had fewer than {audit['settings']['min_group_size']} patients and were not scored: "
+                f"{small} subgroup(s) had fewer than {audit.min_group_size} patients and were not scored: "
                 "performance for them is unknown."
             )
-        if audit["flags"]:
+        if audit.flags:
             out.append(
-                f"The audit flagged {', '.join(group_label(g) for g in audit['summary']['flagged_groups'])}: see the fairness section."
+                f"The audit flagged {', '.join(group_label(g) for g in audit.flagged_groups)}: see the fairness section."
             )
         out.append(
             "No flag is not proof of fairness: only recorded attributes are audited, and small groups give wide intervals."
@@ -240,19 +245,28 @@ def limitations(evaluation: dict, audit: dict | None) -> list[str]:
     return out
 
 
-def _fairness_context(out_dir: Path, audit: dict | None) -> dict:
+def _fairness_context(out_dir: Path, audit: AuditResult | None) -> dict:
+    """The fairness section's variables: the audit's document, its plots embedded, and its groups per attribute."""
     if audit is None:
         return {"audit": None, "audit_images": {}, "audit_groups": {}}
+    document = audit.to_json()
     by_attribute: dict[str, list[dict]] = {}
-    for g in audit["groups"]:
+    for g in document["groups"]:
         by_attribute.setdefault(g["attribute"], []).append({**g, "by_metric": {m["metric"]: m for m in g["metrics"]}})
-    return {"audit": audit, "audit_images": _images(out_dir, audit.get("plots")), "audit_groups": by_attribute}
+    plots = audit.context.plots if audit.context is not None else None
+    return {"audit": document, "audit_images": _images(out_dir, plots), "audit_groups": by_attribute}
 
 
-def write_report(out_dir: str | Path, evaluation: dict, audit: dict | None, explanations_dir: Path | None) -> Path:
+def write_report(
+    out_dir: str | Path,
+    evaluation: dict,
+    audit: AuditResult | Mapping[str, Any] | None,
+    explanations_dir: Path | None,
+) -> Path:
     """Render out_dir/report.html from the evaluation (and audit) written into out_dir; returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    audit = audit_record(audit)
     checklist = tripod_checklist(evaluation, audit)
     labels = label_table(evaluation)
     html = (
@@ -274,14 +288,17 @@ def write_report(out_dir: str | Path, evaluation: dict, audit: dict | None, expl
     return path
 
 
-def write_audit_page(out_dir: str | Path, audit: dict) -> Path:
+def write_audit_page(out_dir: str | Path, audit: AuditResult | Mapping[str, Any]) -> Path:
     """Render out_dir/audit.html: the fairness section alone, as a page of its own."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    record = audit_record(audit)
+    # label names from a top-level "labels" key where the writer's context added one, else the default task's
+    labels = record.context.extra.get("labels") if record.context is not None else None
     html = (
-        _env(label_table({"model": {"labels": audit.get("labels")}}))
+        _env(label_table({"model": {"labels": labels}}))
         .get_template("audit.html.j2")
-        .render(**_fairness_context(out, audit))
+        .render(**_fairness_context(out, record))
     )
     path = out / "audit.html"
     path.write_text(html, encoding="utf-8")

@@ -8,8 +8,11 @@ the rest are left to the authors ("for the authors"). Never claim what the run c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
+from medmm.evaluate.audit_document import audit_record
 from medmm.evaluate.document import Evaluation, SplitCounts
+from medmm.evaluate.fairness import AuditResult
 
 REPORTED, DRAFT, AUTHORS = "reported", "draft", "for the authors"
 
@@ -228,7 +231,7 @@ def _test_counts(t: SplitCounts) -> str:
     )
 
 
-def _filled(e: dict, audit: dict | None) -> dict[str, tuple[str, str, str]]:
+def _filled(e: dict, audit: AuditResult | None) -> dict[str, tuple[str, str, str]]:
     """item -> (status, answer, anchor) for every item the run can speak to."""
     m = e.get("model", {})
     pre = m.get("preprocess", {})
@@ -237,7 +240,7 @@ def _filled(e: dict, audit: dict | None) -> dict[str, tuple[str, str, str]]:
     val = record.val
     cohort = e.get("cohort", {})
     groups = "; ".join(f"{a}: {_counts(g)}" for a, g in record.test.groups.items())
-    subgroups = "; subgroup metrics in the fairness audit." if audit else "; no subgroup audit in this run."
+    subgroups = "; subgroup metrics in the fairness audit." if audit is not None else "; no subgroup audit in this run."
     out: dict[str, tuple[str, str, str]] = {
         "1": (
             DRAFT,
@@ -372,11 +375,11 @@ def _filled(e: dict, audit: dict | None) -> dict[str, tuple[str, str, str]]:
         ),
     }
     if audit is not None:
-        flagged = ", ".join(audit["summary"]["flagged_groups"]) or "none"
+        flagged = ", ".join(audit.flagged_groups) or "none"
         out["14"] = (
             REPORTED,
-            f"Subgroup audit over {', '.join(audit['attributes'])} (fairlearn MetricFrame; ratio CI outside "
-            f"{audit['settings']['ratio_band']} or |difference| > {audit['settings']['bound_difference']} flags a group). "
+            f"Subgroup audit over {', '.join(audit.attributes)} (fairlearn MetricFrame; ratio CI outside "
+            f"{list(audit.ratio_band)} or |difference| > {audit.bound_difference} flags a group). "
             f"Flagged: {flagged}.",
             "fairness",
         )
@@ -385,9 +388,13 @@ def _filled(e: dict, audit: dict | None) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def tripod_checklist(evaluation: dict, audit: dict | None = None) -> tuple[ChecklistItem, ...]:
-    """Every TRIPOD+AI item, filled where the run can answer it and marked for the authors otherwise."""
-    filled = _filled(evaluation, audit)
+def tripod_checklist(
+    evaluation: dict, audit: AuditResult | Mapping[str, Any] | None = None
+) -> tuple[ChecklistItem, ...]:
+    """Every TRIPOD+AI item, filled where the run can answer it and marked for the authors otherwise.
+
+    `audit`: the audit (an audit.json document is read into one first), or None when none was run."""
+    filled = _filled(evaluation, audit_record(audit))
     items = []
     for item, section, topic, asks in ITEMS:
         status, answer, anchor = filled.get(item, (AUTHORS, "To be completed by the authors.", ""))
