@@ -293,8 +293,8 @@ def write_audit_page(out_dir: str | Path, audit: AuditResult | Mapping[str, Any]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = audit_record(audit)
-    # label names from a top-level "labels" key where the writer's context added one, else the default task's
-    labels = record.context.extra.get("labels") if record.context is not None else None
+    # label names from the audited model's task (audit.json's model.labels), else the default task's
+    labels = (record.context.model or {}).get("labels") if record.context is not None else None
     html = (
         _env(label_table({"model": {"labels": labels}}))
         .get_template("audit.html.j2")
