@@ -9,6 +9,7 @@ calibration is used instead, and the output says so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from scipy.special import expit
 
 import medmm
 from medmm.evaluate.arrays import EvaluationError, check_fraction, json_safe
+from medmm.evaluate.audit_document import AuditContext
 from medmm.evaluate.calibration import CalibrationReport, fit_temperature, summarise_calibration
 from medmm.evaluate.conformal import ConformalCalibrator
 from medmm.evaluate.describe import describe_split
@@ -315,68 +317,30 @@ def audit_from_scores(
         confidence=confidence,
     )
     issues += list(result.issues)
-    audit = {
-        "format": AUDIT_FORMAT,
-        "disclaimer": DISCLAIMER,
-        "medmm_version": medmm.__version__,
-        "created": _now(),
-        **dict(context or {}),
-        "split": describe_split(test),
-        "temperature": saved.temperature,
-        "calibrated": not any(i.where == "temperature" for i in saved.issues),
-        "thresholds_from": thresholds_from,
-        "settings": {
-            "min_group_size": result.min_group_size,
-            "bound_difference": result.bound_difference,
-            "ratio_band": list(result.ratio_band),
-            "n_boot": result.n_boot,
-            "seed": result.seed,
-            "confidence": result.confidence,
-            "n_bins": result.n_bins,
-            "intersections": True,
-        },
-        "attributes": list(result.attributes),
-        "references": {a: result.reference(a) for a in result.attributes},
-        "thresholds": dict(zip(result.names, result.thresholds)),
-        "groups": result.to_dict()["groups"],
-        "flags": flag_dicts(result),
-        "plots": _audit_plots(out, result) if plots else {},
-        "issues": _issue_dicts(issues),
-    }
-    audit["summary"] = {
-        "flags": len(audit["flags"]),
-        "flagged_groups": sorted({f"{f['attribute']}={f['group']}" for f in audit["flags"]}),
-        "groups_scored": sum(g["status"] != "too small" for g in audit["groups"]),
-        "groups_too_small": sum(g["status"] == "too small" for g in audit["groups"]),
-    }
+    given = dict(context or {})
+    record = dataclasses.replace(
+        result,
+        issues=tuple(issues),
+        context=AuditContext(
+            format=AUDIT_FORMAT,
+            disclaimer=DISCLAIMER,
+            medmm_version=medmm.__version__,
+            created=_now(),
+            model=given.pop("model", None),
+            cohort=given.pop("cohort", None),
+            split=describe_split(test),
+            temperature=saved.temperature,
+            calibrated=not any(i.where == "temperature" for i in saved.issues),
+            thresholds_from=thresholds_from,
+            plots=_audit_plots(out, result) if plots else {},
+            extra=given,
+        ),
+    )
+    audit = record.to_json()  # the one writer of the audit.json document (medmm.evaluate.audit_document)
     audit["seconds"] = round(time.perf_counter() - start, 2)
     write_json(out / "audit.json", audit)
     write_audit_page(out, json_safe(audit))  # type: ignore[arg-type]
     return json_safe(audit)  # type: ignore[return-value]
-
-
-def flag_dicts(result: AuditResult) -> list[dict]:
-    """The audit's flags naming group, metric, value and interval (the group's CI), with the gap to the reference."""
-    out = []
-    for f in result.flags:
-        group = result.group(f.attribute, f.group)
-        out.append(
-            {
-                "attribute": f.attribute,
-                "group": f.group,
-                "metric": f.metric,
-                "value": f.value,
-                "interval": list(group.metric(f.metric).ci),
-                "reference_group": result.reference(f.attribute),
-                "reference_value": f.reference_value,
-                "ratio": f.ratio,
-                "ratio_interval": list(f.ratio_ci),
-                "difference": f.difference,
-                "difference_interval": list(f.difference_ci),
-                "reason": f.reason,
-            }
-        )
-    return out
 
 
 def _audit_plots(out: Path, result: AuditResult) -> dict[str, str]:
