@@ -17,13 +17,13 @@ is None, and `to_json` leaves it out again.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, overload
 
 from medmm.evaluate.arrays import EvaluationError, json_safe
+from medmm.evaluate.document import read_json_document
 from medmm.evaluate.fairness import AuditResult, Flag, GroupMetric, GroupResult
 from medmm.records import Issue
 
@@ -336,16 +336,7 @@ def audit_to_json(result: AuditResult) -> dict[str, Any]:
 
 def load_audit(folder: str | Path) -> AuditResult:
     """The AuditResult in `folder` (or the audit.json file given); EvaluationError names the file and what is wrong."""
-    path = Path(folder)
-    path = path / AUDIT_FILE if path.is_dir() else path
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvaluationError(f"no {AUDIT_FILE} (run `medmm audit` first)", path=path) from None
-    except ValueError as exc:
-        raise EvaluationError(f"audit file is not JSON ({type(exc).__name__})", path=path) from exc
-    except OSError as exc:
-        raise EvaluationError(f"audit file is unreadable ({type(exc).__name__})", path=path) from exc
+    path, doc = read_json_document(folder, AUDIT_FILE, "medmm audit", what="audit file")
     return audit_from_json(doc, path)
 
 

@@ -165,16 +165,25 @@ class Evaluation:
             raise EvaluationError(f"{EVALUATION_FILE} has a malformed section ({type(exc).__name__}: {exc})") from exc
 
 
+def read_json_document(folder: str | Path, filename: str, made_by: str, what: str | None = None) -> tuple[Path, Any]:
+    """(path, parsed JSON) of `filename` in `folder` (or the file given): what evaluation.json and audit.json
+    share. EvaluationError names the file: missing (run `made_by` first), not JSON, or unreadable."""
+    path = Path(folder)
+    path = path / filename if path.is_dir() else path
+    what = what or filename
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvaluationError(f"no {filename} (run `{made_by}` first)", path=path) from None
+    except ValueError as exc:
+        raise EvaluationError(f"{what} is not JSON ({type(exc).__name__})", path=path) from exc
+    except OSError as exc:
+        raise EvaluationError(f"{what} is unreadable ({type(exc).__name__})", path=path) from exc
+
+
 def load_evaluation(folder: str | Path) -> Evaluation:
     """The Evaluation in `folder` (or the evaluation.json file given); EvaluationError names what is missing."""
-    path = Path(folder)
-    path = path / EVALUATION_FILE if path.is_dir() else path
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvaluationError(f"no {EVALUATION_FILE} (run `medmm evaluate` first)", path=path) from None
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"{EVALUATION_FILE} is unreadable or not JSON ({type(exc).__name__})", path=path) from exc
+    path, doc = read_json_document(folder, EVALUATION_FILE, "medmm evaluate")
     if not isinstance(doc, Mapping):
         raise EvaluationError(f"{EVALUATION_FILE} is not a JSON object", path=path)
     try:
